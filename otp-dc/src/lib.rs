@@ -1,0 +1,1 @@
+//! otp-dc: placeholder, filled by its own work.

@@ -1,0 +1,189 @@
+//! Splits a byte stream into datagrams. Reads land in one buffer; complete datagrams are handed
+//! out as slices of it, never copied. Only the unfinished tail (less than one datagram) is ever
+//! moved, and only when the free space behind it runs short, so compaction is linear overall.
+
+use std::fmt;
+use std::io::{self, Read};
+
+use crate::LENGTH_TAG_BYTES;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// A length tag announced a datagram larger than this stream allows.
+    Oversized { len: usize, max: usize },
+    /// A zero-length datagram, which carries nothing at all.
+    Empty,
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            FrameError::Oversized { len, max } => {
+                write!(f, "datagram of {len} bytes exceeds the limit of {max}")
+            }
+            FrameError::Empty => write!(f, "zero-length datagram"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+pub struct Deframer {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    max_datagram: usize,
+}
+
+impl Deframer {
+    /// `capacity` bytes of read buffer; datagram bodies over `max_datagram` are refused.
+    /// The capacity is raised to hold at least one largest datagram plus its tag.
+    pub fn new(capacity: usize, max_datagram: usize) -> Self {
+        let max_datagram = max_datagram.min(crate::MAX_DATAGRAM_BODY);
+        let capacity = capacity.max(max_datagram + LENGTH_TAG_BYTES);
+        Deframer { buf: vec![0u8; capacity].into_boxed_slice(), start: 0, end: 0, max_datagram }
+    }
+
+    /// Bytes received but not yet handed out.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn max_datagram(&self) -> usize {
+        self.max_datagram
+    }
+
+    /// Makes room at the tail, moving only the unfinished remainder.
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.buf.len() - self.end < self.max_datagram + LENGTH_TAG_BYTES {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// The free tail to read into (after making room).
+    pub fn spare(&mut self) -> &mut [u8] {
+        self.make_room();
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that `n` bytes were written into `spare()`.
+    pub fn commit(&mut self, n: usize) {
+        assert!(self.end + n <= self.buf.len(), "commit past the buffer");
+        self.end += n;
+    }
+
+    /// One `read` call into the buffer. Returns what `read` returned (0 = end of stream).
+    /// Take every complete datagram out first; a buffer full of them is an error.
+    pub fn read_from<R: Read>(&mut self, src: &mut R) -> io::Result<usize> {
+        let spare = self.spare();
+        if spare.is_empty() {
+            return Err(io::Error::other("deframer full: take datagrams out before reading"));
+        }
+        let n = src.read(spare)?;
+        self.commit(n);
+        Ok(n)
+    }
+
+    /// Appends bytes (for tests and in-memory links). Returns how many fit.
+    pub fn push(&mut self, bytes: &[u8]) -> usize {
+        let spare = self.spare();
+        let n = spare.len().min(bytes.len());
+        spare[..n].copy_from_slice(&bytes[..n]);
+        self.commit(n);
+        n
+    }
+
+    /// The next complete datagram body (without its length tag), or `None` if more bytes are
+    /// needed. After an error the stream cannot be resynchronised: close it.
+    pub fn next_datagram(&mut self) -> Option<Result<&[u8], FrameError>> {
+        let avail = self.end - self.start;
+        if avail < LENGTH_TAG_BYTES {
+            return None;
+        }
+        let len = u16::from_le_bytes([self.buf[self.start], self.buf[self.start + 1]]) as usize;
+        if len > self.max_datagram {
+            return Some(Err(FrameError::Oversized { len, max: self.max_datagram }));
+        }
+        if len == 0 {
+            return Some(Err(FrameError::Empty));
+        }
+        if avail < LENGTH_TAG_BYTES + len {
+            return None;
+        }
+        let body = self.start + LENGTH_TAG_BYTES;
+        self.start = body + len;
+        Some(Ok(&self.buf[body..body + len]))
+    }
+
+    /// The next complete datagram including its length tag (for forwarding unchanged).
+    pub fn next_framed(&mut self) -> Option<Result<&[u8], FrameError>> {
+        let tag_at = self.start;
+        match self.next_datagram()? {
+            Ok(body) => {
+                let len = body.len();
+                Some(Ok(&self.buf[tag_at..tag_at + LENGTH_TAG_BYTES + len]))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut v = (body.len() as u16).to_le_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn splits_and_waits_for_more() {
+        let mut d = Deframer::new(1024, 100);
+        let mut stream = frame(b"hello");
+        stream.extend(frame(b"world!"));
+        d.push(&stream[..4]);
+        assert!(d.next_datagram().is_none());
+        d.push(&stream[4..]);
+        assert_eq!(d.next_datagram().unwrap().unwrap(), b"hello");
+        assert_eq!(d.next_framed().unwrap().unwrap(), &frame(b"world!")[..]);
+        assert!(d.next_datagram().is_none());
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn oversized_and_empty() {
+        let mut d = Deframer::new(64, 10);
+        d.push(&frame(&[0u8; 11]));
+        assert_eq!(d.next_datagram(), Some(Err(FrameError::Oversized { len: 11, max: 10 })));
+        let mut d = Deframer::new(64, 10);
+        d.push(&[0, 0]);
+        assert_eq!(d.next_datagram(), Some(Err(FrameError::Empty)));
+    }
+
+    #[test]
+    fn long_stream_through_small_buffer() {
+        let mut d = Deframer::new(0, 300);
+        let mut got = 0usize;
+        for i in 0..10_000u32 {
+            let body = vec![(i % 251) as u8; (i % 300 + 1) as usize];
+            let f = frame(&body);
+            let mut off = 0;
+            while off < f.len() {
+                off += d.push(&f[off..]);
+                while let Some(r) = d.next_datagram() {
+                    let b = r.unwrap();
+                    assert!(b.iter().all(|&x| x == b[0]));
+                    got += 1;
+                }
+            }
+        }
+        assert_eq!(got, 10_000);
+    }
+}

@@ -1,0 +1,29 @@
+//! otp-wire: the bytes on the wire. Owns datagram framing (internal MD links and client links),
+//! a non-panicking reader, an appending writer, a stream de-framer, and the message-type and
+//! well-known channel constants of the Astron protocols.
+
+pub mod channels;
+pub mod deframe;
+pub mod internal;
+pub mod msgtypes;
+pub mod reader;
+pub mod writer;
+
+pub use deframe::{Deframer, FrameError};
+pub use internal::{InternalDatagram, Recipients};
+pub use reader::{Reader, WireError};
+pub use writer::{Writer, WriterError};
+
+/// A 64-bit MessageDirector channel.
+pub type Channel = u64;
+/// A distributed object id.
+pub type Doid = u32;
+/// A zone under a parent object.
+pub type Zone = u32;
+/// A message type.
+pub type MsgType = u16;
+
+/// Bytes of the length tag in front of every datagram, on both link kinds.
+pub const LENGTH_TAG_BYTES: usize = 2;
+/// The largest datagram body a 16-bit length tag can describe.
+pub const MAX_DATAGRAM_BODY: usize = u16::MAX as usize;
