@@ -1,1 +1,180 @@
-fn main() {}
+//! The `otpd` command line: runs a cluster from `cluster.ron` (`--cluster`) or from an astrond
+//! YAML file (astrond's own command line), and hosts the operator tools (`otpd dc ...`).
+
+use otpd::config::{self, ClusterConfig, ConfigError};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const HELP: &str = "\
+otpd: an OTP server cluster (MessageDirector, roles) in one binary
+
+USAGE:
+    otpd --cluster FILE            run the cluster described by a cluster.ron file
+    otpd [OPTIONS] [CONFIG.yml]    run from an astrond YAML file (default ./astrond.yml)
+    otpd dc hash FILE...           print the DC hash of the files, read in order
+    otpd dc check FILE...          summarise the DC files, or report their first error
+
+OPTIONS:
+    -c, --cluster FILE     otpd's own configuration (RON)
+    -l, --loglevel LEVEL   packet, trace, debug, info, warning, security, error or fatal
+    -L, --log FILE         write the log to FILE as well as to standard error
+    -p, --pretty, -b, --boring
+                           accepted for astrond compatibility (no effect)
+    -h, --help             this text
+    -v, --version          version and build facts
+";
+
+struct Args {
+    cluster: Option<PathBuf>,
+    yaml: Option<PathBuf>,
+    loglevel: Option<String>,
+    logfile: Option<PathBuf>,
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args { cluster: None, yaml: None, loglevel: None, logfile: None };
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "-c" | "--cluster" => a.cluster = Some(value(&arg)?.into()),
+            "-l" | "--loglevel" => a.loglevel = Some(value(&arg)?),
+            "-L" | "--log" => a.logfile = Some(value(&arg)?.into()),
+            "-p" | "--pretty" | "-b" | "--boring" => {}
+            s if s.starts_with("--cluster=") => a.cluster = Some(s["--cluster=".len()..].into()),
+            s if s.starts_with("--loglevel=") => a.loglevel = Some(s["--loglevel=".len()..].into()),
+            s if s.starts_with("--log=") => a.logfile = Some(s["--log=".len()..].into()),
+            s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}")),
+            s => {
+                if a.yaml.is_some() {
+                    eprintln!("otpd: only one configuration file is read; ignoring {s}");
+                } else {
+                    a.yaml = Some(s.into());
+                }
+            }
+        }
+    }
+    Ok(a)
+}
+
+fn init_logging(level: Option<&str>, file: Option<&Path>) -> Result<(), String> {
+    let filter = match level.map(str::to_ascii_lowercase).as_deref() {
+        None => None,
+        Some("packet") | Some("trace") => Some(log::LevelFilter::Trace),
+        Some("debug") => Some(log::LevelFilter::Debug),
+        Some("info") => Some(log::LevelFilter::Info),
+        Some("warning") | Some("warn") | Some("security") => Some(log::LevelFilter::Warn),
+        Some("error") | Some("fatal") => Some(log::LevelFilter::Error),
+        Some(other) => return Err(format!("unknown log level {other:?}")),
+    };
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(f) = filter {
+        b.filter_level(f);
+    }
+    if let Some(path) = file {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+        b.target(env_logger::Target::Pipe(Box::new(Tee(f))));
+    }
+    b.init();
+    Ok(())
+}
+
+/// Writes the log to a file and to standard error.
+struct Tee(std::fs::File);
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        self.0.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn main() -> ExitCode {
+    let mut argv = std::env::args().skip(1).peekable();
+    match argv.peek().map(String::as_str) {
+        Some("dc") => {
+            argv.next();
+            return dc_command(argv.collect());
+        }
+        Some("-h") | Some("--help") => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Some("-v") | Some("--version") => {
+            println!(
+                "otpd {} ({} {}; 16-bit length tags, 64-bit channels; roles: messagedirector)",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            );
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let args = match parse_args(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("otpd: {e}\n\n{HELP}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = init_logging(args.loglevel.as_deref(), args.logfile.as_deref()) {
+        eprintln!("otpd: {e}");
+        return ExitCode::from(1);
+    }
+    let loaded = match (&args.cluster, &args.yaml) {
+        (Some(_), Some(_)) => Err(ConfigError::new("otpd", "give either --cluster FILE or a YAML file, not both")),
+        (Some(ron), None) => config::ron_file::load(ron),
+        (None, yaml) => {
+            let path = yaml.clone().unwrap_or_else(|| PathBuf::from("astrond.yml"));
+            config::astron::load(&path)
+        }
+    };
+    let config = match loaded.and_then(check_config) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("otpd: {e}\notpd: Configuration file contains errors.");
+            return ExitCode::from(1);
+        }
+    };
+    match otpd::runtime::Runtime::start(config) {
+        Ok(rt) => {
+            rt.wait();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("otpd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Checks what needs more than the file itself: the DC files, UberDOG classes, and roles
+/// this build can run.
+fn check_config(config: ClusterConfig) -> Result<ClusterConfig, ConfigError> {
+    otpd::dcload::check_dc_and_uberdogs(&config)?;
+    if let Some(role) = config.roles.first() {
+        return Err(ConfigError::new(
+            "roles",
+            format!(
+                "role '{}' is not implemented in this build of otpd yet (the MessageDirector is); \
+                 remove it from the configuration or run it on astrond",
+                role.kind()
+            ),
+        ));
+    }
+    Ok(config)
+}
+
+fn dc_command(args: Vec<String>) -> ExitCode {
+    otpd::dcload::dc_command(args)
+}

@@ -1,0 +1,314 @@
+//! The cluster's configuration: one typed model (`ClusterConfig`) read either from otpd's own
+//! `cluster.ron` or from an astrond YAML file, with every limit explicit and defaulted here.
+
+pub mod astron;
+pub mod ron_file;
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::PathBuf;
+
+/// Everything one otpd process runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Name of this daemon in logs and in CONTROL_SET_CON_NAME towards an upstream MD.
+    pub name: String,
+    /// Core threads; 0 means one per available CPU.
+    pub cores: usize,
+    /// Pin each core thread to one CPU.
+    pub pin_cores: bool,
+    /// DC files, loaded in order as one set (order changes ids and the hash).
+    pub dc_files: Vec<PathBuf>,
+    /// UDP address of the EventLogger roles send events to ("host:port"), if any.
+    pub eventlogger: Option<String>,
+    /// UberDOGs: well-known objects the AI processes create.
+    pub uberdogs: Vec<UberDog>,
+    pub messagedirector: MessageDirectorConfig,
+    /// Roles run inside this process; later issues add their behaviour.
+    pub roles: Vec<RoleConfig>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            name: "otpd".into(),
+            cores: 0,
+            pin_cores: true,
+            dc_files: Vec::new(),
+            eventlogger: None,
+            uberdogs: Vec::new(),
+            messagedirector: MessageDirectorConfig::default(),
+            roles: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UberDog {
+    pub id: u32,
+    pub class: String,
+    #[serde(default)]
+    pub anonymous: bool,
+}
+
+/// The MessageDirector: where participants connect and how much each may queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessageDirectorConfig {
+    /// Address to accept participants (AIs, UberDOGs, downstream MDs) on; None = do not listen.
+    pub bind: Option<String>,
+    /// Address of the upstream MD; None = this MD is the root of its tree.
+    pub connect: Option<String>,
+    /// Largest datagram body accepted from a participant (bytes after the length tag).
+    pub max_datagram_bytes: usize,
+    /// Read buffer per connection, bytes.
+    pub read_buffer_bytes: usize,
+    /// A participant whose unsent bytes exceed this is disconnected (it stopped reading).
+    pub max_queued_bytes_per_participant: usize,
+    /// Most connections accepted at once; further connections are closed at accept.
+    pub max_participants: usize,
+    /// Most subscriptions (channels + ranges) one participant may hold.
+    pub max_subscriptions_per_participant: usize,
+    /// Most post-remove datagrams one participant may store.
+    pub max_post_removes_per_participant: usize,
+    /// Capacity, in batches, of each core-to-core queue.
+    pub core_queue_batches: usize,
+    /// First and longest wait between attempts to reach a lost upstream MD, milliseconds.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for MessageDirectorConfig {
+    fn default() -> Self {
+        MessageDirectorConfig {
+            bind: Some("127.0.0.1:7199".into()),
+            connect: None,
+            max_datagram_bytes: otp_wire::MAX_DATAGRAM_BODY,
+            read_buffer_bytes: 256 * 1024,
+            max_queued_bytes_per_participant: 64 * 1024 * 1024,
+            max_participants: 10_000,
+            max_subscriptions_per_participant: 1_000_000,
+            max_post_removes_per_participant: 10_000,
+            core_queue_batches: 4096,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 5_000,
+        }
+    }
+}
+
+/// A role hosted by this process. Only the MessageDirector is implemented so far; the
+/// others are accepted by the parsers and refused at start-up with a clear message.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub enum RoleConfig {
+    StateServer { control: u64 },
+    Dbss { database: u64, ranges: Vec<DoidRange> },
+    Database {
+        control: u64,
+        #[serde(default = "yes")]
+        broadcast: bool,
+        generate: DoidRange,
+        backend: DatabaseBackend,
+    },
+    ClientAgent(ClientAgentConfig),
+    EventLogger {
+        bind: String,
+        output: String,
+        #[serde(default)]
+        rotate_interval: String,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RoleConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RoleConfig::StateServer { .. } => "stateserver",
+            RoleConfig::Dbss { .. } => "dbss",
+            RoleConfig::Database { .. } => "database",
+            RoleConfig::ClientAgent(_) => "clientagent",
+            RoleConfig::EventLogger { .. } => "eventlogger",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DoidRange {
+    pub min: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub enum DatabaseBackend {
+    /// Embedded SQLite file under `directory`.
+    Sqlite { directory: PathBuf },
+    /// A PostgreSQL server.
+    Postgres { address: String, database: String, username: String, password: String },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAgentConfig {
+    pub bind: String,
+    pub version: String,
+    #[serde(default)]
+    pub manual_dc_hash: Option<u32>,
+    #[serde(default)]
+    pub haproxy: bool,
+    pub channels: ChannelRange,
+    /// Raw client-section settings, interpreted by the ClientAgent issue.
+    #[serde(default)]
+    pub relocate: bool,
+    #[serde(default = "visible")]
+    pub add_interest: String,
+    #[serde(default = "yes")]
+    pub send_hash: bool,
+    #[serde(default = "yes")]
+    pub send_version: bool,
+    #[serde(default = "write_buffer")]
+    pub write_buffer_size: u64,
+    #[serde(default = "write_timeout")]
+    pub write_timeout_ms: u64,
+    #[serde(default)]
+    pub heartbeat_timeout_ms: u64,
+    #[serde(default = "interest_timeout")]
+    pub interest_timeout_ms: u64,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+fn visible() -> String {
+    "visible".into()
+}
+fn write_buffer() -> u64 {
+    262_144
+}
+fn write_timeout() -> u64 {
+    5_000
+}
+fn interest_timeout() -> u64 {
+    500
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelRange {
+    pub min: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClusterConfig {
+    /// Makes relative paths relative to the configuration file's folder.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        for f in &mut self.dc_files {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        for role in &mut self.roles {
+            if let RoleConfig::Database { backend: DatabaseBackend::Sqlite { directory }, .. } = role {
+                if directory.is_relative() {
+                    *directory = base.join(&*directory);
+                }
+            }
+        }
+    }
+
+    /// Constraints shared by both file formats (Astron's reserved channels and doids).
+    pub fn validate(&self) -> Result<(), String> {
+        use otp_wire::channels::{is_reserved_channel, is_reserved_doid};
+        let channel_ok = |what: &str, c: u64| -> Result<(), String> {
+            if c == 0 || is_reserved_channel(c) {
+                Err(format!("{what} = {c}: channel 0 and channels 1-999 (and 1<<32 .. 999<<32) are reserved"))
+            } else {
+                Ok(())
+            }
+        };
+        for u in &self.uberdogs {
+            if u.id == 0 || is_reserved_doid(u.id) {
+                return Err(format!("uberdogs: id {} is invalid (0 and 1-999 are reserved)", u.id));
+            }
+        }
+        let md = &self.messagedirector;
+        if md.max_datagram_bytes == 0 || md.max_datagram_bytes > otp_wire::MAX_DATAGRAM_BODY {
+            return Err(format!("messagedirector.max_datagram_bytes = {}: must be 1..=65535", md.max_datagram_bytes));
+        }
+        if md.core_queue_batches == 0 || md.max_participants == 0 {
+            return Err("messagedirector: core_queue_batches and max_participants must be at least 1".into());
+        }
+        for role in &self.roles {
+            match role {
+                RoleConfig::StateServer { control } => channel_ok("stateserver control", *control)?,
+                RoleConfig::Database { control, generate, .. } => {
+                    channel_ok("database control", *control)?;
+                    if generate.min == 0 || is_reserved_doid(generate.min) || generate.min > generate.max {
+                        return Err(format!("database generate: {}..{} is not a valid doid range", generate.min, generate.max));
+                    }
+                }
+                RoleConfig::Dbss { database, ranges } => {
+                    channel_ok("dbss database", *database)?;
+                    for r in ranges {
+                        if r.min == 0 || is_reserved_doid(r.min) || r.min > r.max {
+                            return Err(format!("dbss ranges: {}..{} is not a valid doid range", r.min, r.max));
+                        }
+                    }
+                }
+                RoleConfig::ClientAgent(ca) => {
+                    channel_ok("clientagent channels.min", ca.channels.min)?;
+                    channel_ok("clientagent channels.max", ca.channels.max)?;
+                    if ca.channels.min > ca.channels.max {
+                        return Err("clientagent channels: min is above max".into());
+                    }
+                }
+                RoleConfig::EventLogger { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A configuration error, naming where it is when that is known.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(file: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { file: file.into(), line: None, column: None, message: message.into() }
+    }
+    pub fn at(mut self, line: usize, column: usize) -> Self {
+        self.line = Some(line);
+        self.column = Some(column);
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{}:{}: {}", self.file, l, c, self.message),
+            (Some(l), None) => write!(f, "{}:{}: {}", self.file, l, self.message),
+            _ => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

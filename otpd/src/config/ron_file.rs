@@ -1,0 +1,47 @@
+//! Reads otpd's own `cluster.ron`: strict (unknown keys and wrong types are errors naming the
+//! key, line and column), relative paths resolved from the file's folder.
+
+use super::{ClusterConfig, ConfigError};
+use std::path::Path;
+
+pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(&name, format!("cannot read: {e}")))?;
+    let mut config = parse(&name, &text)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    config.resolve_paths(base);
+    config.validate().map_err(|m| ConfigError::new(&name, m))?;
+    Ok(config)
+}
+
+pub fn parse(name: &str, text: &str) -> Result<ClusterConfig, ConfigError> {
+    ron::Options::default()
+        .from_str::<ClusterConfig>(text)
+        .map_err(|e| ConfigError::new(name, e.code.to_string()).at(e.position.line, e.position.col))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_struct_is_all_defaults() {
+        let c = parse("t.ron", "()").unwrap();
+        assert_eq!(c.messagedirector.bind.as_deref(), Some("127.0.0.1:7199"));
+        assert!(c.roles.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = parse("t.ron", "(\n  name: \"x\",\n  messagedirector: (\n    bnd: \"1.2.3.4:5\",\n  ),\n)").unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("t.ron:4:"), "{s}");
+        assert!(s.contains("bnd"), "{s}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let e = parse("t.ron", "(\n  cores: \"two\",\n)").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+}

@@ -1,0 +1,105 @@
+//! One TCP connection owned by a core: its read de-framer, its queue of unsent bytes, and the
+//! MD state that belongs to the participant (its single channels, post-removes, name).
+
+use crate::md::Pid;
+use mio::net::TcpStream;
+use otp_wire::Deframer;
+use rustc_hash::FxHashSet;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnKind {
+    /// An AI, UberDOG, role process or downstream MD.
+    Participant,
+    /// Our own link to the upstream MD (core 0 only).
+    Upstream,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    pub pid: Pid,
+    pub kind: ConnKind,
+    /// `None` while its datagrams are being handled (taken out to free the borrow).
+    pub deframer: Option<Deframer>,
+    pub out: Vec<u8>,
+    pub sent: usize,
+    pub singles: FxHashSet<u64>,
+    pub ranges: usize,
+    /// (sender key, datagram body without length tag), in the order added.
+    pub post_removes: Vec<(u64, Vec<u8>)>,
+    pub name: String,
+    pub url: String,
+    /// Set when the connection must be closed at the end of this loop turn.
+    pub closing: Option<String>,
+    pub in_ready: bool,
+    pub in_dirty: bool,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, addr: SocketAddr, pid: Pid, kind: ConnKind, read_buf: usize, max_dg: usize) -> Conn {
+        Conn {
+            stream,
+            addr,
+            pid,
+            kind,
+            deframer: Some(Deframer::new(read_buf, max_dg)),
+            out: Vec::new(),
+            sent: 0,
+            singles: FxHashSet::default(),
+            ranges: 0,
+            post_removes: Vec::new(),
+            name: String::new(),
+            url: String::new(),
+            closing: None,
+            in_ready: false,
+            in_dirty: false,
+        }
+    }
+
+    /// A name for logs: the CONTROL_SET_CON_NAME label if given, else the peer address.
+    pub fn label(&self) -> String {
+        if self.name.is_empty() {
+            format!("{} ({})", self.addr, self.pid)
+        } else {
+            format!("'{}' {} ({})", self.name, self.addr, self.pid)
+        }
+    }
+
+    pub fn queued(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    pub fn close(&mut self, reason: impl Into<String>) {
+        if self.closing.is_none() {
+            self.closing = Some(reason.into());
+        }
+    }
+
+    /// Writes as much as the socket takes. Compaction moves only the unsent tail and only once
+    /// half the buffer is sent, so its cost stays linear in the bytes written.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.sent < self.out.len() {
+            match self.stream.write(&self.out[self.sent..]) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed")),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+            // Give back memory after a burst, keeping a working buffer.
+            if self.out.capacity() > 4 << 20 {
+                self.out.shrink_to(1 << 20);
+            }
+        } else if self.sent > self.out.len() / 2 {
+            self.out.drain(..self.sent);
+            self.sent = 0;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,915 @@
+//! One core thread: its event loop, the connections it owns, its shard of single-channel
+//! subscriptions, its replica of the range map, and the datagrams it read that still await
+//! lookups on other cores. Core 0 also accepts connections, owns the upstream link and is the
+//! range authority.
+
+use super::conn::{Conn, ConnKind};
+use super::upstream::Upstream;
+use super::{Batch, CoreMsg, Shared};
+use crate::md::{home_core, Pid, RangeMap, SingleShard};
+use crossbeam_channel::Receiver;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use otp_wire::msgtypes::*;
+use otp_wire::{FrameError, Reader, Writer};
+use slab::Slab;
+use smallvec::SmallVec;
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const WAKER: Token = Token(0);
+const LISTENER: Token = Token(1);
+const FIRST_CONN: usize = 16;
+/// Reads per connection per loop turn before others get a go.
+const READS_PER_TURN: usize = 4;
+
+/// A datagram read here, waiting for subscriber lookups on other cores.
+struct Pending {
+    /// The framed datagram (length tag included).
+    bytes: Vec<u8>,
+    exclude: Option<Pid>,
+    waiting: u32,
+    targets: SmallVec<[Pid; 8]>,
+}
+
+pub struct Core {
+    id: usize,
+    shared: Arc<Shared>,
+    poll: Poll,
+    inbox: Receiver<Batch>,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    generations: Vec<u32>,
+    singles: SingleShard,
+    ranges: RangeMap,
+    /// Outgoing batches, one per core (own slot unused), and batches a full queue refused.
+    outbox: Vec<Batch>,
+    stalled: Vec<VecDeque<Batch>>,
+    pending: VecDeque<Pending>,
+    /// Id of `pending[0]`.
+    pending_base: u64,
+    spare_bufs: Vec<Vec<u8>>,
+    ready: Vec<usize>,
+    dirty: Vec<usize>,
+    next_accept_core: usize,
+    upstream: Option<Upstream>,
+    el_socket: Option<UdpSocket>,
+    /// Scratch: channels to look up, per home core.
+    lookups: Vec<SmallVec<[u64; 4]>>,
+    scratch_targets: Vec<Pid>,
+    to_close: Vec<usize>,
+}
+
+enum Flow {
+    Continue,
+    Close(String),
+}
+
+impl Core {
+    pub(crate) fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        poll: Poll,
+        inbox: Receiver<Batch>,
+        mut listener: Option<TcpListener>,
+    ) -> io::Result<Core> {
+        if let Some(l) = listener.as_mut() {
+            poll.registry().register(l, LISTENER, Interest::READABLE)?;
+        }
+        let cores = shared.cores;
+        let upstream = if id == 0 {
+            shared.upstream.map(|addr| {
+                let md = &shared.config.messagedirector;
+                Upstream::new(addr, Duration::from_millis(md.reconnect_min_ms), Duration::from_millis(md.reconnect_max_ms))
+            })
+        } else {
+            None
+        };
+        let el_socket = match shared.eventlogger {
+            Some(addr) => {
+                let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+                let s = UdpSocket::bind(bind)?;
+                s.set_nonblocking(true)?;
+                s.connect(addr)?;
+                Some(s)
+            }
+            None => None,
+        };
+        Ok(Core {
+            id,
+            poll,
+            inbox,
+            listener,
+            conns: Slab::new(),
+            generations: Vec::new(),
+            singles: SingleShard::default(),
+            ranges: RangeMap::default(),
+            outbox: (0..cores).map(|_| Batch::new(id)).collect(),
+            stalled: (0..cores).map(|_| VecDeque::new()).collect(),
+            pending: VecDeque::new(),
+            pending_base: 0,
+            spare_bufs: Vec::new(),
+            ready: Vec::new(),
+            dirty: Vec::new(),
+            next_accept_core: 0,
+            upstream,
+            el_socket,
+            lookups: (0..cores).map(|_| SmallVec::new()).collect(),
+            scratch_targets: Vec::new(),
+            to_close: Vec::new(),
+            shared,
+        })
+    }
+
+    pub fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        if self.upstream.is_some() {
+            self.upstream_connect();
+        }
+        loop {
+            self.drain_inbox();
+            self.process_ready();
+            self.finish_turn();
+
+            let busy = !self.ready.is_empty() || !self.inbox.is_empty() || self.stalled.iter().any(|q| !q.is_empty());
+            let timeout = if busy {
+                Some(Duration::ZERO)
+            } else {
+                let t = self.upstream.as_ref().and_then(|u| u.retry_at()).map(|at| at.saturating_duration_since(Instant::now()));
+                self.shared.sleeping[self.id].store(true, Ordering::SeqCst);
+                if !self.inbox.is_empty() {
+                    self.shared.sleeping[self.id].store(false, Ordering::SeqCst);
+                    Some(Duration::ZERO)
+                } else {
+                    t
+                }
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != ErrorKind::Interrupted {
+                    log::error!("core {}: poll failed: {e}", self.id);
+                    return;
+                }
+            }
+            self.shared.sleeping[self.id].store(false, Ordering::SeqCst);
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {}
+                    LISTENER => self.accept(),
+                    Token(t) => {
+                        let slot = t - FIRST_CONN;
+                        let Some(c) = self.conns.get_mut(slot) else { continue };
+                        if c.kind == ConnKind::Upstream && self.upstream.as_ref().is_some_and(|u| u.is_connecting()) {
+                            if ev.is_writable() || ev.is_error() || ev.is_read_closed() {
+                                self.upstream_check_connected(slot);
+                            }
+                            continue;
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            if !c.in_ready {
+                                c.in_ready = true;
+                                self.ready.push(slot);
+                            }
+                        }
+                        if ev.is_writable() && !c.in_dirty && c.queued() > 0 {
+                            c.in_dirty = true;
+                            self.dirty.push(slot);
+                        }
+                    }
+                }
+            }
+            if let Some(u) = &self.upstream {
+                if u.retry_due(Instant::now()) {
+                    self.upstream_connect();
+                }
+            }
+        }
+    }
+
+    // ---- connections -------------------------------------------------------------------
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
+                Ok((stream, addr)) => {
+                    let md = &self.shared.config.messagedirector;
+                    let n = self.shared.stats.participants.load(Ordering::Relaxed);
+                    if n >= md.max_participants {
+                        log::warn!("messagedirector: refusing {addr}: {n} participants is the limit (max_participants)");
+                        drop(stream);
+                        continue;
+                    }
+                    self.shared.stats.participants.fetch_add(1, Ordering::Relaxed);
+                    let _ = stream.set_nodelay(true);
+                    let core = self.next_accept_core % self.shared.cores;
+                    self.next_accept_core = self.next_accept_core.wrapping_add(1);
+                    if core == self.id {
+                        self.adopt(stream, addr, ConnKind::Participant);
+                    } else {
+                        self.outbox[core].msgs.push(CoreMsg::NewConn { stream, addr });
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors and the like: say so and try again on the next event.
+                    log::warn!("messagedirector: accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn adopt(&mut self, mut stream: TcpStream, addr: SocketAddr, kind: ConnKind) -> Option<usize> {
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        if self.generations.len() <= slot {
+            self.generations.resize(slot + 1, 0);
+        }
+        let pid = Pid::new(self.id, self.generations[slot], slot);
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot + FIRST_CONN), Interest::READABLE | Interest::WRITABLE) {
+            log::warn!("messagedirector: cannot register {addr}: {e}");
+            if kind == ConnKind::Participant {
+                self.shared.stats.participants.fetch_sub(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+        let md = &self.shared.config.messagedirector;
+        let mut c = Conn::new(stream, addr, pid, kind, md.read_buffer_bytes, md.max_datagram_bytes);
+        // A connection may have data already; look at it on this turn.
+        c.in_ready = true;
+        entry.insert(c);
+        self.ready.push(slot);
+        log::debug!("messagedirector: participant {addr} connected as {pid}");
+        Some(slot)
+    }
+
+    fn process_ready(&mut self) {
+        if self.stalled.iter().any(|q| !q.is_empty()) {
+            // Other cores are behind: stop reading until they catch up.
+            return;
+        }
+        let ready = std::mem::take(&mut self.ready);
+        for slot in ready {
+            let Some(c) = self.conns.get_mut(slot) else { continue };
+            c.in_ready = false;
+            if c.closing.is_some() {
+                continue;
+            }
+            let again = self.read_conn(slot);
+            if again {
+                if let Some(c) = self.conns.get_mut(slot) {
+                    if !c.in_ready {
+                        c.in_ready = true;
+                        self.ready.push(slot);
+                    }
+                }
+            }
+        }
+        self.close_marked();
+    }
+
+    /// Reads and handles datagrams; returns true if the socket may have more to read.
+    fn read_conn(&mut self, slot: usize) -> bool {
+        let Some(mut deframer) = self.conns[slot].deframer.take() else { return false };
+        let mut more = true;
+        for _ in 0..READS_PER_TURN {
+            let res = deframer.read_from(&mut self.conns[slot].stream);
+            match res {
+                Ok(0) => {
+                    self.mark_close(slot, "connection closed by peer");
+                    more = false;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => more = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.mark_close(slot, format!("read error: {e}"));
+                    more = false;
+                }
+            }
+            loop {
+                let frame = match deframer.next_framed() {
+                    None => break,
+                    Some(Ok(f)) => f,
+                    Some(Err(FrameError::Oversized { len, max })) => {
+                        self.mark_close(slot, format!("datagram of {len} bytes exceeds max_datagram_bytes = {max}"));
+                        break;
+                    }
+                    Some(Err(FrameError::Empty)) => {
+                        self.mark_close(slot, "zero-length datagram");
+                        break;
+                    }
+                };
+                if let Flow::Close(reason) = self.handle_datagram(slot, frame) {
+                    self.mark_close(slot, reason);
+                }
+                if self.conns[slot].closing.is_some() {
+                    break;
+                }
+            }
+            if !more || self.conns[slot].closing.is_some() {
+                break;
+            }
+        }
+        self.conns[slot].deframer = Some(deframer);
+        more && self.conns[slot].closing.is_none()
+    }
+
+    fn handle_datagram(&mut self, slot: usize, frame: &[u8]) -> Flow {
+        let body = &frame[2..];
+        let count = body[0] as usize;
+        if count == 0 {
+            return Flow::Close("datagram with zero recipients".into());
+        }
+        let header = 1 + 8 * count;
+        if body.len() < header + 2 {
+            return Flow::Close("truncated datagram header".into());
+        }
+        let recipients = &body[1..header];
+        let (kind, pid) = (self.conns[slot].kind, self.conns[slot].pid);
+        if count == 1 && u64::from_le_bytes(recipients[..8].try_into().unwrap()) == otp_wire::channels::CONTROL_CHANNEL {
+            if kind == ConnKind::Upstream {
+                log::warn!("messagedirector: ignoring a control message from the upstream MD");
+                return Flow::Continue;
+            }
+            let msgtype = u16::from_le_bytes([body[header], body[header + 1]]);
+            return self.handle_control(slot, frame, msgtype, &body[header + 2..]);
+        }
+        if body.len() < header + 10 {
+            return Flow::Close("truncated datagram header".into());
+        }
+        if kind == ConnKind::Participant {
+            self.send_upstream(frame);
+        }
+        self.route(frame, Some(pid));
+        Flow::Continue
+    }
+
+    fn handle_control(&mut self, slot: usize, frame: &[u8], msgtype: u16, payload: &[u8]) -> Flow {
+        let mut r = Reader::new(payload);
+        let md = &self.shared.config.messagedirector;
+        let (max_subs, max_prs) = (md.max_subscriptions_per_participant, md.max_post_removes_per_participant);
+        let truncated = |name: &str| Flow::Close(format!("truncated {name} control message"));
+        let pid = self.conns[slot].pid;
+        match msgtype {
+            CONTROL_ADD_CHANNEL => {
+                let Ok(channel) = r.u64() else { return truncated("CONTROL_ADD_CHANNEL") };
+                let c = &mut self.conns[slot];
+                if c.singles.len() + c.ranges >= max_subs && !c.singles.contains(&channel) {
+                    return Flow::Close(format!("over max_subscriptions_per_participant = {max_subs}"));
+                }
+                if c.singles.insert(channel) {
+                    self.subscribe(pid, channel);
+                }
+            }
+            CONTROL_REMOVE_CHANNEL => {
+                let Ok(channel) = r.u64() else { return truncated("CONTROL_REMOVE_CHANNEL") };
+                if self.conns[slot].singles.remove(&channel) {
+                    self.unsubscribe(pid, channel);
+                }
+            }
+            CONTROL_ADD_RANGE => {
+                let (Ok(lo), Ok(hi)) = (r.u64(), r.u64()) else { return truncated("CONTROL_ADD_RANGE") };
+                if lo > hi {
+                    log::warn!("messagedirector: {} asked for range {lo}-{hi} with bounds reversed; ignored", self.conns[slot].label());
+                    return Flow::Continue;
+                }
+                let c = &mut self.conns[slot];
+                if c.singles.len() + c.ranges >= max_subs {
+                    return Flow::Close(format!("over max_subscriptions_per_participant = {max_subs}"));
+                }
+                c.ranges += 1;
+                self.range_op(pid, lo, hi, true);
+            }
+            CONTROL_REMOVE_RANGE => {
+                let (Ok(lo), Ok(hi)) = (r.u64(), r.u64()) else { return truncated("CONTROL_REMOVE_RANGE") };
+                if lo > hi {
+                    return Flow::Continue;
+                }
+                let inside: Vec<u64> = self.conns[slot].singles.iter().copied().filter(|c| (lo..=hi).contains(c)).collect();
+                for channel in inside {
+                    self.conns[slot].singles.remove(&channel);
+                    self.unsubscribe(pid, channel);
+                }
+                self.range_op(pid, lo, hi, false);
+            }
+            CONTROL_ADD_POST_REMOVE => {
+                let (Ok(sender), Ok(dg)) = (r.u64(), r.blob()) else { return truncated("CONTROL_ADD_POST_REMOVE") };
+                let c = &mut self.conns[slot];
+                if c.post_removes.len() >= max_prs {
+                    return Flow::Close(format!("over max_post_removes_per_participant = {max_prs}"));
+                }
+                c.post_removes.push((sender, dg.to_vec()));
+                self.send_upstream(frame);
+            }
+            CONTROL_CLEAR_POST_REMOVES => {
+                let Ok(sender) = r.u64() else { return truncated("CONTROL_CLEAR_POST_REMOVES") };
+                self.conns[slot].post_removes.retain(|(s, _)| *s != sender);
+                self.send_upstream(frame);
+            }
+            CONTROL_SET_CON_NAME => {
+                let Ok(name) = r.blob() else { return truncated("CONTROL_SET_CON_NAME") };
+                let c = &mut self.conns[slot];
+                c.name = String::from_utf8_lossy(name).into_owned();
+                log::debug!("messagedirector: {} is named '{}'", c.addr, c.name);
+            }
+            CONTROL_SET_CON_URL => {
+                let Ok(url) = r.blob() else { return truncated("CONTROL_SET_CON_URL") };
+                self.conns[slot].url = String::from_utf8_lossy(url).into_owned();
+            }
+            CONTROL_LOG_MESSAGE => {
+                let Ok(event) = r.blob() else { return truncated("CONTROL_LOG_MESSAGE") };
+                match &self.el_socket {
+                    Some(s) => {
+                        if let Err(e) = s.send(event) {
+                            log::debug!("messagedirector: event not sent to the EventLogger: {e}");
+                        }
+                    }
+                    None => log::debug!("messagedirector: CONTROL_LOG_MESSAGE with no eventlogger configured; dropped"),
+                }
+            }
+            other => {
+                log::warn!("messagedirector: {} sent unknown control message type {other}; ignored", self.conns[slot].label());
+            }
+        }
+        Flow::Continue
+    }
+
+    fn mark_close(&mut self, slot: usize, reason: impl Into<String>) {
+        if let Some(c) = self.conns.get_mut(slot) {
+            if c.closing.is_none() {
+                c.close(reason);
+                self.to_close.push(slot);
+            }
+        }
+    }
+
+    fn close_marked(&mut self) {
+        while let Some(slot) = self.to_close.pop() {
+            if self.conns.get(slot).is_some_and(|c| c.closing.is_some()) {
+                self.close_now(slot);
+            }
+        }
+    }
+
+    fn close_now(&mut self, slot: usize) {
+        let mut c = self.conns.remove(slot);
+        self.generations[slot] = self.generations[slot].wrapping_add(1);
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let reason = c.closing.take().unwrap_or_default();
+        if c.kind == ConnKind::Upstream {
+            self.upstream_lost(&reason);
+            return;
+        }
+        self.shared.stats.participants.fetch_sub(1, Ordering::Relaxed);
+        if reason == "connection closed by peer" {
+            log::debug!("messagedirector: participant {} disconnected", c.label());
+        } else {
+            log::warn!("messagedirector: closing participant {}: {reason}", c.label());
+        }
+        // Unsubscribe everything.
+        for channel in c.singles.drain() {
+            self.unsubscribe(c.pid, channel);
+        }
+        if c.ranges > 0 {
+            self.send_to(0, CoreMsg::RangeDrop { pid: c.pid });
+        }
+        // Fire post-removes as if the participant had sent them, then clear them upstream.
+        let mut senders: Vec<u64> = Vec::new();
+        let mut frame = Vec::new();
+        for (sender, dg) in &c.post_removes {
+            if !senders.contains(sender) {
+                senders.push(*sender);
+            }
+            frame.clear();
+            let mut w = Writer::begin(&mut frame);
+            w.bytes(dg);
+            if w.finish().is_err() || dg.is_empty() {
+                continue;
+            }
+            let body = &frame[2..];
+            let count = body[0] as usize;
+            let ok = count > 0 && body.len() >= 1 + 8 * count + 10 && !(count == 1 && body[1..9] == 1u64.to_le_bytes());
+            if !ok {
+                log::warn!("messagedirector: post-remove of {} is not a routable datagram; dropped", c.label());
+                continue;
+            }
+            self.send_upstream(&frame);
+            self.route(&frame, Some(c.pid));
+        }
+        for sender in senders {
+            frame.clear();
+            let mut w = Writer::control(&mut frame, CONTROL_CLEAR_POST_REMOVES);
+            w.u64(sender);
+            w.finish().expect("small control datagram");
+            self.send_upstream(&frame);
+        }
+    }
+
+    // ---- subscriptions -------------------------------------------------------------------
+
+    fn subscribe(&mut self, pid: Pid, channel: u64) {
+        let home = home_core(channel, self.shared.cores);
+        if home == self.id {
+            self.home_subscribe(pid, channel);
+        } else {
+            self.send_to(home, CoreMsg::Subscribe { pid, channel });
+        }
+    }
+
+    fn unsubscribe(&mut self, pid: Pid, channel: u64) {
+        let home = home_core(channel, self.shared.cores);
+        if home == self.id {
+            self.home_unsubscribe(pid, channel);
+        } else {
+            self.send_to(home, CoreMsg::Unsubscribe { pid, channel });
+        }
+    }
+
+    fn home_subscribe(&mut self, pid: Pid, channel: u64) {
+        if self.singles.subscribe(pid, channel) && self.shared.upstream.is_some() {
+            self.send_to(0, CoreMsg::UpstreamSub { channel });
+        }
+    }
+
+    fn home_unsubscribe(&mut self, pid: Pid, channel: u64) {
+        if self.singles.unsubscribe(pid, channel) && self.shared.upstream.is_some() {
+            self.send_to(0, CoreMsg::UpstreamUnsub { channel });
+        }
+    }
+
+    fn range_op(&mut self, pid: Pid, lo: u64, hi: u64, add: bool) {
+        if self.id == 0 {
+            self.authority_range(pid, lo, hi, add);
+        } else {
+            self.send_to(0, CoreMsg::RangeOp { pid, lo, hi, add });
+        }
+    }
+
+    /// Core 0: apply a range change, replay it to every replica, tell the upstream MD.
+    fn authority_range(&mut self, pid: Pid, lo: u64, hi: u64, add: bool) {
+        for core in 1..self.shared.cores {
+            self.send_to(core, CoreMsg::RangeApply { pid, lo, hi, add });
+        }
+        if add {
+            if self.ranges.add(pid, lo, hi) {
+                self.upstream_control(CONTROL_ADD_RANGE, &[lo, hi]);
+            }
+        } else {
+            for (a, b) in self.ranges.remove(pid, lo, hi) {
+                self.upstream_range_removed(a, b);
+            }
+        }
+    }
+
+    fn authority_drop(&mut self, pid: Pid) {
+        for (lo, hi) in self.ranges.coverage_of(pid) {
+            self.authority_range(pid, lo, hi, false);
+        }
+    }
+
+    // ---- routing -------------------------------------------------------------------------
+
+    /// Routes a framed datagram to every subscriber of its recipients, except `exclude`.
+    fn route(&mut self, frame: &[u8], exclude: Option<Pid>) {
+        self.shared.stats.datagrams_routed.fetch_add(1, Ordering::Relaxed);
+        let count = frame[2] as usize;
+        let recipients = &frame[3..3 + 8 * count];
+        let mut targets = std::mem::take(&mut self.scratch_targets);
+        targets.clear();
+        let mut remote = 0u32;
+        for raw in recipients.chunks_exact(8) {
+            let channel = u64::from_le_bytes(raw.try_into().unwrap());
+            targets.extend_from_slice(self.ranges.lookup(channel));
+            let home = home_core(channel, self.shared.cores);
+            if home == self.id {
+                targets.extend_from_slice(self.singles.lookup(channel));
+            } else {
+                if self.lookups[home].is_empty() {
+                    remote += 1;
+                }
+                if !self.lookups[home].contains(&channel) {
+                    self.lookups[home].push(channel);
+                }
+            }
+        }
+        if remote == 0 && self.pending.is_empty() {
+            self.dispatch(frame, &mut targets, exclude);
+        } else {
+            let entry = self.pending_base + self.pending.len() as u64;
+            for core in 0..self.shared.cores {
+                if !self.lookups[core].is_empty() {
+                    let channels = std::mem::take(&mut self.lookups[core]);
+                    self.outbox[core].msgs.push(CoreMsg::Lookup { entry, channels });
+                }
+            }
+            let mut bytes = self.spare_bufs.pop().unwrap_or_default();
+            bytes.clear();
+            bytes.extend_from_slice(frame);
+            self.pending.push_back(Pending { bytes, exclude, waiting: remote, targets: SmallVec::from_slice(&targets) });
+            if remote == 0 {
+                self.drain_pending();
+            }
+        }
+        self.scratch_targets = targets;
+    }
+
+    fn drain_pending(&mut self) {
+        while self.pending.front().is_some_and(|p| p.waiting == 0) {
+            let p = self.pending.pop_front().expect("front exists");
+            self.pending_base += 1;
+            let mut targets = std::mem::take(&mut self.scratch_targets);
+            targets.clear();
+            targets.extend_from_slice(&p.targets);
+            self.dispatch(&p.bytes, &mut targets, p.exclude);
+            self.scratch_targets = targets;
+            if self.spare_bufs.len() < 1024 {
+                self.spare_bufs.push(p.bytes);
+            }
+        }
+    }
+
+    /// Delivers to each target once: local ones straight into their write queue, others into
+    /// one batch per core (the bytes once per core, whatever the number of targets there).
+    fn dispatch(&mut self, frame: &[u8], targets: &mut Vec<Pid>, exclude: Option<Pid>) {
+        if targets.len() > 1 {
+            targets.sort_unstable();
+            targets.dedup();
+        }
+        let mut last_core = usize::MAX;
+        let (mut off, len) = (0u32, frame.len() as u32);
+        let mut delivered = 0u64;
+        for &pid in targets.iter() {
+            if Some(pid) == exclude {
+                continue;
+            }
+            delivered += 1;
+            let core = pid.core();
+            if core == self.id {
+                self.deliver_local(pid, frame);
+            } else {
+                let batch = &mut self.outbox[core];
+                if core != last_core {
+                    off = batch.data.len() as u32;
+                    batch.data.extend_from_slice(frame);
+                    last_core = core;
+                }
+                batch.msgs.push(CoreMsg::Deliver { pid, off, len });
+            }
+        }
+        if delivered > 0 {
+            self.shared.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        }
+    }
+
+    fn deliver_local(&mut self, pid: Pid, frame: &[u8]) {
+        let slot = pid.slot();
+        if self.generations.get(slot) != Some(&pid.generation()) {
+            return; // gone
+        }
+        let Some(c) = self.conns.get_mut(slot) else { return };
+        if c.closing.is_some() {
+            return;
+        }
+        c.out.extend_from_slice(frame);
+        if !c.in_dirty {
+            c.in_dirty = true;
+            self.dirty.push(slot);
+        }
+        let limit = self.shared.config.messagedirector.max_queued_bytes_per_participant;
+        if c.queued() > limit {
+            self.shared.stats.participants_cut_off.fetch_add(1, Ordering::Relaxed);
+            let reason = format!("stopped reading: {} bytes queued, over max_queued_bytes_per_participant = {limit}", c.queued());
+            self.mark_close(slot, reason);
+        }
+    }
+
+    fn send_to(&mut self, core: usize, msg: CoreMsg) {
+        if core == self.id {
+            self.handle_msg(msg, &[], self.id);
+        } else {
+            self.outbox[core].msgs.push(msg);
+        }
+    }
+
+    // ---- upstream ------------------------------------------------------------------------
+
+    /// Queues a framed datagram for the upstream MD (from any core).
+    fn send_upstream(&mut self, frame: &[u8]) {
+        if self.shared.upstream.is_none() {
+            return;
+        }
+        if self.id == 0 {
+            self.upstream_write(frame);
+        } else {
+            let batch = &mut self.outbox[0];
+            let off = batch.data.len() as u32;
+            batch.data.extend_from_slice(frame);
+            batch.msgs.push(CoreMsg::UpstreamSend { off, len: frame.len() as u32 });
+        }
+    }
+
+    fn upstream_write(&mut self, frame: &[u8]) {
+        let Some(u) = self.upstream.as_mut() else { return };
+        u.track(frame);
+        match u.conn {
+            Some(slot) if u.is_connected() => {
+                let c = &mut self.conns[slot];
+                c.out.extend_from_slice(frame);
+                if !c.in_dirty {
+                    c.in_dirty = true;
+                    self.dirty.push(slot);
+                }
+            }
+            _ => {
+                self.shared.stats.upstream_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn upstream_control(&mut self, msgtype: u16, args: &[u64]) {
+        if self.upstream.is_none() {
+            return;
+        }
+        let mut frame = Vec::with_capacity(32);
+        let mut w = Writer::control(&mut frame, msgtype);
+        for &a in args {
+            w.u64(a);
+        }
+        w.finish().expect("small control datagram");
+        self.upstream_write(&frame);
+    }
+
+    fn upstream_range_removed(&mut self, lo: u64, hi: u64) {
+        if self.upstream.is_none() {
+            return;
+        }
+        self.upstream_control(CONTROL_REMOVE_RANGE, &[lo, hi]);
+        // The upstream MD drops our single channels inside the range too: ask for them again.
+        let singles: Vec<u64> = self.upstream.as_ref().map(|u| u.channels.range(lo..=hi).copied().collect()).unwrap_or_default();
+        for c in singles {
+            self.upstream_control(CONTROL_ADD_CHANNEL, &[c]);
+        }
+    }
+
+    fn upstream_connect(&mut self) {
+        let Some(u) = self.upstream.as_mut() else { return };
+        match TcpStream::connect(u.addr) {
+            Ok(stream) => {
+                let addr = u.addr;
+                u.set_connecting();
+                match self.adopt(stream, addr, ConnKind::Upstream) {
+                    Some(slot) => {
+                        self.conns[slot].in_ready = false;
+                        self.ready.retain(|&s| s != slot);
+                        self.upstream.as_mut().unwrap().conn = Some(slot);
+                    }
+                    None => self.upstream_lost("cannot register the connection"),
+                }
+            }
+            Err(e) => self.upstream_lost(&format!("connect failed: {e}")),
+        }
+    }
+
+    fn upstream_check_connected(&mut self, slot: usize) {
+        let c = &mut self.conns[slot];
+        let err = c.stream.take_error().ok().flatten();
+        match (err, c.stream.peer_addr()) {
+            (None, Ok(_)) => {
+                let _ = c.stream.set_nodelay(true);
+                let u = self.upstream.as_mut().expect("upstream core");
+                let first = u.set_connected();
+                self.shared.stats.upstream_connected.store(true, Ordering::Relaxed);
+                if first {
+                    log::info!("messagedirector: connected to upstream MD {}", u.addr);
+                } else {
+                    log::warn!("messagedirector: upstream MD {} regained; re-sending subscriptions and post-removes", u.addr);
+                }
+                let mut replay = Vec::new();
+                u.replay(&self.ranges.covered_runs(), &mut replay);
+                let c = &mut self.conns[slot];
+                c.out.extend_from_slice(&replay);
+                if !c.in_dirty {
+                    c.in_dirty = true;
+                    self.dirty.push(slot);
+                }
+                c.in_ready = true;
+                self.ready.push(slot);
+            }
+            (Some(e), _) => self.mark_close(slot, format!("connect failed: {e}")),
+            (None, Err(e)) if e.kind() == ErrorKind::NotConnected => {}
+            (None, Err(e)) => self.mark_close(slot, format!("connect failed: {e}")),
+        }
+        self.close_marked();
+    }
+
+    fn upstream_lost(&mut self, reason: &str) {
+        self.shared.stats.upstream_connected.store(false, Ordering::Relaxed);
+        let Some(u) = self.upstream.as_mut() else { return };
+        let wait = u.set_down();
+        log::warn!("messagedirector: upstream MD {} unreachable ({reason}); retrying in {} ms", u.addr, wait.as_millis());
+    }
+
+    // ---- cross-core ----------------------------------------------------------------------
+
+    fn drain_inbox(&mut self) {
+        // Bound the work per turn so sockets are not starved.
+        for _ in 0..64 {
+            let Ok(batch) = self.inbox.try_recv() else { break };
+            let Batch { from, mut msgs, data } = batch;
+            for msg in msgs.drain(..) {
+                self.handle_msg(msg, &data, from);
+            }
+        }
+        self.drain_pending();
+    }
+
+    fn handle_msg(&mut self, msg: CoreMsg, data: &[u8], from: usize) {
+        match msg {
+            CoreMsg::NewConn { stream, addr } => {
+                self.adopt(stream, addr, ConnKind::Participant);
+            }
+            CoreMsg::Subscribe { pid, channel } => self.home_subscribe(pid, channel),
+            CoreMsg::Unsubscribe { pid, channel } => self.home_unsubscribe(pid, channel),
+            CoreMsg::Lookup { entry, channels } => {
+                let mut pids: SmallVec<[Pid; 8]> = SmallVec::new();
+                for c in channels {
+                    pids.extend_from_slice(self.singles.lookup(c));
+                }
+                self.outbox[from].msgs.push(CoreMsg::Resolved { entry, pids });
+            }
+            CoreMsg::Resolved { entry, pids } => {
+                let Some(idx) = entry.checked_sub(self.pending_base) else { return };
+                let Some(p) = self.pending.get_mut(idx as usize) else { return };
+                p.targets.extend_from_slice(&pids);
+                p.waiting -= 1;
+            }
+            CoreMsg::Deliver { pid, off, len } => {
+                let (off, len) = (off as usize, len as usize);
+                self.deliver_local(pid, &data[off..off + len]);
+            }
+            CoreMsg::RangeOp { pid, lo, hi, add } => self.authority_range(pid, lo, hi, add),
+            CoreMsg::RangeDrop { pid } => self.authority_drop(pid),
+            CoreMsg::RangeApply { pid, lo, hi, add } => {
+                if add {
+                    self.ranges.add(pid, lo, hi);
+                } else {
+                    self.ranges.remove(pid, lo, hi);
+                }
+            }
+            CoreMsg::UpstreamSub { channel } => {
+                let newly = self.upstream.as_mut().is_some_and(|u| u.channels.insert(channel));
+                if newly {
+                    self.upstream_control(CONTROL_ADD_CHANNEL, &[channel]);
+                }
+            }
+            CoreMsg::UpstreamUnsub { channel } => {
+                let gone = self.upstream.as_mut().is_some_and(|u| u.channels.remove(&channel));
+                if gone {
+                    self.upstream_control(CONTROL_REMOVE_CHANNEL, &[channel]);
+                }
+            }
+            CoreMsg::UpstreamSend { off, len } => {
+                let (off, len) = (off as usize, len as usize);
+                self.upstream_write(&data[off..off + len]);
+            }
+        }
+    }
+
+    /// End of a loop turn: dispatch what resolved, ship batches to other cores, write sockets.
+    fn finish_turn(&mut self) {
+        self.drain_pending();
+        for core in 0..self.shared.cores {
+            if core == self.id {
+                continue;
+            }
+            if !self.outbox[core].is_empty() {
+                let batch = std::mem::replace(&mut self.outbox[core], Batch::new(self.id));
+                self.stalled[core].push_back(batch);
+            }
+            while let Some(batch) = self.stalled[core].pop_front() {
+                if let Err(batch) = self.shared.send(core, batch) {
+                    self.stalled[core].push_front(batch);
+                    break;
+                }
+            }
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        for slot in dirty {
+            let Some(c) = self.conns.get_mut(slot) else { continue };
+            c.in_dirty = false;
+            if c.kind == ConnKind::Upstream && !self.upstream.as_ref().is_some_and(|u| u.is_connected()) {
+                continue;
+            }
+            if let Err(e) = c.flush() {
+                self.mark_close(slot, format!("write error: {e}"));
+            }
+        }
+        self.close_marked();
+    }
+}

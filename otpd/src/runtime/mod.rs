@@ -1,0 +1,225 @@
+//! The runtime: pinned core threads, each with its own mio `Poll`, connections and shard of the
+//! routing table, exchanging batches through bounded crossbeam queues. Only this module touches
+//! sockets, threads and clocks; the routing state it drives lives in `crate::md`.
+//!
+//! Routing a datagram read on core A: ranges are resolved from A's replica of the range map;
+//! single channels are resolved on their home cores (a batched lookup when the home is not A).
+//! A keeps datagrams awaiting lookups in read order and dispatches each once resolved, so every
+//! delivery from one connection to one destination core passes through one FIFO queue in the
+//! order it was read: the per-connection order rule holds across channels and cores.
+
+mod conn;
+mod core;
+mod upstream;
+
+use crate::config::ClusterConfig;
+use crate::md::Pid;
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use smallvec::SmallVec;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// A message between core threads. Bulk bytes travel in the enclosing `Batch::data`.
+pub(crate) enum CoreMsg {
+    /// A freshly accepted participant for this core to own.
+    NewConn { stream: TcpStream, addr: SocketAddr },
+    /// Single-channel subscription changes, sent to the channel's home core.
+    Subscribe { pid: Pid, channel: u64 },
+    Unsubscribe { pid: Pid, channel: u64 },
+    /// Who subscribes these channels (homed on the receiving core)? Answer with `Resolved`.
+    Lookup { entry: u64, channels: SmallVec<[u64; 4]> },
+    Resolved { entry: u64, pids: SmallVec<[Pid; 8]> },
+    /// Write `data[off..off+len]` (a framed datagram) to participant `pid`.
+    Deliver { pid: Pid, off: u32, len: u32 },
+    /// Range subscription changes, sent to the range authority (core 0)...
+    RangeOp { pid: Pid, lo: u64, hi: u64, add: bool },
+    RangeDrop { pid: Pid },
+    /// ...which applies them and replays them, in its order, to every other core's replica.
+    RangeApply { pid: Pid, lo: u64, hi: u64, add: bool },
+    /// A channel gained its first / lost its last local subscriber (to core 0, for upstream).
+    UpstreamSub { channel: u64 },
+    UpstreamUnsub { channel: u64 },
+    /// A framed datagram `data[off..off+len]` for the upstream MD (to core 0).
+    UpstreamSend { off: u32, len: u32 },
+}
+
+pub(crate) struct Batch {
+    pub from: usize,
+    pub msgs: Vec<CoreMsg>,
+    pub data: Vec<u8>,
+}
+
+impl Batch {
+    fn new(from: usize) -> Batch {
+        Batch { from, msgs: Vec::new(), data: Vec::new() }
+    }
+    fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+}
+
+/// Counters every core updates and anyone may read.
+#[derive(Default)]
+pub struct Stats {
+    pub datagrams_routed: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub participants: AtomicUsize,
+    pub participants_cut_off: AtomicU64,
+    pub upstream_connected: AtomicBool,
+    pub upstream_dropped: AtomicU64,
+}
+
+/// What every core thread shares.
+pub(crate) struct Shared {
+    pub cores: usize,
+    pub inboxes: Vec<Sender<Batch>>,
+    pub wakers: Vec<Arc<mio::Waker>>,
+    pub sleeping: Vec<AtomicBool>,
+    pub config: ClusterConfig,
+    pub eventlogger: Option<SocketAddr>,
+    pub upstream: Option<SocketAddr>,
+    pub stats: Arc<Stats>,
+}
+
+impl Shared {
+    /// Sends a batch to `core`, waking it if it sleeps. Gives the batch back if the queue is full.
+    pub fn send(&self, core: usize, batch: Batch) -> Result<(), Batch> {
+        match self.inboxes[core].try_send(batch) {
+            Ok(()) => {
+                if self.sleeping[core].swap(false, Ordering::SeqCst) {
+                    let _ = self.wakers[core].wake();
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner()),
+        }
+    }
+}
+
+/// A running cluster process.
+pub struct Runtime {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    pub stats: Arc<Stats>,
+    pub bound: Option<SocketAddr>,
+}
+
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Resolves "host:port", "ip", "[v6]:port" or "host" (with `default_port`) to one address.
+pub fn resolve(addr: &str, default_port: u16) -> Result<SocketAddr, String> {
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    if let Ok(ip) = addr.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    let found = match addr.to_socket_addrs() {
+        Ok(it) => Ok(it),
+        Err(_) => format!("{addr}:{default_port}").to_socket_addrs(),
+    };
+    found
+        .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr:?} resolves to no address"))
+}
+
+impl Runtime {
+    /// Binds, spawns the core threads and returns once the cluster is serving.
+    pub fn start(config: ClusterConfig) -> Result<Runtime, StartError> {
+        let cores = match config.cores {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        };
+        if cores > 64 {
+            return Err(StartError(format!("cores = {cores}: at most 64 core threads are supported")));
+        }
+        let md = &config.messagedirector;
+        let listener = match &md.bind {
+            Some(addr) => {
+                let sa = resolve(addr, 7199).map_err(|e| StartError(format!("messagedirector.bind: {e}")))?;
+                let l = TcpListener::bind(sa)
+                    .map_err(|e| StartError(format!("messagedirector.bind: cannot listen on {sa}: {e}")))?;
+                Some(l)
+            }
+            None => None,
+        };
+        let bound = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let upstream = match &md.connect {
+            Some(addr) => Some(resolve(addr, 7199).map_err(|e| StartError(format!("messagedirector.connect: {e}")))?),
+            None => None,
+        };
+        let eventlogger = match &config.eventlogger {
+            Some(addr) if !addr.is_empty() => {
+                Some(resolve(addr, 7197).map_err(|e| StartError(format!("eventlogger: {e}")))?)
+            }
+            _ => None,
+        };
+
+        let mut polls = Vec::with_capacity(cores);
+        let mut wakers = Vec::with_capacity(cores);
+        let mut inboxes = Vec::with_capacity(cores);
+        let mut receivers: Vec<Receiver<Batch>> = Vec::with_capacity(cores);
+        for _ in 0..cores {
+            let poll = mio::Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
+            let waker = mio::Waker::new(poll.registry(), core::WAKER)
+                .map_err(|e| StartError(format!("cannot create waker: {e}")))?;
+            let (tx, rx) = crossbeam_channel::bounded(md.core_queue_batches.max(1));
+            polls.push(poll);
+            wakers.push(Arc::new(waker));
+            inboxes.push(tx);
+            receivers.push(rx);
+        }
+        let stats = Arc::new(Stats::default());
+        let shared = Arc::new(Shared {
+            cores,
+            inboxes,
+            wakers,
+            sleeping: (0..cores).map(|_| AtomicBool::new(false)).collect(),
+            config: config.clone(),
+            eventlogger,
+            upstream,
+            stats: stats.clone(),
+        });
+        let core_ids = if config.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let mut listener = listener;
+        let mut threads = Vec::with_capacity(cores);
+        for (i, (poll, rx)) in polls.into_iter().zip(receivers).enumerate() {
+            let shared = shared.clone();
+            let listener = if i == 0 { listener.take() } else { None };
+            let pin = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
+            let t = std::thread::Builder::new()
+                .name(format!("otpd-core-{i}"))
+                .spawn(move || {
+                    if let Some(id) = pin {
+                        core_affinity::set_for_current(id);
+                    }
+                    match core::Core::new(i, shared, poll, rx, listener) {
+                        Ok(mut c) => c.run(),
+                        Err(e) => log::error!("core {i} failed to start: {e}"),
+                    }
+                })
+                .map_err(|e| StartError(format!("cannot spawn core thread: {e}")))?;
+            threads.push(t);
+        }
+        if let Some(a) = bound {
+            log::info!("messagedirector: listening on {a} with {cores} core threads");
+        }
+        Ok(Runtime { threads, stats, bound })
+    }
+
+    /// Blocks until every core thread has ended (they run until the process exits).
+    pub fn wait(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

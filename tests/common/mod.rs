@@ -1,0 +1,287 @@
+//! Test harness: starts the real `otpd` binary on free ports and talks to it over TCP with the
+//! internal protocol, as an AI or a downstream MD would.
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CONTROL_ADD_CHANNEL: u16 = 9000;
+pub const CONTROL_REMOVE_CHANNEL: u16 = 9001;
+pub const CONTROL_ADD_RANGE: u16 = 9002;
+pub const CONTROL_REMOVE_RANGE: u16 = 9003;
+pub const CONTROL_ADD_POST_REMOVE: u16 = 9010;
+pub const CONTROL_CLEAR_POST_REMOVES: u16 = 9011;
+pub const CONTROL_SET_CON_NAME: u16 = 9012;
+pub const CONTROL_SET_CON_URL: u16 = 9013;
+pub const CONTROL_LOG_MESSAGE: u16 = 9014;
+
+/// How long "nothing arrives" is watched for.
+pub const QUIET: Duration = Duration::from_millis(150);
+
+pub fn otpd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_otpd")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Otpd {
+    pub child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Otpd {
+    /// Starts otpd with a cluster.ron whose messagedirector section gets `md_extra` appended.
+    pub fn start(port: u16, md_extra: &str) -> Otpd {
+        Self::start_full(port, md_extra, "")
+    }
+
+    pub fn start_full(port: u16, md_extra: &str, top_extra: &str) -> Otpd {
+        let dir = tempfile::tempdir().unwrap();
+        let ron = format!(
+            "(cores: 2, pin_cores: false, {top_extra}\n messagedirector: (bind: Some(\"127.0.0.1:{port}\"), {md_extra}))"
+        );
+        let path = dir.path().join("cluster.ron");
+        std::fs::write(&path, ron).unwrap();
+        let log = dir.path().join("otpd.log");
+        let child = Command::new(otpd_bin())
+            .arg("--cluster")
+            .arg(&path)
+            .arg("--log")
+            .arg(&log)
+            .arg("--loglevel")
+            .arg("debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("otpd starts");
+        wait_for_port(port);
+        Otpd { child, port, dir, log }
+    }
+
+    pub fn connect(&self) -> Md {
+        Md::connect(self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Otpd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+/// A datagram, framed (length tag included).
+pub fn dg(recipients: &[u64], sender: u64, msgtype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![recipients.len() as u8];
+    for r in recipients {
+        body.extend_from_slice(&r.to_le_bytes());
+    }
+    body.extend_from_slice(&sender.to_le_bytes());
+    body.extend_from_slice(&msgtype.to_le_bytes());
+    body.extend_from_slice(payload);
+    frame(&body)
+}
+
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as u16).to_le_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+pub fn control(msgtype: u16, args: &[u64]) -> Vec<u8> {
+    let mut body = vec![1u8];
+    body.extend_from_slice(&1u64.to_le_bytes());
+    body.extend_from_slice(&msgtype.to_le_bytes());
+    for a in args {
+        body.extend_from_slice(&a.to_le_bytes());
+    }
+    frame(&body)
+}
+
+pub fn add_channel(c: u64) -> Vec<u8> {
+    control(CONTROL_ADD_CHANNEL, &[c])
+}
+pub fn remove_channel(c: u64) -> Vec<u8> {
+    control(CONTROL_REMOVE_CHANNEL, &[c])
+}
+pub fn add_range(lo: u64, hi: u64) -> Vec<u8> {
+    control(CONTROL_ADD_RANGE, &[lo, hi])
+}
+pub fn remove_range(lo: u64, hi: u64) -> Vec<u8> {
+    control(CONTROL_REMOVE_RANGE, &[lo, hi])
+}
+pub fn clear_post_removes(sender: u64) -> Vec<u8> {
+    control(CONTROL_CLEAR_POST_REMOVES, &[sender])
+}
+pub fn add_post_remove(sender: u64, datagram: &[u8]) -> Vec<u8> {
+    let body = &datagram[2..];
+    let mut f = control(CONTROL_ADD_POST_REMOVE, &[sender]);
+    let mut payload = (body.len() as u16).to_le_bytes().to_vec();
+    payload.extend_from_slice(body);
+    f.extend_from_slice(&payload);
+    let len = (f.len() - 2) as u16;
+    f[..2].copy_from_slice(&len.to_le_bytes());
+    f
+}
+
+/// One connection speaking the internal protocol.
+pub struct Md {
+    pub s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Md {
+    pub fn connect(port: u16) -> Md {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        Md { s, buf: Vec::new() }
+    }
+
+    pub fn from_stream(s: TcpStream) -> Md {
+        s.set_nodelay(true).unwrap();
+        Md { s, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).unwrap();
+    }
+
+    /// The next framed datagram, or None if none arrives within `timeout`.
+    pub fn recv_within(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.buf.len() >= 2 {
+                let len = u16::from_le_bytes([self.buf[0], self.buf[1]]) as usize;
+                if self.buf.len() >= 2 + len {
+                    return Some(self.buf.drain(..2 + len).collect());
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            self.s.set_read_timeout(Some(deadline - now)).unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.s.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub fn recv(&mut self) -> Vec<u8> {
+        self.recv_within(Duration::from_secs(5)).expect("a datagram within 5 s")
+    }
+
+    pub fn expect(&mut self, want: &[u8]) {
+        let got = self.recv();
+        assert_eq!(got, want, "datagram differs");
+    }
+
+    /// Expects exactly these datagrams, in any order.
+    pub fn expect_many(&mut self, want: &[Vec<u8>]) {
+        let mut got: Vec<Vec<u8>> = (0..want.len()).map(|_| self.recv()).collect();
+        let mut want = want.to_vec();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    pub fn expect_none(&mut self) {
+        if let Some(d) = self.recv_within(QUIET) {
+            panic!("expected nothing, got {d:?}");
+        }
+    }
+
+    pub fn flush(&mut self) {
+        while self.recv_within(Duration::from_millis(50)).is_some() {}
+    }
+
+    /// True if the peer closed the connection within `timeout`.
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut chunk = [0u8; 65536];
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            self.s.set_read_timeout(Some(deadline - now)).unwrap();
+            match self.s.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Subscribes and waits until the subscription is surely in place (a control message
+    /// has no reply, so a probe through the MD from another connection confirms it).
+    pub fn subscribe_confirmed(&mut self, via: &mut Md, channel: u64) {
+        self.send(&add_channel(channel));
+        let probe = dg(&[channel], 0xBEEF, 4242, b"probe");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            via.send(&probe);
+            if let Some(d) = self.recv_within(Duration::from_millis(50)) {
+                assert_eq!(d, probe);
+                self.flush();
+                return;
+            }
+            assert!(Instant::now() < deadline, "subscription to {channel} never took effect");
+        }
+    }
+}
+
+/// A stand-in upstream MD: a listener that otpd connects to.
+pub struct FakeUpstream {
+    pub listener: TcpListener,
+    pub port: u16,
+}
+
+impl FakeUpstream {
+    pub fn new() -> FakeUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        FakeUpstream { listener, port }
+    }
+
+    pub fn accept(&self) -> Md {
+        self.listener.set_nonblocking(false).unwrap();
+        let (s, _) = self.listener.accept().unwrap();
+        Md::from_stream(s)
+    }
+}
