@@ -62,6 +62,8 @@ pub struct Core {
     lookups: Vec<SmallVec<[u64; 4]>>,
     scratch_targets: Vec<Pid>,
     to_close: Vec<usize>,
+    routed: u64,
+    delivered: u64,
 }
 
 enum Flow {
@@ -121,6 +123,8 @@ impl Core {
             lookups: (0..cores).map(|_| SmallVec::new()).collect(),
             scratch_targets: Vec::new(),
             to_close: Vec::new(),
+            routed: 0,
+            delivered: 0,
             shared,
         })
     }
@@ -577,7 +581,7 @@ impl Core {
 
     /// Routes a framed datagram to every subscriber of its recipients, except `exclude`.
     fn route(&mut self, frame: &[u8], exclude: Option<Pid>) {
-        self.shared.stats.datagrams_routed.fetch_add(1, Ordering::Relaxed);
+        self.routed += 1;
         let count = frame[2] as usize;
         let recipients = &frame[3..3 + 8 * count];
         let mut targets = std::mem::take(&mut self.scratch_targets);
@@ -662,9 +666,7 @@ impl Core {
                 batch.msgs.push(CoreMsg::Deliver { pid, off, len });
             }
         }
-        if delivered > 0 {
-            self.shared.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
-        }
+        self.delivered += delivered;
     }
 
     fn deliver_local(&mut self, pid: Pid, frame: &[u8]) {
@@ -911,5 +913,8 @@ impl Core {
             }
         }
         self.close_marked();
+        let mine = &self.shared.stats.per_core[self.id];
+        mine.datagrams_routed.store(self.routed, Ordering::Relaxed);
+        mine.deliveries.store(self.delivered, Ordering::Relaxed);
     }
 }
