@@ -29,7 +29,9 @@ impl fmt::Display for FrameError {
 impl std::error::Error for FrameError {}
 
 pub struct Deframer {
+    /// Allocated on first use, so a connection that never sends costs no buffer.
     buf: Box<[u8]>,
+    capacity: usize,
     start: usize,
     end: usize,
     max_datagram: usize,
@@ -41,7 +43,7 @@ impl Deframer {
     pub fn new(capacity: usize, max_datagram: usize) -> Self {
         let max_datagram = max_datagram.min(crate::MAX_DATAGRAM_BODY);
         let capacity = capacity.max(max_datagram + LENGTH_TAG_BYTES);
-        Deframer { buf: vec![0u8; capacity].into_boxed_slice(), start: 0, end: 0, max_datagram }
+        Deframer { buf: Box::default(), capacity, start: 0, end: 0, max_datagram }
     }
 
     /// Bytes received but not yet handed out.
@@ -55,6 +57,9 @@ impl Deframer {
 
     /// Makes room at the tail, moving only the unfinished remainder.
     fn make_room(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; self.capacity].into_boxed_slice();
+        }
         if self.start == self.end {
             self.start = 0;
             self.end = 0;

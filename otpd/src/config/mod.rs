@@ -75,6 +75,9 @@ pub struct MessageDirectorConfig {
     pub max_post_removes_per_participant: usize,
     /// Capacity, in batches, of each core-to-core queue.
     pub core_queue_batches: usize,
+    /// Datagrams a core may hold while their subscriber lookups run on other cores; past it,
+    /// the core stops reading its sockets until answers arrive.
+    pub max_pending_lookups: usize,
     /// First and longest wait between attempts to reach a lost upstream MD, milliseconds.
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
@@ -86,12 +89,13 @@ impl Default for MessageDirectorConfig {
             bind: Some("127.0.0.1:7199".into()),
             connect: None,
             max_datagram_bytes: otp_wire::MAX_DATAGRAM_BODY,
-            read_buffer_bytes: 256 * 1024,
+            read_buffer_bytes: 128 * 1024,
             max_queued_bytes_per_participant: 64 * 1024 * 1024,
             max_participants: 10_000,
             max_subscriptions_per_participant: 1_000_000,
             max_post_removes_per_participant: 10_000,
             core_queue_batches: 4096,
+            max_pending_lookups: 65_536,
             reconnect_min_ms: 100,
             reconnect_max_ms: 5_000,
         }
@@ -247,8 +251,8 @@ impl ClusterConfig {
         if md.max_datagram_bytes == 0 || md.max_datagram_bytes > otp_wire::MAX_DATAGRAM_BODY {
             return Err(format!("messagedirector.max_datagram_bytes = {}: must be 1..=65535", md.max_datagram_bytes));
         }
-        if md.core_queue_batches == 0 || md.max_participants == 0 {
-            return Err("messagedirector: core_queue_batches and max_participants must be at least 1".into());
+        if md.core_queue_batches == 0 || md.max_participants == 0 || md.max_pending_lookups == 0 {
+            return Err("messagedirector: core_queue_batches, max_participants and max_pending_lookups must be at least 1".into());
         }
         for role in &self.roles {
             match role {

@@ -139,7 +139,9 @@ impl Core {
             self.process_ready();
             self.finish_turn();
 
-            let busy = !self.ready.is_empty() || !self.inbox.is_empty() || self.stalled.iter().any(|q| !q.is_empty());
+            let busy = (!self.ready.is_empty() && !self.held_back())
+                || !self.inbox.is_empty()
+                || self.stalled.iter().any(|q| !q.is_empty());
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
@@ -252,9 +254,15 @@ impl Core {
         Some(slot)
     }
 
+    /// True while other cores are behind (a full queue, or too many unanswered lookups):
+    /// this core then stops reading its sockets until they catch up.
+    fn held_back(&self) -> bool {
+        self.pending.len() >= self.shared.config.messagedirector.max_pending_lookups
+            || self.stalled.iter().any(|q| !q.is_empty())
+    }
+
     fn process_ready(&mut self) {
-        if self.stalled.iter().any(|q| !q.is_empty()) {
-            // Other cores are behind: stop reading until they catch up.
+        if self.held_back() {
             return;
         }
         let ready = std::mem::take(&mut self.ready);
