@@ -27,8 +27,10 @@ const FIRST_CONN: usize = 16;
 /// Reads per connection per loop turn before others get a go.
 const READS_PER_TURN: usize = 4;
 
-/// A datagram read here, waiting for subscriber lookups on other cores.
+/// A datagram read here, waiting for subscriber lookups on other cores, or (when `delegated`)
+/// a datagram handed to its home core, waiting for that core's acknowledgement.
 struct Pending {
+    delegated: bool,
     /// The framed datagram (length tag included).
     bytes: Vec<u8>,
     exclude: Option<Pid>,
@@ -52,6 +54,11 @@ pub struct Core {
     pending: VecDeque<Pending>,
     /// Id of `pending[0]`.
     pending_base: u64,
+    /// How many entries of `pending` are delegations, and to which core (all go to one).
+    delegated: usize,
+    delegate_core: usize,
+    /// Acknowledgements of delegated datagrams, per core; sent after every other batch.
+    acks: Vec<Vec<u64>>,
     spare_bufs: Vec<Vec<u8>>,
     ready: Vec<usize>,
     dirty: Vec<usize>,
@@ -114,6 +121,9 @@ impl Core {
             stalled: (0..cores).map(|_| VecDeque::new()).collect(),
             pending: VecDeque::new(),
             pending_base: 0,
+            delegated: 0,
+            delegate_core: 0,
+            acks: (0..cores).map(|_| Vec::new()).collect(),
             spare_bufs: Vec::new(),
             ready: Vec::new(),
             dirty: Vec::new(),
@@ -131,6 +141,8 @@ impl Core {
 
     pub fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
+        let spin = Duration::from_micros(self.shared.config.messagedirector.idle_spin_us);
+        let mut last_work = Instant::now();
         if self.upstream.is_some() {
             self.upstream_connect();
         }
@@ -142,7 +154,10 @@ impl Core {
             let busy = (!self.ready.is_empty() && !self.held_back())
                 || !self.inbox.is_empty()
                 || self.stalled.iter().any(|q| !q.is_empty());
-            let timeout = if busy {
+            if busy || !events.is_empty() {
+                last_work = Instant::now();
+            }
+            let timeout = if busy || (!spin.is_zero() && last_work.elapsed() < spin) {
                 Some(Duration::ZERO)
             } else {
                 let t = self.upstream.as_ref().and_then(|u| u.retry_at()).map(|at| at.saturating_duration_since(Instant::now()));
@@ -592,6 +607,17 @@ impl Core {
         self.routed += 1;
         let count = frame[2] as usize;
         let recipients = &frame[3..3 + 8 * count];
+        if let Some(home) = self.delegation_target(recipients) {
+            let entry = self.pending_base + self.pending.len() as u64;
+            let batch = &mut self.outbox[home];
+            let off = batch.data.len() as u32;
+            batch.data.extend_from_slice(frame);
+            batch.msgs.push(CoreMsg::Route { entry, off, len: frame.len() as u32, exclude });
+            self.pending.push_back(Pending { delegated: true, bytes: Vec::new(), exclude: None, waiting: 1, targets: SmallVec::new() });
+            self.delegated += 1;
+            self.delegate_core = home;
+            return;
+        }
         let mut targets = std::mem::take(&mut self.scratch_targets);
         targets.clear();
         let mut remote = 0u32;
@@ -623,7 +649,7 @@ impl Core {
             let mut bytes = self.spare_bufs.pop().unwrap_or_default();
             bytes.clear();
             bytes.extend_from_slice(frame);
-            self.pending.push_back(Pending { bytes, exclude, waiting: remote, targets: SmallVec::from_slice(&targets) });
+            self.pending.push_back(Pending { delegated: false, bytes, exclude, waiting: remote, targets: SmallVec::from_slice(&targets) });
             if remote == 0 {
                 self.drain_pending();
             }
@@ -631,10 +657,48 @@ impl Core {
         self.scratch_targets = targets;
     }
 
+    /// The core to hand this datagram to whole, if that keeps the order: every recipient is
+    /// homed on that one other core, and nothing read earlier is still in flight except
+    /// datagrams handed to that same core.
+    fn delegation_target(&self, recipients: &[u8]) -> Option<usize> {
+        if self.pending.len() != self.delegated {
+            return None;
+        }
+        let mut home = None;
+        for raw in recipients.chunks_exact(8) {
+            let h = home_core(u64::from_le_bytes(raw.try_into().unwrap()), self.shared.cores);
+            match home {
+                None if h != self.id => home = Some(h),
+                Some(x) if x == h => {}
+                _ => return None,
+            }
+        }
+        let home = home?;
+        (self.delegated == 0 || self.delegate_core == home).then_some(home)
+    }
+
+    /// Routes a datagram another core delegated to this one (its home), for that core.
+    fn route_delegated(&mut self, frame: &[u8], exclude: Option<Pid>) {
+        let count = frame[2] as usize;
+        let mut targets = std::mem::take(&mut self.scratch_targets);
+        targets.clear();
+        for raw in frame[3..3 + 8 * count].chunks_exact(8) {
+            let channel = u64::from_le_bytes(raw.try_into().unwrap());
+            targets.extend_from_slice(self.ranges.lookup(channel));
+            targets.extend_from_slice(self.singles.lookup(channel));
+        }
+        self.dispatch(frame, &mut targets, exclude);
+        self.scratch_targets = targets;
+    }
+
     fn drain_pending(&mut self) {
         while self.pending.front().is_some_and(|p| p.waiting == 0) {
             let p = self.pending.pop_front().expect("front exists");
             self.pending_base += 1;
+            if p.delegated {
+                self.delegated -= 1;
+                continue;
+            }
             let mut targets = std::mem::take(&mut self.scratch_targets);
             targets.clear();
             targets.extend_from_slice(&p.targets);
@@ -859,6 +923,18 @@ impl Core {
                 p.targets.extend_from_slice(&pids);
                 p.waiting -= 1;
             }
+            CoreMsg::Route { entry, off, len, exclude } => {
+                let (off, len) = (off as usize, len as usize);
+                self.route_delegated(&data[off..off + len], exclude);
+                self.acks[from].push(entry);
+            }
+            CoreMsg::Routed { entry } => {
+                let Some(idx) = entry.checked_sub(self.pending_base) else { return };
+                if let Some(p) = self.pending.get_mut(idx as usize) {
+                    debug_assert!(p.delegated);
+                    p.waiting = 0;
+                }
+            }
             CoreMsg::Deliver { pid, off, len } => {
                 let (off, len) = (off as usize, len as usize);
                 self.deliver_local(pid, &data[off..off + len]);
@@ -906,6 +982,21 @@ impl Core {
                 if let Err(batch) = self.shared.send(core, batch) {
                     self.stalled[core].push_front(batch);
                     break;
+                }
+            }
+        }
+        // Acknowledgements go last, and only once every batch before them is in its queue:
+        // a core that reads an acknowledgement may then send to any core, and what this core
+        // delivered for the delegated datagram must already be ahead of that.
+        if self.stalled.iter().all(|q| q.is_empty()) {
+            for core in 0..self.shared.cores {
+                if self.acks[core].is_empty() {
+                    continue;
+                }
+                let mut batch = Batch::new(self.id);
+                batch.msgs.extend(self.acks[core].drain(..).map(|entry| CoreMsg::Routed { entry }));
+                if let Err(batch) = self.shared.send(core, batch) {
+                    self.stalled[core].push_back(batch);
                 }
             }
         }

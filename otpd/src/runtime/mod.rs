@@ -31,6 +31,11 @@ pub(crate) enum CoreMsg {
     /// Who subscribes these channels (homed on the receiving core)? Answer with `Resolved`.
     Lookup { entry: u64, channels: SmallVec<[u64; 4]> },
     Resolved { entry: u64, pids: SmallVec<[Pid; 8]> },
+    /// Route `data[off..off+len]` (a framed datagram whose recipients are all homed on the
+    /// receiving core) on behalf of the sending core, then acknowledge it with `Routed`.
+    Route { entry: u64, off: u32, len: u32, exclude: Option<Pid> },
+    /// Sent only after every delivery of the delegated datagram was queued ahead of it.
+    Routed { entry: u64 },
     /// Write `data[off..off+len]` (a framed datagram) to participant `pid`.
     Deliver { pid: Pid, off: u32, len: u32 },
     /// Range subscription changes, sent to the range authority (core 0)...
