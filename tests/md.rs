@@ -497,3 +497,51 @@ fn a_write_to_a_closed_peer_does_not_disturb_others() {
         a.expect(&m);
     }
 }
+
+#[test]
+fn order_and_exactly_once_hold_for_mixed_recipients_and_many_receivers() {
+    let d = Otpd::start(free_port(), "");
+    let mut tx = d.connect();
+    let channels: Vec<u64> = (0..12).map(|i| 900_000 + i * 104_729).collect();
+    // Receiver r subscribes channels where (i + r) % 3 != 0, plus a range over the last two.
+    let mut rxs: Vec<Md> = (0..4).map(|_| d.connect()).collect();
+    for (r, rx) in rxs.iter_mut().enumerate() {
+        for (i, &c) in channels.iter().enumerate() {
+            if (i + r) % 3 != 0 {
+                rx.subscribe_confirmed(&mut tx, c);
+            }
+        }
+    }
+    rxs[3].send(&add_range(channels[10], channels[11]));
+    std::thread::sleep(QUIET);
+    for rx in rxs.iter_mut() {
+        rx.flush();
+    }
+    let wants = |r: usize, recips: &[usize]| recips.iter().any(|&i| (i + r) % 3 != 0 || (r == 3 && i >= 10));
+    let mut all = Vec::new();
+    let mut expected: Vec<Vec<u32>> = vec![Vec::new(); 4];
+    let mut seed = 12345u64;
+    for seq in 0..4000u32 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let n = 1 + (seed >> 60) as usize % 3;
+        let recips: Vec<usize> = (0..n).map(|k| ((seed >> (8 * k)) % 12) as usize).collect();
+        let chans: Vec<u64> = recips.iter().map(|&i| channels[i]).collect();
+        all.extend_from_slice(&dg(&chans, 3, 9, &seq.to_le_bytes()));
+        for (r, e) in expected.iter_mut().enumerate() {
+            if wants(r, &recips) {
+                e.push(seq);
+            }
+        }
+    }
+    tx.send(&all);
+    for (r, rx) in rxs.iter_mut().enumerate() {
+        let got: Vec<u32> = (0..expected[r].len())
+            .map(|_| {
+                let m = rx.recv();
+                u32::from_le_bytes(m[m.len() - 4..].try_into().unwrap())
+            })
+            .collect();
+        assert_eq!(got, expected[r], "receiver {r}: every datagram once, in order");
+        rx.expect_none();
+    }
+}
