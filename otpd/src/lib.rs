@@ -4,4 +4,5 @@
 pub mod config;
 pub mod dcload;
 pub mod md;
+pub mod roles;
 pub mod runtime;

@@ -34,11 +34,17 @@ impl std::fmt::Display for Pid {
     }
 }
 
-/// The core a channel's single-channel subscriber table lives on.
+/// The core a channel's single-channel subscriber table lives on. An object's parent channel
+/// (`1 << 32 | doid`) and database channel (`2 << 32 | doid`) share the doid's home, so the
+/// role that owns an object subscribes all three on its own core, at once.
 #[inline]
 pub fn home_core(channel: u64, cores: usize) -> usize {
+    let key = match channel >> 32 {
+        1 | 2 => channel & 0xffff_ffff,
+        _ => channel,
+    };
     // Fibonacci hashing spreads sequential channels (doids, zones) evenly.
-    let h = channel.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     ((h >> 32) as usize * cores) >> 32
 }
 
@@ -60,5 +66,9 @@ mod tests {
         }
         assert!(counts.iter().all(|&n| n > 2000), "{counts:?}");
         assert_eq!(home_core(u64::MAX, 1), 0);
+        for doid in [1000u64, 4000, 123_456_789] {
+            assert_eq!(home_core(doid, 4), home_core((1 << 32) | doid, 4));
+            assert_eq!(home_core(doid, 4), home_core((2 << 32) | doid, 4));
+        }
     }
 }

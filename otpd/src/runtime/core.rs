@@ -7,6 +7,7 @@ use super::conn::{Conn, ConnKind};
 use super::upstream::Upstream;
 use super::{Batch, CoreMsg, Shared};
 use crate::md::{home_core, Pid, RangeMap, SingleShard};
+use crate::roles::{Output, Role, Subscription};
 use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -26,6 +27,20 @@ const LISTENER: Token = Token(1);
 const FIRST_CONN: usize = 16;
 /// Reads per connection per loop turn before others get a go.
 const READS_PER_TURN: usize = 4;
+/// Slots at and above this are in-process roles, not connections.
+const ROLE_SLOT_BASE: usize = 0x8000_0000;
+/// Rounds of role-to-role delivery handled in one loop turn before sockets get a go.
+const ROLE_ROUNDS_PER_TURN: usize = 16;
+/// How often roles are given the time.
+const ROLE_TICK: Duration = Duration::from_millis(50);
+
+/// A role instance hosted by this core, and the datagrams delivered to it this turn.
+struct HostedRole {
+    role: Box<dyn Role>,
+    pid: Pid,
+    inbox: Vec<u8>,
+    singles: rustc_hash::FxHashSet<u64>,
+}
 
 /// A datagram read here, waiting for subscriber lookups on other cores, or (when `delegated`)
 /// a datagram handed to its home core, waiting for that core's acknowledgement.
@@ -71,6 +86,9 @@ pub struct Core {
     to_close: Vec<usize>,
     routed: u64,
     delivered: u64,
+    roles: Vec<HostedRole>,
+    roles_waiting: bool,
+    next_tick: Instant,
 }
 
 enum Flow {
@@ -85,6 +103,7 @@ impl Core {
         poll: Poll,
         inbox: Receiver<Batch>,
         mut listener: Option<TcpListener>,
+        roles: Vec<Box<dyn Role>>,
     ) -> io::Result<Core> {
         if let Some(l) = listener.as_mut() {
             poll.registry().register(l, LISTENER, Interest::READABLE)?;
@@ -108,7 +127,7 @@ impl Core {
             }
             None => None,
         };
-        Ok(Core {
+        let mut core = Core {
             id,
             poll,
             inbox,
@@ -135,8 +154,17 @@ impl Core {
             to_close: Vec::new(),
             routed: 0,
             delivered: 0,
+            roles: Vec::new(),
+            roles_waiting: false,
+            next_tick: Instant::now() + ROLE_TICK,
             shared,
-        })
+        };
+        for (i, role) in roles.into_iter().enumerate() {
+            let pid = Pid::new(id, 0, ROLE_SLOT_BASE + i);
+            log::debug!("core {id}: hosting role {} as {pid}", role.name());
+            core.roles.push(HostedRole { role, pid, inbox: Vec::new(), singles: Default::default() });
+        }
+        Ok(core)
     }
 
     pub fn run(&mut self) {
@@ -146,12 +174,19 @@ impl Core {
         if self.upstream.is_some() {
             self.upstream_connect();
         }
+        let now = Instant::now();
+        for i in 0..self.roles.len() {
+            let mut out = Output::default();
+            self.roles[i].role.start(now, &mut out);
+            self.apply_role_output(i, &mut out);
+        }
         loop {
             self.drain_inbox();
             self.process_ready();
             self.finish_turn();
 
-            let busy = (!self.ready.is_empty() && !self.held_back())
+            let busy = self.roles_waiting
+                || (!self.ready.is_empty() && !self.held_back())
                 || !self.inbox.is_empty()
                 || self.stalled.iter().any(|q| !q.is_empty());
             if busy || !events.is_empty() {
@@ -160,7 +195,11 @@ impl Core {
             let timeout = if busy || (!spin.is_zero() && last_work.elapsed() < spin) {
                 Some(Duration::ZERO)
             } else {
-                let t = self.upstream.as_ref().and_then(|u| u.retry_at()).map(|at| at.saturating_duration_since(Instant::now()));
+                let mut wake_at = self.upstream.as_ref().and_then(|u| u.retry_at());
+                if !self.roles.is_empty() {
+                    wake_at = Some(wake_at.map_or(self.next_tick, |w| w.min(self.next_tick)));
+                }
+                let t = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
                 self.shared.sleeping[self.id].store(true, Ordering::SeqCst);
                 if !self.inbox.is_empty() {
                     self.shared.sleeping[self.id].store(false, Ordering::SeqCst);
@@ -743,6 +782,13 @@ impl Core {
 
     fn deliver_local(&mut self, pid: Pid, frame: &[u8]) {
         let slot = pid.slot();
+        if slot >= ROLE_SLOT_BASE {
+            if let Some(r) = self.roles.get_mut(slot - ROLE_SLOT_BASE) {
+                r.inbox.extend_from_slice(frame);
+                self.roles_waiting = true;
+            }
+            return;
+        }
         if self.generations.get(slot) != Some(&pid.generation()) {
             return; // gone
         }
@@ -889,6 +935,107 @@ impl Core {
         log::warn!("messagedirector: upstream MD {} unreachable ({reason}); retrying in {} ms", u.addr, wait.as_millis());
     }
 
+    // ---- roles -----------------------------------------------------------------------------
+
+    /// Hands each role what was delivered to it, then applies and routes what it answered.
+    /// Answers may be delivered to roles on this core again: a few rounds per turn, then the
+    /// sockets get a go and the rest waits for the next turn.
+    fn run_roles(&mut self) {
+        let now = Instant::now();
+        let tick = !self.roles.is_empty() && now >= self.next_tick;
+        if tick {
+            self.next_tick = now + ROLE_TICK;
+        }
+        let mut out = Output::default();
+        for i in 0..self.roles.len() {
+            if tick {
+                self.roles[i].role.tick(now, &mut out);
+                self.apply_role_output(i, &mut out);
+            }
+        }
+        for _ in 0..ROLE_ROUNDS_PER_TURN {
+            if !self.roles_waiting {
+                break;
+            }
+            self.roles_waiting = false;
+            for i in 0..self.roles.len() {
+                if self.roles[i].inbox.is_empty() {
+                    continue;
+                }
+                let inbox = std::mem::take(&mut self.roles[i].inbox);
+                let mut rest = &inbox[..];
+                while rest.len() >= 2 {
+                    let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+                    let (frame, r) = rest.split_at(2 + len);
+                    rest = r;
+                    match otp_wire::InternalDatagram::parse(&frame[2..]) {
+                        Ok(dg) => self.roles[i].role.handle(now, frame, &dg, &mut out),
+                        Err(e) => log::warn!("{}: undecodable datagram: {e}", self.roles[i].role.name()),
+                    }
+                    self.apply_role_output(i, &mut out);
+                }
+                // Keep the buffer's capacity for the next turn.
+                let mut inbox = inbox;
+                inbox.clear();
+                if self.roles[i].inbox.is_empty() {
+                    self.roles[i].inbox = inbox;
+                }
+            }
+        }
+    }
+
+    /// Applies a role's subscription changes, then routes its datagrams as sent by it.
+    fn apply_role_output(&mut self, i: usize, out: &mut Output) {
+        let pid = self.roles[i].pid;
+        for sub in out.subscriptions.drain(..) {
+            match sub {
+                Subscription::Add(c) => {
+                    if self.roles[i].singles.insert(c) {
+                        self.subscribe(pid, c);
+                    }
+                }
+                Subscription::Remove(c) => {
+                    if self.roles[i].singles.remove(&c) {
+                        self.unsubscribe(pid, c);
+                    }
+                }
+                Subscription::AddRange(lo, hi) if lo <= hi => self.range_op(pid, lo, hi, true),
+                Subscription::RemoveRange(lo, hi) if lo <= hi => {
+                    let inside: Vec<u64> = self.roles[i].singles.iter().copied().filter(|c| (lo..=hi).contains(c)).collect();
+                    for c in inside {
+                        self.roles[i].singles.remove(&c);
+                        self.unsubscribe(pid, c);
+                    }
+                    self.range_op(pid, lo, hi, false);
+                }
+                Subscription::AddRange(..) | Subscription::RemoveRange(..) => {}
+            }
+        }
+        if out.datagrams.is_empty() {
+            return;
+        }
+        let datagrams = std::mem::take(&mut out.datagrams);
+        let mut rest = &datagrams[..];
+        while rest.len() >= 2 {
+            let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+            if rest.len() < 2 + len {
+                break;
+            }
+            let (frame, r) = rest.split_at(2 + len);
+            rest = r;
+            let body = &frame[2..];
+            let count = body.first().copied().unwrap_or(0) as usize;
+            if count == 0 || body.len() < 1 + 8 * count + 10 {
+                log::error!("{}: produced a malformed datagram; dropped", self.roles[i].role.name());
+                continue;
+            }
+            self.send_upstream(frame);
+            self.route(frame, Some(pid));
+        }
+        out.datagrams = datagrams;
+        out.datagrams.clear();
+    }
+
     // ---- cross-core ----------------------------------------------------------------------
 
     fn drain_inbox(&mut self) {
@@ -970,6 +1117,7 @@ impl Core {
     /// End of a loop turn: dispatch what resolved, ship batches to other cores, write sockets.
     fn finish_turn(&mut self) {
         self.drain_pending();
+        self.run_roles();
         for core in 0..self.shared.cores {
             if core == self.id {
                 continue;

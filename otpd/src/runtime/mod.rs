@@ -155,8 +155,16 @@ pub fn resolve(addr: &str, default_port: u16) -> Result<SocketAddr, String> {
 }
 
 impl Runtime {
-    /// Binds, spawns the core threads and returns once the cluster is serving.
+    /// Binds, spawns the core threads and returns once the cluster is serving (no roles).
     pub fn start(config: ClusterConfig) -> Result<Runtime, StartError> {
+        Self::start_with_roles(config, |_| Vec::new())
+    }
+
+    /// As `start`, hosting on each core the roles `roles(placement)` returns for it.
+    pub fn start_with_roles<F>(config: ClusterConfig, roles: F) -> Result<Runtime, StartError>
+    where
+        F: Fn(crate::roles::Placement) -> Vec<Box<dyn crate::roles::Role>>,
+    {
         let cores = match config.cores {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
@@ -218,13 +226,14 @@ impl Runtime {
             let shared = shared.clone();
             let listener = if i == 0 { listener.take() } else { None };
             let pin = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
+            let core_roles = roles(crate::roles::Placement { core: i, cores });
             let t = std::thread::Builder::new()
                 .name(format!("otpd-core-{i}"))
                 .spawn(move || {
                     if let Some(id) = pin {
                         core_affinity::set_for_current(id);
                     }
-                    match core::Core::new(i, shared, poll, rx, listener) {
+                    match core::Core::new(i, shared, poll, rx, listener, core_roles) {
                         Ok(mut c) => c.run(),
                         Err(e) => log::error!("core {i} failed to start: {e}"),
                     }
