@@ -537,6 +537,8 @@ impl Core {
             log::debug!("messagedirector: participant {} disconnected", c.label());
         } else {
             log::warn!("messagedirector: closing participant {}: {reason}", c.label());
+            // Abort (RST) rather than close: the peer misbehaved, anything in flight is void.
+            let _ = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));
         }
         // Unsubscribe everything.
         for channel in c.singles.drain() {
