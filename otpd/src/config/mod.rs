@@ -1,6 +1,7 @@
 //! The cluster's configuration: one typed model (`ClusterConfig`) read either from otpd's own
 //! `cluster.ron` or from an astrond YAML file, with every limit explicit and defaulted here.
 
+pub mod addr;
 pub mod astron;
 pub mod ron_file;
 

@@ -8,7 +8,19 @@ pub mod schema;
 pub use schema::{FieldFlags, Schema};
 
 use otp_wire::{Channel, InternalDatagram, MsgType, Writer};
+use std::any::Any;
 use std::time::Instant;
+
+/// A unit of blocking work (a database query, a file write) a role hands to its worker, or
+/// the worker's answer to one. Each role knows the concrete types it sends and gets back.
+pub type Work = Box<dyn Any + Send>;
+
+/// Runs a role's blocking work on a thread of its own. The runtime gives it everything queued
+/// (up to the batch limit) at once, so a database can commit a whole batch in one transaction;
+/// it answers with exactly one result per item, in order, once the batch is durable.
+pub trait Worker: Send + 'static {
+    fn run(&mut self, batch: Vec<Work>) -> Vec<Work>;
+}
 
 /// What a role asks of the runtime after handling an input. Subscription changes are applied
 /// before the datagrams are routed, in the order given.
@@ -17,6 +29,8 @@ pub struct Output {
     /// Framed datagrams (length tag included), routed as sent by the role.
     pub datagrams: Vec<u8>,
     pub subscriptions: Vec<Subscription>,
+    /// Blocking work for the role's worker; answers come back through `Role::work_done`.
+    pub work: Vec<Work>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,13 +64,19 @@ impl Output {
         self.subscriptions.push(Subscription::RemoveRange(lo, hi));
     }
 
+    /// Queues blocking work for the role's worker.
+    pub fn work(&mut self, item: Work) {
+        self.work.push(item);
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.datagrams.is_empty() && self.subscriptions.is_empty()
+        self.datagrams.is_empty() && self.subscriptions.is_empty() && self.work.is_empty()
     }
 
     pub fn clear(&mut self) {
         self.datagrams.clear();
         self.subscriptions.clear();
+        self.work.clear();
     }
 
     /// The datagrams, as framed slices (for tests and the runtime).
@@ -82,8 +102,14 @@ pub trait Role: Send {
     fn start(&mut self, now: Instant, out: &mut Output);
     /// A datagram delivered to this role. `frame` is the whole datagram with its length tag.
     fn handle(&mut self, now: Instant, frame: &[u8], dg: &InternalDatagram<'_>, out: &mut Output);
-    /// Time passes; called about every `tick_interval`.
+    /// Time passes; called about every 50 ms.
     fn tick(&mut self, _now: Instant, _out: &mut Output) {}
+    /// The worker that runs this role's blocking work, taken once when the core starts.
+    fn take_worker(&mut self) -> Option<Box<dyn Worker>> {
+        None
+    }
+    /// The answer to one item of work, in the order the work was queued.
+    fn work_done(&mut self, _now: Instant, _answer: Work, _out: &mut Output) {}
 }
 
 /// Which core hosts what: each role instance knows its core and whether a doid is its own.

@@ -34,12 +34,18 @@ const ROLE_ROUNDS_PER_TURN: usize = 16;
 /// How often roles are given the time.
 const ROLE_TICK: Duration = Duration::from_millis(50);
 
+/// Work items a role's worker takes at once (one transaction for a database).
+const WORK_BATCH: usize = 256;
+
 /// A role instance hosted by this core, and the datagrams delivered to it this turn.
 struct HostedRole {
     role: Box<dyn Role>,
     pid: Pid,
     inbox: Vec<u8>,
     singles: rustc_hash::FxHashSet<u64>,
+    /// The role's worker thread, if it has one: its bounded queue, and what did not fit yet.
+    work_tx: Option<crossbeam_channel::Sender<crate::roles::Work>>,
+    work_waiting: VecDeque<crate::roles::Work>,
 }
 
 /// A datagram read here, waiting for subscriber lookups on other cores, or (when `delegated`)
@@ -159,10 +165,18 @@ impl Core {
             next_tick: Instant::now() + ROLE_TICK,
             shared,
         };
-        for (i, role) in roles.into_iter().enumerate() {
+        for (i, mut role) in roles.into_iter().enumerate() {
             let pid = Pid::new(id, 0, ROLE_SLOT_BASE + i);
             log::debug!("core {id}: hosting role {} as {pid}", role.name());
-            core.roles.push(HostedRole { role, pid, inbox: Vec::new(), singles: Default::default() });
+            let work_tx = role.take_worker().map(|worker| core.spawn_worker(i, role.name(), worker)).transpose()?;
+            core.roles.push(HostedRole {
+                role,
+                pid,
+                inbox: Vec::new(),
+                singles: Default::default(),
+                work_tx,
+                work_waiting: VecDeque::new(),
+            });
         }
         Ok(core)
     }
@@ -313,6 +327,7 @@ impl Core {
     fn held_back(&self) -> bool {
         self.pending.len() >= self.shared.config.messagedirector.max_pending_lookups
             || self.stalled.iter().any(|q| !q.is_empty())
+            || self.roles.iter().any(|r| !r.work_waiting.is_empty())
     }
 
     fn process_ready(&mut self) {
@@ -939,6 +954,70 @@ impl Core {
 
     // ---- roles -----------------------------------------------------------------------------
 
+    /// Starts the thread that runs role `index`'s blocking work; its answers come back to this
+    /// core's inbox as `WorkDone`.
+    fn spawn_worker(
+        &self,
+        index: usize,
+        name: &'static str,
+        mut worker: Box<dyn crate::roles::Worker>,
+    ) -> io::Result<crossbeam_channel::Sender<crate::roles::Work>> {
+        let (tx, rx) = crossbeam_channel::bounded::<crate::roles::Work>(self.shared.config.messagedirector.max_pending_lookups);
+        let shared = self.shared.clone();
+        let core = self.id;
+        std::thread::Builder::new().name(format!("otpd-{name}-{core}")).spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = Vec::with_capacity(WORK_BATCH);
+                batch.push(first);
+                while batch.len() < WORK_BATCH {
+                    match rx.try_recv() {
+                        Ok(w) => batch.push(w),
+                        Err(_) => break,
+                    }
+                }
+                let answers = worker.run(batch);
+                let mut msg = Batch::new(core);
+                msg.msgs.push(CoreMsg::WorkDone { role: index, answers });
+                // The core's queue is bounded: wait for room rather than lose answers.
+                let mut msg = Some(msg);
+                while let Some(m) = msg.take() {
+                    if let Err(back) = shared.send(core, m) {
+                        msg = Some(back);
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            }
+        })?;
+        Ok(tx)
+    }
+
+    /// Hands queued work to the role's worker; what does not fit waits (and holds reading back).
+    fn push_work(&mut self, i: usize) {
+        let r = &mut self.roles[i];
+        let Some(tx) = &r.work_tx else {
+            if !r.work_waiting.is_empty() {
+                log::error!("{}: produced work but has no worker; dropped", r.role.name());
+                r.work_waiting.clear();
+            }
+            return;
+        };
+        while let Some(w) = r.work_waiting.pop_front() {
+            if let Err(e) = tx.try_send(w) {
+                match e {
+                    crossbeam_channel::TrySendError::Full(w) => {
+                        r.work_waiting.push_front(w);
+                        break;
+                    }
+                    crossbeam_channel::TrySendError::Disconnected(_) => {
+                        log::error!("{}: worker thread is gone; work dropped", r.role.name());
+                        r.work_waiting.clear();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     /// Hands each role what was delivered to it, then applies and routes what it answered.
     /// Answers may be delivered to roles on this core again: a few rounds per turn, then the
     /// sockets get a go and the rest waits for the next turn.
@@ -986,9 +1065,14 @@ impl Core {
         }
     }
 
-    /// Applies a role's subscription changes, then routes its datagrams as sent by it.
+    /// Applies a role's subscription changes, then routes its datagrams as sent by it, then
+    /// queues its work.
     fn apply_role_output(&mut self, i: usize, out: &mut Output) {
         let pid = self.roles[i].pid;
+        if !out.work.is_empty() {
+            self.roles[i].work_waiting.extend(out.work.drain(..));
+            self.push_work(i);
+        }
         for sub in out.subscriptions.drain(..) {
             match sub {
                 Subscription::Add(c) => {
@@ -1112,6 +1196,18 @@ impl Core {
             CoreMsg::UpstreamSend { off, len } => {
                 let (off, len) = (off as usize, len as usize);
                 self.upstream_write(&data[off..off + len]);
+            }
+            CoreMsg::WorkDone { role, answers } => {
+                if role >= self.roles.len() {
+                    return;
+                }
+                let now = Instant::now();
+                let mut out = Output::default();
+                for answer in answers {
+                    self.roles[role].role.work_done(now, answer, &mut out);
+                    self.apply_role_output(role, &mut out);
+                }
+                self.push_work(role);
             }
         }
     }

@@ -48,6 +48,8 @@ pub(crate) enum CoreMsg {
     UpstreamUnsub { channel: u64 },
     /// A framed datagram `data[off..off+len]` for the upstream MD (to core 0).
     UpstreamSend { off: u32, len: u32 },
+    /// Answers from a role's worker thread, in the order the work was queued.
+    WorkDone { role: usize, answers: Vec<crate::roles::Work> },
 }
 
 pub(crate) struct Batch {
