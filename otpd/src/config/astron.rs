@@ -12,9 +12,6 @@
 //! (a MongoDB or MySQL backend, TLS client-certificate checks, roles missing a channel that
 //! astrond would let default to 0). See the module's tests for each case.
 
-// config/mod.rs (not this module's to edit) does not declare `addr`, so it is reached from
-// here: `otpd::config::astron::addr`.
-
 pub use super::addr;
 
 use super::{
