@@ -17,7 +17,7 @@ use crate::md::Pid;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use smallvec::SmallVec;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -138,20 +138,10 @@ impl std::fmt::Display for StartError {
     }
 }
 
-/// Resolves "host:port", "ip", "[v6]:port" or "host" (with `default_port`) to one address.
+/// Resolves an address as astrond does (see `config::addr`), taking the first result.
 pub fn resolve(addr: &str, default_port: u16) -> Result<SocketAddr, String> {
-    if let Ok(sa) = addr.parse::<SocketAddr>() {
-        return Ok(sa);
-    }
-    if let Ok(ip) = addr.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, default_port));
-    }
-    let found = match addr.to_socket_addrs() {
-        Ok(it) => Ok(it),
-        Err(_) => format!("{addr}:{default_port}").to_socket_addrs(),
-    };
-    found
-        .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?
+    crate::config::addr::parse_address(addr, default_port)?
+        .into_iter()
         .next()
         .ok_or_else(|| format!("{addr:?} resolves to no address"))
 }
