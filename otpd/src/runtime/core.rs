@@ -95,6 +95,9 @@ pub struct Core {
     roles: Vec<HostedRole>,
     roles_waiting: bool,
     next_tick: Instant,
+    accept_retry_at: Option<Instant>,
+    refused: u64,
+    refusal_log_at: Instant,
 }
 
 enum Flow {
@@ -163,6 +166,9 @@ impl Core {
             roles: Vec::new(),
             roles_waiting: false,
             next_tick: Instant::now() + ROLE_TICK,
+            accept_retry_at: None,
+            refused: 0,
+            refusal_log_at: Instant::now(),
             shared,
         };
         for (i, mut role) in roles.into_iter().enumerate() {
@@ -213,6 +219,9 @@ impl Core {
                 if !self.roles.is_empty() {
                     wake_at = Some(wake_at.map_or(self.next_tick, |w| w.min(self.next_tick)));
                 }
+                if let Some(at) = self.accept_retry_at {
+                    wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
+                }
                 let t = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
                 self.shared.sleeping[self.id].store(true, Ordering::SeqCst);
                 if !self.inbox.is_empty() {
@@ -260,12 +269,16 @@ impl Core {
                     self.upstream_connect();
                 }
             }
+            if self.accept_retry_at.is_some_and(|at| at <= Instant::now()) {
+                self.accept();
+            }
         }
     }
 
     // ---- connections -------------------------------------------------------------------
 
     fn accept(&mut self) {
+        self.accept_retry_at = None;
         loop {
             let Some(listener) = self.listener.as_ref() else { return };
             match listener.accept() {
@@ -273,7 +286,16 @@ impl Core {
                     let md = &self.shared.config.messagedirector;
                     let n = self.shared.stats.participants.load(Ordering::Relaxed);
                     if n >= md.max_participants {
-                        log::warn!("messagedirector: refusing {addr}: {n} participants is the limit (max_participants)");
+                        self.refused += 1;
+                        let now = Instant::now();
+                        if now >= self.refusal_log_at {
+                            log::warn!(
+                                "messagedirector: refused {} connection(s), latest from {addr}: {n} participants is the limit (max_participants)",
+                                self.refused
+                            );
+                            self.refused = 0;
+                            self.refusal_log_at = now + Duration::from_secs(1);
+                        }
                         drop(stream);
                         continue;
                     }
@@ -290,8 +312,10 @@ impl Core {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of descriptors and the like: say so and try again on the next event.
-                    log::warn!("messagedirector: accept failed: {e}");
+                    // Out of descriptors and the like: the listener will not signal again for
+                    // connections already waiting, so try again shortly.
+                    log::warn!("messagedirector: accept failed: {e}; retrying in 50 ms");
+                    self.accept_retry_at = Some(Instant::now() + Duration::from_millis(50));
                     return;
                 }
             }
