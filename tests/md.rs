@@ -545,3 +545,32 @@ fn order_and_exactly_once_hold_for_mixed_recipients_and_many_receivers() {
         rx.expect_none();
     }
 }
+
+#[test]
+fn running_out_of_file_descriptors_does_not_stop_the_md() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("cluster.ron");
+    std::fs::write(&conf, format!("(cores: 2, pin_cores: false, messagedirector: (bind: Some(\"127.0.0.1:{port}\")))")).unwrap();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n 64 && exec {} --cluster {} --loglevel error", otpd_bin(), conf.display()))
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let (mut a, mut b) = (Md::connect(port), Md::connect(port));
+    a.subscribe_confirmed(&mut b, 81);
+    // Far more connections than descriptors: the excess waits in the backlog or is refused.
+    let flood: Vec<TcpStream> = (0..150).filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let m = dg(&[81], 1, 1, b"during");
+    b.send(&m);
+    a.expect(&m);
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(300));
+    // Once descriptors are free again, new participants get in.
+    let (mut c, mut e) = (Md::connect(port), Md::connect(port));
+    c.subscribe_confirmed(&mut e, 82);
+    let _ = child.kill();
+    let _ = child.wait();
+}
