@@ -52,8 +52,10 @@ struct HostedRole {
 /// a datagram handed to its home core, waiting for that core's acknowledgement.
 struct Pending {
     delegated: bool,
-    /// The framed datagram (length tag included).
-    bytes: Vec<u8>,
+    /// Where the framed datagram (length tag included) sits in the pending arena, as an
+    /// absolute position (see `Core::arena_base`), and its length.
+    at: u64,
+    len: u32,
     exclude: Option<Pid>,
     waiting: u32,
     targets: SmallVec<[Pid; 8]>,
@@ -80,7 +82,10 @@ pub struct Core {
     delegate_core: usize,
     /// Acknowledgements of delegated datagrams, per core; sent after every other batch.
     acks: Vec<Vec<u64>>,
-    spare_bufs: Vec<Vec<u8>>,
+    /// Bytes of pending datagrams, in FIFO order; `arena_base` is the absolute position of
+    /// `arena[0]`. Consumed from the front, compacted once the consumed part is half of it.
+    arena: Vec<u8>,
+    arena_base: u64,
     ready: Vec<usize>,
     dirty: Vec<usize>,
     next_accept_core: usize,
@@ -152,7 +157,8 @@ impl Core {
             delegated: 0,
             delegate_core: 0,
             acks: (0..cores).map(|_| Vec::new()).collect(),
-            spare_bufs: Vec::new(),
+            arena: Vec::new(),
+            arena_base: 0,
             ready: Vec::new(),
             dirty: Vec::new(),
             next_accept_core: 0,
@@ -693,7 +699,8 @@ impl Core {
             let off = batch.data.len() as u32;
             batch.data.extend_from_slice(frame);
             batch.msgs.push(CoreMsg::Route { entry, off, len: frame.len() as u32, exclude });
-            self.pending.push_back(Pending { delegated: true, bytes: Vec::new(), exclude: None, waiting: 1, targets: SmallVec::new() });
+            let at = self.arena_base + self.arena.len() as u64;
+            self.pending.push_back(Pending { delegated: true, at, len: 0, exclude: None, waiting: 1, targets: SmallVec::new() });
             self.delegated += 1;
             self.delegate_core = home;
             return;
@@ -726,10 +733,10 @@ impl Core {
                     self.outbox[core].msgs.push(CoreMsg::Lookup { entry, channels });
                 }
             }
-            let mut bytes = self.spare_bufs.pop().unwrap_or_default();
-            bytes.clear();
-            bytes.extend_from_slice(frame);
-            self.pending.push_back(Pending { delegated: false, bytes, exclude, waiting: remote, targets: SmallVec::from_slice(&targets) });
+            let at = self.arena_base + self.arena.len() as u64;
+            self.arena.extend_from_slice(frame);
+            let len = frame.len() as u32;
+            self.pending.push_back(Pending { delegated: false, at, len, exclude, waiting: remote, targets: SmallVec::from_slice(&targets) });
             if remote == 0 {
                 self.drain_pending();
             }
@@ -782,11 +789,24 @@ impl Core {
             let mut targets = std::mem::take(&mut self.scratch_targets);
             targets.clear();
             targets.extend_from_slice(&p.targets);
-            self.dispatch(&p.bytes, &mut targets, p.exclude);
+            let arena = std::mem::take(&mut self.arena);
+            let start = (p.at - self.arena_base) as usize;
+            self.dispatch(&arena[start..start + p.len as usize], &mut targets, p.exclude);
+            self.arena = arena;
             self.scratch_targets = targets;
-            if self.spare_bufs.len() < 1024 {
-                self.spare_bufs.push(p.bytes);
-            }
+        }
+        // Release consumed bytes: all of them when nothing is pending, else once they are
+        // half the arena (so each byte is moved at most once on average).
+        let consumed = match self.pending.front() {
+            None => self.arena.len(),
+            Some(p) => (p.at - self.arena_base) as usize,
+        };
+        if consumed == self.arena.len() {
+            self.arena.clear();
+            self.arena_base += consumed as u64;
+        } else if consumed > self.arena.len() / 2 {
+            self.arena.drain(..consumed);
+            self.arena_base += consumed as u64;
         }
     }
 
@@ -1245,7 +1265,10 @@ impl Core {
                 continue;
             }
             if !self.outbox[core].is_empty() {
-                let batch = std::mem::replace(&mut self.outbox[core], Batch::new(self.id));
+                // The next batch will likely be as large: size it so it does not regrow.
+                let (m, d) = (self.outbox[core].msgs.len(), self.outbox[core].data.len());
+                let next = Batch { from: self.id, msgs: Vec::with_capacity(m), data: Vec::with_capacity(d) };
+                let batch = std::mem::replace(&mut self.outbox[core], next);
                 self.stalled[core].push_back(batch);
             }
             while let Some(batch) = self.stalled[core].pop_front() {
