@@ -218,7 +218,13 @@ impl Core {
             if busy || !events.is_empty() {
                 last_work = Instant::now();
             }
-            let timeout = if busy || (!spin.is_zero() && last_work.elapsed() < spin) {
+            let spinning = !busy && !spin.is_zero() && last_work.elapsed() < spin;
+            if spinning {
+                // Let any other runnable thread on this CPU go first (on a small machine, the
+                // peers we wait for may be sharing it).
+                std::thread::yield_now();
+            }
+            let timeout = if busy || spinning {
                 Some(Duration::ZERO)
             } else {
                 let mut wake_at = self.upstream.as_ref().and_then(|u| u.retry_at());
