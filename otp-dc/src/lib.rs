@@ -1,1 +1,323 @@
-//! otp-dc: placeholder, filled by its own work.
+//! otp-dc: reads DC files exactly as Panda3D 1.10 does (grammar, class and field numbering,
+//! inheritance), computes the same `DCFile.getHash()`, and packs, unpacks and validates field
+//! values. No dependency on Panda3D.
+
+mod hash;
+mod lexer;
+pub mod model;
+mod parse;
+pub mod value;
+pub mod cli;
+
+pub use model::{DClass, Field, FieldKind, Import, Param, St, Switch, Type};
+pub use value::{Val, ValidateOptions, ValueError};
+
+use std::fmt;
+use std::path::Path;
+
+/// Panda3D's three `dc-*` inheritance settings (all true by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashOptions {
+    pub multiple_inheritance: bool,
+    pub virtual_inheritance: bool,
+    pub sort_inheritance_by_file: bool,
+}
+
+impl Default for HashOptions {
+    fn default() -> Self {
+        HashOptions { multiple_inheritance: true, virtual_inheritance: true, sort_inheritance_by_file: true }
+    }
+}
+
+/// A parse or semantic error, with where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DcError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    pub source_line: String,
+}
+
+impl DcError {
+    pub(crate) fn new(file: &str, src: &str, line: usize, column: usize, message: String) -> DcError {
+        let source_line = src.lines().nth(line.saturating_sub(1)).unwrap_or("").to_string();
+        DcError { file: file.to_string(), line, column, message, source_line }
+    }
+}
+
+impl fmt::Display for DcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.file, self.message);
+        }
+        writeln!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
+        writeln!(f, "{}", self.source_line)?;
+        let pad: String = self.source_line.chars().take(self.column.saturating_sub(1)).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+        write!(f, "{pad}^")
+    }
+}
+
+impl std::error::Error for DcError {}
+
+/// One DC set: every class and struct, field, typedef and keyword of the files read.
+#[derive(Debug, Clone, Default)]
+pub struct DcFile {
+    pub(crate) options: HashOptions,
+    pub(crate) classes: Vec<DClass>,
+    /// Every field, constructors and unnumbered struct fields included.
+    pub(crate) fields: Vec<Field>,
+    /// Field id -> index in `fields`.
+    pub(crate) by_id: Vec<usize>,
+    pub(crate) typedefs: Vec<(String, Param)>,
+    pub(crate) switches: Vec<Switch>,
+    pub(crate) declared_keywords: Vec<String>,
+    pub(crate) imports: Vec<Import>,
+    next_number: i32,
+}
+
+impl DcFile {
+    /// Reads the files in order as one DC set (default Panda3D settings).
+    pub fn parse_files<P: AsRef<Path>>(paths: &[P]) -> Result<DcFile, DcError> {
+        Self::parse_files_with(paths, HashOptions::default())
+    }
+
+    pub fn parse_files_with<P: AsRef<Path>>(paths: &[P], options: HashOptions) -> Result<DcFile, DcError> {
+        let mut texts = Vec::new();
+        for p in paths {
+            let name = p.as_ref().display().to_string();
+            let text = std::fs::read(p.as_ref()).map_err(|e| DcError {
+                file: name.clone(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+                source_line: String::new(),
+            })?;
+            texts.push((name, String::from_utf8_lossy(&text).into_owned()));
+        }
+        let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        Self::parse_strs_with(&refs, options)
+    }
+
+    pub fn parse_str(name: &str, text: &str) -> Result<DcFile, DcError> {
+        Self::parse_strs(&[(name, text)])
+    }
+
+    pub fn parse_strs(files: &[(&str, &str)]) -> Result<DcFile, DcError> {
+        Self::parse_strs_with(files, HashOptions::default())
+    }
+
+    pub fn parse_strs_with(files: &[(&str, &str)], options: HashOptions) -> Result<DcFile, DcError> {
+        let mut dc = DcFile { options, ..DcFile::default() };
+        for (name, text) in files {
+            let toks = lexer::lex(text).map_err(|e| DcError::new(name, text, e.line, e.col, e.message))?;
+            let mut p = parse::Parser::new(toks, name, text, &mut dc);
+            p.parse_file()?;
+        }
+        dc.finish();
+        Ok(dc)
+    }
+
+    /// `DCFile.getHash()` with Panda3D's default settings.
+    pub fn hash(&self) -> u32 {
+        hash::file_hash(self, self.options)
+    }
+
+    /// The hash under other `dc-*` settings (the files are re-read under them, as Panda3D
+    /// numbers fields while parsing).
+    pub fn hash_with(&self, options: HashOptions) -> u32 {
+        if options == self.options {
+            return self.hash();
+        }
+        match self.reparse(options) {
+            Some(dc) => dc.hash(),
+            None => self.hash(),
+        }
+    }
+
+    fn reparse(&self, _options: HashOptions) -> Option<DcFile> {
+        None
+    }
+
+    pub fn options(&self) -> HashOptions {
+        self.options
+    }
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+    pub fn num_fields(&self) -> usize {
+        self.by_id.len()
+    }
+    pub fn classes(&self) -> &[DClass] {
+        &self.classes
+    }
+    pub fn class(&self, id: u16) -> Option<&DClass> {
+        self.classes.get(id as usize)
+    }
+    pub fn class_by_name(&self, name: &str) -> Option<&DClass> {
+        self.classes.iter().find(|c| c.name == name)
+    }
+    pub fn field(&self, id: u16) -> Option<&Field> {
+        self.by_id.get(id as usize).map(|&i| &self.fields[i])
+    }
+    pub fn field_by_name(&self, class: &DClass, name: &str) -> Option<&Field> {
+        class.inherited.iter().filter_map(|&id| self.field(id)).find(|f| f.name == name)
+    }
+    pub fn constructor(&self, class: &DClass) -> Option<&Field> {
+        class.constructor.map(|i| &self.fields[i])
+    }
+    pub fn typedefs(&self) -> impl Iterator<Item = &str> {
+        self.typedefs.iter().map(|(n, _)| n.as_str())
+    }
+    pub fn declared_keywords(&self) -> &[String] {
+        &self.declared_keywords
+    }
+    pub fn imports(&self) -> &[Import] {
+        &self.imports
+    }
+    /// Fields declared in the class itself (not inherited), in order.
+    pub fn own_fields<'a>(&'a self, class: &'a DClass) -> impl Iterator<Item = &'a Field> + 'a {
+        class.fields.iter().map(|&i| &self.fields[i])
+    }
+
+    pub(crate) fn is_keyword(&self, k: &str) -> bool {
+        model::STANDARD_KEYWORDS.iter().any(|(n, _)| *n == k) || self.declared_keywords.iter().any(|d| d == k)
+    }
+
+    /// The historical flag of a keyword; declared (non-standard) keywords have none (~0).
+    pub(crate) fn keyword_flag(&self, k: &str) -> u32 {
+        model::STANDARD_KEYWORDS.iter().find(|(n, _)| *n == k).map(|(_, f)| *f).unwrap_or(0)
+    }
+
+    /// Panda3D's historical flag: a standard keyword's bit until the file re-declares it;
+    /// every declared keyword has none (~0).
+    pub(crate) fn historical_flag(&self, k: &str) -> u32 {
+        if self.declared_keywords.iter().any(|d| d == k) {
+            !0
+        } else {
+            self.keyword_flag(k)
+        }
+    }
+
+    pub(crate) fn pending_class_index(&self) -> u16 {
+        self.classes.len() as u16
+    }
+
+    pub(crate) fn next_field_number(&mut self) -> i32 {
+        let n = self.next_number;
+        self.next_number += 1;
+        n
+    }
+
+    pub(crate) fn push_field(&mut self, f: Field) -> usize {
+        let idx = self.fields.len();
+        if f.id >= 0 && self.options.multiple_inheritance {
+            let id = f.id as usize;
+            if self.by_id.len() <= id {
+                self.by_id.resize(id + 1, usize::MAX);
+            }
+            self.by_id[id] = idx;
+        }
+        self.fields.push(f);
+        idx
+    }
+
+    pub(crate) fn add_class(&mut self, mut c: DClass) -> u16 {
+        let id = self.classes.len() as u16;
+        c.id = id;
+        for &fi in c.fields.iter().chain(c.constructor.iter()) {
+            self.fields[fi].class = id;
+        }
+        self.classes.push(c);
+        self.compute_inheritance(id as usize);
+        id
+    }
+
+    /// A class's inherited and required field lists; its parents are complete already.
+    fn compute_inheritance(&mut self, ci: usize) {
+        let idx = self.inherited_indexes(&self.classes[ci]);
+        let inherited: Vec<u16> = idx.iter().map(|&i| self.fields[i].id.max(0) as u16).collect();
+        let mut required: Vec<u16> =
+            idx.iter().filter(|&&i| self.fields[i].is_required() && self.fields[i].id >= 0).map(|&i| self.fields[i].id as u16).collect();
+        required.sort_unstable();
+        required.dedup();
+        self.classes[ci].inherited = inherited;
+        self.classes[ci].required = required;
+    }
+
+    /// A field by name in a class being parsed (its own so far, then its parents').
+    pub(crate) fn find_field_in_class(&self, c: &DClass, name: &str) -> Option<usize> {
+        if let Some(&i) = c.fields.iter().find(|&&i| self.fields[i].name == name) {
+            return Some(i);
+        }
+        for &p in &c.parents {
+            let pc = &self.classes[p as usize];
+            if let Some(i) = self.inherited_indexes(pc).into_iter().find(|&i| self.fields[i].name == name) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Panda3D's non-virtual inherited count, used for numbering without multiple inheritance.
+    pub(crate) fn num_inherited_noncached(&self, class: u16) -> usize {
+        let c = &self.classes[class as usize];
+        c.fields.len() + c.parents.iter().map(|&p| self.num_inherited_noncached(p)).sum::<usize>()
+    }
+
+    /// A class's inherited fields (indexes into `fields`) in Panda3D's order for the options.
+    fn inherited_indexes(&self, c: &DClass) -> Vec<usize> {
+        let o = self.options;
+        if o.multiple_inheritance && o.virtual_inheritance {
+            let mut names: Vec<&str> = Vec::new();
+            let mut out: Vec<usize> = Vec::new();
+            for &p in &c.parents {
+                for i in self.inherited_indexes(&self.classes[p as usize]) {
+                    let f = &self.fields[i];
+                    if f.name.is_empty() {
+                        if !o.sort_inheritance_by_file {
+                            out.push(i);
+                        }
+                    } else if !names.contains(&f.name.as_str()) {
+                        names.push(&f.name);
+                        out.push(i);
+                    }
+                }
+            }
+            for &i in &c.fields {
+                let f = &self.fields[i];
+                if f.name.is_empty() {
+                    out.push(i);
+                } else {
+                    if names.contains(&f.name.as_str()) {
+                        if let Some(pos) = out.iter().position(|&j| self.fields[j].name == f.name) {
+                            out.remove(pos);
+                        }
+                    } else {
+                        names.push(&f.name);
+                    }
+                    out.push(i);
+                }
+            }
+            if o.sort_inheritance_by_file {
+                out.sort_by_key(|&i| self.fields[i].id);
+            }
+            out
+        } else {
+            let mut out = Vec::new();
+            for &p in &c.parents {
+                out.extend(self.inherited_indexes(&self.classes[p as usize]));
+            }
+            out.extend(c.fields.iter().copied());
+            out
+        }
+    }
+
+    fn finish(&mut self) {}
+
+    /// The sum over classes of their inherited field counts (Panda3D's
+    /// `get_num_inherited_fields`), a cross-check of inheritance.
+    pub fn total_inherited_fields(&self) -> usize {
+        self.classes.iter().map(|c| c.inherited.len()).sum()
+    }
+}

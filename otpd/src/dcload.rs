@@ -14,12 +14,23 @@ pub fn check_dc_and_uberdogs(config: &ClusterConfig) -> Result<(), ConfigError> 
         }
         return Ok(());
     }
-    Err(ConfigError::new("dc_files", "TEMPORARY: otp-dc not wired yet"))
+    let dc = otp_dc::DcFile::parse_files(&config.dc_files).map_err(|e| ConfigError::new("dc_files", e.to_string()))?;
+    for u in &config.uberdogs {
+        if dc.class_by_name(&u.class).is_none() {
+            return Err(ConfigError::new(
+                "uberdogs",
+                format!("UberDOG {} has class '{}', which is not in the DC files", u.id, u.class),
+            ));
+        }
+    }
+    log::info!("dc: {} files loaded, hash 0x{:08x}", config.dc_files.len(), dc.hash());
+    Ok(())
 }
 
 pub fn dc_command(args: Vec<String>) -> ExitCode {
     let code = match args.first().map(String::as_str) {
-        Some("hash") | Some("check") => 2, // TEMPORARY until otp-dc lands
+        Some("hash") => otp_dc::cli::hash_command(&args[1..]),
+        Some("check") => otp_dc::cli::check_command(&args[1..]),
         _ => {
             eprintln!("usage: otpd dc hash FILE... | otpd dc check FILE...");
             2

@@ -1,0 +1,316 @@
+//! The DC schema as Panda3D models it: classes and structs sharing one id space, fields with
+//! global ids, parameters with their types, ranges, divisors, moduli, arrays and switches.
+
+/// Panda3D's subatomic types, numbered as its `DCSubatomicType` (the hash uses the number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum St {
+    Int8 = 0,
+    Int16,
+    Int32,
+    Int64,
+    UInt8,
+    UInt16,
+    UInt32,
+    UInt64,
+    Float64,
+    String,
+    Blob,
+    Blob32,
+    Int16Array,
+    Int32Array,
+    UInt16Array,
+    UInt32Array,
+    Int8Array,
+    UInt8Array,
+    UInt32UInt8Array,
+    Char,
+    /// Astron's extension; Panda3D has no such type (its number here is otpd's choice).
+    Float32 = 21,
+}
+
+impl St {
+    pub fn from_name(s: &str) -> Option<St> {
+        Some(match s {
+            "int8" => St::Int8,
+            "int16" => St::Int16,
+            "int32" => St::Int32,
+            "int64" => St::Int64,
+            "uint8" => St::UInt8,
+            "uint16" => St::UInt16,
+            "uint32" => St::UInt32,
+            "uint64" => St::UInt64,
+            "float64" => St::Float64,
+            "float32" => St::Float32,
+            "string" => St::String,
+            "blob" => St::Blob,
+            "blob32" => St::Blob32,
+            "int8array" => St::Int8Array,
+            "int16array" => St::Int16Array,
+            "int32array" => St::Int32Array,
+            "uint8array" => St::UInt8Array,
+            "uint16array" => St::UInt16Array,
+            "uint32array" => St::UInt32Array,
+            "uint32uint8array" => St::UInt32UInt8Array,
+            "char" => St::Char,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            St::Int8 => "int8",
+            St::Int16 => "int16",
+            St::Int32 => "int32",
+            St::Int64 => "int64",
+            St::UInt8 => "uint8",
+            St::UInt16 => "uint16",
+            St::UInt32 => "uint32",
+            St::UInt64 => "uint64",
+            St::Float64 => "float64",
+            St::Float32 => "float32",
+            St::String => "string",
+            St::Blob => "blob",
+            St::Blob32 => "blob32",
+            St::Int8Array => "int8array",
+            St::Int16Array => "int16array",
+            St::Int32Array => "int32array",
+            St::UInt8Array => "uint8array",
+            St::UInt16Array => "uint16array",
+            St::UInt32Array => "uint32array",
+            St::UInt32UInt8Array => "uint32uint8array",
+            St::Char => "char",
+        }
+    }
+
+    pub fn is_numeric(self) -> bool {
+        !matches!(self, St::String | St::Blob | St::Blob32 | St::Char)
+    }
+
+    /// Bytes of one fixed-size value, for scalar types.
+    pub fn fixed_size(self) -> Option<usize> {
+        Some(match self {
+            St::Int8 | St::UInt8 | St::Char => 1,
+            St::Int16 | St::UInt16 => 2,
+            St::Int32 | St::UInt32 | St::Float32 => 4,
+            St::Int64 | St::UInt64 | St::Float64 => 8,
+            _ => return None,
+        })
+    }
+}
+
+/// A simple (primitive) parameter type with its constraints, in declared and stored form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Simple {
+    pub st: St,
+    pub divisor: u32,
+    /// The modulus as written (before scaling by the divisor).
+    pub modulus: Option<f64>,
+    /// The ranges as written (before scaling).
+    pub ranges: Vec<(f64, f64)>,
+}
+
+impl Simple {
+    pub fn new(st: St) -> Simple {
+        Simple { st, divisor: 1, modulus: None, ranges: Vec::new() }
+    }
+    /// Ranges scaled by the divisor and rounded as Panda3D stores them (integers).
+    pub fn int_ranges(&self) -> Vec<(i64, i64)> {
+        let d = self.divisor as f64;
+        self.ranges.iter().map(|&(a, b)| ((a * d + 0.5).floor() as i64, (b * d + 0.5).floor() as i64)).collect()
+    }
+    /// For string/blob types: a single length range of one value means a fixed length.
+    pub fn fixed_length(&self) -> Option<usize> {
+        match self.st {
+            St::String | St::Blob => {
+                let r = self.int_ranges();
+                if r.len() == 1 && r[0].0 == r[0].1 {
+                    Some(r[0].0 as usize)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Type {
+    Simple(Simple),
+    /// `T[]`, `T[N]`, `T[lo-hi]`: element type and size ranges (empty = any size).
+    Array { element: Box<Param>, sizes: Vec<(u32, u32)> },
+    /// A struct (or class) by id.
+    Class(u16),
+    Switch(Box<Switch>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub ty: Type,
+    /// The typedef this parameter was declared through, if any.
+    pub typedef: Option<String>,
+    pub default: Option<Vec<u8>>,
+    /// Keywords on a parameter used as a field.
+    pub keywords: Vec<String>,
+}
+
+impl Param {
+    pub fn fixed_array_size(&self) -> Option<usize> {
+        match &self.ty {
+            Type::Array { sizes, .. } if sizes.len() == 1 && sizes[0].0 == sizes[0].1 => Some(sizes[0].0 as usize),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Switch {
+    pub name: String,
+    pub key: Param,
+    /// Each case's packed key value and its fields (cases sharing fields repeat them).
+    pub cases: Vec<(Vec<u8>, Vec<Param>)>,
+    pub default: Option<Vec<Param>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldKind {
+    Atomic(Vec<Param>),
+    Parameter(Param),
+    /// Component field ids.
+    Molecular(Vec<u16>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub(crate) id: i32,
+    pub(crate) name: String,
+    pub(crate) class: u16,
+    pub(crate) kind: FieldKind,
+    pub(crate) keywords: Vec<String>,
+    pub(crate) flags: u32,
+    /// The keyword flags as Panda3D's hash sees them, fixed when the field was declared
+    /// (a re-declared standard keyword loses its historical flag from then on).
+    pub(crate) hash_flags: u32,
+    pub(crate) line: usize,
+}
+
+pub const KW_REQUIRED: u32 = 0x0001;
+pub const KW_BROADCAST: u32 = 0x0002;
+pub const KW_OWNRECV: u32 = 0x0004;
+pub const KW_RAM: u32 = 0x0008;
+pub const KW_DB: u32 = 0x0010;
+pub const KW_CLSEND: u32 = 0x0020;
+pub const KW_CLRECV: u32 = 0x0040;
+pub const KW_OWNSEND: u32 = 0x0080;
+pub const KW_AIRECV: u32 = 0x0100;
+
+pub const STANDARD_KEYWORDS: [(&str, u32); 9] = [
+    ("required", KW_REQUIRED),
+    ("broadcast", KW_BROADCAST),
+    ("ownrecv", KW_OWNRECV),
+    ("ram", KW_RAM),
+    ("db", KW_DB),
+    ("clsend", KW_CLSEND),
+    ("clrecv", KW_CLRECV),
+    ("ownsend", KW_OWNSEND),
+    ("airecv", KW_AIRECV),
+];
+
+impl Field {
+    /// The field's id; constructors (which Panda3D does not number) have none.
+    pub fn id(&self) -> u16 {
+        self.id.max(0) as u16
+    }
+    pub fn number(&self) -> i32 {
+        self.id
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn class_id(&self) -> u16 {
+        self.class
+    }
+    pub fn kind(&self) -> &FieldKind {
+        &self.kind
+    }
+    pub fn keywords(&self) -> &[String] {
+        &self.keywords
+    }
+    pub fn has_keyword(&self, k: &str) -> bool {
+        self.keywords.iter().any(|x| x == k)
+    }
+    pub fn is_required(&self) -> bool {
+        self.flags & KW_REQUIRED != 0
+    }
+    pub fn is_broadcast(&self) -> bool {
+        self.flags & KW_BROADCAST != 0
+    }
+    pub fn is_ownrecv(&self) -> bool {
+        self.flags & KW_OWNRECV != 0
+    }
+    pub fn is_ram(&self) -> bool {
+        self.flags & KW_RAM != 0
+    }
+    pub fn is_db(&self) -> bool {
+        self.flags & KW_DB != 0
+    }
+    pub fn is_clsend(&self) -> bool {
+        self.flags & KW_CLSEND != 0
+    }
+    pub fn is_clrecv(&self) -> bool {
+        self.flags & KW_CLRECV != 0
+    }
+    pub fn is_ownsend(&self) -> bool {
+        self.flags & KW_OWNSEND != 0
+    }
+    pub fn is_airecv(&self) -> bool {
+        self.flags & KW_AIRECV != 0
+    }
+    pub fn is_molecular(&self) -> bool {
+        matches!(self.kind, FieldKind::Molecular(_))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DClass {
+    pub(crate) id: u16,
+    pub(crate) name: String,
+    pub(crate) is_struct: bool,
+    pub(crate) parents: Vec<u16>,
+    pub(crate) constructor: Option<usize>,
+    /// Indexes into the file's field table, in declaration order (constructor excluded).
+    pub(crate) fields: Vec<usize>,
+    pub(crate) inherited: Vec<u16>,
+    pub(crate) required: Vec<u16>,
+    pub(crate) line: usize,
+}
+
+impl DClass {
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn is_struct(&self) -> bool {
+        self.is_struct
+    }
+    pub fn parents(&self) -> &[u16] {
+        &self.parents
+    }
+    /// Field ids in Panda3D's inheritance order.
+    pub fn inherited_fields(&self) -> &[u16] {
+        &self.inherited
+    }
+    /// `required` fields, inherited included, ascending id (the REQUIRED encoding's order).
+    pub fn required_fields(&self) -> &[u16] {
+        &self.required
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Import {
+    pub module: String,
+    pub symbols: Vec<String>,
+}
