@@ -107,13 +107,11 @@ fn field_hash(dc: &DcFile, o: HashOptions, f: &Field, g: &mut Gen) {
             }
             keywords_hash(&f.keywords, f.hash_flags, g);
         }
-        FieldKind::Molecular(comps) => {
+        FieldKind::Molecular(_) => {
             base_field_hash(o, f, g);
-            g.int(comps.len() as i32);
-            for &id in comps {
-                if let Some(c) = dc.field(id) {
-                    field_hash(dc, o, c, g);
-                }
+            g.int(f.components.len() as i32);
+            for &i in &f.components {
+                field_hash(dc, o, &dc.fields[i], g);
             }
         }
         FieldKind::Parameter(p) => param_hash_flags(dc, o, p, f.hash_flags, g),

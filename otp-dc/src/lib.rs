@@ -74,6 +74,8 @@ pub struct DcFile {
     pub(crate) declared_keywords: Vec<String>,
     pub(crate) imports: Vec<Import>,
     next_number: i32,
+    /// The sources read, kept to re-read them under other `dc-*` settings.
+    sources: Vec<(String, String)>,
 }
 
 impl DcFile {
@@ -109,6 +111,7 @@ impl DcFile {
 
     pub fn parse_strs_with(files: &[(&str, &str)], options: HashOptions) -> Result<DcFile, DcError> {
         let mut dc = DcFile { options, ..DcFile::default() };
+        dc.sources = files.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
         for (name, text) in files {
             let toks = lexer::lex(text).map_err(|e| DcError::new(name, text, e.line, e.col, e.message))?;
             let mut p = parse::Parser::new(toks, name, text, &mut dc);
@@ -129,14 +132,14 @@ impl DcFile {
         if options == self.options {
             return self.hash();
         }
-        match self.reparse(options) {
-            Some(dc) => dc.hash(),
-            None => self.hash(),
-        }
+        // A file that reads under the defaults can fail under stricter settings (multiple
+        // inheritance off); Panda3D would refuse it, and 0 says so.
+        self.reparse(options).map_or(0, |dc| dc.hash())
     }
 
-    fn reparse(&self, _options: HashOptions) -> Option<DcFile> {
-        None
+    fn reparse(&self, options: HashOptions) -> Option<DcFile> {
+        let refs: Vec<(&str, &str)> = self.sources.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        Self::parse_strs_with(&refs, options).ok()
     }
 
     pub fn options(&self) -> HashOptions {
@@ -161,7 +164,7 @@ impl DcFile {
         self.by_id.get(id as usize).map(|&i| &self.fields[i])
     }
     pub fn field_by_name(&self, class: &DClass, name: &str) -> Option<&Field> {
-        class.inherited.iter().filter_map(|&id| self.field(id)).find(|f| f.name == name)
+        class.inherited_idx.iter().map(|&i| &self.fields[i]).find(|f| f.name == name)
     }
     pub fn constructor(&self, class: &DClass) -> Option<&Field> {
         class.constructor.map(|i| &self.fields[i])
@@ -242,7 +245,18 @@ impl DcFile {
         required.sort_unstable();
         required.dedup();
         self.classes[ci].inherited = inherited;
+        self.classes[ci].inherited_idx = idx;
         self.classes[ci].required = required;
+    }
+
+    /// A class's inherited fields, in order (works under every `dc-*` setting).
+    pub fn inherited(&self, class: &DClass) -> impl Iterator<Item = &Field> + '_ {
+        class.inherited_idx.clone().into_iter().map(move |i| &self.fields[i])
+    }
+
+    /// A molecular field's components, in order.
+    pub fn components(&self, field: &Field) -> impl Iterator<Item = &Field> + '_ {
+        field.components.clone().into_iter().map(move |i| &self.fields[i])
     }
 
     /// A field by name in a class being parsed (its own so far, then its parents').

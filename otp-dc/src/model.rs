@@ -193,6 +193,8 @@ pub struct Field {
     /// (a re-declared standard keyword loses its historical flag from then on).
     pub(crate) hash_flags: u32,
     pub(crate) line: usize,
+    /// For a molecular field: its components as indexes into the file's field table.
+    pub(crate) components: Vec<usize>,
 }
 
 pub const KW_REQUIRED: u32 = 0x0001;
@@ -282,6 +284,9 @@ pub struct DClass {
     /// Indexes into the file's field table, in declaration order (constructor excluded).
     pub(crate) fields: Vec<usize>,
     pub(crate) inherited: Vec<u16>,
+    /// The same, as indexes into the file's field table (ids are not unique without
+    /// multiple inheritance, and some struct fields have none).
+    pub(crate) inherited_idx: Vec<usize>,
     pub(crate) required: Vec<u16>,
     pub(crate) line: usize,
 }

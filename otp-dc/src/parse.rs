@@ -210,6 +210,7 @@ impl<'a> Parser<'a> {
             constructor: None,
             fields: Vec::new(),
             inherited: Vec::new(),
+            inherited_idx: Vec::new(),
             required: Vec::new(),
             line,
         };
@@ -236,9 +237,16 @@ impl<'a> Parser<'a> {
                 }
                 names.push(field.name.clone());
             }
+            if !is_struct && field.name.is_empty() {
+                let what = if matches!(field.kind, FieldKind::Atomic(_)) { "field name required" } else { "unnamed parameters are not allowed on a dclass" };
+                return Err(self.error_at(fl, fc, what));
+            }
             if is_constructor {
                 if !matches!(field.kind, FieldKind::Atomic(_)) || class.constructor.is_some() {
                     return Err(self.error_at(fl, fc, format!("invalid constructor for {name}")));
+                }
+                if !is_struct {
+                    return Err(self.error_at(fl, fc, "a non-network field cannot be stored on a dclass"));
                 }
                 field.id = -1;
                 let idx = self.dc.push_field(field);
@@ -305,8 +313,8 @@ impl<'a> Parser<'a> {
                 }
             }
             let (keywords, flags) = keywords.unwrap_or_default();
-            let ids = comps.into_iter().map(|i| self.dc.fields[i].id.max(0) as u16).collect();
-            return Ok(Field { id: -1, name: n, class: class_index, kind: FieldKind::Molecular(ids), keywords, flags, hash_flags: 0, line });
+            let ids = comps.iter().map(|&i| self.dc.fields[i].id.max(0) as u16).collect();
+            return Ok(Field { id: -1, name: n, class: class_index, kind: FieldKind::Molecular(ids), keywords, flags, hash_flags: 0, line, components: comps });
         }
         // Atomic: `name(params)` (name optional).
         let atomic = matches!((self.peek(), self.peek_at(1)), (Tok::Ident(n), Tok::Punct('(')) if St::from_name(n).is_none() && n != "switch")
@@ -325,7 +333,7 @@ impl<'a> Parser<'a> {
                 }
             }
             let (keywords, flags, hash_flags) = self.keyword_list(is_struct)?;
-            return Ok(Field { id: -1, name, class: class_index, kind: FieldKind::Atomic(params), keywords, flags, hash_flags, line });
+            return Ok(Field { id: -1, name, class: class_index, kind: FieldKind::Atomic(params), keywords, flags, hash_flags, line, components: Vec::new() });
         }
         let _ = (names, col);
         let mut p = if self.is_ident("switch") {
@@ -336,7 +344,7 @@ impl<'a> Parser<'a> {
         };
         let (keywords, flags, hash_flags) = self.keyword_list(is_struct)?;
         p.keywords = keywords.clone();
-        Ok(Field { id: -1, name: p.name.clone(), class: class_index, kind: FieldKind::Parameter(p), keywords, flags, hash_flags, line })
+        Ok(Field { id: -1, name: p.name.clone(), class: class_index, kind: FieldKind::Parameter(p), keywords, flags, hash_flags, line, components: Vec::new() })
     }
 
     fn keyword_list(&mut self, is_struct: bool) -> R<(Vec<String>, u32, u32)> {

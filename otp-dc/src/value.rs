@@ -141,15 +141,10 @@ pub(crate) fn struct_fields<'a>(dc: &'a DcFile, c: &DClass) -> Vec<&'a Field> {
     if let Some(ctor) = dc.constructor(c) {
         v.push(ctor);
     }
-    for &id in &c.inherited {
-        if let Some(f) = dc.field(id) {
-            if !f.is_molecular() {
-                v.push(f);
-            }
+    for f in dc.inherited(c) {
+        if !f.is_molecular() {
+            v.push(f);
         }
-    }
-    if v.is_empty() || c.inherited.len() != c.fields.len() + c.parents.len().min(usize::MAX) {
-        // Unnumbered struct fields (non-default settings) are kept only in declaration order.
     }
     v
 }
@@ -339,10 +334,9 @@ pub(crate) fn validate_field_at(dc: &DcFile, f: &Field, bytes: &[u8], at: usize,
             }
             Ok(pos)
         }
-        FieldKind::Molecular(ids) => {
+        FieldKind::Molecular(_) => {
             let mut pos = at;
-            for &id in ids {
-                let c = dc.field(id).ok_or_else(|| err(at, "unknown component field"))?;
+            for c in dc.components(f) {
                 pos = validate_field_at(dc, c, bytes, pos, o, depth + 1)?;
             }
             Ok(pos)
@@ -464,11 +458,9 @@ impl DcFile {
                     default_param(self, p, &mut out, 0);
                 }
             }
-            FieldKind::Molecular(ids) => {
-                for &id in ids {
-                    if let Some(f) = self.field(id) {
-                        out.extend(self.default_value(f));
-                    }
+            FieldKind::Molecular(_) => {
+                for c in self.components(field) {
+                    out.extend(self.default_value(c));
                 }
             }
         }
@@ -488,7 +480,12 @@ fn default_param(dc: &DcFile, p: &Param, out: &mut Vec<u8>, depth: usize) {
         Type::Simple(s) => match s.st {
             St::String | St::Blob => match s.fixed_length() {
                 Some(n) => out.extend(std::iter::repeat_n(0u8, n)),
-                None => out.extend_from_slice(&[0, 0]),
+                None => {
+                    // The shortest length the ranges allow, zero-filled.
+                    let n = s.int_ranges().first().map(|r| r.0.max(0) as usize).unwrap_or(0);
+                    out.extend_from_slice(&(n as u16).to_le_bytes());
+                    out.extend(std::iter::repeat_n(0u8, n));
+                }
             },
             St::Blob32 => out.extend_from_slice(&[0, 0, 0, 0]),
             st if st.fixed_size().is_none() => out.extend_from_slice(&[0, 0]),
