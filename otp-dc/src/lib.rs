@@ -8,8 +8,10 @@ pub mod model;
 mod parse;
 pub mod value;
 pub mod cli;
+pub mod convert;
 
 pub use model::{DClass, Field, FieldKind, Import, Param, St, Switch, Type};
+pub use convert::Value;
 pub use value::{Val, ValidateOptions, ValueError};
 
 use std::fmt;

@@ -138,3 +138,52 @@ fn random_and_mutated_sources_never_panic() {
         let _ = DcFile::parse_str("mutated.dc", &text);
     }
 }
+
+#[test]
+fn unpack_pack_format_and_json_round_trip() {
+    let dc = dc();
+    let mut checked = 0;
+    for c in dc.classes() {
+        for f in dc.inherited(c) {
+            let bytes = dc.default_value(f);
+            let (v, n) = dc.unpack(f, &bytes).unwrap_or_else(|e| panic!("{}: {e}", f.name()));
+            assert_eq!(n, bytes.len());
+            let again = dc.pack(f, &v).unwrap_or_else(|e| panic!("{}: pack {v:?}: {e}", f.name()));
+            assert_eq!(again, bytes, "{}", f.name());
+            let json = dc.to_json(f, &bytes).unwrap();
+            assert_eq!(dc.from_json(f, &json).unwrap(), bytes, "{} via {json}", f.name());
+            assert!(!dc.format(f, &bytes).unwrap().is_empty());
+            checked += 1;
+        }
+    }
+    assert!(checked > 30);
+    let other = dc.class_by_name("Other").unwrap();
+    let chars = dc.field_by_name(other, "setChars").unwrap();
+    assert_eq!(dc.format(chars, &[b'z', 25]).unwrap(), "setChars(\"z\", 25)");
+    let mover = dc.class_by_name("Mover").unwrap();
+    let h = dc.field_by_name(mover, "setH").unwrap();
+    assert_eq!(dc.to_json(h, &1234i16.to_le_bytes()).unwrap(), serde_json::json!([123.4]));
+    assert_eq!(dc.from_json(h, &serde_json::json!([123.4])).unwrap(), 1234i16.to_le_bytes());
+}
+
+#[test]
+fn required_and_other_encodings() {
+    let dc = dc();
+    let child = dc.class_by_name("Child").unwrap();
+    let o = ValidateOptions::default();
+    let mut required = Vec::new();
+    for &id in child.required_fields() {
+        required.extend(dc.default_value(dc.field(id).unwrap()));
+    }
+    let parts = dc.split_required(child, &required, o).unwrap();
+    assert_eq!(parts.len(), child.required_fields().len());
+    assert!(dc.split_required(child, &required[..required.len() - 1], o).is_err());
+    let x = dc.field_by_name(child, "setX").unwrap();
+    let mut other = vec![1, 0];
+    other.extend_from_slice(&x.id().to_le_bytes());
+    other.extend_from_slice(&5i16.to_le_bytes());
+    assert_eq!(dc.split_other(child, &other, o).unwrap(), vec![(x.id(), 4..6)]);
+    // A field of another class is refused.
+    let base = dc.class_by_name("Base").unwrap();
+    assert!(dc.split_other(base, &other, o).is_err());
+}
