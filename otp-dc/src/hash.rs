@@ -144,7 +144,7 @@ fn param_hash_flags(dc: &DcFile, o: HashOptions, p: &Param, hash_flags: u32, g: 
                 g.int((m * s.divisor as f64) as i32);
             }
             // Panda3D keeps five ranges and hashes them in this order; one is set per type.
-            let ints = s.int_ranges();
+            let ints = s.int_ranges().to_vec();
             let empty: Vec<(i64, i64)> = Vec::new();
             let (int_r, int64_r, uint_r, uint64_r, dbl_r) = match s.st {
                 St::Int8 | St::Int16 | St::Int32 | St::Int8Array | St::Int16Array | St::Int32Array => (&ints, &empty, &empty, &empty, Vec::new()),

@@ -252,13 +252,13 @@ impl DcFile {
     }
 
     /// A class's inherited fields, in order (works under every `dc-*` setting).
-    pub fn inherited(&self, class: &DClass) -> impl Iterator<Item = &Field> + '_ {
-        class.inherited_idx.clone().into_iter().map(move |i| &self.fields[i])
+    pub fn inherited<'a>(&'a self, class: &'a DClass) -> impl Iterator<Item = &'a Field> + 'a {
+        class.inherited_idx.iter().map(move |&i| &self.fields[i])
     }
 
     /// A molecular field's components, in order.
-    pub fn components(&self, field: &Field) -> impl Iterator<Item = &Field> + '_ {
-        field.components.clone().into_iter().map(move |i| &self.fields[i])
+    pub fn components<'a>(&'a self, field: &'a Field) -> impl Iterator<Item = &'a Field> + 'a {
+        field.components.iter().map(move |&i| &self.fields[i])
     }
 
     /// A field by name in a class being parsed (its own so far, then its parents').

@@ -107,16 +107,23 @@ pub struct Simple {
     pub modulus: Option<f64>,
     /// The ranges as written (before scaling).
     pub ranges: Vec<(f64, f64)>,
+    /// The ranges scaled by the divisor and rounded, as Panda3D stores them; kept up to date
+    /// by `rescale` so that validation never computes (or allocates) them.
+    scaled: Vec<(i64, i64)>,
 }
 
 impl Simple {
     pub fn new(st: St) -> Simple {
-        Simple { st, divisor: 1, modulus: None, ranges: Vec::new() }
+        Simple { st, divisor: 1, modulus: None, ranges: Vec::new(), scaled: Vec::new() }
+    }
+    /// Recomputes the scaled ranges after `ranges` or `divisor` changed.
+    pub fn rescale(&mut self) {
+        let d = self.divisor as f64;
+        self.scaled = self.ranges.iter().map(|&(a, b)| ((a * d + 0.5).floor() as i64, (b * d + 0.5).floor() as i64)).collect();
     }
     /// Ranges scaled by the divisor and rounded as Panda3D stores them (integers).
-    pub fn int_ranges(&self) -> Vec<(i64, i64)> {
-        let d = self.divisor as f64;
-        self.ranges.iter().map(|&(a, b)| ((a * d + 0.5).floor() as i64, (b * d + 0.5).floor() as i64)).collect()
+    pub fn int_ranges(&self) -> &[(i64, i64)] {
+        &self.scaled
     }
     /// For string/blob types: a single length range of one value means a fixed length.
     pub fn fixed_length(&self) -> Option<usize> {

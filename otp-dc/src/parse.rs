@@ -397,6 +397,7 @@ impl<'a> Parser<'a> {
                                         return Err(self.error_at(dl, dc_, "invalid divisor"));
                                     }
                                     s.divisor = d;
+                                    s.rescale();
                                     check_simple(s).map_err(|m| self.error_at(dl, dc_, m))?;
                                 }
                                 _ => return Err(self.error_at(dl, dc_, "a divisor is only allowed on a primitive type")),
@@ -454,6 +455,7 @@ impl<'a> Parser<'a> {
                     self.next();
                     let (rl, rc) = self.here();
                     s.ranges = self.double_range()?;
+                    s.rescale();
                     self.expect_punct(')')?;
                     check_ranges(&s).map_err(|m| self.error_at(rl, rc, m))?;
                 } else if self.is_punct('/') && !matches!(self.peek_at(1), Tok::Ident(_)) {
@@ -467,6 +469,7 @@ impl<'a> Parser<'a> {
                         return Err(self.error_at(dl, dcol, "invalid divisor"));
                     }
                     s.divisor = d;
+                    s.rescale();
                     check_simple(&s).map_err(|m| self.error_at(dl, dcol, m))?;
                 } else if self.is_punct('%') {
                     self.next();
@@ -805,7 +808,7 @@ pub(crate) fn check_simple(s: &Simple) -> Result<(), String> {
         _ => None,
     };
     if let Some((signed, b)) = bits {
-        for (lo, hi) in s.int_ranges() {
+        for &(lo, hi) in s.int_ranges() {
             for v in [lo, hi] {
                 let ok = if signed { v >= -(1i64 << (b - 1)) && v < (1i64 << (b - 1)) } else { v >= 0 && (v as u64) < (1u64 << b) };
                 if !ok {

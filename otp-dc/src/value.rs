@@ -84,7 +84,7 @@ fn pack_into(dc: &DcFile, p: &Param, v: &Val, out: &mut Vec<u8>) -> Result<(), S
         Type::Class(id) => {
             let c = dc.class(*id).ok_or("unknown struct")?;
             let Val::List(items) = v else { return Err(format!("a {} value needs {{ ... }}", c.name)) };
-            let fields = struct_fields(dc, c);
+            let fields: Vec<&Field> = struct_fields(dc, c).collect();
             if items.len() != fields.len() {
                 return Err(format!("{} takes {} values, got {}", c.name, fields.len(), items.len()));
             }
@@ -136,17 +136,8 @@ fn pack_field_value(dc: &DcFile, f: &Field, v: &Val, out: &mut Vec<u8>) -> Resul
 
 /// The fields a struct value is made of: its constructor, then its inherited non-molecular
 /// fields, in order.
-pub(crate) fn struct_fields<'a>(dc: &'a DcFile, c: &DClass) -> Vec<&'a Field> {
-    let mut v: Vec<&Field> = Vec::new();
-    if let Some(ctor) = dc.constructor(c) {
-        v.push(ctor);
-    }
-    for f in dc.inherited(c) {
-        if !f.is_molecular() {
-            v.push(f);
-        }
-    }
-    v
+pub(crate) fn struct_fields<'a>(dc: &'a DcFile, c: &'a DClass) -> impl Iterator<Item = &'a Field> + 'a {
+    dc.constructor(c).into_iter().chain(dc.inherited(c).filter(|f| !f.is_molecular()))
 }
 
 fn pack_simple(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
@@ -233,6 +224,7 @@ fn pack_simple(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
                 let mut es = Simple::new(e);
                 es.ranges = s.ranges.clone();
                 es.divisor = s.divisor;
+                es.rescale();
                 pack_simple(&es, item, out)?;
             }
             let len = out.len() - start - 2;
