@@ -6,8 +6,10 @@ use otp_dc::{DcFile, ValidateOptions};
 
 const SCHEMA: &str = include_str!("../../tests/dc/constructs.dc");
 
+static DC: std::sync::OnceLock<DcFile> = std::sync::OnceLock::new();
+
 fuzz_target!(|data: &[u8]| {
-    let dc = DcFile::parse_str("constructs.dc", SCHEMA).unwrap();
+    let dc = DC.get_or_init(|| DcFile::parse_str("constructs.dc", SCHEMA).unwrap());
     let Some((&pick, bytes)) = data.split_first() else { return };
     let fields: Vec<_> = dc.classes().iter().flat_map(|c| dc.inherited(c)).collect();
     let f = fields[pick as usize % fields.len()];
