@@ -11,12 +11,16 @@
 
 use otpd::config::astron::{addr::parse_address, load};
 use otpd::config::{
-    ChannelRange, ClientAgentConfig, ClusterConfig, ConfigError, DatabaseBackend, DoidRange, RoleConfig, UberDog,
+    ChannelRange, ClientAgentConfig, ClusterConfig, ConfigError, DatabaseBackend, DoidRange,
+    RoleConfig, UberDog,
 };
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-const TEST_DC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/dc/astron-test.dc");
+const TEST_DC: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/dc/astron-test.dc"
+);
 
 fn test_dc() -> PathBuf {
     let p = PathBuf::from(TEST_DC);
@@ -51,7 +55,10 @@ fn invalid(text: &str, mentions: &str) -> ConfigError {
         Ok(c) => panic!("astrond refuses this configuration, otpd accepted it: {c:?}\n{text}"),
         Err(e) => {
             let s = e.to_string();
-            assert!(s.contains(mentions), "error should mention {mentions:?}: {s}");
+            assert!(
+                s.contains(mentions),
+                "error should mention {mentions:?}: {s}"
+            );
             assert!(e.line.is_some(), "error should give a line: {s}");
             assert!(s.contains("astrond.yml"), "error should name the file: {s}");
             e
@@ -64,7 +71,10 @@ fn invalid(text: &str, mentions: &str) -> ConfigError {
 /// bindable here.
 #[track_caller]
 fn unresolvable(text: &str, host: &str, port: u16) {
-    let resolves_here = (host, port).to_socket_addrs().map(|a| a.count() > 0).unwrap_or(false);
+    let resolves_here = (host, port)
+        .to_socket_addrs()
+        .map(|a| a.count() > 0)
+        .unwrap_or(false);
     match check(text) {
         Err(e) => {
             let s = e.to_string();
@@ -82,7 +92,10 @@ fn unresolvable(text: &str, host: &str, port: u16) {
 #[track_caller]
 fn assert_unbindable(addrs: &[SocketAddr]) {
     for a in addrs {
-        assert!(TcpListener::bind(a).is_err(), "{a} is bindable on this machine");
+        assert!(
+            TcpListener::bind(a).is_err(),
+            "{a} is bindable on this machine"
+        );
     }
 }
 
@@ -135,8 +148,16 @@ fn core_good() {
     assert_eq!(
         c.uberdogs,
         vec![
-            UberDog { id: 1234, class: "UberDog1".into(), anonymous: true },
-            UberDog { id: 1235, class: "UberDog2".into(), anonymous: false },
+            UberDog {
+                id: 1234,
+                class: "UberDog1".into(),
+                anonymous: true
+            },
+            UberDog {
+                id: 1235,
+                class: "UberDog2".into(),
+                anonymous: false
+            },
         ]
     );
     assert_eq!(c.messagedirector.bind.as_deref(), Some("127.0.0.1:57123"));
@@ -296,7 +317,13 @@ fn core_address_hosts_valid() {
     let c = valid(&md_bind("localhost:57123"));
     assert_eq!(c.messagedirector.bind.as_deref(), Some("localhost:57123"));
     let addrs = parse_address("localhost:57123", 7199).unwrap();
-    assert!(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 57123), "{addrs:?}");
+    assert!(
+        !addrs.is_empty()
+            && addrs
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 57123),
+        "{addrs:?}"
+    );
 }
 
 #[test]
@@ -323,7 +350,11 @@ fn core_address_hosts_unresolvable() {
     unresolvable(&md_bind("pizza-pie"), "pizza-pie", 7199);
     unresolvable(&md_bind("127-0-0-1:57123"), "127-0-0-1", 57123);
     unresolvable(&md_bind("99-0-0-1:57123"), "99-0-0-1", 57123);
-    unresolvable(&md_bind("nxdomain.doesntexist.foo:57123"), "nxdomain.doesntexist.foo", 57123);
+    unresolvable(
+        &md_bind("nxdomain.doesntexist.foo:57123"),
+        "nxdomain.doesntexist.foo",
+        57123,
+    );
     unresolvable(
         "
             messagedirector:
@@ -443,7 +474,13 @@ fn clientagent_good() {
     let a = ca(&c, 0);
     assert_eq!(a.bind, "127.0.0.1:57128");
     assert_eq!(a.version, "Sword Art Online v5.1");
-    assert_eq!(a.channels, ChannelRange { min: 3100, max: 3999 });
+    assert_eq!(
+        a.channels,
+        ChannelRange {
+            min: 3100,
+            max: 3999
+        }
+    );
     assert!(a.relocate);
     assert_eq!(a.add_interest, "enabled");
     assert_eq!((a.write_buffer_size, a.write_timeout_ms), (262_144, 5_000));
@@ -454,12 +491,24 @@ fn clientagent_good() {
     assert_eq!(b.add_interest, "disabled");
     assert!(!b.relocate);
     assert_eq!((b.write_buffer_size, b.write_timeout_ms), (262_144, 20));
-    assert_eq!(b.channels, ChannelRange { min: 110_600, max: 110_699 });
+    assert_eq!(
+        b.channels,
+        ChannelRange {
+            min: 110_600,
+            max: 110_699
+        }
+    );
     let d = ca(&c, 2);
     assert_eq!(d.bind, "127.0.0.1:57144");
     assert_eq!(d.add_interest, "visible");
     assert_eq!((d.write_buffer_size, d.write_timeout_ms), (0, 0));
-    assert_eq!(d.channels, ChannelRange { min: 220_600, max: 220_699 });
+    assert_eq!(
+        d.channels,
+        ChannelRange {
+            min: 220_600,
+            max: 220_699
+        }
+    );
 }
 
 fn ca_config(extra: &str, min: &str, max: &str) -> String {
@@ -481,7 +530,10 @@ fn ca_config(extra: &str, min: &str, max: &str) -> String {
 
 #[test]
 fn ca_invalid_attr() {
-    let e = invalid(&ca_config("                  weeuuweeeuu: sirens!\n", "3100", "3999"), "weeuuweeeuu");
+    let e = invalid(
+        &ca_config("                  weeuuweeeuu: sirens!\n", "3100", "3999"),
+        "weeuuweeeuu",
+    );
     assert_eq!(e.line, Some(12));
 }
 
@@ -607,7 +659,16 @@ fn dbss_good() {
             ",
         q(&test_dc())
     ));
-    assert_eq!(c.roles, vec![RoleConfig::Dbss { database: 1200, ranges: vec![DoidRange { min: 9000, max: 9999 }] }]);
+    assert_eq!(
+        c.roles,
+        vec![RoleConfig::Dbss {
+            database: 1200,
+            ranges: vec![DoidRange {
+                min: 9000,
+                max: 9999
+            }]
+        }]
+    );
 }
 
 fn dbss_config(database: &str, min: &str, max: &str) -> String {
@@ -666,8 +727,16 @@ fn dbss_reserved_range() {
 // ---------------------------------------------------------------------------------------------
 // Database roles: test_config_dbyaml.py, test_config_dbpostgres.py, test_config_dbmongo.py
 
-fn db_config(control: &str, broadcast: Option<&str>, min: &str, max: &str, backend: &str) -> String {
-    let broadcast = broadcast.map(|b| format!("                  broadcast: {b}\n")).unwrap_or_default();
+fn db_config(
+    control: &str,
+    broadcast: Option<&str>,
+    min: &str,
+    max: &str,
+    backend: &str,
+) -> String {
+    let broadcast = broadcast
+        .map(|b| format!("                  broadcast: {b}\n"))
+        .unwrap_or_default();
     format!(
         "
             messagedirector:
@@ -690,14 +759,20 @@ fn db_config(control: &str, broadcast: Option<&str>, min: &str, max: &str, backe
 }
 
 fn yaml_backend(dir: &Path) -> String {
-    format!("                    type: yaml\n                    directory: {}\n", q(dir))
+    format!(
+        "                    type: yaml\n                    directory: {}\n",
+        q(dir)
+    )
 }
 
 fn db_parts(c: &ClusterConfig) -> (u64, bool, DoidRange, DatabaseBackend) {
     match &c.roles[0] {
-        RoleConfig::Database { control, broadcast, generate, backend } => {
-            (*control, *broadcast, *generate, backend.clone())
-        }
+        RoleConfig::Database {
+            control,
+            broadcast,
+            generate,
+            backend,
+        } => (*control, *broadcast, *generate, backend.clone()),
         r => panic!("not a database: {r:?}"),
     }
 }
@@ -705,14 +780,25 @@ fn db_parts(c: &ClusterConfig) -> (u64, bool, DoidRange, DatabaseBackend) {
 #[test]
 fn dbyaml_good() {
     let db = tempfile::tempdir().unwrap();
-    let c = valid(&db_config("75757", Some("false"), "1000000", "1000010", &yaml_backend(db.path())));
+    let c = valid(&db_config(
+        "75757",
+        Some("false"),
+        "1000000",
+        "1000010",
+        &yaml_backend(db.path()),
+    ));
     assert_eq!(
         db_parts(&c),
         (
             75757,
             false,
-            DoidRange { min: 1_000_000, max: 1_000_010 },
-            DatabaseBackend::Sqlite { directory: db.path().to_path_buf() }
+            DoidRange {
+                min: 1_000_000,
+                max: 1_000_010
+            },
+            DatabaseBackend::Sqlite {
+                directory: db.path().to_path_buf()
+            }
         )
     );
 }
@@ -734,42 +820,83 @@ fn dbyaml_relative_directory_is_from_config_folder() {
     let (_, broadcast, _, backend) = db_parts(&c);
     assert!(broadcast);
     let folder = std::fs::canonicalize(dir.path()).unwrap();
-    assert_eq!(backend, DatabaseBackend::Sqlite { directory: folder.join("yaml_db") });
+    assert_eq!(
+        backend,
+        DatabaseBackend::Sqlite {
+            directory: folder.join("yaml_db")
+        }
+    );
 }
 
 #[test]
 fn dbyaml_reserved_control() {
     let db = tempfile::tempdir().unwrap();
-    invalid(&db_config("777", None, "1000000", "1000010", &yaml_backend(db.path())), "control");
+    invalid(
+        &db_config("777", None, "1000000", "1000010", &yaml_backend(db.path())),
+        "control",
+    );
 }
 
 #[test]
 fn yamldb_invalid_generate() {
     let db = tempfile::tempdir().unwrap();
-    invalid(&db_config("75757", None, "0", "1000010", &yaml_backend(db.path())), "generate.min");
-    invalid(&db_config("75757", None, "1000000", "0", &yaml_backend(db.path())), "generate.max");
+    invalid(
+        &db_config("75757", None, "0", "1000010", &yaml_backend(db.path())),
+        "generate.min",
+    );
+    invalid(
+        &db_config("75757", None, "1000000", "0", &yaml_backend(db.path())),
+        "generate.max",
+    );
 }
 
 #[test]
 fn yamldb_reserved_generate() {
     let db = tempfile::tempdir().unwrap();
-    invalid(&db_config("75757", None, "444", "1000010", &yaml_backend(db.path())), "reserved");
-    invalid(&db_config("75757", None, "1000000", "555", &yaml_backend(db.path())), "reserved");
+    invalid(
+        &db_config("75757", None, "444", "1000010", &yaml_backend(db.path())),
+        "reserved",
+    );
+    invalid(
+        &db_config("75757", None, "1000000", "555", &yaml_backend(db.path())),
+        "reserved",
+    );
 }
 
 #[test]
 fn yamldb_boolean_broadcast() {
     let db = tempfile::tempdir().unwrap();
-    let c = valid(&db_config("75757", Some("FALSE"), "1000000", "1000010", &yaml_backend(db.path())));
+    let c = valid(&db_config(
+        "75757",
+        Some("FALSE"),
+        "1000000",
+        "1000010",
+        &yaml_backend(db.path()),
+    ));
     assert!(!db_parts(&c).1);
-    invalid(&db_config("75757", Some("pizza"), "1000000", "1000010", &yaml_backend(db.path())), "broadcast");
+    invalid(
+        &db_config(
+            "75757",
+            Some("pizza"),
+            "1000000",
+            "1000010",
+            &yaml_backend(db.path()),
+        ),
+        "broadcast",
+    );
 }
 
 #[test]
 fn yamldb_type_typo() {
     let db = tempfile::tempdir().unwrap();
-    let backend = format!("                    type: yam\n                    directory: {}\n", q(db.path()));
-    invalid(&db_config("75757", None, "1000000", "1000010", &backend), "'yam'");
+    let backend = format!(
+        "                    type: yam\n                    directory: {}\n",
+        q(db.path())
+    );
+    invalid(
+        &db_config("75757", None, "1000000", "1000010", &backend),
+        "'yam'",
+    );
 }
 
 const POSTGRES: &str = "                    type: soci
@@ -781,13 +908,22 @@ const POSTGRES: &str = "                    type: soci
 
 #[test]
 fn postgres_good() {
-    let c = valid(&db_config("75757", Some("true"), "1000000", "1000010", POSTGRES));
+    let c = valid(&db_config(
+        "75757",
+        Some("true"),
+        "1000000",
+        "1000010",
+        POSTGRES,
+    ));
     assert_eq!(
         db_parts(&c),
         (
             75757,
             true,
-            DoidRange { min: 1_000_000, max: 1_000_010 },
+            DoidRange {
+                min: 1_000_000,
+                max: 1_000_010
+            },
             DatabaseBackend::Postgres {
                 address: "127.0.0.1:57023".into(),
                 database: "astron".into(),
@@ -807,33 +943,72 @@ fn postgres_reserved_control() {
                     username: astron
                     database: astron
 ";
-    invalid(&db_config("777", None, "1000000", "1000010", backend), "control");
+    invalid(
+        &db_config("777", None, "1000000", "1000010", backend),
+        "control",
+    );
 }
 
 #[test]
 fn postgres_invalid_generate() {
-    invalid(&db_config("75757", None, "0", "1000010", POSTGRES), "generate.min");
-    invalid(&db_config("75757", None, "1000000", "0", POSTGRES), "generate.max");
+    invalid(
+        &db_config("75757", None, "0", "1000010", POSTGRES),
+        "generate.min",
+    );
+    invalid(
+        &db_config("75757", None, "1000000", "0", POSTGRES),
+        "generate.max",
+    );
 }
 
 #[test]
 fn postgres_reserved_generate() {
-    invalid(&db_config("75757", None, "444", "1000010", POSTGRES), "reserved");
-    invalid(&db_config("75757", None, "1000000", "555", POSTGRES), "reserved");
+    invalid(
+        &db_config("75757", None, "444", "1000010", POSTGRES),
+        "reserved",
+    );
+    invalid(
+        &db_config("75757", None, "1000000", "555", POSTGRES),
+        "reserved",
+    );
 }
 
 #[test]
 fn postgres_boolean_broadcast() {
-    assert!(db_parts(&valid(&db_config("75757", Some("TRUE"), "1000000", "1000010", POSTGRES))).1);
-    assert!(!db_parts(&valid(&db_config("75757", Some("False"), "1000000", "1000010", POSTGRES))).1);
-    invalid(&db_config("75757", Some("15012"), "1000000", "1000010", POSTGRES), "broadcast");
+    assert!(
+        db_parts(&valid(&db_config(
+            "75757",
+            Some("TRUE"),
+            "1000000",
+            "1000010",
+            POSTGRES
+        )))
+        .1
+    );
+    assert!(
+        !db_parts(&valid(&db_config(
+            "75757",
+            Some("False"),
+            "1000000",
+            "1000010",
+            POSTGRES
+        )))
+        .1
+    );
+    invalid(
+        &db_config("75757", Some("15012"), "1000000", "1000010", POSTGRES),
+        "broadcast",
+    );
 }
 
 #[test]
 fn soci_mysql_is_refused_clearly() {
     let backend =
         "                    type: soci\n                    driver: mysql\n                    address: 127.0.0.1\n";
-    invalid(&db_config("75757", None, "1000000", "1000010", backend), "not supported by otpd");
+    invalid(
+        &db_config("75757", None, "1000000", "1000010", backend),
+        "not supported by otpd",
+    );
 }
 
 const MONGO: &str = "                    type: mongodb\n                    server: mongodb://127.0.0.1:57023/test\n";
@@ -842,19 +1017,40 @@ const MONGO: &str = "                    type: mongodb\n                    serv
 /// and refuses it with a message saying so (and so do astrond builds without MongoDB).
 #[test]
 fn dbmongo_good_is_refused_as_unsupported() {
-    let e = invalid(&db_config("75757", Some("false"), "1000000", "1000010", MONGO), "MongoDB");
+    let e = invalid(
+        &db_config("75757", Some("false"), "1000000", "1000010", MONGO),
+        "MongoDB",
+    );
     assert!(e.to_string().contains("does not support"), "{e}");
 }
 
 #[test]
 fn dbmongo_invalid_cases() {
     // The role's own errors are reported before the backend is looked at.
-    invalid(&db_config("777", None, "1000000", "1000010", MONGO), "reserved");
-    invalid(&db_config("75757", None, "0", "1000010", MONGO), "generate.min");
-    invalid(&db_config("75757", None, "1000000", "0", MONGO), "generate.max");
-    invalid(&db_config("75757", None, "444", "1000010", MONGO), "reserved");
-    invalid(&db_config("75757", None, "1000000", "555", MONGO), "reserved");
-    invalid(&db_config("75757", Some("pizza"), "1000000", "1000010", MONGO), "broadcast");
+    invalid(
+        &db_config("777", None, "1000000", "1000010", MONGO),
+        "reserved",
+    );
+    invalid(
+        &db_config("75757", None, "0", "1000010", MONGO),
+        "generate.min",
+    );
+    invalid(
+        &db_config("75757", None, "1000000", "0", MONGO),
+        "generate.max",
+    );
+    invalid(
+        &db_config("75757", None, "444", "1000010", MONGO),
+        "reserved",
+    );
+    invalid(
+        &db_config("75757", None, "1000000", "555", MONGO),
+        "reserved",
+    );
+    invalid(
+        &db_config("75757", Some("pizza"), "1000000", "1000010", MONGO),
+        "broadcast",
+    );
     invalid(
         &db_config(
             "75757",
@@ -932,10 +1128,20 @@ fn missing_file_is_an_error() {
 #[test]
 fn relative_dc_files_are_from_config_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let c = check_in(dir.path(), "general:\n  dc_files:\n    - a.dc\n    - sub/b.dc\n").unwrap();
+    let c = check_in(
+        dir.path(),
+        "general:\n  dc_files:\n    - a.dc\n    - sub/b.dc\n",
+    )
+    .unwrap();
     let folder = std::fs::canonicalize(dir.path()).unwrap();
-    assert_eq!(c.dc_files, vec![folder.join("a.dc"), folder.join("sub/b.dc")]);
-    assert_eq!(c.messagedirector.bind, None, "no messagedirector section: astrond does not listen");
+    assert_eq!(
+        c.dc_files,
+        vec![folder.join("a.dc"), folder.join("sub/b.dc")]
+    );
+    assert_eq!(
+        c.messagedirector.bind, None,
+        "no messagedirector section: astrond does not listen"
+    );
 }
 
 #[test]

@@ -11,7 +11,11 @@ fn dc_dir() -> std::path::PathBuf {
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(otpd_bin()).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -21,7 +25,12 @@ fn hash_prints_exactly_one_line() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "0x05a49d0f\n");
     // Settings as options.
-    let (code, out, _) = run(&["dc", "hash", "--sort-inheritance-by-file=0", f.to_str().unwrap()]);
+    let (code, out, _) = run(&[
+        "dc",
+        "hash",
+        "--sort-inheritance-by-file=0",
+        f.to_str().unwrap(),
+    ]);
     assert_eq!((code, out.as_str()), (0, "0x059d844c\n"));
 }
 
@@ -36,7 +45,10 @@ fn files_are_read_in_order_as_one_set() {
     // B needs A: the other order fails.
     let (code, _, err) = run(&["dc", "hash", b.to_str().unwrap(), a.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(err.contains("b.dc:1:") && err.contains("unknown class: A"), "{err}");
+    assert!(
+        err.contains("b.dc:1:") && err.contains("unknown class: A"),
+        "{err}"
+    );
     assert!(ab.starts_with("0x") && ab.len() == 11);
 }
 
@@ -45,7 +57,13 @@ fn check_summarises() {
     let f = dc_dir().join("constructs.dc");
     let (code, out, _) = run(&["dc", "check", f.to_str().unwrap()]);
     assert_eq!(code, 0);
-    for want in ["classes:", "structs:", "fields:", "keywords:", "hash:      0x05a49d0f"] {
+    for want in [
+        "classes:",
+        "structs:",
+        "fields:",
+        "keywords:",
+        "hash:      0x05a49d0f",
+    ] {
         assert!(out.contains(want), "{want} in {out}");
     }
 }
@@ -57,7 +75,10 @@ fn a_broken_file_exits_2_with_position_line_and_caret() {
     assert_eq!(code, 2);
     assert!(out.is_empty());
     let lines: Vec<&str> = err.lines().collect();
-    assert!(lines[0].ends_with("unknown-keyword.dc:2:17: unknown keyword: brodcast"), "{err}");
+    assert!(
+        lines[0].ends_with("unknown-keyword.dc:2:17: unknown keyword: brodcast"),
+        "{err}"
+    );
     assert_eq!(lines[1], "  setX(uint8 x) brodcast;");
     assert_eq!(lines[2], "                ^");
     let (code, _, err) = run(&["dc", "check", "/nonexistent/x.dc"]);

@@ -56,7 +56,14 @@ fn one_delivery_per_participant_whatever_the_number_of_matching_channels() {
     c1.expect(&m);
     c2.expect(&m);
 
-    let m = dg(&[1111, 2222, 3333, 1111, 1111, 2222, 3333, 3333, 2222, 5500, 5501, 6000], 0, 1234, b"z");
+    let m = dg(
+        &[
+            1111, 2222, 3333, 1111, 1111, 2222, 3333, 3333, 2222, 5500, 5501, 6000,
+        ],
+        0,
+        1234,
+        b"z",
+    );
     tx.send(&m);
     c1.expect(&m);
     c1.expect_none();
@@ -71,7 +78,13 @@ fn ranges_are_inclusive_and_removing_a_range_drops_single_channels_inside_it() {
     c1.subscribe_confirmed(&mut tx, 1500);
     c1.send(&add_range(1000, 1999));
     std::thread::sleep(QUIET);
-    for (ch, yes) in [(999, false), (1000, true), (1500, true), (1999, true), (2000, false)] {
+    for (ch, yes) in [
+        (999, false),
+        (1000, true),
+        (1500, true),
+        (1999, true),
+        (2000, false),
+    ] {
         let m = dg(&[ch], 5, 1, &(ch as u16).to_le_bytes());
         tx.send(&m);
         if yes {
@@ -83,7 +96,13 @@ fn ranges_are_inclusive_and_removing_a_range_drops_single_channels_inside_it() {
     // Slice the range, then drop the whole of it: the single channel 1500 goes too.
     c1.send(&remove_range(1300, 1700));
     std::thread::sleep(QUIET);
-    for (ch, yes) in [(1299, true), (1300, false), (1500, false), (1700, false), (1701, true)] {
+    for (ch, yes) in [
+        (1299, true),
+        (1300, false),
+        (1500, false),
+        (1700, false),
+        (1701, true),
+    ] {
         let m = dg(&[ch], 5, 1, &(ch as u16).to_le_bytes());
         tx.send(&m);
         if yes {
@@ -160,7 +179,11 @@ fn control_messages_are_consumed_and_log_messages_reach_the_eventlogger() {
     let el = UdpSocket::bind("127.0.0.1:0").unwrap();
     el.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let el_port = el.local_addr().unwrap().port();
-    let d = Otpd::start_full(free_port(), "", &format!("eventlogger: Some(\"127.0.0.1:{el_port}\"),"));
+    let d = Otpd::start_full(
+        free_port(),
+        "",
+        &format!("eventlogger: Some(\"127.0.0.1:{el_port}\"),"),
+    );
     let (mut c1, mut c2) = (d.connect(), d.connect());
     // Even a participant subscribed to channel 1 never sees control messages.
     c2.send(&add_channel(1));
@@ -213,7 +236,9 @@ fn a_participant_that_stops_reading_is_cut_off_while_others_keep_flowing() {
     let (mut slow, mut fast, mut tx) = (d.connect(), d.connect(), d.connect());
     slow.subscribe_confirmed(&mut tx, 77);
     fast.subscribe_confirmed(&mut tx, 77);
-    slow.s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+    slow.s
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
     // Shrink the slow reader's kernel buffer so the MD's queue fills quickly.
     let total = 40_000usize;
     let reader = std::thread::spawn(move || {
@@ -236,8 +261,15 @@ fn a_participant_that_stops_reading_is_cut_off_while_others_keep_flowing() {
         std::thread::sleep(Duration::from_millis(2));
     }
     let got = reader.join();
-    assert!(matches!(got, Ok(n) if n == total), "the reading participant got every datagram; log: {}", d.log_text());
-    assert!(slow.closed_within(Duration::from_secs(10)), "the non-reading participant was disconnected");
+    assert!(
+        matches!(got, Ok(n) if n == total),
+        "the reading participant got every datagram; log: {}",
+        d.log_text()
+    );
+    assert!(
+        slow.closed_within(Duration::from_secs(10)),
+        "the non-reading participant was disconnected"
+    );
     let log = d.log_text();
     assert!(log.contains("stopped reading"), "log names the cut: {log}");
 }
@@ -248,8 +280,14 @@ fn bad_input_closes_only_the_offending_connection() {
     let (mut good, mut tx) = (d.connect(), d.connect());
     good.subscribe_confirmed(&mut tx, 9);
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("zero recipients", frame(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])),
-        ("recipients past the end", frame(&[5, 1, 0, 0, 0, 0, 0, 0, 0])),
+        (
+            "zero recipients",
+            frame(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]),
+        ),
+        (
+            "recipients past the end",
+            frame(&[5, 1, 0, 0, 0, 0, 0, 0, 0]),
+        ),
         ("no sender", frame(&[1, 9, 0, 0, 0, 0, 0, 0, 0, 1, 0])),
         ("oversized", dg(&[9], 1, 1, &[0u8; 300])),
         ("zero length tag", {
@@ -257,7 +295,10 @@ fn bad_input_closes_only_the_offending_connection() {
             v.extend_from_slice(&control(CONTROL_ADD_CHANNEL, &[0x1CEDC0FF])[2..]);
             v
         }),
-        ("truncated control", frame(&[1, 1, 0, 0, 0, 0, 0, 0, 0, 0x28, 0x23, 1, 2])),
+        (
+            "truncated control",
+            frame(&[1, 1, 0, 0, 0, 0, 0, 0, 0, 0x28, 0x23, 1, 2]),
+        ),
         ("truncated post-remove", {
             let mut v = control(CONTROL_ADD_POST_REMOVE, &[5]);
             v.extend_from_slice(&[50, 0, 1]);
@@ -269,7 +310,10 @@ fn bad_input_closes_only_the_offending_connection() {
     for (what, bytes) in cases {
         let mut bad = d.connect();
         bad.send(&bytes);
-        assert!(bad.closed_within(Duration::from_secs(5)), "{what}: connection closed");
+        assert!(
+            bad.closed_within(Duration::from_secs(5)),
+            "{what}: connection closed"
+        );
         let m = dg(&[9], 1, 1, what.as_bytes());
         tx.send(&m);
         good.expect(&m);
@@ -278,7 +322,9 @@ fn bad_input_closes_only_the_offending_connection() {
     for _ in 0..50 {
         drop(TcpStream::connect(("127.0.0.1", d.port)).unwrap());
     }
-    let many: Vec<TcpStream> = (0..300).map(|_| TcpStream::connect(("127.0.0.1", d.port)).unwrap()).collect();
+    let many: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(("127.0.0.1", d.port)).unwrap())
+        .collect();
     let m = dg(&[9], 1, 1, b"still here");
     tx.send(&m);
     good.expect(&m);
@@ -295,7 +341,10 @@ fn connection_limit_refuses_extra_participants_and_serves_the_rest() {
     a.subscribe_confirmed(&mut b, 31);
     let _c = d.connect();
     let mut extra = d.connect();
-    assert!(extra.closed_within(Duration::from_secs(5)), "fourth participant refused");
+    assert!(
+        extra.closed_within(Duration::from_secs(5)),
+        "fourth participant refused"
+    );
     let m = dg(&[31], 1, 1, b"ok");
     b.send(&m);
     a.expect(&m);
@@ -305,7 +354,10 @@ fn connection_limit_refuses_extra_participants_and_serves_the_rest() {
 
 fn with_upstream() -> (Otpd, Md) {
     let up = FakeUpstream::new();
-    let d = Otpd::start(free_port(), &format!("connect: Some(\"127.0.0.1:{}\"),", up.port));
+    let d = Otpd::start(
+        free_port(),
+        &format!("connect: Some(\"127.0.0.1:{}\"),", up.port),
+    );
     let l1 = up.accept();
     (d, l1)
 }
@@ -348,7 +400,11 @@ fn upstream_post_removes_are_registered_then_fired_and_cleared() {
     let pr = dg(&[555444333], 0, 4321, b"\x0a\x00Testing...");
     let pr2 = dg(&[987987987], 0, 6959, b"");
     let pr3 = dg(&[986666687], 0, 1252, b"");
-    let (a1, a2, a3) = (add_post_remove(191919, &pr), add_post_remove(191919, &pr2), add_post_remove(202020, &pr3));
+    let (a1, a2, a3) = (
+        add_post_remove(191919, &pr),
+        add_post_remove(191919, &pr2),
+        add_post_remove(202020, &pr3),
+    );
     c1.send(&a1);
     c1.send(&a2);
     c1.send(&a3);
@@ -357,7 +413,13 @@ fn upstream_post_removes_are_registered_then_fired_and_cleared() {
     l1.expect(&a3);
     l1.expect_none();
     drop(c1);
-    l1.expect_many(&[pr, pr2, pr3, clear_post_removes(191919), clear_post_removes(202020)]);
+    l1.expect_many(&[
+        pr,
+        pr2,
+        pr3,
+        clear_post_removes(191919),
+        clear_post_removes(202020),
+    ]);
     l1.expect_none();
 
     let mut c2 = d.connect();
@@ -451,13 +513,19 @@ fn two_otpd_processes_form_a_tree_and_the_child_survives_losing_its_parent() {
     let m = dg(&[600_001], 8, 77, b"after reconnection");
     deliver_eventually(&mut up, &mut down, &m);
     let log = child.log_text();
-    assert!(log.contains("unreachable") && log.contains("regained"), "child logs the loss and the return: {log}");
+    assert!(
+        log.contains("unreachable") && log.contains("regained"),
+        "child logs the loss and the return: {log}"
+    );
 }
 
 #[test]
 fn a_post_remove_on_a_child_md_fires_when_the_whole_child_dies() {
     let parent = Otpd::start(free_port(), "");
-    let mut child = Otpd::start(free_port(), &format!("connect: Some(\"127.0.0.1:{}\"),", parent.port));
+    let mut child = Otpd::start(
+        free_port(),
+        &format!("connect: Some(\"127.0.0.1:{}\"),", parent.port),
+    );
     let (mut watcher, mut tx) = (parent.connect(), parent.connect());
     watcher.subscribe_confirmed(&mut tx, 700_001);
     let mut ai = child.connect();
@@ -517,12 +585,18 @@ fn order_and_exactly_once_hold_for_mixed_recipients_and_many_receivers() {
     for rx in rxs.iter_mut() {
         rx.flush();
     }
-    let wants = |r: usize, recips: &[usize]| recips.iter().any(|&i| (i + r) % 3 != 0 || (r == 3 && i >= 10));
+    let wants = |r: usize, recips: &[usize]| {
+        recips
+            .iter()
+            .any(|&i| (i + r) % 3 != 0 || (r == 3 && i >= 10))
+    };
     let mut all = Vec::new();
     let mut expected: Vec<Vec<u32>> = vec![Vec::new(); 4];
     let mut seed = 12345u64;
     for seq in 0..4000u32 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let n = 1 + (seed >> 60) as usize % 3;
         let recips: Vec<usize> = (0..n).map(|k| ((seed >> (8 * k)) % 12) as usize).collect();
         let chans: Vec<u64> = recips.iter().map(|&i| channels[i]).collect();
@@ -541,7 +615,10 @@ fn order_and_exactly_once_hold_for_mixed_recipients_and_many_receivers() {
                 u32::from_le_bytes(m[m.len() - 4..].try_into().unwrap())
             })
             .collect();
-        assert_eq!(got, expected[r], "receiver {r}: every datagram once, in order");
+        assert_eq!(
+            got, expected[r],
+            "receiver {r}: every datagram once, in order"
+        );
         rx.expect_none();
     }
 }
@@ -551,17 +628,29 @@ fn running_out_of_file_descriptors_does_not_stop_the_md() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("cluster.ron");
-    std::fs::write(&conf, format!("(cores: 2, pin_cores: false, messagedirector: (bind: Some(\"127.0.0.1:{port}\")))")).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "(cores: 2, pin_cores: false, messagedirector: (bind: Some(\"127.0.0.1:{port}\")))"
+        ),
+    )
+    .unwrap();
     let mut child = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("ulimit -n 64 && exec {} --cluster {} --loglevel error", otpd_bin(), conf.display()))
+        .arg(format!(
+            "ulimit -n 64 && exec {} --cluster {} --loglevel error",
+            otpd_bin(),
+            conf.display()
+        ))
         .spawn()
         .unwrap();
     wait_for_port(port);
     let (mut a, mut b) = (Md::connect(port), Md::connect(port));
     a.subscribe_confirmed(&mut b, 81);
     // Far more connections than descriptors: the excess waits in the backlog or is refused.
-    let flood: Vec<TcpStream> = (0..150).filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    let flood: Vec<TcpStream> = (0..150)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
     std::thread::sleep(Duration::from_millis(300));
     let m = dg(&[81], 1, 1, b"during");
     b.send(&m);

@@ -4,10 +4,10 @@
 mod common;
 
 use common::*;
+use otp_wire::InternalDatagram;
 use otpd::config::ClusterConfig;
 use otpd::roles::{Output, Placement, Role};
 use otpd::runtime::Runtime;
-use otp_wire::InternalDatagram;
 use std::time::Instant;
 
 /// Answers every datagram on `channel` to its sender, msgtype + 1, and forwards a copy of
@@ -24,7 +24,13 @@ impl Role for Echo {
     fn start(&mut self, _now: Instant, out: &mut Output) {
         out.subscribe(self.channel);
     }
-    fn handle(&mut self, _now: Instant, _frame: &[u8], dg: &InternalDatagram<'_>, out: &mut Output) {
+    fn handle(
+        &mut self,
+        _now: Instant,
+        _frame: &[u8],
+        dg: &InternalDatagram<'_>,
+        out: &mut Output,
+    ) {
         let sender = dg.sender.unwrap_or(0);
         let mut w = out.datagram(&[sender], self.channel, dg.msgtype + 1);
         w.bytes(dg.payload);
@@ -45,7 +51,10 @@ fn start(port: u16) -> Runtime {
     Runtime::start_with_roles(config, |p: Placement| {
         let me = 500_000 + p.core as u64;
         let other = 500_000 + ((p.core + 1) % p.cores) as u64;
-        vec![Box::new(Echo { channel: me, relay_to: other }) as Box<dyn Role>]
+        vec![Box::new(Echo {
+            channel: me,
+            relay_to: other,
+        }) as Box<dyn Role>]
     })
     .expect("runtime starts")
 }
@@ -67,7 +76,10 @@ fn roles_answer_participants_and_each_other_across_cores() {
     client.send(&dg(&[500_000], 777, 50, b"relay"));
     let mut got = vec![client.recv(), client.recv()];
     got.sort();
-    let mut want = vec![dg(&[777], 500_000, 51, b"relay"), dg(&[777], 500_001, 61, b"relay")];
+    let mut want = vec![
+        dg(&[777], 500_000, 51, b"relay"),
+        dg(&[777], 500_001, 61, b"relay"),
+    ];
     want.sort();
     assert_eq!(got, want);
     client.expect_none();

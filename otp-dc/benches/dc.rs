@@ -18,7 +18,13 @@ fn main() {
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!("parse+hash {} ({} lines): median {:.3} ms, min {:.3} ms (200 runs)", path.file_name().unwrap().to_string_lossy(), text.lines().count(), times[100] * 1e3, times[0] * 1e3);
+    println!(
+        "parse+hash {} ({} lines): median {:.3} ms, min {:.3} ms (200 runs)",
+        path.file_name().unwrap().to_string_lossy(),
+        text.lines().count(),
+        times[100] * 1e3,
+        times[0] * 1e3
+    );
 
     // A typical update: setPosHpr-like (six int16 with divisors/moduli) and a chat string.
     let dc = DcFile::parse_str(
@@ -33,9 +39,14 @@ fn main() {
     let mut chat_bytes = vec![40u8, 0];
     chat_bytes.extend_from_slice(b"Hello, Toontown! How are you today, Flippy?"[..40].as_ref());
     chat_bytes.extend_from_slice(&[1, 2, 3, 4]);
-    let o = ValidateOptions { ascii_strings_only: true };
+    let o = ValidateOptions {
+        ascii_strings_only: true,
+    };
     let n = 5_000_000u64;
-    for (name, field, bytes) in [("setPosHpr (12 B)", pos, &pos_bytes[..]), ("setChat (46 B)", chat, &chat_bytes[..])] {
+    for (name, field, bytes) in [
+        ("setPosHpr (12 B)", pos, &pos_bytes[..]),
+        ("setChat (46 B)", chat, &chat_bytes[..]),
+    ] {
         let t = Instant::now();
         for _ in 0..n {
             std::hint::black_box(dc.validate_exact(field, std::hint::black_box(bytes), o)).unwrap();

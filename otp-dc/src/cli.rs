@@ -63,7 +63,11 @@ pub fn check_command(args: &[String]) -> i32 {
     println!("structs:   {structs}");
     println!("fields:    {}", dc.num_fields());
     println!("typedefs:  {}", dc.typedefs().count());
-    println!("keywords:  {} declared ({})", dc.declared_keywords().len(), dc.declared_keywords().join(" "));
+    println!(
+        "keywords:  {} declared ({})",
+        dc.declared_keywords().len(),
+        dc.declared_keywords().join(" ")
+    );
     println!("inherited: {}", dc.total_inherited_fields());
     println!("hash:      0x{:08x} ({})", dc.hash(), dc.hash());
     0

@@ -25,7 +25,10 @@ pub enum Value {
 }
 
 fn e(at: usize, m: impl Into<String>) -> ValueError {
-    ValueError { at, message: m.into() }
+    ValueError {
+        at,
+        message: m.into(),
+    }
 }
 
 struct Rd<'a> {
@@ -35,7 +38,10 @@ struct Rd<'a> {
 
 impl Rd<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], ValueError> {
-        let s = self.b.get(self.at..self.at + n).ok_or_else(|| e(self.at, "truncated"))?;
+        let s = self
+            .b
+            .get(self.at..self.at + n)
+            .ok_or_else(|| e(self.at, "truncated"))?;
         self.at += n;
         Ok(s)
     }
@@ -73,7 +79,10 @@ fn unpack_param(dc: &DcFile, p: &Param, r: &mut Rd, depth: usize) -> Result<Valu
                 if end > r.b.len() {
                     return Err(e(r.at, "truncated array"));
                 }
-                let mut sub = Rd { b: &r.b[..end], at: r.at };
+                let mut sub = Rd {
+                    b: &r.b[..end],
+                    at: r.at,
+                };
                 while sub.at < end {
                     items.push(unpack_param(dc, element, &mut sub, depth + 1)?);
                 }
@@ -93,7 +102,13 @@ fn unpack_param(dc: &DcFile, p: &Param, r: &mut Rd, depth: usize) -> Result<Valu
             let start = r.at;
             let key = unpack_param(dc, &sw.key, r, depth + 1)?;
             let kb = &r.b[start..r.at];
-            let fields = sw.cases.iter().find(|(c, _)| c == kb).map(|(_, f)| f).or(sw.default.as_ref()).ok_or_else(|| e(start, "no switch case"))?;
+            let fields = sw
+                .cases
+                .iter()
+                .find(|(c, _)| c == kb)
+                .map(|(_, f)| f)
+                .or(sw.default.as_ref())
+                .ok_or_else(|| e(start, "no switch case"))?;
             let mut items = vec![key];
             for f in &fields[1..] {
                 items.push(unpack_param(dc, f, r, depth + 1)?);
@@ -104,7 +119,15 @@ fn unpack_param(dc: &DcFile, p: &Param, r: &mut Rd, depth: usize) -> Result<Valu
 }
 
 fn unpack_simple(s: &Simple, r: &mut Rd) -> Result<Value, ValueError> {
-    let scale = |v: i128| if s.divisor != 1 { Value::Float(v as f64 / s.divisor as f64) } else if v < 0 { Value::Int(v as i64) } else { Value::UInt(v as u64) };
+    let scale = |v: i128| {
+        if s.divisor != 1 {
+            Value::Float(v as f64 / s.divisor as f64)
+        } else if v < 0 {
+            Value::Int(v as i64)
+        } else {
+            Value::UInt(v as u64)
+        }
+    };
     Ok(match s.st {
         St::String | St::Blob | St::Blob32 => {
             let n = match s.fixed_length() {
@@ -120,9 +143,19 @@ fn unpack_simple(s: &Simple, r: &mut Rd) -> Result<Value, ValueError> {
             }
         }
         St::Char => Value::Str(r.take(1)?.to_vec()),
-        St::Float64 => Value::Float(f64::from_le_bytes(r.take(8)?.try_into().unwrap()) / s.divisor as f64),
-        St::Float32 => Value::Float(f32::from_le_bytes(r.take(4)?.try_into().unwrap()) as f64 / s.divisor as f64),
-        St::Int8Array | St::Int16Array | St::Int32Array | St::UInt8Array | St::UInt16Array | St::UInt32Array | St::UInt32UInt8Array => {
+        St::Float64 => {
+            Value::Float(f64::from_le_bytes(r.take(8)?.try_into().unwrap()) / s.divisor as f64)
+        }
+        St::Float32 => Value::Float(
+            f32::from_le_bytes(r.take(4)?.try_into().unwrap()) as f64 / s.divisor as f64,
+        ),
+        St::Int8Array
+        | St::Int16Array
+        | St::Int32Array
+        | St::UInt8Array
+        | St::UInt16Array
+        | St::UInt32Array
+        | St::UInt32UInt8Array => {
             let len = r.int(2, false)? as usize;
             let end = r.at + len;
             if end > r.b.len() {
@@ -139,7 +172,11 @@ fn unpack_simple(s: &Simple, r: &mut Rd) -> Result<Value, ValueError> {
             let mut items = Vec::new();
             let mut odd = false;
             while r.at < end {
-                let sz = if s.st == St::UInt32UInt8Array && odd { 1 } else { size };
+                let sz = if s.st == St::UInt32UInt8Array && odd {
+                    1
+                } else {
+                    size
+                };
                 odd = !odd;
                 if r.at + sz > end {
                     return Err(e(r.at, "array length is not a whole number of elements"));
@@ -191,7 +228,10 @@ impl DcFile {
     /// and the bytes it took.
     pub fn unpack(&self, field: &Field, bytes: &[u8]) -> Result<(Value, usize), ValueError> {
         let n = self.validate(field, bytes, ValidateOptions::default())?;
-        let mut r = Rd { b: &bytes[..n], at: 0 };
+        let mut r = Rd {
+            b: &bytes[..n],
+            at: 0,
+        };
         let v = unpack_field_r(self, field, &mut r, 0)?;
         Ok((v, n))
     }
@@ -202,9 +242,16 @@ impl DcFile {
         let out = match &field.kind {
             FieldKind::Parameter(p) => crate::value::pack_value(self, p, &v)?,
             FieldKind::Atomic(params) => {
-                let Val::List(items) = v else { return Err("a method's value is a list of its parameters".into()) };
+                let Val::List(items) = v else {
+                    return Err("a method's value is a list of its parameters".into());
+                };
                 if items.len() != params.len() {
-                    return Err(format!("{} takes {} values, got {}", field.name(), params.len(), items.len()));
+                    return Err(format!(
+                        "{} takes {} values, got {}",
+                        field.name(),
+                        params.len(),
+                        items.len()
+                    ));
                 }
                 let mut out = Vec::new();
                 for (p, item) in params.iter().zip(&items) {
@@ -213,7 +260,9 @@ impl DcFile {
                 out
             }
             FieldKind::Molecular(_) => {
-                let Val::List(items) = v else { return Err("a molecular value is a list of its components".into()) };
+                let Val::List(items) = v else {
+                    return Err("a molecular value is a list of its components".into());
+                };
                 let comps: Vec<&Field> = self.components(field).collect();
                 if items.len() != comps.len() {
                     return Err("wrong number of components".into());
@@ -262,7 +311,12 @@ impl DcFile {
 
     /// Splits a REQUIRED encoding (every required field of `class`, ascending id, no ids) into
     /// each field's byte range, validating each value.
-    pub fn split_required(&self, class: &DClass, bytes: &[u8], o: ValidateOptions) -> Result<Vec<(u16, Range<usize>)>, ValueError> {
+    pub fn split_required(
+        &self,
+        class: &DClass,
+        bytes: &[u8],
+        o: ValidateOptions,
+    ) -> Result<Vec<(u16, Range<usize>)>, ValueError> {
         let mut out = Vec::with_capacity(class.required.len());
         let mut at = 0;
         for &id in &class.required {
@@ -272,21 +326,47 @@ impl DcFile {
             at = end;
         }
         if at != bytes.len() {
-            return Err(e(at, format!("{} trailing bytes after the required fields", bytes.len() - at)));
+            return Err(e(
+                at,
+                format!(
+                    "{} trailing bytes after the required fields",
+                    bytes.len() - at
+                ),
+            ));
         }
         Ok(out)
     }
 
     /// Splits an OTHER encoding (`uint16 count`, then `uint16 field_id, value` pairs) whose
     /// fields must all belong to `class`.
-    pub fn split_other(&self, class: &DClass, bytes: &[u8], o: ValidateOptions) -> Result<Vec<(u16, Range<usize>)>, ValueError> {
-        let count = u16::from_le_bytes(bytes.get(0..2).ok_or_else(|| e(0, "truncated count"))?.try_into().unwrap()) as usize;
+    pub fn split_other(
+        &self,
+        class: &DClass,
+        bytes: &[u8],
+        o: ValidateOptions,
+    ) -> Result<Vec<(u16, Range<usize>)>, ValueError> {
+        let count = u16::from_le_bytes(
+            bytes
+                .get(0..2)
+                .ok_or_else(|| e(0, "truncated count"))?
+                .try_into()
+                .unwrap(),
+        ) as usize;
         let mut out = Vec::with_capacity(count.min(1024));
         let mut at = 2;
         for _ in 0..count {
-            let id = u16::from_le_bytes(bytes.get(at..at + 2).ok_or_else(|| e(at, "truncated field id"))?.try_into().unwrap());
+            let id = u16::from_le_bytes(
+                bytes
+                    .get(at..at + 2)
+                    .ok_or_else(|| e(at, "truncated field id"))?
+                    .try_into()
+                    .unwrap(),
+            );
             if !class.inherited.contains(&id) {
-                return Err(e(at, format!("field {id} is not a field of {}", class.name)));
+                return Err(e(
+                    at,
+                    format!("field {id} is not a field of {}", class.name),
+                ));
             }
             let f = self.field(id).ok_or_else(|| e(at, "unknown field"))?;
             let end = validate_field_at(self, f, bytes, at + 2, o, 0)?;
@@ -294,7 +374,10 @@ impl DcFile {
             at = end;
         }
         if at != bytes.len() {
-            return Err(e(at, format!("{} trailing bytes after the other fields", bytes.len() - at)));
+            return Err(e(
+                at,
+                format!("{} trailing bytes after the other fields", bytes.len() - at),
+            ));
         }
         Ok(out)
     }
@@ -345,7 +428,11 @@ fn format_value(v: &Value, s: &mut String) {
             s.push('>');
         }
         Value::Array(items) | Value::Struct(items) => {
-            let (open, close) = if matches!(v, Value::Array(_)) { ('[', ']') } else { ('{', '}') };
+            let (open, close) = if matches!(v, Value::Array(_)) {
+                ('[', ']')
+            } else {
+                ('{', '}')
+            };
             s.push(open);
             for (i, it) in items.iter().enumerate() {
                 if i > 0 {
@@ -375,7 +462,9 @@ pub fn value_to_json(v: &Value) -> serde_json::Value {
             Err(_) => json!({ "hex": hex(b) }),
         },
         Value::Blob(b) => json!({ "hex": hex(b) }),
-        Value::Array(items) | Value::Struct(items) => serde_json::Value::Array(items.iter().map(value_to_json).collect()),
+        Value::Array(items) | Value::Struct(items) => {
+            serde_json::Value::Array(items.iter().map(value_to_json).collect())
+        }
     }
 }
 
@@ -394,7 +483,10 @@ pub fn json_to_value(j: &serde_json::Value) -> Result<Value, String> {
         J::String(s) => Value::Str(s.as_bytes().to_vec()),
         J::Object(o) => match o.get("hex").and_then(|h| h.as_str()) {
             Some(h) if h.len() % 2 == 0 => {
-                let bytes: Result<Vec<u8>, _> = (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16)).collect();
+                let bytes: Result<Vec<u8>, _> = (0..h.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&h[i..i + 2], 16))
+                    .collect();
                 Value::Str(bytes.map_err(|_| "bad hex")?)
             }
             _ => return Err("an object must be {\"hex\": \"...\"}".into()),

@@ -29,7 +29,9 @@ struct Gen {
 
 impl Gen {
     fn int(&mut self, v: i32) {
-        self.hash = self.hash.wrapping_add(self.primes[self.index].wrapping_mul(v as u32));
+        self.hash = self
+            .hash
+            .wrapping_add(self.primes[self.index].wrapping_mul(v as u32));
         self.index = (self.index + 1) % MAX_PRIMES;
     }
     fn string(&mut self, s: &str) {
@@ -47,7 +49,11 @@ impl Gen {
 }
 
 pub(crate) fn file_hash(dc: &DcFile, o: HashOptions) -> u32 {
-    let mut g = Gen { hash: 0, index: 0, primes: primes() };
+    let mut g = Gen {
+        hash: 0,
+        index: 0,
+        primes: primes(),
+    };
     if o.virtual_inheritance {
         g.int(if o.sort_inheritance_by_file { 1 } else { 2 });
     }
@@ -147,15 +153,36 @@ fn param_hash_flags(dc: &DcFile, o: HashOptions, p: &Param, hash_flags: u32, g: 
             let ints = s.int_ranges().to_vec();
             let empty: Vec<(i64, i64)> = Vec::new();
             let (int_r, int64_r, uint_r, uint64_r, dbl_r) = match s.st {
-                St::Int8 | St::Int16 | St::Int32 | St::Int8Array | St::Int16Array | St::Int32Array => (&ints, &empty, &empty, &empty, Vec::new()),
+                St::Int8
+                | St::Int16
+                | St::Int32
+                | St::Int8Array
+                | St::Int16Array
+                | St::Int32Array => (&ints, &empty, &empty, &empty, Vec::new()),
                 St::Int64 => (&empty, &ints, &empty, &empty, Vec::new()),
-                St::Char | St::UInt8 | St::UInt16 | St::UInt32 | St::UInt8Array | St::UInt16Array | St::UInt32Array | St::String | St::Blob | St::Blob32 => {
-                    (&empty, &empty, &ints, &empty, Vec::new())
-                }
+                St::Char
+                | St::UInt8
+                | St::UInt16
+                | St::UInt32
+                | St::UInt8Array
+                | St::UInt16Array
+                | St::UInt32Array
+                | St::String
+                | St::Blob
+                | St::Blob32 => (&empty, &empty, &ints, &empty, Vec::new()),
                 St::UInt64 => (&empty, &empty, &empty, &ints, Vec::new()),
                 St::Float64 | St::Float32 => {
                     let d = s.divisor as f64;
-                    (&empty, &empty, &empty, &empty, s.ranges.iter().map(|&(a, b)| ((a * d) as i64, (b * d) as i64)).collect())
+                    (
+                        &empty,
+                        &empty,
+                        &empty,
+                        &empty,
+                        s.ranges
+                            .iter()
+                            .map(|&(a, b)| ((a * d) as i64, (b * d) as i64))
+                            .collect(),
+                    )
                 }
                 St::UInt32UInt8Array => (&empty, &empty, &empty, &empty, Vec::new()),
             };

@@ -34,7 +34,11 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
     let b = src.as_bytes();
     let mut out = Vec::new();
     let (mut i, mut line, mut line_start) = (0usize, 1usize, 0usize);
-    let err = |line: usize, col: usize, m: &str| LexError { line, col, message: m.to_string() };
+    let err = |line: usize, col: usize, m: &str| LexError {
+        line,
+        col,
+        message: m.to_string(),
+    };
     while i < b.len() {
         let c = b[i];
         let col = i - line_start + 1;
@@ -79,7 +83,10 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
                 i += 1;
             }
             Tok::Ident(src[start..i].to_string())
-        } else if c.is_ascii_digit() || (c == b'-' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit())) || (c == b'.' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+        } else if c.is_ascii_digit()
+            || (c == b'-' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+            || (c == b'.' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             let neg = c == b'-';
             if neg {
                 i += 1;
@@ -91,7 +98,8 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
                 while i < b.len() && b[i].is_ascii_hexdigit() {
                     i += 1;
                 }
-                let v = u64::from_str_radix(&src[hs..i], 16).map_err(|_| err(line, col, "invalid hex number"))?;
+                let v = u64::from_str_radix(&src[hs..i], 16)
+                    .map_err(|_| err(line, col, "invalid hex number"))?;
                 if neg {
                     Tok::SInt(-(v as i128) as i64)
                 } else {
@@ -109,7 +117,12 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
                         i += 1;
                     }
                 }
-                if i < b.len() && (b[i] == b'e' || b[i] == b'E') && (b.get(i + 1).is_some_and(|d| d.is_ascii_digit()) || (matches!(b.get(i + 1), Some(b'-') | Some(b'+')) && b.get(i + 2).is_some_and(|d| d.is_ascii_digit()))) {
+                if i < b.len()
+                    && (b[i] == b'e' || b[i] == b'E')
+                    && (b.get(i + 1).is_some_and(|d| d.is_ascii_digit())
+                        || (matches!(b.get(i + 1), Some(b'-') | Some(b'+'))
+                            && b.get(i + 2).is_some_and(|d| d.is_ascii_digit())))
+                {
                     real = true;
                     i += 2;
                     while i < b.len() && b[i].is_ascii_digit() {
@@ -122,9 +135,11 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
                     Tok::Real(if neg { -v } else { v })
                 } else {
                     let v: u64 = if text.len() > 1 && text.starts_with('0') {
-                        u64::from_str_radix(&text[1..], 8).map_err(|_| err(line, col, "invalid octal number"))?
+                        u64::from_str_radix(&text[1..], 8)
+                            .map_err(|_| err(line, col, "invalid octal number"))?
                     } else {
-                        text.parse().map_err(|_| err(line, col, "number out of range"))?
+                        text.parse()
+                            .map_err(|_| err(line, col, "number out of range"))?
                     };
                     if neg {
                         if v > i64::MAX as u64 + 1 {
@@ -151,7 +166,9 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
                 }
                 if ch == b'\\' {
                     i += 1;
-                    let e = *b.get(i).ok_or_else(|| err(line, col, "unterminated string"))?;
+                    let e = *b
+                        .get(i)
+                        .ok_or_else(|| err(line, col, "unterminated string"))?;
                     i += 1;
                     match e {
                         b'n' => s.push(b'\n'),
@@ -179,7 +196,8 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
                             while i < b.len() && b[i].is_ascii_hexdigit() && i - hs < 2 {
                                 i += 1;
                             }
-                            let v = u8::from_str_radix(&src[hs..i], 16).map_err(|_| err(line, col, "invalid \\x escape"))?;
+                            let v = u8::from_str_radix(&src[hs..i], 16)
+                                .map_err(|_| err(line, col, "invalid \\x escape"))?;
                             s.push(v);
                         }
                         other => s.push(other),
@@ -194,7 +212,9 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
             // A hex string, if what follows is hex digits and whitespace up to '>'.
             let mut j = i + 1;
             let mut digits = Vec::new();
-            while j < b.len() && (b[j].is_ascii_hexdigit() || b[j] == b' ' || b[j] == b'\t' || b[j] == b'\n') {
+            while j < b.len()
+                && (b[j].is_ascii_hexdigit() || b[j] == b' ' || b[j] == b'\t' || b[j] == b'\n')
+            {
                 if b[j].is_ascii_hexdigit() {
                     digits.push(b[j]);
                 }
@@ -204,7 +224,10 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
                 if digits.len() % 2 != 0 {
                     return Err(err(line, col, "odd number of digits in hex string"));
                 }
-                let bytes = digits.chunks(2).map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap()).collect();
+                let bytes = digits
+                    .chunks(2)
+                    .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+                    .collect();
                 for &ch in &b[i..j] {
                     if ch == b'\n' {
                         line += 1;
@@ -226,6 +249,10 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
         out.push(Token { tok, line, col });
     }
     let col = b.len() - line_start + 1;
-    out.push(Token { tok: Tok::Eof, line, col });
+    out.push(Token {
+        tok: Tok::Eof,
+        line,
+        col,
+    });
     Ok(out)
 }

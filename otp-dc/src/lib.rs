@@ -2,16 +2,16 @@
 //! inheritance), computes the same `DCFile.getHash()`, and packs, unpacks and validates field
 //! values. No dependency on Panda3D.
 
+pub mod cli;
+pub mod convert;
 mod hash;
 mod lexer;
 pub mod model;
 mod parse;
 pub mod value;
-pub mod cli;
-pub mod convert;
 
-pub use model::{DClass, Field, FieldKind, Import, Param, St, Switch, Type};
 pub use convert::Value;
+pub use model::{DClass, Field, FieldKind, Import, Param, St, Switch, Type};
 pub use value::{Val, ValidateOptions, ValueError};
 
 use std::fmt;
@@ -27,7 +27,11 @@ pub struct HashOptions {
 
 impl Default for HashOptions {
     fn default() -> Self {
-        HashOptions { multiple_inheritance: true, virtual_inheritance: true, sort_inheritance_by_file: true }
+        HashOptions {
+            multiple_inheritance: true,
+            virtual_inheritance: true,
+            sort_inheritance_by_file: true,
+        }
     }
 }
 
@@ -42,9 +46,25 @@ pub struct DcError {
 }
 
 impl DcError {
-    pub(crate) fn new(file: &str, src: &str, line: usize, column: usize, message: String) -> DcError {
-        let source_line = src.lines().nth(line.saturating_sub(1)).unwrap_or("").to_string();
-        DcError { file: file.to_string(), line, column, message, source_line }
+    pub(crate) fn new(
+        file: &str,
+        src: &str,
+        line: usize,
+        column: usize,
+        message: String,
+    ) -> DcError {
+        let source_line = src
+            .lines()
+            .nth(line.saturating_sub(1))
+            .unwrap_or("")
+            .to_string();
+        DcError {
+            file: file.to_string(),
+            line,
+            column,
+            message,
+            source_line,
+        }
     }
 }
 
@@ -53,9 +73,18 @@ impl fmt::Display for DcError {
         if self.line == 0 {
             return write!(f, "{}: {}", self.file, self.message);
         }
-        writeln!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
+        writeln!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )?;
         writeln!(f, "{}", self.source_line)?;
-        let pad: String = self.source_line.chars().take(self.column.saturating_sub(1)).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+        let pad: String = self
+            .source_line
+            .chars()
+            .take(self.column.saturating_sub(1))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
         write!(f, "{pad}^")
     }
 }
@@ -86,7 +115,10 @@ impl DcFile {
         Self::parse_files_with(paths, HashOptions::default())
     }
 
-    pub fn parse_files_with<P: AsRef<Path>>(paths: &[P], options: HashOptions) -> Result<DcFile, DcError> {
+    pub fn parse_files_with<P: AsRef<Path>>(
+        paths: &[P],
+        options: HashOptions,
+    ) -> Result<DcFile, DcError> {
         let mut texts = Vec::new();
         for p in paths {
             let name = p.as_ref().display().to_string();
@@ -99,7 +131,10 @@ impl DcFile {
             })?;
             texts.push((name, String::from_utf8_lossy(&text).into_owned()));
         }
-        let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        let refs: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
         Self::parse_strs_with(&refs, options)
     }
 
@@ -111,11 +146,21 @@ impl DcFile {
         Self::parse_strs_with(files, HashOptions::default())
     }
 
-    pub fn parse_strs_with(files: &[(&str, &str)], options: HashOptions) -> Result<DcFile, DcError> {
-        let mut dc = DcFile { options, ..DcFile::default() };
-        dc.sources = files.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
+    pub fn parse_strs_with(
+        files: &[(&str, &str)],
+        options: HashOptions,
+    ) -> Result<DcFile, DcError> {
+        let mut dc = DcFile {
+            options,
+            ..DcFile::default()
+        };
+        dc.sources = files
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
         for (name, text) in files {
-            let toks = lexer::lex(text).map_err(|e| DcError::new(name, text, e.line, e.col, e.message))?;
+            let toks =
+                lexer::lex(text).map_err(|e| DcError::new(name, text, e.line, e.col, e.message))?;
             let mut p = parse::Parser::new(toks, name, text, &mut dc);
             p.parse_file()?;
         }
@@ -140,7 +185,11 @@ impl DcFile {
     }
 
     fn reparse(&self, options: HashOptions) -> Option<DcFile> {
-        let refs: Vec<(&str, &str)> = self.sources.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        let refs: Vec<(&str, &str)> = self
+            .sources
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
         Self::parse_strs_with(&refs, options).ok()
     }
 
@@ -166,7 +215,11 @@ impl DcFile {
         self.by_id.get(id as usize).map(|&i| &self.fields[i])
     }
     pub fn field_by_name(&self, class: &DClass, name: &str) -> Option<&Field> {
-        class.inherited_idx.iter().map(|&i| &self.fields[i]).find(|f| f.name == name)
+        class
+            .inherited_idx
+            .iter()
+            .map(|&i| &self.fields[i])
+            .find(|f| f.name == name)
     }
     pub fn constructor(&self, class: &DClass) -> Option<&Field> {
         class.constructor.map(|i| &self.fields[i])
@@ -186,12 +239,17 @@ impl DcFile {
     }
 
     pub(crate) fn is_keyword(&self, k: &str) -> bool {
-        model::STANDARD_KEYWORDS.iter().any(|(n, _)| *n == k) || self.declared_keywords.iter().any(|d| d == k)
+        model::STANDARD_KEYWORDS.iter().any(|(n, _)| *n == k)
+            || self.declared_keywords.iter().any(|d| d == k)
     }
 
     /// The historical flag of a keyword; declared (non-standard) keywords have none (~0).
     pub(crate) fn keyword_flag(&self, k: &str) -> u32 {
-        model::STANDARD_KEYWORDS.iter().find(|(n, _)| *n == k).map(|(_, f)| *f).unwrap_or(0)
+        model::STANDARD_KEYWORDS
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, f)| *f)
+            .unwrap_or(0)
     }
 
     /// Panda3D's historical flag: a standard keyword's bit until the file re-declares it;
@@ -241,9 +299,15 @@ impl DcFile {
     /// A class's inherited and required field lists; its parents are complete already.
     fn compute_inheritance(&mut self, ci: usize) {
         let idx = self.inherited_indexes(&self.classes[ci]);
-        let inherited: Vec<u16> = idx.iter().map(|&i| self.fields[i].id.max(0) as u16).collect();
-        let mut required: Vec<u16> =
-            idx.iter().filter(|&&i| self.fields[i].is_required() && self.fields[i].id >= 0).map(|&i| self.fields[i].id as u16).collect();
+        let inherited: Vec<u16> = idx
+            .iter()
+            .map(|&i| self.fields[i].id.max(0) as u16)
+            .collect();
+        let mut required: Vec<u16> = idx
+            .iter()
+            .filter(|&&i| self.fields[i].is_required() && self.fields[i].id >= 0)
+            .map(|&i| self.fields[i].id as u16)
+            .collect();
         required.sort_unstable();
         required.dedup();
         self.classes[ci].inherited = inherited;
@@ -268,7 +332,11 @@ impl DcFile {
         }
         for &p in &c.parents {
             let pc = &self.classes[p as usize];
-            if let Some(i) = self.inherited_indexes(pc).into_iter().find(|&i| self.fields[i].name == name) {
+            if let Some(i) = self
+                .inherited_indexes(pc)
+                .into_iter()
+                .find(|&i| self.fields[i].name == name)
+            {
                 return Some(i);
             }
         }
@@ -278,7 +346,11 @@ impl DcFile {
     /// Panda3D's non-virtual inherited count, used for numbering without multiple inheritance.
     pub(crate) fn num_inherited_noncached(&self, class: u16) -> usize {
         let c = &self.classes[class as usize];
-        c.fields.len() + c.parents.iter().map(|&p| self.num_inherited_noncached(p)).sum::<usize>()
+        c.fields.len()
+            + c.parents
+                .iter()
+                .map(|&p| self.num_inherited_noncached(p))
+                .sum::<usize>()
     }
 
     /// A class's inherited fields (indexes into `fields`) in Panda3D's order for the options.

@@ -114,12 +114,22 @@ pub struct Simple {
 
 impl Simple {
     pub fn new(st: St) -> Simple {
-        Simple { st, divisor: 1, modulus: None, ranges: Vec::new(), scaled: Vec::new() }
+        Simple {
+            st,
+            divisor: 1,
+            modulus: None,
+            ranges: Vec::new(),
+            scaled: Vec::new(),
+        }
     }
     /// Recomputes the scaled ranges after `ranges` or `divisor` changed.
     pub fn rescale(&mut self) {
         let d = self.divisor as f64;
-        self.scaled = self.ranges.iter().map(|&(a, b)| ((a * d + 0.5).floor() as i64, (b * d + 0.5).floor() as i64)).collect();
+        self.scaled = self
+            .ranges
+            .iter()
+            .map(|&(a, b)| ((a * d + 0.5).floor() as i64, (b * d + 0.5).floor() as i64))
+            .collect();
     }
     /// Ranges scaled by the divisor and rounded as Panda3D stores them (integers).
     pub fn int_ranges(&self) -> &[(i64, i64)] {
@@ -145,7 +155,10 @@ impl Simple {
 pub enum Type {
     Simple(Simple),
     /// `T[]`, `T[N]`, `T[lo-hi]`: element type and size ranges (empty = any size).
-    Array { element: Box<Param>, sizes: Vec<(u32, u32)> },
+    Array {
+        element: Box<Param>,
+        sizes: Vec<(u32, u32)>,
+    },
     /// A struct (or class) by id.
     Class(u16),
     Switch(Box<Switch>),
@@ -165,7 +178,9 @@ pub struct Param {
 impl Param {
     pub fn fixed_array_size(&self) -> Option<usize> {
         match &self.ty {
-            Type::Array { sizes, .. } if sizes.len() == 1 && sizes[0].0 == sizes[0].1 => Some(sizes[0].0 as usize),
+            Type::Array { sizes, .. } if sizes.len() == 1 && sizes[0].0 == sizes[0].1 => {
+                Some(sizes[0].0 as usize)
+            }
             _ => None,
         }
     }

@@ -19,7 +19,13 @@ type R<T> = Result<T, DcError>;
 
 impl<'a> Parser<'a> {
     pub fn new(toks: Vec<Token>, file: &'a str, src: &'a str, dc: &'a mut DcFile) -> Self {
-        Parser { toks, pos: 0, file, src, dc }
+        Parser {
+            toks,
+            pos: 0,
+            file,
+            src,
+            dc,
+        }
     }
 
     fn peek(&self) -> &Tok {
@@ -93,15 +99,24 @@ impl<'a> Parser<'a> {
                 Tok::Ident(k) if k == "switch" => {
                     let (line, col) = self.here();
                     let sw = self.parse_switch()?;
-                    if self.dc.class_by_name(&sw.name).is_some() || self.dc.switches.iter().any(|s| s.name == sw.name) {
-                        return Err(self.error_at(line, col, format!("duplicate class name: {}", sw.name)));
+                    if self.dc.class_by_name(&sw.name).is_some()
+                        || self.dc.switches.iter().any(|s| s.name == sw.name)
+                    {
+                        return Err(self.error_at(
+                            line,
+                            col,
+                            format!("duplicate class name: {}", sw.name),
+                        ));
                     }
                     self.dc.switches.push(sw);
                 }
                 Tok::Ident(k) if k == "import" => {
                     self.next();
                     let module = self.import_identifier()?;
-                    self.dc.imports.push(Import { module, symbols: Vec::new() });
+                    self.dc.imports.push(Import {
+                        module,
+                        symbols: Vec::new(),
+                    });
                 }
                 Tok::Ident(k) if k == "from" => {
                     self.next();
@@ -131,7 +146,11 @@ impl<'a> Parser<'a> {
                         return Err(self.error_at(line, col, "typedef needs a name"));
                     }
                     if self.dc.typedefs.iter().any(|(n, _)| *n == p.name) {
-                        return Err(self.error_at(line, col, format!("duplicate typedef name: {}", p.name)));
+                        return Err(self.error_at(
+                            line,
+                            col,
+                            format!("duplicate typedef name: {}", p.name),
+                        ));
                     }
                     let name = p.name.clone();
                     self.dc.typedefs.push((name, p));
@@ -145,7 +164,9 @@ impl<'a> Parser<'a> {
                         }
                     }
                 }
-                other => return Err(self.error(format!("unexpected {} at file level", describe(&other)))),
+                other => {
+                    return Err(self.error(format!("unexpected {} at file level", describe(&other))))
+                }
             }
         }
     }
@@ -188,7 +209,11 @@ impl<'a> Parser<'a> {
                     return Err(self.error_at(pl, pc, format!("unknown class: {pname}")));
                 };
                 if parent.is_struct != is_struct {
-                    let what = if is_struct { "a struct cannot inherit from a dclass" } else { "a dclass cannot inherit from a struct" };
+                    let what = if is_struct {
+                        "a struct cannot inherit from a dclass"
+                    } else {
+                        "a dclass cannot inherit from a struct"
+                    };
                     return Err(self.error_at(pl, pc, format!("{what}: {pname}")));
                 }
                 parents.push(parent.id);
@@ -198,7 +223,11 @@ impl<'a> Parser<'a> {
             }
         }
         if parents.len() > 1 && !self.dc.options.multiple_inheritance {
-            return Err(self.error_at(line, col, "multiple inheritance is not supported without dc-multiple-inheritance"));
+            return Err(self.error_at(
+                line,
+                col,
+                "multiple inheritance is not supported without dc-multiple-inheritance",
+            ));
         }
         // The class gets its number when its body is done, as in Panda3D.
         let class_index = self.dc.pending_class_index();
@@ -233,12 +262,20 @@ impl<'a> Parser<'a> {
             let is_constructor = !field.name.is_empty() && field.name == name;
             if !field.name.is_empty() {
                 if names.contains(&field.name) {
-                    return Err(self.error_at(fl, fc, format!("duplicate field name: {}", field.name)));
+                    return Err(self.error_at(
+                        fl,
+                        fc,
+                        format!("duplicate field name: {}", field.name),
+                    ));
                 }
                 names.push(field.name.clone());
             }
             if !is_struct && field.name.is_empty() {
-                let what = if matches!(field.kind, FieldKind::Atomic(_)) { "field name required" } else { "unnamed parameters are not allowed on a dclass" };
+                let what = if matches!(field.kind, FieldKind::Atomic(_)) {
+                    "field name required"
+                } else {
+                    "unnamed parameters are not allowed on a dclass"
+                };
                 return Err(self.error_at(fl, fc, what));
             }
             if is_constructor {
@@ -246,20 +283,30 @@ impl<'a> Parser<'a> {
                     return Err(self.error_at(fl, fc, format!("invalid constructor for {name}")));
                 }
                 if !is_struct {
-                    return Err(self.error_at(fl, fc, "a non-network field cannot be stored on a dclass"));
+                    return Err(self.error_at(
+                        fl,
+                        fc,
+                        "a non-network field cannot be stored on a dclass",
+                    ));
                 }
                 field.id = -1;
                 let idx = self.dc.push_field(field);
                 class.constructor = Some(idx);
             } else {
-                let numbered = (self.dc.options.virtual_inheritance && self.dc.options.sort_inheritance_by_file) || !is_struct;
+                let numbered = (self.dc.options.virtual_inheritance
+                    && self.dc.options.sort_inheritance_by_file)
+                    || !is_struct;
                 field.id = if !numbered {
                     -1
                 } else if self.dc.options.multiple_inheritance {
                     self.dc.next_field_number()
                 } else {
                     // Without multiple inheritance, a field's number is its position in the class.
-                    let inherited: usize = class.parents.iter().map(|&p| self.dc.num_inherited_noncached(p)).sum();
+                    let inherited: usize = class
+                        .parents
+                        .iter()
+                        .map(|&p| self.dc.num_inherited_noncached(p))
+                        .sum();
                     (inherited + class.fields.len()) as i32
                 };
                 let idx = self.dc.push_field(field);
@@ -269,14 +316,21 @@ impl<'a> Parser<'a> {
         if name.is_empty() {
             return Err(self.error_at(line, col, "a top-level class needs a name"));
         }
-        if self.dc.class_by_name(&name).is_some() || self.dc.switches.iter().any(|s| s.name == name) {
+        if self.dc.class_by_name(&name).is_some() || self.dc.switches.iter().any(|s| s.name == name)
+        {
             return Err(self.error_at(line, col, format!("duplicate class name: {name}")));
         }
         Ok(self.dc.add_class(class))
     }
 
     /// One field of a class or struct.
-    fn parse_field(&mut self, class: &DClass, class_index: u16, is_struct: bool, names: &[String]) -> R<Field> {
+    fn parse_field(
+        &mut self,
+        class: &DClass,
+        class_index: u16,
+        is_struct: bool,
+        names: &[String],
+    ) -> R<Field> {
         let (line, col) = self.here();
         // Molecular: `name : a, b, c`.
         if let (Tok::Ident(n), Tok::Punct(':')) = (self.peek().clone(), self.peek_at(1).clone()) {
@@ -303,7 +357,11 @@ impl<'a> Parser<'a> {
                         b.sort();
                         if a != b {
                             let first = &self.dc.fields[comps[0]].name;
-                            return Err(self.error_at(al, ac, format!("mismatched keywords in molecule between {first} and {an}")));
+                            return Err(self.error_at(
+                                al,
+                                ac,
+                                format!("mismatched keywords in molecule between {first} and {an}"),
+                            ));
                         }
                     }
                 }
@@ -313,14 +371,31 @@ impl<'a> Parser<'a> {
                 }
             }
             let (keywords, flags) = keywords.unwrap_or_default();
-            let ids = comps.iter().map(|&i| self.dc.fields[i].id.max(0) as u16).collect();
-            return Ok(Field { id: -1, name: n, class: class_index, kind: FieldKind::Molecular(ids), keywords, flags, hash_flags: 0, line, components: comps });
+            let ids = comps
+                .iter()
+                .map(|&i| self.dc.fields[i].id.max(0) as u16)
+                .collect();
+            return Ok(Field {
+                id: -1,
+                name: n,
+                class: class_index,
+                kind: FieldKind::Molecular(ids),
+                keywords,
+                flags,
+                hash_flags: 0,
+                line,
+                components: comps,
+            });
         }
         // Atomic: `name(params)` (name optional).
         let atomic = matches!((self.peek(), self.peek_at(1)), (Tok::Ident(n), Tok::Punct('(')) if St::from_name(n).is_none() && n != "switch")
             || self.is_punct('(');
         if atomic {
-            let name = if self.is_punct('(') { String::new() } else { self.ident("a field name")? };
+            let name = if self.is_punct('(') {
+                String::new()
+            } else {
+                self.ident("a field name")?
+            };
             self.expect_punct('(')?;
             let mut params = Vec::new();
             if !self.eat_punct(')') {
@@ -333,18 +408,44 @@ impl<'a> Parser<'a> {
                 }
             }
             let (keywords, flags, hash_flags) = self.keyword_list(is_struct)?;
-            return Ok(Field { id: -1, name, class: class_index, kind: FieldKind::Atomic(params), keywords, flags, hash_flags, line, components: Vec::new() });
+            return Ok(Field {
+                id: -1,
+                name,
+                class: class_index,
+                kind: FieldKind::Atomic(params),
+                keywords,
+                flags,
+                hash_flags,
+                line,
+                components: Vec::new(),
+            });
         }
         let _ = (names, col);
         let mut p = if self.is_ident("switch") {
             let sw = self.parse_switch()?;
-            Param { name: sw.name.clone(), ty: Type::Switch(Box::new(sw)), typedef: None, default: None, keywords: Vec::new() }
+            Param {
+                name: sw.name.clone(),
+                ty: Type::Switch(Box::new(sw)),
+                typedef: None,
+                default: None,
+                keywords: Vec::new(),
+            }
         } else {
             self.parse_parameter(true, true)?
         };
         let (keywords, flags, hash_flags) = self.keyword_list(is_struct)?;
         p.keywords = keywords.clone();
-        Ok(Field { id: -1, name: p.name.clone(), class: class_index, kind: FieldKind::Parameter(p), keywords, flags, hash_flags, line, components: Vec::new() })
+        Ok(Field {
+            id: -1,
+            name: p.name.clone(),
+            class: class_index,
+            kind: FieldKind::Parameter(p),
+            keywords,
+            flags,
+            hash_flags,
+            line,
+            components: Vec::new(),
+        })
     }
 
     fn keyword_list(&mut self, is_struct: bool) -> R<(Vec<String>, u32, u32)> {
@@ -391,7 +492,11 @@ impl<'a> Parser<'a> {
                             match &mut param.ty {
                                 Type::Simple(s) if param.typedef.is_none() => {
                                     if !s.st.is_numeric() {
-                                        return Err(self.error_at(dl, dc_, "a divisor is only valid on a numeric type"));
+                                        return Err(self.error_at(
+                                            dl,
+                                            dc_,
+                                            "a divisor is only valid on a numeric type",
+                                        ));
                                     }
                                     if d == 0 {
                                         return Err(self.error_at(dl, dc_, "invalid divisor"));
@@ -400,7 +505,13 @@ impl<'a> Parser<'a> {
                                     s.rescale();
                                     check_simple(s).map_err(|m| self.error_at(dl, dc_, m))?;
                                 }
-                                _ => return Err(self.error_at(dl, dc_, "a divisor is only allowed on a primitive type")),
+                                _ => {
+                                    return Err(self.error_at(
+                                        dl,
+                                        dc_,
+                                        "a divisor is only allowed on a primitive type",
+                                    ))
+                                }
                             }
                         } else if self.is_punct('%') {
                             self.next();
@@ -409,7 +520,11 @@ impl<'a> Parser<'a> {
                             match &mut param.ty {
                                 Type::Simple(s) if param.typedef.is_none() => {
                                     if !s.st.is_numeric() {
-                                        return Err(self.error_at(ml, mc, "a modulus is only valid on a numeric type"));
+                                        return Err(self.error_at(
+                                            ml,
+                                            mc,
+                                            "a modulus is only valid on a numeric type",
+                                        ));
                                     }
                                     if m <= 0.0 {
                                         return Err(self.error_at(ml, mc, "invalid modulus"));
@@ -417,7 +532,13 @@ impl<'a> Parser<'a> {
                                     s.modulus = Some(m);
                                     check_simple(s).map_err(|e| self.error_at(ml, mc, e))?;
                                 }
-                                _ => return Err(self.error_at(ml, mc, "a modulus is only allowed on a primitive type")),
+                                _ => {
+                                    return Err(self.error_at(
+                                        ml,
+                                        mc,
+                                        "a modulus is only allowed on a primitive type",
+                                    ))
+                                }
                             }
                         } else if self.is_punct('[') {
                             let sizes = self.array_spec()?;
@@ -434,7 +555,9 @@ impl<'a> Parser<'a> {
         if allow_default && self.eat_punct('=') {
             let (vl, vc) = self.here();
             let v = self.value()?;
-            let bytes = pack_value(self.dc, &param, &v).map_err(|m| self.error_at(vl, vc, format!("invalid default value for type: {m}")))?;
+            let bytes = pack_value(self.dc, &param, &v).map_err(|m| {
+                self.error_at(vl, vc, format!("invalid default value for type: {m}"))
+            })?;
             param.default = Some(bytes);
         }
         let _ = (line, col);
@@ -463,7 +586,11 @@ impl<'a> Parser<'a> {
                     let (dl, dcol) = self.here();
                     let d = self.small_uint()?;
                     if !st.is_numeric() {
-                        return Err(self.error_at(dl, dcol, "a divisor is only valid on a numeric type"));
+                        return Err(self.error_at(
+                            dl,
+                            dcol,
+                            "a divisor is only valid on a numeric type",
+                        ));
                     }
                     if d == 0 {
                         return Err(self.error_at(dl, dcol, "invalid divisor"));
@@ -476,7 +603,11 @@ impl<'a> Parser<'a> {
                     let (ml, mc) = self.here();
                     let m = self.number()?;
                     if !st.is_numeric() {
-                        return Err(self.error_at(ml, mc, "a modulus is only valid on a numeric type"));
+                        return Err(self.error_at(
+                            ml,
+                            mc,
+                            "a modulus is only valid on a numeric type",
+                        ));
                     }
                     if m <= 0.0 {
                         return Err(self.error_at(ml, mc, "invalid modulus"));
@@ -487,15 +618,33 @@ impl<'a> Parser<'a> {
                     break;
                 }
             }
-            return Ok(Param { name: String::new(), ty: Type::Simple(s), typedef: None, default: None, keywords: Vec::new() });
+            return Ok(Param {
+                name: String::new(),
+                ty: Type::Simple(s),
+                typedef: None,
+                default: None,
+                keywords: Vec::new(),
+            });
         }
         if name == "struct" {
             let id = self.parse_inline_struct()?;
-            return Ok(Param { name: String::new(), ty: Type::Class(id), typedef: None, default: None, keywords: Vec::new() });
+            return Ok(Param {
+                name: String::new(),
+                ty: Type::Class(id),
+                typedef: None,
+                default: None,
+                keywords: Vec::new(),
+            });
         }
         if name == "switch" {
             let sw = self.parse_switch()?;
-            return Ok(Param { name: String::new(), ty: Type::Switch(Box::new(sw)), typedef: None, default: None, keywords: Vec::new() });
+            return Ok(Param {
+                name: String::new(),
+                ty: Type::Switch(Box::new(sw)),
+                typedef: None,
+                default: None,
+                keywords: Vec::new(),
+            });
         }
         self.next();
         if let Some((_, p)) = self.dc.typedefs.iter().find(|(n, _)| *n == name) {
@@ -505,10 +654,22 @@ impl<'a> Parser<'a> {
             return Ok(p);
         }
         if let Some(c) = self.dc.class_by_name(&name) {
-            return Ok(Param { name: String::new(), ty: Type::Class(c.id), typedef: None, default: None, keywords: Vec::new() });
+            return Ok(Param {
+                name: String::new(),
+                ty: Type::Class(c.id),
+                typedef: None,
+                default: None,
+                keywords: Vec::new(),
+            });
         }
         if let Some(sw) = self.dc.switches.iter().find(|s| s.name == name) {
-            return Ok(Param { name: String::new(), ty: Type::Switch(Box::new(sw.clone())), typedef: None, default: None, keywords: Vec::new() });
+            return Ok(Param {
+                name: String::new(),
+                ty: Type::Switch(Box::new(sw.clone())),
+                typedef: None,
+                default: None,
+                keywords: Vec::new(),
+            });
         }
         Err(self.error_at(line, col, format!("unknown type: {name}")))
     }
@@ -539,7 +700,11 @@ impl<'a> Parser<'a> {
         let mut default_set: Option<usize> = None;
         let mut current: Vec<usize> = Vec::new();
         let mut fields_added = false;
-        let start_case = |sets: &mut Vec<Vec<Param>>, current: &mut Vec<usize>, fields_added: &mut bool, key: &Param| -> usize {
+        let start_case = |sets: &mut Vec<Vec<Param>>,
+                          current: &mut Vec<usize>,
+                          fields_added: &mut bool,
+                          key: &Param|
+         -> usize {
             let idx = if current.is_empty() || *fields_added {
                 sets.push(vec![key.clone()]);
                 current.push(sets.len() - 1);
@@ -562,7 +727,9 @@ impl<'a> Parser<'a> {
                 let (vl, vc) = self.here();
                 let v = self.value()?;
                 self.expect_punct(':')?;
-                let bytes = pack_value(self.dc, &key, &v).map_err(|m| self.error_at(vl, vc, format!("invalid value for switch parameter: {m}")))?;
+                let bytes = pack_value(self.dc, &key, &v).map_err(|m| {
+                    self.error_at(vl, vc, format!("invalid value for switch parameter: {m}"))
+                })?;
                 if case_set.iter().any(|(b, _)| *b == bytes) {
                     return Err(self.error_at(vl, vc, "duplicate case value"));
                 }
@@ -586,22 +753,38 @@ impl<'a> Parser<'a> {
             } else {
                 let (fl, fc) = self.here();
                 if current.is_empty() {
-                    return Err(self.error_at(fl, fc, "case declaration required before first element"));
+                    return Err(self.error_at(
+                        fl,
+                        fc,
+                        "case declaration required before first element",
+                    ));
                 }
                 let p = self.parse_parameter(true, true)?;
                 self.expect_punct(';')?;
                 for &s in &current {
                     if !p.name.is_empty() && sets[s].iter().any(|q| q.name == p.name) {
-                        return Err(self.error_at(fl, fc, format!("duplicate field name: {}", p.name)));
+                        return Err(self.error_at(
+                            fl,
+                            fc,
+                            format!("duplicate field name: {}", p.name),
+                        ));
                     }
                     sets[s].push(p.clone());
                 }
                 fields_added = true;
             }
         }
-        let cases = case_set.into_iter().map(|(b, s)| (b, sets[s].clone())).collect();
+        let cases = case_set
+            .into_iter()
+            .map(|(b, s)| (b, sets[s].clone()))
+            .collect();
         let default = default_set.map(|s| sets[s].clone());
-        Ok(Switch { name, key, cases, default })
+        Ok(Switch {
+            name,
+            key,
+            cases,
+            default,
+        })
     }
 
     fn array_spec(&mut self) -> R<Vec<(u32, u32)>> {
@@ -617,7 +800,10 @@ impl<'a> Parser<'a> {
         match self.next() {
             Tok::UInt(v) if v <= u32::MAX as u64 => Ok(v as u32),
             Tok::UInt(_) => Err(self.error("number out of range")),
-            other => Err(self.error(format!("expected an unsigned integer, found {}", describe(&other)))),
+            other => Err(self.error(format!(
+                "expected an unsigned integer, found {}",
+                describe(&other)
+            ))),
         }
     }
 
@@ -763,7 +949,9 @@ impl<'a> Parser<'a> {
                 }
                 return Ok(Val::List(items));
             }
-            other => return Err(self.error(format!("expected a value, found {}", describe(&other)))),
+            other => {
+                return Err(self.error(format!("expected a value, found {}", describe(&other))))
+            }
         };
         if self.is_punct('*') && !matches!(v, Val::Str(_)) {
             self.next();
@@ -778,16 +966,34 @@ impl<'a> Parser<'a> {
 /// to the innermost element, as Panda3D nests C-style dimensions.
 fn append_array(param: Param, sizes: Vec<(u32, u32)>) -> Param {
     match param.ty {
-        Type::Array { element, sizes: outer } if param.typedef.is_none() => {
+        Type::Array {
+            element,
+            sizes: outer,
+        } if param.typedef.is_none() => {
             let inner = append_array(*element, sizes);
-            Param { ty: Type::Array { element: Box::new(inner), sizes: outer }, ..param }
+            Param {
+                ty: Type::Array {
+                    element: Box::new(inner),
+                    sizes: outer,
+                },
+                ..param
+            }
         }
         _ => {
             let name = param.name.clone();
             let mut element = param;
             element.name.clear();
             let default = None;
-            Param { name, ty: Type::Array { element: Box::new(element), sizes }, typedef: None, default, keywords: Vec::new() }
+            Param {
+                name,
+                ty: Type::Array {
+                    element: Box::new(element),
+                    sizes,
+                },
+                typedef: None,
+                default,
+                keywords: Vec::new(),
+            }
         }
     }
 }
@@ -810,7 +1016,11 @@ pub(crate) fn check_simple(s: &Simple) -> Result<(), String> {
     if let Some((signed, b)) = bits {
         for &(lo, hi) in s.int_ranges() {
             for v in [lo, hi] {
-                let ok = if signed { v >= -(1i64 << (b - 1)) && v < (1i64 << (b - 1)) } else { v >= 0 && (v as u64) < (1u64 << b) };
+                let ok = if signed {
+                    v >= -(1i64 << (b - 1)) && v < (1i64 << (b - 1))
+                } else {
+                    v >= 0 && (v as u64) < (1u64 << b)
+                };
                 if !ok {
                     return Err("inappropriate range for type".into());
                 }

@@ -59,7 +59,9 @@ fn pack_into(dc: &DcFile, p: &Param, v: &Val, out: &mut Vec<u8>) -> Result<(), S
     match &p.ty {
         Type::Simple(s) => pack_simple(s, v, out),
         Type::Array { element, sizes } => {
-            let Val::List(items) = v else { return Err("an array value needs [ ... ]".into()) };
+            let Val::List(items) = v else {
+                return Err("an array value needs [ ... ]".into());
+            };
             let n = items.len() as u32;
             if !sizes.is_empty() && !sizes.iter().any(|&(a, b)| n >= a && n <= b) {
                 return Err(format!("{n} elements is outside the array's size range"));
@@ -83,10 +85,17 @@ fn pack_into(dc: &DcFile, p: &Param, v: &Val, out: &mut Vec<u8>) -> Result<(), S
         }
         Type::Class(id) => {
             let c = dc.class(*id).ok_or("unknown struct")?;
-            let Val::List(items) = v else { return Err(format!("a {} value needs {{ ... }}", c.name)) };
+            let Val::List(items) = v else {
+                return Err(format!("a {} value needs {{ ... }}", c.name));
+            };
             let fields: Vec<&Field> = struct_fields(dc, c).collect();
             if items.len() != fields.len() {
-                return Err(format!("{} takes {} values, got {}", c.name, fields.len(), items.len()));
+                return Err(format!(
+                    "{} takes {} values, got {}",
+                    c.name,
+                    fields.len(),
+                    items.len()
+                ));
             }
             for (f, item) in fields.iter().zip(items) {
                 pack_field_value(dc, f, item, out)?;
@@ -94,16 +103,30 @@ fn pack_into(dc: &DcFile, p: &Param, v: &Val, out: &mut Vec<u8>) -> Result<(), S
             Ok(())
         }
         Type::Switch(sw) => {
-            let Val::List(items) = v else { return Err("a switch value needs { key, fields... }".into()) };
-            let Some((key, rest)) = items.split_first() else { return Err("a switch value needs its key".into()) };
+            let Val::List(items) = v else {
+                return Err("a switch value needs { key, fields... }".into());
+            };
+            let Some((key, rest)) = items.split_first() else {
+                return Err("a switch value needs its key".into());
+            };
             let mut k = Vec::new();
             pack_into(dc, &sw.key, key, &mut k)?;
-            let fields = sw.cases.iter().find(|(c, _)| *c == k).map(|(_, f)| f).or(sw.default.as_ref()).ok_or("no case for that key")?;
+            let fields = sw
+                .cases
+                .iter()
+                .find(|(c, _)| *c == k)
+                .map(|(_, f)| f)
+                .or(sw.default.as_ref())
+                .ok_or("no case for that key")?;
             out.extend_from_slice(&k);
             // A case's field list starts with the key itself.
             let fields = &fields[1..];
             if rest.len() != fields.len() {
-                return Err(format!("case takes {} values, got {}", fields.len(), rest.len()));
+                return Err(format!(
+                    "case takes {} values, got {}",
+                    fields.len(),
+                    rest.len()
+                ));
             }
             for (f, item) in fields.iter().zip(rest) {
                 pack_into(dc, f, item, out)?;
@@ -123,7 +146,12 @@ fn pack_field_value(dc: &DcFile, f: &Field, v: &Val, out: &mut Vec<u8>) -> Resul
                 _ => return Err(format!("{} takes {} values", f.name, params.len())),
             };
             if items.len() != params.len() {
-                return Err(format!("{} takes {} values, got {}", f.name, params.len(), items.len()));
+                return Err(format!(
+                    "{} takes {} values, got {}",
+                    f.name,
+                    params.len(),
+                    items.len()
+                ));
             }
             for (p, item) in params.iter().zip(&items) {
                 pack_into(dc, p, item, out)?;
@@ -136,8 +164,13 @@ fn pack_field_value(dc: &DcFile, f: &Field, v: &Val, out: &mut Vec<u8>) -> Resul
 
 /// The fields a struct value is made of: its constructor, then its inherited non-molecular
 /// fields, in order.
-pub(crate) fn struct_fields<'a>(dc: &'a DcFile, c: &'a DClass) -> impl Iterator<Item = &'a Field> + 'a {
-    dc.constructor(c).into_iter().chain(dc.inherited(c).filter(|f| !f.is_molecular()))
+pub(crate) fn struct_fields<'a>(
+    dc: &'a DcFile,
+    c: &'a DClass,
+) -> impl Iterator<Item = &'a Field> + 'a {
+    dc.constructor(c)
+        .into_iter()
+        .chain(dc.inherited(c).filter(|f| !f.is_molecular()))
 }
 
 fn pack_simple(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
@@ -206,8 +239,16 @@ fn pack_simple(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
             }
             Ok(())
         }
-        St::Int8Array | St::Int16Array | St::Int32Array | St::UInt8Array | St::UInt16Array | St::UInt32Array | St::UInt32UInt8Array => {
-            let Val::List(items) = v else { return Err("a list is needed".into()) };
+        St::Int8Array
+        | St::Int16Array
+        | St::Int32Array
+        | St::UInt8Array
+        | St::UInt16Array
+        | St::UInt32Array
+        | St::UInt32UInt8Array => {
+            let Val::List(items) = v else {
+                return Err("a list is needed".into());
+            };
             let start = out.len();
             out.extend_from_slice(&[0, 0]);
             let elem = match s.st {
@@ -220,7 +261,11 @@ fn pack_simple(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
                 _ => St::UInt32,
             };
             for (i, item) in items.iter().enumerate() {
-                let e = if s.st == St::UInt32UInt8Array && i % 2 == 1 { St::UInt8 } else { elem };
+                let e = if s.st == St::UInt32UInt8Array && i % 2 == 1 {
+                    St::UInt8
+                } else {
+                    elem
+                };
                 let mut es = Simple::new(e);
                 es.ranges = s.ranges.clone();
                 es.divisor = s.divisor;
@@ -255,17 +300,41 @@ fn pack_simple(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
 }
 
 fn err(at: usize, m: impl Into<String>) -> ValueError {
-    ValueError { at, message: m.into() }
+    ValueError {
+        at,
+        message: m.into(),
+    }
 }
 
 fn take(bytes: &[u8], at: usize, n: usize) -> Result<&[u8], ValueError> {
-    bytes.get(at..at.checked_add(n).ok_or_else(|| err(at, "length overflow"))?).ok_or_else(|| err(at, format!("truncated: {n} bytes needed, {} left", bytes.len().saturating_sub(at))))
+    bytes
+        .get(
+            at..at
+                .checked_add(n)
+                .ok_or_else(|| err(at, "length overflow"))?,
+        )
+        .ok_or_else(|| {
+            err(
+                at,
+                format!(
+                    "truncated: {n} bytes needed, {} left",
+                    bytes.len().saturating_sub(at)
+                ),
+            )
+        })
 }
 
 const MAX_DEPTH: usize = 64;
 
 /// Validates one value of `p` at `at`; returns the offset just past it.
-pub(crate) fn validate_param(dc: &DcFile, p: &Param, bytes: &[u8], at: usize, o: ValidateOptions, depth: usize) -> Result<usize, ValueError> {
+pub(crate) fn validate_param(
+    dc: &DcFile,
+    p: &Param,
+    bytes: &[u8],
+    at: usize,
+    o: ValidateOptions,
+    depth: usize,
+) -> Result<usize, ValueError> {
     if depth > MAX_DEPTH {
         return Err(err(at, "types nested too deeply"));
     }
@@ -290,7 +359,10 @@ pub(crate) fn validate_param(dc: &DcFile, p: &Param, bytes: &[u8], at: usize, o:
                     n += 1;
                 }
                 if !sizes.is_empty() && !sizes.iter().any(|&(a, b)| n >= a && n <= b) {
-                    return Err(err(at, format!("{n} elements is outside the array's size range")));
+                    return Err(err(
+                        at,
+                        format!("{n} elements is outside the array's size range"),
+                    ));
                 }
                 Ok(end)
             }
@@ -306,7 +378,13 @@ pub(crate) fn validate_param(dc: &DcFile, p: &Param, bytes: &[u8], at: usize, o:
         Type::Switch(sw) => {
             let key_end = validate_param(dc, &sw.key, bytes, at, o, depth + 1)?;
             let key = &bytes[at..key_end];
-            let fields = sw.cases.iter().find(|(c, _)| c == key).map(|(_, f)| f).or(sw.default.as_ref()).ok_or_else(|| err(at, "no switch case for this key"))?;
+            let fields = sw
+                .cases
+                .iter()
+                .find(|(c, _)| c == key)
+                .map(|(_, f)| f)
+                .or(sw.default.as_ref())
+                .ok_or_else(|| err(at, "no switch case for this key"))?;
             let mut pos = key_end;
             for f in &fields[1..] {
                 pos = validate_param(dc, f, bytes, pos, o, depth + 1)?;
@@ -316,7 +394,14 @@ pub(crate) fn validate_param(dc: &DcFile, p: &Param, bytes: &[u8], at: usize, o:
     }
 }
 
-pub(crate) fn validate_field_at(dc: &DcFile, f: &Field, bytes: &[u8], at: usize, o: ValidateOptions, depth: usize) -> Result<usize, ValueError> {
+pub(crate) fn validate_field_at(
+    dc: &DcFile,
+    f: &Field,
+    bytes: &[u8],
+    at: usize,
+    o: ValidateOptions,
+    depth: usize,
+) -> Result<usize, ValueError> {
     match &f.kind {
         FieldKind::Parameter(p) => validate_param(dc, p, bytes, at, o, depth),
         FieldKind::Atomic(params) => {
@@ -336,14 +421,25 @@ pub(crate) fn validate_field_at(dc: &DcFile, f: &Field, bytes: &[u8], at: usize,
     }
 }
 
-fn validate_simple(s: &Simple, bytes: &[u8], at: usize, o: ValidateOptions) -> Result<usize, ValueError> {
+fn validate_simple(
+    s: &Simple,
+    bytes: &[u8],
+    at: usize,
+    o: ValidateOptions,
+) -> Result<usize, ValueError> {
     let ranges = s.int_ranges();
     match s.st {
         St::String | St::Blob | St::Blob32 => {
             let (len, start) = match s.fixed_length() {
                 Some(n) => (n, at),
-                None if s.st == St::Blob32 => (u32::from_le_bytes(take(bytes, at, 4)?.try_into().unwrap()) as usize, at + 4),
-                None => (u16::from_le_bytes(take(bytes, at, 2)?.try_into().unwrap()) as usize, at + 2),
+                None if s.st == St::Blob32 => (
+                    u32::from_le_bytes(take(bytes, at, 4)?.try_into().unwrap()) as usize,
+                    at + 4,
+                ),
+                None => (
+                    u16::from_le_bytes(take(bytes, at, 2)?.try_into().unwrap()) as usize,
+                    at + 2,
+                ),
             };
             let data = take(bytes, start, len)?;
             if !in_ranges_i(&ranges, len as i64) {
@@ -354,7 +450,13 @@ fn validate_simple(s: &Simple, bytes: &[u8], at: usize, o: ValidateOptions) -> R
             }
             Ok(start + len)
         }
-        St::Int8Array | St::Int16Array | St::Int32Array | St::UInt8Array | St::UInt16Array | St::UInt32Array | St::UInt32UInt8Array => {
+        St::Int8Array
+        | St::Int16Array
+        | St::Int32Array
+        | St::UInt8Array
+        | St::UInt16Array
+        | St::UInt32Array
+        | St::UInt32UInt8Array => {
             let len = u16::from_le_bytes(take(bytes, at, 2)?.try_into().unwrap()) as usize;
             let data = take(bytes, at + 2, len)?;
             let (size, signed) = match s.st {
@@ -367,7 +469,10 @@ fn validate_simple(s: &Simple, bytes: &[u8], at: usize, o: ValidateOptions) -> R
                 _ => (5, false),
             };
             if len % size != 0 {
-                return Err(err(at, format!("array of {len} bytes is not a whole number of {size}-byte elements")));
+                return Err(err(
+                    at,
+                    format!("array of {len} bytes is not a whole number of {size}-byte elements"),
+                ));
             }
             if !ranges.is_empty() && size != 5 {
                 for chunk in data.chunks_exact(size) {
@@ -427,12 +532,22 @@ fn read_int(raw: &[u8], signed: bool) -> i64 {
 impl DcFile {
     /// Validates one value of `field` at the start of `bytes` and returns its length: ranges,
     /// lengths, array sizes, switch cases. Never allocates, never panics.
-    pub fn validate(&self, field: &Field, bytes: &[u8], o: ValidateOptions) -> Result<usize, ValueError> {
+    pub fn validate(
+        &self,
+        field: &Field,
+        bytes: &[u8],
+        o: ValidateOptions,
+    ) -> Result<usize, ValueError> {
         validate_field_at(self, field, bytes, 0, o, 0)
     }
 
     /// As `validate`, and the value must use all of `bytes`.
-    pub fn validate_exact(&self, field: &Field, bytes: &[u8], o: ValidateOptions) -> Result<(), ValueError> {
+    pub fn validate_exact(
+        &self,
+        field: &Field,
+        bytes: &[u8],
+        o: ValidateOptions,
+    ) -> Result<(), ValueError> {
         let n = self.validate(field, bytes, o)?;
         if n != bytes.len() {
             return Err(err(n, format!("{} trailing bytes", bytes.len() - n)));
@@ -474,7 +589,11 @@ fn default_param(dc: &DcFile, p: &Param, out: &mut Vec<u8>, depth: usize) {
                 Some(n) => out.extend(std::iter::repeat_n(0u8, n)),
                 None => {
                     // The shortest length the ranges allow, zero-filled.
-                    let n = s.int_ranges().first().map(|r| r.0.max(0) as usize).unwrap_or(0);
+                    let n = s
+                        .int_ranges()
+                        .first()
+                        .map(|r| r.0.max(0) as usize)
+                        .unwrap_or(0);
                     out.extend_from_slice(&(n as u16).to_le_bytes());
                     out.extend(std::iter::repeat_n(0u8, n));
                 }
@@ -484,7 +603,12 @@ fn default_param(dc: &DcFile, p: &Param, out: &mut Vec<u8>, depth: usize) {
             st => {
                 let size = st.fixed_size().unwrap();
                 // The smallest in-range value, or zero.
-                let v = s.int_ranges().first().map(|r| r.0).filter(|&lo| lo > 0).unwrap_or(0);
+                let v = s
+                    .int_ranges()
+                    .first()
+                    .map(|r| r.0)
+                    .filter(|&lo| lo > 0)
+                    .unwrap_or(0);
                 out.extend_from_slice(&(v as u64).to_le_bytes()[..size]);
             }
         },

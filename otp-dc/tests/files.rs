@@ -12,20 +12,34 @@ fn here() -> PathBuf {
 fn hashes_match_panda3d_under_every_setting() {
     let table = std::fs::read_to_string(here().join("expected.tsv")).unwrap();
     let mut checked = 0;
-    for line in table.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let f: Vec<&str> = line.split('\t').collect();
-        let o = HashOptions { multiple_inheritance: f[1] == "1", virtual_inheritance: f[2] == "1", sort_inheritance_by_file: f[3] == "1" };
+        let o = HashOptions {
+            multiple_inheritance: f[1] == "1",
+            virtual_inheritance: f[2] == "1",
+            sort_inheritance_by_file: f[3] == "1",
+        };
         let result = DcFile::parse_files_with(&[here().join(f[0])], o);
         match (f[4], result) {
             ("ERROR", Err(_)) => {}
-            ("ERROR", Ok(dc)) => panic!("{line}: Panda3D refuses this file, otp-dc read it (hash 0x{:08x})", dc.hash()),
+            ("ERROR", Ok(dc)) => panic!(
+                "{line}: Panda3D refuses this file, otp-dc read it (hash 0x{:08x})",
+                dc.hash()
+            ),
             (want, Ok(dc)) => assert_eq!(format!("0x{:08x}", dc.hash()), want, "{line}"),
             (want, Err(e)) => panic!("{line}: expected {want}, got error {e}"),
         }
         // hash_with on a file read under the defaults gives the same answer.
         if f[4] != "ERROR" {
             let dc = DcFile::parse_files(&[here().join(f[0])]).unwrap();
-            assert_eq!(format!("0x{:08x}", dc.hash_with(o)), f[4], "hash_with {line}");
+            assert_eq!(
+                format!("0x{:08x}", dc.hash_with(o)),
+                f[4],
+                "hash_with {line}"
+            );
         }
         checked += 1;
     }
@@ -46,7 +60,12 @@ fn shared_files_match_the_wheel() {
         let dc = DcFile::parse_files(&[dir.join(f[0])]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(format!("0x{:08x}", dc.hash()), f[1], "{}", f[0]);
         assert_eq!(format!("classes={}", dc.num_classes()), f[3], "{}", f[0]);
-        assert_eq!(format!("inherited_fields={}", dc.total_inherited_fields()), f[4], "{}", f[0]);
+        assert_eq!(
+            format!("inherited_fields={}", dc.total_inherited_fields()),
+            f[4],
+            "{}",
+            f[0]
+        );
     }
 }
 
@@ -54,7 +73,10 @@ fn shared_files_match_the_wheel() {
 fn broken_files_report_file_line_column_and_never_panic() {
     let dir = here().join("errors");
     let table = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
-    for line in table.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let f: Vec<&str> = line.split('\t').collect();
         let path = dir.join(f[0]);
         let e = DcFile::parse_files(&[&path]).expect_err(f[0]);
@@ -85,7 +107,12 @@ fn model_of_the_constructs_file() {
     let base_name = dc.field_by_name(base, "setName").unwrap();
     let child_name = dc.field_by_name(child, "setName").unwrap();
     assert_ne!(base_name.id(), child_name.id());
-    assert!(child_name.is_required() && child_name.is_broadcast() && child_name.is_db() && child_name.is_ram());
+    assert!(
+        child_name.is_required()
+            && child_name.is_broadcast()
+            && child_name.is_db()
+            && child_name.is_ram()
+    );
     // Required fields ascend by id.
     let req = child.required_fields();
     assert!(req.windows(2).all(|w| w[0] < w[1]) && !req.is_empty());
@@ -98,5 +125,8 @@ fn model_of_the_constructs_file() {
     assert_eq!(dc.imports()[0].symbols, ["Avatar/AI/UD/OV", "Player"]);
     let set_pos = dc.field_by_name(mover, "setPos").unwrap();
     assert!(set_pos.is_molecular() && set_pos.is_broadcast());
-    assert_eq!(dc.components(set_pos).map(|f| f.name()).collect::<Vec<_>>(), ["setX", "setY"]);
+    assert_eq!(
+        dc.components(set_pos).map(|f| f.name()).collect::<Vec<_>>(),
+        ["setX", "setY"]
+    );
 }

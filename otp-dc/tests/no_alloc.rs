@@ -24,14 +24,24 @@ static A: Counting = Counting;
 fn validating_every_field_allocates_nothing() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dc/constructs.dc");
     let dc = DcFile::parse_files(&[path]).unwrap();
-    let cases: Vec<(&otp_dc::Field, Vec<u8>)> =
-        dc.classes().iter().flat_map(|c| dc.inherited(c)).map(|f| (f, dc.default_value(f))).collect();
-    let o = ValidateOptions { ascii_strings_only: true };
+    let cases: Vec<(&otp_dc::Field, Vec<u8>)> = dc
+        .classes()
+        .iter()
+        .flat_map(|c| dc.inherited(c))
+        .map(|f| (f, dc.default_value(f)))
+        .collect();
+    let o = ValidateOptions {
+        ascii_strings_only: true,
+    };
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     for _ in 0..100 {
         for (f, bytes) in &cases {
             assert!(dc.validate_exact(f, bytes, o).is_ok());
         }
     }
-    assert_eq!(ALLOCATIONS.load(Ordering::SeqCst), before, "validation allocated");
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::SeqCst),
+        before,
+        "validation allocated"
+    );
 }

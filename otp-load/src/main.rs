@@ -55,7 +55,10 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut num = |name: &str| -> Result<usize, String> {
-            it.next().ok_or(format!("{name} needs a value"))?.parse().map_err(|e| format!("{name}: {e}"))
+            it.next()
+                .ok_or(format!("{name} needs a value"))?
+                .parse()
+                .map_err(|e| format!("{name}: {e}"))
         };
         match a.as_str() {
             "--addr" => o.addr = it.next().ok_or("--addr needs a value")?.clone(),
@@ -76,7 +79,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         return Err("--size must be 21..=65537 (2 length + 19 header bytes at least)".into());
     }
     if o.receivers == 0 || o.fanout == 0 || o.fanout > o.receivers || o.batch == 0 || o.runs == 0 {
-        return Err("--receivers, --fanout (<= receivers), --batch and --runs must be at least 1".into());
+        return Err(
+            "--receivers, --fanout (<= receivers), --batch and --runs must be at least 1".into(),
+        );
     }
     Ok(o)
 }
@@ -161,7 +166,12 @@ fn flood_once(o: &Opts) -> Result<FloodResult, String> {
     for k in 0..targets.max(1) {
         let mut w = Vec::with_capacity(o.batch * o.size);
         for j in 0..o.batch {
-            datagram(&mut w, base + ((k * o.batch + j) % targets) as u64, o.size, 1);
+            datagram(
+                &mut w,
+                base + ((k * o.batch + j) % targets) as u64,
+                o.size,
+                1,
+            );
         }
         writes.push(w);
     }
@@ -190,7 +200,8 @@ fn flood_once(o: &Opts) -> Result<FloodResult, String> {
     let t0 = Instant::now();
     let writes_needed = o.messages / o.batch;
     for i in 0..writes_needed {
-        tx.write_all(&writes[i % writes.len()]).map_err(|e| e.to_string())?;
+        tx.write_all(&writes[i % writes.len()])
+            .map_err(|e| e.to_string())?;
     }
     let mut deliveries = 0;
     let mut last = t0;
@@ -204,7 +215,12 @@ fn flood_once(o: &Opts) -> Result<FloodResult, String> {
         _ => None,
     };
     let _ = start;
-    Ok(FloodResult { seconds: (last - t0).as_secs_f64(), deliveries, expected, cpu })
+    Ok(FloodResult {
+        seconds: (last - t0).as_secs_f64(),
+        deliveries,
+        expected,
+        cpu,
+    })
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -227,7 +243,10 @@ fn flood(o: &Opts) -> Result<(), String> {
             cpu_per_msg.push(c / routed * 1e6);
         }
     }
-    let (min, max) = (rates.iter().cloned().fold(f64::MAX, f64::min), rates.iter().cloned().fold(0.0, f64::max));
+    let (min, max) = (
+        rates.iter().cloned().fold(f64::MAX, f64::min),
+        rates.iter().cloned().fold(0.0, f64::max),
+    );
     let med = median(&mut rates);
     let med_d = median(&mut delivery_rates);
     let cpu = (!cpu_per_msg.is_empty()).then(|| median(&mut cpu_per_msg));
@@ -239,7 +258,12 @@ fn flood(o: &Opts) -> Result<(), String> {
         );
     } else {
         println!("flood: {} receivers, fanout {}, {} messages of {} bytes, {} per write, {} run(s) against {}", o.receivers, o.fanout, o.messages, o.size, o.batch, o.runs, o.addr);
-        println!("  routed     {:.2} M msg/s median (min {:.2}, max {:.2})", med / 1e6, min / 1e6, max / 1e6);
+        println!(
+            "  routed     {:.2} M msg/s median (min {:.2}, max {:.2})",
+            med / 1e6,
+            min / 1e6,
+            max / 1e6
+        );
         println!("  deliveries {:.2} M/s median", med_d / 1e6);
         if let Some(c) = cpu {
             println!("  MD CPU     {c:.3} us per routed message");
@@ -298,7 +322,8 @@ fn pingpong(o: &Opts) -> Result<(), String> {
         for i in 0..total {
             let t = Instant::now();
             a.write_all(&ping).map_err(|e| e.to_string())?;
-            a.read_exact(&mut buf).map_err(|e| format!("no answer: {e}"))?;
+            a.read_exact(&mut buf)
+                .map_err(|e| format!("no answer: {e}"))?;
             if i >= o.warmup {
                 all.push(t.elapsed().as_nanos() as u64);
             }
@@ -314,8 +339,18 @@ fn pingpong(o: &Opts) -> Result<(), String> {
             o.addr, o.count, o.runs, p(0.5), p(0.9), p(0.99), p(0.999), max
         );
     } else {
-        println!("pingpong: {} round trips x {} run(s) against {} (37-byte datagrams, one in flight)", o.count, o.runs, o.addr);
-        println!("  round trip us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}", p(0.5), p(0.9), p(0.99), p(0.999), max);
+        println!(
+            "pingpong: {} round trips x {} run(s) against {} (37-byte datagrams, one in flight)",
+            o.count, o.runs, o.addr
+        );
+        println!(
+            "  round trip us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+            p(0.5),
+            p(0.9),
+            p(0.99),
+            p(0.999),
+            max
+        );
     }
     Ok(())
 }

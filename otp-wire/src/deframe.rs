@@ -43,7 +43,13 @@ impl Deframer {
     pub fn new(capacity: usize, max_datagram: usize) -> Self {
         let max_datagram = max_datagram.min(crate::MAX_DATAGRAM_BODY);
         let capacity = capacity.max(max_datagram + LENGTH_TAG_BYTES);
-        Deframer { buf: Box::default(), capacity, start: 0, end: 0, max_datagram }
+        Deframer {
+            buf: Box::default(),
+            capacity,
+            start: 0,
+            end: 0,
+            max_datagram,
+        }
     }
 
     /// Bytes received but not yet handed out.
@@ -87,7 +93,9 @@ impl Deframer {
     pub fn read_from<R: Read>(&mut self, src: &mut R) -> io::Result<usize> {
         let spare = self.spare();
         if spare.is_empty() {
-            return Err(io::Error::other("deframer full: take datagrams out before reading"));
+            return Err(io::Error::other(
+                "deframer full: take datagrams out before reading",
+            ));
         }
         let n = src.read(spare)?;
         self.commit(n);
@@ -112,7 +120,10 @@ impl Deframer {
         }
         let len = u16::from_le_bytes([self.buf[self.start], self.buf[self.start + 1]]) as usize;
         if len > self.max_datagram {
-            return Some(Err(FrameError::Oversized { len, max: self.max_datagram }));
+            return Some(Err(FrameError::Oversized {
+                len,
+                max: self.max_datagram,
+            }));
         }
         if len == 0 {
             return Some(Err(FrameError::Empty));
@@ -166,7 +177,10 @@ mod tests {
     fn oversized_and_empty() {
         let mut d = Deframer::new(64, 10);
         d.push(&frame(&[0u8; 11]));
-        assert_eq!(d.next_datagram(), Some(Err(FrameError::Oversized { len: 11, max: 10 })));
+        assert_eq!(
+            d.next_datagram(),
+            Some(Err(FrameError::Oversized { len: 11, max: 10 }))
+        );
         let mut d = Deframer::new(64, 10);
         d.push(&[0, 0]);
         assert_eq!(d.next_datagram(), Some(Err(FrameError::Empty)));

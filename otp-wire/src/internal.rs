@@ -47,12 +47,19 @@ impl<'a> InternalDatagram<'a> {
     pub fn parse(body: &'a [u8]) -> Result<Self, WireError> {
         let mut r = Reader::new(body);
         let count = r.u8()? as usize;
-        let raw = r.take(count * 8).map_err(|_| WireError::BadRecipientCount { count })?;
+        let raw = r
+            .take(count * 8)
+            .map_err(|_| WireError::BadRecipientCount { count })?;
         let recipients = Recipients { raw };
         let is_control = count == 1 && recipients.get(0) == Some(CONTROL_CHANNEL);
         let sender = if is_control { None } else { Some(r.u64()?) };
         let msgtype = r.u16()?;
-        Ok(InternalDatagram { recipients, sender, msgtype, payload: r.rest() })
+        Ok(InternalDatagram {
+            recipients,
+            sender,
+            msgtype,
+            payload: r.rest(),
+        })
     }
 
     pub fn is_control(&self) -> bool {

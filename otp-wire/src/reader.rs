@@ -6,7 +6,11 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireError {
     /// A read wanted `wanted` bytes at offset `at` but only `remaining` were left.
-    Truncated { at: usize, wanted: usize, remaining: usize },
+    Truncated {
+        at: usize,
+        wanted: usize,
+        remaining: usize,
+    },
     /// A string was not valid UTF-8.
     BadUtf8 { at: usize },
     /// A datagram declared more recipients than it can hold.
@@ -18,7 +22,11 @@ pub enum WireError {
 impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            WireError::Truncated { at, wanted, remaining } => write!(
+            WireError::Truncated {
+                at,
+                wanted,
+                remaining,
+            } => write!(
                 f,
                 "truncated datagram: wanted {wanted} bytes at offset {at}, {remaining} left"
             ),
@@ -77,7 +85,11 @@ impl<'a> Reader<'a> {
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let remaining = self.remaining();
         if n > remaining {
-            return Err(WireError::Truncated { at: self.pos, wanted: n, remaining });
+            return Err(WireError::Truncated {
+                at: self.pos,
+                wanted: n,
+                remaining,
+            });
         }
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -129,7 +141,10 @@ impl<'a> Reader<'a> {
     pub fn expect_end(&self) -> Result<(), WireError> {
         match self.remaining() {
             0 => Ok(()),
-            remaining => Err(WireError::TrailingBytes { at: self.pos, remaining }),
+            remaining => Err(WireError::TrailingBytes {
+                at: self.pos,
+                remaining,
+            }),
         }
     }
 }
@@ -140,14 +155,23 @@ mod tests {
 
     #[test]
     fn reads_little_endian() {
-        let data = [1u8, 0x34, 0x12, 0x78, 0x56, 0x34, 0x12, 3, 0, b'a', b'b', b'c'];
+        let data = [
+            1u8, 0x34, 0x12, 0x78, 0x56, 0x34, 0x12, 3, 0, b'a', b'b', b'c',
+        ];
         let mut r = Reader::new(&data);
         assert_eq!(r.u8().unwrap(), 1);
         assert_eq!(r.u16().unwrap(), 0x1234);
         assert_eq!(r.u32().unwrap(), 0x12345678);
         assert_eq!(r.string().unwrap(), "abc");
         assert!(r.expect_end().is_ok());
-        assert_eq!(r.u8(), Err(WireError::Truncated { at: 12, wanted: 1, remaining: 0 }));
+        assert_eq!(
+            r.u8(),
+            Err(WireError::Truncated {
+                at: 12,
+                wanted: 1,
+                remaining: 0
+            })
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@ impl fmt::Display for WriterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             WriterError::TooLong { len } => {
-                write!(f, "datagram body of {len} bytes exceeds {MAX_DATAGRAM_BODY}")
+                write!(
+                    f,
+                    "datagram body of {len} bytes exceeds {MAX_DATAGRAM_BODY}"
+                )
             }
             WriterError::TooManyRecipients { count } => {
                 write!(f, "{count} recipients exceed 255")
@@ -41,7 +44,11 @@ impl<'a> Writer<'a> {
     pub fn begin(out: &'a mut Vec<u8>) -> Self {
         let start = out.len();
         out.extend_from_slice(&[0, 0]);
-        Writer { out, start, error: None }
+        Writer {
+            out,
+            start,
+            error: None,
+        }
     }
 
     /// An internal datagram: recipients, sender, msgtype.
@@ -53,7 +60,9 @@ impl<'a> Writer<'a> {
     ) -> Self {
         let mut w = Self::begin(out);
         if recipients.len() > 255 {
-            w.error = Some(WriterError::TooManyRecipients { count: recipients.len() });
+            w.error = Some(WriterError::TooManyRecipients {
+                count: recipients.len(),
+            });
         }
         w.u8(recipients.len() as u8);
         for &r in recipients.iter().take(255) {
@@ -64,7 +73,12 @@ impl<'a> Writer<'a> {
     }
 
     /// An internal datagram to a single recipient.
-    pub fn internal1(out: &'a mut Vec<u8>, recipient: Channel, sender: Channel, msgtype: MsgType) -> Self {
+    pub fn internal1(
+        out: &'a mut Vec<u8>,
+        recipient: Channel,
+        sender: Channel,
+        msgtype: MsgType,
+    ) -> Self {
         let mut w = Self::begin(out);
         w.u8(1).u64(recipient).u64(sender).u16(msgtype);
         w
@@ -133,7 +147,8 @@ impl<'a> Writer<'a> {
         if v.len() > u16::MAX as usize {
             self.error = Some(WriterError::TooLong { len: v.len() });
         }
-        self.u16(v.len() as u16).bytes(&v[..v.len().min(u16::MAX as usize)])
+        self.u16(v.len() as u16)
+            .bytes(&v[..v.len().min(u16::MAX as usize)])
     }
     /// A string with a 16-bit length prefix.
     pub fn string(&mut self, v: &str) -> &mut Self {

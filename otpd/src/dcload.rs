@@ -9,21 +9,32 @@ pub fn check_dc_and_uberdogs(config: &ClusterConfig) -> Result<(), ConfigError> 
         if let Some(u) = config.uberdogs.first() {
             return Err(ConfigError::new(
                 "uberdogs",
-                format!("UberDOG {} has class '{}' but no dc_files are configured", u.id, u.class),
+                format!(
+                    "UberDOG {} has class '{}' but no dc_files are configured",
+                    u.id, u.class
+                ),
             ));
         }
         return Ok(());
     }
-    let dc = otp_dc::DcFile::parse_files(&config.dc_files).map_err(|e| ConfigError::new("dc_files", e.to_string()))?;
+    let dc = otp_dc::DcFile::parse_files(&config.dc_files)
+        .map_err(|e| ConfigError::new("dc_files", e.to_string()))?;
     for u in &config.uberdogs {
         if dc.class_by_name(&u.class).is_none() {
             return Err(ConfigError::new(
                 "uberdogs",
-                format!("UberDOG {} has class '{}', which is not in the DC files", u.id, u.class),
+                format!(
+                    "UberDOG {} has class '{}', which is not in the DC files",
+                    u.id, u.class
+                ),
             ));
         }
     }
-    log::info!("dc: {} files loaded, hash 0x{:08x}", config.dc_files.len(), dc.hash());
+    log::info!(
+        "dc: {} files loaded, hash 0x{:08x}",
+        config.dc_files.len(),
+        dc.hash()
+    );
     Ok(())
 }
 

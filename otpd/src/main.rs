@@ -32,7 +32,12 @@ struct Args {
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args { cluster: None, yaml: None, loglevel: None, logfile: None };
+    let mut a = Args {
+        cluster: None,
+        yaml: None,
+        loglevel: None,
+        logfile: None,
+    };
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -130,7 +135,10 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let loaded = match (&args.cluster, &args.yaml) {
-        (Some(_), Some(_)) => Err(ConfigError::new("otpd", "give either --cluster FILE or a YAML file, not both")),
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            "otpd",
+            "give either --cluster FILE or a YAML file, not both",
+        )),
         (Some(ron), None) => config::ron_file::load(ron),
         (None, yaml) => {
             let path = yaml.clone().unwrap_or_else(|| PathBuf::from("astrond.yml"));

@@ -26,7 +26,11 @@ pub fn otpd_bin() -> &'static str {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Otpd {
@@ -62,7 +66,12 @@ impl Otpd {
             .spawn()
             .expect("otpd starts");
         wait_for_port(port);
-        Otpd { child, port, dir, log }
+        Otpd {
+            child,
+            port,
+            dir,
+            log,
+        }
     }
 
     pub fn connect(&self) -> Md {
@@ -195,14 +204,17 @@ impl Md {
             match self.s.read(&mut chunk) {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None
+                }
                 Err(_) => return None,
             }
         }
     }
 
     pub fn recv(&mut self) -> Vec<u8> {
-        self.recv_within(Duration::from_secs(5)).expect("a datagram within 5 s")
+        self.recv_within(Duration::from_secs(5))
+            .expect("a datagram within 5 s")
     }
 
     pub fn expect(&mut self, want: &[u8]) {
@@ -242,7 +254,9 @@ impl Md {
             match self.s.read(&mut chunk) {
                 Ok(0) => return true,
                 Ok(_) => continue,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return false,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return false
+                }
                 Err(_) => return true,
             }
         }
@@ -261,7 +275,10 @@ impl Md {
                 self.flush();
                 return;
             }
-            assert!(Instant::now() < deadline, "subscription to {channel} never took effect");
+            assert!(
+                Instant::now() < deadline,
+                "subscription to {channel} never took effect"
+            );
         }
     }
 }

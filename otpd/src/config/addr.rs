@@ -53,7 +53,9 @@ pub fn split_address(s: &str, default_port: u16) -> Result<HostPort, String> {
         return Err("empty address".into());
     }
     if s.chars().any(char::is_whitespace) {
-        return Err(format!("'{s}' is not a valid address (it contains whitespace)"));
+        return Err(format!(
+            "'{s}' is not a valid address (it contains whitespace)"
+        ));
     }
     let (host, port) = split_port(s, default_port)?;
     let host = parse_host(s, host)?;
@@ -66,7 +68,9 @@ pub fn parse_address(s: &str, default_port: u16) -> Result<Vec<SocketAddr>, Stri
     let hp = split_address(s, default_port)?;
     match &hp.host {
         Host::Ip(IpAddr::V4(a), _) => Ok(vec![SocketAddr::new(IpAddr::V4(*a), hp.port)]),
-        Host::Ip(IpAddr::V6(a), scope) => Ok(vec![SocketAddr::V6(SocketAddrV6::new(*a, hp.port, 0, *scope))]),
+        Host::Ip(IpAddr::V6(a), scope) => Ok(vec![SocketAddr::V6(SocketAddrV6::new(
+            *a, hp.port, 0, *scope,
+        ))]),
         Host::ScopedV6(name) | Host::Name(name) => resolve(s, name, hp.port),
     }
 }
@@ -81,13 +85,17 @@ pub fn normalize_address(s: &str, default_port: u16) -> Result<String, String> {
         return Ok(s.to_string());
     }
     Ok(match hp.host {
-        Host::Ip(IpAddr::V6(_), _) | Host::ScopedV6(_) if !s.starts_with('[') => format!("[{s}]:{default_port}"),
+        Host::Ip(IpAddr::V6(_), _) | Host::ScopedV6(_) if !s.starts_with('[') => {
+            format!("[{s}]:{default_port}")
+        }
         _ => format!("{s}:{default_port}"),
     })
 }
 
 fn resolve(original: &str, name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    let found = (name, port).to_socket_addrs().map_err(|e| format!("cannot resolve '{original}': {e}"))?;
+    let found = (name, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{original}': {e}"))?;
     let mut out: Vec<SocketAddr> = Vec::new();
     for a in found {
         if !out.contains(&a) {
@@ -95,7 +103,9 @@ fn resolve(original: &str, name: &str, port: u16) -> Result<Vec<SocketAddr>, Str
         }
     }
     if out.is_empty() {
-        return Err(format!("cannot resolve '{original}': the resolver returned no address"));
+        return Err(format!(
+            "cannot resolve '{original}': the resolver returned no address"
+        ));
     }
     Ok(out)
 }
@@ -112,7 +122,9 @@ fn split_port(s: &str, default_port: u16) -> Result<(&str, u16), String> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("'{s}': the port '{digits}' is not a number"));
     }
-    let port: u16 = digits.parse().map_err(|_| format!("'{s}': the port {digits} is out of range (0-65535)"))?;
+    let port: u16 = digits
+        .parse()
+        .map_err(|_| format!("'{s}': the port {digits} is out of range (0-65535)"))?;
     Ok((&s[..last], port))
 }
 
@@ -121,12 +133,18 @@ fn parse_host(original: &str, host: &str) -> Result<Host, String> {
     let has_close = host.contains(']');
     if host.contains(':') || has_open || has_close {
         if has_open != has_close {
-            return Err(format!("'{original}' is not a valid address (unbalanced brackets)"));
+            return Err(format!(
+                "'{original}' is not a valid address (unbalanced brackets)"
+            ));
         }
         let inner = if has_open {
             match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
                 Some(i) if !i.contains('[') && !i.contains(']') => i,
-                _ => return Err(format!("'{original}' is not a valid address (misplaced brackets)")),
+                _ => {
+                    return Err(format!(
+                        "'{original}' is not a valid address (misplaced brackets)"
+                    ))
+                }
             }
         } else {
             host
@@ -142,7 +160,12 @@ fn parse_host(original: &str, host: &str) -> Result<Host, String> {
             Some(sc) if !sc.is_empty() && sc.bytes().all(|b| b.is_ascii_digit()) => {
                 Ok(Host::Ip(IpAddr::V6(ip), sc.parse().map_err(|_| bad())?))
             }
-            Some(sc) if !sc.is_empty() && sc.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) => {
+            Some(sc)
+                if !sc.is_empty()
+                    && sc
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+            {
                 Ok(Host::ScopedV6(inner.to_string()))
             }
             Some(_) => Err(bad()),
@@ -151,8 +174,9 @@ fn parse_host(original: &str, host: &str) -> Result<Host, String> {
     if let Ok(ip) = host.parse::<Ipv4Addr>() {
         return Ok(Host::Ip(IpAddr::V4(ip), 0));
     }
-    validate_hostname(host)
-        .map_err(|why| format!("'{original}' is not a valid IPv4/IPv6 address or hostname ({why})"))?;
+    validate_hostname(host).map_err(|why| {
+        format!("'{original}' is not a valid IPv4/IPv6 address or hostname ({why})")
+    })?;
     Ok(Host::Name(host.to_string()))
 }
 
@@ -160,7 +184,10 @@ fn validate_hostname(h: &str) -> Result<(), &'static str> {
     if h.is_empty() {
         return Err("empty host");
     }
-    if !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+    if !h
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    {
         return Err("a hostname may hold only letters, digits, '.' and '-'");
     }
     if h.contains("..") || h.contains("-.") || h.contains(".-") {
@@ -191,9 +218,15 @@ mod tests {
 
     #[test]
     fn ipv4_with_and_without_port() {
-        assert_eq!(ok("127.0.0.1:57123"), vec!["127.0.0.1:57123".parse().unwrap()]);
+        assert_eq!(
+            ok("127.0.0.1:57123"),
+            vec!["127.0.0.1:57123".parse().unwrap()]
+        );
         assert_eq!(ok("10.1.2.3"), vec!["10.1.2.3:7199".parse().unwrap()]);
-        assert_eq!(normalize_address("10.1.2.3", 7199).unwrap(), "10.1.2.3:7199");
+        assert_eq!(
+            normalize_address("10.1.2.3", 7199).unwrap(),
+            "10.1.2.3:7199"
+        );
         assert_eq!(normalize_address("0.0.0.0:0", 7199).unwrap(), "0.0.0.0:0");
     }
 
@@ -207,9 +240,20 @@ mod tests {
         assert_eq!(ok("[::1]:7199"), vec![lo]);
         assert_eq!(normalize_address("::1", 7199).unwrap(), "[::1]:7199");
         assert_eq!(normalize_address("[0:0::1]:5", 7199).unwrap(), "[0:0::1]:5");
-        assert_eq!(normalize_address("[0:0::1]", 7199).unwrap(), "[0:0::1]:7199");
-        assert_eq!(normalize_address("0:0:0:0:0:0:0:1", 1).unwrap(), "[0:0:0:0:0:0:0:1]:1");
-        assert_eq!(split_address("[0:0::1]:5", 1).unwrap().to_host_port_string(), "[::1]:5");
+        assert_eq!(
+            normalize_address("[0:0::1]", 7199).unwrap(),
+            "[0:0::1]:7199"
+        );
+        assert_eq!(
+            normalize_address("0:0:0:0:0:0:0:1", 1).unwrap(),
+            "[0:0:0:0:0:0:0:1]:1"
+        );
+        assert_eq!(
+            split_address("[0:0::1]:5", 1)
+                .unwrap()
+                .to_host_port_string(),
+            "[::1]:5"
+        );
         match split_address("fe80::1%3", 1).unwrap().host {
             Host::Ip(IpAddr::V6(_), 3) => {}
             h => panic!("{h:?}"),
@@ -246,10 +290,20 @@ mod tests {
     fn names_are_resolved() {
         let a = ok("localhost:57123");
         assert!(!a.is_empty());
-        assert!(a.iter().all(|a| a.ip().is_loopback() && a.port() == 57123), "{a:?}");
-        assert_eq!(normalize_address("localhost", 7198).unwrap(), "localhost:7198");
+        assert!(
+            a.iter().all(|a| a.ip().is_loopback() && a.port() == 57123),
+            "{a:?}"
+        );
+        assert_eq!(
+            normalize_address("localhost", 7198).unwrap(),
+            "localhost:7198"
+        );
         // Syntactically fine names that no resolver knows.
-        for s in ["foobar.invalid:20", "nxdomain.doesntexist.invalid:57123", "10.0.blam.20.invalid"] {
+        for s in [
+            "foobar.invalid:20",
+            "nxdomain.doesntexist.invalid:57123",
+            "10.0.blam.20.invalid",
+        ] {
             assert!(bad(s).contains("cannot resolve"), "{s}");
         }
     }

@@ -15,8 +15,8 @@
 pub use super::addr;
 
 use super::{
-    ChannelRange, ClientAgentConfig, ClusterConfig, ConfigError, DatabaseBackend, DoidRange, MessageDirectorConfig,
-    RoleConfig, TlsConfig, UberDog,
+    ChannelRange, ClientAgentConfig, ClusterConfig, ConfigError, DatabaseBackend, DoidRange,
+    MessageDirectorConfig, RoleConfig, TlsConfig, UberDog,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,8 +33,12 @@ pub const EVENTLOGGER_DEFAULT_PORT: u16 = 7197;
 /// astrond does by changing into that folder.
 pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(&name, format!("cannot read: {e}")))?;
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(&name, format!("cannot read: {e}")))?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let base = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
     parse(&name, &text, &base)
 }
@@ -81,8 +85,17 @@ impl Node {
 }
 
 enum Frame {
-    Seq { node: Node, items: Vec<Node>, anchor: usize },
-    Map { node: Node, entries: Vec<(Node, Node)>, key: Option<Node>, anchor: usize },
+    Seq {
+        node: Node,
+        items: Vec<Node>,
+        anchor: usize,
+    },
+    Map {
+        node: Node,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+        anchor: usize,
+    },
 }
 
 #[derive(Default)]
@@ -121,7 +134,11 @@ impl TreeBuilder {
                         _ => None,
                     };
                     match text {
-                        None => problem = Some("a map key must be a single value, not a list or map".to_string()),
+                        None => {
+                            problem = Some(
+                                "a map key must be a single value, not a list or map".to_string(),
+                            )
+                        }
                         Some(k) if entries.iter().any(|(e, _)| key_text(e) == k) => {
                             problem = Some(format!("key '{k}' appears twice in the same map"));
                         }
@@ -153,9 +170,13 @@ impl MarkedEventReceiver for TreeBuilder {
         match ev {
             Event::DocumentStart => self.documents += 1,
             Event::Scalar(value, style, anchor, _tag) => {
-                let null =
-                    style == TScalarStyle::Plain && matches!(value.as_str(), "" | "~" | "null" | "Null" | "NULL");
-                let kind = if null { Kind::Null } else { Kind::Scalar(value) };
+                let null = style == TScalarStyle::Plain
+                    && matches!(value.as_str(), "" | "~" | "null" | "Null" | "NULL");
+                let kind = if null {
+                    Kind::Null
+                } else {
+                    Kind::Scalar(value)
+                };
                 self.finish(at(kind), anchor);
             }
             Event::Alias(id) => match self.anchors.get(&id) {
@@ -167,18 +188,32 @@ impl MarkedEventReceiver for TreeBuilder {
                 }
                 None => self.fail("alias to an unknown anchor".into(), line, col),
             },
-            Event::SequenceStart(anchor, _) => {
-                self.stack.push(Frame::Seq { node: at(Kind::Null), items: Vec::new(), anchor })
-            }
-            Event::MappingStart(anchor, _) => {
-                self.stack.push(Frame::Map { node: at(Kind::Null), entries: Vec::new(), key: None, anchor })
-            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
+                node: at(Kind::Null),
+                items: Vec::new(),
+                anchor,
+            }),
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
+                node: at(Kind::Null),
+                entries: Vec::new(),
+                key: None,
+                anchor,
+            }),
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Seq { mut node, items, anchor }) => {
+                Some(Frame::Seq {
+                    mut node,
+                    items,
+                    anchor,
+                }) => {
                     node.kind = Kind::Seq(items);
                     self.finish(node, anchor);
                 }
-                Some(Frame::Map { mut node, entries, anchor, .. }) => {
+                Some(Frame::Map {
+                    mut node,
+                    entries,
+                    anchor,
+                    ..
+                }) => {
                     // A block map's start mark is at its first ':'; its first key reads better.
                     if let Some((k, _)) = entries.first() {
                         node.line = k.line;
@@ -199,7 +234,8 @@ fn parse_yaml(file: &str, text: &str) -> Result<Node, ConfigError> {
     let mut parser = Parser::new_from_str(text);
     // Like astrond, only the first document counts.
     parser.load(&mut builder, false).map_err(|e| {
-        ConfigError::new(file, format!("YAML syntax error: {}", e.info())).at(e.marker().line(), e.marker().col() + 1)
+        ConfigError::new(file, format!("YAML syntax error: {}", e.info()))
+            .at(e.marker().line(), e.marker().col() + 1)
     })?;
     if let Some((msg, l, c)) = builder.error {
         return Err(ConfigError::new(file, msg).at(l, c));
@@ -245,10 +281,24 @@ struct Section<'n> {
 impl<'n> Section<'n> {
     fn new(cx: &Cx, node: &'n Node, path: &str) -> Res<Section<'n>> {
         match &node.kind {
-            Kind::Map(entries) => Ok(Section { path: path.to_string(), node, entries }),
+            Kind::Map(entries) => Ok(Section {
+                path: path.to_string(),
+                node,
+                entries,
+            }),
             _ => {
-                let what = if path.is_empty() { "the top level of the file".to_string() } else { format!("'{path}'") };
-                Err(cx.err(node, format!("{what} must be a map of keys to values, not {}", node.describe())))
+                let what = if path.is_empty() {
+                    "the top level of the file".to_string()
+                } else {
+                    format!("'{path}'")
+                };
+                Err(cx.err(
+                    node,
+                    format!(
+                        "{what} must be a map of keys to values, not {}",
+                        node.describe()
+                    ),
+                ))
             }
         }
     }
@@ -259,9 +309,16 @@ impl<'n> Section<'n> {
             let name = key_text(k);
             if !allowed.contains(&name.as_str()) {
                 let msg = if self.path.is_empty() {
-                    format!("'{name}' is not a valid section (expected one of: {})", allowed.join(", "))
+                    format!(
+                        "'{name}' is not a valid section (expected one of: {})",
+                        allowed.join(", ")
+                    )
                 } else {
-                    format!("'{}' has no key named '{name}' (expected one of: {})", self.path, allowed.join(", "))
+                    format!(
+                        "'{}' has no key named '{name}' (expected one of: {})",
+                        self.path,
+                        allowed.join(", ")
+                    )
                 };
                 return Err(cx.err(k, msg));
             }
@@ -270,7 +327,10 @@ impl<'n> Section<'n> {
     }
 
     fn get(&self, key: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|(k, _)| matches!(&k.kind, Kind::Scalar(s) if s == key)).map(|(_, v)| v)
+        self.entries
+            .iter()
+            .find(|(k, _)| matches!(&k.kind, Kind::Scalar(s) if s == key))
+            .map(|(_, v)| v)
     }
 
     fn key(&self, key: &str) -> String {
@@ -289,19 +349,27 @@ impl<'n> Section<'n> {
     }
 
     fn string(&self, cx: &Cx, key: &str) -> Res<Option<String>> {
-        self.get(key).map(|n| string(cx, n, &self.key(key))).transpose()
+        self.get(key)
+            .map(|n| string(cx, n, &self.key(key)))
+            .transpose()
     }
 
     fn uint(&self, cx: &Cx, key: &str, max: u64) -> Res<Option<u64>> {
-        self.get(key).map(|n| uint(cx, n, &self.key(key), max)).transpose()
+        self.get(key)
+            .map(|n| uint(cx, n, &self.key(key), max))
+            .transpose()
     }
 
     fn channel(&self, cx: &Cx, key: &str) -> Res<Option<u64>> {
-        self.get(key).map(|n| channel(cx, n, &self.key(key))).transpose()
+        self.get(key)
+            .map(|n| channel(cx, n, &self.key(key)))
+            .transpose()
     }
 
     fn doid(&self, cx: &Cx, key: &str) -> Res<Option<u32>> {
-        self.get(key).map(|n| doid(cx, n, &self.key(key))).transpose()
+        self.get(key)
+            .map(|n| doid(cx, n, &self.key(key)))
+            .transpose()
     }
 
     /// A boolean astrond checks with its BooleanValueConstraint: true/false in any of the
@@ -324,14 +392,19 @@ impl<'n> Section<'n> {
         self.get(key)
             .map(|n| match scalar(n).and_then(yaml_cpp_bool) {
                 Some((b, _)) => Ok(b),
-                None => Err(cx.err(n, format!("{} must be a boolean (true or false)", self.key(key)))),
+                None => Err(cx.err(
+                    n,
+                    format!("{} must be a boolean (true or false)", self.key(key)),
+                )),
             })
             .transpose()
     }
 
     /// An address, checked and resolved; returned as canonical "host:port".
     fn address(&self, cx: &Cx, key: &str, default_port: u16) -> Res<Option<String>> {
-        self.get(key).map(|n| address(cx, n, &self.key(key), default_port)).transpose()
+        self.get(key)
+            .map(|n| address(cx, n, &self.key(key), default_port))
+            .transpose()
     }
 
     fn require<T>(&self, cx: &Cx, key: &str, v: Option<T>, why: &str) -> Res<T> {
@@ -350,7 +423,10 @@ fn string(cx: &Cx, n: &Node, what: &str) -> Res<String> {
     match &n.kind {
         Kind::Scalar(s) => Ok(s.clone()),
         Kind::Null => Err(cx.err(n, format!("{what} needs a value"))),
-        _ => Err(cx.err(n, format!("{what} must be a single value, not {}", n.describe()))),
+        _ => Err(cx.err(
+            n,
+            format!("{what} must be a single value, not {}", n.describe()),
+        )),
     }
 }
 
@@ -377,7 +453,10 @@ fn uint(cx: &Cx, n: &Node, what: &str, max: u64) -> Res<u64> {
     match parse_yaml_cpp_uint(&s) {
         Some(v) if v <= max => Ok(v),
         Some(v) => Err(cx.err(n, format!("{what} = {v} is too large (at most {max})"))),
-        None => Err(cx.err(n, format!("{what} must be a non-negative whole number, not '{s}'"))),
+        None => Err(cx.err(
+            n,
+            format!("{what} must be a non-negative whole number, not '{s}'"),
+        )),
     }
 }
 
@@ -387,7 +466,12 @@ fn channel(cx: &Cx, n: &Node, what: &str) -> Res<u64> {
         return Err(cx.err(n, format!("{what}: channel 0 is INVALID_CHANNEL")));
     }
     if otp_wire::channels::is_reserved_channel(c) {
-        return Err(cx.err(n, format!("{what} = {c} is a reserved channel (1-999 and (1<<32)-(999<<32) are reserved)")));
+        return Err(cx.err(
+            n,
+            format!(
+                "{what} = {c} is a reserved channel (1-999 and (1<<32)-(999<<32) are reserved)"
+            ),
+        ));
     }
     Ok(c)
 }
@@ -398,7 +482,10 @@ fn doid(cx: &Cx, n: &Node, what: &str) -> Res<u32> {
         return Err(cx.err(n, format!("{what}: doid 0 is INVALID_DO_ID")));
     }
     if otp_wire::channels::is_reserved_doid(d) {
-        return Err(cx.err(n, format!("{what} = {d} is a reserved doid (1-999 are reserved)")));
+        return Err(cx.err(
+            n,
+            format!("{what} = {d} is a reserved doid (1-999 are reserved)"),
+        ));
     }
     Ok(d)
 }
@@ -409,8 +496,9 @@ fn yaml_cpp_bool(s: &str) -> Option<(bool, &'static str)> {
     let mut chars = s.chars();
     let first = chars.next()?;
     let rest: String = chars.collect();
-    let flexible =
-        s == s.to_lowercase() || s == s.to_uppercase() || (first.is_uppercase() && rest == rest.to_lowercase());
+    let flexible = s == s.to_lowercase()
+        || s == s.to_uppercase()
+        || (first.is_uppercase() && rest == rest.to_lowercase());
     if !flexible {
         return None;
     }
@@ -430,7 +518,15 @@ fn yaml_cpp_bool(s: &str) -> Option<(bool, &'static str)> {
 fn address(cx: &Cx, n: &Node, what: &str, default_port: u16) -> Res<String> {
     let s = match &n.kind {
         Kind::Scalar(s) => s.clone(),
-        _ => return Err(cx.err(n, format!("{what} must be an address (\"host:port\"), not {}", n.describe()))),
+        _ => {
+            return Err(cx.err(
+                n,
+                format!(
+                    "{what} must be an address (\"host:port\"), not {}",
+                    n.describe()
+                ),
+            ))
+        }
     };
     addr::parse_address(&s, default_port).map_err(|e| cx.err(n, format!("{what}: {e}")))?;
     addr::normalize_address(&s, default_port).map_err(|e| cx.err(n, format!("{what}: {e}")))
@@ -448,7 +544,10 @@ fn items<'n>(cx: &Cx, n: &'n Node, what: &str) -> Res<&'n [Node]> {
 
 fn convert(cx: &Cx, root: &Node) -> Res<ClusterConfig> {
     let top = Section::new(cx, root, "")?;
-    top.only(cx, &["daemon", "general", "uberdogs", "messagedirector", "roles"])?;
+    top.only(
+        cx,
+        &["daemon", "general", "uberdogs", "messagedirector", "roles"],
+    )?;
     let mut config = ClusterConfig::default();
 
     if let Some(daemon) = top.sub(cx, "daemon")? {
@@ -482,11 +581,19 @@ fn convert(cx: &Cx, root: &Node) -> Res<ClusterConfig> {
             let anonymous = ud.strict_bool(cx, "anonymous")?.unwrap_or(false);
             let id = ud.require(cx, "id", id, "the UberDOG's doid")?;
             let class = ud.require(cx, "class", class, "the UberDOG's DC class")?;
-            config.uberdogs.push(UberDog { id, class, anonymous });
+            config.uberdogs.push(UberDog {
+                id,
+                class,
+                anonymous,
+            });
         }
     }
 
-    config.messagedirector = MessageDirectorConfig { bind: None, connect: None, ..MessageDirectorConfig::default() };
+    config.messagedirector = MessageDirectorConfig {
+        bind: None,
+        connect: None,
+        ..MessageDirectorConfig::default()
+    };
     if let Some(md) = top.sub(cx, "messagedirector")? {
         md.only(cx, &["bind", "connect", "threaded"])?;
         config.messagedirector.bind = md_address(cx, &md, "bind")?;
@@ -515,23 +622,40 @@ fn md_address(cx: &Cx, md: &Section, key: &str) -> Res<Option<String>> {
     md.address(cx, key, MD_DEFAULT_PORT)
 }
 
-const ROLE_TYPES: [&str; 5] = ["clientagent", "stateserver", "dbss", "database", "eventlogger"];
+const ROLE_TYPES: [&str; 5] = [
+    "clientagent",
+    "stateserver",
+    "dbss",
+    "database",
+    "eventlogger",
+];
 
 fn role(cx: &Cx, item: &Node, i: usize) -> Res<RoleConfig> {
     let path = format!("roles[{i}]");
     let sec = Section::new(cx, item, &path)?;
     let Some(type_node) = sec.get("type") else {
-        return Err(cx.err(item, format!("{path} has no 'type' (one of: {})", ROLE_TYPES.join(", "))));
+        return Err(cx.err(
+            item,
+            format!("{path} has no 'type' (one of: {})", ROLE_TYPES.join(", ")),
+        ));
     };
     let kind = string(cx, type_node, &format!("{path}.type"))?;
-    let sec = Section { path: format!("{path} ({kind})"), ..sec };
+    let sec = Section {
+        path: format!("{path} ({kind})"),
+        ..sec
+    };
     match kind.as_str() {
         "stateserver" => {
             sec.only(cx, &["type", "control"])?;
             let control = sec.channel(cx, "control")?;
             // astrond lets a state server run without a control channel (it then subscribes
             // nothing); otpd's model needs one.
-            let control = sec.require(cx, "control", control, "otpd needs the state server's control channel")?;
+            let control = sec.require(
+                cx,
+                "control",
+                control,
+                "otpd needs the state server's control channel",
+            )?;
             Ok(RoleConfig::StateServer { control })
         }
         "dbss" => {
@@ -552,7 +676,12 @@ fn role(cx: &Cx, item: &Node, i: usize) -> Res<RoleConfig> {
                     ranges.push(DoidRange { min, max });
                 }
             }
-            let database = sec.require(cx, "database", database, "the channel of the database server")?;
+            let database = sec.require(
+                cx,
+                "database",
+                database,
+                "the channel of the database server",
+            )?;
             Ok(RoleConfig::Dbss { database, ranges })
         }
         "database" => database(cx, &sec),
@@ -562,17 +691,29 @@ fn role(cx: &Cx, item: &Node, i: usize) -> Res<RoleConfig> {
             let bind = sec
                 .address(cx, "bind", EVENTLOGGER_DEFAULT_PORT)?
                 .unwrap_or_else(|| format!("0.0.0.0:{EVENTLOGGER_DEFAULT_PORT}"));
-            let output = sec.string(cx, "output")?.unwrap_or_else(|| "events-%Y%m%d-%H%M%S.log".into());
+            let output = sec
+                .string(cx, "output")?
+                .unwrap_or_else(|| "events-%Y%m%d-%H%M%S.log".into());
             let output = cx.resolve_path(&output).to_string_lossy().into_owned();
             let rotate_interval = match sec.get("rotate_interval") {
-                Some(n) if !matches!(n.kind, Kind::Null) => string(cx, n, &sec.key("rotate_interval"))?,
+                Some(n) if !matches!(n.kind, Kind::Null) => {
+                    string(cx, n, &sec.key("rotate_interval"))?
+                }
                 _ => "0".into(),
             };
-            Ok(RoleConfig::EventLogger { bind, output, rotate_interval })
+            Ok(RoleConfig::EventLogger {
+                bind,
+                output,
+                rotate_interval,
+            })
         }
-        other => Err(
-            cx.err(type_node, format!("{path}.type: '{other}' is not a role type (one of: {})", ROLE_TYPES.join(", ")))
-        ),
+        other => Err(cx.err(
+            type_node,
+            format!(
+                "{path}.type: '{other}' is not a role type (one of: {})",
+                ROLE_TYPES.join(", ")
+            ),
+        )),
     }
 }
 
@@ -587,33 +728,59 @@ fn database(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         min = g.doid(cx, "min")?;
         max = g.doid(cx, "max")?.unwrap_or(u32::MAX);
     }
-    let control = sec.require(cx, "control", control, "the database server's control channel")?;
+    let control = sec.require(
+        cx,
+        "control",
+        control,
+        "the database server's control channel",
+    )?;
     let Some(min) = min else {
         let at = sec.get("generate").unwrap_or(sec.node);
-        return Err(cx.err(at, format!("'{}' needs 'generate.min': the first doid it may allocate", sec.path)));
+        return Err(cx.err(
+            at,
+            format!(
+                "'{}' needs 'generate.min': the first doid it may allocate",
+                sec.path
+            ),
+        ));
     };
     if min > max {
         let at = sec.get("generate").unwrap_or(sec.node);
-        return Err(cx.err(at, format!("{}.generate: min {min} is above max {max}", sec.path)));
+        return Err(cx.err(
+            at,
+            format!("{}.generate: min {min} is above max {max}", sec.path),
+        ));
     }
     let generate = DoidRange { min, max };
 
     let backend = match sec.get("backend") {
-        None => DatabaseBackend::Sqlite { directory: cx.resolve_path("yaml_db") },
+        None => DatabaseBackend::Sqlite {
+            directory: cx.resolve_path("yaml_db"),
+        },
         Some(n) => {
             let b = Section::new(cx, n, &sec.key("backend"))?;
             let kind = b.string(cx, "type")?.unwrap_or_else(|| "yaml".into());
             match kind.as_str() {
                 "yaml" => {
                     b.only(cx, &["type", "directory"])?;
-                    let dir = b.string(cx, "directory")?.unwrap_or_else(|| "yaml_db".into());
-                    DatabaseBackend::Sqlite { directory: cx.resolve_path(&dir) }
+                    let dir = b
+                        .string(cx, "directory")?
+                        .unwrap_or_else(|| "yaml_db".into());
+                    DatabaseBackend::Sqlite {
+                        directory: cx.resolve_path(&dir),
+                    }
                 }
                 "soci" => {
                     // `server` is not a key of astrond's soci backend, but Astron's own
                     // PostgreSQL configuration test writes the address under it: otpd
                     // takes it as another name for `address`.
-                    b.only(cx, &["type", "driver", "database", "address", "server", "username", "password"])?;
+                    b.only(
+                        cx,
+                        &[
+                            "type", "driver", "database", "address", "server", "username",
+                            "password",
+                        ],
+                    )?;
                     let driver = b.string(cx, "driver")?.unwrap_or_else(|| "mysql".into());
                     let database = b.string(cx, "database")?.unwrap_or_default();
                     let username = b.string(cx, "username")?.unwrap_or_default();
@@ -622,15 +789,21 @@ fn database(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
                         (Some(_), Some(_)) => {
                             return Err(cx.err(
                                 b.get("server").unwrap_or(n),
-                                format!("'{}' has both 'address' and 'server' (the same setting)", b.path),
+                                format!(
+                                    "'{}' has both 'address' and 'server' (the same setting)",
+                                    b.path
+                                ),
                             ))
                         }
                         (a, s) => a.or(s).unwrap_or_default(),
                     };
                     match driver.as_str() {
-                        "postgresql" | "postgres" => {
-                            DatabaseBackend::Postgres { address, database, username, password }
-                        }
+                        "postgresql" | "postgres" => DatabaseBackend::Postgres {
+                            address,
+                            database,
+                            username,
+                            password,
+                        },
                         other => {
                             let at = b.get("driver").unwrap_or(n);
                             return Err(cx.err(
@@ -680,15 +853,38 @@ fn database(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
             directory.display()
         );
     }
-    Ok(RoleConfig::Database { control, broadcast, generate, backend })
+    Ok(RoleConfig::Database {
+        control,
+        broadcast,
+        generate,
+        backend,
+    })
 }
 
 fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
-    sec.only(cx, &["type", "bind", "version", "haproxy", "manual_dc_hash", "channels", "client", "tuning", "tls"])?;
-    let bind = sec.address(cx, "bind", CA_DEFAULT_PORT)?.unwrap_or_else(|| format!("0.0.0.0:{CA_DEFAULT_PORT}"));
+    sec.only(
+        cx,
+        &[
+            "type",
+            "bind",
+            "version",
+            "haproxy",
+            "manual_dc_hash",
+            "channels",
+            "client",
+            "tuning",
+            "tls",
+        ],
+    )?;
+    let bind = sec
+        .address(cx, "bind", CA_DEFAULT_PORT)?
+        .unwrap_or_else(|| format!("0.0.0.0:{CA_DEFAULT_PORT}"));
     let version = sec.string(cx, "version")?.unwrap_or_else(|| "dev".into());
     let haproxy = sec.loose_bool(cx, "haproxy")?.unwrap_or(false);
-    let manual_dc_hash = sec.uint(cx, "manual_dc_hash", u32::MAX as u64)?.map(|h| h as u32).filter(|&h| h != 0);
+    let manual_dc_hash = sec
+        .uint(cx, "manual_dc_hash", u32::MAX as u64)?
+        .map(|h| h as u32)
+        .filter(|&h| h != 0);
 
     let mut min = None;
     let mut max = None;
@@ -719,9 +915,13 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         if let Some(t) = client.get("type") {
             let t_s = string(cx, t, &client.key("type"))?;
             if t_s != "libastron" {
-                return Err(
-                    cx.err(t, format!("{}: '{t_s}' is not a client type (only 'libastron')", client.key("type")))
-                );
+                return Err(cx.err(
+                    t,
+                    format!(
+                        "{}: '{t_s}' is not a client type (only 'libastron')",
+                        client.key("type")
+                    ),
+                ));
             }
         }
         client.only(
@@ -745,7 +945,10 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
             if !matches!(v.as_str(), "visible" | "enabled" | "disabled") {
                 return Err(cx.err(
                     n,
-                    format!("{}: '{v}' is not one of visible, enabled, disabled", client.key("add_interest")),
+                    format!(
+                        "{}: '{v}' is not one of visible, enabled, disabled",
+                        client.key("add_interest")
+                    ),
                 ));
             }
             ca.add_interest = v;
@@ -778,11 +981,24 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         ca.tls = tls_section(cx, &tls)?;
     }
 
-    let min = sec.require(cx, "channels.min", min, "the first channel handed to clients")?;
-    let max = sec.require(cx, "channels.max", max, "the last channel handed to clients")?;
+    let min = sec.require(
+        cx,
+        "channels.min",
+        min,
+        "the first channel handed to clients",
+    )?;
+    let max = sec.require(
+        cx,
+        "channels.max",
+        max,
+        "the last channel handed to clients",
+    )?;
     if min > max {
         let at = sec.get("channels").unwrap_or(sec.node);
-        return Err(cx.err(at, format!("{}.channels: min {min} is above max {max}", sec.path)));
+        return Err(cx.err(
+            at,
+            format!("{}.channels: min {min} is above max {max}", sec.path),
+        ));
     }
     ca.channels = ChannelRange { min, max };
     Ok(RoleConfig::ClientAgent(ca))
@@ -814,10 +1030,16 @@ fn tls_section(cx: &Cx, tls: &Section) -> Res<Option<TlsConfig>> {
                 let s = string(cx, n, &tls.key(key))?;
                 let p = cx.resolve_path(&s);
                 if let Err(e) = std::fs::File::open(&p) {
-                    return Err(cx.err(n, format!("{}: cannot open {}: {e}", tls.key(key), p.display())));
+                    return Err(cx.err(
+                        n,
+                        format!("{}: cannot open {}: {e}", tls.key(key), p.display()),
+                    ));
                 }
                 if s.is_empty() || !p.is_file() {
-                    return Err(cx.err(n, format!("{}: {} is not a file", tls.key(key), p.display())));
+                    return Err(cx.err(
+                        n,
+                        format!("{}: {} is not a file", tls.key(key), p.display()),
+                    ));
                 }
                 Ok(Some((p, n)))
             }
@@ -825,9 +1047,13 @@ fn tls_section(cx: &Cx, tls: &Section) -> Res<Option<TlsConfig>> {
     };
     let certificate = file("certificate")?;
     if tls.get("key").is_some() && tls.get("key_file").is_some() {
-        return Err(
-            cx.err(tls.get("key").unwrap(), format!("'{}' has both 'key' and 'key_file' (the same setting)", tls.path))
-        );
+        return Err(cx.err(
+            tls.get("key").unwrap(),
+            format!(
+                "'{}' has both 'key' and 'key_file' (the same setting)",
+                tls.path
+            ),
+        ));
     }
     let key = match file("key_file")? {
         Some(k) => Some(k),
@@ -835,17 +1061,30 @@ fn tls_section(cx: &Cx, tls: &Section) -> Res<Option<TlsConfig>> {
     };
     for refused in ["chain_file", "cert_authority"] {
         if let Some((_, n)) = file(refused)? {
-            return Err(cx.err(n, format!("{}: otpd's TLS does not support this option", tls.key(refused))));
+            return Err(cx.err(
+                n,
+                format!(
+                    "{}: otpd's TLS does not support this option",
+                    tls.key(refused)
+                ),
+            ));
         }
     }
     for old in ["sslv2", "sslv3"] {
         if tls.strict_bool(cx, old)? == Some(true) {
             let n = tls.get(old).unwrap();
-            return Err(cx.err(n, format!("{}: otpd never enables SSLv2/SSLv3", tls.key(old))));
+            return Err(cx.err(
+                n,
+                format!("{}: otpd never enables SSLv2/SSLv3", tls.key(old)),
+            ));
         }
     }
     if let Some(v) = tls.strict_bool(cx, "tlsv1")? {
-        log::info!("{}: {} = {v} is accepted and ignored: otpd offers TLS 1.2 and later", cx.file, tls.key("tlsv1"));
+        log::info!(
+            "{}: {} = {v} is accepted and ignored: otpd offers TLS 1.2 and later",
+            cx.file,
+            tls.key("tlsv1")
+        );
     }
     if tls.uint(cx, "max_verify_depth", u32::MAX as u64)?.is_some() {
         log::info!(
@@ -858,16 +1097,30 @@ fn tls_section(cx: &Cx, tls: &Section) -> Res<Option<TlsConfig>> {
         let n = tls.get("handshake_timeout").unwrap();
         let s = string(cx, n, &tls.key("handshake_timeout"))?;
         if s.trim_end().parse::<i64>().is_err() && parse_yaml_cpp_uint(&s).is_none() {
-            return Err(cx.err(n, format!("{} must be a whole number of milliseconds", tls.key("handshake_timeout"))));
+            return Err(cx.err(
+                n,
+                format!(
+                    "{} must be a whole number of milliseconds",
+                    tls.key("handshake_timeout")
+                ),
+            ));
         }
-        log::info!("{}: {} is accepted and ignored", cx.file, tls.key("handshake_timeout"));
+        log::info!(
+            "{}: {} is accepted and ignored",
+            cx.file,
+            tls.key("handshake_timeout")
+        );
     }
     match (certificate, key) {
         (None, None) => Ok(None),
         (Some((certificate, _)), Some((key, _))) => Ok(Some(TlsConfig { certificate, key })),
-        (Some(_), None) | (None, Some(_)) => {
-            Err(cx.err(tls.node, format!("'{}' needs both 'certificate' and 'key_file' to enable TLS", tls.path)))
-        }
+        (Some(_), None) | (None, Some(_)) => Err(cx.err(
+            tls.node,
+            format!(
+                "'{}' needs both 'certificate' and 'key_file' to enable TLS",
+                tls.path
+            ),
+        )),
     }
 }
 
@@ -903,7 +1156,9 @@ mod tests {
 
     #[test]
     fn md_default_port_and_unspecified() {
-        let c = parse_ok("messagedirector:\n  bind: 127.0.0.1\n  connect: \"::1\"\n  threaded: false\n");
+        let c = parse_ok(
+            "messagedirector:\n  bind: 127.0.0.1\n  connect: \"::1\"\n  threaded: false\n",
+        );
         assert_eq!(c.messagedirector.bind.as_deref(), Some("127.0.0.1:7199"));
         assert_eq!(c.messagedirector.connect.as_deref(), Some("[::1]:7199"));
         let c = parse_ok("messagedirector:\n  bind: unspecified\n");
@@ -917,11 +1172,16 @@ mod tests {
     fn unknown_keys_name_key_and_line() {
         let e = parse_err("messagedirector:\n  bind: 127.0.0.1:57123\n  bnd: 1.2.3.4\n");
         assert_eq!((e.line, e.column), (Some(3), Some(3)), "{e}");
-        assert!(e.message.contains("bnd") && e.message.contains("messagedirector"), "{e}");
+        assert!(
+            e.message.contains("bnd") && e.message.contains("messagedirector"),
+            "{e}"
+        );
         let e = parse_err("messagedirector:\n  bind: 127.0.0.1:57123\nweb:\n  bind: 1.2.3.4\n");
         assert_eq!(e.line, Some(3));
         assert!(e.message.contains("'web'"), "{e}");
-        let e = parse_err(&format!("{MD}roles:\n  - type: stateserver\n    queque: pu-pu\n"));
+        let e = parse_err(&format!(
+            "{MD}roles:\n  - type: stateserver\n    queque: pu-pu\n"
+        ));
         assert_eq!(e.line, Some(5), "{e}");
         assert!(e.to_string().starts_with("t.yml:5:5: "), "{e}");
     }
@@ -958,18 +1218,36 @@ mod tests {
         assert_eq!(
             c.uberdogs,
             vec![
-                UberDog { id: 1234, class: "UberDog1".into(), anonymous: true },
-                UberDog { id: 1235, class: "UberDog2".into(), anonymous: false }
+                UberDog {
+                    id: 1234,
+                    class: "UberDog1".into(),
+                    anonymous: true
+                },
+                UberDog {
+                    id: 1235,
+                    class: "UberDog2".into(),
+                    anonymous: false
+                }
             ]
         );
-        for (id, want) in
-            [("0", "INVALID_DO_ID"), ("165", "reserved"), ("-5", "non-negative"), ("4294967296", "too large")]
-        {
-            let e = parse_err(&format!("{MD}uberdogs:\n  - id: {id}\n    class: UberDog1\n"));
-            assert!(e.message.contains(want) && e.message.contains("uberdogs[0].id"), "{e}");
+        for (id, want) in [
+            ("0", "INVALID_DO_ID"),
+            ("165", "reserved"),
+            ("-5", "non-negative"),
+            ("4294967296", "too large"),
+        ] {
+            let e = parse_err(&format!(
+                "{MD}uberdogs:\n  - id: {id}\n    class: UberDog1\n"
+            ));
+            assert!(
+                e.message.contains(want) && e.message.contains("uberdogs[0].id"),
+                "{e}"
+            );
             assert_eq!(e.line, Some(4));
         }
-        let e = parse_err(&format!("{MD}uberdogs:\n  - id: 1234\n    class: UberDog1\n    anonymous: yes\n"));
+        let e = parse_err(&format!(
+            "{MD}uberdogs:\n  - id: 1234\n    class: UberDog1\n    anonymous: yes\n"
+        ));
         assert!(e.message.contains("true or false"), "{e}");
         let e = parse_err(&format!("{MD}uberdogs:\n  - id: 1234\n"));
         assert!(e.message.contains("'class'"), "{e}");
@@ -981,7 +1259,10 @@ mod tests {
             "{MD}general:\n  eventlogger: 127.0.0.1\n  dc_files:\n    - game.dc\n    - /abs/core.dc\n"
         ));
         assert_eq!(c.eventlogger.as_deref(), Some("127.0.0.1:7197"));
-        assert_eq!(c.dc_files, vec![PathBuf::from("/cfg/game.dc"), PathBuf::from("/abs/core.dc")]);
+        assert_eq!(
+            c.dc_files,
+            vec![PathBuf::from("/cfg/game.dc"), PathBuf::from("/abs/core.dc")]
+        );
         let e = parse_err(&format!("{MD}general:\n  eventlogger: \"\"\n"));
         assert!(e.message.contains("general.eventlogger"), "{e}");
         let e = parse_err(&format!("{MD}general:\n  dc_files: game.dc\n"));
@@ -1003,7 +1284,13 @@ mod tests {
 
     #[test]
     fn booleans_like_astron() {
-        for (s, v) in [("true", true), ("True", true), ("TRUE", true), ("false", false), ("FALSE", false)] {
+        for (s, v) in [
+            ("true", true),
+            ("True", true),
+            ("TRUE", true),
+            ("false", false),
+            ("FALSE", false),
+        ] {
             let c = parse_ok(&format!("{MD}roles:\n  - type: database\n    control: 75757\n    broadcast: {s}\n    generate:\n      min: 1000000\n"));
             match &c.roles[0] {
                 RoleConfig::Database { broadcast, .. } => assert_eq!(*broadcast, v, "{s}"),
@@ -1024,41 +1311,79 @@ mod tests {
 
     #[test]
     fn clientagent_defaults_and_keys() {
-        let c =
-            parse_ok(&format!("{MD}roles:\n  - type: clientagent\n    channels:\n      min: 3100\n      max: 3999\n"));
-        let RoleConfig::ClientAgent(ca) = &c.roles[0] else { panic!() };
+        let c = parse_ok(&format!(
+            "{MD}roles:\n  - type: clientagent\n    channels:\n      min: 3100\n      max: 3999\n"
+        ));
+        let RoleConfig::ClientAgent(ca) = &c.roles[0] else {
+            panic!()
+        };
         assert_eq!(ca.bind, "0.0.0.0:7198");
         assert_eq!(ca.version, "dev");
         assert_eq!(ca.manual_dc_hash, None);
-        assert_eq!(ca.channels, ChannelRange { min: 3100, max: 3999 });
-        assert_eq!((ca.write_buffer_size, ca.write_timeout_ms, ca.interest_timeout_ms), (262_144, 5_000, 500));
+        assert_eq!(
+            ca.channels,
+            ChannelRange {
+                min: 3100,
+                max: 3999
+            }
+        );
+        assert_eq!(
+            (
+                ca.write_buffer_size,
+                ca.write_timeout_ms,
+                ca.interest_timeout_ms
+            ),
+            (262_144, 5_000, 500)
+        );
         assert!(ca.send_hash && ca.send_version && !ca.relocate && !ca.haproxy);
         assert_eq!(ca.add_interest, "visible");
 
         let c = parse_ok(&format!(
             "{MD}roles:\n  - type: clientagent\n    bind: 127.0.0.1\n    version: 1.0\n    manual_dc_hash: 0xDEADBEEF\n    haproxy: true\n    channels: {{min: 3100, max: 3999}}\n    client:\n      type: libastron\n      relocate: true\n      add_interest: enabled\n      send_hash: false\n      send_version: no\n      write_buffer_size: 0\n      write_timeout_ms: 20\n      heartbeat_timeout: 10000\n    tuning:\n      interest_timeout: 250\n"
         ));
-        let RoleConfig::ClientAgent(ca) = &c.roles[0] else { panic!() };
+        let RoleConfig::ClientAgent(ca) = &c.roles[0] else {
+            panic!()
+        };
         assert_eq!(ca.bind, "127.0.0.1:7198");
         assert_eq!(ca.version, "1.0");
         assert_eq!(ca.manual_dc_hash, Some(0xDEADBEEF));
         assert!(ca.haproxy && ca.relocate && !ca.send_hash && !ca.send_version);
         assert_eq!(ca.add_interest, "enabled");
         assert_eq!(
-            (ca.write_buffer_size, ca.write_timeout_ms, ca.heartbeat_timeout_ms, ca.interest_timeout_ms),
+            (
+                ca.write_buffer_size,
+                ca.write_timeout_ms,
+                ca.heartbeat_timeout_ms,
+                ca.interest_timeout_ms
+            ),
             (0, 20, 10_000, 250)
         );
 
-        let ca_with =
-            |extra: &str| format!("{MD}roles:\n  - type: clientagent\n    channels: {{min: 3100, max: 3999}}\n{extra}");
-        assert!(parse_err(&ca_with("    client:\n      type: astron\n")).message.contains("client type"));
-        assert!(parse_err(&ca_with("    client:\n      add_interest: sometimes\n")).message.contains("add_interest"));
-        assert!(parse_err(&ca_with("    weeuuweeeuu: sirens!\n")).message.contains("weeuuweeeuu"));
-        assert!(parse_err(&ca_with("    tuning:\n      interest: 5\n")).message.contains("interest"));
-        assert!(parse_err(&ca_with("    client:\n      heartbeat_timeout: -1\n"))
+        let ca_with = |extra: &str| {
+            format!("{MD}roles:\n  - type: clientagent\n    channels: {{min: 3100, max: 3999}}\n{extra}")
+        };
+        assert!(parse_err(&ca_with("    client:\n      type: astron\n"))
             .message
-            .contains("heartbeat_timeout"));
-        let e = parse_err(&format!("{MD}roles:\n  - type: clientagent\n    version: x\n"));
+            .contains("client type"));
+        assert!(
+            parse_err(&ca_with("    client:\n      add_interest: sometimes\n"))
+                .message
+                .contains("add_interest")
+        );
+        assert!(parse_err(&ca_with("    weeuuweeeuu: sirens!\n"))
+            .message
+            .contains("weeuuweeeuu"));
+        assert!(parse_err(&ca_with("    tuning:\n      interest: 5\n"))
+            .message
+            .contains("interest"));
+        assert!(
+            parse_err(&ca_with("    client:\n      heartbeat_timeout: -1\n"))
+                .message
+                .contains("heartbeat_timeout")
+        );
+        let e = parse_err(&format!(
+            "{MD}roles:\n  - type: clientagent\n    version: x\n"
+        ));
         assert!(e.message.contains("channels.min"), "{e}");
     }
 
@@ -1077,8 +1402,9 @@ mod tests {
             ));
             assert!(e.message.contains(want), "{min} {max}: {e}");
         }
-        let e =
-            parse_err(&format!("{MD}roles:\n  - type: clientagent\n    channels:\n      min: 5000\n      max: 4000\n"));
+        let e = parse_err(&format!(
+            "{MD}roles:\n  - type: clientagent\n    channels:\n      min: 5000\n      max: 4000\n"
+        ));
         assert!(e.message.contains("above max") && e.line == Some(6), "{e}");
         // Just above 999<<32 is fine.
         parse_ok(&format!(
@@ -1102,18 +1428,48 @@ mod tests {
             &dir,
         )
         .unwrap();
-        let RoleConfig::ClientAgent(ca) = &c.roles[0] else { panic!() };
-        assert_eq!(ca.tls, Some(TlsConfig { certificate: dir.join("c.crt"), key: dir.join("k.key") }));
-        let c = parse("t.yml", &text("      certificate: c.crt\n      key: k.key\n"), &dir).unwrap();
-        let RoleConfig::ClientAgent(ca) = &c.roles[0] else { panic!() };
+        let RoleConfig::ClientAgent(ca) = &c.roles[0] else {
+            panic!()
+        };
+        assert_eq!(
+            ca.tls,
+            Some(TlsConfig {
+                certificate: dir.join("c.crt"),
+                key: dir.join("k.key")
+            })
+        );
+        let c = parse(
+            "t.yml",
+            &text("      certificate: c.crt\n      key: k.key\n"),
+            &dir,
+        )
+        .unwrap();
+        let RoleConfig::ClientAgent(ca) = &c.roles[0] else {
+            panic!()
+        };
         assert!(ca.tls.is_some());
         for (tls, want) in [
             ("      certificate: c.crt\n", "needs both"),
-            ("      certificate: missing.crt\n      key_file: k.key\n", "cannot open"),
-            ("      certificate: c.crt\n      key_file: k.key\n      cert_authority: c.crt\n", "cert_authority"),
-            ("      certificate: c.crt\n      key_file: k.key\n      sslv2: true\n", "SSLv2"),
-            ("      certificate: c.crt\n      key_file: k.key\n      ciphers: ALL\n", "ciphers"),
-            ("      certificate: c.crt\n      key_file: \"\"\n", "not a file"),
+            (
+                "      certificate: missing.crt\n      key_file: k.key\n",
+                "cannot open",
+            ),
+            (
+                "      certificate: c.crt\n      key_file: k.key\n      cert_authority: c.crt\n",
+                "cert_authority",
+            ),
+            (
+                "      certificate: c.crt\n      key_file: k.key\n      sslv2: true\n",
+                "SSLv2",
+            ),
+            (
+                "      certificate: c.crt\n      key_file: k.key\n      ciphers: ALL\n",
+                "ciphers",
+            ),
+            (
+                "      certificate: c.crt\n      key_file: \"\"\n",
+                "not a file",
+            ),
         ] {
             let e = parse("t.yml", &text(tls), &dir).unwrap_err();
             assert!(e.message.contains(want), "{tls}: {e}");
@@ -1123,12 +1479,18 @@ mod tests {
 
     #[test]
     fn stateserver_and_dbss() {
-        let c = parse_ok(&format!("{MD}roles:\n  - type: stateserver\n    control: 100100\n"));
+        let c = parse_ok(&format!(
+            "{MD}roles:\n  - type: stateserver\n    control: 100100\n"
+        ));
         assert_eq!(c.roles, vec![RoleConfig::StateServer { control: 100100 }]);
-        assert!(parse_err(&format!("{MD}roles:\n  - type: stateserver\n    control: 100\n"))
+        assert!(parse_err(&format!(
+            "{MD}roles:\n  - type: stateserver\n    control: 100\n"
+        ))
+        .message
+        .contains("reserved"));
+        assert!(parse_err(&format!("{MD}roles:\n  - type: stateserver\n"))
             .message
-            .contains("reserved"));
-        assert!(parse_err(&format!("{MD}roles:\n  - type: stateserver\n")).message.contains("control"));
+            .contains("control"));
         let c = parse_ok(&format!(
             "{MD}roles:\n  - type: dbss\n    database: 1200\n    ranges:\n      - min: 9000\n        max: 9999\n      - min: 100000000\n"
         ));
@@ -1136,7 +1498,16 @@ mod tests {
             c.roles,
             vec![RoleConfig::Dbss {
                 database: 1200,
-                ranges: vec![DoidRange { min: 9000, max: 9999 }, DoidRange { min: 100_000_000, max: u32::MAX }]
+                ranges: vec![
+                    DoidRange {
+                        min: 9000,
+                        max: 9999
+                    },
+                    DoidRange {
+                        min: 100_000_000,
+                        max: u32::MAX
+                    }
+                ]
             }]
         );
         for r in [
@@ -1145,10 +1516,16 @@ mod tests {
             "min: 201\n        max: 9999",
             "min: 9000\n        max: 206",
         ] {
-            let e = parse_err(&format!("{MD}roles:\n  - type: dbss\n    database: 1200\n    ranges:\n      - {r}\n"));
+            let e = parse_err(&format!(
+                "{MD}roles:\n  - type: dbss\n    database: 1200\n    ranges:\n      - {r}\n"
+            ));
             assert!(e.message.contains("ranges[0]"), "{e}");
         }
-        assert!(parse_err(&format!("{MD}roles:\n  - type: dbss\n    database: 200\n")).message.contains("reserved"));
+        assert!(
+            parse_err(&format!("{MD}roles:\n  - type: dbss\n    database: 200\n"))
+                .message
+                .contains("reserved")
+        );
     }
 
     #[test]
@@ -1162,19 +1539,40 @@ mod tests {
             vec![RoleConfig::Database {
                 control: 75757,
                 broadcast: true,
-                generate: DoidRange { min: 1_000_000, max: 1_000_010 },
-                backend: DatabaseBackend::Sqlite { directory: "/cfg/db".into() }
+                generate: DoidRange {
+                    min: 1_000_000,
+                    max: 1_000_010
+                },
+                backend: DatabaseBackend::Sqlite {
+                    directory: "/cfg/db".into()
+                }
             }]
         );
         let c = parse_ok(&db(""));
-        let RoleConfig::Database { backend, .. } = &c.roles[0] else { panic!() };
-        assert_eq!(backend, &DatabaseBackend::Sqlite { directory: "/cfg/yaml_db".into() });
+        let RoleConfig::Database { backend, .. } = &c.roles[0] else {
+            panic!()
+        };
+        assert_eq!(
+            backend,
+            &DatabaseBackend::Sqlite {
+                directory: "/cfg/yaml_db".into()
+            }
+        );
         let c = parse_ok(&db("    backend:\n      directory: /var/db\n"));
-        let RoleConfig::Database { backend, .. } = &c.roles[0] else { panic!() };
-        assert_eq!(backend, &DatabaseBackend::Sqlite { directory: "/var/db".into() });
+        let RoleConfig::Database { backend, .. } = &c.roles[0] else {
+            panic!()
+        };
+        assert_eq!(
+            backend,
+            &DatabaseBackend::Sqlite {
+                directory: "/var/db".into()
+            }
+        );
 
         let c = parse_ok(&db("    backend:\n      type: soci\n      driver: postgresql\n      address: 127.0.0.1:5432\n      database: astron\n      username: u\n      password: p\n"));
-        let RoleConfig::Database { backend, .. } = &c.roles[0] else { panic!() };
+        let RoleConfig::Database { backend, .. } = &c.roles[0] else {
+            panic!()
+        };
         assert_eq!(
             backend,
             &DatabaseBackend::Postgres {
@@ -1186,29 +1584,68 @@ mod tests {
         );
         let c =
             parse_ok(&db("    backend:\n      type: soci\n      driver: postgresql\n      server: 127.0.0.1:57023\n"));
-        let RoleConfig::Database { backend, .. } = &c.roles[0] else { panic!() };
-        assert!(matches!(backend, DatabaseBackend::Postgres { address, .. } if address == "127.0.0.1:57023"));
+        let RoleConfig::Database { backend, .. } = &c.roles[0] else {
+            panic!()
+        };
+        assert!(
+            matches!(backend, DatabaseBackend::Postgres { address, .. } if address == "127.0.0.1:57023")
+        );
 
         for (backend, want) in [
-            ("    backend:\n      type: soci\n      driver: mysql\n", "'mysql' is not supported"),
-            ("    backend:\n      type: soci\n", "default driver is mysql"),
-            ("    backend:\n      type: mongodb\n      server: mongodb://127.0.0.1:57023/test\n", "MongoDB"),
-            ("    backend:\n      type: mongodb\n      servr: x\n", "servr"),
-            ("    backend:\n      type: yam\n", "'yam' is not a database backend"),
-            ("    backend:\n      type: yaml\n      filename: x\n", "filename"),
-            ("    backend:\n      type: soci\n      host: 127.0.0.1\n", "host"),
+            (
+                "    backend:\n      type: soci\n      driver: mysql\n",
+                "'mysql' is not supported",
+            ),
+            (
+                "    backend:\n      type: soci\n",
+                "default driver is mysql",
+            ),
+            (
+                "    backend:\n      type: mongodb\n      server: mongodb://127.0.0.1:57023/test\n",
+                "MongoDB",
+            ),
+            (
+                "    backend:\n      type: mongodb\n      servr: x\n",
+                "servr",
+            ),
+            (
+                "    backend:\n      type: yam\n",
+                "'yam' is not a database backend",
+            ),
+            (
+                "    backend:\n      type: yaml\n      filename: x\n",
+                "filename",
+            ),
+            (
+                "    backend:\n      type: soci\n      host: 127.0.0.1\n",
+                "host",
+            ),
         ] {
             let e = parse_err(&db(backend));
             assert!(e.message.contains(want), "{backend}: {e}");
         }
-        let gen = |g: &str| format!("{MD}roles:\n  - type: database\n    control: 75757\n    generate:\n{g}");
-        assert!(parse_err(&gen("      min: 0\n")).message.contains("INVALID_DO_ID"));
-        assert!(parse_err(&gen("      min: 444\n")).message.contains("reserved"));
-        assert!(parse_err(&gen("      min: 1000000\n      max: 555\n")).message.contains("reserved"));
-        assert!(parse_err(&gen("      max: 1000000\n")).message.contains("generate.min"));
-        assert!(parse_err(&gen("      min: 1000001\n      max: 1000000\n")).message.contains("above max"));
+        let gen = |g: &str| {
+            format!("{MD}roles:\n  - type: database\n    control: 75757\n    generate:\n{g}")
+        };
+        assert!(parse_err(&gen("      min: 0\n"))
+            .message
+            .contains("INVALID_DO_ID"));
+        assert!(parse_err(&gen("      min: 444\n"))
+            .message
+            .contains("reserved"));
+        assert!(parse_err(&gen("      min: 1000000\n      max: 555\n"))
+            .message
+            .contains("reserved"));
+        assert!(parse_err(&gen("      max: 1000000\n"))
+            .message
+            .contains("generate.min"));
+        assert!(parse_err(&gen("      min: 1000001\n      max: 1000000\n"))
+            .message
+            .contains("above max"));
         let c = parse_ok(&gen("      min: 1000000\n"));
-        let RoleConfig::Database { generate, .. } = &c.roles[0] else { panic!() };
+        let RoleConfig::Database { generate, .. } = &c.roles[0] else {
+            panic!()
+        };
         assert_eq!(generate.max, u32::MAX);
         assert!(parse_err(&format!(
             "{MD}roles:\n  - type: database\n    control: 777\n    generate:\n      min: 1000000\n"
@@ -1237,7 +1674,9 @@ mod tests {
                 rotate_interval: "0".into()
             }]
         );
-        let e = parse_err(&format!("{MD}roles:\n  - type: eventlogger\n    bind: \"bad~name:1\"\n"));
+        let e = parse_err(&format!(
+            "{MD}roles:\n  - type: eventlogger\n    bind: \"bad~name:1\"\n"
+        ));
         assert!(e.message.contains("roles[0] (eventlogger).bind"), "{e}");
         assert_eq!(e.line, Some(5));
     }
@@ -1260,9 +1699,16 @@ mod tests {
 
     #[test]
     fn type_errors() {
-        let e = parse_err(&format!("{MD}roles:\n  - type: stateserver\n    control: [1, 2]\n"));
-        assert!(e.message.contains("control") && e.message.contains("list"), "{e}");
-        let e = parse_err(&format!("{MD}roles:\n  - type: stateserver\n    control: pizza\n"));
+        let e = parse_err(&format!(
+            "{MD}roles:\n  - type: stateserver\n    control: [1, 2]\n"
+        ));
+        assert!(
+            e.message.contains("control") && e.message.contains("list"),
+            "{e}"
+        );
+        let e = parse_err(&format!(
+            "{MD}roles:\n  - type: stateserver\n    control: pizza\n"
+        ));
         assert!(e.message.contains("whole number"), "{e}");
         let e = parse_err("messagedirector:\n  bind:\n    host: x\n");
         assert!(e.message.contains("messagedirector.bind"), "{e}");

@@ -112,8 +112,13 @@ impl Default for MessageDirectorConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub enum RoleConfig {
-    StateServer { control: u64 },
-    Dbss { database: u64, ranges: Vec<DoidRange> },
+    StateServer {
+        control: u64,
+    },
+    Dbss {
+        database: u64,
+        ranges: Vec<DoidRange>,
+    },
     Database {
         control: u64,
         #[serde(default = "yes")]
@@ -159,7 +164,12 @@ pub enum DatabaseBackend {
     /// Embedded SQLite file under `directory`.
     Sqlite { directory: PathBuf },
     /// A PostgreSQL server.
-    Postgres { address: String, database: String, username: String, password: String },
+    Postgres {
+        address: String,
+        database: String,
+        username: String,
+        password: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -229,7 +239,11 @@ impl ClusterConfig {
             }
         }
         for role in &mut self.roles {
-            if let RoleConfig::Database { backend: DatabaseBackend::Sqlite { directory }, .. } = role {
+            if let RoleConfig::Database {
+                backend: DatabaseBackend::Sqlite { directory },
+                ..
+            } = role
+            {
                 if directory.is_relative() {
                     *directory = base.join(&*directory);
                 }
@@ -249,12 +263,18 @@ impl ClusterConfig {
         };
         for u in &self.uberdogs {
             if u.id == 0 || is_reserved_doid(u.id) {
-                return Err(format!("uberdogs: id {} is invalid (0 and 1-999 are reserved)", u.id));
+                return Err(format!(
+                    "uberdogs: id {} is invalid (0 and 1-999 are reserved)",
+                    u.id
+                ));
             }
         }
         let md = &self.messagedirector;
         if md.max_datagram_bytes == 0 || md.max_datagram_bytes > otp_wire::MAX_DATAGRAM_BODY {
-            return Err(format!("messagedirector.max_datagram_bytes = {}: must be 1..=65535", md.max_datagram_bytes));
+            return Err(format!(
+                "messagedirector.max_datagram_bytes = {}: must be 1..=65535",
+                md.max_datagram_bytes
+            ));
         }
         if md.core_queue_batches == 0 || md.max_participants == 0 || md.max_pending_lookups == 0 {
             return Err("messagedirector: core_queue_batches, max_participants and max_pending_lookups must be at least 1".into());
@@ -262,17 +282,28 @@ impl ClusterConfig {
         for role in &self.roles {
             match role {
                 RoleConfig::StateServer { control } => channel_ok("stateserver control", *control)?,
-                RoleConfig::Database { control, generate, .. } => {
+                RoleConfig::Database {
+                    control, generate, ..
+                } => {
                     channel_ok("database control", *control)?;
-                    if generate.min == 0 || is_reserved_doid(generate.min) || generate.min > generate.max {
-                        return Err(format!("database generate: {}..{} is not a valid doid range", generate.min, generate.max));
+                    if generate.min == 0
+                        || is_reserved_doid(generate.min)
+                        || generate.min > generate.max
+                    {
+                        return Err(format!(
+                            "database generate: {}..{} is not a valid doid range",
+                            generate.min, generate.max
+                        ));
                     }
                 }
                 RoleConfig::Dbss { database, ranges } => {
                     channel_ok("dbss database", *database)?;
                     for r in ranges {
                         if r.min == 0 || is_reserved_doid(r.min) || r.min > r.max {
-                            return Err(format!("dbss ranges: {}..{} is not a valid doid range", r.min, r.max));
+                            return Err(format!(
+                                "dbss ranges: {}..{} is not a valid doid range",
+                                r.min, r.max
+                            ));
                         }
                     }
                 }
@@ -301,7 +332,12 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(file: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { file: file.into(), line: None, column: None, message: message.into() }
+        ConfigError {
+            file: file.into(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
     }
     pub fn at(mut self, line: usize, column: usize) -> Self {
         self.line = Some(line);

@@ -6,7 +6,8 @@ use std::path::Path;
 
 pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(&name, format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(&name, format!("cannot read: {e}")))?;
     let mut config = parse(&name, &text)?;
     let base = path.parent().unwrap_or(Path::new("."));
     config.resolve_paths(base);
@@ -33,7 +34,11 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let e = parse("t.ron", "(\n  name: \"x\",\n  messagedirector: (\n    bnd: \"1.2.3.4:5\",\n  ),\n)").unwrap_err();
+        let e = parse(
+            "t.ron",
+            "(\n  name: \"x\",\n  messagedirector: (\n    bnd: \"1.2.3.4:5\",\n  ),\n)",
+        )
+        .unwrap_err();
         let s = e.to_string();
         assert!(s.starts_with("t.ron:4:"), "{s}");
         assert!(s.contains("bnd"), "{s}");

@@ -29,11 +29,16 @@ impl RangeMap {
 
     /// Makes `x` the first channel of a segment if a segment spans it.
     fn split_at(&mut self, x: u64) {
-        let Some((&lo, seg)) = self.segs.range(..x).next_back() else { return };
+        let Some((&lo, seg)) = self.segs.range(..x).next_back() else {
+            return;
+        };
         if seg.hi < x {
             return;
         }
-        let upper = Segment { hi: seg.hi, members: seg.members.clone() };
+        let upper = Segment {
+            hi: seg.hi,
+            members: seg.members.clone(),
+        };
         if !upper.members.is_empty() {
             self.live += 1;
         }
@@ -78,7 +83,13 @@ impl RangeMap {
         for (g_lo, g_hi) in gaps {
             newly = true;
             self.live += 1;
-            self.segs.insert(g_lo, Segment { hi: g_hi, members: SmallVec::from_slice(&[pid]) });
+            self.segs.insert(
+                g_lo,
+                Segment {
+                    hi: g_hi,
+                    members: SmallVec::from_slice(&[pid]),
+                },
+            );
         }
         newly
     }
@@ -126,8 +137,17 @@ impl RangeMap {
 
     /// Joins adjacent empty segments around `lo..=hi` so the map does not grow without bound.
     fn merge_empty(&mut self, lo: u64, hi: u64) {
-        let start = self.segs.range(..lo).next_back().map(|(&k, _)| k).unwrap_or(lo);
-        let keys: Vec<u64> = self.segs.range(start..=hi.saturating_add(1)).map(|(&k, _)| k).collect();
+        let start = self
+            .segs
+            .range(..lo)
+            .next_back()
+            .map(|(&k, _)| k)
+            .unwrap_or(lo);
+        let keys: Vec<u64> = self
+            .segs
+            .range(start..=hi.saturating_add(1))
+            .map(|(&k, _)| k)
+            .collect();
         let mut prev: Option<u64> = None;
         for k in keys {
             let (k_hi, empty) = {
@@ -135,7 +155,11 @@ impl RangeMap {
                 (s.hi, s.members.is_empty())
             };
             match prev {
-                Some(p) if empty && self.segs[&p].members.is_empty() && self.segs[&p].hi.checked_add(1) == Some(k) => {
+                Some(p)
+                    if empty
+                        && self.segs[&p].members.is_empty()
+                        && self.segs[&p].hi.checked_add(1) == Some(k) =>
+                {
                     self.segs.remove(&k);
                     self.segs.get_mut(&p).expect("previous segment").hi = k_hi;
                 }
@@ -234,7 +258,10 @@ mod tests {
             m.remove(c2, 1000, 5000),
             vec![(1000, 3043), (3475, 3525), (3650, 4200), (4763, 5000)]
         );
-        assert_eq!(m.covered_runs(), vec![(3044, 3474), (3526, 3649), (4201, 4762)]);
+        assert_eq!(
+            m.covered_runs(),
+            vec![(3044, 3474), (3526, 3649), (4201, 4762)]
+        );
     }
 
     #[test]

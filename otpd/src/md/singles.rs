@@ -23,8 +23,12 @@ impl SingleShard {
 
     /// Returns true when `channel` has no subscriber left (and had `pid`).
     pub fn unsubscribe(&mut self, pid: Pid, channel: u64) -> bool {
-        let Some(subs) = self.channels.get_mut(&channel) else { return false };
-        let Some(i) = subs.iter().position(|&p| p == pid) else { return false };
+        let Some(subs) = self.channels.get_mut(&channel) else {
+            return false;
+        };
+        let Some(i) = subs.iter().position(|&p| p == pid) else {
+            return false;
+        };
         subs.swap_remove(i);
         if subs.is_empty() {
             self.channels.remove(&channel);

@@ -44,7 +44,12 @@ pub enum Subscription {
 impl Output {
     /// Starts a datagram; finish it with `Writer::finish` (an error drops it and is logged by
     /// the caller).
-    pub fn datagram(&mut self, recipients: &[Channel], sender: Channel, msgtype: MsgType) -> Writer<'_> {
+    pub fn datagram(
+        &mut self,
+        recipients: &[Channel],
+        sender: Channel,
+        msgtype: MsgType,
+    ) -> Writer<'_> {
         Writer::internal(&mut self.datagrams, recipients, sender, msgtype)
     }
 

@@ -38,7 +38,14 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, addr: SocketAddr, pid: Pid, kind: ConnKind, read_buf: usize, max_dg: usize) -> Conn {
+    pub fn new(
+        stream: TcpStream,
+        addr: SocketAddr,
+        pid: Pid,
+        kind: ConnKind,
+        read_buf: usize,
+        max_dg: usize,
+    ) -> Conn {
         Conn {
             stream,
             addr,

@@ -126,14 +126,22 @@ impl Core {
         let upstream = if id == 0 {
             shared.upstream.map(|addr| {
                 let md = &shared.config.messagedirector;
-                Upstream::new(addr, Duration::from_millis(md.reconnect_min_ms), Duration::from_millis(md.reconnect_max_ms))
+                Upstream::new(
+                    addr,
+                    Duration::from_millis(md.reconnect_min_ms),
+                    Duration::from_millis(md.reconnect_max_ms),
+                )
             })
         } else {
             None
         };
         let el_socket = match shared.eventlogger {
             Some(addr) => {
-                let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+                let bind: SocketAddr = if addr.is_ipv4() {
+                    "0.0.0.0:0".parse().unwrap()
+                } else {
+                    "[::]:0".parse().unwrap()
+                };
                 let s = UdpSocket::bind(bind)?;
                 s.set_nonblocking(true)?;
                 s.connect(addr)?;
@@ -180,7 +188,10 @@ impl Core {
         for (i, mut role) in roles.into_iter().enumerate() {
             let pid = Pid::new(id, 0, ROLE_SLOT_BASE + i);
             log::debug!("core {id}: hosting role {} as {pid}", role.name());
-            let work_tx = role.take_worker().map(|worker| core.spawn_worker(i, role.name(), worker)).transpose()?;
+            let work_tx = role
+                .take_worker()
+                .map(|worker| core.spawn_worker(i, role.name(), worker))
+                .transpose()?;
             core.roles.push(HostedRole {
                 role,
                 pid,
@@ -256,8 +267,12 @@ impl Core {
                     LISTENER => self.accept(),
                     Token(t) => {
                         let slot = t - FIRST_CONN;
-                        let Some(c) = self.conns.get_mut(slot) else { continue };
-                        if c.kind == ConnKind::Upstream && self.upstream.as_ref().is_some_and(|u| u.is_connecting()) {
+                        let Some(c) = self.conns.get_mut(slot) else {
+                            continue;
+                        };
+                        if c.kind == ConnKind::Upstream
+                            && self.upstream.as_ref().is_some_and(|u| u.is_connecting())
+                        {
                             if ev.is_writable() || ev.is_error() || ev.is_read_closed() {
                                 self.upstream_check_connected(slot);
                             }
@@ -292,7 +307,9 @@ impl Core {
     fn accept(&mut self) {
         self.accept_retry_at = None;
         loop {
-            let Some(listener) = self.listener.as_ref() else { return };
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             match listener.accept() {
                 Ok((stream, addr)) => {
                     let md = &self.shared.config.messagedirector;
@@ -311,14 +328,19 @@ impl Core {
                         drop(stream);
                         continue;
                     }
-                    self.shared.stats.participants.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .stats
+                        .participants
+                        .fetch_add(1, Ordering::Relaxed);
                     let _ = stream.set_nodelay(true);
                     let core = self.next_accept_core % self.shared.cores;
                     self.next_accept_core = self.next_accept_core.wrapping_add(1);
                     if core == self.id {
                         self.adopt(stream, addr, ConnKind::Participant);
                     } else {
-                        self.outbox[core].msgs.push(CoreMsg::NewConn { stream, addr });
+                        self.outbox[core]
+                            .msgs
+                            .push(CoreMsg::NewConn { stream, addr });
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -341,15 +363,29 @@ impl Core {
             self.generations.resize(slot + 1, 0);
         }
         let pid = Pid::new(self.id, self.generations[slot], slot);
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot + FIRST_CONN), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(slot + FIRST_CONN),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             log::warn!("messagedirector: cannot register {addr}: {e}");
             if kind == ConnKind::Participant {
-                self.shared.stats.participants.fetch_sub(1, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .participants
+                    .fetch_sub(1, Ordering::Relaxed);
             }
             return None;
         }
         let md = &self.shared.config.messagedirector;
-        let mut c = Conn::new(stream, addr, pid, kind, md.read_buffer_bytes, md.max_datagram_bytes);
+        let mut c = Conn::new(
+            stream,
+            addr,
+            pid,
+            kind,
+            md.read_buffer_bytes,
+            md.max_datagram_bytes,
+        );
         // A connection may have data already; look at it on this turn.
         c.in_ready = true;
         entry.insert(c);
@@ -372,7 +408,9 @@ impl Core {
         }
         let ready = std::mem::take(&mut self.ready);
         for slot in ready {
-            let Some(c) = self.conns.get_mut(slot) else { continue };
+            let Some(c) = self.conns.get_mut(slot) else {
+                continue;
+            };
             c.in_ready = false;
             if c.closing.is_some() {
                 continue;
@@ -392,7 +430,9 @@ impl Core {
 
     /// Reads and handles datagrams; returns true if the socket may have more to read.
     fn read_conn(&mut self, slot: usize) -> bool {
-        let Some(mut deframer) = self.conns[slot].deframer.take() else { return false };
+        let Some(mut deframer) = self.conns[slot].deframer.take() else {
+            return false;
+        };
         let mut more = true;
         for _ in 0..READS_PER_TURN {
             let res = deframer.read_from(&mut self.conns[slot].stream);
@@ -414,7 +454,10 @@ impl Core {
                     None => break,
                     Some(Ok(f)) => f,
                     Some(Err(FrameError::Oversized { len, max })) => {
-                        self.mark_close(slot, format!("datagram of {len} bytes exceeds max_datagram_bytes = {max}"));
+                        self.mark_close(
+                            slot,
+                            format!("datagram of {len} bytes exceeds max_datagram_bytes = {max}"),
+                        );
                         break;
                     }
                     Some(Err(FrameError::Empty)) => {
@@ -449,7 +492,10 @@ impl Core {
         }
         let recipients = &body[1..header];
         let (kind, pid) = (self.conns[slot].kind, self.conns[slot].pid);
-        if count == 1 && u64::from_le_bytes(recipients[..8].try_into().unwrap()) == otp_wire::channels::CONTROL_CHANNEL {
+        if count == 1
+            && u64::from_le_bytes(recipients[..8].try_into().unwrap())
+                == otp_wire::channels::CONTROL_CHANNEL
+        {
             if kind == ConnKind::Upstream {
                 log::warn!("messagedirector: ignoring a control message from the upstream MD");
                 return Flow::Continue;
@@ -470,45 +516,65 @@ impl Core {
     fn handle_control(&mut self, slot: usize, frame: &[u8], msgtype: u16, payload: &[u8]) -> Flow {
         let mut r = Reader::new(payload);
         let md = &self.shared.config.messagedirector;
-        let (max_subs, max_prs) = (md.max_subscriptions_per_participant, md.max_post_removes_per_participant);
+        let (max_subs, max_prs) = (
+            md.max_subscriptions_per_participant,
+            md.max_post_removes_per_participant,
+        );
         let truncated = |name: &str| Flow::Close(format!("truncated {name} control message"));
         let pid = self.conns[slot].pid;
         match msgtype {
             CONTROL_ADD_CHANNEL => {
-                let Ok(channel) = r.u64() else { return truncated("CONTROL_ADD_CHANNEL") };
+                let Ok(channel) = r.u64() else {
+                    return truncated("CONTROL_ADD_CHANNEL");
+                };
                 let c = &mut self.conns[slot];
                 if c.singles.len() + c.ranges >= max_subs && !c.singles.contains(&channel) {
-                    return Flow::Close(format!("over max_subscriptions_per_participant = {max_subs}"));
+                    return Flow::Close(format!(
+                        "over max_subscriptions_per_participant = {max_subs}"
+                    ));
                 }
                 if c.singles.insert(channel) {
                     self.subscribe(pid, channel);
                 }
             }
             CONTROL_REMOVE_CHANNEL => {
-                let Ok(channel) = r.u64() else { return truncated("CONTROL_REMOVE_CHANNEL") };
+                let Ok(channel) = r.u64() else {
+                    return truncated("CONTROL_REMOVE_CHANNEL");
+                };
                 if self.conns[slot].singles.remove(&channel) {
                     self.unsubscribe(pid, channel);
                 }
             }
             CONTROL_ADD_RANGE => {
-                let (Ok(lo), Ok(hi)) = (r.u64(), r.u64()) else { return truncated("CONTROL_ADD_RANGE") };
+                let (Ok(lo), Ok(hi)) = (r.u64(), r.u64()) else {
+                    return truncated("CONTROL_ADD_RANGE");
+                };
                 if lo > hi {
                     log::warn!("messagedirector: {} asked for range {lo}-{hi} with bounds reversed; ignored", self.conns[slot].label());
                     return Flow::Continue;
                 }
                 let c = &mut self.conns[slot];
                 if c.singles.len() + c.ranges >= max_subs {
-                    return Flow::Close(format!("over max_subscriptions_per_participant = {max_subs}"));
+                    return Flow::Close(format!(
+                        "over max_subscriptions_per_participant = {max_subs}"
+                    ));
                 }
                 c.ranges += 1;
                 self.range_op(pid, lo, hi, true);
             }
             CONTROL_REMOVE_RANGE => {
-                let (Ok(lo), Ok(hi)) = (r.u64(), r.u64()) else { return truncated("CONTROL_REMOVE_RANGE") };
+                let (Ok(lo), Ok(hi)) = (r.u64(), r.u64()) else {
+                    return truncated("CONTROL_REMOVE_RANGE");
+                };
                 if lo > hi {
                     return Flow::Continue;
                 }
-                let inside: Vec<u64> = self.conns[slot].singles.iter().copied().filter(|c| (lo..=hi).contains(c)).collect();
+                let inside: Vec<u64> = self.conns[slot]
+                    .singles
+                    .iter()
+                    .copied()
+                    .filter(|c| (lo..=hi).contains(c))
+                    .collect();
                 for channel in inside {
                     self.conns[slot].singles.remove(&channel);
                     self.unsubscribe(pid, channel);
@@ -516,31 +582,43 @@ impl Core {
                 self.range_op(pid, lo, hi, false);
             }
             CONTROL_ADD_POST_REMOVE => {
-                let (Ok(sender), Ok(dg)) = (r.u64(), r.blob()) else { return truncated("CONTROL_ADD_POST_REMOVE") };
+                let (Ok(sender), Ok(dg)) = (r.u64(), r.blob()) else {
+                    return truncated("CONTROL_ADD_POST_REMOVE");
+                };
                 let c = &mut self.conns[slot];
                 if c.post_removes.len() >= max_prs {
-                    return Flow::Close(format!("over max_post_removes_per_participant = {max_prs}"));
+                    return Flow::Close(format!(
+                        "over max_post_removes_per_participant = {max_prs}"
+                    ));
                 }
                 c.post_removes.push((sender, dg.to_vec()));
                 self.send_upstream(frame);
             }
             CONTROL_CLEAR_POST_REMOVES => {
-                let Ok(sender) = r.u64() else { return truncated("CONTROL_CLEAR_POST_REMOVES") };
+                let Ok(sender) = r.u64() else {
+                    return truncated("CONTROL_CLEAR_POST_REMOVES");
+                };
                 self.conns[slot].post_removes.retain(|(s, _)| *s != sender);
                 self.send_upstream(frame);
             }
             CONTROL_SET_CON_NAME => {
-                let Ok(name) = r.blob() else { return truncated("CONTROL_SET_CON_NAME") };
+                let Ok(name) = r.blob() else {
+                    return truncated("CONTROL_SET_CON_NAME");
+                };
                 let c = &mut self.conns[slot];
                 c.name = String::from_utf8_lossy(name).into_owned();
                 log::debug!("messagedirector: {} is named '{}'", c.addr, c.name);
             }
             CONTROL_SET_CON_URL => {
-                let Ok(url) = r.blob() else { return truncated("CONTROL_SET_CON_URL") };
+                let Ok(url) = r.blob() else {
+                    return truncated("CONTROL_SET_CON_URL");
+                };
                 self.conns[slot].url = String::from_utf8_lossy(url).into_owned();
             }
             CONTROL_LOG_MESSAGE => {
-                let Ok(event) = r.blob() else { return truncated("CONTROL_LOG_MESSAGE") };
+                let Ok(event) = r.blob() else {
+                    return truncated("CONTROL_LOG_MESSAGE");
+                };
                 match &self.el_socket {
                     Some(s) => {
                         if let Err(e) = s.send(event) {
@@ -551,7 +629,10 @@ impl Core {
                 }
             }
             other => {
-                log::warn!("messagedirector: {} sent unknown control message type {other}; ignored", self.conns[slot].label());
+                log::warn!(
+                    "messagedirector: {} sent unknown control message type {other}; ignored",
+                    self.conns[slot].label()
+                );
             }
         }
         Flow::Continue
@@ -583,11 +664,17 @@ impl Core {
             self.upstream_lost(&reason);
             return;
         }
-        self.shared.stats.participants.fetch_sub(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .participants
+            .fetch_sub(1, Ordering::Relaxed);
         if reason == "connection closed by peer" {
             log::debug!("messagedirector: participant {} disconnected", c.label());
         } else {
-            log::warn!("messagedirector: closing participant {}: {reason}", c.label());
+            log::warn!(
+                "messagedirector: closing participant {}: {reason}",
+                c.label()
+            );
             // Abort (RST) rather than close: the peer misbehaved, anything in flight is void.
             let _ = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));
         }
@@ -613,9 +700,14 @@ impl Core {
             }
             let body = &frame[2..];
             let count = body[0] as usize;
-            let ok = count > 0 && body.len() >= 1 + 8 * count + 10 && !(count == 1 && body[1..9] == 1u64.to_le_bytes());
+            let ok = count > 0
+                && body.len() >= 1 + 8 * count + 10
+                && !(count == 1 && body[1..9] == 1u64.to_le_bytes());
             if !ok {
-                log::warn!("messagedirector: post-remove of {} is not a routable datagram; dropped", c.label());
+                log::warn!(
+                    "messagedirector: post-remove of {} is not a routable datagram; dropped",
+                    c.label()
+                );
                 continue;
             }
             self.send_upstream(&frame);
@@ -704,9 +796,21 @@ impl Core {
             let batch = &mut self.outbox[home];
             let off = batch.data.len() as u32;
             batch.data.extend_from_slice(frame);
-            batch.msgs.push(CoreMsg::Route { entry, off, len: frame.len() as u32, exclude });
+            batch.msgs.push(CoreMsg::Route {
+                entry,
+                off,
+                len: frame.len() as u32,
+                exclude,
+            });
             let at = self.arena_base + self.arena.len() as u64;
-            self.pending.push_back(Pending { delegated: true, at, len: 0, exclude: None, waiting: 1, targets: SmallVec::new() });
+            self.pending.push_back(Pending {
+                delegated: true,
+                at,
+                len: 0,
+                exclude: None,
+                waiting: 1,
+                targets: SmallVec::new(),
+            });
             self.delegated += 1;
             self.delegate_core = home;
             return;
@@ -736,13 +840,22 @@ impl Core {
             for core in 0..self.shared.cores {
                 if !self.lookups[core].is_empty() {
                     let channels = std::mem::take(&mut self.lookups[core]);
-                    self.outbox[core].msgs.push(CoreMsg::Lookup { entry, channels });
+                    self.outbox[core]
+                        .msgs
+                        .push(CoreMsg::Lookup { entry, channels });
                 }
             }
             let at = self.arena_base + self.arena.len() as u64;
             self.arena.extend_from_slice(frame);
             let len = frame.len() as u32;
-            self.pending.push_back(Pending { delegated: false, at, len, exclude, waiting: remote, targets: SmallVec::from_slice(&targets) });
+            self.pending.push_back(Pending {
+                delegated: false,
+                at,
+                len,
+                exclude,
+                waiting: remote,
+                targets: SmallVec::from_slice(&targets),
+            });
             if remote == 0 {
                 self.drain_pending();
             }
@@ -759,7 +872,10 @@ impl Core {
         }
         let mut home = None;
         for raw in recipients.chunks_exact(8) {
-            let h = home_core(u64::from_le_bytes(raw.try_into().unwrap()), self.shared.cores);
+            let h = home_core(
+                u64::from_le_bytes(raw.try_into().unwrap()),
+                self.shared.cores,
+            );
             match home {
                 None if h != self.id => home = Some(h),
                 Some(x) if x == h => {}
@@ -797,7 +913,11 @@ impl Core {
             targets.extend_from_slice(&p.targets);
             let arena = std::mem::take(&mut self.arena);
             let start = (p.at - self.arena_base) as usize;
-            self.dispatch(&arena[start..start + p.len as usize], &mut targets, p.exclude);
+            self.dispatch(
+                &arena[start..start + p.len as usize],
+                &mut targets,
+                p.exclude,
+            );
             self.arena = arena;
             self.scratch_targets = targets;
         }
@@ -859,7 +979,9 @@ impl Core {
         if self.generations.get(slot) != Some(&pid.generation()) {
             return; // gone
         }
-        let Some(c) = self.conns.get_mut(slot) else { return };
+        let Some(c) = self.conns.get_mut(slot) else {
+            return;
+        };
         if c.closing.is_some() {
             return;
         }
@@ -868,10 +990,20 @@ impl Core {
             c.in_dirty = true;
             self.dirty.push(slot);
         }
-        let limit = self.shared.config.messagedirector.max_queued_bytes_per_participant;
+        let limit = self
+            .shared
+            .config
+            .messagedirector
+            .max_queued_bytes_per_participant;
         if c.queued() > limit {
-            self.shared.stats.participants_cut_off.fetch_add(1, Ordering::Relaxed);
-            let reason = format!("stopped reading: {} bytes queued, over max_queued_bytes_per_participant = {limit}", c.queued());
+            self.shared
+                .stats
+                .participants_cut_off
+                .fetch_add(1, Ordering::Relaxed);
+            let reason = format!(
+                "stopped reading: {} bytes queued, over max_queued_bytes_per_participant = {limit}",
+                c.queued()
+            );
             self.mark_close(slot, reason);
         }
     }
@@ -897,12 +1029,17 @@ impl Core {
             let batch = &mut self.outbox[0];
             let off = batch.data.len() as u32;
             batch.data.extend_from_slice(frame);
-            batch.msgs.push(CoreMsg::UpstreamSend { off, len: frame.len() as u32 });
+            batch.msgs.push(CoreMsg::UpstreamSend {
+                off,
+                len: frame.len() as u32,
+            });
         }
     }
 
     fn upstream_write(&mut self, frame: &[u8]) {
-        let Some(u) = self.upstream.as_mut() else { return };
+        let Some(u) = self.upstream.as_mut() else {
+            return;
+        };
         u.track(frame);
         match u.conn {
             Some(slot) if u.is_connected() => {
@@ -914,7 +1051,10 @@ impl Core {
                 }
             }
             _ => {
-                self.shared.stats.upstream_dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .upstream_dropped
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -938,14 +1078,20 @@ impl Core {
         }
         self.upstream_control(CONTROL_REMOVE_RANGE, &[lo, hi]);
         // The upstream MD drops our single channels inside the range too: ask for them again.
-        let singles: Vec<u64> = self.upstream.as_ref().map(|u| u.channels.range(lo..=hi).copied().collect()).unwrap_or_default();
+        let singles: Vec<u64> = self
+            .upstream
+            .as_ref()
+            .map(|u| u.channels.range(lo..=hi).copied().collect())
+            .unwrap_or_default();
         for c in singles {
             self.upstream_control(CONTROL_ADD_CHANNEL, &[c]);
         }
     }
 
     fn upstream_connect(&mut self) {
-        let Some(u) = self.upstream.as_mut() else { return };
+        let Some(u) = self.upstream.as_mut() else {
+            return;
+        };
         match TcpStream::connect(u.addr) {
             Ok(stream) => {
                 let addr = u.addr;
@@ -971,7 +1117,10 @@ impl Core {
                 let _ = c.stream.set_nodelay(true);
                 let u = self.upstream.as_mut().expect("upstream core");
                 let first = u.set_connected();
-                self.shared.stats.upstream_connected.store(true, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .upstream_connected
+                    .store(true, Ordering::Relaxed);
                 if first {
                     log::info!("messagedirector: connected to upstream MD {}", u.addr);
                 } else {
@@ -996,10 +1145,19 @@ impl Core {
     }
 
     fn upstream_lost(&mut self, reason: &str) {
-        self.shared.stats.upstream_connected.store(false, Ordering::Relaxed);
-        let Some(u) = self.upstream.as_mut() else { return };
+        self.shared
+            .stats
+            .upstream_connected
+            .store(false, Ordering::Relaxed);
+        let Some(u) = self.upstream.as_mut() else {
+            return;
+        };
         let wait = u.set_down();
-        log::warn!("messagedirector: upstream MD {} unreachable ({reason}); retrying in {} ms", u.addr, wait.as_millis());
+        log::warn!(
+            "messagedirector: upstream MD {} unreachable ({reason}); retrying in {} ms",
+            u.addr,
+            wait.as_millis()
+        );
     }
 
     // ---- roles -----------------------------------------------------------------------------
@@ -1012,32 +1170,39 @@ impl Core {
         name: &'static str,
         mut worker: Box<dyn crate::roles::Worker>,
     ) -> io::Result<crossbeam_channel::Sender<crate::roles::Work>> {
-        let (tx, rx) = crossbeam_channel::bounded::<crate::roles::Work>(self.shared.config.messagedirector.max_pending_lookups);
+        let (tx, rx) = crossbeam_channel::bounded::<crate::roles::Work>(
+            self.shared.config.messagedirector.max_pending_lookups,
+        );
         let shared = self.shared.clone();
         let core = self.id;
-        std::thread::Builder::new().name(format!("otpd-{name}-{core}")).spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut batch = Vec::with_capacity(WORK_BATCH);
-                batch.push(first);
-                while batch.len() < WORK_BATCH {
-                    match rx.try_recv() {
-                        Ok(w) => batch.push(w),
-                        Err(_) => break,
+        std::thread::Builder::new()
+            .name(format!("otpd-{name}-{core}"))
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = Vec::with_capacity(WORK_BATCH);
+                    batch.push(first);
+                    while batch.len() < WORK_BATCH {
+                        match rx.try_recv() {
+                            Ok(w) => batch.push(w),
+                            Err(_) => break,
+                        }
+                    }
+                    let answers = worker.run(batch);
+                    let mut msg = Batch::new(core);
+                    msg.msgs.push(CoreMsg::WorkDone {
+                        role: index,
+                        answers,
+                    });
+                    // The core's queue is bounded: wait for room rather than lose answers.
+                    let mut msg = Some(msg);
+                    while let Some(m) = msg.take() {
+                        if let Err(back) = shared.send(core, m) {
+                            msg = Some(back);
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
                     }
                 }
-                let answers = worker.run(batch);
-                let mut msg = Batch::new(core);
-                msg.msgs.push(CoreMsg::WorkDone { role: index, answers });
-                // The core's queue is bounded: wait for room rather than lose answers.
-                let mut msg = Some(msg);
-                while let Some(m) = msg.take() {
-                    if let Err(back) = shared.send(core, m) {
-                        msg = Some(back);
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                }
-            }
-        })?;
+            })?;
         Ok(tx)
     }
 
@@ -1046,7 +1211,10 @@ impl Core {
         let r = &mut self.roles[i];
         let Some(tx) = &r.work_tx else {
             if !r.work_waiting.is_empty() {
-                log::error!("{}: produced work but has no worker; dropped", r.role.name());
+                log::error!(
+                    "{}: produced work but has no worker; dropped",
+                    r.role.name()
+                );
                 r.work_waiting.clear();
             }
             return;
@@ -1101,7 +1269,9 @@ impl Core {
                     rest = r;
                     match otp_wire::InternalDatagram::parse(&frame[2..]) {
                         Ok(dg) => self.roles[i].role.handle(now, frame, &dg, &mut out),
-                        Err(e) => log::warn!("{}: undecodable datagram: {e}", self.roles[i].role.name()),
+                        Err(e) => {
+                            log::warn!("{}: undecodable datagram: {e}", self.roles[i].role.name())
+                        }
                     }
                     self.apply_role_output(i, &mut out);
                 }
@@ -1137,7 +1307,12 @@ impl Core {
                 }
                 Subscription::AddRange(lo, hi) if lo <= hi => self.range_op(pid, lo, hi, true),
                 Subscription::RemoveRange(lo, hi) if lo <= hi => {
-                    let inside: Vec<u64> = self.roles[i].singles.iter().copied().filter(|c| (lo..=hi).contains(c)).collect();
+                    let inside: Vec<u64> = self.roles[i]
+                        .singles
+                        .iter()
+                        .copied()
+                        .filter(|c| (lo..=hi).contains(c))
+                        .collect();
                     for c in inside {
                         self.roles[i].singles.remove(&c);
                         self.unsubscribe(pid, c);
@@ -1162,7 +1337,10 @@ impl Core {
             let body = &frame[2..];
             let count = body.first().copied().unwrap_or(0) as usize;
             if count == 0 || body.len() < 1 + 8 * count + 10 {
-                log::error!("{}: produced a malformed datagram; dropped", self.roles[i].role.name());
+                log::error!(
+                    "{}: produced a malformed datagram; dropped",
+                    self.roles[i].role.name()
+                );
                 continue;
             }
             self.send_upstream(frame);
@@ -1177,8 +1355,14 @@ impl Core {
     fn drain_inbox(&mut self) {
         // Bound the work per turn so sockets are not starved.
         for _ in 0..64 {
-            let Ok(batch) = self.inbox.try_recv() else { break };
-            let Batch { from, mut msgs, data } = batch;
+            let Ok(batch) = self.inbox.try_recv() else {
+                break;
+            };
+            let Batch {
+                from,
+                mut msgs,
+                data,
+            } = batch;
             for msg in msgs.drain(..) {
                 self.handle_msg(msg, &data, from);
             }
@@ -1198,21 +1382,34 @@ impl Core {
                 for c in channels {
                     pids.extend_from_slice(self.singles.lookup(c));
                 }
-                self.outbox[from].msgs.push(CoreMsg::Resolved { entry, pids });
+                self.outbox[from]
+                    .msgs
+                    .push(CoreMsg::Resolved { entry, pids });
             }
             CoreMsg::Resolved { entry, pids } => {
-                let Some(idx) = entry.checked_sub(self.pending_base) else { return };
-                let Some(p) = self.pending.get_mut(idx as usize) else { return };
+                let Some(idx) = entry.checked_sub(self.pending_base) else {
+                    return;
+                };
+                let Some(p) = self.pending.get_mut(idx as usize) else {
+                    return;
+                };
                 p.targets.extend_from_slice(&pids);
                 p.waiting -= 1;
             }
-            CoreMsg::Route { entry, off, len, exclude } => {
+            CoreMsg::Route {
+                entry,
+                off,
+                len,
+                exclude,
+            } => {
                 let (off, len) = (off as usize, len as usize);
                 self.route_delegated(&data[off..off + len], exclude);
                 self.acks[from].push(entry);
             }
             CoreMsg::Routed { entry } => {
-                let Some(idx) = entry.checked_sub(self.pending_base) else { return };
+                let Some(idx) = entry.checked_sub(self.pending_base) else {
+                    return;
+                };
                 if let Some(p) = self.pending.get_mut(idx as usize) {
                     debug_assert!(p.delegated);
                     p.waiting = 0;
@@ -1232,13 +1429,19 @@ impl Core {
                 }
             }
             CoreMsg::UpstreamSub { channel } => {
-                let newly = self.upstream.as_mut().is_some_and(|u| u.channels.insert(channel));
+                let newly = self
+                    .upstream
+                    .as_mut()
+                    .is_some_and(|u| u.channels.insert(channel));
                 if newly {
                     self.upstream_control(CONTROL_ADD_CHANNEL, &[channel]);
                 }
             }
             CoreMsg::UpstreamUnsub { channel } => {
-                let gone = self.upstream.as_mut().is_some_and(|u| u.channels.remove(&channel));
+                let gone = self
+                    .upstream
+                    .as_mut()
+                    .is_some_and(|u| u.channels.remove(&channel));
                 if gone {
                     self.upstream_control(CONTROL_REMOVE_CHANNEL, &[channel]);
                 }
@@ -1273,7 +1476,11 @@ impl Core {
             if !self.outbox[core].is_empty() {
                 // The next batch will likely be as large: size it so it does not regrow.
                 let (m, d) = (self.outbox[core].msgs.len(), self.outbox[core].data.len());
-                let next = Batch { from: self.id, msgs: Vec::with_capacity(m), data: Vec::with_capacity(d) };
+                let next = Batch {
+                    from: self.id,
+                    msgs: Vec::with_capacity(m),
+                    data: Vec::with_capacity(d),
+                };
                 let batch = std::mem::replace(&mut self.outbox[core], next);
                 self.stalled[core].push_back(batch);
             }
@@ -1293,7 +1500,11 @@ impl Core {
                     continue;
                 }
                 let mut batch = Batch::new(self.id);
-                batch.msgs.extend(self.acks[core].drain(..).map(|entry| CoreMsg::Routed { entry }));
+                batch.msgs.extend(
+                    self.acks[core]
+                        .drain(..)
+                        .map(|entry| CoreMsg::Routed { entry }),
+                );
                 if let Err(batch) = self.shared.send(core, batch) {
                     self.stalled[core].push_back(batch);
                 }
@@ -1301,9 +1512,13 @@ impl Core {
         }
         let dirty = std::mem::take(&mut self.dirty);
         for slot in dirty {
-            let Some(c) = self.conns.get_mut(slot) else { continue };
+            let Some(c) = self.conns.get_mut(slot) else {
+                continue;
+            };
             c.in_dirty = false;
-            if c.kind == ConnKind::Upstream && !self.upstream.as_ref().is_some_and(|u| u.is_connected()) {
+            if c.kind == ConnKind::Upstream
+                && !self.upstream.as_ref().is_some_and(|u| u.is_connected())
+            {
                 continue;
             }
             if let Err(e) = c.flush() {

@@ -24,32 +24,80 @@ use std::sync::Arc;
 /// A message between core threads. Bulk bytes travel in the enclosing `Batch::data`.
 pub(crate) enum CoreMsg {
     /// A freshly accepted participant for this core to own.
-    NewConn { stream: TcpStream, addr: SocketAddr },
+    NewConn {
+        stream: TcpStream,
+        addr: SocketAddr,
+    },
     /// Single-channel subscription changes, sent to the channel's home core.
-    Subscribe { pid: Pid, channel: u64 },
-    Unsubscribe { pid: Pid, channel: u64 },
+    Subscribe {
+        pid: Pid,
+        channel: u64,
+    },
+    Unsubscribe {
+        pid: Pid,
+        channel: u64,
+    },
     /// Who subscribes these channels (homed on the receiving core)? Answer with `Resolved`.
-    Lookup { entry: u64, channels: SmallVec<[u64; 4]> },
-    Resolved { entry: u64, pids: SmallVec<[Pid; 8]> },
+    Lookup {
+        entry: u64,
+        channels: SmallVec<[u64; 4]>,
+    },
+    Resolved {
+        entry: u64,
+        pids: SmallVec<[Pid; 8]>,
+    },
     /// Route `data[off..off+len]` (a framed datagram whose recipients are all homed on the
     /// receiving core) on behalf of the sending core, then acknowledge it with `Routed`.
-    Route { entry: u64, off: u32, len: u32, exclude: Option<Pid> },
+    Route {
+        entry: u64,
+        off: u32,
+        len: u32,
+        exclude: Option<Pid>,
+    },
     /// Sent only after every delivery of the delegated datagram was queued ahead of it.
-    Routed { entry: u64 },
+    Routed {
+        entry: u64,
+    },
     /// Write `data[off..off+len]` (a framed datagram) to participant `pid`.
-    Deliver { pid: Pid, off: u32, len: u32 },
+    Deliver {
+        pid: Pid,
+        off: u32,
+        len: u32,
+    },
     /// Range subscription changes, sent to the range authority (core 0)...
-    RangeOp { pid: Pid, lo: u64, hi: u64, add: bool },
-    RangeDrop { pid: Pid },
+    RangeOp {
+        pid: Pid,
+        lo: u64,
+        hi: u64,
+        add: bool,
+    },
+    RangeDrop {
+        pid: Pid,
+    },
     /// ...which applies them and replays them, in its order, to every other core's replica.
-    RangeApply { pid: Pid, lo: u64, hi: u64, add: bool },
+    RangeApply {
+        pid: Pid,
+        lo: u64,
+        hi: u64,
+        add: bool,
+    },
     /// A channel gained its first / lost its last local subscriber (to core 0, for upstream).
-    UpstreamSub { channel: u64 },
-    UpstreamUnsub { channel: u64 },
+    UpstreamSub {
+        channel: u64,
+    },
+    UpstreamUnsub {
+        channel: u64,
+    },
     /// A framed datagram `data[off..off+len]` for the upstream MD (to core 0).
-    UpstreamSend { off: u32, len: u32 },
+    UpstreamSend {
+        off: u32,
+        len: u32,
+    },
     /// Answers from a role's worker thread, in the order the work was queued.
-    WorkDone { role: usize, answers: Vec<crate::roles::Work> },
+    WorkDone {
+        role: usize,
+        answers: Vec<crate::roles::Work>,
+    },
 }
 
 pub(crate) struct Batch {
@@ -60,7 +108,11 @@ pub(crate) struct Batch {
 
 impl Batch {
     fn new(from: usize) -> Batch {
-        Batch { from, msgs: Vec::new(), data: Vec::new() }
+        Batch {
+            from,
+            msgs: Vec::new(),
+            data: Vec::new(),
+        }
     }
     fn is_empty(&self) -> bool {
         self.msgs.is_empty()
@@ -100,10 +152,16 @@ pub(crate) struct Shared {
 
 impl Stats {
     pub fn datagrams_routed(&self) -> u64 {
-        self.per_core.iter().map(|c| c.datagrams_routed.load(Ordering::Relaxed)).sum()
+        self.per_core
+            .iter()
+            .map(|c| c.datagrams_routed.load(Ordering::Relaxed))
+            .sum()
     }
     pub fn deliveries(&self) -> u64 {
-        self.per_core.iter().map(|c| c.deliveries.load(Ordering::Relaxed)).sum()
+        self.per_core
+            .iter()
+            .map(|c| c.deliveries.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -158,25 +216,34 @@ impl Runtime {
         F: Fn(crate::roles::Placement) -> Vec<Box<dyn crate::roles::Role>>,
     {
         let cores = match config.cores {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             n => n,
         };
         if cores > 64 {
-            return Err(StartError(format!("cores = {cores}: at most 64 core threads are supported")));
+            return Err(StartError(format!(
+                "cores = {cores}: at most 64 core threads are supported"
+            )));
         }
         let md = &config.messagedirector;
         let listener = match &md.bind {
             Some(addr) => {
-                let sa = resolve(addr, 7199).map_err(|e| StartError(format!("messagedirector.bind: {e}")))?;
-                let l = TcpListener::bind(sa)
-                    .map_err(|e| StartError(format!("messagedirector.bind: cannot listen on {sa}: {e}")))?;
+                let sa = resolve(addr, 7199)
+                    .map_err(|e| StartError(format!("messagedirector.bind: {e}")))?;
+                let l = TcpListener::bind(sa).map_err(|e| {
+                    StartError(format!("messagedirector.bind: cannot listen on {sa}: {e}"))
+                })?;
                 Some(l)
             }
             None => None,
         };
         let bound = listener.as_ref().and_then(|l| l.local_addr().ok());
         let upstream = match &md.connect {
-            Some(addr) => Some(resolve(addr, 7199).map_err(|e| StartError(format!("messagedirector.connect: {e}")))?),
+            Some(addr) => Some(
+                resolve(addr, 7199)
+                    .map_err(|e| StartError(format!("messagedirector.connect: {e}")))?,
+            ),
             None => None,
         };
         let eventlogger = match &config.eventlogger {
@@ -191,7 +258,8 @@ impl Runtime {
         let mut inboxes = Vec::with_capacity(cores);
         let mut receivers: Vec<Receiver<Batch>> = Vec::with_capacity(cores);
         for _ in 0..cores {
-            let poll = mio::Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
+            let poll =
+                mio::Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
             let waker = mio::Waker::new(poll.registry(), core::WAKER)
                 .map_err(|e| StartError(format!("cannot create waker: {e}")))?;
             let (tx, rx) = crossbeam_channel::bounded(md.core_queue_batches.max(1));
@@ -200,7 +268,10 @@ impl Runtime {
             inboxes.push(tx);
             receivers.push(rx);
         }
-        let stats = Arc::new(Stats { per_core: (0..cores).map(|_| CoreStats::default()).collect(), ..Stats::default() });
+        let stats = Arc::new(Stats {
+            per_core: (0..cores).map(|_| CoreStats::default()).collect(),
+            ..Stats::default()
+        });
         let shared = Arc::new(Shared {
             cores,
             inboxes,
@@ -211,7 +282,11 @@ impl Runtime {
             upstream,
             stats: stats.clone(),
         });
-        let core_ids = if config.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let core_ids = if config.pin_cores {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let mut listener = listener;
         let mut threads = Vec::with_capacity(cores);
         for (i, (poll, rx)) in polls.into_iter().zip(receivers).enumerate() {
@@ -236,7 +311,11 @@ impl Runtime {
         if let Some(a) = bound {
             log::info!("messagedirector: listening on {a} with {cores} core threads");
         }
-        Ok(Runtime { threads, stats, bound })
+        Ok(Runtime {
+            threads,
+            stats,
+            bound,
+        })
     }
 
     /// Blocks until every core thread has ended (they run until the process exits).

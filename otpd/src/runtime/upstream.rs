@@ -32,7 +32,9 @@ impl Upstream {
         Upstream {
             addr,
             conn: None,
-            state: State::Down { retry_at: Instant::now() },
+            state: State::Down {
+                retry_at: Instant::now(),
+            },
             ever_connected: false,
             backoff: min_backoff,
             min_backoff,
@@ -70,14 +72,18 @@ impl Upstream {
     pub fn set_down(&mut self) -> Duration {
         self.conn = None;
         let wait = self.backoff;
-        self.state = State::Down { retry_at: Instant::now() + wait };
+        self.state = State::Down {
+            retry_at: Instant::now() + wait,
+        };
         self.backoff = (self.backoff * 2).min(self.max_backoff);
         wait
     }
 
     /// Notes post-remove registrations passing upstream so they can be replayed.
     pub fn track(&mut self, frame: &[u8]) {
-        let Ok(dg) = InternalDatagram::parse(&frame[2..]) else { return };
+        let Ok(dg) = InternalDatagram::parse(&frame[2..]) else {
+            return;
+        };
         if !dg.is_control() {
             return;
         }
