@@ -305,7 +305,10 @@ impl DcFile {
             .collect();
         let mut required: Vec<u16> = idx
             .iter()
-            .filter(|&&i| self.fields[i].is_required() && self.fields[i].id >= 0)
+            .filter(|&&i| {
+                let f = &self.fields[i];
+                f.is_required() && f.id >= 0 && !f.is_molecular()
+            })
             .map(|&i| self.fields[i].id as u16)
             .collect();
         required.sort_unstable();

@@ -330,7 +330,8 @@ impl DClass {
     pub fn inherited_fields(&self) -> &[u16] {
         &self.inherited
     }
-    /// `required` fields, inherited included, ascending id (the REQUIRED encoding's order).
+    /// `required` atomic and parameter fields (molecular ones are left out, as Panda3D and Astron
+    /// do), inherited included, ascending id: the REQUIRED encoding's order.
     pub fn required_fields(&self) -> &[u16] {
         &self.required
     }

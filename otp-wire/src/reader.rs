@@ -100,6 +100,11 @@ impl<'a> Reader<'a> {
         self.take(n).map(|_| ())
     }
 
+    /// Everything not yet read, without consuming it.
+    pub fn rest_peek(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+
     /// Everything not yet read.
     pub fn rest(&mut self) -> &'a [u8] {
         let out = &self.buf[self.pos..];

@@ -36,6 +36,8 @@ impl std::error::Error for WriterError {}
 pub struct Writer<'a> {
     out: &'a mut Vec<u8>,
     start: usize,
+    /// Where the message type sits (internal and client datagrams), for `set_msgtype`.
+    msgtype_at: Option<usize>,
     error: Option<WriterError>,
 }
 
@@ -47,6 +49,7 @@ impl<'a> Writer<'a> {
         Writer {
             out,
             start,
+            msgtype_at: None,
             error: None,
         }
     }
@@ -68,7 +71,9 @@ impl<'a> Writer<'a> {
         for &r in recipients.iter().take(255) {
             w.u64(r);
         }
-        w.u64(sender).u16(msgtype);
+        w.u64(sender);
+        w.msgtype_at = Some(w.out.len());
+        w.u16(msgtype);
         w
     }
 
@@ -80,7 +85,9 @@ impl<'a> Writer<'a> {
         msgtype: MsgType,
     ) -> Self {
         let mut w = Self::begin(out);
-        w.u8(1).u64(recipient).u64(sender).u16(msgtype);
+        w.u8(1).u64(recipient).u64(sender);
+        w.msgtype_at = Some(w.out.len());
+        w.u16(msgtype);
         w
     }
 
@@ -94,8 +101,18 @@ impl<'a> Writer<'a> {
     /// A client datagram: msgtype then payload.
     pub fn client(out: &'a mut Vec<u8>, msgtype: MsgType) -> Self {
         let mut w = Self::begin(out);
+        w.msgtype_at = Some(w.out.len());
         w.u16(msgtype);
         w
+    }
+
+    /// Changes the message type after the payload is (partly) written, e.g. to the `_OTHER`
+    /// form once it is known that an OTHER section follows. No-op for bare datagrams.
+    pub fn set_msgtype(&mut self, msgtype: MsgType) -> &mut Self {
+        if let Some(at) = self.msgtype_at {
+            self.out[at..at + 2].copy_from_slice(&msgtype.to_le_bytes());
+        }
+        self
     }
 
     /// Bytes written after the length tag so far.

@@ -4,7 +4,7 @@ use crate::config::{ClusterConfig, ConfigError};
 use std::process::ExitCode;
 
 /// Loads the DC files (if any) and checks that every UberDOG's class exists in them.
-pub fn check_dc_and_uberdogs(config: &ClusterConfig) -> Result<(), ConfigError> {
+pub fn check_dc_and_uberdogs(config: &ClusterConfig) -> Result<Option<otp_dc::DcFile>, ConfigError> {
     if config.dc_files.is_empty() {
         if let Some(u) = config.uberdogs.first() {
             return Err(ConfigError::new(
@@ -15,7 +15,7 @@ pub fn check_dc_and_uberdogs(config: &ClusterConfig) -> Result<(), ConfigError> 
                 ),
             ));
         }
-        return Ok(());
+        return Ok(None);
     }
     let dc = otp_dc::DcFile::parse_files(&config.dc_files)
         .map_err(|e| ConfigError::new("dc_files", e.to_string()))?;
@@ -35,7 +35,7 @@ pub fn check_dc_and_uberdogs(config: &ClusterConfig) -> Result<(), ConfigError> 
         config.dc_files.len(),
         dc.hash()
     );
-    Ok(())
+    Ok(Some(dc))
 }
 
 pub fn dc_command(args: Vec<String>) -> ExitCode {

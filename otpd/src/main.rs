@@ -1,7 +1,11 @@
 //! The `otpd` command line: runs a cluster from `cluster.ron` (`--cluster`) or from an astrond
 //! YAML file (astrond's own command line), and hosts the operator tools (`otpd dc ...`).
 
-use otpd::config::{self, ClusterConfig, ConfigError};
+use otpd::config::{self, ClusterConfig, ConfigError, RoleConfig};
+use otpd::roles::dbss::Dbss;
+use otpd::roles::stateserver::StateServer;
+use otpd::roles::{Placement, Role};
+use std::sync::Arc;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -114,7 +118,7 @@ fn main() -> ExitCode {
         }
         Some("-v") | Some("--version") => {
             println!(
-                "otpd {} ({} {}; 16-bit length tags, 64-bit channels; roles: messagedirector)",
+                "otpd {} ({} {}; 16-bit length tags, 64-bit channels; roles: messagedirector, stateserver, dbss)",
                 env!("CARGO_PKG_VERSION"),
                 std::env::consts::OS,
                 std::env::consts::ARCH
@@ -153,7 +157,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match otpd::runtime::Runtime::start(config) {
+    let (config, roles) = config;
+    match otpd::runtime::Runtime::start_with_roles(config, roles) {
         Ok(rt) => {
             rt.wait();
             ExitCode::SUCCESS
@@ -167,21 +172,55 @@ fn main() -> ExitCode {
 }
 
 /// Checks what needs more than the file itself: the DC files, UberDOG classes, and roles
-/// this build can run.
-fn check_config(config: ClusterConfig) -> Result<ClusterConfig, ConfigError> {
-    otpd::dcload::check_dc_and_uberdogs(&config)?;
-    if let Some(role) = config.roles.first() {
-        return Err(ConfigError::new(
-            "roles",
-            format!(
-                "role '{}' is not implemented in this build of otpd yet (the MessageDirector is); \
-                 remove it from the configuration or run it on astrond",
-                role.kind()
-            ),
-        ));
+/// this build can run; builds the roles each core hosts.
+fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), ConfigError> {
+    let dc = otpd::dcload::check_dc_and_uberdogs(&config)?;
+    let schema = dc.map(|dc| Arc::new(otpd::roles::Schema::new(dc)));
+    for role in &config.roles {
+        match role {
+            RoleConfig::StateServer { .. } | RoleConfig::Dbss { .. } => {
+                if schema.is_none() {
+                    return Err(ConfigError::new(
+                        "dc_files",
+                        format!("the {} role needs the DC files (dc_files is empty)", role.kind()),
+                    ));
+                }
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "roles",
+                    format!(
+                        "role '{}' is not implemented in this build of otpd yet (the \
+                         MessageDirector, stateserver and dbss are); remove it from the \
+                         configuration or run it on astrond",
+                        other.kind()
+                    ),
+                ))
+            }
+        }
     }
-    Ok(config)
+    let roles = config.roles.clone();
+    let factory: RoleFactory = Box::new(move |p: Placement| {
+        let mut v: Vec<Box<dyn Role>> = Vec::new();
+        for role in &roles {
+            let schema = Arc::clone(schema.as_ref().expect("checked above"));
+            match role {
+                RoleConfig::StateServer { control } => {
+                    v.push(Box::new(StateServer::new(*control, schema, p)));
+                }
+                RoleConfig::Dbss { database, ranges } => {
+                    let ranges = ranges.iter().map(|r| (r.min, r.max)).collect();
+                    v.push(Box::new(Dbss::new(*database, ranges, schema, p)));
+                }
+                _ => unreachable!("refused above"),
+            }
+        }
+        v
+    });
+    Ok((config, factory))
 }
+
+type RoleFactory = Box<dyn Fn(Placement) -> Vec<Box<dyn Role>> + Send + Sync>;
 
 fn dc_command(args: Vec<String>) -> ExitCode {
     otpd::dcload::dc_command(args)

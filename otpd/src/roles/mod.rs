@@ -3,7 +3,11 @@
 //! subscription changes in an `Output`; the runtime hosts one instance per core as an MD
 //! participant, so a whole cluster can also be driven from a single test thread.
 
+pub mod dbss;
+pub mod event;
+pub mod objects;
 pub mod schema;
+pub mod stateserver;
 
 pub use schema::{FieldFlags, Schema};
 
@@ -31,6 +35,8 @@ pub struct Output {
     pub subscriptions: Vec<Subscription>,
     /// Blocking work for the role's worker; answers come back through `Role::work_done`.
     pub work: Vec<Work>,
+    /// MessagePack events for the EventLogger (see `event::Event`).
+    pub events: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,13 +81,17 @@ impl Output {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.datagrams.is_empty() && self.subscriptions.is_empty() && self.work.is_empty()
+        self.datagrams.is_empty()
+            && self.subscriptions.is_empty()
+            && self.work.is_empty()
+            && self.events.is_empty()
     }
 
     pub fn clear(&mut self) {
         self.datagrams.clear();
         self.subscriptions.clear();
         self.work.clear();
+        self.events.clear();
     }
 
     /// The datagrams, as framed slices (for tests and the runtime).
@@ -103,6 +113,12 @@ impl Output {
 pub trait Role: Send {
     /// For logs.
     fn name(&self) -> &'static str;
+    /// True when the role stands for many participants (a state server's objects, each
+    /// reachable by the others): datagrams it sends are also delivered back to it when it
+    /// subscribes one of their recipients. Otherwise, as for any participant, never.
+    fn hears_itself(&self) -> bool {
+        false
+    }
     /// Called once when the core starts: subscribe the role's channels here.
     fn start(&mut self, now: Instant, out: &mut Output);
     /// A datagram delivered to this role. `frame` is the whole datagram with its length tag.

@@ -619,14 +619,7 @@ impl Core {
                 let Ok(event) = r.blob() else {
                     return truncated("CONTROL_LOG_MESSAGE");
                 };
-                match &self.el_socket {
-                    Some(s) => {
-                        if let Err(e) = s.send(event) {
-                            log::debug!("messagedirector: event not sent to the EventLogger: {e}");
-                        }
-                    }
-                    None => log::debug!("messagedirector: CONTROL_LOG_MESSAGE with no eventlogger configured; dropped"),
-                }
+                self.send_event(event);
             }
             other => {
                 log::warn!(
@@ -1162,6 +1155,18 @@ impl Core {
 
     // ---- roles -----------------------------------------------------------------------------
 
+    /// Sends one MessagePack event to the configured EventLogger (UDP, fire and forget).
+    fn send_event(&self, event: &[u8]) {
+        match &self.el_socket {
+            Some(s) => {
+                if let Err(e) = s.send(event) {
+                    log::debug!("event not sent to the EventLogger: {e}");
+                }
+            }
+            None => log::debug!("no eventlogger configured; event dropped"),
+        }
+    }
+
     /// Starts the thread that runs role `index`'s blocking work; its answers come back to this
     /// core's inbox as `WorkDone`.
     fn spawn_worker(
@@ -1289,6 +1294,10 @@ impl Core {
     /// queues its work.
     fn apply_role_output(&mut self, i: usize, out: &mut Output) {
         let pid = self.roles[i].pid;
+        let exclude = (!self.roles[i].role.hears_itself()).then_some(pid);
+        for event in out.events.drain(..) {
+            self.send_event(&event);
+        }
         if !out.work.is_empty() {
             self.roles[i].work_waiting.extend(out.work.drain(..));
             self.push_work(i);
@@ -1344,7 +1353,7 @@ impl Core {
                 continue;
             }
             self.send_upstream(frame);
-            self.route(frame, Some(pid));
+            self.route(frame, exclude);
         }
         out.datagrams = datagrams;
         out.datagrams.clear();

@@ -1,0 +1,119 @@
+//! The StateServer role: one instance per core, all subscribed to the control channel and to
+//! BCHAN_STATESERVERS; each creates only the objects whose doid its core owns, so an
+//! object's state is only ever touched by one thread.
+
+use super::event::{self, Ev};
+use super::objects::Objects;
+use super::{Output, Placement, Role, Schema};
+use otp_wire::channels::BCHAN_STATESERVERS;
+use otp_wire::msgtypes::*;
+use otp_wire::InternalDatagram;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct StateServer {
+    control: u64,
+    placement: Placement,
+    pub objects: Objects,
+}
+
+impl StateServer {
+    pub fn new(control: u64, schema: Arc<Schema>, placement: Placement) -> StateServer {
+        StateServer {
+            control,
+            placement,
+            objects: Objects::new(schema, "stateserver"),
+        }
+    }
+
+    fn handle_control(&mut self, dg: &InternalDatagram<'_>, out: &mut Output) {
+        let sender = dg.sender.unwrap_or(0);
+        let mut r = dg.payload_reader();
+        match dg.msgtype {
+            STATESERVER_CREATE_OBJECT_WITH_REQUIRED
+            | STATESERVER_CREATE_OBJECT_WITH_REQUIRED_OTHER => {
+                let head = (|| Ok::<_, otp_wire::WireError>((r.u32()?, r.u32()?, r.u32()?, r.u16()?)))();
+                let Ok((doid, parent, zone, class)) = head else {
+                    log::warn!("stateserver: truncated create from {sender}; ignored");
+                    return;
+                };
+                if !self.placement.owns_doid(doid) {
+                    return; // another core's object
+                }
+                if self.objects.contains(doid) {
+                    log::warn!("stateserver: create for existing object {doid} from {sender}; ignored");
+                    return;
+                }
+                let other = dg.msgtype == STATESERVER_CREATE_OBJECT_WITH_REQUIRED_OTHER;
+                match self.objects.read_snapshot(class, &mut r, other, !other) {
+                    Ok(fields) => {
+                        self.objects
+                            .create(doid, parent, zone, class, fields, sender, out);
+                    }
+                    Err(reason) => {
+                        let name = self.objects.schema.class_name(class).to_string();
+                        log::warn!(
+                            "stateserver: create of {name}({doid}) from {sender} refused: {reason}"
+                        );
+                        out.events.push(event::encode(
+                            "invalid-create",
+                            &[
+                                ("role", Ev::Str("stateserver")),
+                                ("doid", Ev::U64(doid as u64)),
+                                ("dclass", Ev::Str(&name)),
+                                ("sender", Ev::U64(sender)),
+                                ("reason", Ev::Str(&reason)),
+                            ],
+                        ));
+                    }
+                }
+            }
+            STATESERVER_DELETE_AI_OBJECTS => {
+                let Ok(ai) = r.u64() else {
+                    log::warn!("stateserver: truncated DELETE_AI_OBJECTS from {sender}; ignored");
+                    return;
+                };
+                let doids = self.objects.explicitly_managed_by(ai);
+                if !doids.is_empty() {
+                    log::info!(
+                        "stateserver: deleting {} objects of AI {ai} (core {})",
+                        doids.len(),
+                        self.placement.core
+                    );
+                }
+                for doid in doids {
+                    self.objects.annihilate(doid, sender, true, out);
+                }
+            }
+            other => {
+                log::debug!("stateserver: control message type {other} from {sender} ignored");
+            }
+        }
+    }
+}
+
+impl Role for StateServer {
+    fn name(&self) -> &'static str {
+        "stateserver"
+    }
+
+    fn hears_itself(&self) -> bool {
+        true
+    }
+
+    fn start(&mut self, _now: Instant, out: &mut Output) {
+        out.subscribe(self.control);
+        out.subscribe(BCHAN_STATESERVERS);
+    }
+
+    fn handle(&mut self, _now: Instant, _frame: &[u8], dg: &InternalDatagram<'_>, out: &mut Output) {
+        if dg
+            .recipients
+            .iter()
+            .any(|c| c == self.control || c == BCHAN_STATESERVERS)
+        {
+            self.handle_control(dg, out);
+        }
+        self.objects.dispatch(dg, out);
+    }
+}
