@@ -4,7 +4,9 @@ use crate::config::{ClusterConfig, ConfigError};
 use std::process::ExitCode;
 
 /// Loads the DC files (if any) and checks that every UberDOG's class exists in them.
-pub fn check_dc_and_uberdogs(config: &ClusterConfig) -> Result<Option<otp_dc::DcFile>, ConfigError> {
+pub fn check_dc_and_uberdogs(
+    config: &ClusterConfig,
+) -> Result<Option<otp_dc::DcFile>, ConfigError> {
     if config.dc_files.is_empty() {
         if let Some(u) = config.uberdogs.first() {
             return Err(ConfigError::new(

@@ -5,9 +5,9 @@ use otpd::config::{self, ClusterConfig, ConfigError, RoleConfig};
 use otpd::roles::dbss::Dbss;
 use otpd::roles::stateserver::StateServer;
 use otpd::roles::{Placement, Role};
-use std::sync::Arc;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 const HELP: &str = "\
 otpd: an OTP server cluster (MessageDirector, roles) in one binary
@@ -182,7 +182,10 @@ fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), C
                 if schema.is_none() {
                     return Err(ConfigError::new(
                         "dc_files",
-                        format!("the {} role needs the DC files (dc_files is empty)", role.kind()),
+                        format!(
+                            "the {} role needs the DC files (dc_files is empty)",
+                            role.kind()
+                        ),
                     ));
                 }
             }

@@ -302,3 +302,73 @@ impl FakeUpstream {
         Md::from_stream(s)
     }
 }
+
+/// A payload builder for the tests' datagrams (little-endian, as on the wire).
+#[derive(Default, Clone)]
+pub struct P(pub Vec<u8>);
+
+impl P {
+    pub fn new() -> P {
+        P(Vec::new())
+    }
+    pub fn u8(mut self, v: u8) -> P {
+        self.0.push(v);
+        self
+    }
+    pub fn u16(mut self, v: u16) -> P {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn u32(mut self, v: u32) -> P {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn u64(mut self, v: u64) -> P {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn i16(mut self, v: i16) -> P {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn string(mut self, s: &str) -> P {
+        self.0.extend_from_slice(&(s.len() as u16).to_le_bytes());
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+    pub fn bytes(mut self, b: &[u8]) -> P {
+        self.0.extend_from_slice(b);
+        self
+    }
+}
+
+/// The project's test schema, for class and field ids by name.
+pub struct TestDc {
+    pub path: PathBuf,
+    pub dc: otp_dc::DcFile,
+}
+
+impl TestDc {
+    pub fn load() -> TestDc {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/dc/objects.dc");
+        let path = path.canonicalize().unwrap();
+        let dc = otp_dc::DcFile::parse_files(&[&path]).unwrap();
+        TestDc { path, dc }
+    }
+    pub fn class(&self, name: &str) -> u16 {
+        self.dc.class_by_name(name).unwrap().id()
+    }
+    pub fn field(&self, class: &str, name: &str) -> u16 {
+        let c = self.dc.class_by_name(class).unwrap();
+        self.dc.field_by_name(c, name).unwrap().id()
+    }
+}
+
+/// Connects a participant subscribed to `channels`, each confirmed through `probe`.
+pub fn listener(port: u16, probe: &mut Md, channels: &[u64]) -> Md {
+    let mut m = Md::connect(port);
+    for &c in channels {
+        m.subscribe_confirmed(probe, c);
+    }
+    m
+}

@@ -104,14 +104,23 @@ impl Dbss {
         })
     }
 
-    fn handle_dg(&mut self, now: Instant, frame: &[u8], dg: &InternalDatagram<'_>, out: &mut Output) {
+    fn handle_dg(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        dg: &InternalDatagram<'_>,
+        out: &mut Output,
+    ) {
         let doid = self.our_doid(dg);
         if let Some(d) = doid {
             if let Some(l) = self.loading.get_mut(&d) {
                 match dg.msgtype {
                     DBSERVER_OBJECT_GET_ALL_RESP => {}
-                    DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS | DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS_OTHER => {
-                        log::warn!("dbss: activate for object {d}, which is loading already; ignored");
+                    DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS
+                    | DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS_OTHER => {
+                        log::warn!(
+                            "dbss: activate for object {d}, which is loading already; ignored"
+                        );
                         return;
                     }
                     _ => {
@@ -179,7 +188,8 @@ impl Dbss {
                 if contexts.is_empty() {
                     let ctx = self.context();
                     contexts.push(ctx);
-                    let mut w = out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_GET_ALL);
+                    let mut w =
+                        out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_GET_ALL);
                     w.u32(ctx).u32(doid);
                     let _ = w.finish();
                 }
@@ -289,7 +299,11 @@ impl Dbss {
                         if flags.airecv && obj.ai != 0 && obj.ai != sender {
                             t.push(obj.ai);
                         }
-                        if flags.ownrecv && obj.owner != 0 && obj.owner != sender && !t.contains(&obj.owner) {
+                        if flags.ownrecv
+                            && obj.owner != 0
+                            && obj.owner != sender
+                            && !t.contains(&obj.owner)
+                        {
                             t.push(obj.owner);
                         }
                         if !t.is_empty() {
@@ -315,8 +329,17 @@ impl Dbss {
                         return Ok(());
                     }
                     let ctx = self.context();
-                    self.queries
-                        .insert(ctx, (Query::Field { to: sender, context, doid }, now));
+                    self.queries.insert(
+                        ctx,
+                        (
+                            Query::Field {
+                                to: sender,
+                                context,
+                                doid,
+                            },
+                            now,
+                        ),
+                    );
                     let mut w =
                         out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_GET_FIELD);
                     w.u32(ctx).u32(doid).u16(f);
@@ -343,8 +366,11 @@ impl Dbss {
                     let f = r.u16()?;
                     let flags = schema.flags(f);
                     if schema.dc().field(f).is_none() {
-                        let mut w =
-                            out.datagram(&[sender], doid as u64, STATESERVER_OBJECT_GET_FIELDS_RESP);
+                        let mut w = out.datagram(
+                            &[sender],
+                            doid as u64,
+                            STATESERVER_OBJECT_GET_FIELDS_RESP,
+                        );
                         w.u32(context).u8(0);
                         let _ = w.finish();
                         return Ok(());
@@ -399,8 +425,17 @@ impl Dbss {
                     return Ok(());
                 }
                 let ctx = self.context();
-                self.queries
-                    .insert(ctx, (Query::All { to: sender, context, doid }, now));
+                self.queries.insert(
+                    ctx,
+                    (
+                        Query::All {
+                            to: sender,
+                            context,
+                            doid,
+                        },
+                        now,
+                    ),
+                );
                 self.inactive_loads.entry(doid).or_default().push(ctx);
                 let mut w = out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_GET_ALL);
                 w.u32(ctx).u32(doid);
@@ -414,7 +449,8 @@ impl Dbss {
                 let ok = r.u8()? != 0;
                 match q {
                     Query::Field { to, context, doid } => {
-                        let mut w = out.datagram(&[to], doid as u64, STATESERVER_OBJECT_GET_FIELD_RESP);
+                        let mut w =
+                            out.datagram(&[to], doid as u64, STATESERVER_OBJECT_GET_FIELD_RESP);
                         w.u32(context).u8(ok as u8);
                         if ok {
                             w.bytes(r.rest());
@@ -441,7 +477,9 @@ impl Dbss {
                         let _ = w.finish();
                     }
                     Query::All { .. } => {
-                        log::warn!("dbss: database answered a GET_ALL with a field response; ignored");
+                        log::warn!(
+                            "dbss: database answered a GET_ALL with a field response; ignored"
+                        );
                     }
                 }
             }
@@ -457,7 +495,10 @@ impl Dbss {
                         log::debug!("dbss: GET_ALL of {doid}: not in the database; no answer");
                     }
                 }
-                let loads = self.loading.get(&doid).is_some_and(|l| l.contexts.contains(&ctx));
+                let loads = self
+                    .loading
+                    .get(&doid)
+                    .is_some_and(|l| l.contexts.contains(&ctx));
                 if loads {
                     self.finish_load(now, doid, ok.then_some(body), out);
                 }
@@ -469,7 +510,9 @@ impl Dbss {
 
     fn room_for_query(&self) -> bool {
         if self.queries.len() >= MAX_PENDING_QUERIES {
-            log::warn!("dbss: {MAX_PENDING_QUERIES} database queries pending already; read refused");
+            log::warn!(
+                "dbss: {MAX_PENDING_QUERIES} database queries pending already; read refused"
+            );
             return false;
         }
         true
@@ -512,7 +555,10 @@ impl Dbss {
         for _ in 0..count {
             let f = r.u16().map_err(|e| e.to_string())?;
             if !schema.class_has_field(class, f) {
-                return Err(format!("field {f} is not a field of {}", schema.class_name(class)));
+                return Err(format!(
+                    "field {f} is not a field of {}",
+                    schema.class_name(class)
+                ));
             }
             let rest = r.rest_peek();
             let len = schema
@@ -521,7 +567,10 @@ impl Dbss {
             if schema.flags(f).kept() {
                 store.set(f, &rest[..len]);
             } else {
-                log::warn!("dbss: non-RAM field {} in an activate; ignored", schema.field_name(f));
+                log::warn!(
+                    "dbss: non-RAM field {} in an activate; ignored",
+                    schema.field_name(f)
+                );
             }
             r.skip(len).map_err(|e| e.to_string())?;
         }
@@ -616,7 +665,14 @@ impl Dbss {
     }
 
     /// Sends the `db` fields of a valid update to the database.
-    fn write_back(&mut self, doid: Doid, sender: u64, r: &mut Reader<'_>, count: u16, out: &mut Output) {
+    fn write_back(
+        &mut self,
+        doid: Doid,
+        sender: u64,
+        r: &mut Reader<'_>,
+        count: u16,
+        out: &mut Output,
+    ) {
         let schema = Arc::clone(&self.objects.schema);
         let class = self.objects.objects.get(&doid).map(|o| o.class);
         let all = r.rest_peek();
@@ -694,9 +750,14 @@ impl Role for Dbss {
             if let Some((q, _)) = self.queries.remove(&c) {
                 log::warn!("dbss: database query {c} unanswered after {QUERY_TIMEOUT:?}; dropped");
                 match q {
-                    Query::Field { to, context, doid } => self.get_field_failed(to, context, doid, out),
-                    Query::Fields { to, context, doid, .. } => {
-                        let mut w = out.datagram(&[to], doid as u64, STATESERVER_OBJECT_GET_FIELDS_RESP);
+                    Query::Field { to, context, doid } => {
+                        self.get_field_failed(to, context, doid, out)
+                    }
+                    Query::Fields {
+                        to, context, doid, ..
+                    } => {
+                        let mut w =
+                            out.datagram(&[to], doid as u64, STATESERVER_OBJECT_GET_FIELDS_RESP);
                         w.u32(context).u8(0);
                         let _ = w.finish();
                     }

@@ -119,6 +119,14 @@ pub trait Role: Send {
     fn hears_itself(&self) -> bool {
         false
     }
+    /// A channel this role's instance on that channel's home core will subscribe when it
+    /// handles `dg` (a StateServer's new object). The runtime subscribes it as it routes `dg`,
+    /// so that datagrams sent right after `dg` by the same participant reach it, as they
+    /// would on astrond, where roles handle each datagram as it is routed. Called on the
+    /// reading core's instance for every datagram read from a connection: keep it cheap.
+    fn will_subscribe(&self, _dg: &InternalDatagram<'_>) -> Option<Channel> {
+        None
+    }
     /// Called once when the core starts: subscribe the role's channels here.
     fn start(&mut self, now: Instant, out: &mut Output);
     /// A datagram delivered to this role. `frame` is the whole datagram with its length tag.

@@ -313,7 +313,11 @@ impl Objects {
         out.subscribe(doid as u64);
         self.location_change(doid, parent, zone, sender, out);
         // Wake the children: those that exist already answer with their location.
-        let mut w = out.datagram(&[parent_channel(doid)], doid as u64, STATESERVER_OBJECT_GET_LOCATION);
+        let mut w = out.datagram(
+            &[parent_channel(doid)],
+            doid as u64,
+            STATESERVER_OBJECT_GET_LOCATION,
+        );
         w.u32(STATESERVER_CONTEXT_WAKE_CHILDREN);
         let _ = w.finish();
     }
@@ -374,7 +378,10 @@ impl Objects {
                 if self.objects[&doid].ai == ai {
                     self.annihilate(doid, sender, true, out);
                 } else {
-                    log::debug!("{}: object {doid}: DELETE_AI_OBJECTS for another AI", self.label);
+                    log::debug!(
+                        "{}: object {doid}: DELETE_AI_OBJECTS for another AI",
+                        self.label
+                    );
                 }
             }
             STATESERVER_OBJECT_DELETE_RAM => {
@@ -461,8 +468,11 @@ impl Objects {
                         obj.remove_child(old_zone, child);
                     }
                     obj.add_child(new_zone, child);
-                    let mut w =
-                        out.datagram(&[child as u64], doid as u64, STATESERVER_OBJECT_LOCATION_ACK);
+                    let mut w = out.datagram(
+                        &[child as u64],
+                        doid as u64,
+                        STATESERVER_OBJECT_LOCATION_ACK,
+                    );
                     w.u32(doid).u32(new_zone);
                     let _ = w.finish();
                 } else if old_parent == doid {
@@ -540,8 +550,7 @@ impl Objects {
             STATESERVER_OBJECT_GET_OWNER => {
                 let context = r.u32()?;
                 let owner = self.objects[&doid].owner;
-                let mut w =
-                    out.datagram(&[sender], doid as u64, STATESERVER_OBJECT_GET_OWNER_RESP);
+                let mut w = out.datagram(&[sender], doid as u64, STATESERVER_OBJECT_GET_OWNER_RESP);
                 w.u32(context).u32(doid).u64(owner);
                 let _ = w.finish();
             }
@@ -700,7 +709,10 @@ impl Objects {
                 let _ = w.finish();
             }
             other => {
-                log::trace!("{}: object {doid}: message type {other} ignored", self.label);
+                log::trace!(
+                    "{}: object {doid}: message type {other} ignored",
+                    self.label
+                );
             }
         }
         Ok(())
@@ -784,7 +796,14 @@ impl Objects {
         for &(f, start, end) in &updates {
             let value = &all[start..end];
             self.store(doid, f, value);
-            self.notify_field(doid, sender, f, STATESERVER_OBJECT_SET_FIELD, Some(value), out);
+            self.notify_field(
+                doid,
+                sender,
+                f,
+                STATESERVER_OBJECT_SET_FIELD,
+                Some(value),
+                out,
+            );
         }
     }
 
@@ -885,7 +904,14 @@ impl Objects {
                 }
             }
             if changed {
-                self.notify_field(doid, sender, f, STATESERVER_OBJECT_DELETE_FIELD_RAM, None, out);
+                self.notify_field(
+                    doid,
+                    sender,
+                    f,
+                    STATESERVER_OBJECT_DELETE_FIELD_RAM,
+                    None,
+                    out,
+                );
             }
         }
     }
@@ -1026,7 +1052,10 @@ impl Objects {
         out: &mut Output,
     ) {
         if new_parent == doid {
-            log::warn!("{}: object {doid} cannot be its own parent; ignored", self.label);
+            log::warn!(
+                "{}: object {doid} cannot be its own parent; ignored",
+                self.label
+            );
             return;
         }
         let obj = self.objects.get_mut(&doid).expect("exists");
@@ -1101,7 +1130,14 @@ impl Objects {
         }
     }
 
-    fn ai_change(&mut self, doid: Doid, new_ai: u64, sender: u64, explicit: bool, out: &mut Output) {
+    fn ai_change(
+        &mut self,
+        doid: Doid,
+        new_ai: u64,
+        sender: u64,
+        explicit: bool,
+        out: &mut Output,
+    ) {
         let obj = self.objects.get_mut(&doid).expect("exists");
         let old_ai = obj.ai;
         if new_ai == old_ai {
@@ -1168,8 +1204,11 @@ impl Objects {
         if parent != 0 {
             push_target(&mut t, location_channel(parent, zone));
             if notify_parent {
-                let mut w =
-                    out.datagram(&[parent as u64], sender, STATESERVER_OBJECT_CHANGING_LOCATION);
+                let mut w = out.datagram(
+                    &[parent as u64],
+                    sender,
+                    STATESERVER_OBJECT_CHANGING_LOCATION,
+                );
                 w.u32(doid).u32(0).u32(0).u32(parent).u32(zone);
                 let _ = w.finish();
             }
@@ -1194,7 +1233,11 @@ impl Objects {
         let obj = self.objects.get_mut(&doid).expect("exists");
         if obj.has_children() {
             obj.zones = None;
-            let mut w = out.datagram(&[parent_channel(doid)], sender, STATESERVER_OBJECT_DELETE_CHILDREN);
+            let mut w = out.datagram(
+                &[parent_channel(doid)],
+                sender,
+                STATESERVER_OBJECT_DELETE_CHILDREN,
+            );
             w.u32(doid);
             let _ = w.finish();
         }

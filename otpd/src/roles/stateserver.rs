@@ -26,13 +26,19 @@ impl StateServer {
         }
     }
 
+    /// Doids 0 and 1-999 are reserved; the control channel cannot be an object too.
+    fn creatable(&self, doid: u32) -> bool {
+        doid != 0 && !otp_wire::channels::is_reserved_doid(doid) && doid as u64 != self.control
+    }
+
     fn handle_control(&mut self, dg: &InternalDatagram<'_>, out: &mut Output) {
         let sender = dg.sender.unwrap_or(0);
         let mut r = dg.payload_reader();
         match dg.msgtype {
             STATESERVER_CREATE_OBJECT_WITH_REQUIRED
             | STATESERVER_CREATE_OBJECT_WITH_REQUIRED_OTHER => {
-                let head = (|| Ok::<_, otp_wire::WireError>((r.u32()?, r.u32()?, r.u32()?, r.u16()?)))();
+                let head =
+                    (|| Ok::<_, otp_wire::WireError>((r.u32()?, r.u32()?, r.u32()?, r.u16()?)))();
                 let Ok((doid, parent, zone, class)) = head else {
                     log::warn!("stateserver: truncated create from {sender}; ignored");
                     return;
@@ -41,7 +47,15 @@ impl StateServer {
                     return; // another core's object
                 }
                 if self.objects.contains(doid) {
-                    log::warn!("stateserver: create for existing object {doid} from {sender}; ignored");
+                    log::warn!(
+                        "stateserver: create for existing object {doid} from {sender}; ignored"
+                    );
+                    return;
+                }
+                if !self.creatable(doid) {
+                    log::warn!(
+                        "stateserver: create for doid {doid} from {sender}: reserved, or this state server's control channel; ignored"
+                    );
                     return;
                 }
                 let other = dg.msgtype == STATESERVER_CREATE_OBJECT_WITH_REQUIRED_OTHER;
@@ -51,6 +65,7 @@ impl StateServer {
                             .create(doid, parent, zone, class, fields, sender, out);
                     }
                     Err(reason) => {
+                        out.unsubscribe(doid as u64); // subscribed ahead by the runtime
                         let name = self.objects.schema.class_name(class).to_string();
                         log::warn!(
                             "stateserver: create of {name}({doid}) from {sender} refused: {reason}"
@@ -101,12 +116,33 @@ impl Role for StateServer {
         true
     }
 
+    fn will_subscribe(&self, dg: &InternalDatagram<'_>) -> Option<u64> {
+        if !matches!(
+            dg.msgtype,
+            STATESERVER_CREATE_OBJECT_WITH_REQUIRED | STATESERVER_CREATE_OBJECT_WITH_REQUIRED_OTHER
+        ) || !dg
+            .recipients
+            .iter()
+            .any(|c| c == self.control || c == BCHAN_STATESERVERS)
+        {
+            return None;
+        }
+        let doid = u32::from_le_bytes(dg.payload.get(..4)?.try_into().ok()?);
+        self.creatable(doid).then_some(doid as u64)
+    }
+
     fn start(&mut self, _now: Instant, out: &mut Output) {
         out.subscribe(self.control);
         out.subscribe(BCHAN_STATESERVERS);
     }
 
-    fn handle(&mut self, _now: Instant, _frame: &[u8], dg: &InternalDatagram<'_>, out: &mut Output) {
+    fn handle(
+        &mut self,
+        _now: Instant,
+        _frame: &[u8],
+        dg: &InternalDatagram<'_>,
+        out: &mut Output,
+    ) {
         if dg
             .recipients
             .iter()

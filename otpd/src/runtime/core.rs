@@ -12,7 +12,7 @@ use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use otp_wire::msgtypes::*;
-use otp_wire::{FrameError, Reader, Writer};
+use otp_wire::{FrameError, InternalDatagram, Reader, Writer};
 use slab::Slab;
 use smallvec::SmallVec;
 use std::collections::VecDeque;
@@ -509,8 +509,27 @@ impl Core {
         if kind == ConnKind::Participant {
             self.send_upstream(frame);
         }
+        if !self.roles.is_empty() {
+            self.presubscribe(frame);
+        }
         self.route(frame, Some(pid));
         Flow::Continue
+    }
+
+    /// Subscribes, ahead of time, the channels roles will subscribe when they handle this
+    /// datagram (a StateServer's new object), so datagrams read after it from the same
+    /// connection find them: the subscription reaches the channel's home core before their
+    /// lookups do. The role's own subscription later is then a no-op.
+    fn presubscribe(&mut self, frame: &[u8]) {
+        let Ok(dg) = InternalDatagram::parse(&frame[2..]) else {
+            return;
+        };
+        for i in 0..self.roles.len() {
+            if let Some(c) = self.roles[i].role.will_subscribe(&dg) {
+                let home = home_core(c, self.shared.cores);
+                self.subscribe(Pid::new(home, 0, ROLE_SLOT_BASE + i), c);
+            }
+        }
     }
 
     fn handle_control(&mut self, slot: usize, frame: &[u8], msgtype: u16, payload: &[u8]) -> Flow {
@@ -1310,9 +1329,9 @@ impl Core {
                     }
                 }
                 Subscription::Remove(c) => {
-                    if self.roles[i].singles.remove(&c) {
-                        self.unsubscribe(pid, c);
-                    }
+                    // Unconditional: the channel may have been subscribed ahead (presubscribe).
+                    self.roles[i].singles.remove(&c);
+                    self.unsubscribe(pid, c);
                 }
                 Subscription::AddRange(lo, hi) if lo <= hi => self.range_op(pid, lo, hi, true),
                 Subscription::RemoveRange(lo, hi) if lo <= hi => {
