@@ -2,6 +2,8 @@
 //! (otpd's or astrond). `flood` measures routed messages per second from one sender to many
 //! subscribers; `pingpong` measures unloaded round-trip latency.
 
+mod objects;
+
 use otp_wire::msgtypes::CONTROL_ADD_CHANNEL;
 use otp_wire::Writer;
 use std::io::{Read, Write};
@@ -360,11 +362,15 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("flood") => parse(&args[1..]).and_then(|o| flood(&o)),
         Some("pingpong") => parse(&args[1..]).and_then(|o| pingpong(&o)),
+        Some("objects") => objects::run(&args[1..]),
         Some("-h") | Some("--help") => {
-            print!("{USAGE}");
+            print!("{USAGE}{}", objects::USAGE);
             return;
         }
-        _ => Err(format!("expected a subcommand\n\n{USAGE}")),
+        _ => Err(format!(
+            "expected a subcommand\n\n{USAGE}{}",
+            objects::USAGE
+        )),
     };
     if let Err(e) = result {
         eprintln!("otp-load: {e}");
