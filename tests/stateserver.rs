@@ -1244,3 +1244,83 @@ fn creates_fill_left_out_required_fields_and_refuse_bad_ones() {
     );
     assert!(s.o.is_running());
 }
+
+#[test]
+fn an_astrond_yaml_with_a_stateserver_and_a_dbss_serves_objects() {
+    let dc = TestDc::load();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let yml = dir.path().join("astrond.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "messagedirector:\n  bind: 127.0.0.1:{port}\ngeneral:\n  dc_files:\n    - {}\nroles:\n  - type: stateserver\n    control: {CONTROL}\n  - type: dbss\n    database: 4003\n    ranges:\n      - min: 100000\n        max: 199999\n",
+            dc.path.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(otpd_bin())
+        .arg(&yml)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let mut probe = Md::connect(port);
+    let mut client = listener(port, &mut probe, &[CLIENT]);
+    let thing = dc.class("Thing");
+    let p = P::new()
+        .u32(250_000)
+        .u32(0)
+        .u32(0)
+        .u16(thing)
+        .u32(1)
+        .u16(7)
+        .u8(0);
+    probe.send(&dg(
+        &[CONTROL],
+        AI,
+        STATESERVER_CREATE_OBJECT_WITH_REQUIRED,
+        &p.0,
+    ));
+    probe.send(&dg(
+        &[250_000],
+        CLIENT,
+        STATESERVER_OBJECT_GET_LOCATION,
+        &P::new().u32(3).0,
+    ));
+    let got = decode(&client.recv());
+    assert_eq!(got.payload, P::new().u32(3).u32(250_000).u32(0).u32(0).0);
+    probe.send(&dg(
+        &[100_000],
+        CLIENT,
+        DBSS_OBJECT_GET_ACTIVATED,
+        &P::new().u32(4).u32(100_000).0,
+    ));
+    let got = decode(&client.recv());
+    assert_eq!(got.msgtype, DBSS_OBJECT_GET_ACTIVATED_RESP);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_stateserver_without_dc_files_or_with_a_reserved_control_channel_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ron, mentions) in [
+        ("(roles: [StateServer(control: 100100)])", "dc_files"),
+        (
+            "(dc_files: [\"x.dc\"], roles: [StateServer(control: 500)])",
+            "reserved",
+        ),
+    ] {
+        let path = dir.path().join("c.ron");
+        std::fs::write(&path, ron).unwrap();
+        let out = std::process::Command::new(otpd_bin())
+            .arg("--cluster")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{ron}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(mentions), "{ron}: {err}");
+    }
+}

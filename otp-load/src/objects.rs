@@ -168,7 +168,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         );
         w.u32(o.first + i).u32(parent).u32(zone).u16(class).u32(i);
         w.finish().ok();
-        if (i as usize + 1) % o.batch == 0 || i + 1 == n {
+        if (i as usize + 1).is_multiple_of(o.batch) || i + 1 == n {
             ai.write_all(&creates).map_err(|e| e.to_string())?;
             creates.clear();
         }
@@ -206,7 +206,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             );
             w.u32(doid).u16(field).u32(i);
             w.finish().ok();
-            if (i as usize + 1) % o.batch == 0 || i + 1 == m {
+            if (i as usize + 1).is_multiple_of(o.batch) || i + 1 == m {
                 ai.write_all(&updates).map_err(|e| e.to_string())?;
                 updates.clear();
             }

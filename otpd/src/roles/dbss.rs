@@ -268,25 +268,19 @@ impl Dbss {
                     self.refuse(doid, sender, "invalid-delete-disk", &reason, out);
                     return Ok(());
                 }
-                let mut w = if ids.len() == 1 {
-                    let mut w =
-                        out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_DELETE_FIELD);
-                    w.u32(doid).u16(ids[0]);
-                    w
-                } else {
-                    let mut w =
-                        out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_DELETE_FIELDS);
-                    w.u32(doid).u16(ids.len() as u16);
-                    for &f in &ids {
-                        w.u16(f);
-                    }
-                    w
-                };
-                w.set_msgtype(if ids.len() == 1 {
+                let msgtype = if ids.len() == 1 {
                     DBSERVER_OBJECT_DELETE_FIELD
                 } else {
                     DBSERVER_OBJECT_DELETE_FIELDS
-                });
+                };
+                let mut w = out.datagram(&[self.database], doid as u64, msgtype);
+                w.u32(doid);
+                if ids.len() > 1 {
+                    w.u16(ids.len() as u16);
+                }
+                for &f in &ids {
+                    w.u16(f);
+                }
                 let _ = w.finish();
                 if let Some(obj) = self.objects.objects.get(&doid) {
                     // Tell those who see each field; the live copy keeps its value in RAM.

@@ -331,11 +331,7 @@ impl Objects {
         targets.clear();
         for ch in dg.recipients.iter() {
             match ch >> 32 {
-                0 => {
-                    if self.objects.contains_key(&(ch as u32)) {
-                        targets.push(ch as u32);
-                    }
-                }
+                0 if self.objects.contains_key(&(ch as u32)) => targets.push(ch as u32),
                 1 => {
                     if let Some(set) = self.children_here.get(&(ch as u32)) {
                         targets.extend(set.iter().copied());

@@ -153,3 +153,91 @@ impl Role for StateServer {
         self.objects.dispatch(dg, out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The role driven directly, without sockets or threads: datagrams in, datagrams out.
+    use super::*;
+
+    fn schema() -> Arc<Schema> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/dc/objects.dc");
+        Arc::new(Schema::new(otp_dc::DcFile::parse_files(&[path]).unwrap()))
+    }
+
+    fn feed(
+        ss: &mut StateServer,
+        recipient: u64,
+        sender: u64,
+        msgtype: u16,
+        payload: &[u8],
+    ) -> Output {
+        let mut frame = Vec::new();
+        let mut w = otp_wire::Writer::internal1(&mut frame, recipient, sender, msgtype);
+        w.bytes(payload);
+        w.finish().unwrap();
+        let dg = InternalDatagram::parse(&frame[2..]).unwrap();
+        let mut out = Output::default();
+        ss.handle(Instant::now(), &frame, &dg, &mut out);
+        out
+    }
+
+    fn msgtypes(out: &Output) -> Vec<u16> {
+        out.frames()
+            .map(|f| InternalDatagram::parse(&f[2..]).unwrap().msgtype)
+            .collect()
+    }
+
+    #[test]
+    fn a_create_on_the_owning_core_makes_an_object_and_other_cores_ignore_it() {
+        let schema = schema();
+        let small = schema.dc().class_by_name("Small").unwrap().id();
+        let doid = 123_456u32;
+        let owner = crate::md::home_core(doid as u64, 2);
+        let mut create = Vec::new();
+        create.extend_from_slice(&doid.to_le_bytes());
+        create.extend_from_slice(&9000u32.to_le_bytes());
+        create.extend_from_slice(&5u32.to_le_bytes());
+        create.extend_from_slice(&small.to_le_bytes());
+        create.extend_from_slice(&77u32.to_le_bytes());
+        for core in 0..2 {
+            let mut ss = StateServer::new(100_100, schema.clone(), Placement { core, cores: 2 });
+            let out = feed(
+                &mut ss,
+                100_100,
+                42,
+                STATESERVER_CREATE_OBJECT_WITH_REQUIRED,
+                &create,
+            );
+            if core == owner {
+                assert_eq!(ss.objects.len(), 1);
+                assert_eq!(
+                    msgtypes(&out),
+                    [
+                        STATESERVER_OBJECT_GET_AI,
+                        STATESERVER_OBJECT_CHANGING_LOCATION,
+                        STATESERVER_OBJECT_ENTER_LOCATION_WITH_REQUIRED,
+                        STATESERVER_OBJECT_GET_LOCATION
+                    ]
+                );
+                assert!(out
+                    .subscriptions
+                    .contains(&crate::roles::Subscription::Add(doid as u64)));
+                // An out-of-range update is refused with an EventLogger event.
+                let field = schema
+                    .dc()
+                    .field_by_name(schema.dc().class_by_name("Small").unwrap(), "setValue")
+                    .unwrap()
+                    .id();
+                let mut upd = doid.to_le_bytes().to_vec();
+                upd.extend_from_slice(&field.to_le_bytes());
+                upd.extend_from_slice(&[1, 2]); // truncated uint32
+                let out = feed(&mut ss, doid as u64, 42, STATESERVER_OBJECT_SET_FIELD, &upd);
+                assert!(out.datagrams.is_empty());
+                assert_eq!(out.events.len(), 1);
+            } else {
+                assert!(ss.objects.is_empty());
+                assert!(out.is_empty());
+            }
+        }
+    }
+}
