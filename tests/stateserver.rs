@@ -1130,38 +1130,21 @@ fn race_an_owner_change_during_a_location_change() {
 }
 
 #[test]
-fn creates_fill_left_out_required_fields_and_refuse_bad_ones() {
+fn creates_need_every_required_field_and_refuse_bad_ones() {
     let mut s = Ss::start();
     let mut client = s.listen(&[CLIENT]);
     let thing = s.thing();
-    // Only setRequired given: the rest take their DC defaults.
-    let p = P::new().u32(900_001).u32(0).u32(0).u16(thing).u32(5);
-    s.probe.send(&dg(
-        &[CONTROL],
-        AI,
-        STATESERVER_CREATE_OBJECT_WITH_REQUIRED,
-        &p.0,
-    ));
+    // Only setRequired given: refused, as astrond does.
+    let p = P::new().u32(900_009).u32(0).u32(0).u16(thing).u32(5);
+    s.probe.send(&dg(&[CONTROL], AI, STATESERVER_CREATE_OBJECT_WITH_REQUIRED, &p.0));
+    assert!(!s.exists(&mut client, 900_009));
+    let p = P::new().u32(900_001).u32(0).u32(0).u16(thing).u32(5).u16(7).u8(0);
+    s.probe.send(&dg(&[CONTROL], AI, STATESERVER_CREATE_OBJECT_WITH_REQUIRED, &p.0));
     s.wait_exists(&mut client, 900_001);
-    let got = s.ask(
-        &mut client,
-        900_001,
-        STATESERVER_OBJECT_GET_ALL,
-        P::new().u32(1).u32(900_001),
-    );
+    let got = s.ask(&mut client, 900_001, STATESERVER_OBJECT_GET_ALL, P::new().u32(1).u32(900_001));
     assert_eq!(
         got.payload,
-        P::new()
-            .u32(1)
-            .u32(900_001)
-            .u32(0)
-            .u32(0)
-            .u16(thing)
-            .u32(5)
-            .u16(7)
-            .u8(0)
-            .u16(0)
-            .0
+        P::new().u32(1).u32(900_001).u32(0).u32(0).u16(thing).u32(5).u16(7).u8(0).u16(0).0
     );
     // With OTHER: ram fields kept; an out-of-range value refuses the create.
     let fb = s.f("setBroadcastRam");

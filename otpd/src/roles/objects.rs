@@ -216,40 +216,25 @@ impl Objects {
     // ---- creation -----------------------------------------------------------------------
 
     /// Reads a REQUIRED section (and an OTHER section when `other`) for `class`, validating
-    /// every value. `defaults_for_missing`: a REQUIRED section that ends early at a field
-    /// boundary is completed with DC defaults.
+    /// every value; every required field must be there.
     pub fn read_snapshot(
         &self,
         class: u16,
         r: &mut Reader<'_>,
         other: bool,
-        defaults_for_missing: bool,
     ) -> Result<FieldStore, String> {
         let schema = &self.schema;
         let info = schema
             .class(class)
             .ok_or_else(|| format!("unknown dclass {class}"))?;
         let mut store = FieldStore::default();
-        let mut defaulted = false;
         for &f in &info.required {
-            if defaults_for_missing && r.is_empty() {
-                store.set(f, schema.default_value(f));
-                defaulted = true;
-                continue;
-            }
             let rest = r.rest_peek();
             let len = schema
                 .value_len(f, rest)
                 .map_err(|e| format!("required field {}: {e}", schema.field_name(f)))?;
             store.set(f, &rest[..len]);
             r.skip(len).map_err(|e| e.to_string())?;
-        }
-        if defaulted {
-            log::debug!(
-                "{}: {} created with DC defaults for required fields left out",
-                self.label,
-                schema.class_name(class)
-            );
         }
         if other {
             let count = r.u16().map_err(|e| format!("OTHER count: {e}"))?;

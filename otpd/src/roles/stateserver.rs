@@ -26,9 +26,10 @@ impl StateServer {
         }
     }
 
-    /// Doids 0 and 1-999 are reserved; the control channel cannot be an object too.
+    /// Doid 0 is invalid, and the control channel cannot be an object too. (Reserved doids
+    /// 1-999 are refused in configurations only: astrond creates them, and AIs rely on it.)
     fn creatable(&self, doid: u32) -> bool {
-        doid != 0 && !otp_wire::channels::is_reserved_doid(doid) && doid as u64 != self.control
+        doid != 0 && doid as u64 != self.control && doid as u64 != BCHAN_STATESERVERS
     }
 
     fn handle_control(&mut self, dg: &InternalDatagram<'_>, out: &mut Output) {
@@ -54,12 +55,12 @@ impl StateServer {
                 }
                 if !self.creatable(doid) {
                     log::warn!(
-                        "stateserver: create for doid {doid} from {sender}: reserved, or this state server's control channel; ignored"
+                        "stateserver: create for doid {doid} from {sender}: invalid, or a channel of the state server itself; ignored"
                     );
                     return;
                 }
                 let other = dg.msgtype == STATESERVER_CREATE_OBJECT_WITH_REQUIRED_OTHER;
-                match self.objects.read_snapshot(class, &mut r, other, !other) {
+                match self.objects.read_snapshot(class, &mut r, other) {
                     Ok(fields) => {
                         self.objects
                             .create(doid, parent, zone, class, fields, sender, out);
