@@ -1136,15 +1136,47 @@ fn creates_need_every_required_field_and_refuse_bad_ones() {
     let thing = s.thing();
     // Only setRequired given: refused, as astrond does.
     let p = P::new().u32(900_009).u32(0).u32(0).u16(thing).u32(5);
-    s.probe.send(&dg(&[CONTROL], AI, STATESERVER_CREATE_OBJECT_WITH_REQUIRED, &p.0));
+    s.probe.send(&dg(
+        &[CONTROL],
+        AI,
+        STATESERVER_CREATE_OBJECT_WITH_REQUIRED,
+        &p.0,
+    ));
     assert!(!s.exists(&mut client, 900_009));
-    let p = P::new().u32(900_001).u32(0).u32(0).u16(thing).u32(5).u16(7).u8(0);
-    s.probe.send(&dg(&[CONTROL], AI, STATESERVER_CREATE_OBJECT_WITH_REQUIRED, &p.0));
+    let p = P::new()
+        .u32(900_001)
+        .u32(0)
+        .u32(0)
+        .u16(thing)
+        .u32(5)
+        .u16(7)
+        .u8(0);
+    s.probe.send(&dg(
+        &[CONTROL],
+        AI,
+        STATESERVER_CREATE_OBJECT_WITH_REQUIRED,
+        &p.0,
+    ));
     s.wait_exists(&mut client, 900_001);
-    let got = s.ask(&mut client, 900_001, STATESERVER_OBJECT_GET_ALL, P::new().u32(1).u32(900_001));
+    let got = s.ask(
+        &mut client,
+        900_001,
+        STATESERVER_OBJECT_GET_ALL,
+        P::new().u32(1).u32(900_001),
+    );
     assert_eq!(
         got.payload,
-        P::new().u32(1).u32(900_001).u32(0).u32(0).u16(thing).u32(5).u16(7).u8(0).u16(0).0
+        P::new()
+            .u32(1)
+            .u32(900_001)
+            .u32(0)
+            .u32(0)
+            .u16(thing)
+            .u32(5)
+            .u16(7)
+            .u8(0)
+            .u16(0)
+            .0
     );
     // With OTHER: ram fields kept; an out-of-range value refuses the create.
     let fb = s.f("setBroadcastRam");
@@ -1306,4 +1338,66 @@ fn a_stateserver_without_dc_files_or_with_a_reserved_control_channel_is_refused(
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(mentions), "{ron}: {err}");
     }
+}
+
+#[test]
+fn an_invalid_update_is_reported_to_the_eventlogger() {
+    let el = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    el.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let dc = TestDc::load();
+    let port = free_port();
+    let o = Otpd::start_full(
+        port,
+        "",
+        &format!(
+            "eventlogger: Some(\"{}\"), dc_files: [\"{}\"], roles: [StateServer(control: {CONTROL})],",
+            el.local_addr().unwrap(),
+            dc.path.display()
+        ),
+    );
+    let mut probe = o.connect();
+    let mut client = listener(port, &mut probe, &[CLIENT]);
+    let thing = dc.class("Thing");
+    let doid = 910_001u32;
+    let p = P::new()
+        .u32(doid)
+        .u32(0)
+        .u32(0)
+        .u16(thing)
+        .u32(1)
+        .u16(7)
+        .u8(0);
+    probe.send(&dg(
+        &[CONTROL],
+        AI,
+        STATESERVER_CREATE_OBJECT_WITH_REQUIRED,
+        &p.0,
+    ));
+    probe.send(&dg(
+        &[doid as u64],
+        CLIENT,
+        STATESERVER_OBJECT_GET_LOCATION,
+        &P::new().u32(1).0,
+    ));
+    client.recv();
+    let fr = dc.field("Thing", "setRanged");
+    probe.send(&dg(
+        &[doid as u64],
+        OTHER,
+        STATESERVER_OBJECT_SET_FIELD,
+        &P::new().u32(doid).u16(fr).u8(42).0,
+    ));
+    let mut buf = [0u8; 2048];
+    let n = el.recv(&mut buf).expect("an event within 5 s");
+    let event = &buf[..n];
+    let has = |s: &[u8]| event.windows(s.len()).any(|w| w == s);
+    assert!(has(b"invalid-field-update"), "{event:?}");
+    assert!(has(b"setRanged") && has(b"Thing"), "{event:?}");
+    // doid and sender as MessagePack uint32 (0xce, big-endian).
+    let mut d = vec![0xce];
+    d.extend_from_slice(&doid.to_be_bytes());
+    assert!(has(&d), "{event:?}");
+    let mut snd = vec![0xce];
+    snd.extend_from_slice(&(OTHER as u32).to_be_bytes());
+    assert!(has(&snd), "{event:?}");
 }
