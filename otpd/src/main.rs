@@ -1,9 +1,12 @@
 //! The `otpd` command line: runs a cluster from `cluster.ron` (`--cluster`) or from an astrond
 //! YAML file (astrond's own command line), and hosts the operator tools (`otpd dc ...`).
 
+use otpd::config::DatabaseBackend;
 use otpd::config::{self, ClusterConfig, ConfigError, RoleConfig};
+use otpd::roles::database::Database;
 use otpd::roles::dbss::Dbss;
 use otpd::roles::stateserver::StateServer;
+use otpd::roles::store::SqliteStore;
 use otpd::roles::{Placement, Role};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -178,7 +181,9 @@ fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), C
     let schema = dc.map(|dc| Arc::new(otpd::roles::Schema::new(dc)));
     for role in &config.roles {
         match role {
-            RoleConfig::StateServer { .. } | RoleConfig::Dbss { .. } => {
+            RoleConfig::StateServer { .. }
+            | RoleConfig::Dbss { .. }
+            | RoleConfig::Database { .. } => {
                 if schema.is_none() {
                     return Err(ConfigError::new(
                         "dc_files",
@@ -202,8 +207,31 @@ fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), C
             }
         }
     }
+    // Database stores are opened now, so that a file that cannot be used stops otpd at once.
+    let mut stores = Vec::new();
+    for role in &config.roles {
+        if let RoleConfig::Database {
+            generate, backend, ..
+        } = role
+        {
+            let schema = Arc::clone(schema.as_ref().expect("checked above"));
+            let store =
+                match backend {
+                    DatabaseBackend::Sqlite { directory } => {
+                        SqliteStore::open(directory, schema, generate.min, generate.max)
+                            .map_err(|e| ConfigError::new("database", e.to_string()))?
+                    }
+                    DatabaseBackend::Postgres { .. } => return Err(ConfigError::new(
+                        "database",
+                        "the PostgreSQL backend is not implemented in this build yet; use Sqlite",
+                    )),
+                };
+            stores.push(parking_lot::Mutex::new(Some(store)));
+        }
+    }
     let roles = config.roles.clone();
     let factory: RoleFactory = Box::new(move |p: Placement| {
+        let mut next_store = 0;
         let mut v: Vec<Box<dyn Role>> = Vec::new();
         for role in &roles {
             let schema = Arc::clone(schema.as_ref().expect("checked above"));
@@ -214,6 +242,22 @@ fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), C
                 RoleConfig::Dbss { database, ranges } => {
                     let ranges = ranges.iter().map(|r| (r.min, r.max)).collect();
                     v.push(Box::new(Dbss::new(*database, ranges, schema, p)));
+                }
+                RoleConfig::Database {
+                    control, broadcast, ..
+                } => {
+                    // One instance, on core 0: it owns the doid counter and the store.
+                    let store = &stores[next_store];
+                    next_store += 1;
+                    if p.core == 0 {
+                        let store = store.lock().take().expect("core 0 starts once");
+                        v.push(Box::new(Database::new(
+                            *control,
+                            *broadcast,
+                            schema,
+                            Box::new(store),
+                        )));
+                    }
                 }
                 _ => unreachable!("refused above"),
             }

@@ -3,11 +3,13 @@
 //! subscription changes in an `Output`; the runtime hosts one instance per core as an MD
 //! participant, so a whole cluster can also be driven from a single test thread.
 
+pub mod database;
 pub mod dbss;
 pub mod event;
 pub mod objects;
 pub mod schema;
 pub mod stateserver;
+pub mod store;
 
 pub use schema::{FieldFlags, Schema};
 

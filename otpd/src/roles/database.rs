@@ -1,0 +1,510 @@
+//! The Database role: the DBSERVER_* messages (3000-3032) of Astron's protocol. The role
+//! parses and validates each request (only `db` fields, values checked against the DC file),
+//! hands it to its store's worker thread as a job, and answers once the job's transaction is
+//! durable; changes are re-broadcast on `(2 << 32) | doid` when `broadcast` is on.
+
+use super::store::{Job, Op, Outcome};
+use super::{Output, Role, Schema, Work, Worker};
+use otp_wire::channels::{database_channel, BCHAN_DBSERVERS};
+use otp_wire::msgtypes::*;
+use otp_wire::{InternalDatagram, Reader, WireError};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Database {
+    control: u64,
+    broadcast: bool,
+    schema: Arc<Schema>,
+    worker: Option<Box<dyn Worker>>,
+}
+
+/// Why a request is refused before it reaches the store.
+type Refusal = String;
+
+impl Database {
+    pub fn new(
+        control: u64,
+        broadcast: bool,
+        schema: Arc<Schema>,
+        worker: Box<dyn Worker>,
+    ) -> Database {
+        Database {
+            control,
+            broadcast,
+            schema,
+            worker: Some(worker),
+        }
+    }
+
+    /// `count` field ids, each a `db` field; non-db fields are left out with a log line
+    /// (as astrond does). Unknown field ids refuse the request.
+    fn read_ids(
+        &self,
+        r: &mut Reader<'_>,
+        count: u16,
+    ) -> Result<Result<Vec<u16>, Refusal>, WireError> {
+        let mut ids = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let f = r.u16()?;
+            if self.schema.dc().field(f).is_none() {
+                return Ok(Err(format!("unknown field {f}")));
+            }
+            if self.schema.flags(f).db {
+                if !ids.contains(&f) {
+                    ids.push(f);
+                }
+            } else {
+                log::warn!(
+                    "database: request names non-db field {}; left out",
+                    self.schema.field_name(f)
+                );
+            }
+        }
+        Ok(Ok(ids))
+    }
+
+    /// One validated `<VALUE>` of field `f`.
+    fn read_value(&self, r: &mut Reader<'_>, f: u16) -> Result<Vec<u8>, Refusal> {
+        if self.schema.dc().field(f).is_none() {
+            return Err(format!("unknown field {f}"));
+        }
+        let rest = r.rest_peek();
+        let len = self
+            .schema
+            .value_len(f, rest)
+            .map_err(|e| format!("{}: {e}", self.schema.field_name(f)))?;
+        let _ = r.skip(len);
+        Ok(rest[..len].to_vec())
+    }
+
+    /// `count` (field, value) pairs; with `only_db`, non-db fields are skipped (astrond does
+    /// so on create and set).
+    fn read_pairs(
+        &self,
+        r: &mut Reader<'_>,
+        count: u16,
+    ) -> Result<Result<Vec<(u16, Vec<u8>)>, Refusal>, WireError> {
+        let mut out: Vec<(u16, Vec<u8>)> = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let f = r.u16()?;
+            let v = match self.read_value(r, f) {
+                Ok(v) => v,
+                Err(e) => return Ok(Err(e)),
+            };
+            if self.schema.flags(f).db {
+                out.retain(|(x, _)| *x != f);
+                out.push((f, v));
+            } else {
+                log::warn!(
+                    "database: request sets non-db field {}; left out",
+                    self.schema.field_name(f)
+                );
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    fn job(&self, op: Op, sender: u64, context: u32, msgtype: u16, out: &mut Output) {
+        out.work(Box::new(Job {
+            op,
+            sender,
+            context,
+            msgtype,
+            outcome: Outcome::Pending,
+        }));
+    }
+
+    /// Answers a request refused before the store: failure (or doid 0 for a create); a
+    /// fire-and-forget request just gets a log line.
+    fn refuse(&self, msgtype: u16, sender: u64, context: u32, why: &str, out: &mut Output) {
+        log::warn!(
+            "database: {} from {sender} refused: {why}",
+            internal_name(msgtype)
+        );
+        let resp = match msgtype {
+            DBSERVER_CREATE_OBJECT => {
+                let mut w = out.datagram(&[sender], self.control, DBSERVER_CREATE_OBJECT_RESP);
+                w.u32(context).u32(0);
+                let _ = w.finish();
+                return;
+            }
+            DBSERVER_OBJECT_GET_FIELD
+            | DBSERVER_OBJECT_GET_FIELDS
+            | DBSERVER_OBJECT_GET_ALL
+            | DBSERVER_OBJECT_SET_FIELD_IF_EQUALS
+            | DBSERVER_OBJECT_SET_FIELDS_IF_EQUALS
+            | DBSERVER_OBJECT_SET_FIELD_IF_EMPTY => msgtype + 1,
+            _ => return,
+        };
+        let mut w = out.datagram(&[sender], self.control, resp);
+        w.u32(context).u8(0);
+        let _ = w.finish();
+    }
+
+    fn request(&mut self, dg: &InternalDatagram<'_>, out: &mut Output) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        let mut r = dg.payload_reader();
+        let t = dg.msgtype;
+        match t {
+            DBSERVER_CREATE_OBJECT => {
+                let context = r.u32()?;
+                let class = r.u16()?;
+                let count = r.u16()?;
+                if self.schema.class(class).is_none() {
+                    self.refuse(t, sender, context, &format!("unknown dclass {class}"), out);
+                    return Ok(());
+                }
+                let mut fields = match self.read_pairs(&mut r, count)? {
+                    Ok(f) => f,
+                    Err(why) => {
+                        self.refuse(t, sender, context, &why, out);
+                        return Ok(());
+                    }
+                };
+                if let Some((f, _)) = fields
+                    .iter()
+                    .find(|(f, _)| !self.schema.class_has_field(class, *f))
+                {
+                    let why = format!(
+                        "{} is not a field of {}",
+                        self.schema.field_name(*f),
+                        self.schema.class_name(class)
+                    );
+                    self.refuse(t, sender, context, &why, out);
+                    return Ok(());
+                }
+                // Fields left out that have a DC default are stored with it.
+                let info = self.schema.class(class).expect("checked");
+                for &f in &info.fields {
+                    let fl = self.schema.flags(f);
+                    if fl.db
+                        && fl.has_default
+                        && !fl.molecular
+                        && !fields.iter().any(|(x, _)| *x == f)
+                    {
+                        fields.push((f, self.schema.default_value(f).to_vec()));
+                    }
+                }
+                fields.sort_by_key(|(f, _)| *f);
+                self.job(Op::Create { class, fields }, sender, context, t, out);
+            }
+            DBSERVER_OBJECT_GET_FIELD | DBSERVER_OBJECT_GET_FIELDS | DBSERVER_OBJECT_GET_ALL => {
+                let context = r.u32()?;
+                let doid = r.u32()?;
+                let fields = match t {
+                    DBSERVER_OBJECT_GET_ALL => None,
+                    _ => {
+                        let count = if t == DBSERVER_OBJECT_GET_FIELDS {
+                            r.u16()?
+                        } else {
+                            1
+                        };
+                        match self.read_ids(&mut r, count)? {
+                            Ok(ids) if !ids.is_empty() => Some(ids),
+                            Ok(_) => {
+                                self.refuse(t, sender, context, "no db field asked for", out);
+                                return Ok(());
+                            }
+                            Err(why) => {
+                                self.refuse(t, sender, context, &why, out);
+                                return Ok(());
+                            }
+                        }
+                    }
+                };
+                self.job(Op::Get { doid, fields }, sender, context, t, out);
+            }
+            DBSERVER_OBJECT_SET_FIELD | DBSERVER_OBJECT_SET_FIELDS => {
+                let doid = r.u32()?;
+                let count = if t == DBSERVER_OBJECT_SET_FIELDS {
+                    r.u16()?
+                } else {
+                    1
+                };
+                match self.read_pairs(&mut r, count)? {
+                    Ok(f) if !f.is_empty() => {
+                        let fields = f.into_iter().map(|(f, v)| (f, Some(v))).collect();
+                        self.job(Op::Set { doid, fields }, sender, 0, t, out);
+                    }
+                    Ok(_) => self.refuse(t, sender, 0, "no db field to set", out),
+                    Err(why) => self.refuse(t, sender, 0, &why, out),
+                }
+            }
+            DBSERVER_OBJECT_DELETE_FIELD | DBSERVER_OBJECT_DELETE_FIELDS => {
+                let doid = r.u32()?;
+                let count = if t == DBSERVER_OBJECT_DELETE_FIELDS {
+                    r.u16()?
+                } else {
+                    1
+                };
+                match self.read_ids(&mut r, count)? {
+                    Ok(ids) if !ids.is_empty() => {
+                        // A field with a DC default goes back to it; others are removed.
+                        let fields = ids
+                            .into_iter()
+                            .map(|f| {
+                                let v = self
+                                    .schema
+                                    .flags(f)
+                                    .has_default
+                                    .then(|| self.schema.default_value(f).to_vec());
+                                (f, v)
+                            })
+                            .collect();
+                        self.job(Op::Set { doid, fields }, sender, 0, t, out);
+                    }
+                    Ok(_) => self.refuse(t, sender, 0, "no db field to delete", out),
+                    Err(why) => self.refuse(t, sender, 0, &why, out),
+                }
+            }
+            DBSERVER_OBJECT_SET_FIELD_IF_EQUALS
+            | DBSERVER_OBJECT_SET_FIELDS_IF_EQUALS
+            | DBSERVER_OBJECT_SET_FIELD_IF_EMPTY => {
+                let context = r.u32()?;
+                let doid = r.u32()?;
+                let count = if t == DBSERVER_OBJECT_SET_FIELDS_IF_EQUALS {
+                    r.u16()?
+                } else {
+                    1
+                };
+                let mut criteria = Vec::new();
+                let mut fields = Vec::new();
+                for _ in 0..count {
+                    let f = r.u16()?;
+                    let old = if t == DBSERVER_OBJECT_SET_FIELD_IF_EMPTY {
+                        None
+                    } else {
+                        match self.read_value(&mut r, f) {
+                            Ok(v) => Some(v),
+                            Err(why) => {
+                                self.refuse(t, sender, context, &why, out);
+                                return Ok(());
+                            }
+                        }
+                    };
+                    let new = match self.read_value(&mut r, f) {
+                        Ok(v) => v,
+                        Err(why) => {
+                            self.refuse(t, sender, context, &why, out);
+                            return Ok(());
+                        }
+                    };
+                    if !self.schema.flags(f).db {
+                        let why = format!("{} is not a db field", self.schema.field_name(f));
+                        self.refuse(t, sender, context, &why, out);
+                        return Ok(());
+                    }
+                    criteria.push((f, old));
+                    fields.push((f, new));
+                }
+                if fields.is_empty() {
+                    self.refuse(t, sender, context, "no field", out);
+                    return Ok(());
+                }
+                self.job(
+                    Op::Update {
+                        doid,
+                        criteria,
+                        fields,
+                    },
+                    sender,
+                    context,
+                    t,
+                    out,
+                );
+            }
+            DBSERVER_OBJECT_DELETE => {
+                let doid = r.u32()?;
+                self.job(Op::Delete { doid }, sender, 0, t, out);
+            }
+            other => log::debug!("database: message type {other} from {sender} ignored"),
+        }
+        Ok(())
+    }
+
+    fn answer(&self, job: Job, out: &mut Output) {
+        let Job {
+            op,
+            sender,
+            context,
+            msgtype,
+            outcome,
+        } = job;
+        match (&op, outcome) {
+            (Op::Create { .. }, o) => {
+                let doid = if let Outcome::Created(d) = o { d } else { 0 };
+                let mut w = out.datagram(&[sender], self.control, DBSERVER_CREATE_OBJECT_RESP);
+                w.u32(context).u32(doid);
+                let _ = w.finish();
+            }
+            (Op::Get { .. }, Outcome::Object { class, fields }) => {
+                let mut w = out.datagram(&[sender], self.control, msgtype + 1);
+                w.u32(context);
+                match msgtype {
+                    DBSERVER_OBJECT_GET_FIELD => {
+                        match fields.first() {
+                            Some((f, v)) => w.u8(1).u16(*f).bytes(v),
+                            None => w.u8(0),
+                        };
+                    }
+                    DBSERVER_OBJECT_GET_FIELDS => {
+                        w.u8(1).u16(fields.len() as u16);
+                        for (f, v) in &fields {
+                            w.u16(*f).bytes(v);
+                        }
+                    }
+                    _ => {
+                        w.u8(1).u16(class).u16(fields.len() as u16);
+                        for (f, v) in &fields {
+                            w.u16(*f).bytes(v);
+                        }
+                    }
+                }
+                if w.finish().is_err() {
+                    log::error!("database: answer to {} too large", internal_name(msgtype));
+                }
+            }
+            (Op::Set { doid, fields }, Outcome::Done) => self.announce(
+                *doid,
+                sender,
+                fields.iter().map(|(f, v)| (*f, v.as_deref())),
+                out,
+            ),
+            (Op::Update { doid, fields, .. }, Outcome::Done) => {
+                let mut w = out.datagram(&[sender], self.control, msgtype + 1);
+                w.u32(context).u8(1);
+                let _ = w.finish();
+                self.announce(
+                    *doid,
+                    sender,
+                    fields.iter().map(|(f, v)| (*f, Some(v.as_slice()))),
+                    out,
+                );
+            }
+            (Op::Update { .. }, Outcome::Mismatch(current)) => {
+                let mut w = out.datagram(&[sender], self.control, msgtype + 1);
+                w.u32(context).u8(0);
+                if msgtype == DBSERVER_OBJECT_SET_FIELDS_IF_EQUALS {
+                    w.u16(current.len() as u16);
+                }
+                for (f, v) in &current {
+                    w.u16(*f).bytes(v);
+                }
+                let _ = w.finish();
+            }
+            (Op::Delete { doid }, Outcome::Deleted) => {
+                if self.broadcast {
+                    let mut w =
+                        out.datagram(&[database_channel(*doid)], sender, DBSERVER_OBJECT_DELETE);
+                    w.u32(*doid);
+                    let _ = w.finish();
+                }
+            }
+            (_, _) => {
+                // Failed: requests with a context get a failure answer.
+                if matches!(op, Op::Get { .. } | Op::Update { .. }) {
+                    let mut w = out.datagram(&[sender], self.control, msgtype + 1);
+                    w.u32(context).u8(0);
+                    let _ = w.finish();
+                } else {
+                    log::warn!("database: {} from {sender} failed (unknown object, or a field of another class)", internal_name(msgtype));
+                }
+            }
+        }
+    }
+
+    /// Re-broadcasts applied changes on the object's database channel, as astrond does: the
+    /// values set as SET_FIELD(S), the fields removed as DELETE_FIELD(S).
+    fn announce<'a>(
+        &self,
+        doid: u32,
+        sender: u64,
+        fields: impl Iterator<Item = (u16, Option<&'a [u8]>)>,
+        out: &mut Output,
+    ) {
+        if !self.broadcast {
+            return;
+        }
+        let (mut set, mut deleted): (Vec<(u16, &[u8])>, Vec<u16>) = (Vec::new(), Vec::new());
+        for (f, v) in fields {
+            match v {
+                Some(v) => set.push((f, v)),
+                None => deleted.push(f),
+            }
+        }
+        let to = [database_channel(doid)];
+        if !deleted.is_empty() {
+            let many = deleted.len() > 1;
+            let t = if many {
+                DBSERVER_OBJECT_DELETE_FIELDS
+            } else {
+                DBSERVER_OBJECT_DELETE_FIELD
+            };
+            let mut w = out.datagram(&to, sender, t);
+            w.u32(doid);
+            if many {
+                w.u16(deleted.len() as u16);
+            }
+            for f in deleted {
+                w.u16(f);
+            }
+            let _ = w.finish();
+        }
+        if !set.is_empty() {
+            set.sort_by_key(|(f, _)| *f);
+            let many = set.len() > 1;
+            let t = if many {
+                DBSERVER_OBJECT_SET_FIELDS
+            } else {
+                DBSERVER_OBJECT_SET_FIELD
+            };
+            let mut w = out.datagram(&to, sender, t);
+            w.u32(doid);
+            if many {
+                w.u16(set.len() as u16);
+            }
+            for (f, v) in set {
+                w.u16(f).bytes(v);
+            }
+            let _ = w.finish();
+        }
+    }
+}
+
+impl Role for Database {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+
+    fn start(&mut self, _now: Instant, out: &mut Output) {
+        out.subscribe(self.control);
+        out.subscribe(BCHAN_DBSERVERS);
+    }
+
+    fn handle(
+        &mut self,
+        _now: Instant,
+        _frame: &[u8],
+        dg: &InternalDatagram<'_>,
+        out: &mut Output,
+    ) {
+        if let Err(e) = self.request(dg, out) {
+            log::warn!(
+                "database: truncated {} from {}: {e}; ignored",
+                internal_name(dg.msgtype),
+                dg.sender.unwrap_or(0)
+            );
+        }
+    }
+
+    fn take_worker(&mut self) -> Option<Box<dyn Worker>> {
+        self.worker.take()
+    }
+
+    fn work_done(&mut self, _now: Instant, answer: Work, out: &mut Output) {
+        match answer.downcast::<Job>() {
+            Ok(job) => self.answer(*job, out),
+            Err(_) => log::error!("database: the worker answered something that is not a job"),
+        }
+    }
+}
