@@ -1,0 +1,406 @@
+//! The Database role against the real binary with its embedded SQLite store: the DBSERVER
+//! messages, their re-broadcasts, refusals, start-up failures, and durability across kill -9.
+
+mod common;
+
+use common::*;
+use otp_wire::msgtypes::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const DB: u64 = 4100;
+const CLIENT: u64 = 9_000_001;
+
+fn db_role(dir: &Path) -> String {
+    format!(
+        "Database(control: {DB}, generate: (min: 1000000, max: 1999999), backend: Sqlite(directory: \"{}\"))",
+        dir.display()
+    )
+}
+
+struct Db {
+    o: Otpd,
+    dc: TestDc,
+    probe: Md,
+    client: Md,
+}
+
+impl Db {
+    fn start(dir: &Path) -> Db {
+        let dc = TestDc::load();
+        let port = free_port();
+        let o = Otpd::start_full(
+            port,
+            "",
+            &format!(
+                "dc_files: [\"{}\"], roles: [{}],",
+                dc.path.display(),
+                db_role(dir)
+            ),
+        );
+        let mut probe = o.connect();
+        let client = listener(port, &mut probe, &[CLIENT]);
+        Db {
+            o,
+            dc,
+            probe,
+            client,
+        }
+    }
+    fn f(&self, name: &str) -> u16 {
+        self.dc.field("Thing", name)
+    }
+    fn send(&mut self, msgtype: u16, p: P) {
+        self.probe.send(&dg(&[DB], CLIENT, msgtype, &p.0));
+    }
+    /// Sends a request and returns the answer's payload, checking its type and sender.
+    fn ask(&mut self, msgtype: u16, p: P) -> Vec<u8> {
+        self.send(msgtype, p);
+        let f = self.client.recv();
+        let n = f[2] as usize;
+        let at = 3 + 8 * n;
+        let sender = u64::from_le_bytes(f[at..at + 8].try_into().unwrap());
+        let t = u16::from_le_bytes([f[at + 8], f[at + 9]]);
+        assert_eq!((sender, t), (DB, msgtype + 1));
+        f[at + 10..].to_vec()
+    }
+    fn create(&mut self, context: u32, fields: &[(u16, P)]) -> u32 {
+        let mut p = P::new()
+            .u32(context)
+            .u16(self.dc.class("Thing"))
+            .u16(fields.len() as u16);
+        for (f, v) in fields {
+            p = p.u16(*f).bytes(&v.0);
+        }
+        let got = self.ask(DBSERVER_CREATE_OBJECT, p);
+        assert_eq!(&got[..4], &context.to_le_bytes());
+        u32::from_le_bytes(got[4..8].try_into().unwrap())
+    }
+}
+
+#[test]
+fn objects_are_created_read_updated_and_deleted_with_broadcasts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Db::start(dir.path());
+    let (fname, fscore, flevel) = (s.f("setName"), s.f("setScore"), s.f("setLevel"));
+    let thing = s.dc.class("Thing");
+    // Fields left out that have a DC default are stored with it; non-db fields are left out.
+    let doid = s.create(
+        1,
+        &[
+            (fname, P::new().string("bob")),
+            (s.f("setBroadcastRam"), P::new().u8(1)),
+        ],
+    );
+    assert!((1_000_000..=1_999_999).contains(&doid), "{doid}");
+    let mut watch = {
+        let port = s.o.port;
+        listener(port, &mut s.probe, &[(2u64 << 32) | doid as u64])
+    };
+    let got = s.ask(DBSERVER_OBJECT_GET_ALL, P::new().u32(2).u32(doid));
+    assert_eq!(
+        got,
+        P::new()
+            .u32(2)
+            .u8(1)
+            .u16(thing)
+            .u16(2)
+            .u16(fname)
+            .string("bob")
+            .u16(flevel)
+            .u8(1)
+            .0
+    );
+    // SET_FIELDS, re-broadcast with the sender kept.
+    s.send(
+        DBSERVER_OBJECT_SET_FIELDS,
+        P::new()
+            .u32(doid)
+            .u16(2)
+            .u16(fscore)
+            .u32(5)
+            .u16(fname)
+            .string("al"),
+    );
+    let b = watch.recv();
+    assert_eq!(
+        b,
+        dg(
+            &[(2u64 << 32) | doid as u64],
+            CLIENT,
+            DBSERVER_OBJECT_SET_FIELDS,
+            &P::new()
+                .u32(doid)
+                .u16(2)
+                .u16(fname)
+                .string("al")
+                .u16(fscore)
+                .u32(5)
+                .0
+        )
+    );
+    let got = s.ask(
+        DBSERVER_OBJECT_GET_FIELDS,
+        P::new().u32(3).u32(doid).u16(2).u16(fscore).u16(fname),
+    );
+    assert_eq!(
+        got,
+        P::new()
+            .u32(3)
+            .u8(1)
+            .u16(2)
+            .u16(fscore)
+            .u32(5)
+            .u16(fname)
+            .string("al")
+            .0
+    );
+    // IF_EQUALS: success, then a mismatch answered with the current value.
+    let got = s.ask(
+        DBSERVER_OBJECT_SET_FIELD_IF_EQUALS,
+        P::new().u32(4).u32(doid).u16(fscore).u32(5).u32(6),
+    );
+    assert_eq!(got, P::new().u32(4).u8(1).0);
+    watch.recv();
+    let got = s.ask(
+        DBSERVER_OBJECT_SET_FIELD_IF_EQUALS,
+        P::new().u32(5).u32(doid).u16(fscore).u32(5).u32(7),
+    );
+    assert_eq!(got, P::new().u32(5).u8(0).u16(fscore).u32(6).0);
+    // IF_EMPTY on a set field fails with its value.
+    let got = s.ask(
+        DBSERVER_OBJECT_SET_FIELD_IF_EMPTY,
+        P::new().u32(6).u32(doid).u16(fname).string("x"),
+    );
+    assert_eq!(got, P::new().u32(6).u8(0).u16(fname).string("al").0);
+    watch.expect_none();
+    // DELETE_FIELDS: a field with a default is reset (SET broadcast), others removed (DELETE).
+    s.send(
+        DBSERVER_OBJECT_SET_FIELD,
+        P::new().u32(doid).u16(flevel).u8(9),
+    );
+    watch.recv();
+    s.send(
+        DBSERVER_OBJECT_DELETE_FIELDS,
+        P::new().u32(doid).u16(2).u16(flevel).u16(fscore),
+    );
+    let got: Vec<Vec<u8>> = (0..2).map(|_| watch.recv()).collect();
+    let chan = (2u64 << 32) | doid as u64;
+    assert!(got.contains(&dg(
+        &[chan],
+        CLIENT,
+        DBSERVER_OBJECT_DELETE_FIELD,
+        &P::new().u32(doid).u16(fscore).0
+    )));
+    assert!(got.contains(&dg(
+        &[chan],
+        CLIENT,
+        DBSERVER_OBJECT_SET_FIELD,
+        &P::new().u32(doid).u16(flevel).u8(1).0
+    )));
+    let got = s.ask(
+        DBSERVER_OBJECT_GET_FIELD,
+        P::new().u32(7).u32(doid).u16(fscore),
+    );
+    assert_eq!(got, P::new().u32(7).u8(0).0);
+    // DELETE: broadcast, then the object is unknown.
+    s.send(DBSERVER_OBJECT_DELETE, P::new().u32(doid));
+    assert_eq!(
+        watch.recv(),
+        dg(
+            &[chan],
+            CLIENT,
+            DBSERVER_OBJECT_DELETE,
+            &P::new().u32(doid).0
+        )
+    );
+    let got = s.ask(DBSERVER_OBJECT_GET_ALL, P::new().u32(8).u32(doid));
+    assert_eq!(got, P::new().u32(8).u8(0).0);
+    // Doids are not reused while the range lasts.
+    let next = s.create(9, &[]);
+    assert!(next > doid);
+}
+
+#[test]
+fn bad_requests_answer_failure_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Db::start(dir.path());
+    let (fname, fscore) = (s.f("setName"), s.f("setScore"));
+    // Out-of-range class, invalid value, a field of another class: doid 0.
+    let got = s.ask(DBSERVER_CREATE_OBJECT, P::new().u32(1).u16(999).u16(0));
+    assert_eq!(got, P::new().u32(1).u32(0).0);
+    assert_eq!(
+        s.create(2, &[(fscore, P::new().u16(1))]),
+        0,
+        "truncated value"
+    );
+    let foreign = s.dc.field("Parent", "setParentDb");
+    assert_eq!(s.create(3, &[(foreign, P::new().u32(1))]), 0);
+    // Unknown objects.
+    let got = s.ask(
+        DBSERVER_OBJECT_GET_FIELD,
+        P::new().u32(4).u32(1_500_000).u16(fname),
+    );
+    assert_eq!(got, P::new().u32(4).u8(0).0);
+    let got = s.ask(
+        DBSERVER_OBJECT_SET_FIELD_IF_EMPTY,
+        P::new().u32(5).u32(1_500_000).u16(fname).string("x"),
+    );
+    assert_eq!(got, P::new().u32(5).u8(0).0);
+    // A set of a field of another class changes nothing.
+    let doid = s.create(6, &[(fscore, P::new().u32(3))]);
+    s.send(
+        DBSERVER_OBJECT_SET_FIELDS,
+        P::new()
+            .u32(doid)
+            .u16(2)
+            .u16(fscore)
+            .u32(4)
+            .u16(foreign)
+            .u32(1),
+    );
+    let got = s.ask(
+        DBSERVER_OBJECT_GET_FIELD,
+        P::new().u32(7).u32(doid).u16(fscore),
+    );
+    assert_eq!(
+        got,
+        P::new().u32(7).u8(1).u16(fscore).u32(3).0,
+        "the whole SET_FIELDS was refused"
+    );
+    // Truncated garbage: ignored, the role keeps serving.
+    s.probe
+        .send(&dg(&[DB], CLIENT, DBSERVER_OBJECT_GET_ALL, &[1, 2]));
+    let got = s.ask(
+        DBSERVER_OBJECT_GET_FIELD,
+        P::new().u32(8).u32(doid).u16(fscore),
+    );
+    assert_eq!(got, P::new().u32(8).u8(1).u16(fscore).u32(3).0);
+    assert!(s.o.is_running());
+}
+
+#[test]
+fn a_database_file_that_cannot_be_used_stops_otpd_with_a_message() {
+    let dc = TestDc::load();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |db_dir: &Path| {
+        let conf = dir.path().join("c.ron");
+        std::fs::write(
+            &conf,
+            format!(
+                "(pin_cores: false, dc_files: [\"{}\"], messagedirector: (bind: Some(\"127.0.0.1:{}\")), roles: [{}])",
+                dc.path.display(),
+                free_port(),
+                db_role(db_dir)
+            ),
+        )
+        .unwrap();
+        std::process::Command::new(otpd_bin())
+            .arg("--cluster")
+            .arg(&conf)
+            .output()
+            .unwrap()
+    };
+    // Locked by a running otpd.
+    let held = tempfile::tempdir().unwrap();
+    let s = Db::start(held.path());
+    let out = run(held.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("locked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(s);
+    // From a newer schema.
+    let newer = tempfile::tempdir().unwrap();
+    drop(Db::start(newer.path()));
+    {
+        let c = rusqlite::Connection::open(newer.path().join("otpd.sqlite3")).unwrap();
+        c.execute(
+            "UPDATE meta SET value = 99 WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
+    }
+    let out = run(newer.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("newer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not a database at all.
+    let junk = tempfile::tempdir().unwrap();
+    std::fs::write(junk.path().join("otpd.sqlite3"), vec![7u8; 4096]).unwrap();
+    let out = run(junk.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("otpd.sqlite3"));
+}
+
+#[test]
+fn kill_9_during_writes_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Db::start(dir.path());
+    let fscore = s.f("setScore");
+    let thing = s.dc.class("Thing");
+    // Write continuously: creates (acknowledged with their doid) with the context as value,
+    // several in flight at once; kill -9 in the middle.
+    let mut acked: Vec<(u32, u32)> = Vec::new();
+    let mut sent = 0u32;
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut killed = false;
+    loop {
+        if !killed {
+            let mut burst = Vec::new();
+            for _ in 0..50 {
+                sent += 1;
+                let p = P::new().u32(sent).u16(thing).u16(1).u16(fscore).u32(sent);
+                burst.extend(dg(&[DB], CLIENT, DBSERVER_CREATE_OBJECT, &p.0));
+            }
+            s.probe.send(&burst);
+            if Instant::now() > deadline {
+                s.o.kill(); // SIGKILL
+                killed = true;
+            }
+        }
+        match s
+            .client
+            .recv_within(Duration::from_millis(if killed { 300 } else { 50 }))
+        {
+            Some(f) => {
+                let at = 3 + 8 * f[2] as usize + 10;
+                let ctx = u32::from_le_bytes(f[at..at + 4].try_into().unwrap());
+                let doid = u32::from_le_bytes(f[at + 4..at + 8].try_into().unwrap());
+                assert_ne!(doid, 0);
+                acked.push((doid, ctx));
+            }
+            None if killed => break,
+            None => {}
+        }
+    }
+    assert!(
+        acked.len() > 100,
+        "only {} writes acknowledged before the kill",
+        acked.len()
+    );
+    drop(s);
+    let mut s = Db::start(dir.path());
+    for &(doid, ctx) in &acked {
+        let got = s.ask(
+            DBSERVER_OBJECT_GET_FIELD,
+            P::new().u32(ctx).u32(doid).u16(fscore),
+        );
+        assert_eq!(
+            got,
+            P::new().u32(ctx).u8(1).u16(fscore).u32(ctx).0,
+            "acknowledged create {ctx} (doid {doid}) lost"
+        );
+    }
+    let highest = acked.iter().map(|a| a.0).max().unwrap();
+    let next = s.create(u32::MAX, &[]);
+    assert!(
+        next > highest,
+        "the doid counter went back: {next} after {highest}"
+    );
+}
