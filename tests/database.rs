@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 const DB: u64 = 4100;
 const CLIENT: u64 = 9_000_001;
 
-fn db_role(dir: &Path) -> String {
-    format!(
-        "Database(control: {DB}, generate: (min: 1000000, max: 1999999), backend: Sqlite(directory: \"{}\"))",
-        dir.display()
-    )
+fn sqlite(dir: &Path) -> String {
+    format!("Sqlite(directory: \"{}\")", dir.display())
+}
+
+fn db_role(backend: &str) -> String {
+    format!("Database(control: {DB}, generate: (min: 1000000, max: 1999999), backend: {backend})")
 }
 
 struct Db {
@@ -26,7 +27,7 @@ struct Db {
 }
 
 impl Db {
-    fn start(dir: &Path) -> Db {
+    fn start(backend: &str) -> Db {
         let dc = TestDc::load();
         let port = free_port();
         let o = Otpd::start_full(
@@ -35,7 +36,7 @@ impl Db {
             &format!(
                 "dc_files: [\"{}\"], roles: [{}],",
                 dc.path.display(),
-                db_role(dir)
+                db_role(backend)
             ),
         );
         let mut probe = o.connect();
@@ -79,9 +80,19 @@ impl Db {
 }
 
 #[test]
-fn objects_are_created_read_updated_and_deleted_with_broadcasts() {
+fn sqlite_objects_are_created_read_updated_and_deleted_with_broadcasts() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Db::start(dir.path());
+    objects_are_created_read_updated_and_deleted_with_broadcasts(&sqlite(dir.path()));
+}
+
+#[test]
+fn postgres_objects_are_created_read_updated_and_deleted_with_broadcasts() {
+    let pg = PgServer::start();
+    objects_are_created_read_updated_and_deleted_with_broadcasts(&pg.backend());
+}
+
+fn objects_are_created_read_updated_and_deleted_with_broadcasts(backend: &str) {
+    let mut s = Db::start(backend);
     let (fname, fscore, flevel) = (s.f("setName"), s.f("setScore"), s.f("setLevel"));
     let thing = s.dc.class("Thing");
     // Fields left out that have a DC default are stored with it; non-db fields are left out.
@@ -222,9 +233,19 @@ fn objects_are_created_read_updated_and_deleted_with_broadcasts() {
 }
 
 #[test]
-fn bad_requests_answer_failure_and_change_nothing() {
+fn sqlite_bad_requests_answer_failure_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Db::start(dir.path());
+    bad_requests_answer_failure_and_change_nothing(&sqlite(dir.path()));
+}
+
+#[test]
+fn postgres_bad_requests_answer_failure_and_change_nothing() {
+    let pg = PgServer::start();
+    bad_requests_answer_failure_and_change_nothing(&pg.backend());
+}
+
+fn bad_requests_answer_failure_and_change_nothing(backend: &str) {
+    let mut s = Db::start(backend);
     let (fname, fscore) = (s.f("setName"), s.f("setScore"));
     // Out-of-range class, invalid value, a field of another class: doid 0.
     let got = s.ask(DBSERVER_CREATE_OBJECT, P::new().u32(1).u16(999).u16(0));
@@ -291,7 +312,7 @@ fn a_database_file_that_cannot_be_used_stops_otpd_with_a_message() {
                 "(pin_cores: false, dc_files: [\"{}\"], messagedirector: (bind: Some(\"127.0.0.1:{}\")), roles: [{}])",
                 dc.path.display(),
                 free_port(),
-                db_role(db_dir)
+                db_role(&sqlite(db_dir))
             ),
         )
         .unwrap();
@@ -303,7 +324,7 @@ fn a_database_file_that_cannot_be_used_stops_otpd_with_a_message() {
     };
     // Locked by a running otpd.
     let held = tempfile::tempdir().unwrap();
-    let s = Db::start(held.path());
+    let s = Db::start(&sqlite(held.path()));
     let out = run(held.path());
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -314,7 +335,7 @@ fn a_database_file_that_cannot_be_used_stops_otpd_with_a_message() {
     drop(s);
     // From a newer schema.
     let newer = tempfile::tempdir().unwrap();
-    drop(Db::start(newer.path()));
+    drop(Db::start(&sqlite(newer.path())));
     {
         let c = rusqlite::Connection::open(newer.path().join("otpd.sqlite3")).unwrap();
         c.execute(
@@ -339,9 +360,19 @@ fn a_database_file_that_cannot_be_used_stops_otpd_with_a_message() {
 }
 
 #[test]
-fn kill_9_during_writes_loses_no_acknowledged_write() {
+fn sqlite_kill_9_during_writes_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Db::start(dir.path());
+    kill_9_during_writes_loses_no_acknowledged_write(&sqlite(dir.path()));
+}
+
+#[test]
+fn postgres_kill_9_during_writes_loses_no_acknowledged_write() {
+    let pg = PgServer::start();
+    kill_9_during_writes_loses_no_acknowledged_write(&pg.backend());
+}
+
+fn kill_9_during_writes_loses_no_acknowledged_write(backend: &str) {
+    let mut s = Db::start(backend);
     let fscore = s.f("setScore");
     let thing = s.dc.class("Thing");
     // Write continuously: creates (acknowledged with their doid) with the context as value,
@@ -385,7 +416,7 @@ fn kill_9_during_writes_loses_no_acknowledged_write() {
         acked.len()
     );
     drop(s);
-    let mut s = Db::start(dir.path());
+    let mut s = Db::start(backend);
     for &(doid, ctx) in &acked {
         let got = s.ask(
             DBSERVER_OBJECT_GET_FIELD,
@@ -402,5 +433,60 @@ fn kill_9_during_writes_loses_no_acknowledged_write() {
     assert!(
         next > highest,
         "the doid counter went back: {next} after {highest}"
+    );
+}
+
+#[test]
+fn postgres_refuses_a_second_otpd_and_a_newer_schema() {
+    let pg = PgServer::start();
+    let dc = TestDc::load();
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let conf = dir.path().join("c.ron");
+        std::fs::write(
+            &conf,
+            format!(
+                "(pin_cores: false, dc_files: [\"{}\"], messagedirector: (bind: Some(\"127.0.0.1:{}\")), roles: [{}])",
+                dc.path.display(),
+                free_port(),
+                db_role(&pg.backend())
+            ),
+        )
+        .unwrap();
+        std::process::Command::new(otpd_bin())
+            .arg("--cluster")
+            .arg(&conf)
+            .output()
+            .unwrap()
+    };
+    let s = Db::start(&pg.backend());
+    let out = run();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("locked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(s);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = postgres::Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            pg.port
+        ),
+        postgres::NoTls,
+    )
+    .unwrap();
+    c.execute(
+        "UPDATE meta SET value = 99 WHERE key = 'schema_version'",
+        &[],
+    )
+    .unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("newer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

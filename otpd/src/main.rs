@@ -6,8 +6,8 @@ use otpd::config::{self, ClusterConfig, ConfigError, RoleConfig};
 use otpd::roles::database::Database;
 use otpd::roles::dbss::Dbss;
 use otpd::roles::stateserver::StateServer;
-use otpd::roles::store::SqliteStore;
-use otpd::roles::{Placement, Role};
+use otpd::roles::store;
+use otpd::roles::{Placement, Role, Worker};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -215,17 +215,29 @@ fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), C
         } = role
         {
             let schema = Arc::clone(schema.as_ref().expect("checked above"));
-            let store =
-                match backend {
-                    DatabaseBackend::Sqlite { directory } => {
-                        SqliteStore::open(directory, schema, generate.min, generate.max)
-                            .map_err(|e| ConfigError::new("database", e.to_string()))?
-                    }
-                    DatabaseBackend::Postgres { .. } => return Err(ConfigError::new(
-                        "database",
-                        "the PostgreSQL backend is not implemented in this build yet; use Sqlite",
-                    )),
-                };
+            let store: Box<dyn Worker> = match backend {
+                DatabaseBackend::Sqlite { directory } => Box::new(
+                    store::sqlite::open(directory, schema, generate.min, generate.max)
+                        .map_err(|e| ConfigError::new("database", e.to_string()))?,
+                ),
+                DatabaseBackend::Postgres {
+                    address,
+                    database,
+                    username,
+                    password,
+                } => Box::new(
+                    store::postgres::open(
+                        address,
+                        database,
+                        username,
+                        password,
+                        schema,
+                        generate.min,
+                        generate.max,
+                    )
+                    .map_err(|e| ConfigError::new("database", e.to_string()))?,
+                ),
+            };
             stores.push(parking_lot::Mutex::new(Some(store)));
         }
     }
@@ -251,12 +263,7 @@ fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), C
                     next_store += 1;
                     if p.core == 0 {
                         let store = store.lock().take().expect("core 0 starts once");
-                        v.push(Box::new(Database::new(
-                            *control,
-                            *broadcast,
-                            schema,
-                            Box::new(store),
-                        )));
+                        v.push(Box::new(Database::new(*control, *broadcast, schema, store)));
                     }
                 }
                 _ => unreachable!("refused above"),

@@ -372,3 +372,133 @@ pub fn listener(port: u16, probe: &mut Md, channels: &[u64]) -> Md {
     }
     m
 }
+
+/// A private PostgreSQL server for one test: initdb into a temporary folder, started on a free
+/// loopback port with trust authentication; stopped (and removed) on drop. Run as root, the
+/// server runs as the `postgres` user, as PostgreSQL requires.
+pub struct PgServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        let bin = pg_bindir().expect(
+            "PostgreSQL is not installed (initdb not found): install the distribution's \
+             postgresql package (.ci/run does)",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres = unsafe_is_root();
+        let data = dir.path().join("data");
+        if as_postgres {
+            Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+        }
+        let run = |prog: &str, args: &[&str]| {
+            let mut c = if as_postgres {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(bin.join(prog));
+                c
+            } else {
+                Command::new(bin.join(prog))
+            };
+            let out = c.args(args).output().expect("PostgreSQL tools run");
+            assert!(
+                out.status.success(),
+                "{prog} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let data_s = data.to_str().unwrap();
+        run(
+            "initdb",
+            &["-D", data_s, "-A", "trust", "-U", "postgres", "--no-sync"],
+        );
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on",
+            dir.path().display()
+        );
+        let log = dir.path().join("pg.log");
+        run(
+            "pg_ctl",
+            &[
+                "-D",
+                data_s,
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+        );
+        PgServer {
+            port,
+            dir,
+            bin,
+            as_postgres,
+        }
+    }
+
+    /// The cluster.ron backend for this server's `postgres` database.
+    pub fn backend(&self) -> String {
+        format!(
+            "Postgres(address: \"127.0.0.1:{}\", database: \"postgres\", username: \"postgres\", password: \"\")",
+            self.port
+        )
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let mut c = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.bin.join("pg_ctl"))
+        };
+        let _ = c
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Where initdb and pg_ctl are: `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin.
+fn pg_bindir() -> Option<PathBuf> {
+    if let Ok(o) = Command::new("pg_config").arg("--bindir").output() {
+        let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        if p.join("initdb").exists() {
+            return Some(p);
+        }
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}

@@ -1,0 +1,292 @@
+//! The Database role's storage: jobs (one per DBSERVER request) applied in batches, one
+//! transaction per batch, each answered only once its transaction is durable. The rules live
+//! here once (`Store`); the engines (`sqlite`, `postgres`) only store rows. One schema for
+//! both, plain enough to read by hand: `objects(doid, dclass, class_name)` and
+//! `fields(doid, field, name, value)`, values in their packed wire form, plus `meta`
+//! (`schema_version`, `next_doid`).
+
+pub mod postgres;
+pub mod sqlite;
+
+use super::{Schema, Work, Worker};
+use std::sync::Arc;
+
+/// The schema version this build writes; older ones are migrated, newer ones refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// What a request asks of the store. Values are validated by the role beforehand.
+#[derive(Debug)]
+pub enum Op {
+    Create {
+        class: u16,
+        fields: Vec<(u16, Vec<u8>)>,
+    },
+    /// `fields` None: every stored field (GET_ALL).
+    Get {
+        doid: u32,
+        fields: Option<Vec<u16>>,
+    },
+    /// Each field set to `Some(value)` or deleted (`None`).
+    Set {
+        doid: u32,
+        fields: Vec<(u16, Option<Vec<u8>>)>,
+    },
+    /// Applies `fields` only if every criterion holds: `Some(v)` = the stored value is `v`,
+    /// `None` = the field is empty.
+    Update {
+        doid: u32,
+        criteria: Vec<(u16, Option<Vec<u8>>)>,
+        fields: Vec<(u16, Vec<u8>)>,
+    },
+    Delete {
+        doid: u32,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pending,
+    Created(u32),
+    /// Unknown object, a field of another class, no doid left, or a storage error.
+    Failed,
+    Object {
+        class: u16,
+        fields: Vec<(u16, Vec<u8>)>,
+    },
+    /// A Set or Update applied.
+    Done,
+    /// An Update whose criteria did not hold: the current values of its criteria fields.
+    Mismatch(Vec<(u16, Vec<u8>)>),
+    Deleted,
+}
+
+/// One request on its way through the worker: what to do, who to answer, and the outcome.
+#[derive(Debug)]
+pub struct Job {
+    pub op: Op,
+    pub sender: u64,
+    pub context: u32,
+    pub msgtype: u16,
+    pub outcome: Outcome,
+}
+
+/// Why a store cannot be opened.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a storage engine offers the store: one transaction at a time, rows of objects and
+/// fields. Errors are the engine's, as text (they fail the whole batch).
+pub trait Backend: Send + 'static {
+    fn begin(&mut self) -> Result<(), String>;
+    fn commit(&mut self) -> Result<(), String>;
+    fn rollback(&mut self);
+    fn class_of(&mut self, doid: u32) -> Result<Option<u16>, String>;
+    fn insert_object(&mut self, doid: u32, class: u16, class_name: &str) -> Result<(), String>;
+    /// Removes the object and its fields; false if there was none.
+    fn delete_object(&mut self, doid: u32) -> Result<bool, String>;
+    fn value(&mut self, doid: u32, field: u16) -> Result<Option<Vec<u8>>, String>;
+    /// Every stored field, ascending id.
+    fn all_fields(&mut self, doid: u32) -> Result<Vec<(u16, Vec<u8>)>, String>;
+    fn write(
+        &mut self,
+        doid: u32,
+        field: u16,
+        name: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), String>;
+    /// The lowest doid in `min..=max` no object has.
+    fn free_doid(&mut self, min: u32, max: u32) -> Result<Option<u32>, String>;
+    fn set_next_doid(&mut self, next: u32) -> Result<(), String>;
+}
+
+/// The database's state machine over a backend: the doid counter and the rules of each
+/// operation, the same for every engine.
+pub struct Store<B: Backend> {
+    backend: B,
+    schema: Arc<Schema>,
+    next_doid: u32,
+    min_doid: u32,
+    max_doid: u32,
+}
+
+impl<B: Backend> Store<B> {
+    pub fn new(
+        backend: B,
+        schema: Arc<Schema>,
+        stored_next: u32,
+        min_doid: u32,
+        max_doid: u32,
+    ) -> Store<B> {
+        Store {
+            backend,
+            schema,
+            next_doid: stored_next.max(min_doid),
+            min_doid,
+            max_doid,
+        }
+    }
+
+    pub fn next_doid(&self) -> u32 {
+        self.next_doid
+    }
+
+    pub fn backend(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// Applies every job in one transaction; on a storage error the whole batch fails.
+    pub fn apply(&mut self, jobs: &mut [Job]) {
+        let start_doid = self.next_doid;
+        let result = (|| -> Result<(), String> {
+            self.backend.begin()?;
+            for job in jobs.iter_mut() {
+                job.outcome = self.apply_one(&job.op)?;
+            }
+            if self.next_doid != start_doid {
+                self.backend.set_next_doid(self.next_doid)?;
+            }
+            self.backend.commit()
+        })();
+        if let Err(e) = result {
+            log::error!("database: a batch of {} requests failed: {e}", jobs.len());
+            self.backend.rollback();
+            self.next_doid = start_doid;
+            for job in jobs.iter_mut() {
+                job.outcome = Outcome::Failed;
+            }
+        }
+    }
+
+    fn apply_one(&mut self, op: &Op) -> Result<Outcome, String> {
+        let schema = Arc::clone(&self.schema);
+        let b = &mut self.backend;
+        Ok(match op {
+            Op::Create { class, fields } => {
+                let doid = if self.next_doid != 0 && self.next_doid <= self.max_doid {
+                    let d = self.next_doid;
+                    self.next_doid = self.next_doid.wrapping_add(1);
+                    if b.class_of(d)?.is_some() {
+                        // A doid stored by other means (an import): never overwrite it.
+                        log::error!("database: doid {d} exists already; create refused");
+                        return Ok(Outcome::Failed);
+                    }
+                    d
+                } else {
+                    // The range is used up: reuse the lowest doid of a deleted object (as
+                    // astrond does), or fail when every doid is live.
+                    match b.free_doid(self.min_doid, self.max_doid)? {
+                        Some(d) => {
+                            log::warn!(
+                                "database: generate range used up; reusing deleted doid {d}"
+                            );
+                            d
+                        }
+                        None => {
+                            log::error!("database: every doid of the generate range is in use; create refused");
+                            return Ok(Outcome::Failed);
+                        }
+                    }
+                };
+                b.insert_object(doid, *class, schema.class_name(*class))?;
+                for (f, v) in fields {
+                    b.write(doid, *f, schema.field_name(*f), Some(v))?;
+                }
+                Outcome::Created(doid)
+            }
+            Op::Get { doid, fields } => {
+                let Some(class) = b.class_of(*doid)? else {
+                    return Ok(Outcome::Failed);
+                };
+                let out = match fields {
+                    None => b.all_fields(*doid)?,
+                    Some(ids) => {
+                        // Fields of another class are left out (astrond's answer); a lone
+                        // GET_FIELD of one then fails for want of a value.
+                        let mut out = Vec::new();
+                        for &f in ids.iter().filter(|f| schema.class_has_field(class, **f)) {
+                            if let Some(v) = b.value(*doid, f)? {
+                                out.push((f, v));
+                            }
+                        }
+                        out
+                    }
+                };
+                Outcome::Object { class, fields: out }
+            }
+            Op::Set { doid, fields } => {
+                let Some(class) = b.class_of(*doid)? else {
+                    return Ok(Outcome::Failed);
+                };
+                if fields
+                    .iter()
+                    .any(|(f, _)| !schema.class_has_field(class, *f))
+                {
+                    return Ok(Outcome::Failed);
+                }
+                for (f, v) in fields {
+                    b.write(*doid, *f, schema.field_name(*f), v.as_deref())?;
+                }
+                Outcome::Done
+            }
+            Op::Update {
+                doid,
+                criteria,
+                fields,
+            } => {
+                let Some(class) = b.class_of(*doid)? else {
+                    return Ok(Outcome::Failed);
+                };
+                if fields
+                    .iter()
+                    .map(|(f, _)| f)
+                    .chain(criteria.iter().map(|(f, _)| f))
+                    .any(|f| !schema.class_has_field(class, *f))
+                {
+                    return Ok(Outcome::Failed);
+                }
+                let mut holds = true;
+                let mut current = Vec::new();
+                for (f, want) in criteria {
+                    let have = b.value(*doid, *f)?;
+                    if have.as_deref() != want.as_deref() {
+                        holds = false;
+                    }
+                    if let Some(v) = have {
+                        current.push((*f, v));
+                    }
+                }
+                if !holds {
+                    return Ok(Outcome::Mismatch(current));
+                }
+                for (f, v) in fields {
+                    b.write(*doid, *f, schema.field_name(*f), Some(v))?;
+                }
+                Outcome::Done
+            }
+            Op::Delete { doid } => {
+                if b.delete_object(*doid)? {
+                    Outcome::Deleted
+                } else {
+                    Outcome::Failed
+                }
+            }
+        })
+    }
+}
+
+impl<B: Backend> Worker for Store<B> {
+    fn run(&mut self, batch: Vec<Work>) -> Vec<Work> {
+        let mut jobs: Vec<Job> = batch
+            .into_iter()
+            .map(|w| *w.downcast::<Job>().expect("the database role sends jobs"))
+            .collect();
+        self.apply(&mut jobs);
+        jobs.into_iter().map(|j| Box::new(j) as Work).collect()
+    }
+}

@@ -1,0 +1,208 @@
+//! The PostgreSQL engine: the same schema in a PostgreSQL database, one connection held by the
+//! database worker thread, an advisory lock so that two otpds never share one database.
+//! Commits are durable with the server's default `synchronous_commit = on`.
+
+use super::{Backend, Schema, Store, StoreError, SCHEMA_VERSION};
+use postgres::{Client, NoTls};
+use std::sync::Arc;
+
+/// The advisory lock key otpd holds on its database ("otpd" in ASCII).
+const LOCK_KEY: i64 = 0x6f747064;
+
+pub struct PgBackend {
+    client: Client,
+}
+
+fn e(err: postgres::Error) -> String {
+    err.to_string()
+}
+
+/// Connects to `address` ("host:port"), creates the schema if needed, and takes the lock.
+pub fn open(
+    address: &str,
+    database: &str,
+    username: &str,
+    password: &str,
+    schema: Arc<Schema>,
+    min_doid: u32,
+    max_doid: u32,
+) -> Result<Store<PgBackend>, StoreError> {
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, "5432"));
+    let mut config = postgres::Config::new();
+    config
+        .host(host.trim_start_matches('[').trim_end_matches(']'))
+        .port(
+            port.parse()
+                .map_err(|_| StoreError(format!("postgres address {address}: bad port")))?,
+        )
+        .dbname(database)
+        .user(username)
+        .connect_timeout(std::time::Duration::from_secs(10));
+    if !password.is_empty() {
+        config.password(password);
+    }
+    let what = |err: postgres::Error| StoreError(format!("postgres {address}/{database}: {err}"));
+    let mut client = config.connect(NoTls).map_err(what)?;
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+        .map_err(what)?
+        .get(0);
+    if !locked {
+        return Err(StoreError(format!(
+            "postgres {address}/{database}: locked by another otpd (advisory lock {LOCK_KEY})"
+        )));
+    }
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+             CREATE TABLE IF NOT EXISTS objects (
+                 doid BIGINT PRIMARY KEY,
+                 dclass INTEGER NOT NULL,
+                 class_name TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS fields (
+                 doid BIGINT NOT NULL REFERENCES objects(doid) ON DELETE CASCADE,
+                 field INTEGER NOT NULL,
+                 name TEXT NOT NULL,
+                 value BYTEA NOT NULL,
+                 PRIMARY KEY (doid, field));",
+        )
+        .map_err(what)?;
+    let meta = |client: &mut Client, key: &str| -> Result<Option<i64>, StoreError> {
+        Ok(client
+            .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
+            .map_err(what)?
+            .map(|r| r.get(0)))
+    };
+    match meta(&mut client, "schema_version")? {
+        None => {
+            client
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', $1)",
+                    &[&SCHEMA_VERSION],
+                )
+                .map_err(what)?;
+        }
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(StoreError(format!(
+                "postgres {address}/{database}: schema version {v} is newer than this otpd's \
+                 ({SCHEMA_VERSION}); run a newer otpd, or export with it and import here"
+            )));
+        }
+        Some(_) => {}
+    }
+    let next = meta(&mut client, "next_doid")?
+        .unwrap_or(0)
+        .clamp(0, u32::MAX as i64) as u32;
+    let store = Store::new(PgBackend { client }, schema, next, min_doid, max_doid);
+    log::info!(
+        "database: postgres {address}/{database}; next doid {}",
+        store.next_doid()
+    );
+    Ok(store)
+}
+
+impl Backend for PgBackend {
+    fn begin(&mut self) -> Result<(), String> {
+        self.client.batch_execute("BEGIN").map_err(e)
+    }
+    fn commit(&mut self) -> Result<(), String> {
+        self.client.batch_execute("COMMIT").map_err(e)
+    }
+    fn rollback(&mut self) {
+        let _ = self.client.batch_execute("ROLLBACK");
+    }
+    fn class_of(&mut self, doid: u32) -> Result<Option<u16>, String> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT dclass FROM objects WHERE doid = $1",
+                &[&(doid as i64)],
+            )
+            .map_err(e)?
+            .map(|r| r.get::<_, i32>(0) as u16))
+    }
+    fn insert_object(&mut self, doid: u32, class: u16, class_name: &str) -> Result<(), String> {
+        self.client
+            .execute(
+                "INSERT INTO objects (doid, dclass, class_name) VALUES ($1, $2, $3)",
+                &[&(doid as i64), &(class as i32), &class_name],
+            )
+            .map(|_| ())
+            .map_err(e)
+    }
+    fn delete_object(&mut self, doid: u32) -> Result<bool, String> {
+        self.client
+            .execute("DELETE FROM objects WHERE doid = $1", &[&(doid as i64)])
+            .map(|n| n > 0)
+            .map_err(e)
+    }
+    fn value(&mut self, doid: u32, field: u16) -> Result<Option<Vec<u8>>, String> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT value FROM fields WHERE doid = $1 AND field = $2",
+                &[&(doid as i64), &(field as i32)],
+            )
+            .map_err(e)?
+            .map(|r| r.get(0)))
+    }
+    fn all_fields(&mut self, doid: u32) -> Result<Vec<(u16, Vec<u8>)>, String> {
+        Ok(self
+            .client
+            .query(
+                "SELECT field, value FROM fields WHERE doid = $1 ORDER BY field",
+                &[&(doid as i64)],
+            )
+            .map_err(e)?
+            .into_iter()
+            .map(|r| (r.get::<_, i32>(0) as u16, r.get(1)))
+            .collect())
+    }
+    fn write(
+        &mut self,
+        doid: u32,
+        field: u16,
+        name: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), String> {
+        match value {
+            Some(v) => self.client.execute(
+                "INSERT INTO fields (doid, field, name, value) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (doid, field) DO UPDATE SET value = excluded.value",
+                &[&(doid as i64), &(field as i32), &name, &v],
+            ),
+            None => self.client.execute(
+                "DELETE FROM fields WHERE doid = $1 AND field = $2",
+                &[&(doid as i64), &(field as i32)],
+            ),
+        }
+        .map(|_| ())
+        .map_err(e)
+    }
+    fn free_doid(&mut self, min: u32, max: u32) -> Result<Option<u32>, String> {
+        if self.class_of(min)?.is_none() {
+            return Ok(Some(min));
+        }
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT o.doid + 1 FROM objects o
+                 WHERE o.doid >= $1 AND o.doid < $2
+                   AND NOT EXISTS (SELECT 1 FROM objects p WHERE p.doid = o.doid + 1)
+                 ORDER BY o.doid LIMIT 1",
+                &[&(min as i64), &(max as i64)],
+            )
+            .map_err(e)?
+            .map(|r| r.get::<_, i64>(0) as u32))
+    }
+    fn set_next_doid(&mut self, next: u32) -> Result<(), String> {
+        self.client
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('next_doid', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&(next as i64)],
+            )
+            .map(|_| ())
+            .map_err(e)
+    }
+}

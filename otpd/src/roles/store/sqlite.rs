@@ -1,0 +1,223 @@
+//! The embedded engine: one SQLite file, `otpd.sqlite3` in the configured directory, in WAL
+//! mode with synchronous=FULL (a commit is on disk before it is answered), held exclusively.
+
+use super::{Backend, Schema, Store, StoreError, SCHEMA_VERSION};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct SqliteBackend {
+    conn: Connection,
+}
+
+fn e(err: rusqlite::Error) -> String {
+    err.to_string()
+}
+
+/// Opens (creating if needed) `directory/otpd.sqlite3`. Fails, saying why, on a file another
+/// process holds, a file that is not a database or cannot be written, or a newer schema.
+pub fn open(
+    directory: &Path,
+    schema: Arc<Schema>,
+    min_doid: u32,
+    max_doid: u32,
+) -> Result<Store<SqliteBackend>, StoreError> {
+    std::fs::create_dir_all(directory)
+        .map_err(|e| StoreError(format!("{}: {e}", directory.display())))?;
+    let path = directory.join("otpd.sqlite3");
+    let what = |e: rusqlite::Error| StoreError(format!("{}: {e}", path.display()));
+    let conn = Connection::open(&path).map_err(what)?;
+    conn.busy_timeout(std::time::Duration::from_millis(0))
+        .map_err(what)?;
+    // Exclusive: a second otpd on the same file is refused instead of interleaving writes.
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+        .map_err(what)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError(format!(
+                    "{}: locked by another process (is another otpd using this directory?)",
+                    path.display()
+                ))
+            }
+            _ => what(e),
+        })?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError(format!(
+            "{}: cannot switch to WAL mode (got {mode})",
+            path.display()
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(what)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(what)?;
+    conn.execute_batch("BEGIN EXCLUSIVE")
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError(format!(
+                    "{}: locked by another process (is another otpd using this directory?)",
+                    path.display()
+                ))
+            }
+            _ => what(e),
+        })?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS objects (
+             doid INTEGER PRIMARY KEY,
+             dclass INTEGER NOT NULL,
+             class_name TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS fields (
+             doid INTEGER NOT NULL REFERENCES objects(doid) ON DELETE CASCADE,
+             field INTEGER NOT NULL,
+             name TEXT NOT NULL,
+             value BLOB NOT NULL,
+             PRIMARY KEY (doid, field)) WITHOUT ROWID;",
+    )
+    .map_err(what)?;
+    let meta = |key: &str| -> Result<Option<i64>, StoreError> {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(what)
+    };
+    match meta("schema_version")? {
+        None => {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                params![SCHEMA_VERSION],
+            )
+            .map_err(what)?;
+        }
+        Some(v) if v > SCHEMA_VERSION => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(StoreError(format!(
+                "{}: schema version {v} is newer than this otpd's ({SCHEMA_VERSION}); \
+                 run a newer otpd, or export with it and import here",
+                path.display()
+            )));
+        }
+        Some(_) => {} // version 1 is the only one so far: nothing to migrate
+    }
+    let next = meta("next_doid")?.unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
+    conn.execute_batch("COMMIT").map_err(what)?;
+    let store = Store::new(SqliteBackend { conn }, schema, next, min_doid, max_doid);
+    log::info!(
+        "database: {} (SQLite {}, WAL, synchronous=FULL); next doid {}",
+        path.display(),
+        rusqlite::version(),
+        store.next_doid()
+    );
+    Ok(store)
+}
+
+impl Backend for SqliteBackend {
+    fn begin(&mut self) -> Result<(), String> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(e)
+    }
+    fn commit(&mut self) -> Result<(), String> {
+        self.conn.execute_batch("COMMIT").map_err(e)
+    }
+    fn rollback(&mut self) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+    }
+    fn class_of(&mut self, doid: u32) -> Result<Option<u16>, String> {
+        self.conn
+            .prepare_cached("SELECT dclass FROM objects WHERE doid = ?1")
+            .map_err(e)?
+            .query_row(params![doid], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|c| c.map(|c| c as u16))
+            .map_err(e)
+    }
+    fn insert_object(&mut self, doid: u32, class: u16, class_name: &str) -> Result<(), String> {
+        self.conn
+            .prepare_cached("INSERT INTO objects (doid, dclass, class_name) VALUES (?1, ?2, ?3)")
+            .map_err(e)?
+            .execute(params![doid, class, class_name])
+            .map(|_| ())
+            .map_err(e)
+    }
+    fn delete_object(&mut self, doid: u32) -> Result<bool, String> {
+        self.conn
+            .prepare_cached("DELETE FROM objects WHERE doid = ?1")
+            .map_err(e)?
+            .execute(params![doid])
+            .map(|n| n > 0)
+            .map_err(e)
+    }
+    fn value(&mut self, doid: u32, field: u16) -> Result<Option<Vec<u8>>, String> {
+        self.conn
+            .prepare_cached("SELECT value FROM fields WHERE doid = ?1 AND field = ?2")
+            .map_err(e)?
+            .query_row(params![doid, field], |r| r.get(0))
+            .optional()
+            .map_err(e)
+    }
+    fn all_fields(&mut self, doid: u32) -> Result<Vec<(u16, Vec<u8>)>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT field, value FROM fields WHERE doid = ?1 ORDER BY field")
+            .map_err(e)?;
+        let rows = st
+            .query_map(params![doid], |r| {
+                Ok((r.get::<_, i64>(0)? as u16, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+    }
+    fn write(
+        &mut self,
+        doid: u32,
+        field: u16,
+        name: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), String> {
+        match value {
+            Some(v) => self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO fields (doid, field, name, value) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(doid, field) DO UPDATE SET value = excluded.value",
+                )
+                .map_err(e)?
+                .execute(params![doid, field, name, v]),
+            None => self
+                .conn
+                .prepare_cached("DELETE FROM fields WHERE doid = ?1 AND field = ?2")
+                .map_err(e)?
+                .execute(params![doid, field]),
+        }
+        .map(|_| ())
+        .map_err(e)
+    }
+    fn free_doid(&mut self, min: u32, max: u32) -> Result<Option<u32>, String> {
+        if self.class_of(min)?.is_none() {
+            return Ok(Some(min));
+        }
+        self.conn
+            .prepare_cached(
+                "SELECT o.doid + 1 FROM objects o
+                 WHERE o.doid >= ?1 AND o.doid < ?2
+                   AND NOT EXISTS (SELECT 1 FROM objects p WHERE p.doid = o.doid + 1)
+                 ORDER BY o.doid LIMIT 1",
+            )
+            .map_err(e)?
+            .query_row(params![min, max], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|d| d.map(|d| d as u32))
+            .map_err(e)
+    }
+    fn set_next_doid(&mut self, next: u32) -> Result<(), String> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('next_doid', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )
+            .map_err(e)?
+            .execute(params![next as i64])
+            .map(|_| ())
+            .map_err(e)
+    }
+}
