@@ -490,3 +490,90 @@ fn postgres_refuses_a_second_otpd_and_a_newer_schema() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn export_from_sqlite_import_into_postgres_and_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgServer::start();
+    let dc = TestDc::load();
+    let mut s = Db::start(&sqlite(dir.path()));
+    let (fname, fscore) = (s.f("setName"), s.f("setScore"));
+    let a = s.create(
+        1,
+        &[(fname, P::new().string("ann")), (fscore, P::new().u32(7))],
+    );
+    let b = s.create(2, &[]);
+    drop(s); // the store is held while otpd runs
+    let conf = |backend: &str| {
+        let p = dir.path().join(format!("c{}.ron", backend.len()));
+        std::fs::write(
+            &p,
+            format!(
+                "(dc_files: [\"{}\"], roles: [{}])",
+                dc.path.display(),
+                db_role(backend)
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let (from, to) = (conf(&sqlite(dir.path())), conf(&pg.backend()));
+    let tool = |args: &[&str], conf: &Path| {
+        let out = std::process::Command::new(otpd_bin())
+            .arg("db")
+            .args(args)
+            .arg("--cluster")
+            .arg(conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "otpd db {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dump = dir.path().join("objects.jsonl");
+    tool(&["export", dump.to_str().unwrap()], &from);
+    let lines = std::fs::read_to_string(&dump).unwrap();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    assert!(
+        lines.contains("\"setName\":[\"ann\"]") && lines.contains("\"setScore\":[7]"),
+        "{lines}"
+    );
+    tool(&["import", dump.to_str().unwrap()], &to);
+    let one = tool(&["dump", &a.to_string()], &to);
+    let j: serde_json::Value = serde_json::from_str(&one).unwrap();
+    assert_eq!(j["dclass"], "Thing");
+    assert_eq!(j["fields"]["setName"], serde_json::json!(["ann"]));
+    // The imported store goes on serving, and never hands out an imported doid again.
+    let mut s = Db::start(&pg.backend());
+    let got = s.ask(
+        DBSERVER_OBJECT_GET_FIELD,
+        P::new().u32(3).u32(a).u16(fscore),
+    );
+    assert_eq!(got, P::new().u32(3).u8(1).u16(fscore).u32(7).0);
+    let c = s.create(4, &[]);
+    assert!(c > a.max(b), "{c} after {a}, {b}");
+    drop(s);
+    // A bad line imports nothing.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"doid\": 1900000, \"dclass\": \"Thing\", \"fields\": {}}\n{\"doid\": 1900001, \"dclass\": \"Nope\"}\n").unwrap();
+    let out = std::process::Command::new(otpd_bin())
+        .args(["db", "import", bad.to_str().unwrap(), "--cluster"])
+        .arg(&to)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+    let out = std::process::Command::new(otpd_bin())
+        .args(["db", "dump", "1900000", "--cluster"])
+        .arg(&to)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "nothing of the bad file was imported"
+    );
+}

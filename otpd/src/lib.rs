@@ -2,6 +2,7 @@
 //! MessageDirector's routing state and the runtime that hosts it; `main.rs` is the command line.
 
 pub mod config;
+pub mod dbtool;
 pub mod dcload;
 pub mod md;
 pub mod roles;

@@ -20,6 +20,9 @@ USAGE:
     otpd [OPTIONS] [CONFIG.yml]    run from an astrond YAML file (default ./astrond.yml)
     otpd dc hash FILE...           print the DC hash of the files, read in order
     otpd dc check FILE...          summarise the DC files, or report their first error
+    otpd db dump DOID (--cluster FILE | CONFIG.yml)     print one stored object as JSON
+    otpd db export [OUT] (--cluster FILE | CONFIG.yml)  every stored object, one JSON line each
+    otpd db import [IN] (--cluster FILE | CONFIG.yml)   add objects from such lines
 
 OPTIONS:
     -c, --cluster FILE     otpd's own configuration (RON)
@@ -114,6 +117,11 @@ fn main() -> ExitCode {
         Some("dc") => {
             argv.next();
             return dc_command(argv.collect());
+        }
+        Some("db") => {
+            argv.next();
+            let code = otpd::dbtool::db_command(argv.collect());
+            return ExitCode::from(code.clamp(0, 255) as u8);
         }
         Some("-h") | Some("--help") => {
             print!("{HELP}");

@@ -103,6 +103,8 @@ pub trait Backend: Send + 'static {
     /// The lowest doid in `min..=max` no object has.
     fn free_doid(&mut self, min: u32, max: u32) -> Result<Option<u32>, String>;
     fn set_next_doid(&mut self, next: u32) -> Result<(), String>;
+    /// Every stored doid, ascending (for export).
+    fn doids(&mut self) -> Result<Vec<u32>, String>;
 }
 
 /// The database's state machine over a backend: the doid counter and the rules of each
@@ -136,8 +138,9 @@ impl<B: Backend> Store<B> {
         self.next_doid
     }
 
-    pub fn backend(&mut self) -> &mut B {
-        &mut self.backend
+    /// The engine itself, for the operator tools.
+    pub fn into_backend(self) -> B {
+        self.backend
     }
 
     /// Applies every job in one transaction; on a storage error the whole batch fails.

@@ -205,4 +205,13 @@ impl Backend for PgBackend {
             .map(|_| ())
             .map_err(e)
     }
+    fn doids(&mut self) -> Result<Vec<u32>, String> {
+        Ok(self
+            .client
+            .query("SELECT doid FROM objects ORDER BY doid", &[])
+            .map_err(e)?
+            .into_iter()
+            .map(|r| r.get::<_, i64>(0) as u32)
+            .collect())
+    }
 }

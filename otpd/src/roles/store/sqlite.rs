@@ -220,4 +220,14 @@ impl Backend for SqliteBackend {
             .map(|_| ())
             .map_err(e)
     }
+    fn doids(&mut self) -> Result<Vec<u32>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT doid FROM objects ORDER BY doid")
+            .map_err(e)?;
+        let rows = st
+            .query_map([], |r| r.get::<_, i64>(0).map(|d| d as u32))
+            .map_err(e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+    }
 }

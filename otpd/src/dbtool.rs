@@ -1,0 +1,234 @@
+//! `otpd db`: the operator's view of the Database role's store, read with otpd stopped (the
+//! store is held exclusively while otpd runs). One object per line, as JSON through otp-dc's
+//! JSON form: `{"doid": N, "dclass": "Name", "fields": {"setX": [...], ...}}`.
+
+use crate::config::{ClusterConfig, DatabaseBackend, RoleConfig};
+use crate::roles::store::{self, Backend};
+use crate::roles::Schema;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+pub const USAGE: &str =
+    "usage: otpd db (dump DOID | export [OUT] | import [IN]) (--cluster FILE | CONFIG.yml)";
+
+pub fn db_command(args: Vec<String>) -> i32 {
+    match run(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("otpd db: {e}");
+            1
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<(), String> {
+    let mut rest = Vec::new();
+    let mut config_path = None;
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if a == "--cluster" {
+            config_path = Some((it.next().ok_or("--cluster needs a file")?, true));
+        } else if a.ends_with(".yml") || a.ends_with(".yaml") {
+            config_path = Some((a, false));
+        } else {
+            rest.push(a);
+        }
+    }
+    let (path, ron) = config_path.ok_or(format!(
+        "which cluster? give --cluster FILE or a YAML file\n{USAGE}"
+    ))?;
+    let config = if ron {
+        crate::config::ron_file::load(Path::new(&path))
+    } else {
+        crate::config::astron::load(Path::new(&path))
+    }
+    .map_err(|e| e.to_string())?;
+    let (schema, mut backend, next) = open(&config)?;
+    match rest.first().map(String::as_str) {
+        Some("dump") => {
+            let doid: u32 = rest
+                .get(1)
+                .ok_or("dump needs a doid")?
+                .parse()
+                .map_err(|e| format!("doid: {e}"))?;
+            let line = object_json(&schema, backend.as_mut(), doid)?
+                .ok_or(format!("no object {doid} in the database"))?;
+            println!("{}", serde_json::to_string_pretty(&line).expect("json"));
+            Ok(())
+        }
+        Some("export") => {
+            let mut out: Box<dyn Write> = match rest.get(1) {
+                Some(f) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(f).map_err(|e| format!("{f}: {e}"))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let doids = backend.doids()?;
+            for &d in &doids {
+                if let Some(j) = object_json(&schema, backend.as_mut(), d)? {
+                    writeln!(out, "{j}").map_err(|e| e.to_string())?;
+                }
+            }
+            out.flush().map_err(|e| e.to_string())?;
+            eprintln!("otpd db: exported {} objects", doids.len());
+            Ok(())
+        }
+        Some("import") => {
+            let input: Box<dyn BufRead> = match rest.get(1) {
+                Some(f) => Box::new(std::io::BufReader::new(
+                    std::fs::File::open(f).map_err(|e| format!("{f}: {e}"))?,
+                )),
+                None => Box::new(std::io::BufReader::new(std::io::stdin().lock())),
+            };
+            import(&schema, backend.as_mut(), input, next)
+        }
+        _ => Err(format!("expected dump, export or import\n{USAGE}")),
+    }
+}
+
+/// Opens the store of the configuration's (first) Database role.
+fn open(config: &ClusterConfig) -> Result<(Arc<Schema>, Box<dyn Backend>, u32), String> {
+    let Some(RoleConfig::Database {
+        generate, backend, ..
+    }) = config
+        .roles
+        .iter()
+        .find(|r| matches!(r, RoleConfig::Database { .. }))
+    else {
+        return Err("the configuration has no database role".into());
+    };
+    if config.dc_files.is_empty() {
+        return Err("the configuration has no dc_files".into());
+    }
+    let dc = otp_dc::DcFile::parse_files(&config.dc_files).map_err(|e| e.to_string())?;
+    let schema = Arc::new(Schema::new(dc));
+    let s = Arc::clone(&schema);
+    let (b, next): (Box<dyn Backend>, u32) = match backend {
+        DatabaseBackend::Sqlite { directory } => {
+            let st = store::sqlite::open(directory, s, generate.min, generate.max)
+                .map_err(|e| e.to_string())?;
+            let next = st.next_doid();
+            (Box::new(st.into_backend()), next)
+        }
+        DatabaseBackend::Postgres {
+            address,
+            database,
+            username,
+            password,
+        } => {
+            let st = store::postgres::open(
+                address,
+                database,
+                username,
+                password,
+                s,
+                generate.min,
+                generate.max,
+            )
+            .map_err(|e| e.to_string())?;
+            let next = st.next_doid();
+            (Box::new(st.into_backend()), next)
+        }
+    };
+    Ok((schema, b, next))
+}
+
+fn object_json(
+    schema: &Schema,
+    b: &mut dyn Backend,
+    doid: u32,
+) -> Result<Option<serde_json::Value>, String> {
+    let Some(class) = b.class_of(doid)? else {
+        return Ok(None);
+    };
+    let mut fields = serde_json::Map::new();
+    for (f, v) in b.all_fields(doid)? {
+        let field = schema
+            .dc()
+            .field(f)
+            .ok_or(format!("object {doid}: unknown field id {f}"))?;
+        let j = schema
+            .dc()
+            .to_json(field, &v)
+            .map_err(|e| format!("object {doid}: {}: {e}", field.name()))?;
+        fields.insert(field.name().to_string(), j);
+    }
+    Ok(Some(serde_json::json!({
+        "doid": doid,
+        "dclass": schema.class_name(class),
+        "fields": fields,
+    })))
+}
+
+/// Adds the objects in one transaction (all or nothing); the doid counter moves past the
+/// highest imported doid, so it never hands one of them out again.
+fn import(
+    schema: &Schema,
+    b: &mut dyn Backend,
+    input: Box<dyn BufRead>,
+    next: u32,
+) -> Result<(), String> {
+    b.begin()?;
+    let mut count = 0usize;
+    let mut highest = 0u32;
+    let result = (|| -> Result<(), String> {
+        for (n, line) in input.lines().enumerate() {
+            let line = line.map_err(|e| e.to_string())?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let at = |e: String| format!("line {}: {e}", n + 1);
+            let j: serde_json::Value =
+                serde_json::from_str(&line).map_err(|e| at(e.to_string()))?;
+            let doid = j["doid"]
+                .as_u64()
+                .filter(|d| *d > 0 && *d <= u32::MAX as u64)
+                .ok_or_else(|| at("no valid \"doid\"".into()))? as u32;
+            let cname = j["dclass"]
+                .as_str()
+                .ok_or_else(|| at("no \"dclass\"".into()))?;
+            let class = schema
+                .dc()
+                .class_by_name(cname)
+                .ok_or_else(|| at(format!("unknown dclass {cname}")))?;
+            if b.class_of(doid)?.is_some() {
+                return Err(at(format!("object {doid} exists already")));
+            }
+            b.insert_object(doid, class.id(), cname)?;
+            if let Some(fields) = j["fields"].as_object() {
+                for (name, v) in fields {
+                    let field = schema
+                        .dc()
+                        .field_by_name(class, name)
+                        .ok_or_else(|| at(format!("{cname} has no field {name}")))?;
+                    let bytes = schema
+                        .dc()
+                        .from_json(field, v)
+                        .map_err(|e| at(format!("{name}: {e}")))?;
+                    schema
+                        .value_len(field.id(), &bytes)
+                        .map_err(|e| at(format!("{name}: {e}")))?;
+                    b.write(doid, field.id(), name, Some(&bytes))?;
+                }
+            }
+            highest = highest.max(doid);
+            count += 1;
+        }
+        if highest >= next {
+            b.set_next_doid(highest.saturating_add(1))?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            b.commit()?;
+            eprintln!("otpd db: imported {count} objects (highest doid {highest})");
+            Ok(())
+        }
+        Err(e) => {
+            b.rollback();
+            Err(format!("{e}; nothing imported"))
+        }
+    }
+}
