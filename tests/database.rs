@@ -577,3 +577,107 @@ fn export_from_sqlite_import_into_postgres_and_dump() {
         "nothing of the bad file was imported"
     );
 }
+
+/// The checked-in cluster.ron, run as it is (only its port changed), in a scratch folder.
+fn default_cluster(dir: &Path) -> (std::process::Child, u16) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let port = free_port();
+    let text = std::fs::read_to_string(root.join("cluster.ron"))
+        .unwrap()
+        .replace("127.0.0.1:7199", &format!("127.0.0.1:{port}"));
+    std::fs::write(dir.join("cluster.ron"), text).unwrap();
+    std::fs::create_dir_all(dir.join("dc")).unwrap();
+    std::fs::copy(root.join("dc/example.dc"), dir.join("dc/example.dc")).unwrap();
+    let child = std::process::Command::new(otpd_bin())
+        .arg("--cluster")
+        .arg(dir.join("cluster.ron"))
+        .args(["--loglevel", "warning"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    (child, port)
+}
+
+#[test]
+fn the_default_cluster_stores_activates_and_writes_back_objects_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let dc = otp_dc::DcFile::parse_files(&[
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../dc/example.dc")
+    ])
+    .unwrap();
+    let avatar = dc.class_by_name("AvatarExample").unwrap();
+    let (fname, fcoins) = (
+        dc.field_by_name(avatar, "setName").unwrap().id(),
+        dc.field_by_name(avatar, "setCoins").unwrap().id(),
+    );
+    let (mut child, port) = default_cluster(dir.path());
+    let mut probe = Md::connect(port);
+    let mut client = listener(port, &mut probe, &[CLIENT]);
+    // Create in the database (4003), activate through the DBSS, update the live object.
+    let p = P::new()
+        .u32(1)
+        .u16(avatar.id())
+        .u16(1)
+        .u16(fname)
+        .string("Flippy");
+    probe.send(&dg(&[4003], CLIENT, DBSERVER_CREATE_OBJECT, &p.0));
+    let f = client.recv();
+    let at = 3 + 8 * f[2] as usize + 10;
+    let doid = u32::from_le_bytes(f[at + 4..at + 8].try_into().unwrap());
+    assert!(doid >= 100_000_000, "{doid}");
+    probe.send(&dg(
+        &[doid as u64],
+        CLIENT,
+        DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS,
+        &P::new().u32(doid).u32(0).u32(0).0,
+    ));
+    probe.send(&dg(
+        &[doid as u64],
+        CLIENT,
+        STATESERVER_OBJECT_SET_FIELD,
+        &P::new().u32(doid).u16(fcoins).u32(250).0,
+    ));
+    probe.send(&dg(
+        &[doid as u64],
+        CLIENT,
+        STATESERVER_OBJECT_GET_ALL,
+        &P::new().u32(2).u32(doid).0,
+    ));
+    let f = client.recv();
+    let at = 3 + 8 * f[2] as usize;
+    assert_eq!(
+        u16::from_le_bytes([f[at + 8], f[at + 9]]),
+        STATESERVER_OBJECT_GET_ALL_RESP
+    );
+    let want = P::new()
+        .u32(2)
+        .u32(doid)
+        .u32(0)
+        .u32(0)
+        .u16(avatar.id())
+        .string("Flippy")
+        .u32(250)
+        .u16(0)
+        .0;
+    assert_eq!(&f[at + 10..], &want[..]);
+    // The db field written back survives a restart.
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    let (mut child, port) = default_cluster(dir.path());
+    let mut probe = Md::connect(port);
+    let mut client = listener(port, &mut probe, &[CLIENT]);
+    probe.send(&dg(
+        &[4003],
+        CLIENT,
+        DBSERVER_OBJECT_GET_FIELD,
+        &P::new().u32(3).u32(doid).u16(fcoins).0,
+    ));
+    let f = client.recv();
+    let at = 3 + 8 * f[2] as usize + 10;
+    assert_eq!(&f[at..], &P::new().u32(3).u8(1).u16(fcoins).u32(250).0[..]);
+    assert!(dir.path().join("data/otpd.sqlite3").exists());
+    let _ = child.kill();
+    let _ = child.wait();
+}
