@@ -2,6 +2,7 @@
 //! (otpd's or astrond). `flood` measures routed messages per second from one sender to many
 //! subscribers; `pingpong` measures unloaded round-trip latency.
 
+mod db;
 mod objects;
 
 use otp_wire::msgtypes::CONTROL_ADD_CHANNEL;
@@ -363,8 +364,9 @@ fn main() {
         Some("flood") => parse(&args[1..]).and_then(|o| flood(&o)),
         Some("pingpong") => parse(&args[1..]).and_then(|o| pingpong(&o)),
         Some("objects") => objects::run(&args[1..]),
+        Some("db") => db::run(&args[1..]),
         Some("-h") | Some("--help") => {
-            print!("{USAGE}{}", objects::USAGE);
+            print!("{USAGE}{}{}", objects::USAGE, db::USAGE);
             return;
         }
         _ => Err(format!(

@@ -11,6 +11,20 @@ const LOCK_KEY: i64 = 0x6f747064;
 
 pub struct PgBackend {
     client: Client,
+    st: Statements,
+}
+
+/// Every statement, prepared once (a query string costs a round trip of its own each time).
+struct Statements {
+    class_of: postgres::Statement,
+    insert_object: postgres::Statement,
+    delete_object: postgres::Statement,
+    value: postgres::Statement,
+    all_fields: postgres::Statement,
+    upsert: postgres::Statement,
+    delete_field: postgres::Statement,
+    free_doid: postgres::Statement,
+    set_next: postgres::Statement,
 }
 
 fn e(err: postgres::Error) -> String {
@@ -93,7 +107,30 @@ pub fn open(
     let next = meta(&mut client, "next_doid")?
         .unwrap_or(0)
         .clamp(0, u32::MAX as i64) as u32;
-    let store = Store::new(PgBackend { client }, schema, next, min_doid, max_doid);
+    let mut prep = |sql: &str| client.prepare(sql).map_err(what);
+    let st = Statements {
+        class_of: prep("SELECT dclass FROM objects WHERE doid = $1")?,
+        insert_object: prep("INSERT INTO objects (doid, dclass, class_name) VALUES ($1, $2, $3)")?,
+        delete_object: prep("DELETE FROM objects WHERE doid = $1")?,
+        value: prep("SELECT value FROM fields WHERE doid = $1 AND field = $2")?,
+        all_fields: prep("SELECT field, value FROM fields WHERE doid = $1 ORDER BY field")?,
+        upsert: prep(
+            "INSERT INTO fields (doid, field, name, value) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (doid, field) DO UPDATE SET value = excluded.value",
+        )?,
+        delete_field: prep("DELETE FROM fields WHERE doid = $1 AND field = $2")?,
+        free_doid: prep(
+            "SELECT o.doid + 1 FROM objects o
+             WHERE o.doid >= $1 AND o.doid < $2
+               AND NOT EXISTS (SELECT 1 FROM objects p WHERE p.doid = o.doid + 1)
+             ORDER BY o.doid LIMIT 1",
+        )?,
+        set_next: prep(
+            "INSERT INTO meta (key, value) VALUES ('next_doid', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )?,
+    };
+    let store = Store::new(PgBackend { client, st }, schema, next, min_doid, max_doid);
     log::info!(
         "database: postgres {address}/{database}; next doid {}",
         store.next_doid()
@@ -114,17 +151,14 @@ impl Backend for PgBackend {
     fn class_of(&mut self, doid: u32) -> Result<Option<u16>, String> {
         Ok(self
             .client
-            .query_opt(
-                "SELECT dclass FROM objects WHERE doid = $1",
-                &[&(doid as i64)],
-            )
+            .query_opt(&self.st.class_of, &[&(doid as i64)])
             .map_err(e)?
             .map(|r| r.get::<_, i32>(0) as u16))
     }
     fn insert_object(&mut self, doid: u32, class: u16, class_name: &str) -> Result<(), String> {
         self.client
             .execute(
-                "INSERT INTO objects (doid, dclass, class_name) VALUES ($1, $2, $3)",
+                &self.st.insert_object,
                 &[&(doid as i64), &(class as i32), &class_name],
             )
             .map(|_| ())
@@ -132,27 +166,21 @@ impl Backend for PgBackend {
     }
     fn delete_object(&mut self, doid: u32) -> Result<bool, String> {
         self.client
-            .execute("DELETE FROM objects WHERE doid = $1", &[&(doid as i64)])
+            .execute(&self.st.delete_object, &[&(doid as i64)])
             .map(|n| n > 0)
             .map_err(e)
     }
     fn value(&mut self, doid: u32, field: u16) -> Result<Option<Vec<u8>>, String> {
         Ok(self
             .client
-            .query_opt(
-                "SELECT value FROM fields WHERE doid = $1 AND field = $2",
-                &[&(doid as i64), &(field as i32)],
-            )
+            .query_opt(&self.st.value, &[&(doid as i64), &(field as i32)])
             .map_err(e)?
             .map(|r| r.get(0)))
     }
     fn all_fields(&mut self, doid: u32) -> Result<Vec<(u16, Vec<u8>)>, String> {
         Ok(self
             .client
-            .query(
-                "SELECT field, value FROM fields WHERE doid = $1 ORDER BY field",
-                &[&(doid as i64)],
-            )
+            .query(&self.st.all_fields, &[&(doid as i64)])
             .map_err(e)?
             .into_iter()
             .map(|r| (r.get::<_, i32>(0) as u16, r.get(1)))
@@ -167,14 +195,12 @@ impl Backend for PgBackend {
     ) -> Result<(), String> {
         match value {
             Some(v) => self.client.execute(
-                "INSERT INTO fields (doid, field, name, value) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (doid, field) DO UPDATE SET value = excluded.value",
+                &self.st.upsert,
                 &[&(doid as i64), &(field as i32), &name, &v],
             ),
-            None => self.client.execute(
-                "DELETE FROM fields WHERE doid = $1 AND field = $2",
-                &[&(doid as i64), &(field as i32)],
-            ),
+            None => self
+                .client
+                .execute(&self.st.delete_field, &[&(doid as i64), &(field as i32)]),
         }
         .map(|_| ())
         .map_err(e)
@@ -185,23 +211,13 @@ impl Backend for PgBackend {
         }
         Ok(self
             .client
-            .query_opt(
-                "SELECT o.doid + 1 FROM objects o
-                 WHERE o.doid >= $1 AND o.doid < $2
-                   AND NOT EXISTS (SELECT 1 FROM objects p WHERE p.doid = o.doid + 1)
-                 ORDER BY o.doid LIMIT 1",
-                &[&(min as i64), &(max as i64)],
-            )
+            .query_opt(&self.st.free_doid, &[&(min as i64), &(max as i64)])
             .map_err(e)?
             .map(|r| r.get::<_, i64>(0) as u32))
     }
     fn set_next_doid(&mut self, next: u32) -> Result<(), String> {
         self.client
-            .execute(
-                "INSERT INTO meta (key, value) VALUES ('next_doid', $1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &[&(next as i64)],
-            )
+            .execute(&self.st.set_next, &[&(next as i64)])
             .map(|_| ())
             .map_err(e)
     }
