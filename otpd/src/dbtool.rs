@@ -88,7 +88,10 @@ fn run(args: Vec<String>) -> Result<(), String> {
 }
 
 /// Opens the store of the configuration's (first) Database role.
-fn open(config: &ClusterConfig) -> Result<(Arc<Schema>, Box<dyn Backend>, u32), String> {
+/// The schema, the engine, and the store's next doid.
+type Opened = (Arc<Schema>, Box<dyn Backend>, u32);
+
+fn open(config: &ClusterConfig) -> Result<Opened, String> {
     let Some(RoleConfig::Database {
         generate, backend, ..
     }) = config

@@ -20,6 +20,8 @@ pub struct Database {
 
 /// Why a request is refused before it reaches the store.
 type Refusal = String;
+/// `(field, value)` pairs of a request.
+type Pairs = Vec<(u16, Vec<u8>)>;
 
 impl Database {
     pub fn new(
@@ -83,7 +85,7 @@ impl Database {
         &self,
         r: &mut Reader<'_>,
         count: u16,
-    ) -> Result<Result<Vec<(u16, Vec<u8>)>, Refusal>, WireError> {
+    ) -> Result<Result<Pairs, Refusal>, WireError> {
         let mut out: Vec<(u16, Vec<u8>)> = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let f = r.u16()?;
