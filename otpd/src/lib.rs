@@ -4,6 +4,7 @@
 pub mod config;
 pub mod dbtool;
 pub mod dcload;
+pub mod eventlogger;
 pub mod md;
 pub mod roles;
 pub mod runtime;

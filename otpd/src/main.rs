@@ -129,7 +129,7 @@ fn main() -> ExitCode {
         }
         Some("-v") | Some("--version") => {
             println!(
-                "otpd {} ({} {}; 16-bit length tags, 64-bit channels; roles: messagedirector, stateserver, dbss)",
+                "otpd {} ({} {}; 16-bit length tags, 64-bit channels; roles: messagedirector, stateserver, dbss, database, eventlogger)",
                 env!("CARGO_PKG_VERSION"),
                 std::env::consts::OS,
                 std::env::consts::ARCH
@@ -169,6 +169,29 @@ fn main() -> ExitCode {
         }
     };
     let (config, roles) = config;
+    for role in &config.roles {
+        if let RoleConfig::EventLogger {
+            bind,
+            output,
+            rotate_interval,
+            max_file_bytes,
+            max_events_per_second,
+        } = role
+        {
+            let settings = otpd::eventlogger::Settings {
+                bind: bind.clone(),
+                output: output.clone(),
+                rotate_every: otpd::eventlogger::parse_interval(rotate_interval).unwrap_or(None),
+                max_file_bytes: *max_file_bytes,
+                max_events_per_second: *max_events_per_second,
+            };
+            if let Err(e) = otpd::eventlogger::spawn(settings) {
+                log::error!("{e}");
+                eprintln!("otpd: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     match otpd::runtime::Runtime::start_with_roles(config, roles) {
         Ok(rt) => {
             rt.wait();
@@ -202,13 +225,14 @@ fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), C
                     ));
                 }
             }
+            RoleConfig::EventLogger { .. } => {}
             other => {
                 return Err(ConfigError::new(
                     "roles",
                     format!(
                         "role '{}' is not implemented in this build of otpd yet (the \
-                         MessageDirector, stateserver and dbss are); remove it from the \
-                         configuration or run it on astrond",
+                         MessageDirector, stateserver, dbss, database and eventlogger are); \
+                         remove it from the configuration or run it on astrond",
                         other.kind()
                     ),
                 ))
@@ -254,7 +278,10 @@ fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), C
         let mut next_store = 0;
         let mut v: Vec<Box<dyn Role>> = Vec::new();
         for role in &roles {
-            let schema = Arc::clone(schema.as_ref().expect("checked above"));
+            // Every role but the EventLogger needs the schema; checked above.
+            let Some(schema) = schema.as_ref().map(Arc::clone) else {
+                continue;
+            };
             match role {
                 RoleConfig::StateServer { control } => {
                     v.push(Box::new(StateServer::new(*control, schema, p)));
@@ -274,6 +301,7 @@ fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), C
                         v.push(Box::new(Database::new(*control, *broadcast, schema, store)));
                     }
                 }
+                RoleConfig::EventLogger { .. } => {} // its own thread, started by main
                 _ => unreachable!("refused above"),
             }
         }

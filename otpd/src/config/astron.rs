@@ -705,6 +705,8 @@ fn role(cx: &Cx, item: &Node, i: usize) -> Res<RoleConfig> {
                 bind,
                 output,
                 rotate_interval,
+                max_file_bytes: super::el_max_file_bytes(),
+                max_events_per_second: super::el_max_events_per_second(),
             })
         }
         other => Err(cx.err(
@@ -1662,7 +1664,9 @@ mod tests {
             vec![RoleConfig::EventLogger {
                 bind: "0.0.0.0:9090".into(),
                 output: "/cfg/logs/el-%Y.log".into(),
-                rotate_interval: "1d".into()
+                rotate_interval: "1d".into(),
+                max_file_bytes: crate::config::el_max_file_bytes(),
+                max_events_per_second: crate::config::el_max_events_per_second(),
             }]
         );
         let c = parse_ok(&format!("{MD}roles:\n  - type: eventlogger\n"));
@@ -1671,7 +1675,9 @@ mod tests {
             vec![RoleConfig::EventLogger {
                 bind: "0.0.0.0:7197".into(),
                 output: "/cfg/events-%Y%m%d-%H%M%S.log".into(),
-                rotate_interval: "0".into()
+                rotate_interval: "0".into(),
+                max_file_bytes: crate::config::el_max_file_bytes(),
+                max_events_per_second: crate::config::el_max_events_per_second(),
             }]
         );
         let e = parse_err(&format!(

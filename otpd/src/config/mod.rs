@@ -132,11 +132,25 @@ pub enum RoleConfig {
         output: String,
         #[serde(default)]
         rotate_interval: String,
+        #[serde(default = "el_max_file_bytes")]
+        max_file_bytes: u64,
+        #[serde(default = "el_max_events_per_second")]
+        max_events_per_second: u32,
     },
 }
 
 fn yes() -> bool {
     true
+}
+
+/// An event log file past this size is closed and a new one started.
+pub fn el_max_file_bytes() -> u64 {
+    1 << 30
+}
+
+/// Events written per second at most; the rest are counted, dropped, and the count logged.
+pub fn el_max_events_per_second() -> u32 {
+    10_000
 }
 
 impl RoleConfig {
@@ -248,6 +262,11 @@ impl ClusterConfig {
                     *directory = base.join(&*directory);
                 }
             }
+            if let RoleConfig::EventLogger { output, .. } = role {
+                if std::path::Path::new(output.as_str()).is_relative() {
+                    *output = base.join(output.as_str()).to_string_lossy().into_owned();
+                }
+            }
         }
     }
 
@@ -314,7 +333,24 @@ impl ClusterConfig {
                         return Err("clientagent channels: min is above max".into());
                     }
                 }
-                RoleConfig::EventLogger { .. } => {}
+                RoleConfig::EventLogger {
+                    output,
+                    rotate_interval,
+                    max_file_bytes,
+                    max_events_per_second,
+                    ..
+                } => {
+                    crate::eventlogger::parse_interval(rotate_interval)
+                        .map_err(|e| format!("eventlogger rotate_interval: {e}"))?;
+                    crate::eventlogger::strftime(output, chrono::Local::now())
+                        .map_err(|e| format!("eventlogger output: {e}"))?;
+                    if *max_file_bytes < 4096 || *max_events_per_second == 0 {
+                        return Err(
+                            "eventlogger: max_file_bytes must be at least 4096 and max_events_per_second at least 1"
+                                .into(),
+                        );
+                    }
+                }
             }
         }
         Ok(())
