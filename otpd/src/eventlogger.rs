@@ -12,6 +12,10 @@ use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Events written and dropped by this process's EventLogger (for the metrics endpoint).
+pub static WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// What the EventLogger is told by the configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -202,10 +206,12 @@ impl EventLog {
             Ok(()) => {
                 self.bytes += line.len() as u64 + 1;
                 self.written_total += 1;
+                WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Err(e) => {
                 self.dropped += 1;
                 self.dropped_total += 1;
+                DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 log::error!("eventlogger: cannot write {}: {e}", self.path.display());
             }
         }
@@ -227,6 +233,7 @@ impl EventLog {
         if self.in_second >= self.settings.max_events_per_second {
             self.dropped += 1;
             self.dropped_total += 1;
+            DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return false;
         }
         self.in_second += 1;

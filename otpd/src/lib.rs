@@ -6,5 +6,6 @@ pub mod dbtool;
 pub mod dcload;
 pub mod eventlogger;
 pub mod md;
+pub mod metrics;
 pub mod roles;
 pub mod runtime;

@@ -23,6 +23,7 @@ USAGE:
     otpd db dump DOID (--cluster FILE | CONFIG.yml)     print one stored object as JSON
     otpd db export [OUT] (--cluster FILE | CONFIG.yml)  every stored object, one JSON line each
     otpd db import [IN] (--cluster FILE | CONFIG.yml)   add objects from such lines
+    otpd status HOST:PORT          one-screen summary from a running otpd's metrics address
 
 OPTIONS:
     -c, --cluster FILE     otpd's own configuration (RON)
@@ -118,6 +119,11 @@ fn main() -> ExitCode {
             argv.next();
             return dc_command(argv.collect());
         }
+        Some("status") => {
+            argv.next();
+            let code = otpd::metrics::status_command(argv.collect());
+            return ExitCode::from(code.clamp(0, 255) as u8);
+        }
         Some("db") => {
             argv.next();
             let code = otpd::dbtool::db_command(argv.collect());
@@ -169,6 +175,7 @@ fn main() -> ExitCode {
         }
     };
     let (config, roles) = config;
+    let metrics = config.metrics.clone();
     for role in &config.roles {
         if let RoleConfig::EventLogger {
             bind,
@@ -194,6 +201,13 @@ fn main() -> ExitCode {
     }
     match otpd::runtime::Runtime::start_with_roles(config, roles) {
         Ok(rt) => {
+            if let Some(addr) = &metrics {
+                if let Err(e) = otpd::metrics::serve(addr, rt.stats.clone()) {
+                    log::error!("{e}");
+                    eprintln!("otpd: {e}");
+                    return ExitCode::from(1);
+                }
+            }
             rt.wait();
             ExitCode::SUCCESS
         }

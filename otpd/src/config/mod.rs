@@ -23,6 +23,8 @@ pub struct ClusterConfig {
     pub dc_files: Vec<PathBuf>,
     /// UDP address of the EventLogger roles send events to ("host:port"), if any.
     pub eventlogger: Option<String>,
+    /// Address of the Prometheus metrics endpoint (`/metrics`), if any.
+    pub metrics: Option<String>,
     /// UberDOGs: well-known objects the AI processes create.
     pub uberdogs: Vec<UberDog>,
     pub messagedirector: MessageDirectorConfig,
@@ -38,6 +40,7 @@ impl Default for ClusterConfig {
             pin_cores: true,
             dc_files: Vec::new(),
             eventlogger: None,
+            metrics: None,
             uberdogs: Vec::new(),
             messagedirector: MessageDirectorConfig::default(),
             roles: Vec::new(),

@@ -16,6 +16,12 @@ pub struct Database {
     broadcast: bool,
     schema: Arc<Schema>,
     worker: Option<Box<dyn Worker>>,
+    /// Requests answered, refused or failed, and the time they spent queued and committed.
+    requests: u64,
+    failures: u64,
+    latency_us_sum: u64,
+    latency_us_max: u64,
+    in_flight: u64,
 }
 
 /// Why a request is refused before it reaches the store.
@@ -35,6 +41,11 @@ impl Database {
             broadcast,
             schema,
             worker: Some(worker),
+            requests: 0,
+            failures: 0,
+            latency_us_sum: 0,
+            latency_us_max: 0,
+            in_flight: 0,
         }
     }
 
@@ -106,19 +117,23 @@ impl Database {
         Ok(Ok(out))
     }
 
-    fn job(&self, op: Op, sender: u64, context: u32, msgtype: u16, out: &mut Output) {
+    fn job(&mut self, op: Op, sender: u64, context: u32, msgtype: u16, out: &mut Output) {
+        self.in_flight += 1;
         out.work(Box::new(Job {
             op,
             sender,
             context,
             msgtype,
             outcome: Outcome::Pending,
+            queued: Instant::now(),
         }));
     }
 
     /// Answers a request refused before the store: failure (or doid 0 for a create); a
     /// fire-and-forget request just gets a log line.
-    fn refuse(&self, msgtype: u16, sender: u64, context: u32, why: &str, out: &mut Output) {
+    fn refuse(&mut self, msgtype: u16, sender: u64, context: u32, why: &str, out: &mut Output) {
+        self.requests += 1;
+        self.failures += 1;
         log::warn!(
             "database: {} from {sender} refused: {why}",
             internal_name(msgtype)
@@ -324,14 +339,23 @@ impl Database {
         Ok(())
     }
 
-    fn answer(&self, job: Job, out: &mut Output) {
+    fn answer(&mut self, job: Job, out: &mut Output) {
         let Job {
             op,
             sender,
             context,
             msgtype,
             outcome,
+            queued,
         } = job;
+        let us = queued.elapsed().as_micros() as u64;
+        self.requests += 1;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.latency_us_sum += us;
+        self.latency_us_max = self.latency_us_max.max(us);
+        if matches!(outcome, Outcome::Failed | Outcome::StorageError(_)) {
+            self.failures += 1;
+        }
         match (&op, outcome) {
             (Op::Create { .. }, o) => {
                 let doid = if let Outcome::Created(d) = o { d } else { 0 };
@@ -402,7 +426,19 @@ impl Database {
                     let _ = w.finish();
                 }
             }
-            (_, _) => {
+            (_, outcome) => {
+                if let Outcome::StorageError(why) = &outcome {
+                    out.events.push(super::event::encode(
+                        "database-failure",
+                        &[
+                            ("role", super::event::Ev::Str("database")),
+                            ("request", super::event::Ev::Str(internal_name(msgtype))),
+                            ("sender", super::event::Ev::U64(sender)),
+                            ("doid", super::event::Ev::U64(op_doid(&op) as u64)),
+                            ("reason", super::event::Ev::Str(why)),
+                        ],
+                    ));
+                }
                 // Failed: requests with a context get a failure answer.
                 if matches!(op, Op::Get { .. } | Op::Update { .. }) {
                     let mut w = out.datagram(&[sender], self.control, msgtype + 1);
@@ -473,6 +509,17 @@ impl Database {
     }
 }
 
+/// The object a request is about (0 for a create).
+fn op_doid(op: &Op) -> u32 {
+    match op {
+        Op::Create { .. } => 0,
+        Op::Get { doid, .. }
+        | Op::Set { doid, .. }
+        | Op::Update { doid, .. }
+        | Op::Delete { doid } => *doid,
+    }
+}
+
 impl Role for Database {
     fn name(&self) -> &'static str {
         "database"
@@ -497,6 +544,14 @@ impl Role for Database {
                 dg.sender.unwrap_or(0)
             );
         }
+    }
+
+    fn metrics(&self, out: &mut Vec<(&'static str, u64)>) {
+        out.push(("requests", self.requests));
+        out.push(("failures", self.failures));
+        out.push(("in_flight", self.in_flight));
+        out.push(("latency_us_sum", self.latency_us_sum));
+        out.push(("latency_us_max", self.latency_us_max));
     }
 
     fn take_worker(&mut self) -> Option<Box<dyn Worker>> {

@@ -723,6 +723,13 @@ impl Role for Dbss {
         true
     }
 
+    fn metrics(&self, out: &mut Vec<(&'static str, u64)>) {
+        out.push(("objects", self.objects.len() as u64));
+        out.push(("loading", self.loading.len() as u64));
+        out.push(("pending_queries", self.queries.len() as u64));
+        out.push(("invalid_updates", self.objects.invalid_updates));
+    }
+
     fn start(&mut self, _now: Instant, out: &mut Output) {
         for &(lo, hi) in &self.ranges {
             out.subscribe_range(lo as u64, hi as u64);

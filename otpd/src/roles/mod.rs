@@ -135,6 +135,8 @@ pub trait Role: Send {
     fn handle(&mut self, now: Instant, frame: &[u8], dg: &InternalDatagram<'_>, out: &mut Output);
     /// Time passes; called about every 50 ms.
     fn tick(&mut self, _now: Instant, _out: &mut Output) {}
+    /// The role's figures for the metrics endpoint (`name`, value), read after each tick.
+    fn metrics(&self, _out: &mut Vec<(&'static str, u64)>) {}
     /// The worker that runs this role's blocking work, taken once when the core starts.
     fn take_worker(&mut self) -> Option<Box<dyn Worker>> {
         None

@@ -179,6 +179,8 @@ pub struct Objects {
     children_here: FxHashMap<Doid, FxHashSet<Doid>>,
     targets: Vec<Doid>,
     scratch: Vec<u8>,
+    /// Updates refused for a bad value or field (also sent to the EventLogger).
+    pub invalid_updates: u64,
 }
 
 type Targets = SmallVec<[u64; 6]>;
@@ -198,6 +200,7 @@ impl Objects {
             children_here: FxHashMap::default(),
             targets: Vec::new(),
             scratch: Vec::new(),
+            invalid_updates: 0,
         }
     }
 
@@ -701,7 +704,8 @@ impl Objects {
 
     // ---- fields -------------------------------------------------------------------------
 
-    fn reject(&self, doid: Doid, sender: u64, what: &str, rej: &Rejected, out: &mut Output) {
+    fn reject(&mut self, doid: Doid, sender: u64, what: &str, rej: &Rejected, out: &mut Output) {
+        self.invalid_updates += 1;
         let obj = &self.objects[&doid];
         let field = self.schema.field_name(rej.field);
         log::warn!(

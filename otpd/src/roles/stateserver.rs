@@ -117,6 +117,11 @@ impl Role for StateServer {
         true
     }
 
+    fn metrics(&self, out: &mut Vec<(&'static str, u64)>) {
+        out.push(("objects", self.objects.len() as u64));
+        out.push(("invalid_updates", self.objects.invalid_updates));
+    }
+
     fn will_subscribe(&self, dg: &InternalDatagram<'_>) -> Option<u64> {
         if !matches!(
             dg.msgtype,

@@ -1016,6 +1016,15 @@ impl Core {
                 "stopped reading: {} bytes queued, over max_queued_bytes_per_participant = {limit}",
                 c.queued()
             );
+            let event = crate::roles::event::encode(
+                "participant-cut-off",
+                &[
+                    ("role", crate::roles::event::Ev::Str("messagedirector")),
+                    ("participant", crate::roles::event::Ev::Str(&c.label())),
+                    ("reason", crate::roles::event::Ev::Str(&reason)),
+                ],
+            );
+            self.send_event(&event);
             self.mark_close(slot, reason);
         }
     }
@@ -1133,11 +1142,25 @@ impl Core {
                     .stats
                     .upstream_connected
                     .store(true, Ordering::Relaxed);
+                let addr = u.addr.to_string();
                 if first {
-                    log::info!("messagedirector: connected to upstream MD {}", u.addr);
+                    log::info!("messagedirector: connected to upstream MD {addr}");
                 } else {
-                    log::warn!("messagedirector: upstream MD {} regained; re-sending subscriptions and post-removes", u.addr);
+                    log::warn!("messagedirector: upstream MD {addr} regained; re-sending subscriptions and post-removes");
                 }
+                let event = crate::roles::event::encode(
+                    if first {
+                        "upstream-connected"
+                    } else {
+                        "upstream-regained"
+                    },
+                    &[
+                        ("role", crate::roles::event::Ev::Str("messagedirector")),
+                        ("address", crate::roles::event::Ev::Str(&addr)),
+                    ],
+                );
+                self.send_event(&event);
+                let u = self.upstream.as_mut().expect("upstream core");
                 let mut replay = Vec::new();
                 u.replay(&self.ranges.covered_runs(), &mut replay);
                 let c = &mut self.conns[slot];
@@ -1164,12 +1187,24 @@ impl Core {
         let Some(u) = self.upstream.as_mut() else {
             return;
         };
+        let was_up = u.is_connected();
         let wait = u.set_down();
+        let addr = u.addr.to_string();
         log::warn!(
-            "messagedirector: upstream MD {} unreachable ({reason}); retrying in {} ms",
-            u.addr,
+            "messagedirector: upstream MD {addr} unreachable ({reason}); retrying in {} ms",
             wait.as_millis()
         );
+        if was_up {
+            let event = crate::roles::event::encode(
+                "upstream-lost",
+                &[
+                    ("role", crate::roles::event::Ev::Str("messagedirector")),
+                    ("address", crate::roles::event::Ev::Str(&addr)),
+                    ("reason", crate::roles::event::Ev::Str(reason)),
+                ],
+            );
+            self.send_event(&event);
+        }
     }
 
     // ---- roles -----------------------------------------------------------------------------
@@ -1275,6 +1310,16 @@ impl Core {
                 self.roles[i].role.tick(now, &mut out);
                 self.apply_role_output(i, &mut out);
             }
+        }
+        if tick && !self.roles.is_empty() {
+            let mut figures = Vec::new();
+            for r in &self.roles {
+                let name = r.role.name();
+                let mut mine = Vec::new();
+                r.role.metrics(&mut mine);
+                figures.extend(mine.into_iter().map(|(m, v)| (name, m, v)));
+            }
+            *self.shared.stats.per_core[self.id].roles.lock() = figures;
         }
         for _ in 0..ROLE_ROUNDS_PER_TURN {
             if !self.roles_waiting {
@@ -1557,5 +1602,9 @@ impl Core {
         let mine = &self.shared.stats.per_core[self.id];
         mine.datagrams_routed.store(self.routed, Ordering::Relaxed);
         mine.deliveries.store(self.delivered, Ordering::Relaxed);
+        mine.pending
+            .store(self.pending.len() as u64, Ordering::Relaxed);
+        mine.channels
+            .store(self.singles.len() as u64, Ordering::Relaxed);
     }
 }

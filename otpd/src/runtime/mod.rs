@@ -126,6 +126,12 @@ impl Batch {
 pub struct CoreStats {
     pub datagrams_routed: AtomicU64,
     pub deliveries: AtomicU64,
+    /// Datagrams waiting for subscriber lookups on other cores (the core's queue depth).
+    pub pending: AtomicU64,
+    /// Channels homed on this core that have subscribers.
+    pub channels: AtomicU64,
+    /// The roles' own figures, `(role, metric, value)`, refreshed with their ticks.
+    pub roles: parking_lot::Mutex<Vec<(&'static str, &'static str, u64)>>,
 }
 
 /// Counters anyone may read.

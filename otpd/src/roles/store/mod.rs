@@ -47,8 +47,10 @@ pub enum Op {
 pub enum Outcome {
     Pending,
     Created(u32),
-    /// Unknown object, a field of another class, no doid left, or a storage error.
+    /// Unknown object, a field of another class, or no doid left.
     Failed,
+    /// The engine failed (disk full, connection lost): the whole batch was rolled back.
+    StorageError(String),
     Object {
         class: u16,
         fields: Vec<(u16, Vec<u8>)>,
@@ -68,6 +70,8 @@ pub struct Job {
     pub context: u32,
     pub msgtype: u16,
     pub outcome: Outcome,
+    /// When the role queued it (for the latency figures).
+    pub queued: std::time::Instant,
 }
 
 /// Why a store cannot be opened.
@@ -161,7 +165,7 @@ impl<B: Backend> Store<B> {
             self.backend.rollback();
             self.next_doid = start_doid;
             for job in jobs.iter_mut() {
-                job.outcome = Outcome::Failed;
+                job.outcome = Outcome::StorageError(e.clone());
             }
         }
     }
