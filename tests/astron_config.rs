@@ -1096,6 +1096,8 @@ fn eventlogger_good() {
             bind: "0.0.0.0:9090".into(),
             output: "/var/log/astron/eventlogger/el-%Y-%m-%d-%H-%M-%S.log".into(),
             rotate_interval: "1d".into(),
+            max_file_bytes: otpd::config::el_max_file_bytes(),
+            max_events_per_second: otpd::config::el_max_events_per_second(),
         }]
     );
 }
