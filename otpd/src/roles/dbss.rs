@@ -4,7 +4,7 @@
 //! objects to the database, and writes `db` fields back on every update.
 
 use super::event::{self, Ev};
-use super::objects::{Doid, FieldStore, Objects, Zone};
+use super::objects::{read_field_ids, Doid, FieldStore, Objects, Zone};
 use super::{Output, Placement, Role, Schema};
 use otp_wire::msgtypes::*;
 use otp_wire::{InternalDatagram, Reader, WireError};
@@ -219,21 +219,11 @@ impl Dbss {
                 if r.u32()? != doid {
                     return Ok(());
                 }
-                if let Some(obj) = self.objects.objects.get(&doid) {
-                    let mut t: SmallVec<[u64; 4]> = SmallVec::new();
-                    if obj.parent != 0 {
-                        t.push(otp_wire::channels::location_channel(obj.parent, obj.zone));
-                    }
-                    for c in [obj.ai, obj.owner] {
-                        if c != 0 && !t.contains(&c) {
-                            t.push(c);
-                        }
-                    }
-                    if !t.is_empty() {
-                        let mut w = out.datagram(&t, sender, DBSS_OBJECT_DELETE_DISK);
-                        w.u32(doid);
-                        let _ = w.finish();
-                    }
+                let t = self.objects.watchers(doid);
+                if !t.is_empty() {
+                    let mut w = out.datagram(&t, sender, DBSS_OBJECT_DELETE_DISK);
+                    w.u32(doid);
+                    let _ = w.finish();
                 }
                 let mut w = out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_DELETE);
                 w.u32(doid);
@@ -254,14 +244,7 @@ impl Dbss {
                 if r.u32()? != doid {
                     return Ok(());
                 }
-                let mut ids: SmallVec<[u16; 8]> = SmallVec::new();
-                if dg.msgtype == DBSS_OBJECT_DELETE_FIELDS_DISK {
-                    for _ in 0..r.u16()? {
-                        ids.push(r.u16()?);
-                    }
-                } else {
-                    ids.push(r.u16()?);
-                }
+                let ids = read_field_ids(&mut r, dg.msgtype == DBSS_OBJECT_DELETE_FIELDS_DISK)?;
                 let schema = Arc::clone(&self.objects.schema);
                 if let Some(&bad) = ids.iter().find(|&&f| !schema.flags(f).db) {
                     let reason = format!("{} is not a db field", schema.field_name(bad));
@@ -282,29 +265,17 @@ impl Dbss {
                     w.u16(f);
                 }
                 let _ = w.finish();
-                if let Some(obj) = self.objects.objects.get(&doid) {
+                if active {
                     // Tell those who see each field; the live copy keeps its value in RAM.
                     for &f in &ids {
-                        let flags = schema.flags(f);
-                        let mut t: SmallVec<[u64; 4]> = SmallVec::new();
-                        if flags.broadcast && obj.parent != 0 {
-                            t.push(otp_wire::channels::location_channel(obj.parent, obj.zone));
-                        }
-                        if flags.airecv && obj.ai != 0 && obj.ai != sender {
-                            t.push(obj.ai);
-                        }
-                        if flags.ownrecv
-                            && obj.owner != 0
-                            && obj.owner != sender
-                            && !t.contains(&obj.owner)
-                        {
-                            t.push(obj.owner);
-                        }
-                        if !t.is_empty() {
-                            let mut w = out.datagram(&t, sender, DBSS_OBJECT_DELETE_FIELD_DISK);
-                            w.u32(doid).u16(f);
-                            let _ = w.finish();
-                        }
+                        self.objects.notify_field(
+                            doid,
+                            sender,
+                            f,
+                            DBSS_OBJECT_DELETE_FIELD_DISK,
+                            None,
+                            out,
+                        );
                     }
                 }
             }

@@ -422,14 +422,8 @@ impl Objects {
                 if r.u32()? != doid {
                     return Ok(());
                 }
-                let mut ids: SmallVec<[u16; 8]> = SmallVec::new();
-                if dg.msgtype == STATESERVER_OBJECT_DELETE_FIELDS_RAM {
-                    for _ in 0..r.u16()? {
-                        ids.push(r.u16()?);
-                    }
-                } else {
-                    ids.push(r.u16()?);
-                }
+                let ids =
+                    read_field_ids(&mut r, dg.msgtype == STATESERVER_OBJECT_DELETE_FIELDS_RAM)?;
                 self.delete_fields(doid, sender, &ids, out);
             }
             STATESERVER_OBJECT_SET_LOCATION => {
@@ -816,7 +810,7 @@ impl Objects {
 
     /// Sends a field's change to the location (broadcast), the AI (airecv) and the owner
     /// (ownrecv), never back to its sender; `value` None for a delete.
-    fn notify_field(
+    pub fn notify_field(
         &mut self,
         doid: Doid,
         sender: u64,
@@ -1178,6 +1172,19 @@ impl Objects {
 
     // ---- deletion -----------------------------------------------------------------------
 
+    /// Who hears of an object's deletion: its location, owner and AI.
+    pub fn watchers(&self, doid: Doid) -> SmallVec<[u64; 6]> {
+        let mut t = Targets::new();
+        if let Some(obj) = self.objects.get(&doid) {
+            if obj.parent != 0 {
+                push_target(&mut t, location_channel(obj.parent, obj.zone));
+            }
+            push_target(&mut t, obj.owner);
+            push_target(&mut t, obj.ai);
+        }
+        t
+    }
+
     /// Deletes an object: tells its parent (unless the parent is deleting it), its location,
     /// AI and owner, and deletes its children.
     pub fn annihilate(&mut self, doid: Doid, sender: u64, notify_parent: bool, out: &mut Output) {
@@ -1244,6 +1251,19 @@ impl Objects {
     pub fn heap_bytes(&self) -> usize {
         self.objects.values().map(|o| o.fields.heap_bytes()).sum()
     }
+}
+
+/// A field id, or (`many`) a count and that many field ids.
+pub fn read_field_ids(r: &mut Reader<'_>, many: bool) -> Result<SmallVec<[u16; 8]>, WireError> {
+    let mut ids = SmallVec::new();
+    if many {
+        for _ in 0..r.u16()? {
+            ids.push(r.u16()?);
+        }
+    } else {
+        ids.push(r.u16()?);
+    }
+    Ok(ids)
 }
 
 fn read_zones(r: &mut Reader<'_>, many: bool) -> Result<SmallVec<[Zone; 8]>, WireError> {
