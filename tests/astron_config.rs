@@ -666,7 +666,8 @@ fn dbss_good() {
             ranges: vec![DoidRange {
                 min: 9000,
                 max: 9999
-            }]
+            }],
+            limits: Default::default(),
         }]
     );
 }

@@ -300,9 +300,13 @@ fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), C
                 RoleConfig::StateServer { control } => {
                     v.push(Box::new(StateServer::new(*control, schema, p)));
                 }
-                RoleConfig::Dbss { database, ranges } => {
+                RoleConfig::Dbss {
+                    database,
+                    ranges,
+                    limits,
+                } => {
                     let ranges = ranges.iter().map(|r| (r.min, r.max)).collect();
-                    v.push(Box::new(Dbss::new(*database, ranges, schema, p)));
+                    v.push(Box::new(Dbss::new(*database, ranges, *limits, schema, p)));
                 }
                 RoleConfig::Database {
                     control, broadcast, ..

@@ -682,7 +682,11 @@ fn role(cx: &Cx, item: &Node, i: usize) -> Res<RoleConfig> {
                 database,
                 "the channel of the database server",
             )?;
-            Ok(RoleConfig::Dbss { database, ranges })
+            Ok(RoleConfig::Dbss {
+                database,
+                ranges,
+                limits: Default::default(),
+            })
         }
         "database" => database(cx, &sec),
         "clientagent" => clientagent(cx, &sec),
@@ -1509,7 +1513,8 @@ mod tests {
                         min: 100_000_000,
                         max: u32::MAX
                     }
-                ]
+                ],
+                limits: Default::default(),
             }]
         );
         for r in [

@@ -121,6 +121,8 @@ pub enum RoleConfig {
     Dbss {
         database: u64,
         ranges: Vec<DoidRange>,
+        #[serde(default)]
+        limits: DbssLimits,
     },
     Database {
         control: u64,
@@ -144,6 +146,29 @@ pub enum RoleConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// The DBSS's limits (each instance, i.e. per core).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DbssLimits {
+    /// A database query (activation, proxied read) unanswered this long is given up, and the
+    /// reader gets a failure.
+    pub query_timeout_ms: u64,
+    /// Queries waiting on the database at once; past it, reads of inactive objects fail.
+    pub max_pending_queries: usize,
+    /// Datagrams held for one object while it loads; past it, they are dropped (logged).
+    pub max_queued_while_loading: usize,
+}
+
+impl Default for DbssLimits {
+    fn default() -> Self {
+        DbssLimits {
+            query_timeout_ms: 30_000,
+            max_pending_queries: 100_000,
+            max_queued_while_loading: 4096,
+        }
+    }
 }
 
 /// An event log file past this size is closed and a new one started.
@@ -318,7 +343,9 @@ impl ClusterConfig {
                         ));
                     }
                 }
-                RoleConfig::Dbss { database, ranges } => {
+                RoleConfig::Dbss {
+                    database, ranges, ..
+                } => {
                     channel_ok("dbss database", *database)?;
                     for r in ranges {
                         if r.min == 0 || is_reserved_doid(r.min) || r.min > r.max {

@@ -13,12 +13,7 @@ use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a database query (an activation, a proxied read) may stay unanswered.
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most queries one instance keeps waiting on the database; past it, reads are refused.
-pub const MAX_PENDING_QUERIES: usize = 100_000;
-/// Most datagrams held for one object while it loads.
-pub const MAX_QUEUED_WHILE_LOADING: usize = 4096;
+pub use crate::config::DbssLimits;
 
 /// An object being read from the database for activation; what arrives for it meanwhile
 /// waits and is handled once it is live.
@@ -66,12 +61,14 @@ pub struct Dbss {
     /// GET_ALL queries in flight per doid: an activation arriving meanwhile uses their answer.
     inactive_loads: FxHashMap<Doid, SmallVec<[u32; 2]>>,
     next_context: u32,
+    limits: DbssLimits,
 }
 
 impl Dbss {
     pub fn new(
         database: u64,
         ranges: Vec<(u32, u32)>,
+        limits: DbssLimits,
         schema: Arc<Schema>,
         placement: Placement,
     ) -> Dbss {
@@ -84,6 +81,7 @@ impl Dbss {
             queries: FxHashMap::default(),
             inactive_loads: FxHashMap::default(),
             next_context: 0,
+            limits,
         }
     }
 
@@ -124,9 +122,10 @@ impl Dbss {
                         return;
                     }
                     _ => {
-                        if l.queue.len() >= MAX_QUEUED_WHILE_LOADING {
+                        let max = self.limits.max_queued_while_loading;
+                        if l.queue.len() >= max {
                             log::warn!(
-                                "dbss: object {d} is loading and {MAX_QUEUED_WHILE_LOADING} datagrams wait for it already; dropped"
+                                "dbss: object {d} is loading and {max} datagrams wait for it already (max_queued_while_loading); dropped"
                             );
                         } else {
                             l.queue.push(frame.to_vec());
@@ -474,9 +473,10 @@ impl Dbss {
     }
 
     fn room_for_query(&self) -> bool {
-        if self.queries.len() >= MAX_PENDING_QUERIES {
+        let max = self.limits.max_pending_queries;
+        if self.queries.len() >= max {
             log::warn!(
-                "dbss: {MAX_PENDING_QUERIES} database queries pending already; read refused"
+                "dbss: {max} database queries pending already (max_pending_queries); read refused"
             );
             return false;
         }
@@ -712,15 +712,16 @@ impl Role for Dbss {
     }
 
     fn tick(&mut self, now: Instant, out: &mut Output) {
+        let timeout = Duration::from_millis(self.limits.query_timeout_ms);
         let expired: Vec<u32> = self
             .queries
             .iter()
-            .filter(|(_, (_, t))| now.duration_since(*t) > QUERY_TIMEOUT)
+            .filter(|(_, (_, t))| now.duration_since(*t) > timeout)
             .map(|(c, _)| *c)
             .collect();
         for c in expired {
             if let Some((q, _)) = self.queries.remove(&c) {
-                log::warn!("dbss: database query {c} unanswered after {QUERY_TIMEOUT:?}; dropped");
+                log::warn!("dbss: database query {c} unanswered after {timeout:?} (query_timeout_ms); dropped");
                 match q {
                     Query::Field { to, context, doid } => {
                         self.get_field_failed(to, context, doid, out)
@@ -740,11 +741,13 @@ impl Role for Dbss {
         let stale: Vec<Doid> = self
             .loading
             .iter()
-            .filter(|(_, l)| now.duration_since(l.since) > QUERY_TIMEOUT)
+            .filter(|(_, l)| now.duration_since(l.since) > timeout)
             .map(|(d, _)| *d)
             .collect();
         for d in stale {
-            log::warn!("dbss: activation of {d} unanswered after {QUERY_TIMEOUT:?}; given up");
+            log::warn!(
+                "dbss: activation of {d} unanswered after {timeout:?} (query_timeout_ms); given up"
+            );
             self.finish_load(now, d, None, out);
         }
     }
