@@ -773,6 +773,7 @@ fn db_parts(c: &ClusterConfig) -> (u64, bool, DoidRange, DatabaseBackend) {
             broadcast,
             generate,
             backend,
+            ..
         } => (*control, *broadcast, *generate, backend.clone()),
         r => panic!("not a database: {r:?}"),
     }

@@ -309,14 +309,24 @@ fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), C
                     v.push(Box::new(Dbss::new(*database, ranges, *limits, schema, p)));
                 }
                 RoleConfig::Database {
-                    control, broadcast, ..
+                    control,
+                    broadcast,
+                    max_batch,
+                    max_queued,
+                    ..
                 } => {
                     // One instance, on core 0: it owns the doid counter and the store.
                     let store = &stores[next_store];
                     next_store += 1;
                     if p.core == 0 {
                         let store = store.lock().take().expect("core 0 starts once");
-                        v.push(Box::new(Database::new(*control, *broadcast, schema, store)));
+                        let limits = otpd::roles::WorkerLimits {
+                            queue: *max_queued,
+                            batch: *max_batch,
+                        };
+                        v.push(Box::new(
+                            Database::new(*control, *broadcast, schema, store).with_limits(limits),
+                        ));
                     }
                 }
                 RoleConfig::EventLogger { .. } => {} // its own thread, started by main

@@ -864,6 +864,8 @@ fn database(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         broadcast,
         generate,
         backend,
+        max_batch: super::db_max_batch(),
+        max_queued: super::db_max_queued(),
     })
 }
 
@@ -1552,7 +1554,9 @@ mod tests {
                 },
                 backend: DatabaseBackend::Sqlite {
                     directory: "/cfg/db".into()
-                }
+                },
+                max_batch: crate::config::db_max_batch(),
+                max_queued: crate::config::db_max_queued(),
             }]
         );
         let c = parse_ok(&db(""));

@@ -130,6 +130,13 @@ pub enum RoleConfig {
         broadcast: bool,
         generate: DoidRange,
         backend: DatabaseBackend,
+        /// Requests committed in one transaction at most (group commit).
+        #[serde(default = "db_max_batch")]
+        max_batch: usize,
+        /// Requests waiting for the storage thread at most; past it, the core stops reading
+        /// its sockets until the storage catches up.
+        #[serde(default = "db_max_queued")]
+        max_queued: usize,
     },
     ClientAgent(ClientAgentConfig),
     EventLogger {
@@ -169,6 +176,14 @@ impl Default for DbssLimits {
             max_queued_while_loading: 4096,
         }
     }
+}
+
+pub fn db_max_batch() -> usize {
+    256
+}
+
+pub fn db_max_queued() -> usize {
+    65_536
 }
 
 /// An event log file past this size is closed and a new one started.
@@ -329,6 +344,10 @@ impl ClusterConfig {
         for role in &self.roles {
             match role {
                 RoleConfig::StateServer { control } => channel_ok("stateserver control", *control)?,
+                RoleConfig::Database { max_batch: 0, .. }
+                | RoleConfig::Database { max_queued: 0, .. } => {
+                    return Err("database: max_batch and max_queued must be at least 1".into());
+                }
                 RoleConfig::Database {
                     control, generate, ..
                 } => {

@@ -22,6 +22,7 @@ pub struct Database {
     latency_us_sum: u64,
     latency_us_max: u64,
     in_flight: u64,
+    limits: super::WorkerLimits,
 }
 
 /// Why a request is refused before it reaches the store.
@@ -46,7 +47,14 @@ impl Database {
             latency_us_sum: 0,
             latency_us_max: 0,
             in_flight: 0,
+            limits: super::WorkerLimits::default(),
         }
+    }
+
+    /// The group-commit batch and the storage queue's length (see `cluster.ron`).
+    pub fn with_limits(mut self, limits: super::WorkerLimits) -> Database {
+        self.limits = limits;
+        self
     }
 
     /// `count` field ids, each a `db` field; non-db fields are left out with a log line
@@ -556,6 +564,10 @@ impl Role for Database {
 
     fn take_worker(&mut self) -> Option<Box<dyn Worker>> {
         self.worker.take()
+    }
+
+    fn worker_limits(&self) -> super::WorkerLimits {
+        self.limits
     }
 
     fn work_done(&mut self, _now: Instant, answer: Work, out: &mut Output) {

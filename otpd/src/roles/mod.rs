@@ -28,6 +28,21 @@ pub trait Worker: Send + 'static {
     fn run(&mut self, batch: Vec<Work>) -> Vec<Work>;
 }
 
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerLimits {
+    pub queue: usize,
+    pub batch: usize,
+}
+
+impl Default for WorkerLimits {
+    fn default() -> Self {
+        WorkerLimits {
+            queue: 65_536,
+            batch: 256,
+        }
+    }
+}
+
 /// What a role asks of the runtime after handling an input. Subscription changes are applied
 /// before the datagrams are routed, in the order given.
 #[derive(Default, Debug)]
@@ -140,6 +155,11 @@ pub trait Role: Send {
     /// The worker that runs this role's blocking work, taken once when the core starts.
     fn take_worker(&mut self) -> Option<Box<dyn Worker>> {
         None
+    }
+    /// The worker's limits: items queued for it at most (more wait in the role's core, which
+    /// then stops reading its sockets), and items handed to it at once (one transaction).
+    fn worker_limits(&self) -> WorkerLimits {
+        WorkerLimits::default()
     }
     /// The answer to one item of work, in the order the work was queued.
     fn work_done(&mut self, _now: Instant, _answer: Work, _out: &mut Output) {}

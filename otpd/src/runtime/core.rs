@@ -34,9 +34,6 @@ const ROLE_ROUNDS_PER_TURN: usize = 16;
 /// How often roles are given the time.
 const ROLE_TICK: Duration = Duration::from_millis(50);
 
-/// Work items a role's worker takes at once (one transaction for a database).
-const WORK_BATCH: usize = 256;
-
 /// A role instance hosted by this core, and the datagrams delivered to it this turn.
 struct HostedRole {
     role: Box<dyn Role>,
@@ -190,7 +187,7 @@ impl Core {
             log::debug!("core {id}: hosting role {} as {pid}", role.name());
             let work_tx = role
                 .take_worker()
-                .map(|worker| core.spawn_worker(i, role.name(), worker))
+                .map(|worker| core.spawn_worker(i, role.name(), worker, role.worker_limits()))
                 .transpose()?;
             core.roles.push(HostedRole {
                 role,
@@ -1228,19 +1225,19 @@ impl Core {
         index: usize,
         name: &'static str,
         mut worker: Box<dyn crate::roles::Worker>,
+        limits: crate::roles::WorkerLimits,
     ) -> io::Result<crossbeam_channel::Sender<crate::roles::Work>> {
-        let (tx, rx) = crossbeam_channel::bounded::<crate::roles::Work>(
-            self.shared.config.messagedirector.max_pending_lookups,
-        );
+        let (tx, rx) = crossbeam_channel::bounded::<crate::roles::Work>(limits.queue.max(1));
+        let batch_max = limits.batch.max(1);
         let shared = self.shared.clone();
         let core = self.id;
         std::thread::Builder::new()
             .name(format!("otpd-{name}-{core}"))
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
-                    let mut batch = Vec::with_capacity(WORK_BATCH);
+                    let mut batch = Vec::with_capacity(batch_max);
                     batch.push(first);
-                    while batch.len() < WORK_BATCH {
+                    while batch.len() < batch_max {
                         match rx.try_recv() {
                             Ok(w) => batch.push(w),
                             Err(_) => break,
