@@ -28,6 +28,7 @@ fn e(at: usize, m: impl Into<String>) -> ValueError {
     ValueError {
         at,
         message: m.into(),
+        truncated: false,
     }
 }
 

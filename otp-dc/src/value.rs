@@ -28,6 +28,9 @@ pub struct ValidateOptions {
 pub struct ValueError {
     pub at: usize,
     pub message: String,
+    /// The bytes ended before the value did (as opposed to a value that breaks its type's
+    /// constraints); a client agent tells the two apart (eject 109 against 127).
+    pub truncated: bool,
 }
 
 impl fmt::Display for ValueError {
@@ -303,6 +306,7 @@ fn err(at: usize, m: impl Into<String>) -> ValueError {
     ValueError {
         at,
         message: m.into(),
+        truncated: false,
     }
 }
 
@@ -313,8 +317,9 @@ fn take(bytes: &[u8], at: usize, n: usize) -> Result<&[u8], ValueError> {
                 .checked_add(n)
                 .ok_or_else(|| err(at, "length overflow"))?,
         )
-        .ok_or_else(|| {
-            err(
+        .ok_or_else(|| ValueError {
+            truncated: true,
+            ..err(
                 at,
                 format!(
                     "truncated: {n} bytes needed, {} left",

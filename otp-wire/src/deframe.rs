@@ -7,6 +7,9 @@ use std::io::{self, Read};
 
 use crate::LENGTH_TAG_BYTES;
 
+/// Free space a read gets at least.
+const MIN_ROOM: usize = 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameError {
     /// A length tag announced a datagram larger than this stream allows.
@@ -38,11 +41,12 @@ pub struct Deframer {
 }
 
 impl Deframer {
-    /// `capacity` bytes of read buffer; datagram bodies over `max_datagram` are refused.
-    /// The capacity is raised to hold at least one largest datagram plus its tag.
+    /// `capacity` bytes of read buffer at first; datagram bodies over `max_datagram` are
+    /// refused. The buffer grows (up to one largest datagram plus its tag, and a read's room)
+    /// only when a datagram announces more than fits, so small links stay small.
     pub fn new(capacity: usize, max_datagram: usize) -> Self {
         let max_datagram = max_datagram.min(crate::MAX_DATAGRAM_BODY);
-        let capacity = capacity.max(max_datagram + LENGTH_TAG_BYTES);
+        let capacity = capacity.max(MIN_ROOM + LENGTH_TAG_BYTES);
         Deframer {
             buf: Box::default(),
             capacity,
@@ -61,15 +65,43 @@ impl Deframer {
         self.max_datagram
     }
 
-    /// Makes room at the tail, moving only the unfinished remainder.
-    fn make_room(&mut self) {
-        if self.buf.is_empty() {
-            self.buf = vec![0u8; self.capacity].into_boxed_slice();
+    /// Bytes of buffer held now (0 before the first read and after `release`).
+    pub fn allocated(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Gives the buffer back when nothing is buffered (an idle link then costs no memory).
+    pub fn release(&mut self) {
+        if self.start == self.end {
+            self.buf = Box::default();
+            self.start = 0;
+            self.end = 0;
         }
+    }
+
+    /// Makes room at the tail, moving only the unfinished remainder (less than one datagram),
+    /// and growing the buffer when that datagram is larger than the buffer.
+    fn make_room(&mut self) {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-        } else if self.buf.len() - self.end < self.max_datagram + LENGTH_TAG_BYTES {
+        }
+        let avail = self.end - self.start;
+        // The bytes the unfinished datagram at `start` needs in all (as far as known).
+        let needed = if avail >= LENGTH_TAG_BYTES {
+            let len = u16::from_le_bytes([self.buf[self.start], self.buf[self.start + 1]]);
+            (len as usize).min(self.max_datagram) + LENGTH_TAG_BYTES
+        } else {
+            LENGTH_TAG_BYTES
+        };
+        let want = self.capacity.max(needed + MIN_ROOM);
+        if self.buf.len() < needed + MIN_ROOM.min(self.capacity) {
+            let mut grown = vec![0u8; want].into_boxed_slice();
+            grown[..avail].copy_from_slice(&self.buf[self.start..self.end]);
+            self.buf = grown;
+            self.start = 0;
+            self.end = avail;
+        } else if self.buf.len() - self.end < MIN_ROOM.max(needed.saturating_sub(avail)) {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;

@@ -15,7 +15,7 @@
 pub use super::addr;
 
 use super::{
-    ChannelRange, ClientAgentConfig, ClusterConfig, ConfigError, DatabaseBackend, DoidRange,
+    ChannelRange, ClientAgentConfig, ClientLimits, ClusterConfig, ConfigError, DatabaseBackend, DoidRange,
     MessageDirectorConfig, RoleConfig, TlsConfig, UberDog,
 };
 use std::collections::HashMap;
@@ -917,6 +917,7 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         heartbeat_timeout_ms: 0,
         interest_timeout_ms: 500,
         tls: None,
+        limits: ClientLimits::default(),
     };
 
     if let Some(client) = sec.sub(cx, "client")? {

@@ -258,6 +258,60 @@ pub struct ClientAgentConfig {
     pub interest_timeout_ms: u64,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// What one client may do; each past its limit is ejected (see docs/clientagent.md).
+    #[serde(default)]
+    pub limits: ClientLimits,
+}
+
+/// The limits on one client connection of a ClientAgent.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientLimits {
+    /// Largest datagram body a client may send (bytes after the length tag); over it: eject 106.
+    pub max_datagram_bytes: usize,
+    /// Read buffer a client starts with; it grows up to one largest datagram when needed.
+    pub read_buffer_bytes: usize,
+    /// Datagrams per second a client may send (averaged over one second's burst); over it:
+    /// eject 129. 0 = unlimited.
+    pub max_datagrams_per_second: u32,
+    /// Bytes per second a client may send, likewise; over it: eject 129. 0 = unlimited.
+    pub max_bytes_per_second: u32,
+    /// Interests one client may hold open; over it: eject 115.
+    pub max_interests: usize,
+    /// Zones in one interest; over it: eject 115.
+    pub max_zones_per_interest: usize,
+    /// Interest operations a client may have waiting for the StateServer; over it: eject 115.
+    pub max_pending_interests: usize,
+    /// Datagrams held back for one interest operation while it opens; past it, the operation
+    /// completes early (as on its timeout).
+    pub max_queued_per_interest: usize,
+    /// Client connections from one address at once (the HAProxy address when `haproxy` is
+    /// on); more are ejected with code 1 as they arrive. 0 = unlimited.
+    pub max_connections_per_address: usize,
+    /// A client that has not completed its HELLO this long after connecting is ejected (107).
+    /// 0 = no limit.
+    pub hello_timeout_ms: u64,
+    /// Accept string bytes >= 0x80 from clients (Astron ejects them with 127; so does otpd
+    /// unless this is on).
+    pub allow_utf8_strings: bool,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_datagram_bytes: otp_wire::MAX_DATAGRAM_BODY,
+            read_buffer_bytes: 4096,
+            max_datagrams_per_second: 1000,
+            max_bytes_per_second: 1 << 20,
+            max_interests: 256,
+            max_zones_per_interest: 1024,
+            max_pending_interests: 64,
+            max_queued_per_interest: 4096,
+            max_connections_per_address: 100,
+            hello_timeout_ms: 10_000,
+            allow_utf8_strings: false,
+        }
+    }
 }
 
 fn visible() -> String {
@@ -380,6 +434,22 @@ impl ClusterConfig {
                     channel_ok("clientagent channels.max", ca.channels.max)?;
                     if ca.channels.min > ca.channels.max {
                         return Err("clientagent channels: min is above max".into());
+                    }
+                    if !matches!(ca.add_interest.as_str(), "visible" | "enabled" | "disabled") {
+                        return Err(format!(
+                            "clientagent add_interest = {:?}: must be visible, enabled or disabled",
+                            ca.add_interest
+                        ));
+                    }
+                    let l = &ca.limits;
+                    if l.max_datagram_bytes < 16 || l.max_datagram_bytes > otp_wire::MAX_DATAGRAM_BODY {
+                        return Err(format!(
+                            "clientagent limits.max_datagram_bytes = {}: must be 16..=65535",
+                            l.max_datagram_bytes
+                        ));
+                    }
+                    if l.max_interests == 0 || l.max_zones_per_interest == 0 || l.max_pending_interests == 0 {
+                        return Err("clientagent limits: max_interests, max_zones_per_interest and max_pending_interests must be at least 1".into());
                     }
                 }
                 RoleConfig::EventLogger {

@@ -166,11 +166,24 @@ impl Schema {
     /// Validates one value of `field` at the start of `bytes` (ranges, lengths, switch cases)
     /// and returns how many bytes it takes. Allocates nothing unless the value is bad.
     pub fn value_len(&self, field: u16, bytes: &[u8]) -> Result<usize, ValueError> {
+        self.value_len_with(field, bytes, self.validate.ascii_strings_only)
+    }
+
+    /// As `value_len`, choosing whether string bytes >= 0x80 are refused (client input).
+    pub fn value_len_with(
+        &self,
+        field: u16,
+        bytes: &[u8],
+        ascii_strings_only: bool,
+    ) -> Result<usize, ValueError> {
         match self.dc.field(field) {
-            Some(f) => self.dc.validate(f, bytes, self.validate),
+            Some(f) => self
+                .dc
+                .validate(f, bytes, ValidateOptions { ascii_strings_only }),
             None => Err(ValueError {
                 at: 0,
                 message: format!("unknown field {field}"),
+                truncated: false,
             }),
         }
     }
