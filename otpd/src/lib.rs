@@ -1,6 +1,7 @@
 //! otpd: an OTP server cluster in one process. The library holds the configuration, the
 //! MessageDirector's routing state and the runtime that hosts it; `main.rs` is the command line.
 
+pub mod clientagent;
 pub mod config;
 pub mod dbtool;
 pub mod dcload;

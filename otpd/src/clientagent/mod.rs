@@ -1,0 +1,206 @@
+//! The ClientAgent: the only door for untrusted clients. `ClientAgent` is what every session of
+//! one client listener shares (its settings, the schema and hash, the UberDOGs, its channel
+//! range, its counters); `session` is one client's sans-IO state machine; `proxy` reads the
+//! HAProxy PROXY header some listeners expect first.
+
+pub mod proxy;
+pub mod session;
+pub mod tls;
+
+use crate::config::{ClientAgentConfig, ClientLimits, UberDog};
+use crate::roles::Schema;
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Who may open interests (`client.add_interest`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterestPolicy {
+    /// Anywhere.
+    Enabled,
+    /// Only under parents the client can see (Astron's default).
+    Visible,
+    /// Never: interests are the server's business (CLIENTAGENT_ADD_INTEREST).
+    Disabled,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct UberDogInfo {
+    pub class: u16,
+    pub anonymous: bool,
+}
+
+/// The channels handed to clients: `min..=max` in order, then freed ones, oldest first.
+#[derive(Debug)]
+struct ChannelTracker {
+    next: u64,
+    max: u64,
+    free: VecDeque<u64>,
+}
+
+impl ChannelTracker {
+    fn alloc(&mut self) -> Option<u64> {
+        if self.next <= self.max {
+            let c = self.next;
+            self.next += 1;
+            return Some(c);
+        }
+        self.free.pop_front()
+    }
+}
+
+/// Counters for the metrics endpoint.
+#[derive(Default)]
+pub struct ClientAgentStats {
+    /// Sessions now in NEW, ANONYMOUS, ESTABLISHED.
+    pub by_state: [AtomicU64; 3],
+    pub connections: AtomicU64,
+    pub refused: AtomicU64,
+    /// Ejects by code (rare: a lock is fine).
+    pub ejects: Mutex<BTreeMap<u16, u64>>,
+}
+
+/// One client listener and everything its sessions share.
+pub struct ClientAgent {
+    /// Position among the cluster's client agents (the runtime's listener index).
+    pub index: usize,
+    pub bind: String,
+    pub version: String,
+    pub hash: u32,
+    pub schema: Arc<Schema>,
+    pub uberdogs: FxHashMap<u32, UberDogInfo>,
+    pub relocate: bool,
+    pub interests: InterestPolicy,
+    pub send_hash: bool,
+    pub send_version: bool,
+    pub heartbeat_timeout: Option<Duration>,
+    pub interest_timeout: Duration,
+    /// Unsent bytes a client may have queued; 0 = unlimited.
+    pub write_buffer_size: usize,
+    pub write_timeout: Option<Duration>,
+    pub haproxy: bool,
+    pub limits: ClientLimits,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    channels: Mutex<ChannelTracker>,
+    per_address: Mutex<FxHashMap<IpAddr, usize>>,
+    pub stats: ClientAgentStats,
+}
+
+impl ClientAgent {
+    pub fn new(
+        index: usize,
+        config: &ClientAgentConfig,
+        schema: Arc<Schema>,
+        uberdogs: &[UberDog],
+    ) -> Result<ClientAgent, String> {
+        let mut uds = FxHashMap::default();
+        for u in uberdogs {
+            let class = schema
+                .dc()
+                .class_by_name(&u.class)
+                .ok_or_else(|| format!("UberDOG {} has unknown class '{}'", u.id, u.class))?;
+            uds.insert(
+                u.id,
+                UberDogInfo {
+                    class: class.id(),
+                    anonymous: u.anonymous,
+                },
+            );
+        }
+        let interests = match config.add_interest.as_str() {
+            "enabled" => InterestPolicy::Enabled,
+            "disabled" => InterestPolicy::Disabled,
+            _ => InterestPolicy::Visible,
+        };
+        let tls = match &config.tls {
+            Some(t) => Some(tls::server_config(t)?),
+            None => None,
+        };
+        let hash = config.manual_dc_hash.unwrap_or_else(|| schema.dc().hash());
+        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+        Ok(ClientAgent {
+            index,
+            bind: config.bind.clone(),
+            version: config.version.clone(),
+            hash,
+            schema,
+            uberdogs: uds,
+            relocate: config.relocate,
+            interests,
+            send_hash: config.send_hash,
+            send_version: config.send_version,
+            heartbeat_timeout: ms(config.heartbeat_timeout_ms),
+            interest_timeout: Duration::from_millis(config.interest_timeout_ms),
+            write_buffer_size: config.write_buffer_size.min(usize::MAX as u64) as usize,
+            write_timeout: ms(config.write_timeout_ms),
+            haproxy: config.haproxy,
+            limits: config.limits,
+            tls,
+            channels: Mutex::new(ChannelTracker {
+                next: config.channels.min,
+                max: config.channels.max,
+                free: VecDeque::new(),
+            }),
+            per_address: Mutex::new(FxHashMap::default()),
+            stats: ClientAgentStats::default(),
+        })
+    }
+
+    /// A channel for a new client, or None when the range is used up.
+    pub fn alloc_channel(&self) -> Option<u64> {
+        self.channels.lock().alloc()
+    }
+
+    /// Gives a client's channel back (after its session ended).
+    pub fn free_channel(&self, channel: u64) {
+        self.channels.lock().free.push_back(channel);
+    }
+
+    /// Counts a connection from `ip`; false (and nothing counted) when that address is at
+    /// its limit.
+    pub fn admit_address(&self, ip: IpAddr) -> bool {
+        let limit = self.limits.max_connections_per_address;
+        let mut map = self.per_address.lock();
+        let n = map.entry(ip).or_insert(0);
+        if limit != 0 && *n >= limit {
+            if *n == 0 {
+                map.remove(&ip);
+            }
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    pub fn release_address(&self, ip: IpAddr) {
+        let mut map = self.per_address.lock();
+        if let Some(n) = map.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&ip);
+            }
+        }
+    }
+
+    pub fn count_eject(&self, code: u16) {
+        *self.stats.ejects.lock().entry(code).or_insert(0) += 1;
+    }
+
+    pub fn state_changed(&self, from: Option<usize>, to: Option<usize>) {
+        if let Some(f) = from {
+            self.stats.by_state[f].fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(t) = to {
+            self.stats.by_state[t].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A name for logs.
+    pub fn label(&self) -> String {
+        format!("clientagent {}", self.bind)
+    }
+}
