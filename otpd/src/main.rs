@@ -174,7 +174,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let (config, roles) = config;
+    let (config, roles, client_agents) = config;
     let metrics = config.metrics.clone();
     for role in &config.roles {
         if let RoleConfig::EventLogger {
@@ -199,7 +199,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    match otpd::runtime::Runtime::start_with_roles(config, roles) {
+    match otpd::runtime::Runtime::start_full(config, roles, client_agents) {
         Ok(rt) => {
             if let Some(addr) = &metrics {
                 if let Err(e) = otpd::metrics::serve(addr, rt.stats.clone()) {
@@ -221,7 +221,9 @@ fn main() -> ExitCode {
 
 /// Checks what needs more than the file itself: the DC files, UberDOG classes, and roles
 /// this build can run; builds the roles each core hosts.
-fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), ConfigError> {
+fn check_config(
+    config: ClusterConfig,
+) -> Result<(ClusterConfig, RoleFactory, ClientAgents), ConfigError> {
     let dc = otpd::dcload::check_dc_and_uberdogs(&config)?;
     let schema = dc.map(|dc| Arc::new(otpd::roles::Schema::new(dc)));
     for role in &config.roles {
@@ -240,17 +242,28 @@ fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), C
                 }
             }
             RoleConfig::EventLogger { .. } => {}
-            other => {
-                return Err(ConfigError::new(
-                    "roles",
-                    format!(
-                        "role '{}' is not implemented in this build of otpd yet (the \
-                         MessageDirector, stateserver, dbss, database and eventlogger are); \
-                         remove it from the configuration or run it on astrond",
-                        other.kind()
-                    ),
-                ))
+            RoleConfig::ClientAgent(_) => {
+                if schema.is_none() {
+                    return Err(ConfigError::new(
+                        "dc_files",
+                        "the clientagent role needs the DC files (dc_files is empty)",
+                    ));
+                }
             }
+        }
+    }
+    let mut client_agents = Vec::new();
+    for role in &config.roles {
+        if let RoleConfig::ClientAgent(ca) = role {
+            let schema = Arc::clone(schema.as_ref().expect("checked above"));
+            let agent = otpd::clientagent::ClientAgent::new(
+                client_agents.len(),
+                ca,
+                schema,
+                &config.uberdogs,
+            )
+            .map_err(|e| ConfigError::new("clientagent", e))?;
+            client_agents.push(Arc::new(agent));
         }
     }
     // Database stores are opened now, so that a file that cannot be used stops otpd at once.
@@ -330,13 +343,15 @@ fn check_config(config: ClusterConfig) -> Result<(ClusterConfig, RoleFactory), C
                     }
                 }
                 RoleConfig::EventLogger { .. } => {} // its own thread, started by main
-                _ => unreachable!("refused above"),
+                RoleConfig::ClientAgent(_) => {} // served by the runtime's client listeners
             }
         }
         v
     });
-    Ok((config, factory))
+    Ok((config, factory, client_agents))
 }
+
+type ClientAgents = Vec<Arc<otpd::clientagent::ClientAgent>>;
 
 type RoleFactory = Box<dyn Fn(Placement) -> Vec<Box<dyn Role>> + Send + Sync>;
 

@@ -14,6 +14,8 @@ pub enum ConnKind {
     Participant,
     /// Our own link to the upstream MD (core 0 only).
     Upstream,
+    /// An untrusted client of a ClientAgent listener (see `client.rs`).
+    Client,
 }
 
 pub struct Conn {
@@ -35,6 +37,10 @@ pub struct Conn {
     pub closing: Option<String>,
     pub in_ready: bool,
     pub in_dirty: bool,
+    /// TLS on a client connection: `out` then holds plaintext, encrypted as it is flushed.
+    pub tls: Option<Box<rustls::ServerConnection>>,
+    /// The ClientAgent side of a client connection.
+    pub client: Option<Box<super::client::ClientConn>>,
 }
 
 impl Conn {
@@ -62,6 +68,8 @@ impl Conn {
             closing: None,
             in_ready: false,
             in_dirty: false,
+            tls: None,
+            client: None,
         }
     }
 
@@ -75,7 +83,8 @@ impl Conn {
     }
 
     pub fn queued(&self) -> usize {
-        self.out.len() - self.sent
+        let tls = self.tls.as_ref().is_some_and(|t| t.wants_write());
+        self.out.len() - self.sent + tls as usize
     }
 
     pub fn close(&mut self, reason: impl Into<String>) {
@@ -87,6 +96,9 @@ impl Conn {
     /// Writes as much as the socket takes. Compaction moves only the unsent tail and only once
     /// half the buffer is sent, so its cost stays linear in the bytes written.
     pub fn flush(&mut self) -> io::Result<()> {
+        if self.tls.is_some() {
+            return self.flush_tls();
+        }
         while self.sent < self.out.len() {
             match self.stream.write(&self.out[self.sent..]) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed")),
@@ -108,5 +120,32 @@ impl Conn {
             self.sent = 0;
         }
         Ok(())
+    }
+
+    /// As `flush`, through TLS: plaintext goes into the TLS session (bounded by its buffer
+    /// limit), records go to the socket.
+    fn flush_tls(&mut self) -> io::Result<()> {
+        let tls = self.tls.as_mut().expect("a TLS connection");
+        loop {
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.stream) {
+                    Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed")),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.sent >= self.out.len() {
+                self.out.clear();
+                self.sent = 0;
+                return Ok(());
+            }
+            let n = tls.writer().write(&self.out[self.sent..])?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.sent += n;
+        }
     }
 }

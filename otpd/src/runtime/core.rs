@@ -22,9 +22,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "client_io.rs"]
+mod client_io;
+
 pub const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
+/// Client listeners take tokens 2..FIRST_CONN.
+const FIRST_CLIENT_LISTENER: usize = 2;
 const FIRST_CONN: usize = 16;
+pub const MAX_CLIENT_LISTENERS: usize = FIRST_CONN - FIRST_CLIENT_LISTENER;
 /// Reads per connection per loop turn before others get a go.
 const READS_PER_TURN: usize = 4;
 /// Slots at and above this are in-process roles, not connections.
@@ -100,6 +106,16 @@ pub struct Core {
     accept_retry_at: Option<Instant>,
     refused: u64,
     refusal_log_at: Instant,
+    /// Core 0: the client listeners, with their ClientAgent's index.
+    client_listeners: Vec<(TcpListener, usize)>,
+    /// Client connections with internal datagrams waiting in their inbox.
+    client_waiting: Vec<usize>,
+    /// Client connections this core owns, and when their timers are next looked at.
+    clients: usize,
+    next_client_scan: Instant,
+    /// Read buffer for client sockets (their bytes may go through TLS or a PROXY header).
+    client_scratch: Vec<u8>,
+    session_out: crate::clientagent::session::SessionOut,
 }
 
 enum Flow {
@@ -114,10 +130,15 @@ impl Core {
         poll: Poll,
         inbox: Receiver<Batch>,
         mut listener: Option<TcpListener>,
+        mut client_listeners: Vec<(TcpListener, usize)>,
         roles: Vec<Box<dyn Role>>,
     ) -> io::Result<Core> {
         if let Some(l) = listener.as_mut() {
             poll.registry().register(l, LISTENER, Interest::READABLE)?;
+        }
+        for (i, (l, _)) in client_listeners.iter_mut().enumerate() {
+            poll.registry()
+                .register(l, Token(FIRST_CLIENT_LISTENER + i), Interest::READABLE)?;
         }
         let cores = shared.cores;
         let upstream = if id == 0 {
@@ -180,6 +201,12 @@ impl Core {
             accept_retry_at: None,
             refused: 0,
             refusal_log_at: Instant::now(),
+            client_listeners,
+            client_waiting: Vec::new(),
+            clients: 0,
+            next_client_scan: Instant::now(),
+            client_scratch: vec![0; 16 * 1024],
+            session_out: Default::default(),
             shared,
         };
         for (i, mut role) in roles.into_iter().enumerate() {
@@ -220,6 +247,7 @@ impl Core {
             self.finish_turn();
 
             let busy = self.roles_waiting
+                || !self.client_waiting.is_empty()
                 || (!self.ready.is_empty() && !self.held_back())
                 || !self.inbox.is_empty()
                 || self.stalled.iter().any(|q| !q.is_empty());
@@ -242,6 +270,10 @@ impl Core {
                 if let Some(at) = self.accept_retry_at {
                     wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
                 }
+                if self.clients > 0 {
+                    let at = self.next_client_scan;
+                    wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
+                }
                 let t = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
                 self.shared.sleeping[self.id].store(true, Ordering::SeqCst);
                 if !self.inbox.is_empty() {
@@ -262,6 +294,7 @@ impl Core {
                 match ev.token() {
                     WAKER => {}
                     LISTENER => self.accept(),
+                    Token(t) if t < FIRST_CONN => self.accept_clients(t - FIRST_CLIENT_LISTENER),
                     Token(t) => {
                         let slot = t - FIRST_CONN;
                         let Some(c) = self.conns.get_mut(slot) else {
@@ -427,6 +460,9 @@ impl Core {
 
     /// Reads and handles datagrams; returns true if the socket may have more to read.
     fn read_conn(&mut self, slot: usize) -> bool {
+        if self.conns[slot].kind == ConnKind::Client {
+            return self.read_client(slot);
+        }
         let Some(mut deframer) = self.conns[slot].deframer.take() else {
             return false;
         };
@@ -665,12 +701,20 @@ impl Core {
     }
 
     fn close_now(&mut self, slot: usize) {
+        if self.conns[slot].kind == ConnKind::Client {
+            let reason = self.conns[slot].closing.clone().unwrap_or_default();
+            self.client_end(slot, Some(&reason));
+        }
         let mut c = self.conns.remove(slot);
         self.generations[slot] = self.generations[slot].wrapping_add(1);
         let _ = self.poll.registry().deregister(&mut c.stream);
         let reason = c.closing.take().unwrap_or_default();
         if c.kind == ConnKind::Upstream {
             self.upstream_lost(&reason);
+            return;
+        }
+        if c.kind == ConnKind::Client {
+            self.client_removed(c, &reason);
             return;
         }
         self.shared
@@ -694,10 +738,16 @@ impl Core {
         if c.ranges > 0 {
             self.send_to(0, CoreMsg::RangeDrop { pid: c.pid });
         }
-        // Fire post-removes as if the participant had sent them, then clear them upstream.
+        let label = c.label();
+        self.fire_post_removes(c.pid, &label, &c.post_removes);
+    }
+
+    /// Routes a departed participant's post-removes as if it had sent them, then clears them
+    /// upstream.
+    fn fire_post_removes(&mut self, pid: Pid, label: &str, post_removes: &[(u64, Vec<u8>)]) {
         let mut senders: Vec<u64> = Vec::new();
         let mut frame = Vec::new();
-        for (sender, dg) in &c.post_removes {
+        for (sender, dg) in post_removes {
             if !senders.contains(sender) {
                 senders.push(*sender);
             }
@@ -714,13 +764,12 @@ impl Core {
                 && !(count == 1 && body[1..9] == 1u64.to_le_bytes());
             if !ok {
                 log::warn!(
-                    "messagedirector: post-remove of {} is not a routable datagram; dropped",
-                    c.label()
+                    "messagedirector: post-remove of {label} is not a routable datagram; dropped"
                 );
                 continue;
             }
             self.send_upstream(&frame);
-            self.route(&frame, Some(c.pid));
+            self.route(&frame, Some(pid));
         }
         for sender in senders {
             frame.clear();
@@ -992,6 +1041,14 @@ impl Core {
             return;
         };
         if c.closing.is_some() {
+            return;
+        }
+        if let Some(cl) = c.client.as_mut() {
+            cl.inbox.extend_from_slice(frame);
+            if !cl.in_waiting {
+                cl.in_waiting = true;
+                self.client_waiting.push(slot);
+            }
             return;
         }
         c.out.extend_from_slice(frame);
@@ -1445,6 +1502,7 @@ impl Core {
             CoreMsg::NewConn { stream, addr } => {
                 self.adopt(stream, addr, ConnKind::Participant);
             }
+            CoreMsg::NewClient { stream, addr, ca } => self.adopt_client(stream, addr, ca),
             CoreMsg::Subscribe { pid, channel } => self.home_subscribe(pid, channel),
             CoreMsg::Unsubscribe { pid, channel } => self.home_unsubscribe(pid, channel),
             CoreMsg::Lookup { entry, channels } => {
@@ -1539,6 +1597,7 @@ impl Core {
     fn finish_turn(&mut self) {
         self.drain_pending();
         self.run_roles();
+        self.run_clients();
         for core in 0..self.shared.cores {
             if core == self.id {
                 continue;
@@ -1589,6 +1648,10 @@ impl Core {
             if c.kind == ConnKind::Upstream
                 && !self.upstream.as_ref().is_some_and(|u| u.is_connected())
             {
+                continue;
+            }
+            if c.client.is_some() {
+                self.flush_client(slot);
                 continue;
             }
             if let Err(e) = c.flush() {

@@ -8,6 +8,7 @@
 //! delivery from one connection to one destination core passes through one FIFO queue in the
 //! order it was read: the per-connection order rule holds across channels and cores.
 
+mod client;
 mod conn;
 mod core;
 mod upstream;
@@ -27,6 +28,12 @@ pub(crate) enum CoreMsg {
     NewConn {
         stream: TcpStream,
         addr: SocketAddr,
+    },
+    /// A freshly accepted client of ClientAgent `ca` (its address already counted).
+    NewClient {
+        stream: TcpStream,
+        addr: SocketAddr,
+        ca: usize,
     },
     /// Single-channel subscription changes, sent to the channel's home core.
     Subscribe {
@@ -154,6 +161,8 @@ pub(crate) struct Shared {
     pub eventlogger: Option<SocketAddr>,
     pub upstream: Option<SocketAddr>,
     pub stats: Arc<Stats>,
+    /// The client listeners' agents, by index.
+    pub client_agents: Vec<Arc<crate::clientagent::ClientAgent>>,
 }
 
 impl Stats {
@@ -221,6 +230,38 @@ impl Runtime {
     where
         F: Fn(crate::roles::Placement) -> Vec<Box<dyn crate::roles::Role>>,
     {
+        Self::start_full(config, roles, Vec::new())
+    }
+
+    /// As `start_with_roles`, also serving the given ClientAgents' client listeners.
+    pub fn start_full<F>(
+        config: ClusterConfig,
+        roles: F,
+        client_agents: Vec<Arc<crate::clientagent::ClientAgent>>,
+    ) -> Result<Runtime, StartError>
+    where
+        F: Fn(crate::roles::Placement) -> Vec<Box<dyn crate::roles::Role>>,
+    {
+        if client_agents.len() > core::MAX_CLIENT_LISTENERS {
+            return Err(StartError(format!(
+                "{} clientagent roles: at most {} are supported in one process",
+                client_agents.len(),
+                core::MAX_CLIENT_LISTENERS
+            )));
+        }
+        let mut client_listeners = Vec::with_capacity(client_agents.len());
+        for (i, ca) in client_agents.iter().enumerate() {
+            let sa = resolve(&ca.bind, 7198)
+                .map_err(|e| StartError(format!("clientagent bind: {e}")))?;
+            let l = TcpListener::bind(sa).map_err(|e| {
+                StartError(format!("clientagent bind: cannot listen on {sa}: {e}"))
+            })?;
+            log::info!(
+                "clientagent: listening on {sa}{}",
+                if ca.tls.is_some() { " (TLS)" } else { "" }
+            );
+            client_listeners.push((l, i));
+        }
         let cores = match config.cores {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -287,6 +328,7 @@ impl Runtime {
             eventlogger,
             upstream,
             stats: stats.clone(),
+            client_agents,
         });
         let core_ids = if config.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -294,10 +336,16 @@ impl Runtime {
             Vec::new()
         };
         let mut listener = listener;
+        let mut client_listeners = Some(client_listeners);
         let mut threads = Vec::with_capacity(cores);
         for (i, (poll, rx)) in polls.into_iter().zip(receivers).enumerate() {
             let shared = shared.clone();
             let listener = if i == 0 { listener.take() } else { None };
+            let client_listeners = if i == 0 {
+                client_listeners.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             let pin = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
             let core_roles = roles(crate::roles::Placement { core: i, cores });
             let t = std::thread::Builder::new()
@@ -306,7 +354,7 @@ impl Runtime {
                     if let Some(id) = pin {
                         core_affinity::set_for_current(id);
                     }
-                    match core::Core::new(i, shared, poll, rx, listener, core_roles) {
+                    match core::Core::new(i, shared, poll, rx, listener, client_listeners, core_roles) {
                         Ok(mut c) => c.run(),
                         Err(e) => log::error!("core {i} failed to start: {e}"),
                     }

@@ -1,0 +1,714 @@
+//! The core's client connections: accepting them on ClientAgent listeners, reading their
+//! bytes (through a PROXY header and TLS when configured) into their sessions, handing the
+//! sessions the datagrams routed to them, applying what the sessions answer, and closing them
+//! (an ejected client reads its CLIENT_EJECT before the socket closes).
+
+use super::super::client::{eject_frame, ClientConn, LINGER};
+use super::{Core, ROLE_TICK};
+use crate::clientagent::proxy;
+use crate::clientagent::session::{Session, SessionOut};
+use crate::roles::Subscription;
+use crate::runtime::conn::{Conn, ConnKind};
+use crate::runtime::CoreMsg;
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use otp_wire::msgtypes::eject::*;
+use otp_wire::msgtypes::{CONTROL_ADD_POST_REMOVE, CONTROL_CLEAR_POST_REMOVES};
+use otp_wire::{Deframer, FrameError, Writer};
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Longest PROXY v2 header (addresses and TLVs) a listener accepts.
+const MAX_PROXY_V2: usize = 1024;
+/// Rounds of session-to-session delivery handled in one loop turn.
+const CLIENT_ROUNDS_PER_TURN: usize = 16;
+
+impl Core {
+    /// Core 0: accepts what waits on client listener `i`, handing each client to a core.
+    pub(super) fn accept_clients(&mut self, i: usize) {
+        let Some(ca_index) = self.client_listeners.get(i).map(|l| l.1) else {
+            return;
+        };
+        loop {
+            let res = self.client_listeners[i].0.accept();
+            match res {
+                Ok((mut stream, addr)) => {
+                    let ca = &self.shared.client_agents[ca_index];
+                    ca.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    if !ca.admit_address(addr.ip()) {
+                        ca.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        log::debug!(
+                            "{}: refused {addr}: over max_connections_per_address",
+                            ca.label()
+                        );
+                        if ca.tls.is_none() {
+                            let _ = stream.write(&eject_frame(
+                                CLIENT_DISCONNECT_GENERIC,
+                                "Too many connections from this address.",
+                            ));
+                        }
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let core = self.next_accept_core % self.shared.cores;
+                    self.next_accept_core = self.next_accept_core.wrapping_add(1);
+                    if core == self.id {
+                        self.adopt_client(stream, addr, ca_index);
+                    } else {
+                        self.outbox[core].msgs.push(CoreMsg::NewClient {
+                            stream,
+                            addr,
+                            ca: ca_index,
+                        });
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("clientagent: accept failed: {e}; retrying in 50 ms");
+                    self.accept_retry_at = Some(Instant::now() + Duration::from_millis(50));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes ownership of an accepted client: a channel, a registration, a session.
+    pub(super) fn adopt_client(&mut self, mut stream: TcpStream, addr: SocketAddr, ca_index: usize) {
+        let ca = self.shared.client_agents[ca_index].clone();
+        let Some(channel) = ca.alloc_channel() else {
+            ca.stats.refused.fetch_add(1, Ordering::Relaxed);
+            ca.count_eject(CLIENT_DISCONNECT_GENERIC);
+            log::warn!("{}: refused {addr}: the channel range is used up", ca.label());
+            let event = crate::roles::event::encode(
+                "client-ejected",
+                &[
+                    ("reason_code", crate::roles::event::Ev::Str("1")),
+                    (
+                        "reason_msg",
+                        crate::roles::event::Ev::Str("Client capacity reached"),
+                    ),
+                    (
+                        "remote_address",
+                        crate::roles::event::Ev::Str(&addr.to_string()),
+                    ),
+                ],
+            );
+            self.send_event(&event);
+            if ca.tls.is_none() {
+                let _ = stream.write(&eject_frame(
+                    CLIENT_DISCONNECT_GENERIC,
+                    "Client capacity reached",
+                ));
+            }
+            ca.release_address(addr.ip());
+            return;
+        };
+        let now = Instant::now();
+        let local = stream.local_addr().unwrap_or(addr);
+        let mut client = Box::new(ClientConn::new(
+            ca.clone(),
+            channel,
+            Some(addr.ip()),
+            local,
+            now,
+        ));
+        let tls = match &ca.tls {
+            Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
+                Ok(mut t) => {
+                    t.set_buffer_limit(Some(64 * 1024));
+                    Some(Box::new(t))
+                }
+                Err(e) => {
+                    log::warn!("{}: cannot start TLS for {addr}: {e}", ca.label());
+                    client.release_unstarted();
+                    return;
+                }
+            },
+            None => None,
+        };
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        if self.generations.len() <= slot {
+            self.generations.resize(slot + 1, 0);
+        }
+        let pid = crate::md::Pid::new(self.id, self.generations[slot], slot);
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(slot + super::FIRST_CONN),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("{}: cannot register {addr}: {e}", ca.label());
+            client.release_unstarted();
+            return;
+        }
+        let l = &ca.limits;
+        let mut c = Conn::new(
+            stream,
+            addr,
+            pid,
+            ConnKind::Client,
+            l.read_buffer_bytes,
+            l.max_datagram_bytes,
+        );
+        c.name = format!("Client ({addr}, {channel})");
+        c.tls = tls;
+        c.client = Some(client);
+        c.in_ready = true;
+        entry.insert(c);
+        self.ready.push(slot);
+        self.clients += 1;
+        if !ca.haproxy {
+            self.start_session(slot, addr, local, Vec::new(), false, now);
+        }
+    }
+
+    fn start_session(
+        &mut self,
+        slot: usize,
+        remote: SocketAddr,
+        local: SocketAddr,
+        tlvs: Vec<u8>,
+        local_check: bool,
+        now: Instant,
+    ) {
+        let Some(cl) = self.conns[slot].client.as_mut() else {
+            return;
+        };
+        let mut out = std::mem::take(&mut self.session_out);
+        out.clear();
+        let session = Session::new(
+            cl.ca.clone(),
+            cl.channel,
+            remote,
+            local,
+            tlvs,
+            cl.admitted.take(),
+            local_check,
+            now,
+            &mut out,
+        );
+        cl.session = Some(session);
+        self.apply_session_output(slot, &mut out);
+        self.session_out = out;
+    }
+
+    /// Reads a client socket; returns true if it may have more to read.
+    pub(super) fn read_client(&mut self, slot: usize) -> bool {
+        let now = Instant::now();
+        let mut scratch = std::mem::take(&mut self.client_scratch);
+        let mut more = true;
+        for _ in 0..super::READS_PER_TURN {
+            let res = self.conns[slot].stream.read(&mut scratch);
+            match res {
+                Ok(0) => {
+                    self.mark_close(slot, "connection closed by peer");
+                    more = false;
+                }
+                Ok(n) => self.client_bytes(slot, &scratch[..n], now),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => more = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.mark_close(slot, format!("read error: {e}"));
+                    more = false;
+                }
+            }
+            if !more || self.client_done_reading(slot) {
+                break;
+            }
+        }
+        self.client_scratch = scratch;
+        more && !self.client_done_reading(slot)
+    }
+
+    fn client_done_reading(&self, slot: usize) -> bool {
+        let c = &self.conns[slot];
+        c.closing.is_some() || c.client.as_ref().is_some_and(|cl| cl.linger_until.is_some())
+    }
+
+    /// Bytes read from a client's socket.
+    fn client_bytes(&mut self, slot: usize, bytes: &[u8], now: Instant) {
+        let c = &mut self.conns[slot];
+        let Some(cl) = c.client.as_mut() else {
+            return;
+        };
+        if cl.linger_until.is_some() {
+            return; // ejected: its input no longer matters
+        }
+        let mut rest_owned = Vec::new();
+        let mut bytes = bytes;
+        if let Some(buf) = cl.proxy.as_mut() {
+            buf.extend_from_slice(bytes);
+            match proxy::parse(buf, MAX_PROXY_V2) {
+                proxy::Parse::Incomplete => return,
+                proxy::Parse::Invalid(e) => {
+                    let reason = format!("bad PROXY header: {e}");
+                    self.mark_close(slot, reason);
+                    return;
+                }
+                proxy::Parse::Done(h) => {
+                    rest_owned = buf[h.consumed..].to_vec();
+                    cl.proxy = None;
+                    cl.proxy_deadline = None;
+                    let remote = h.source.unwrap_or(c.addr);
+                    let local = h.destination.unwrap_or(cl.local);
+                    if h.source.is_some() {
+                        c.name = format!("Client ({remote}, {})", cl.channel);
+                    }
+                    self.start_session(slot, remote, local, h.tlvs, h.local, now);
+                    bytes = &rest_owned;
+                    if self.client_done_reading(slot) {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = &rest_owned;
+        let Some(mut deframer) = self.conns[slot].deframer.take() else {
+            return;
+        };
+        if let Some(mut tls) = self.conns[slot].tls.take() {
+            let mut rd = bytes;
+            while !rd.is_empty() {
+                if let Err(e) = tls.read_tls(&mut rd) {
+                    self.mark_close(slot, format!("TLS read error: {e}"));
+                    break;
+                }
+                if let Err(e) = tls.process_new_packets() {
+                    // Tell the peer why, if the socket takes it.
+                    let _ = tls.write_tls(&mut self.conns[slot].stream);
+                    self.mark_close(slot, format!("TLS error: {e}"));
+                    break;
+                }
+                loop {
+                    let spare = deframer.spare();
+                    match tls.reader().read(spare) {
+                        Ok(0) => {
+                            self.mark_close(slot, "connection closed by peer");
+                            break;
+                        }
+                        Ok(n) => {
+                            deframer.commit(n);
+                            self.client_frames(slot, &mut deframer, now);
+                            if self.client_done_reading(slot) {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            self.mark_close(slot, format!("TLS read error: {e}"));
+                            break;
+                        }
+                    }
+                }
+                if self.client_done_reading(slot) {
+                    break;
+                }
+            }
+            let wants_write = tls.wants_write();
+            self.conns[slot].tls = Some(tls);
+            if wants_write {
+                self.mark_dirty(slot);
+            }
+        } else {
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let n = deframer.push(rest);
+                rest = &rest[n..];
+                self.client_frames(slot, &mut deframer, now);
+                if self.client_done_reading(slot) {
+                    break;
+                }
+            }
+        }
+        self.conns[slot].deframer = Some(deframer);
+    }
+
+    /// Hands every complete client datagram to the session.
+    fn client_frames(&mut self, slot: usize, deframer: &mut Deframer, now: Instant) {
+        loop {
+            if self.client_done_reading(slot) {
+                return;
+            }
+            match deframer.next_datagram() {
+                None => return,
+                Some(Ok(body)) => self.with_session(slot, |s, out| s.on_client(now, body, out)),
+                Some(Err(FrameError::Oversized { len, max })) => {
+                    let reason = format!("Datagram of {len} bytes is over the limit of {max}.");
+                    self.with_session(slot, |s, out| {
+                        s.eject_now(CLIENT_DISCONNECT_OVERSIZED_DATAGRAM, &reason, true, out)
+                    });
+                    return;
+                }
+                Some(Err(FrameError::Empty)) => {
+                    self.with_session(slot, |s, out| {
+                        s.eject_now(
+                            CLIENT_DISCONNECT_TRUNCATED_DATAGRAM,
+                            "Zero-length datagram.",
+                            true,
+                            out,
+                        )
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on the client's session and applies what it answers.
+    fn with_session<F>(&mut self, slot: usize, f: F)
+    where
+        F: FnOnce(&mut Session, &mut SessionOut),
+    {
+        let Some(session) = self.conns[slot]
+            .client
+            .as_mut()
+            .and_then(|cl| cl.session.as_mut())
+        else {
+            return;
+        };
+        let mut out = std::mem::take(&mut self.session_out);
+        out.clear();
+        f(session, &mut out);
+        self.apply_session_output(slot, &mut out);
+        self.session_out = out;
+    }
+
+    fn mark_dirty(&mut self, slot: usize) {
+        let c = &mut self.conns[slot];
+        if !c.in_dirty {
+            c.in_dirty = true;
+            self.dirty.push(slot);
+        }
+    }
+
+    /// Applies a session's answer: subscriptions, post-removes, datagrams into the cluster,
+    /// bytes to the client, and its end.
+    fn apply_session_output(&mut self, slot: usize, out: &mut SessionOut) {
+        let pid = self.conns[slot].pid;
+        for event in out.events.drain(..) {
+            self.send_event(&event);
+        }
+        for sub in out.subscriptions.drain(..) {
+            match sub {
+                Subscription::Add(ch) => {
+                    if self.conns[slot].singles.insert(ch) {
+                        self.subscribe(pid, ch);
+                    }
+                }
+                Subscription::Remove(ch) => {
+                    if self.conns[slot].singles.remove(&ch) {
+                        self.unsubscribe(pid, ch);
+                    }
+                }
+                Subscription::AddRange(..) | Subscription::RemoveRange(..) => {}
+            }
+        }
+        let max_prs = self
+            .shared
+            .config
+            .messagedirector
+            .max_post_removes_per_participant;
+        for pr in out.post_removes.drain(..) {
+            let channel = self.conns[slot]
+                .client
+                .as_ref()
+                .and_then(|cl| cl.session.as_ref())
+                .map_or(0, |s| s.allocated_channel());
+            let mut frame = Vec::new();
+            match pr {
+                crate::clientagent::session::PostRemove::Add(dg) => {
+                    if self.conns[slot].post_removes.len() >= max_prs {
+                        log::warn!(
+                            "{}: over max_post_removes_per_participant = {max_prs}; post-remove dropped",
+                            self.conns[slot].label()
+                        );
+                        continue;
+                    }
+                    let mut w = Writer::control(&mut frame, CONTROL_ADD_POST_REMOVE);
+                    w.u64(channel).blob(&dg);
+                    if w.finish().is_ok() {
+                        self.send_upstream(&frame);
+                    }
+                    self.conns[slot].post_removes.push((channel, dg));
+                }
+                crate::clientagent::session::PostRemove::Clear => {
+                    self.conns[slot]
+                        .post_removes
+                        .retain(|(s, _)| *s != channel);
+                    let mut w = Writer::control(&mut frame, CONTROL_CLEAR_POST_REMOVES);
+                    w.u64(channel);
+                    if w.finish().is_ok() {
+                        self.send_upstream(&frame);
+                    }
+                }
+            }
+        }
+        if !out.datagrams.is_empty() {
+            let datagrams = std::mem::take(&mut out.datagrams);
+            self.route_own(pid, &datagrams);
+            out.datagrams = datagrams;
+            out.datagrams.clear();
+        }
+        if !out.to_client.is_empty() {
+            self.client_write(slot, &out.to_client);
+            out.to_client.clear();
+        }
+        if out.close.take().is_some() {
+            self.client_linger(slot);
+        }
+    }
+
+    /// Routes framed datagrams a client's session sent, as sent by its participant.
+    fn route_own(&mut self, pid: crate::md::Pid, datagrams: &[u8]) {
+        let mut rest = datagrams;
+        while rest.len() >= 2 {
+            let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+            if rest.len() < 2 + len {
+                break;
+            }
+            let (frame, r) = rest.split_at(2 + len);
+            rest = r;
+            let body = &frame[2..];
+            let count = body.first().copied().unwrap_or(0) as usize;
+            if count == 0 || body.len() < 1 + 8 * count + 10 {
+                continue;
+            }
+            self.send_upstream(frame);
+            self.route(frame, Some(pid));
+        }
+    }
+
+    /// Queues bytes for the client, cutting it off past its write buffer.
+    fn client_write(&mut self, slot: usize, bytes: &[u8]) {
+        let c = &mut self.conns[slot];
+        let Some(cl) = c.client.as_ref() else {
+            return;
+        };
+        if c.closing.is_some() || cl.shut {
+            return;
+        }
+        let limit = cl.ca.write_buffer_size;
+        c.out.extend_from_slice(bytes);
+        let queued = c.queued();
+        self.mark_dirty(slot);
+        if limit != 0 && queued > limit {
+            self.shared
+                .stats
+                .participants_cut_off
+                .fetch_add(1, Ordering::Relaxed);
+            let reason = format!(
+                "write buffer full: {queued} bytes unsent, over write_buffer_size = {limit}"
+            );
+            self.mark_close(slot, reason);
+        }
+    }
+
+    /// The session ended by its own word (an eject, a drop, a disconnect): leave the cluster
+    /// now, then flush what the client is owed and close the socket.
+    fn client_linger(&mut self, slot: usize) {
+        self.client_end(slot, None);
+        let c = &mut self.conns[slot];
+        if let Some(tls) = c.tls.as_mut() {
+            tls.send_close_notify();
+        }
+        if let Some(cl) = c.client.as_mut() {
+            cl.linger_until = Some(Instant::now() + LINGER);
+        }
+        self.mark_dirty(slot);
+    }
+
+    /// The session's end in the cluster: its last datagrams, unsubscriptions, post-removes.
+    /// `lost` names why the connection went when it went without an eject or drop.
+    pub(super) fn client_end(&mut self, slot: usize, lost: Option<&str>) {
+        let c = &mut self.conns[slot];
+        let Some(cl) = c.client.as_mut() else {
+            return;
+        };
+        if cl.ended {
+            return;
+        }
+        cl.ended = true;
+        cl.inbox = Vec::new();
+        let pid = c.pid;
+        let mut out = std::mem::take(&mut self.session_out);
+        out.clear();
+        let session = cl.session.take();
+        if session.is_none() {
+            cl.release_unstarted();
+        }
+        if let Some(mut s) = session {
+            s.on_closed(lost, &mut out);
+            // Dropping the session frees its channel and its address count.
+        }
+        let singles: Vec<u64> = self.conns[slot].singles.drain().collect();
+        for ch in singles {
+            self.unsubscribe(pid, ch);
+        }
+        // Deliveries still on their way to this participant are dropped from here on.
+        self.generations[slot] = self.generations[slot].wrapping_add(1);
+        for event in out.events.drain(..) {
+            self.send_event(&event);
+        }
+        let datagrams = std::mem::take(&mut out.datagrams);
+        self.route_own(pid, &datagrams);
+        self.session_out = out;
+        let post_removes = std::mem::take(&mut self.conns[slot].post_removes);
+        let label = self.conns[slot].label();
+        self.fire_post_removes(pid, &label, &post_removes);
+    }
+
+    /// A client connection left the slab (after `client_end`).
+    pub(super) fn client_removed(&mut self, c: Conn, reason: &str) {
+        self.clients -= 1;
+        if reason.starts_with("write") {
+            // It stopped reading: do not leave its unread bytes to the kernel.
+            let _ = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));
+        }
+        log::debug!("clientagent: {} closed: {reason}", c.label());
+    }
+
+    /// Writes a client's queued bytes; shuts the socket for writing once an ended session's
+    /// last bytes are out.
+    pub(super) fn flush_client(&mut self, slot: usize) {
+        let now = Instant::now();
+        let c = &mut self.conns[slot];
+        let before = c.queued();
+        if let Err(e) = c.flush() {
+            self.mark_close(slot, format!("write error: {e}"));
+            return;
+        }
+        let after = c.queued();
+        let Some(cl) = c.client.as_mut() else {
+            return;
+        };
+        if after == 0 {
+            cl.write_since = None;
+            if c.out.capacity() > 64 * 1024 {
+                c.out = Vec::new();
+            }
+            if cl.linger_until.is_some() && !cl.shut {
+                cl.shut = true;
+                let _ = c.stream.shutdown(std::net::Shutdown::Write);
+            }
+        } else if after < before || cl.write_since.is_none() {
+            cl.write_since = Some(now);
+        }
+    }
+
+    /// Hands queued internal datagrams to their sessions, and looks at client timers.
+    pub(super) fn run_clients(&mut self) {
+        let now = Instant::now();
+        for _ in 0..CLIENT_ROUNDS_PER_TURN {
+            if self.client_waiting.is_empty() {
+                break;
+            }
+            let waiting = std::mem::take(&mut self.client_waiting);
+            for slot in waiting {
+                let Some(cl) = self.conns.get_mut(slot).and_then(|c| c.client.as_mut()) else {
+                    continue;
+                };
+                cl.in_waiting = false;
+                let inbox = std::mem::take(&mut cl.inbox);
+                let mut rest = &inbox[..];
+                while rest.len() >= 2 {
+                    let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+                    if rest.len() < 2 + len {
+                        break;
+                    }
+                    let (frame, r) = rest.split_at(2 + len);
+                    rest = r;
+                    if self.conns[slot].closing.is_some() {
+                        break;
+                    }
+                    // Delivered for a channel the session has left since it was routed (a
+                    // CLOSE_CHANNEL or SET_CLIENT_ID from the same sender came first): as on
+                    // astrond, where the change takes effect at once, it is not for us.
+                    if !self.still_subscribed(slot, frame) {
+                        continue;
+                    }
+                    self.with_session(slot, |s, out| s.on_internal(now, &frame[2..], out));
+                }
+                // Keep the buffer for next time unless it grew large.
+                if let Some(cl) = self.conns.get_mut(slot).and_then(|c| c.client.as_mut()) {
+                    if cl.inbox.is_empty() && !cl.ended && inbox.capacity() <= 64 * 1024 {
+                        let mut inbox = inbox;
+                        inbox.clear();
+                        cl.inbox = inbox;
+                    }
+                }
+            }
+        }
+        if self.clients > 0 && now >= self.next_client_scan {
+            self.next_client_scan = now + ROLE_TICK;
+            self.scan_clients(now);
+        }
+        self.close_marked();
+    }
+
+    fn still_subscribed(&self, slot: usize, frame: &[u8]) -> bool {
+        let singles = &self.conns[slot].singles;
+        let count = frame.get(2).copied().unwrap_or(0) as usize;
+        frame
+            .get(3..3 + 8 * count)
+            .is_some_and(|r| {
+                r.chunks_exact(8)
+                    .any(|c| singles.contains(&u64::from_le_bytes(c.try_into().expect("8 bytes"))))
+            })
+    }
+
+    /// Timers: sessions' deadlines, PROXY headers, write timeouts, lingering sockets; and
+    /// read buffers of idle clients are given back.
+    fn scan_clients(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        let mut close = Vec::new();
+        for (slot, c) in self.conns.iter_mut() {
+            let Some(cl) = c.client.as_ref() else {
+                continue;
+            };
+            if c.closing.is_some() {
+                continue;
+            }
+            if let Some(until) = cl.linger_until {
+                if until <= now {
+                    close.push((slot, "closed after the session ended".to_string()));
+                }
+                continue;
+            }
+            if cl.proxy_deadline.is_some_and(|d| d <= now) {
+                close.push((slot, "no PROXY header in time".to_string()));
+                continue;
+            }
+            if let (Some(since), Some(limit)) = (cl.write_since, cl.ca.write_timeout) {
+                if now.duration_since(since) >= limit {
+                    close.push((
+                        slot,
+                        format!("write timeout: nothing written for {} ms", limit.as_millis()),
+                    ));
+                    continue;
+                }
+            }
+            if cl
+                .session
+                .as_ref()
+                .and_then(|s| s.next_deadline())
+                .is_some_and(|d| d <= now)
+            {
+                due.push(slot);
+            }
+            if let Some(d) = c.deframer.as_mut() {
+                if d.buffered() == 0 {
+                    d.release();
+                }
+            }
+        }
+        for (slot, reason) in close {
+            self.mark_close(slot, reason);
+        }
+        for slot in due {
+            self.with_session(slot, |s, out| s.on_time(now, out));
+        }
+    }
+}
