@@ -343,7 +343,7 @@ fn check_config(
                     }
                 }
                 RoleConfig::EventLogger { .. } => {} // its own thread, started by main
-                RoleConfig::ClientAgent(_) => {} // served by the runtime's client listeners
+                RoleConfig::ClientAgent(_) => {}     // served by the runtime's client listeners
             }
         }
         v

@@ -131,10 +131,7 @@ fn parse_v2(buf: &[u8], max_v2: usize) -> Parse {
         f => return Parse::Invalid(format!("PROXY v2 header with address family {f}")),
     };
     if !matches!(fam & 0x0F, 0..=2) {
-        return Parse::Invalid(format!(
-            "PROXY v2 header with transport {}",
-            fam & 0x0F
-        ));
+        return Parse::Invalid(format!("PROXY v2 header with transport {}", fam & 0x0F));
     }
     if body.len() < addr_len {
         return Parse::Invalid("PROXY v2 header too short for its addresses".into());
@@ -203,8 +200,14 @@ mod tests {
         assert_eq!(h.source, Some("[::1]:1".parse().unwrap()));
         assert_eq!(parse(b"PROXY TCP4 1.2", 512), Parse::Incomplete);
         assert!(matches!(parse(b"PROXY UNKNOWN\r\n", 512), Parse::Done(h) if h.source.is_none()));
-        assert!(matches!(parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 2\r\n", 512), Parse::Invalid(_)));
-        assert!(matches!(parse(b"GET / HTTP/1.0\r\n", 512), Parse::Invalid(_)));
+        assert!(matches!(
+            parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 2\r\n", 512),
+            Parse::Invalid(_)
+        ));
+        assert!(matches!(
+            parse(b"GET / HTTP/1.0\r\n", 512),
+            Parse::Invalid(_)
+        ));
         assert!(matches!(parse(&[b'P'; 200], 512), Parse::Invalid(_)));
     }
 
@@ -215,7 +218,9 @@ mod tests {
         for cut in 0..b.len() {
             assert_eq!(parse(&b[..cut], 512), Parse::Incomplete, "cut {cut}");
         }
-        let Parse::Done(h) = parse(&b, 512) else { panic!() };
+        let Parse::Done(h) = parse(&b, 512) else {
+            panic!()
+        };
         assert_eq!(h.consumed, b.len());
         assert_eq!(h.source, Some("10.0.0.1:8080".parse().unwrap()));
         assert_eq!(h.tlvs, b"hello");

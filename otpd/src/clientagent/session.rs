@@ -633,10 +633,7 @@ impl Session {
             let flags = schema.flags(field);
             if !flags.clsend
                 && !(owned && flags.ownsend)
-                && !self
-                    .sendable
-                    .get(&doid)
-                    .is_some_and(|f| f.contains(&field))
+                && !self.sendable.get(&doid).is_some_and(|f| f.contains(&field))
             {
                 return Err(e(
                     CLIENT_DISCONNECT_FORBIDDEN_FIELD,
@@ -1081,13 +1078,11 @@ impl Session {
         if self.owned.contains_key(&doid) && self.session_objects.contains(&doid) {
             return;
         }
-        self.visible
-            .entry(doid)
-            .or_insert(Obj {
-                class,
-                parent,
-                zone,
-            });
+        self.visible.entry(doid).or_insert(Obj {
+            class,
+            parent,
+            zone,
+        });
         self.seen.insert(doid);
         let mut w = Writer::client(
             &mut out.to_client,
@@ -1151,7 +1146,10 @@ impl Session {
             CLIENTAGENT_SET_STATE => {
                 let state = r.u16()?;
                 if state > STATE_ESTABLISHED {
-                    log::warn!("{}: SET_STATE to unknown state {state}; ignored", self.label());
+                    log::warn!(
+                        "{}: SET_STATE to unknown state {state}; ignored",
+                        self.label()
+                    );
                 } else {
                     self.set_state(state);
                 }
@@ -1337,9 +1335,7 @@ impl Session {
                 if self.session_objects.remove(&doid) {
                     let mut e = refuse(
                         CLIENT_DISCONNECT_SESSION_OBJECT_DELETED,
-                        format!(
-                            "The session object with id {doid} has been unexpectedly deleted."
-                        ),
+                        format!("The session object with id {doid} has been unexpectedly deleted."),
                     );
                     e.doid = Some(doid);
                     self.eject(e, false, out);
@@ -1492,16 +1488,15 @@ impl Session {
                     return Ok(());
                 }
                 if !self.owned.contains_key(&doid) {
-                    log::debug!(
-                        "{}: CHANGING_OWNER for unowned object {doid}",
-                        self.label()
-                    );
+                    log::debug!("{}: CHANGING_OWNER for unowned object {doid}", self.label());
                     return Ok(());
                 }
                 if self.session_objects.contains(&doid) {
                     let mut e = refuse(
                         CLIENT_DISCONNECT_SESSION_OBJECT_DELETED,
-                        format!("The session object with id {doid} has unexpectedly left ownership."),
+                        format!(
+                            "The session object with id {doid} has unexpectedly left ownership."
+                        ),
                     );
                     e.doid = Some(doid);
                     self.eject(e, false, out);

@@ -15,8 +15,8 @@
 pub use super::addr;
 
 use super::{
-    ChannelRange, ClientAgentConfig, ClientLimits, ClusterConfig, ConfigError, DatabaseBackend, DoidRange,
-    MessageDirectorConfig, RoleConfig, TlsConfig, UberDog,
+    ChannelRange, ClientAgentConfig, ClientLimits, ClusterConfig, ConfigError, DatabaseBackend,
+    DoidRange, MessageDirectorConfig, RoleConfig, TlsConfig, UberDog,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

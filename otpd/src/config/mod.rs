@@ -442,13 +442,18 @@ impl ClusterConfig {
                         ));
                     }
                     let l = &ca.limits;
-                    if l.max_datagram_bytes < 16 || l.max_datagram_bytes > otp_wire::MAX_DATAGRAM_BODY {
+                    if l.max_datagram_bytes < 16
+                        || l.max_datagram_bytes > otp_wire::MAX_DATAGRAM_BODY
+                    {
                         return Err(format!(
                             "clientagent limits.max_datagram_bytes = {}: must be 16..=65535",
                             l.max_datagram_bytes
                         ));
                     }
-                    if l.max_interests == 0 || l.max_zones_per_interest == 0 || l.max_pending_interests == 0 {
+                    if l.max_interests == 0
+                        || l.max_zones_per_interest == 0
+                        || l.max_pending_interests == 0
+                    {
                         return Err("clientagent limits: max_interests, max_zones_per_interest and max_pending_interests must be at least 1".into());
                     }
                 }

@@ -76,12 +76,20 @@ impl Core {
     }
 
     /// Takes ownership of an accepted client: a channel, a registration, a session.
-    pub(super) fn adopt_client(&mut self, mut stream: TcpStream, addr: SocketAddr, ca_index: usize) {
+    pub(super) fn adopt_client(
+        &mut self,
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        ca_index: usize,
+    ) {
         let ca = self.shared.client_agents[ca_index].clone();
         let Some(channel) = ca.alloc_channel() else {
             ca.stats.refused.fetch_add(1, Ordering::Relaxed);
             ca.count_eject(CLIENT_DISCONNECT_GENERIC);
-            log::warn!("{}: refused {addr}: the channel range is used up", ca.label());
+            log::warn!(
+                "{}: refused {addr}: the channel range is used up",
+                ca.label()
+            );
             let event = crate::roles::event::encode(
                 "client-ejected",
                 &[
@@ -225,7 +233,10 @@ impl Core {
 
     fn client_done_reading(&self, slot: usize) -> bool {
         let c = &self.conns[slot];
-        c.closing.is_some() || c.client.as_ref().is_some_and(|cl| cl.linger_until.is_some())
+        c.closing.is_some()
+            || c.client
+                .as_ref()
+                .is_some_and(|cl| cl.linger_until.is_some())
     }
 
     /// Bytes read from a client's socket.
@@ -435,9 +446,7 @@ impl Core {
                     self.conns[slot].post_removes.push((channel, dg));
                 }
                 crate::clientagent::session::PostRemove::Clear => {
-                    self.conns[slot]
-                        .post_removes
-                        .retain(|(s, _)| *s != channel);
+                    self.conns[slot].post_removes.retain(|(s, _)| *s != channel);
                     let mut w = Writer::control(&mut frame, CONTROL_CLEAR_POST_REMOVES);
                     w.u64(channel);
                     if w.finish().is_ok() {
@@ -651,12 +660,10 @@ impl Core {
     fn still_subscribed(&self, slot: usize, frame: &[u8]) -> bool {
         let singles = &self.conns[slot].singles;
         let count = frame.get(2).copied().unwrap_or(0) as usize;
-        frame
-            .get(3..3 + 8 * count)
-            .is_some_and(|r| {
-                r.chunks_exact(8)
-                    .any(|c| singles.contains(&u64::from_le_bytes(c.try_into().expect("8 bytes"))))
-            })
+        frame.get(3..3 + 8 * count).is_some_and(|r| {
+            r.chunks_exact(8)
+                .any(|c| singles.contains(&u64::from_le_bytes(c.try_into().expect("8 bytes"))))
+        })
     }
 
     /// Timers: sessions' deadlines, PROXY headers, write timeouts, lingering sockets; and
@@ -685,7 +692,10 @@ impl Core {
                 if now.duration_since(since) >= limit {
                     close.push((
                         slot,
-                        format!("write timeout: nothing written for {} ms", limit.as_millis()),
+                        format!(
+                            "write timeout: nothing written for {} ms",
+                            limit.as_millis()
+                        ),
                     ));
                     continue;
                 }

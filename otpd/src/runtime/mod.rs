@@ -253,9 +253,8 @@ impl Runtime {
         for (i, ca) in client_agents.iter().enumerate() {
             let sa = resolve(&ca.bind, 7198)
                 .map_err(|e| StartError(format!("clientagent bind: {e}")))?;
-            let l = TcpListener::bind(sa).map_err(|e| {
-                StartError(format!("clientagent bind: cannot listen on {sa}: {e}"))
-            })?;
+            let l = TcpListener::bind(sa)
+                .map_err(|e| StartError(format!("clientagent bind: cannot listen on {sa}: {e}")))?;
             log::info!(
                 "clientagent: listening on {sa}{}",
                 if ca.tls.is_some() { " (TLS)" } else { "" }
@@ -354,7 +353,15 @@ impl Runtime {
                     if let Some(id) = pin {
                         core_affinity::set_for_current(id);
                     }
-                    match core::Core::new(i, shared, poll, rx, listener, client_listeners, core_roles) {
+                    match core::Core::new(
+                        i,
+                        shared,
+                        poll,
+                        rx,
+                        listener,
+                        client_listeners,
+                        core_roles,
+                    ) {
                         Ok(mut c) => c.run(),
                         Err(e) => log::error!("core {i} failed to start: {e}"),
                     }
