@@ -631,10 +631,10 @@ impl Session {
                 ));
             }
             let flags = schema.flags(field);
-            if !flags.clsend
-                && !(owned && flags.ownsend)
-                && !self.sendable.get(&doid).is_some_and(|f| f.contains(&field))
-            {
+            let allowed = flags.clsend
+                || (owned && flags.ownsend)
+                || self.sendable.get(&doid).is_some_and(|f| f.contains(&field));
+            if !allowed {
                 return Err(e(
                     CLIENT_DISCONNECT_FORBIDDEN_FIELD,
                     format!(
