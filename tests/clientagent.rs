@@ -35,6 +35,10 @@ struct Cluster {
 /// Starts otpd with a StateServer and one ClientAgent per entry of `cas` (extra settings of
 /// that ClientAgent, RON). Each gets its own channel range unless it names one.
 fn start(cas: &[&str]) -> Cluster {
+    start_top(cas, "")
+}
+
+fn start_top(cas: &[&str], top_extra: &str) -> Cluster {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/dc/client.dc");
     let path = path.canonicalize().unwrap();
     let dc = otp_dc::DcFile::parse_files(&[&path]).unwrap();
@@ -65,7 +69,7 @@ fn start(cas: &[&str]) -> Cluster {
     let top = format!(
         "dc_files: [\"{}\"], eventlogger: Some(\"127.0.0.1:{el_port}\"), \
          uberdogs: [(id: {UD}, class: \"LoginManager\", anonymous: true), \
-                    (id: {UD_PRIVATE}, class: \"LoginManager\")], roles: [{roles}],",
+                    (id: {UD_PRIVATE}, class: \"LoginManager\")], roles: [{roles}], {top_extra}",
         path.display()
     );
     let o = Otpd::start_full(free_port(), "", &top);
@@ -1118,4 +1122,64 @@ fn a_tls_listener_speaks_the_protocol_inside_tls() {
         P::new().u32(c.dc.hash()).string(VERSION),
     ));
     assert!(plain.closed_within(WAIT));
+}
+
+#[test]
+fn clients_by_state_and_ejects_by_code_show_in_the_metrics_and_otpd_status() {
+    let metrics = free_port();
+    let mut c = start_top(&[""], &format!("metrics: Some(\"127.0.0.1:{metrics}\"),"));
+    wait_for_port(metrics);
+    let scrape = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    let value = |text: &str, prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum()
+    };
+    let mut anonymous = c.client(0);
+    let mut established = c.client(0);
+    c.establish(&mut established);
+    let mut bad = c.client(0);
+    bad.send(0x1337, P::new());
+    bad.expect_eject(CLIENT_DISCONNECT_INVALID_MSGTYPE);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = scrape();
+        let anon = value(&text, "otpd_clients{listener=\"127.0.0.1:");
+        let ok = value(&text, "otpd_client_ejects_total") == 1.0
+            && text.contains("code=\"108\"")
+            && text
+                .lines()
+                .any(|l| l.contains("state=\"established\"") && l.ends_with(" 1"))
+            && text
+                .lines()
+                .any(|l| l.contains("state=\"anonymous\"") && l.ends_with(" 1"))
+            && anon == 2.0
+            && value(&text, "otpd_client_connections_total") == 3.0;
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed the clients: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = std::process::Command::new(otpd_bin())
+        .args(["status", &format!("127.0.0.1:{metrics}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2 clients (0 new, 1 anonymous, 1 established), 1 ejected"),
+        "{text}"
+    );
+    c.sync(&mut anonymous);
 }

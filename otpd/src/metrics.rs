@@ -25,6 +25,10 @@ struct Families {
     role: Family<Labels, Gauge>,
     el_written: Counter<u64, AtomicU64>,
     el_dropped: Counter<u64, AtomicU64>,
+    clients: Family<Labels, Gauge>,
+    client_connections: Family<Labels, Counter<u64, AtomicU64>>,
+    client_refused: Family<Labels, Counter<u64, AtomicU64>>,
+    client_ejects: Family<Labels, Counter<u64, AtomicU64>>,
 }
 
 fn core_label(core: usize) -> Labels {
@@ -46,6 +50,10 @@ pub fn render(stats: &Stats) -> String {
         role: Family::default(),
         el_written: Counter::default(),
         el_dropped: Counter::default(),
+        clients: Family::default(),
+        client_connections: Family::default(),
+        client_refused: Family::default(),
+        client_ejects: Family::default(),
     };
     registry.register(
         "datagrams_routed",
@@ -102,6 +110,51 @@ pub fn render(stats: &Stats) -> String {
         "Events the EventLogger dropped (rate cap, write errors)",
         f.el_dropped.clone(),
     );
+    registry.register(
+        "clients",
+        "Clients connected to each ClientAgent listener, by session state",
+        f.clients.clone(),
+    );
+    registry.register(
+        "client_connections",
+        "Client connections accepted by each ClientAgent listener",
+        f.client_connections.clone(),
+    );
+    registry.register(
+        "client_refused",
+        "Client connections refused (channel range used up, too many from one address)",
+        f.client_refused.clone(),
+    );
+    registry.register(
+        "client_ejects",
+        "Clients ejected, by ClientAgent listener and eject code",
+        f.client_ejects.clone(),
+    );
+    for ca in &stats.client_agents {
+        let listener = || ("listener".to_string(), ca.bind.clone());
+        for (i, state) in ["new", "anonymous", "established"].iter().enumerate() {
+            f.clients
+                .get_or_create(&vec![listener(), ("state".into(), state.to_string())])
+                .set(ca.stats.by_state[i].load(Ordering::Relaxed) as i64);
+        }
+        f.client_connections
+            .get_or_create(&vec![listener()])
+            .inner()
+            .store(
+                ca.stats.connections.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        f.client_refused
+            .get_or_create(&vec![listener()])
+            .inner()
+            .store(ca.stats.refused.load(Ordering::Relaxed), Ordering::Relaxed);
+        for (code, n) in ca.stats.ejects.lock().iter() {
+            f.client_ejects
+                .get_or_create(&vec![listener(), ("code".into(), code.to_string())])
+                .inner()
+                .store(*n, Ordering::Relaxed);
+        }
+    }
 
     for (core, c) in stats.per_core.iter().enumerate() {
         f.routed.get_or_create(&core_label(core)).inner().store(
@@ -322,6 +375,29 @@ pub fn summarize(text: &str) -> String {
                 sum_us / n / 1000.0
             );
         }
+    }
+    let mut listeners: std::collections::BTreeMap<String, [f64; 4]> = Default::default();
+    for (name, labels, v) in &s {
+        let l = label(labels, "listener");
+        match name.as_str() {
+            "otpd_clients" => {
+                let e = listeners.entry(l).or_default();
+                match label(labels, "state").as_str() {
+                    "new" => e[0] += v,
+                    "anonymous" => e[1] += v,
+                    _ => e[2] += v,
+                }
+            }
+            "otpd_client_ejects_total" => listeners.entry(l).or_default()[3] += v,
+            _ => {}
+        }
+    }
+    for (l, [new, anon, est, ejects]) in listeners {
+        let _ = writeln!(
+            out,
+            "  clientagent {l}: {} clients ({new} new, {anon} anonymous, {est} established), {ejects} ejected",
+            new + anon + est
+        );
     }
     let _ = writeln!(
         out,

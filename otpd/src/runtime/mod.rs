@@ -149,6 +149,8 @@ pub struct Stats {
     pub participants_cut_off: AtomicU64,
     pub upstream_connected: AtomicBool,
     pub upstream_dropped: AtomicU64,
+    /// The ClientAgents' own counters (clients by state, ejects by code).
+    pub client_agents: Vec<Arc<crate::clientagent::ClientAgent>>,
 }
 
 /// What every core thread shares.
@@ -316,6 +318,7 @@ impl Runtime {
         }
         let stats = Arc::new(Stats {
             per_core: (0..cores).map(|_| CoreStats::default()).collect(),
+            client_agents: client_agents.clone(),
             ..Stats::default()
         });
         let shared = Arc::new(Shared {
