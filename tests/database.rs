@@ -586,7 +586,8 @@ fn default_cluster(dir: &Path) -> (std::process::Child, u16) {
         .unwrap()
         .replace("127.0.0.1:7199", &format!("127.0.0.1:{port}"))
         .replace("127.0.0.1:7197", &format!("127.0.0.1:{}", free_port()))
-        .replace("127.0.0.1:9199", &format!("127.0.0.1:{}", free_port()));
+        .replace("127.0.0.1:9199", &format!("127.0.0.1:{}", free_port()))
+        .replace("127.0.0.1:7198", &format!("127.0.0.1:{}", free_port()));
     std::fs::write(dir.join("cluster.ron"), text).unwrap();
     std::fs::create_dir_all(dir.join("dc")).unwrap();
     std::fs::copy(root.join("dc/example.dc"), dir.join("dc/example.dc")).unwrap();
