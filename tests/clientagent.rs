@@ -1183,3 +1183,42 @@ fn clients_by_state_and_ejects_by_code_show_in_the_metrics_and_otpd_status() {
     );
     c.sync(&mut anonymous);
 }
+
+#[test]
+fn a_channel_opened_for_a_client_hears_the_very_next_datagram() {
+    let mut c = start(&[""]);
+    for round in 0..20u64 {
+        let mut cl = c.client(0);
+        // SET_CLIENT_ID then, at once, a datagram to the new channel: delivered.
+        let id = 888_000_000 + round;
+        c.ai.send(&dg(
+            &[cl.channel],
+            AI,
+            CLIENTAGENT_SET_CLIENT_ID,
+            &P::new().u64(id).0,
+        ));
+        let raw = payload(0xABCD, P::new().u64(id));
+        c.ai.send(&dg(
+            &[id],
+            AI,
+            CLIENTAGENT_SEND_DATAGRAM,
+            &P::new().u16(raw.len() as u16 - 2).bytes(&raw[2..]).0,
+        ));
+        cl.expect(0xABCD, P::new().u64(id));
+        // OPEN_CHANNEL then, at once, an eject through it.
+        let extra = 999_000_000 + round;
+        c.ai.send(&dg(
+            &[id],
+            AI,
+            CLIENTAGENT_OPEN_CHANNEL,
+            &P::new().u64(extra).0,
+        ));
+        c.ai.send(&dg(
+            &[extra],
+            AI,
+            CLIENTAGENT_EJECT,
+            &P::new().u16(4000).string("via the new channel").0,
+        ));
+        cl.expect_eject(4000);
+    }
+}

@@ -1,8 +1,11 @@
 //! The ClientAgent: the only door for untrusted clients. `ClientAgent` is what every session of
 //! one client listener shares (its settings, the schema and hash, the UberDOGs, its channel
 //! range, its counters); `session` is one client's sans-IO state machine; `proxy` reads the
-//! HAProxy PROXY header some listeners expect first.
+//! HAProxy PROXY header some listeners expect first; `fuzz` is test support (a fuzz harness
+//! for the session, used by `tests/client_fuzz.rs` and the cargo-fuzz target), not part of
+//! the server.
 
+pub mod fuzz;
 pub mod proxy;
 pub mod session;
 pub mod tls;

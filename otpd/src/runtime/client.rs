@@ -33,7 +33,13 @@ pub struct ClientConn {
     pub shut: bool,
     /// The session's end was handled (unsubscribed, post-removes fired).
     pub ended: bool,
+    /// Channels the session stopped listening to: datagrams still on their way for them are
+    /// dropped (bounded: forgotten past `MAX_LEFT`).
+    pub left: rustc_hash::FxHashSet<u64>,
 }
+
+/// Channels remembered in `ClientConn::left`.
+pub const MAX_LEFT: usize = 1024;
 
 impl ClientConn {
     pub fn new(
@@ -60,6 +66,7 @@ impl ClientConn {
             linger_until: None,
             shut: false,
             ended: false,
+            left: Default::default(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! sessions the datagrams routed to them, applying what the sessions answer, and closing them
 //! (an ejected client reads its CLIENT_EJECT before the socket closes).
 
-use super::super::client::{eject_frame, ClientConn, LINGER};
+use super::super::client::{eject_frame, ClientConn, LINGER, MAX_LEFT};
 use super::{Core, ROLE_TICK};
 use crate::clientagent::proxy;
 use crate::clientagent::session::{Session, SessionOut};
@@ -198,7 +198,10 @@ impl Core {
             now,
             &mut out,
         );
+        let channel = cl.channel;
         cl.session = Some(session);
+        let pid = self.conns[slot].pid;
+        self.shared.client_channels.lock().insert(channel, pid);
         self.apply_session_output(slot, &mut out);
         self.session_out = out;
     }
@@ -405,6 +408,9 @@ impl Core {
         for sub in out.subscriptions.drain(..) {
             match sub {
                 Subscription::Add(ch) => {
+                    if let Some(cl) = self.conns[slot].client.as_mut() {
+                        cl.left.remove(&ch);
+                    }
                     if self.conns[slot].singles.insert(ch) {
                         self.subscribe(pid, ch);
                     }
@@ -412,6 +418,12 @@ impl Core {
                 Subscription::Remove(ch) => {
                     if self.conns[slot].singles.remove(&ch) {
                         self.unsubscribe(pid, ch);
+                    }
+                    if let Some(cl) = self.conns[slot].client.as_mut() {
+                        if cl.left.len() >= MAX_LEFT {
+                            cl.left.clear();
+                        }
+                        cl.left.insert(ch);
                     }
                 }
                 Subscription::AddRange(..) | Subscription::RemoveRange(..) => {}
@@ -548,6 +560,14 @@ impl Core {
         if session.is_none() {
             cl.release_unstarted();
         }
+        if let Some(s) = &session {
+            let mut map = self.shared.client_channels.lock();
+            for ch in [s.allocated_channel(), s.channel()] {
+                if map.get(&ch) == Some(&pid) {
+                    map.remove(&ch);
+                }
+            }
+        }
         if let Some(mut s) = session {
             s.on_closed(lost, &mut out);
             // Dropping the session frees its channel and its address count.
@@ -657,13 +677,55 @@ impl Core {
         self.close_marked();
     }
 
+    /// A CLIENTAGENT_OPEN_CHANNEL or SET_CLIENT_ID read from a participant: subscribes the
+    /// client to its new channel now, before datagrams read after it are routed (the session
+    /// records the subscription when it handles the message; a second subscribe is a no-op).
+    /// On astrond, where the client handles the message as it is routed, the channel is
+    /// likewise listened to by the next datagram.
+    pub(super) fn client_presubscribe(&mut self, frame: &[u8]) {
+        let Ok(dg) = otp_wire::InternalDatagram::parse(&frame[2..]) else {
+            return;
+        };
+        let (Some(target), Ok(new)) = (dg.recipients.get(0), dg.payload_reader().u64()) else {
+            return;
+        };
+        let pid = {
+            let mut map = self.shared.client_channels.lock();
+            let Some(&pid) = map.get(&target) else {
+                return;
+            };
+            if dg.msgtype == otp_wire::msgtypes::CLIENTAGENT_SET_CLIENT_ID {
+                map.insert(new, pid);
+            }
+            pid
+        };
+        self.subscribe(pid, new);
+    }
+
+    /// False for a datagram routed to the client only through channels it has since left.
     fn still_subscribed(&self, slot: usize, frame: &[u8]) -> bool {
-        let singles = &self.conns[slot].singles;
+        let c = &self.conns[slot];
+        let Some(cl) = c.client.as_ref() else {
+            return false;
+        };
+        if cl.left.is_empty() {
+            return true;
+        }
         let count = frame.get(2).copied().unwrap_or(0) as usize;
-        frame.get(3..3 + 8 * count).is_some_and(|r| {
-            r.chunks_exact(8)
-                .any(|c| singles.contains(&u64::from_le_bytes(c.try_into().expect("8 bytes"))))
-        })
+        let Some(raw) = frame.get(3..3 + 8 * count) else {
+            return false;
+        };
+        let mut left = false;
+        for ch in raw
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        {
+            if c.singles.contains(&ch) {
+                return true;
+            }
+            left |= cl.left.contains(&ch);
+        }
+        !left
     }
 
     /// Timers: sessions' deadlines, PROXY headers, write timeouts, lingering sockets; and

@@ -545,6 +545,12 @@ impl Core {
         if !self.roles.is_empty() {
             self.presubscribe(frame);
         }
+        if !self.shared.client_agents.is_empty() && count == 1 {
+            let msgtype = u16::from_le_bytes([body[header + 8], body[header + 9]]);
+            if msgtype == CLIENTAGENT_OPEN_CHANNEL || msgtype == CLIENTAGENT_SET_CLIENT_ID {
+                self.client_presubscribe(frame);
+            }
+        }
         self.route(frame, Some(pid));
         Flow::Continue
     }

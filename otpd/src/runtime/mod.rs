@@ -165,6 +165,10 @@ pub(crate) struct Shared {
     pub stats: Arc<Stats>,
     /// The client listeners' agents, by index.
     pub client_agents: Vec<Arc<crate::clientagent::ClientAgent>>,
+    /// Which participant each client channel (allocated, or set by SET_CLIENT_ID) belongs to:
+    /// read when a CLIENTAGENT_OPEN_CHANNEL or SET_CLIENT_ID is routed, to subscribe the new
+    /// channel at once (see `Core::client_presubscribe`).
+    pub client_channels: parking_lot::Mutex<rustc_hash::FxHashMap<u64, Pid>>,
 }
 
 impl Stats {
@@ -331,6 +335,7 @@ impl Runtime {
             upstream,
             stats: stats.clone(),
             client_agents,
+            client_channels: Default::default(),
         });
         let core_ids = if config.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()
