@@ -684,3 +684,35 @@ fn the_default_cluster_stores_activates_and_writes_back_objects_across_restarts(
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn sqlite_account_records_are_stored_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    account_records_are_stored_by_name(&sqlite(dir.path()));
+}
+
+#[test]
+fn postgres_account_records_are_stored_by_name() {
+    let pg = PgServer::start();
+    account_records_are_stored_by_name(&pg.backend());
+}
+
+fn account_records_are_stored_by_name(backend: &str) {
+    let mut db = Db::start(backend);
+    let got = db.ask(DBSERVER_ACCOUNT_GET, P::new().u32(1).string("flippy"));
+    assert_eq!(got, P::new().u32(1).u8(1).u16(0).0, "unknown account");
+    let got = db.ask(
+        DBSERVER_ACCOUNT_SET,
+        P::new().u32(2).string("flippy").u16(3).bytes(&[1, 2, 3]),
+    );
+    assert_eq!(got, P::new().u32(2).u8(0).0);
+    let got = db.ask(
+        DBSERVER_ACCOUNT_SET,
+        P::new().u32(3).string("flippy").u16(2).bytes(&[9, 9]),
+    );
+    assert_eq!(got, P::new().u32(3).u8(0).0);
+    let got = db.ask(DBSERVER_ACCOUNT_GET, P::new().u32(4).string("flippy"));
+    assert_eq!(got, P::new().u32(4).u8(0).u16(2).bytes(&[9, 9]).0);
+    let got = db.ask(DBSERVER_ACCOUNT_GET, P::new().u32(5).string("other"));
+    assert_eq!(got[4], 1);
+}

@@ -123,6 +123,11 @@ pub const DBSERVER_OBJECT_SET_FIELD_IF_EMPTY_RESP: MsgType = 3027;
 pub const DBSERVER_OBJECT_DELETE_FIELD: MsgType = 3030;
 pub const DBSERVER_OBJECT_DELETE_FIELDS: MsgType = 3031;
 pub const DBSERVER_OBJECT_DELETE: MsgType = 3032;
+/// otpd's account records (the Toontown 2003 ClientAgent's accounts): a blob per name.
+pub const DBSERVER_ACCOUNT_GET: MsgType = 3900;
+pub const DBSERVER_ACCOUNT_GET_RESP: MsgType = 3901;
+pub const DBSERVER_ACCOUNT_SET: MsgType = 3902;
+pub const DBSERVER_ACCOUNT_SET_RESP: MsgType = 3903;
 pub const DBSS_OBJECT_DELETE_FIELD_DISK: MsgType = 2230;
 pub const DBSS_OBJECT_DELETE_FIELDS_DISK: MsgType = 2231;
 

@@ -213,6 +213,17 @@ impl Database {
                 fields.sort_by_key(|(f, _)| *f);
                 self.job(Op::Create { class, fields }, sender, context, t, out);
             }
+            DBSERVER_ACCOUNT_GET => {
+                let context = r.u32()?;
+                let name = String::from_utf8_lossy(r.blob()?).into_owned();
+                self.job(Op::AccountGet { name }, sender, context, t, out);
+            }
+            DBSERVER_ACCOUNT_SET => {
+                let context = r.u32()?;
+                let name = String::from_utf8_lossy(r.blob()?).into_owned();
+                let data = r.blob()?.to_vec();
+                self.job(Op::AccountSet { name, data }, sender, context, t, out);
+            }
             DBSERVER_OBJECT_GET_FIELD | DBSERVER_OBJECT_GET_FIELDS | DBSERVER_OBJECT_GET_ALL => {
                 let context = r.u32()?;
                 let doid = r.u32()?;
@@ -426,6 +437,19 @@ impl Database {
                 }
                 let _ = w.finish();
             }
+            (Op::AccountGet { .. }, Outcome::Account(data)) => {
+                let mut w = out.datagram(&[sender], self.control, DBSERVER_ACCOUNT_GET_RESP);
+                match data {
+                    Some(d) => w.u32(context).u8(0).blob(&d),
+                    None => w.u32(context).u8(1).blob(&[]),
+                };
+                let _ = w.finish();
+            }
+            (Op::AccountSet { .. }, Outcome::Done) => {
+                let mut w = out.datagram(&[sender], self.control, DBSERVER_ACCOUNT_SET_RESP);
+                w.u32(context).u8(0);
+                let _ = w.finish();
+            }
             (Op::Delete { doid }, Outcome::Deleted) => {
                 if self.broadcast {
                     let mut w =
@@ -448,7 +472,19 @@ impl Database {
                     ));
                 }
                 // Failed: requests with a context get a failure answer.
-                if matches!(op, Op::Get { .. } | Op::Update { .. }) {
+                if let Op::AccountGet { .. } | Op::AccountSet { .. } = op {
+                    let resp = if msgtype == DBSERVER_ACCOUNT_GET {
+                        DBSERVER_ACCOUNT_GET_RESP
+                    } else {
+                        DBSERVER_ACCOUNT_SET_RESP
+                    };
+                    let mut w = out.datagram(&[sender], self.control, resp);
+                    w.u32(context).u8(2);
+                    if resp == DBSERVER_ACCOUNT_GET_RESP {
+                        w.blob(&[]);
+                    }
+                    let _ = w.finish();
+                } else if matches!(op, Op::Get { .. } | Op::Update { .. }) {
                     let mut w = out.datagram(&[sender], self.control, msgtype + 1);
                     w.u32(context).u8(0);
                     let _ = w.finish();
@@ -520,7 +556,7 @@ impl Database {
 /// The object a request is about (0 for a create).
 fn op_doid(op: &Op) -> u32 {
     match op {
-        Op::Create { .. } => 0,
+        Op::Create { .. } | Op::AccountGet { .. } | Op::AccountSet { .. } => 0,
         Op::Get { doid, .. }
         | Op::Set { doid, .. }
         | Op::Update { doid, .. }

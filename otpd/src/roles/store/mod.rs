@@ -41,6 +41,14 @@ pub enum Op {
     Delete {
         doid: u32,
     },
+    /// An account record (otpd's accounts table), by name.
+    AccountGet {
+        name: String,
+    },
+    AccountSet {
+        name: String,
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -60,6 +68,7 @@ pub enum Outcome {
     /// An Update whose criteria did not hold: the current values of its criteria fields.
     Mismatch(Vec<(u16, Vec<u8>)>),
     Deleted,
+    Account(Option<Vec<u8>>),
 }
 
 /// One request on its way through the worker: what to do, who to answer, and the outcome.
@@ -109,6 +118,9 @@ pub trait Backend: Send + 'static {
     fn set_next_doid(&mut self, next: u32) -> Result<(), String>;
     /// Every stored doid, ascending (for export).
     fn doids(&mut self) -> Result<Vec<u32>, String>;
+    /// An account record by name.
+    fn account_get(&mut self, name: &str) -> Result<Option<Vec<u8>>, String>;
+    fn account_put(&mut self, name: &str, data: &[u8]) -> Result<(), String>;
 }
 
 /// The database's state machine over a backend: the doid counter and the rules of each
@@ -282,6 +294,11 @@ impl<B: Backend> Store<B> {
                 } else {
                     Outcome::Failed
                 }
+            }
+            Op::AccountGet { name } => Outcome::Account(b.account_get(name)?),
+            Op::AccountSet { name, data } => {
+                b.account_put(name, data)?;
+                Outcome::Done
             }
         })
     }

@@ -78,7 +78,10 @@ pub fn open(
                  field INTEGER NOT NULL,
                  name TEXT NOT NULL,
                  value BYTEA NOT NULL,
-                 PRIMARY KEY (doid, field));",
+                 PRIMARY KEY (doid, field));
+             CREATE TABLE IF NOT EXISTS accounts (
+                 name TEXT PRIMARY KEY,
+                 data BYTEA NOT NULL);",
         )
         .map_err(what)?;
     let meta = |client: &mut Client, key: &str| -> Result<Option<i64>, StoreError> {
@@ -229,5 +232,22 @@ impl Backend for PgBackend {
             .into_iter()
             .map(|r| r.get::<_, i64>(0) as u32)
             .collect())
+    }
+    fn account_get(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(self
+            .client
+            .query_opt("SELECT data FROM accounts WHERE name = $1", &[&name])
+            .map_err(e)?
+            .map(|r| r.get(0)))
+    }
+    fn account_put(&mut self, name: &str, data: &[u8]) -> Result<(), String> {
+        self.client
+            .execute(
+                "INSERT INTO accounts (name, data) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+                &[&name, &data],
+            )
+            .map(|_| ())
+            .map_err(e)
     }
 }

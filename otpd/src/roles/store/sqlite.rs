@@ -74,7 +74,10 @@ pub fn open(
              field INTEGER NOT NULL,
              name TEXT NOT NULL,
              value BLOB NOT NULL,
-             PRIMARY KEY (doid, field)) WITHOUT ROWID;",
+             PRIMARY KEY (doid, field)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS accounts (
+             name TEXT PRIMARY KEY,
+             data BLOB NOT NULL) WITHOUT ROWID;",
     )
     .map_err(what)?;
     let meta = |key: &str| -> Result<Option<i64>, StoreError> {
@@ -229,5 +232,24 @@ impl Backend for SqliteBackend {
             .query_map([], |r| r.get::<_, i64>(0).map(|d| d as u32))
             .map_err(e)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(e)
+    }
+    fn account_get(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        self.conn
+            .prepare_cached("SELECT data FROM accounts WHERE name = ?1")
+            .map_err(e)?
+            .query_row([name], |r| r.get(0))
+            .optional()
+            .map_err(e)
+    }
+    fn account_put(&mut self, name: &str, data: &[u8]) -> Result<(), String> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO accounts (name, data) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET data = excluded.data",
+            )
+            .map_err(e)?
+            .execute(params![name, data])
+            .map(|_| ())
+            .map_err(e)
     }
 }
