@@ -24,6 +24,8 @@ USAGE:
     otpd db export [OUT] (--cluster FILE | CONFIG.yml)  every stored object, one JSON line each
     otpd db import [IN] (--cluster FILE | CONFIG.yml)   add objects from such lines
     otpd status HOST:PORT          one-screen summary from a running otpd's metrics address
+    otpd account token NAME [--hours H] (--cluster FILE | --secret S)
+                                   print a signed play token for a Toontown 2003 listener
 
 OPTIONS:
     -c, --cluster FILE     otpd's own configuration (RON)
@@ -122,6 +124,11 @@ fn main() -> ExitCode {
         Some("status") => {
             argv.next();
             let code = otpd::metrics::status_command(argv.collect());
+            return ExitCode::from(code.clamp(0, 255) as u8);
+        }
+        Some("account") => {
+            argv.next();
+            let code = otpd::clientagent::accounts::token_command(argv.collect());
             return ExitCode::from(code.clamp(0, 255) as u8);
         }
         Some("db") => {

@@ -10,7 +10,7 @@
 //! # Script format
 //!
 //! Byte 0 and byte 1 choose the configuration (see [`cfg`]); the rest is a sequence of
-//! operations, each one op byte (`op % 16`, see [`op`]) followed by its arguments. Reading past
+//! operations, each one op byte (`op % 32`, see [`op`]) followed by its arguments. Reading past
 //! the end yields zeros, so every input is a valid script. Most arguments are read through a
 //! "picker" that maps one byte to a small set of values that connect (known doids, parents,
 //! the contexts of the interest requests the session actually sent, ...); the byte `0xff`
@@ -78,21 +78,22 @@ pub mod cfg {
     // Bits 4-7: bytes of TLVs.
 }
 
-/// The operations (`op byte % 16`).
+/// The operations (`op byte % 32`).
 pub mod op {
     /// A client datagram of the next N bytes (N: u8, or 0xff then u16).
     pub const CLIENT_RAW: u8 = 0;
-    /// A client datagram built from the bytes (1..=4).
+    /// A client datagram built from the bytes (1..=8).
     pub const CLIENT: u8 = 1;
-    /// An internal datagram from the server built from the bytes (5..=10 and 15).
-    pub const INTERNAL: u8 = 5;
+    /// An internal datagram from the server built from the bytes (9..=22 and 31).
+    pub const INTERNAL: u8 = 9;
     /// An internal datagram body of the next N bytes (N as for CLIENT_RAW).
-    pub const INTERNAL_RAW: u8 = 11;
-    /// Time passes (12, 13), then `on_time`: u8 scaled, 0xfe = to the next deadline exactly,
+    pub const INTERNAL_RAW: u8 = 23;
+    /// Time passes (24..=26), then `on_time`: u8 scaled, 0xfe = to the next deadline exactly,
     /// 0xff then u32 milliseconds.
-    pub const TIME: u8 = 12;
-    /// The StateServer answers one of the session's interest requests: its count and objects.
-    pub const ANSWER: u8 = 14;
+    pub const TIME: u8 = 24;
+    /// The StateServer answers one of the session's interest requests: its count and objects
+    /// (27..=30).
+    pub const ANSWER: u8 = 27;
 }
 
 /// What happened in one run, for tests to assert on.
@@ -512,20 +513,20 @@ impl<'a> Harness<'a> {
         while !self.inp.is_empty() && self.summary.steps < MAX_STEPS {
             self.summary.steps += 1;
             let opb = self.inp.u8();
-            match opb % 16 {
+            match opb % 32 {
                 op::CLIENT_RAW => {
                     let n = self.inp.len();
                     let body = self.inp.take(n);
                     self.client_step(body);
                 }
-                1..=4 => self.client_built(),
+                1..=8 => self.client_built(),
                 op::INTERNAL_RAW => {
                     let n = self.inp.len();
                     let body = self.inp.take(n);
                     self.internal_step(body);
                 }
-                12 | 13 => self.time(),
-                op::ANSWER => self.answer(),
+                24..=26 => self.time(),
+                27..=30 => self.answer(),
                 _ => self.server_built(),
             }
         }

@@ -5,6 +5,7 @@
 //! for the session, used by `tests/client_fuzz.rs` and the cargo-fuzz target), not part of
 //! the server.
 
+pub mod accounts;
 pub mod fuzz;
 pub mod proxy;
 pub mod session;

@@ -918,6 +918,8 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         interest_timeout_ms: 500,
         tls: None,
         limits: ClientLimits::default(),
+        dialect: Default::default(),
+        toontown: Default::default(),
     };
 
     if let Some(client) = sec.sub(cx, "client")? {

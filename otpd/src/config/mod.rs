@@ -261,6 +261,88 @@ pub struct ClientAgentConfig {
     /// What one client may do; each past its limit is ejected (see docs/clientagent.md).
     #[serde(default)]
     pub limits: ClientLimits,
+    /// The client protocol this listener speaks.
+    #[serde(default)]
+    pub dialect: Dialect,
+    /// What the server does for Toontown 2003 clients (dialect Toontown2003 only).
+    #[serde(default)]
+    pub toontown: ToontownConfig,
+}
+
+/// A client listener's protocol.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// Astron's client protocol (Panda3D's AstronClientRepository).
+    #[default]
+    Astron,
+    /// Disney's original client protocol, as the 2003 Toontown Online client speaks it.
+    Toontown2003,
+}
+
+/// How play tokens are checked.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+pub enum TokenPolicy {
+    /// Development: any token opens (or creates) the account of that name.
+    #[default]
+    Open,
+    /// A token made by `otpd account token NAME`: the name, an expiry, and an HMAC-SHA256
+    /// under this secret.
+    Signed { secret: String },
+}
+
+/// The Toontown 2003 dialect's server-side work: accounts, avatars, districts, zones.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToontownConfig {
+    pub tokens: TokenPolicy,
+    /// The Database role's control channel: accounts and avatars are stored there.
+    pub database: u64,
+    /// The DC class of avatars, and its name and DNA fields.
+    pub avatar_class: String,
+    pub name_field: String,
+    pub dna_field: String,
+    /// The name a new avatar has until it is named.
+    pub default_name: String,
+    /// Avatar slots per account.
+    pub max_avatars: u8,
+    /// Wish names are approved at once (else they stay pending for an operator).
+    pub auto_approve_names: bool,
+    /// Name parts for CLIENT_SET_NAME_PATTERN (Toontown's NameMasterEnglish.txt: lines
+    /// `index*category*text`). None = name patterns are refused.
+    pub name_parts: Option<std::path::PathBuf>,
+    /// Where districts (shards) are: the objects of class `district_class` the AIs create
+    /// under `district_parent` in zone `district_zone`.
+    pub district_class: String,
+    pub district_parent: u32,
+    pub district_zone: u32,
+    /// The zone an avatar waits in between districts and zones (Toontown's quiet zone).
+    pub quiet_zone: u32,
+    /// Zones one CLIENT_SET_ZONE may make visible, the zone itself included.
+    pub max_visible_zones: usize,
+    /// Sent in CLIENT_LOGIN_2_RESP.
+    pub can_chat: bool,
+}
+
+impl Default for ToontownConfig {
+    fn default() -> Self {
+        ToontownConfig {
+            tokens: TokenPolicy::Open,
+            database: 4003,
+            avatar_class: "DistributedToon".into(),
+            name_field: "setName".into(),
+            dna_field: "setDNAString".into(),
+            default_name: "Toon".into(),
+            max_avatars: 6,
+            auto_approve_names: true,
+            name_parts: None,
+            district_class: "DistributedDistrict".into(),
+            district_parent: 4618,
+            district_zone: 3,
+            quiet_zone: 1,
+            max_visible_zones: 128,
+            can_chat: true,
+        }
+    }
 }
 
 /// The limits on one client connection of a ClientAgent.

@@ -1,0 +1,267 @@
+//! Accounts of the Toontown 2003 dialect: play tokens (open, or signed with an HMAC and an
+//! expiry by `otpd account token`), the account record kept by the Database role (avatar
+//! slots and their wish names), and the channel that makes one login per account.
+
+use crate::config::TokenPolicy;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Longest account name.
+pub const MAX_NAME: usize = 64;
+
+/// A name is 1-64 printable ASCII characters without `:`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b':')
+}
+
+fn mac(secret: &str, message: &str) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    m.update(message.as_bytes());
+    m.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A signed play token: `v1:NAME:EXPIRY:MAC`, MAC = hex HMAC-SHA256(secret, "v1:NAME:EXPIRY").
+pub fn sign(secret: &str, name: &str, expires_unix: u64) -> String {
+    let body = format!("v1:{name}:{expires_unix}");
+    let m = mac(secret, &body);
+    format!("{body}:{m}")
+}
+
+/// The account a play token opens, or why it does not.
+pub fn verify(policy: &TokenPolicy, token: &str, now_unix: u64) -> Result<String, &'static str> {
+    match policy {
+        TokenPolicy::Open => {
+            if valid_name(token) {
+                Ok(token.to_string())
+            } else {
+                Err("the play token is not a valid account name")
+            }
+        }
+        TokenPolicy::Signed { secret } => {
+            let parts: Vec<&str> = token.split(':').collect();
+            let [v, name, expiry, m] = parts[..] else {
+                return Err("malformed play token");
+            };
+            if v != "v1" || !valid_name(name) {
+                return Err("malformed play token");
+            }
+            let Ok(expiry) = expiry.parse::<u64>() else {
+                return Err("malformed play token");
+            };
+            let want = mac(secret, &format!("v1:{name}:{expiry}"));
+            // Compare without an early exit.
+            let same = want.len() == m.len()
+                && want
+                    .bytes()
+                    .zip(m.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            if !same {
+                return Err("the play token's signature does not match");
+            }
+            if expiry < now_unix {
+                return Err("the play token has expired");
+            }
+            Ok(name.to_string())
+        }
+    }
+}
+
+/// The channel every session of an account listens on: a new login sends its eject there.
+pub fn account_channel(name: &str) -> u64 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (1000u64 << 32) | h as u64
+}
+
+/// Name review states of a wish name.
+pub const NAME_NONE: u8 = 0;
+pub const NAME_PENDING: u8 = 1;
+pub const NAME_APPROVED: u8 = 2;
+pub const NAME_REJECTED: u8 = 3;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Slot {
+    /// 0 = empty.
+    pub doid: u32,
+    pub wish_name: String,
+    pub name_state: u8,
+}
+
+/// What the Database role keeps for an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub created_unix: u64,
+    pub slots: Vec<Slot>,
+}
+
+impl Account {
+    pub fn new(slots: u8, now_unix: u64) -> Account {
+        Account {
+            created_unix: now_unix,
+            slots: vec![Slot::default(); slots as usize],
+        }
+    }
+
+    /// Version 1: u8 1, u64 created, u8 slot count, per slot u32 doid, string wish name,
+    /// u8 name state (little-endian, strings with a u16 length).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![1u8];
+        v.extend_from_slice(&self.created_unix.to_le_bytes());
+        v.push(self.slots.len() as u8);
+        for s in &self.slots {
+            v.extend_from_slice(&s.doid.to_le_bytes());
+            let n = &s.wish_name.as_bytes()[..s.wish_name.len().min(u16::MAX as usize)];
+            v.extend_from_slice(&(n.len() as u16).to_le_bytes());
+            v.extend_from_slice(n);
+            v.push(s.name_state);
+        }
+        v
+    }
+
+    /// Reads a record, giving it `slots` slots (more are kept, fewer are added).
+    pub fn decode(bytes: &[u8], slots: u8) -> Option<Account> {
+        let mut r = otp_wire::Reader::new(bytes);
+        if r.u8().ok()? != 1 {
+            return None;
+        }
+        let created_unix = r.u64().ok()?;
+        let n = r.u8().ok()?;
+        let mut out = Vec::with_capacity(n.max(slots) as usize);
+        for _ in 0..n {
+            let doid = r.u32().ok()?;
+            let wish_name = String::from_utf8_lossy(r.blob().ok()?).into_owned();
+            let name_state = r.u8().ok()?;
+            out.push(Slot {
+                doid,
+                wish_name,
+                name_state,
+            });
+        }
+        while out.len() < slots as usize {
+            out.push(Slot::default());
+        }
+        Some(Account {
+            created_unix,
+            slots: out,
+        })
+    }
+}
+
+/// `otpd account token NAME [--hours H] (--cluster FILE | --secret S)`: prints a signed token.
+pub fn token_command(args: Vec<String>) -> i32 {
+    let usage = "usage: otpd account token NAME [--hours H] (--cluster FILE | --secret SECRET)";
+    let mut it = args.into_iter();
+    if it.next().as_deref() != Some("token") {
+        eprintln!("{usage}");
+        return 2;
+    }
+    let (mut name, mut hours, mut cluster, mut secret) = (None, 24u64, None, None);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--hours" => match it.next().and_then(|h| h.parse().ok()) {
+                Some(h) => hours = h,
+                None => {
+                    eprintln!("--hours needs a number\n{usage}");
+                    return 2;
+                }
+            },
+            "--cluster" | "-c" => cluster = it.next(),
+            "--secret" => secret = it.next(),
+            s if name.is_none() && !s.starts_with('-') => name = Some(s.to_string()),
+            other => {
+                eprintln!("unknown argument {other}\n{usage}");
+                return 2;
+            }
+        }
+    }
+    let Some(name) = name else {
+        eprintln!("{usage}");
+        return 2;
+    };
+    if !valid_name(&name) {
+        eprintln!("otpd account: {name:?} is not a valid account name (1-64 printable characters, no ':')");
+        return 2;
+    }
+    let secret = match (secret, cluster) {
+        (Some(s), _) => s,
+        (None, Some(path)) => {
+            let config = match crate::config::ron_file::load(std::path::Path::new(&path)) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("otpd account: {e}");
+                    return 1;
+                }
+            };
+            let found = config.roles.iter().find_map(|r| match r {
+                crate::config::RoleConfig::ClientAgent(ca) => match &ca.toontown.tokens {
+                    TokenPolicy::Signed { secret } => Some(secret.clone()),
+                    TokenPolicy::Open => None,
+                },
+                _ => None,
+            });
+            match found {
+                Some(s) => s,
+                None => {
+                    eprintln!(
+                        "otpd account: no ClientAgent in {path} has tokens: Signed(secret: ...)"
+                    );
+                    return 1;
+                }
+            }
+        }
+        (None, None) => {
+            eprintln!("{usage}");
+            return 2;
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!("{}", sign(&secret, &name, now + hours * 3600));
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_sign_and_verify() {
+        let p = TokenPolicy::Signed {
+            secret: "s3cret".into(),
+        };
+        let t = sign("s3cret", "flippy", 2000);
+        assert_eq!(verify(&p, &t, 1000), Ok("flippy".into()));
+        assert!(verify(&p, &t, 3000).is_err(), "expired");
+        assert!(verify(&p, &t.replace("flippy", "floppy"), 1000).is_err());
+        assert!(verify(&p, &sign("other", "flippy", 2000), 1000).is_err());
+        assert!(verify(&p, "garbage", 1000).is_err());
+        assert_eq!(verify(&TokenPolicy::Open, "dev", 0), Ok("dev".into()));
+        assert!(verify(&TokenPolicy::Open, "", 0).is_err());
+        assert!(verify(&TokenPolicy::Open, "a:b", 0).is_err());
+    }
+
+    #[test]
+    fn accounts_round_trip() {
+        let mut a = Account::new(6, 77);
+        a.slots[2] = Slot {
+            doid: 100_000_001,
+            wish_name: "Flippy".into(),
+            name_state: NAME_PENDING,
+        };
+        let b = Account::decode(&a.encode(), 6).unwrap();
+        assert_eq!(a, b);
+        assert!(Account::decode(&[2], 6).is_none());
+        assert!(Account::decode(&a.encode()[..10], 6).is_none());
+    }
+}
