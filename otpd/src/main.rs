@@ -260,14 +260,22 @@ fn check_config(
         }
     }
     let mut client_agents = Vec::new();
+    let shards: otpd::clientagent::toontown::Shards = Default::default();
+    let mut shard_channels: Vec<u64> = Vec::new();
     for role in &config.roles {
         if let RoleConfig::ClientAgent(ca) = role {
             let schema = Arc::clone(schema.as_ref().expect("checked above"));
+            if ca.dialect == otpd::config::Dialect::Toontown2003
+                && !shard_channels.contains(&ca.toontown.shard_channel)
+            {
+                shard_channels.push(ca.toontown.shard_channel);
+            }
             let agent = otpd::clientagent::ClientAgent::new(
                 client_agents.len(),
                 ca,
                 schema,
                 &config.uberdogs,
+                shards.clone(),
             )
             .map_err(|e| ConfigError::new("clientagent", e))?;
             client_agents.push(Arc::new(agent));
@@ -311,6 +319,12 @@ fn check_config(
     let factory: RoleFactory = Box::new(move |p: Placement| {
         let mut next_store = 0;
         let mut v: Vec<Box<dyn Role>> = Vec::new();
+        if p.core == 0 && !shard_channels.is_empty() {
+            v.push(Box::new(otpd::roles::shards::ShardDirectory::new(
+                shard_channels.clone(),
+                shards.clone(),
+            )));
+        }
         for role in &roles {
             // Every role but the EventLogger needs the schema; checked above.
             let Some(schema) = schema.as_ref().map(Arc::clone) else {

@@ -88,6 +88,8 @@ pub const NAME_NONE: u8 = 0;
 pub const NAME_PENDING: u8 = 1;
 pub const NAME_APPROVED: u8 = 2;
 pub const NAME_REJECTED: u8 = 3;
+/// Named for good (a pattern name, or an approval the client has seen).
+pub const NAME_NAMED: u8 = 4;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Slot {

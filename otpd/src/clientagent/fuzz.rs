@@ -449,8 +449,14 @@ impl<'a> Harness<'a> {
         let (a, b) = (inp.u8(), inp.u8());
         let schema = schema();
         let ca = Arc::new(
-            ClientAgent::new(0, &config(a), schema.clone(), &uberdogs())
-                .expect("the fuzz ClientAgent builds"),
+            ClientAgent::new(
+                0,
+                &config(a),
+                schema.clone(),
+                &uberdogs(),
+                Default::default(),
+            )
+            .expect("the fuzz ClientAgent builds"),
         );
         let class = |name: &str| schema.dc().class_by_name(name).map_or(u16::MAX, |c| c.id());
         let classes = [class("LoginManager"), class("Shard"), class("Avatar")];

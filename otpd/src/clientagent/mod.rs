@@ -10,6 +10,7 @@ pub mod fuzz;
 pub mod proxy;
 pub mod session;
 pub mod tls;
+pub mod toontown;
 
 use crate::config::{ClientAgentConfig, ClientLimits, UberDog};
 use crate::roles::Schema;
@@ -89,6 +90,11 @@ pub struct ClientAgent {
     pub haproxy: bool,
     pub limits: ClientLimits,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub dialect: crate::config::Dialect,
+    pub toontown: crate::config::ToontownConfig,
+    /// The districts announced to this process (Toontown 2003 listeners).
+    pub shards: toontown::Shards,
+    pub name_parts: Option<toontown::NameParts>,
     channels: Mutex<ChannelTracker>,
     per_address: Mutex<FxHashMap<IpAddr, usize>>,
     pub stats: ClientAgentStats,
@@ -100,7 +106,31 @@ impl ClientAgent {
         config: &ClientAgentConfig,
         schema: Arc<Schema>,
         uberdogs: &[UberDog],
+        shards: toontown::Shards,
     ) -> Result<ClientAgent, String> {
+        let name_parts = match &config.toontown.name_parts {
+            Some(p) if config.dialect == crate::config::Dialect::Toontown2003 => Some(
+                toontown::NameParts::load(p).map_err(|e| format!("toontown.name_parts: {e}"))?,
+            ),
+            _ => None,
+        };
+        if config.dialect == crate::config::Dialect::Toontown2003 {
+            let tt = &config.toontown;
+            let class = schema.dc().class_by_name(&tt.avatar_class).ok_or_else(|| {
+                format!(
+                    "toontown.avatar_class '{}' is not in the DC files",
+                    tt.avatar_class
+                )
+            })?;
+            for f in [&tt.name_field, &tt.dna_field] {
+                if schema.dc().field_by_name(class, f).is_none() {
+                    return Err(format!(
+                        "toontown: '{}' has no field '{f}'",
+                        tt.avatar_class
+                    ));
+                }
+            }
+        }
         let mut uds = FxHashMap::default();
         for u in uberdogs {
             let class = schema
@@ -144,6 +174,10 @@ impl ClientAgent {
             haproxy: config.haproxy,
             limits: config.limits,
             tls,
+            dialect: config.dialect,
+            toontown: config.toontown.clone(),
+            shards,
+            name_parts,
             channels: Mutex::new(ChannelTracker {
                 next: config.channels.min,
                 max: config.channels.max,

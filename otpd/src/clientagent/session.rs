@@ -70,17 +70,17 @@ impl SessionOut {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Obj {
-    class: u16,
-    parent: u32,
-    zone: u32,
+pub(super) struct Obj {
+    pub(super) class: u16,
+    pub(super) parent: u32,
+    pub(super) zone: u32,
 }
 
 #[derive(Debug, Clone, Default)]
-struct Interest {
-    parent: u32,
+pub(super) struct Interest {
+    pub(super) parent: u32,
     /// Distinct zones, in the order given.
-    zones: SmallVec<[u32; 4]>,
+    pub(super) zones: SmallVec<[u32; 4]>,
 }
 
 /// An interest being opened: waiting for the StateServer's count and objects.
@@ -107,11 +107,11 @@ impl InterestOp {
 }
 
 /// Why a client datagram was refused.
-struct Refusal {
-    code: u16,
-    reason: String,
-    doid: Option<u32>,
-    field: Option<u16>,
+pub(super) struct Refusal {
+    pub(super) code: u16,
+    pub(super) reason: String,
+    pub(super) doid: Option<u32>,
+    pub(super) field: Option<u16>,
 }
 
 impl From<WireError> for Refusal {
@@ -123,7 +123,7 @@ impl From<WireError> for Refusal {
     }
 }
 
-fn refuse(code: u16, reason: impl Into<String>) -> Refusal {
+pub(super) fn refuse(code: u16, reason: impl Into<String>) -> Refusal {
     Refusal {
         code,
         reason: reason.into(),
@@ -141,27 +141,27 @@ struct RateWindow {
 }
 
 pub struct Session {
-    ca: Arc<ClientAgent>,
+    pub(super) ca: Arc<ClientAgent>,
     state: u16,
-    channel: u64,
+    pub(super) channel: u64,
     allocated: u64,
-    remote: SocketAddr,
+    pub(super) remote: SocketAddr,
     local: SocketAddr,
     tlvs: Vec<u8>,
     /// The address counted against `max_connections_per_address`, released on drop.
     admitted: Option<IpAddr>,
     next_context: u32,
-    seen: FxHashSet<u32>,
-    session_objects: BTreeSet<u32>,
-    historical: FxHashSet<u32>,
-    visible: FxHashMap<u32, Obj>,
+    pub(super) seen: FxHashSet<u32>,
+    pub(super) session_objects: BTreeSet<u32>,
+    pub(super) historical: FxHashSet<u32>,
+    pub(super) visible: FxHashMap<u32, Obj>,
     declared: FxHashMap<u32, u16>,
-    owned: FxHashMap<u32, Obj>,
+    pub(super) owned: FxHashMap<u32, Obj>,
     /// Objects whose entrance is held in a pending interest op, by that op's context.
     pending_objects: FxHashMap<u32, u32>,
-    interests: BTreeMap<u16, Interest>,
+    pub(super) interests: BTreeMap<u16, Interest>,
     ops: BTreeMap<u32, InterestOp>,
-    sendable: FxHashMap<u32, Vec<u16>>,
+    pub(super) sendable: FxHashMap<u32, Vec<u16>>,
     hello_deadline: Option<Instant>,
     heartbeat_deadline: Option<Instant>,
     rate: RateWindow,
@@ -171,6 +171,8 @@ pub struct Session {
     clean: bool,
     /// A proxy's own health check (PROXY v2 LOCAL): no connection events.
     local_check: bool,
+    /// The Toontown 2003 dialect's state (None for Astron clients).
+    pub(super) toon: Option<Box<super::toontown::Toon>>,
 }
 
 impl Session {
@@ -188,6 +190,7 @@ impl Session {
         out: &mut SessionOut,
     ) -> Session {
         let hello = ca.limits.hello_timeout_ms;
+        let ca_dialect = ca.dialect;
         let s = Session {
             hello_deadline: (hello > 0).then(|| now + Duration::from_millis(hello)),
             heartbeat_deadline: ca.heartbeat_timeout.map(|t| now + t),
@@ -218,6 +221,7 @@ impl Session {
             closed: false,
             clean: false,
             local_check,
+            toon: (ca_dialect == crate::config::Dialect::Toontown2003).then(Box::default),
         };
         s.ca.state_changed(None, Some(STATE_NEW as usize));
         out.subscriptions.push(Subscription::Add(channel));
@@ -257,7 +261,7 @@ impl Session {
         format!("client {} ({})", self.remote, self.allocated)
     }
 
-    fn sender_name(&self) -> String {
+    pub(super) fn sender_name(&self) -> String {
         format!("Client:{}", self.allocated)
     }
 
@@ -273,7 +277,7 @@ impl Session {
         for op in self.ops.values() {
             at = min_opt(at, Some(op.deadline));
         }
-        at
+        min_opt(at, self.toon_deadline())
     }
 
     /// Time passes: hello and heartbeat timeouts, interest operations that timed out.
@@ -318,6 +322,10 @@ impl Session {
                 return;
             }
         }
+        if self.toon.is_some() {
+            self.toon_time(now, out);
+            self.toon_replay(now, out);
+        }
     }
 
     /// Ejects the client on the runtime's behalf (a datagram too large to frame, a limit the
@@ -326,7 +334,7 @@ impl Session {
         self.eject(refuse(code, reason), security, out);
     }
 
-    fn eject(&mut self, r: Refusal, security: bool, out: &mut SessionOut) {
+    pub(super) fn eject(&mut self, r: Refusal, security: bool, out: &mut SessionOut) {
         if self.closed {
             return;
         }
@@ -396,11 +404,23 @@ impl Session {
             self.eject(r, true, out);
             return;
         }
+        self.on_client_unmetered(now, body, out);
+        if self.toon.is_some() {
+            self.toon_replay(now, out);
+        }
+    }
+
+    /// A client datagram, past the rate limit (also a held one, replayed).
+    pub(super) fn on_client_unmetered(&mut self, now: Instant, body: &[u8], out: &mut SessionOut) {
         let mut r = Reader::new(body);
-        let res = match self.state {
-            STATE_NEW => self.pre_hello(now, &mut r, out),
-            STATE_ANONYMOUS => self.pre_auth(now, &mut r, out),
-            _ => self.authenticated(now, &mut r, out),
+        let res = if self.toon.is_some() {
+            self.toon_client(now, body, &mut r, out)
+        } else {
+            match self.state {
+                STATE_NEW => self.pre_hello(now, &mut r, out),
+                STATE_ANONYMOUS => self.pre_auth(now, &mut r, out),
+                _ => self.authenticated(now, &mut r, out),
+            }
         };
         match res {
             Err(refusal) => {
@@ -538,7 +558,7 @@ impl Session {
         Ok(())
     }
 
-    fn client_disconnect(&mut self, out: &mut SessionOut) {
+    pub(super) fn client_disconnect(&mut self, out: &mut SessionOut) {
         out.events.push(encode(
             "client-disconnected",
             &[("sender", Ev::Str(&self.sender_name()))],
@@ -548,13 +568,13 @@ impl Session {
         out.close = Some(Close::Disconnect);
     }
 
-    fn heartbeat(&mut self, now: Instant) {
+    pub(super) fn heartbeat(&mut self, now: Instant) {
         if let Some(t) = self.ca.heartbeat_timeout {
             self.heartbeat_deadline = Some(now + t);
         }
     }
 
-    fn set_state(&mut self, state: u16) {
+    pub(super) fn set_state(&mut self, state: u16) {
         if state != self.state {
             self.ca
                 .state_changed(Some(self.state as usize), Some(state as usize));
@@ -563,7 +583,7 @@ impl Session {
     }
 
     /// The class of an object this client may address, or None.
-    fn lookup_object(&self, doid: u32) -> Option<u16> {
+    pub(super) fn lookup_object(&self, doid: u32) -> Option<u16> {
         if let Some(u) = self.ca.uberdogs.get(&doid) {
             return Some(u.class);
         }
@@ -836,14 +856,14 @@ impl Session {
     // ---- interests ---------------------------------------------------------------------
 
     /// How many interests see `parent`'s `zone`.
-    fn interests_seeing(&self, parent: u32, zone: u32) -> usize {
+    pub(super) fn interests_seeing(&self, parent: u32, zone: u32) -> usize {
         self.interests
             .values()
             .filter(|i| i.parent == parent && i.zones.contains(&zone))
             .count()
     }
 
-    fn add_interest(
+    pub(super) fn add_interest(
         &mut self,
         now: Instant,
         id: u16,
@@ -984,25 +1004,40 @@ impl Session {
         let _ = w.finish();
     }
 
-    fn client_done(&self, id: u16, context: u32, out: &mut SessionOut) {
+    fn client_done(&mut self, id: u16, context: u32, out: &mut SessionOut) {
+        if self.toon.is_some() {
+            self.toon_done(id, context, out);
+            return;
+        }
         let mut w = Writer::client(&mut out.to_client, CLIENT_DONE_INTEREST_RESP);
         w.u32(context).u16(id);
         let _ = w.finish();
     }
 
     fn client_leaving(&self, doid: u32, out: &mut SessionOut) {
-        let mut w = Writer::client(&mut out.to_client, CLIENT_OBJECT_LEAVING);
+        let msgtype = if self.toon.is_some() {
+            super::toontown::CLIENT_OBJECT_DISABLE_RESP
+        } else {
+            CLIENT_OBJECT_LEAVING
+        };
+        let mut w = Writer::client(&mut out.to_client, msgtype);
         w.u32(doid);
         let _ = w.finish();
     }
 
     fn client_leaving_owner(&self, doid: u32, out: &mut SessionOut) {
+        if self.toon.is_some() {
+            return;
+        }
         let mut w = Writer::client(&mut out.to_client, CLIENT_OBJECT_LEAVING_OWNER);
         w.u32(doid);
         let _ = w.finish();
     }
 
     fn client_location_msg(&self, doid: u32, parent: u32, zone: u32, out: &mut SessionOut) {
+        if self.toon.is_some() {
+            return;
+        }
         let mut w = Writer::client(&mut out.to_client, CLIENT_OBJECT_LOCATION);
         w.u32(doid).u32(parent).u32(zone);
         let _ = w.finish();
@@ -1075,6 +1110,11 @@ impl Session {
         if self.seen.contains(&doid) {
             return;
         }
+        if self.toon.is_some() && zone == self.ca.toontown.quiet_zone && self.is_avatar_class(class)
+        {
+            // Toons passing through the quiet zone are not shown (as the original server did).
+            return;
+        }
         if self.owned.contains_key(&doid) && self.session_objects.contains(&doid) {
             return;
         }
@@ -1084,6 +1124,20 @@ impl Session {
             zone,
         });
         self.seen.insert(doid);
+        if self.toon.is_some() {
+            // The 2003 form: class first, no location.
+            let mut w = Writer::client(
+                &mut out.to_client,
+                if other {
+                    super::toontown::CLIENT_CREATE_OBJECT_REQUIRED_OTHER
+                } else {
+                    super::toontown::CLIENT_CREATE_OBJECT_REQUIRED
+                },
+            );
+            w.u16(class).u32(doid).bytes(r.rest());
+            let _ = w.finish();
+            return;
+        }
         let mut w = Writer::client(
             &mut out.to_client,
             if other {
@@ -1114,12 +1168,32 @@ impl Session {
             return;
         }
         let mut r = dg.payload_reader();
+        if self.toon.is_some() {
+            match self.toon_internal(now, dg.msgtype, &mut r, out) {
+                Ok(true) => {
+                    self.toon_replay(now, out);
+                    return;
+                }
+                Ok(false) => r = dg.payload_reader(),
+                Err(e) => {
+                    log::warn!(
+                        "{}: malformed {}: {e}",
+                        self.label(),
+                        internal_name(dg.msgtype)
+                    );
+                    return;
+                }
+            }
+        }
         if let Err(e) = self.internal(now, sender, dg.msgtype, &mut r, body, out) {
             log::warn!(
                 "{}: malformed {} from {sender}: {e}",
                 self.label(),
                 internal_name(dg.msgtype)
             );
+        }
+        if self.toon.is_some() {
+            self.toon_replay(now, out);
         }
     }
 
@@ -1169,6 +1243,10 @@ impl Session {
                     }
                 };
                 let many = i.zones.len() > 1;
+                if self.toon.is_some() {
+                    self.add_interest(now, id, i, context, sender, out);
+                    return Ok(());
+                }
                 let mut w = Writer::client(
                     &mut out.to_client,
                     if many {
@@ -1191,9 +1269,11 @@ impl Session {
                 let context = self.next_context;
                 self.next_context = self.next_context.wrapping_add(1);
                 let id = r.u16()?;
-                let mut w = Writer::client(&mut out.to_client, CLIENT_REMOVE_INTEREST);
-                w.u32(context).u16(id);
-                let _ = w.finish();
+                if self.toon.is_none() {
+                    let mut w = Writer::client(&mut out.to_client, CLIENT_REMOVE_INTEREST);
+                    w.u32(context).u16(id);
+                    let _ = w.finish();
+                }
                 self.remove_interest(now, id, context, sender, out);
             }
             CLIENTAGENT_SET_CLIENT_ID => {
@@ -1310,6 +1390,15 @@ impl Session {
                     }
                     return Ok(());
                 }
+                if self.toon.is_some() {
+                    self.toon_forward_fields(
+                        doid,
+                        msgtype == STATESERVER_OBJECT_SET_FIELDS,
+                        r,
+                        out,
+                    );
+                    return Ok(());
+                }
                 let mut w = Writer::client(
                     &mut out.to_client,
                     if msgtype == STATESERVER_OBJECT_SET_FIELD {
@@ -1342,7 +1431,16 @@ impl Session {
                     return Ok(());
                 }
                 if self.seen.remove(&doid) {
-                    self.client_leaving(doid, out);
+                    if self.toon.is_some() {
+                        let mut w = Writer::client(
+                            &mut out.to_client,
+                            super::toontown::CLIENT_OBJECT_DELETE_RESP,
+                        );
+                        w.u32(doid);
+                        let _ = w.finish();
+                    } else {
+                        self.client_leaving(doid, out);
+                    }
                 }
                 if self.owned.remove(&doid).is_some() {
                     self.client_leaving_owner(doid, out);
@@ -1362,6 +1460,11 @@ impl Session {
                     zone,
                 });
                 let other = msgtype == STATESERVER_OBJECT_ENTER_OWNER_WITH_REQUIRED_OTHER;
+                if self.toon.is_some() {
+                    // The 2003 client learns its avatar from GET_AVATAR_DETAILS_RESP.
+                    r.rest();
+                    return Ok(());
+                }
                 let mut w = Writer::client(
                     &mut out.to_client,
                     if other {
@@ -1578,6 +1681,35 @@ impl Drop for Session {
         if let Some(ip) = self.admitted {
             self.ca.release_address(ip);
         }
+    }
+}
+
+impl Session {
+    fn is_avatar_class(&self, class: u16) -> bool {
+        self.ca.schema.class_name(class) == self.ca.toontown.avatar_class
+    }
+
+    /// SET_FIELD(S) for a 2003 client: one OBJECT_UPDATE_FIELD per field.
+    fn toon_forward_fields(&self, doid: u32, many: bool, r: &mut Reader<'_>, out: &mut SessionOut) {
+        let count = if many { r.u16().unwrap_or(0) } else { 1 };
+        for _ in 0..count {
+            let Ok(field) = r.u16() else {
+                return;
+            };
+            let Ok(n) = self.ca.schema.value_len(field, r.rest_peek()) else {
+                return;
+            };
+            let Ok(value) = r.take(n) else {
+                return;
+            };
+            let mut w = Writer::client(
+                &mut out.to_client,
+                super::toontown::CLIENT_OBJECT_UPDATE_FIELD,
+            );
+            w.u32(doid).u16(field).bytes(value);
+            let _ = w.finish();
+        }
+        r.rest();
     }
 }
 

@@ -310,17 +310,14 @@ pub struct ToontownConfig {
     /// Name parts for CLIENT_SET_NAME_PATTERN (Toontown's NameMasterEnglish.txt: lines
     /// `index*category*text`). None = name patterns are refused.
     pub name_parts: Option<std::path::PathBuf>,
-    /// Where districts (shards) are: the objects of class `district_class` the AIs create
-    /// under `district_parent` in zone `district_zone`.
-    pub district_class: String,
-    pub district_parent: u32,
-    pub district_zone: u32,
     /// The zone an avatar waits in between districts and zones (Toontown's quiet zone).
     pub quiet_zone: u32,
     /// Zones one CLIENT_SET_ZONE may make visible, the zone itself included.
     pub max_visible_zones: usize,
     /// Sent in CLIENT_LOGIN_2_RESP.
     pub can_chat: bool,
+    /// The channel AIs announce their districts on (CLIENTAGENT_SHARD_UP / _DOWN).
+    pub shard_channel: u64,
 }
 
 impl Default for ToontownConfig {
@@ -335,12 +332,10 @@ impl Default for ToontownConfig {
             max_avatars: 6,
             auto_approve_names: true,
             name_parts: None,
-            district_class: "DistributedDistrict".into(),
-            district_parent: 4618,
-            district_zone: 3,
             quiet_zone: 1,
             max_visible_zones: 128,
             can_chat: true,
+            shard_channel: 4662,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod dbss;
 pub mod event;
 pub mod objects;
 pub mod schema;
+pub mod shards;
 pub mod stateserver;
 pub mod store;
 

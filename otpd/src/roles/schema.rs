@@ -19,6 +19,8 @@ pub struct FieldFlags {
     pub molecular: bool,
     /// The DC file gives the field an explicit default (Panda3D's `has_default_value`).
     pub has_default: bool,
+    /// `p2p` (Toontown 2003: sent by one client to the owner of another object).
+    pub p2p: bool,
 }
 
 impl FieldFlags {
@@ -104,6 +106,7 @@ impl Schema {
                     ownsend: f.is_ownsend(),
                     molecular: f.is_molecular(),
                     has_default,
+                    p2p: f.has_keyword("p2p"),
                 },
                 components: dc.components(f).map(|c| c.id()).collect(),
                 default: dc.default_value(f),

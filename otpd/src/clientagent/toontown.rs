@@ -1,0 +1,1358 @@
+//! The Toontown 2003 dialect of a client session: Disney's original client messages, and the
+//! work the server itself does for that client (accounts and login, the avatar list, creating
+//! and naming toons, the district list, activating the chosen toon, SET_ZONE). The object
+//! side (interests, visibility, field checks) is the Astron session's, with the 2003 message
+//! forms; see docs/toontown-2003.md for the sequence and the choices made.
+
+use super::accounts::{self, Account};
+use super::session::{refuse, Refusal, Session, SessionOut, STATE_ESTABLISHED};
+use crate::roles::Subscription;
+use otp_wire::msgtypes::*;
+use otp_wire::{Reader, WireError, Writer};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+// The 2003 client's message numbers.
+pub const CLIENT_LOGIN_2: u16 = 16;
+pub const CLIENT_LOGIN_2_RESP: u16 = 17;
+pub const CLIENT_GET_AVATARS: u16 = 3;
+pub const CLIENT_GET_AVATARS_RESP: u16 = 5;
+pub const CLIENT_DELETE_AVATAR_RESP: u16 = 5;
+pub const CLIENT_CREATE_AVATAR: u16 = 6;
+pub const CLIENT_CREATE_AVATAR_RESP: u16 = 7;
+pub const CLIENT_GET_SHARD_LIST: u16 = 8;
+pub const CLIENT_GET_SHARD_LIST_RESP: u16 = 9;
+pub const CLIENT_GET_FRIEND_LIST: u16 = 10;
+pub const CLIENT_GET_FRIEND_LIST_RESP: u16 = 11;
+pub const CLIENT_GET_AVATAR_DETAILS: u16 = 14;
+pub const CLIENT_GET_AVATAR_DETAILS_RESP: u16 = 15;
+pub const CLIENT_GO_GET_LOST: u16 = 4;
+pub const CLIENT_OBJECT_UPDATE_FIELD: u16 = 24;
+pub const CLIENT_OBJECT_DISABLE_RESP: u16 = 25;
+pub const CLIENT_OBJECT_DELETE_RESP: u16 = 27;
+pub const CLIENT_SET_ZONE: u16 = 29;
+pub const CLIENT_SET_SHARD: u16 = 31;
+pub const CLIENT_SET_AVATAR: u16 = 32;
+pub const CLIENT_CREATE_OBJECT_REQUIRED: u16 = 34;
+pub const CLIENT_CREATE_OBJECT_REQUIRED_OTHER: u16 = 35;
+pub const CLIENT_DISCONNECT_2003: u16 = 37;
+pub const CLIENT_GET_STATE: u16 = 46;
+pub const CLIENT_GET_STATE_RESP: u16 = 47;
+pub const CLIENT_DONE_SET_ZONE_RESP: u16 = 48;
+pub const CLIENT_DELETE_AVATAR: u16 = 49;
+pub const CLIENT_HEARTBEAT_2003: u16 = 52;
+pub const CLIENT_REMOVE_FRIEND: u16 = 56;
+pub const CLIENT_SERVER_UP: u16 = 57;
+pub const CLIENT_SERVER_DOWN: u16 = 58;
+pub const CLIENT_SET_NAME_PATTERN: u16 = 67;
+pub const CLIENT_SET_NAME_PATTERN_ANSWER: u16 = 68;
+pub const CLIENT_SET_WISHNAME: u16 = 70;
+pub const CLIENT_SET_WISHNAME_RESP: u16 = 71;
+pub const CLIENT_SET_WISHNAME_CLEAR: u16 = 72;
+pub const CLIENT_SET_SECURITY: u16 = 73;
+
+// CLIENT_GO_GET_LOST reasons (the 2003 client names 1, 100, 122, 151, 153 itself).
+pub const LOST_GENERIC: u16 = 1;
+pub const LOST_LOGGED_IN_ELSEWHERE: u16 = 100;
+pub const LOST_LOGIN_PROBLEM: u16 = 122;
+pub const LOST_INVALID_MSGTYPE: u16 = 108;
+pub const LOST_TRUNCATED: u16 = 109;
+pub const LOST_NOT_LOGGED_IN: u16 = 113;
+pub const LOST_BAD_VERSION: u16 = 124;
+pub const LOST_BAD_DCHASH: u16 = 125;
+pub const LOST_BAD_TOKEN_TYPE: u16 = 284;
+
+/// The interest a SET_ZONE opens.
+const ZONE_INTEREST: u16 = 1;
+/// A database or StateServer answer not back in this long ends the session (122).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Client datagrams held while a SET_ZONE is answered.
+const MAX_HELD: usize = 256;
+
+/// The districts announced to this process (CLIENTAGENT_SHARD_UP / _DOWN): id → (name,
+/// population), shared by every Toontown listener.
+pub type Shards =
+    std::sync::Arc<parking_lot::Mutex<std::collections::BTreeMap<u32, (String, u32)>>>;
+
+/// The channel AIs announce their districts on, and the two messages (otpd's own).
+pub const CLIENTAGENT_SHARD_UP: u16 = 1900;
+pub const CLIENTAGENT_SHARD_DOWN: u16 = 1901;
+
+/// Why a database or StateServer request was sent.
+#[derive(Debug)]
+enum Pending {
+    Account,
+    SaveThen(AfterSave),
+    ListFields { job: u32, slot: usize, doid: u32 },
+    Created { slot: usize },
+    OwnDetails,
+    OtherDetails,
+}
+
+#[derive(Debug)]
+enum AfterSave {
+    Login,
+    Created {
+        doid: u32,
+    },
+    Pattern {
+        doid: u32,
+    },
+    Wish {
+        doid: u32,
+        pending: String,
+        approved: String,
+        rejected: String,
+    },
+    Deleted,
+    Nothing,
+}
+
+/// One avatar list being gathered from the database.
+#[derive(Debug)]
+struct ListJob {
+    msgtype: u16,
+    waiting: usize,
+    /// Per slot: (name, dna) once read.
+    found: Vec<Option<(Vec<u8>, Vec<u8>)>>,
+}
+
+/// What a Toontown 2003 session knows beyond the Astron session.
+#[derive(Debug, Default)]
+pub struct Toon {
+    account: Option<String>,
+    record: Option<Account>,
+    next_ctx: u32,
+    pending: FxHashMap<u32, (Pending, Instant)>,
+    jobs: FxHashMap<u32, ListJob>,
+    avatar: u32,
+    shard: u32,
+    zone_pending: Option<u32>,
+    held: VecDeque<Vec<u8>>,
+    /// Client datagrams may be replayed (a SET_ZONE was answered).
+    replay: bool,
+}
+
+fn names_ok(name: &str) -> bool {
+    let n = name.trim();
+    !n.is_empty()
+        && n.len() <= 32
+        && n == name
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '.' | '\'' | '!'))
+        && !name.contains("  ")
+}
+
+fn string_bytes(s: &str) -> Vec<u8> {
+    let mut v = (s.len().min(u16::MAX as usize) as u16)
+        .to_le_bytes()
+        .to_vec();
+    v.extend_from_slice(&s.as_bytes()[..s.len().min(u16::MAX as usize)]);
+    v
+}
+
+impl Session {
+    pub(super) fn toon_mut(&mut self) -> &mut Toon {
+        self.toon.as_mut().expect("a Toontown session")
+    }
+
+    fn toon_ref(&self) -> &Toon {
+        self.toon.as_ref().expect("a Toontown session")
+    }
+
+    fn toon_request(&mut self, why: Pending, now: Instant) -> u32 {
+        let t = self.toon_mut();
+        t.next_ctx = t.next_ctx.wrapping_add(1).max(1);
+        let ctx = t.next_ctx;
+        t.pending.insert(ctx, (why, now + REQUEST_TIMEOUT));
+        ctx
+    }
+
+    pub(super) fn toon_deadline(&self) -> Option<Instant> {
+        self.toon
+            .as_ref()
+            .and_then(|t| t.pending.values().map(|(_, at)| *at).min())
+    }
+
+    pub(super) fn toon_time(&mut self, now: Instant, out: &mut SessionOut) {
+        let late = self
+            .toon
+            .as_ref()
+            .is_some_and(|t| t.pending.values().any(|(_, at)| *at <= now));
+        if late {
+            self.eject(
+                refuse(
+                    LOST_LOGIN_PROBLEM,
+                    "The server did not answer in time; please log in again.",
+                ),
+                false,
+                out,
+            );
+        }
+    }
+
+    fn toon_db(&self) -> u64 {
+        self.ca.toontown.database
+    }
+
+    /// A client datagram of the 2003 dialect.
+    pub(super) fn toon_client(
+        &mut self,
+        now: Instant,
+        body: &[u8],
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        if self.toon_ref().zone_pending.is_some() {
+            // Answer one SET_ZONE completely before the next datagram (the client relies on it).
+            let t = self.toon_mut();
+            if t.held.len() >= MAX_HELD {
+                return Err(refuse(
+                    LOST_GENERIC,
+                    "Too many messages while a zone change was answered.",
+                ));
+            }
+            t.held.push_back(body.to_vec());
+            r.rest();
+            return Ok(());
+        }
+        let msgtype = r.u16()?;
+        let logged_in = self.toon_ref().account.is_some() && self.toon_ref().record.is_some();
+        match msgtype {
+            CLIENT_HEARTBEAT_2003 => {
+                self.heartbeat(now);
+                return Ok(());
+            }
+            CLIENT_DISCONNECT_2003 => {
+                self.client_disconnect(out);
+                return Ok(());
+            }
+            CLIENT_LOGIN_2 => return self.toon_login(now, r, out),
+            _ if !logged_in => {
+                return Err(refuse(
+                    LOST_NOT_LOGGED_IN,
+                    format!("Message type {msgtype} before login."),
+                ))
+            }
+            _ => {}
+        }
+        match msgtype {
+            CLIENT_GET_SHARD_LIST => self.toon_shard_list(out),
+            CLIENT_GET_AVATARS => self.toon_list(now, CLIENT_GET_AVATARS_RESP, out),
+            CLIENT_CREATE_AVATAR => return self.toon_create(now, r, out),
+            CLIENT_SET_NAME_PATTERN => return self.toon_name_pattern(now, r, out),
+            CLIENT_SET_WISHNAME => return self.toon_wish(now, r, out),
+            CLIENT_SET_WISHNAME_CLEAR => {
+                let doid = r.u32()?;
+                let action = r.u8()?;
+                let slot = self.own_slot(doid)?;
+                let rec = self.toon_mut().record.as_mut().expect("logged in");
+                let s = &mut rec.slots[slot];
+                s.name_state = match (action, s.name_state) {
+                    (1, accounts::NAME_APPROVED) => accounts::NAME_NAMED,
+                    (_, accounts::NAME_NAMED) => accounts::NAME_NAMED,
+                    _ => accounts::NAME_NONE,
+                };
+                if s.name_state == accounts::NAME_NONE {
+                    s.wish_name.clear();
+                }
+                self.toon_save(now, AfterSave::Nothing, out);
+            }
+            CLIENT_DELETE_AVATAR => {
+                let doid = r.u32()?;
+                let slot = self.own_slot(doid)?;
+                if self.toon_ref().avatar == doid {
+                    return Err(refuse(
+                        LOST_LOGIN_PROBLEM,
+                        "Cannot delete the avatar in play.",
+                    ));
+                }
+                self.toon_mut().record.as_mut().expect("logged in").slots[slot] =
+                    accounts::Slot::default();
+                let mut w = Writer::internal1(
+                    &mut out.datagrams,
+                    self.toon_db(),
+                    self.channel,
+                    DBSERVER_OBJECT_DELETE,
+                );
+                w.u32(doid);
+                let _ = w.finish();
+                self.toon_event("avatar-deleted", doid, out);
+                self.toon_save(now, AfterSave::Deleted, out);
+            }
+            CLIENT_SET_AVATAR => return self.toon_set_avatar(now, r, out),
+            CLIENT_GET_AVATAR_DETAILS => {
+                let doid = r.u32()?;
+                let ctx = self.toon_request(Pending::OtherDetails, now);
+                let mut w = Writer::internal1(
+                    &mut out.datagrams,
+                    doid as u64,
+                    self.channel,
+                    STATESERVER_OBJECT_GET_ALL,
+                );
+                w.u32(ctx).u32(doid);
+                let _ = w.finish();
+            }
+            CLIENT_GET_FRIEND_LIST => {
+                let mut w = Writer::client(&mut out.to_client, CLIENT_GET_FRIEND_LIST_RESP);
+                w.u8(0).u16(0);
+                let _ = w.finish();
+            }
+            CLIENT_REMOVE_FRIEND => {
+                r.u32()?;
+            }
+            CLIENT_GET_STATE => {
+                let zone = self.toon_ref().zone_pending.unwrap_or(0);
+                self.state_resp(zone, out);
+            }
+            CLIENT_SET_SECURITY => {
+                r.blob()?;
+                r.i32()?;
+            }
+            CLIENT_SET_SHARD => return self.toon_set_shard(r, out),
+            CLIENT_SET_ZONE => return self.toon_set_zone(now, r, out),
+            CLIENT_OBJECT_UPDATE_FIELD => return self.toon_update(r, out),
+            other => {
+                return Err(refuse(
+                    LOST_INVALID_MSGTYPE,
+                    format!("Message type {other} is not valid."),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn toon_event(&self, kind: &str, doid: u32, out: &mut SessionOut) {
+        let account = self.toon_ref().account.clone().unwrap_or_default();
+        out.events.push(crate::roles::event::encode(
+            kind,
+            &[
+                ("sender", crate::roles::event::Ev::Str(&self.sender_name())),
+                ("account", crate::roles::event::Ev::Str(&account)),
+                ("doid", crate::roles::event::Ev::U64(doid as u64)),
+            ],
+        ));
+    }
+
+    /// The slot of one of this account's avatars, or a refusal.
+    fn own_slot(&self, doid: u32) -> Result<usize, Refusal> {
+        let rec = self.toon_ref().record.as_ref().expect("logged in");
+        rec.slots
+            .iter()
+            .position(|s| s.doid == doid && doid != 0)
+            .ok_or_else(|| {
+                let mut e = refuse(
+                    LOST_LOGIN_PROBLEM,
+                    format!("Avatar {doid} does not belong to this account."),
+                );
+                e.doid = Some(doid);
+                e
+            })
+    }
+
+    fn toon_login(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let token = String::from_utf8_lossy(r.blob()?).into_owned();
+        let version = r.blob()?.to_vec();
+        let hash = r.u32()?;
+        let token_type = r.i32()?;
+        if self.toon_ref().account.is_some() {
+            return Err(refuse(LOST_GENERIC, "Logged in already."));
+        }
+        if version != self.ca.version.as_bytes() {
+            return Err(refuse(
+                LOST_BAD_VERSION,
+                format!(
+                    "Client version mismatch: client={}",
+                    String::from_utf8_lossy(&version)
+                ),
+            ));
+        }
+        if hash != self.ca.hash {
+            return Err(refuse(
+                LOST_BAD_DCHASH,
+                format!("Client DC hash mismatch: client={hash}"),
+            ));
+        }
+        if token_type != 2 && token_type != 3 {
+            return Err(refuse(
+                LOST_BAD_TOKEN_TYPE,
+                format!("Play token type {token_type} is not accepted."),
+            ));
+        }
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let name = match accounts::verify(&self.ca.toontown.tokens, &token, unix) {
+            Ok(n) => n,
+            Err(why) => {
+                // The client quits on a nonzero answer; the GO_GET_LOST that follows carries
+                // the reason for the log and the EventLogger.
+                let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_2_RESP);
+                w.u8(1)
+                    .string(why)
+                    .string("")
+                    .u8(0)
+                    .u32(0)
+                    .u32(0)
+                    .u8(0)
+                    .i32(-1);
+                let _ = w.finish();
+                return Err(refuse(LOST_LOGIN_PROBLEM, format!("Login refused: {why}.")));
+            }
+        };
+        self.toon_mut().account = Some(name.clone());
+        let ctx = self.toon_request(Pending::Account, now);
+        let mut w = Writer::internal1(
+            &mut out.datagrams,
+            self.toon_db(),
+            self.channel,
+            DBSERVER_ACCOUNT_GET,
+        );
+        w.u32(ctx).string(&name);
+        let _ = w.finish();
+        Ok(())
+    }
+
+    fn toon_save(&mut self, now: Instant, then: AfterSave, out: &mut SessionOut) {
+        let name = self.toon_ref().account.clone().unwrap_or_default();
+        let data = self
+            .toon_ref()
+            .record
+            .as_ref()
+            .map(Account::encode)
+            .unwrap_or_default();
+        let ctx = self.toon_request(Pending::SaveThen(then), now);
+        let mut w = Writer::internal1(
+            &mut out.datagrams,
+            self.toon_db(),
+            self.channel,
+            DBSERVER_ACCOUNT_SET,
+        );
+        w.u32(ctx).string(&name).blob(&data);
+        let _ = w.finish();
+    }
+
+    fn toon_logged_in(&mut self, now: Instant, out: &mut SessionOut) {
+        let name = self.toon_ref().account.clone().unwrap_or_default();
+        // One session per account: whoever holds it now is told to leave.
+        let channel = accounts::account_channel(&name);
+        let mut w = Writer::internal1(&mut out.datagrams, channel, self.channel, CLIENTAGENT_EJECT);
+        w.u16(LOST_LOGGED_IN_ELSEWHERE)
+            .string("Someone else has logged in with this account.");
+        let _ = w.finish();
+        out.subscriptions.push(Subscription::Add(channel));
+        self.set_state(STATE_ESTABLISHED);
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_2_RESP);
+        w.u8(0)
+            .string("")
+            .string(&name)
+            .u8(self.ca.toontown.can_chat as u8)
+            .u32(since.as_secs() as u32)
+            .u32(since.subsec_micros())
+            .u8(1)
+            .i32(-1);
+        let _ = w.finish();
+        let remote = self.remote.to_string();
+        out.events.push(crate::roles::event::encode(
+            "client-login",
+            &[
+                ("sender", crate::roles::event::Ev::Str(&self.sender_name())),
+                ("account", crate::roles::event::Ev::Str(&name)),
+                ("remote_address", crate::roles::event::Ev::Str(&remote)),
+            ],
+        ));
+        let _ = now;
+    }
+
+    fn toon_shard_list(&mut self, out: &mut SessionOut) {
+        let shards = self.ca.shards.lock();
+        let mut w = Writer::client(&mut out.to_client, CLIENT_GET_SHARD_LIST_RESP);
+        w.u16(shards.len().min(u16::MAX as usize) as u16);
+        for (id, (name, population)) in shards.iter() {
+            w.u32(*id).string(name).u32(*population);
+        }
+        let _ = w.finish();
+    }
+
+    /// Gathers the avatar list from the database, answering with `msgtype` (5).
+    fn toon_list(&mut self, now: Instant, msgtype: u16, out: &mut SessionOut) {
+        let slots: Vec<(usize, u32)> = self
+            .toon_ref()
+            .record
+            .as_ref()
+            .map(|r| {
+                r.slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.doid != 0)
+                    .map(|(i, s)| (i, s.doid))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let t = self.toon_mut();
+        t.next_ctx = t.next_ctx.wrapping_add(1).max(1);
+        let job = t.next_ctx;
+        let n = t.record.as_ref().map_or(0, |r| r.slots.len());
+        t.jobs.insert(
+            job,
+            ListJob {
+                msgtype,
+                waiting: slots.len(),
+                found: vec![None; n],
+            },
+        );
+        if slots.is_empty() {
+            self.toon_list_done(job, out);
+            return;
+        }
+        let schema = self.ca.schema.clone();
+        let tt = &self.ca.toontown;
+        let class = schema.dc().class_by_name(&tt.avatar_class);
+        let fields = class.and_then(|c| {
+            Some((
+                schema.dc().field_by_name(c, &tt.name_field)?.id(),
+                schema.dc().field_by_name(c, &tt.dna_field)?.id(),
+            ))
+        });
+        let Some((fname, fdna)) = fields else {
+            log::error!(
+                "{}: the avatar class or its name/DNA field is not in the DC files",
+                self.label()
+            );
+            self.toon_mut().jobs.remove(&job);
+            return;
+        };
+        for (slot, doid) in slots {
+            let ctx = self.toon_request(Pending::ListFields { job, slot, doid }, now);
+            let mut w = Writer::internal1(
+                &mut out.datagrams,
+                self.toon_db(),
+                self.channel,
+                DBSERVER_OBJECT_GET_FIELDS,
+            );
+            w.u32(ctx).u32(doid).u16(2).u16(fname).u16(fdna);
+            let _ = w.finish();
+        }
+    }
+
+    fn toon_list_done(&mut self, job: u32, out: &mut SessionOut) {
+        let Some(j) = self.toon_mut().jobs.remove(&job) else {
+            return;
+        };
+        let rec = self
+            .toon_ref()
+            .record
+            .clone()
+            .unwrap_or_else(|| Account::new(0, 0));
+        let count = j.found.iter().filter(|f| f.is_some()).count();
+        let mut w = Writer::client(&mut out.to_client, j.msgtype);
+        w.u8(0).u16(count as u16);
+        for (slot, f) in j.found.iter().enumerate() {
+            let Some((name, dna)) = f else {
+                continue;
+            };
+            let s = &rec.slots[slot];
+            let (wish, approved, rejected) = match s.name_state {
+                accounts::NAME_PENDING => (s.wish_name.as_str(), "", ""),
+                accounts::NAME_APPROVED => ("", s.wish_name.as_str(), ""),
+                accounts::NAME_REJECTED => ("", "", s.wish_name.as_str()),
+                _ => ("", "", ""),
+            };
+            w.u32(s.doid)
+                .bytes(name)
+                .string(wish)
+                .string(approved)
+                .string(rejected)
+                .bytes(dna)
+                .u8(slot as u8)
+                .u8((s.name_state == accounts::NAME_NONE) as u8);
+        }
+        let _ = w.finish();
+    }
+
+    fn toon_create(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let context = r.u16()?;
+        let dna = r.blob()?.to_vec();
+        let slot = r.u8()? as usize;
+        let rec = self.toon_ref().record.as_ref().expect("logged in");
+        if slot >= rec.slots.len() || rec.slots[slot].doid != 0 {
+            return Err(refuse(
+                LOST_LOGIN_PROBLEM,
+                format!(
+                    "Avatar slot {slot} is not free (an account has {} slots).",
+                    rec.slots.len()
+                ),
+            ));
+        }
+        let schema = self.ca.schema.clone();
+        let tt = &self.ca.toontown;
+        let Some(class) = schema.dc().class_by_name(&tt.avatar_class) else {
+            return Err(refuse(
+                LOST_LOGIN_PROBLEM,
+                "No avatar class in the DC files.",
+            ));
+        };
+        let field = |n: &str| schema.dc().field_by_name(class, n).map(|f| f.id());
+        let (Some(fname), Some(fdna)) = (field(&tt.name_field), field(&tt.dna_field)) else {
+            return Err(refuse(
+                LOST_LOGIN_PROBLEM,
+                "The avatar class lacks its name or DNA field.",
+            ));
+        };
+        let dna_value = string_bytes(&String::from_utf8_lossy(&dna));
+        let mut dna_packed = (dna.len() as u16).to_le_bytes().to_vec();
+        dna_packed.extend_from_slice(&dna);
+        let _ = dna_value;
+        if let Err(e) = schema.value_len(fdna, &dna_packed) {
+            return Err(refuse(
+                LOST_TRUNCATED,
+                format!("Invalid DNA: {}", e.message),
+            ));
+        }
+        let mut fields: Vec<(u16, Vec<u8>)> =
+            vec![(fname, string_bytes(&tt.default_name)), (fdna, dna_packed)];
+        if let Some(f) = field("setTutorialAck") {
+            if schema.value_len(f, &[1]).is_ok() {
+                fields.push((f, vec![1]));
+            }
+        }
+        if let Some(f) = field("setDefaultShard") {
+            if let Some(first) = self.ca.shards.lock().keys().next().copied() {
+                fields.push((f, first.to_le_bytes().to_vec()));
+            }
+        }
+        if let Some(f) = field("setAccountName") {
+            let name = self.toon_ref().account.clone().unwrap_or_default();
+            fields.push((f, string_bytes(&name)));
+        }
+        let ctx = self.toon_request(Pending::Created { slot }, now);
+        let mut w = Writer::internal1(
+            &mut out.datagrams,
+            self.toon_db(),
+            self.channel,
+            DBSERVER_CREATE_OBJECT,
+        );
+        w.u32(ctx).u16(class.id()).u16(fields.len() as u16);
+        for (f, v) in &fields {
+            w.u16(*f).bytes(v);
+        }
+        let _ = w.finish();
+        let _ = context; // always 0 from the client; echoed as 0
+        Ok(())
+    }
+
+    fn set_name(&mut self, doid: u32, name: &str, out: &mut SessionOut) {
+        let schema = self.ca.schema.clone();
+        let tt = &self.ca.toontown;
+        let Some(f) = schema
+            .dc()
+            .class_by_name(&tt.avatar_class)
+            .and_then(|c| schema.dc().field_by_name(c, &tt.name_field))
+            .map(|f| f.id())
+        else {
+            return;
+        };
+        let mut w = Writer::internal1(
+            &mut out.datagrams,
+            self.toon_db(),
+            self.channel,
+            DBSERVER_OBJECT_SET_FIELD,
+        );
+        w.u32(doid).u16(f).string(name);
+        let _ = w.finish();
+    }
+
+    fn toon_name_pattern(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let doid = r.u32()?;
+        let mut parts = [(0u16, 0u16); 4];
+        for p in &mut parts {
+            *p = (r.u16()?, r.u16()?);
+        }
+        let slot = self.own_slot(doid)?;
+        let name = self
+            .ca
+            .name_parts
+            .as_ref()
+            .and_then(|np| np.compose(&parts));
+        match name {
+            Some(name) => {
+                self.set_name(doid, &name, out);
+                let s = &mut self.toon_mut().record.as_mut().expect("logged in").slots[slot];
+                s.wish_name = name;
+                s.name_state = accounts::NAME_NAMED;
+                self.toon_save(now, AfterSave::Pattern { doid }, out);
+            }
+            None => {
+                let mut w = Writer::client(&mut out.to_client, CLIENT_SET_NAME_PATTERN_ANSWER);
+                w.u32(doid).u8(1);
+                let _ = w.finish();
+                self.toon_event("name-refused", doid, out);
+            }
+        }
+        Ok(())
+    }
+
+    fn toon_wish(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let doid = r.u32()?;
+        let name = String::from_utf8_lossy(r.blob()?).into_owned();
+        if doid == 0 {
+            // Only a check.
+            let ok = names_ok(&name);
+            let mut w = Writer::client(&mut out.to_client, CLIENT_SET_WISHNAME_RESP);
+            w.u32(0).u16(0);
+            if ok {
+                w.string(&name).string("").string("");
+            } else {
+                w.string("").string("").string(&name);
+            }
+            let _ = w.finish();
+            return Ok(());
+        }
+        let slot = self.own_slot(doid)?;
+        if !names_ok(&name) {
+            let mut w = Writer::client(&mut out.to_client, CLIENT_SET_WISHNAME_RESP);
+            w.u32(doid).u16(0).string("").string("").string(&name);
+            let _ = w.finish();
+            self.toon_event("name-refused", doid, out);
+            return Ok(());
+        }
+        let auto = self.ca.toontown.auto_approve_names;
+        if auto {
+            self.set_name(doid, &name, out);
+        }
+        let s = &mut self.toon_mut().record.as_mut().expect("logged in").slots[slot];
+        s.wish_name = name.clone();
+        s.name_state = if auto {
+            accounts::NAME_NAMED
+        } else {
+            accounts::NAME_PENDING
+        };
+        let (pending, approved) = if auto {
+            (String::new(), name)
+        } else {
+            (name, String::new())
+        };
+        self.toon_save(
+            now,
+            AfterSave::Wish {
+                doid,
+                pending,
+                approved,
+                rejected: String::new(),
+            },
+            out,
+        );
+        Ok(())
+    }
+
+    /// Takes the avatar in play out of the world (SET_AVATAR 0, or another avatar chosen).
+    fn toon_leave_world(&mut self, out: &mut SessionOut) {
+        let avatar = self.toon_ref().avatar;
+        if avatar == 0 {
+            return;
+        }
+        let shard = self.toon_ref().shard;
+        if let Some(i) = self.interests.remove(&ZONE_INTEREST) {
+            let zones: Vec<u32> = i.zones.to_vec();
+            self.close_zones_quietly(i.parent, &zones, out);
+        }
+        let _ = shard;
+        self.session_objects.remove(&avatar);
+        self.owned.remove(&avatar);
+        let mut w = Writer::internal1(
+            &mut out.datagrams,
+            avatar as u64,
+            self.channel,
+            STATESERVER_OBJECT_DELETE_RAM,
+        );
+        w.u32(avatar);
+        let _ = w.finish();
+        out.subscriptions
+            .push(Subscription::Remove(avatar_channel(avatar)));
+        self.toon_event("avatar-left", avatar, out);
+        let t = self.toon_mut();
+        t.avatar = 0;
+        t.shard = 0;
+    }
+
+    fn toon_set_avatar(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let doid = r.u32()?;
+        if doid == 0 {
+            self.toon_leave_world(out);
+            return Ok(());
+        }
+        self.own_slot(doid)?;
+        if self.toon_ref().avatar == doid {
+            return Ok(());
+        }
+        self.toon_leave_world(out);
+        // Activate the stored avatar, owned by this client, out of every zone until SET_SHARD.
+        let mut w = Writer::internal1(
+            &mut out.datagrams,
+            doid as u64,
+            self.channel,
+            DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS,
+        );
+        w.u32(doid).u32(0).u32(0);
+        let _ = w.finish();
+        let mut w = Writer::internal1(
+            &mut out.datagrams,
+            doid as u64,
+            self.channel,
+            STATESERVER_OBJECT_SET_OWNER,
+        );
+        w.u64(self.channel);
+        let _ = w.finish();
+        let ctx = self.toon_request(Pending::OwnDetails, now);
+        let mut w = Writer::internal1(
+            &mut out.datagrams,
+            doid as u64,
+            self.channel,
+            STATESERVER_OBJECT_GET_ALL,
+        );
+        w.u32(ctx).u32(doid);
+        let _ = w.finish();
+        self.session_objects.insert(doid);
+        out.subscriptions
+            .push(Subscription::Add(avatar_channel(doid)));
+        self.toon_mut().avatar = doid;
+        self.toon_event("avatar-chosen", doid, out);
+        Ok(())
+    }
+
+    fn state_resp(&self, zone: u32, out: &mut SessionOut) {
+        let mut w = Writer::client(&mut out.to_client, CLIENT_GET_STATE_RESP);
+        w.bytes(&[0; 12]).u16(zone as u16);
+        let _ = w.finish();
+    }
+
+    fn toon_set_shard(&mut self, r: &mut Reader<'_>, out: &mut SessionOut) -> Result<(), Refusal> {
+        let asked = r.u32()?;
+        let avatar = self.toon_ref().avatar;
+        if avatar == 0 {
+            return Err(refuse(LOST_GENERIC, "SET_SHARD without an avatar in play."));
+        }
+        let shard = {
+            let shards = self.ca.shards.lock();
+            if shards.contains_key(&asked) {
+                Some(asked)
+            } else {
+                shards.keys().next().copied()
+            }
+        };
+        let Some(shard) = shard else {
+            return Err(refuse(153, "No district is available."));
+        };
+        if let Some(i) = self.interests.remove(&ZONE_INTEREST) {
+            let zones: Vec<u32> = i.zones.to_vec();
+            self.close_zones_quietly(i.parent, &zones, out);
+        }
+        let quiet = self.ca.toontown.quiet_zone;
+        let mut w = Writer::internal1(
+            &mut out.datagrams,
+            avatar as u64,
+            self.channel,
+            STATESERVER_OBJECT_SET_LOCATION,
+        );
+        w.u32(shard).u32(quiet);
+        let _ = w.finish();
+        self.toon_mut().shard = shard;
+        self.state_resp(0, out);
+        Ok(())
+    }
+
+    fn toon_set_zone(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let zone = r.u16()? as u32;
+        // Later clients append the zones they see; the 2003 client sends none.
+        let max = self.ca.toontown.max_visible_zones.max(1);
+        let mut zones: smallvec::SmallVec<[u32; 4]> = smallvec::SmallVec::new();
+        zones.push(zone);
+        while r.remaining() >= 2 {
+            let z = r.u16()? as u32;
+            if zones.len() >= max {
+                return Err(refuse(
+                    LOST_GENERIC,
+                    format!("More than {max} visible zones in one SET_ZONE."),
+                ));
+            }
+            if !zones.contains(&z) {
+                zones.push(z);
+            }
+        }
+        let (avatar, shard) = (self.toon_ref().avatar, self.toon_ref().shard);
+        if avatar == 0 || shard == 0 {
+            return Err(refuse(
+                LOST_GENERIC,
+                "SET_ZONE before an avatar is in a district.",
+            ));
+        }
+        let quiet = self.ca.toontown.quiet_zone;
+        if !zones.contains(&quiet) {
+            zones.push(quiet);
+        }
+        let mut w = Writer::internal1(
+            &mut out.datagrams,
+            avatar as u64,
+            self.channel,
+            STATESERVER_OBJECT_SET_LOCATION,
+        );
+        w.u32(shard).u32(zone);
+        let _ = w.finish();
+        self.state_resp(zone, out);
+        if zone == quiet {
+            // The client dropped everything but its managers: so does its view.
+            if let Some(i) = self.interests.remove(&ZONE_INTEREST) {
+                let gone: Vec<u32> = i.zones.iter().copied().filter(|z| *z != quiet).collect();
+                self.close_zones_quietly(i.parent, &gone, out);
+                let mut keep = i.clone();
+                keep.zones.retain(|z| *z == quiet);
+                if !keep.zones.is_empty() {
+                    self.interests.insert(ZONE_INTEREST, keep);
+                }
+            }
+        }
+        self.toon_mut().zone_pending = Some(zone);
+        let interest = super::session::Interest {
+            parent: shard,
+            zones,
+        };
+        self.add_interest(now, ZONE_INTEREST, interest, zone, 0, out);
+        Ok(())
+    }
+
+    /// An interest finished: for the SET_ZONE interest, DONE_SET_ZONE_RESP.
+    pub(super) fn toon_done(&mut self, id: u16, context: u32, out: &mut SessionOut) {
+        if id != ZONE_INTEREST {
+            return;
+        }
+        let mut w = Writer::client(&mut out.to_client, CLIENT_DONE_SET_ZONE_RESP);
+        w.u16(context as u16);
+        let _ = w.finish();
+        let t = self.toon_mut();
+        t.zone_pending = None;
+        t.replay = !t.held.is_empty();
+    }
+
+    /// Handles client datagrams held during a SET_ZONE, once it is answered.
+    pub(super) fn toon_replay(&mut self, now: Instant, out: &mut SessionOut) {
+        while !self.is_closed() {
+            let Some(t) = self.toon.as_mut() else {
+                return;
+            };
+            if !t.replay || t.zone_pending.is_some() {
+                return;
+            }
+            let Some(body) = t.held.pop_front() else {
+                t.replay = false;
+                return;
+            };
+            self.on_client_unmetered(now, &body, out);
+        }
+    }
+
+    fn toon_update(&mut self, r: &mut Reader<'_>, out: &mut SessionOut) -> Result<(), Refusal> {
+        let doid = r.u32()?;
+        let field = r.u16()?;
+        let schema = self.ca.schema.clone();
+        let flags = schema.flags(field);
+        let owned = self.owned.contains_key(&doid);
+        let Some(class) = self.lookup_object(doid) else {
+            // A p2p field to another toon goes to whoever plays it, visible or not.
+            if flags.p2p && flags.clsend {
+                return self.toon_p2p(doid, field, r, out);
+            }
+            r.rest();
+            self.toon_event("client-update-dropped", doid, out);
+            return Ok(());
+        };
+        let allowed = flags.clsend
+            || (owned && flags.ownsend)
+            || self.sendable.get(&doid).is_some_and(|f| f.contains(&field));
+        if !schema.class_has_field(class, field) || !allowed {
+            // The 2003 client sends such updates in normal play (its shared AI code); the
+            // update is dropped, not the client.
+            r.rest();
+            self.toon_event("client-update-dropped", doid, out);
+            return Ok(());
+        }
+        if flags.p2p && !owned && class == self.avatar_class() {
+            return self.toon_p2p(doid, field, r, out);
+        }
+        let start = r.rest_peek();
+        let n = self.check_value(field, r)?;
+        let mut w = Writer::internal1(
+            &mut out.datagrams,
+            doid as u64,
+            self.channel,
+            STATESERVER_OBJECT_SET_FIELD,
+        );
+        w.u32(doid).u16(field).bytes(&start[..n]);
+        if w.finish().is_err() {
+            return Err(refuse(LOST_TRUNCATED, "Update too large to route."));
+        }
+        Ok(())
+    }
+
+    fn avatar_class(&self) -> u16 {
+        let schema = &self.ca.schema;
+        schema
+            .dc()
+            .class_by_name(&self.ca.toontown.avatar_class)
+            .map_or(u16::MAX, |c| c.id())
+    }
+
+    fn toon_p2p(
+        &mut self,
+        doid: u32,
+        field: u16,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let start = r.rest_peek();
+        let n = self.check_value(field, r)?;
+        let mut w = Writer::internal1(
+            &mut out.datagrams,
+            avatar_channel(doid),
+            self.channel,
+            STATESERVER_OBJECT_SET_FIELD,
+        );
+        w.u32(doid).u16(field).bytes(&start[..n]);
+        let _ = w.finish();
+        Ok(())
+    }
+
+    /// Validates one value of `field` at the reader and steps over it.
+    fn check_value(&self, field: u16, r: &mut Reader<'_>) -> Result<usize, Refusal> {
+        let ascii_only = !self.ca.limits.allow_utf8_strings;
+        match self
+            .ca
+            .schema
+            .value_len_with(field, r.rest_peek(), ascii_only)
+        {
+            Ok(n) => {
+                r.skip(n)?;
+                Ok(n)
+            }
+            Err(v) if v.truncated => Err(refuse(LOST_TRUNCATED, "Update ended early.")),
+            Err(v) => Err(refuse(
+                LOST_TRUNCATED,
+                format!("Update violates the DC file: {}", v.message),
+            )),
+        }
+    }
+
+    /// An internal datagram for the 2003 dialect's own requests; true when handled.
+    pub(super) fn toon_internal(
+        &mut self,
+        now: Instant,
+        msgtype: u16,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<bool, WireError> {
+        match msgtype {
+            DBSERVER_ACCOUNT_GET_RESP
+            | DBSERVER_ACCOUNT_SET_RESP
+            | DBSERVER_CREATE_OBJECT_RESP
+            | DBSERVER_OBJECT_GET_FIELDS_RESP
+            | STATESERVER_OBJECT_GET_ALL_RESP => {}
+            _ => return Ok(false),
+        }
+        let ctx = r.u32()?;
+        let Some((why, _)) = self.toon_mut().pending.remove(&ctx) else {
+            r.rest();
+            return Ok(msgtype != STATESERVER_OBJECT_GET_ALL_RESP);
+        };
+        match (why, msgtype) {
+            (Pending::Account, DBSERVER_ACCOUNT_GET_RESP) => {
+                let status = r.u8()?;
+                let data = r.blob()?;
+                let slots = self.ca.toontown.max_avatars;
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                match status {
+                    0 => match Account::decode(data, slots) {
+                        Some(a) => {
+                            self.toon_mut().record = Some(a);
+                            self.toon_logged_in(now, out);
+                        }
+                        None => self.eject(
+                            refuse(LOST_LOGIN_PROBLEM, "The account record is unreadable."),
+                            false,
+                            out,
+                        ),
+                    },
+                    1 => {
+                        self.toon_mut().record = Some(Account::new(slots, unix));
+                        self.toon_save(now, AfterSave::Login, out);
+                    }
+                    _ => self.eject(
+                        refuse(LOST_LOGIN_PROBLEM, "The account database failed."),
+                        false,
+                        out,
+                    ),
+                }
+            }
+            (Pending::SaveThen(then), DBSERVER_ACCOUNT_SET_RESP) => {
+                if r.u8()? != 0 {
+                    self.eject(
+                        refuse(LOST_LOGIN_PROBLEM, "The account could not be saved."),
+                        false,
+                        out,
+                    );
+                    return Ok(true);
+                }
+                match then {
+                    AfterSave::Login => self.toon_logged_in(now, out),
+                    AfterSave::Created { doid } => {
+                        let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
+                        w.u16(0).u8(0).u32(doid);
+                        let _ = w.finish();
+                        self.toon_event("avatar-created", doid, out);
+                    }
+                    AfterSave::Pattern { doid } => {
+                        let mut w =
+                            Writer::client(&mut out.to_client, CLIENT_SET_NAME_PATTERN_ANSWER);
+                        w.u32(doid).u8(0);
+                        let _ = w.finish();
+                    }
+                    AfterSave::Wish {
+                        doid,
+                        pending,
+                        approved,
+                        rejected,
+                    } => {
+                        let mut w = Writer::client(&mut out.to_client, CLIENT_SET_WISHNAME_RESP);
+                        w.u32(doid)
+                            .u16(0)
+                            .string(&pending)
+                            .string(&approved)
+                            .string(&rejected);
+                        let _ = w.finish();
+                    }
+                    AfterSave::Deleted => self.toon_list(now, CLIENT_DELETE_AVATAR_RESP, out),
+                    AfterSave::Nothing => {}
+                }
+            }
+            (Pending::Created { slot }, DBSERVER_CREATE_OBJECT_RESP) => {
+                let doid = r.u32()?;
+                if doid == 0 {
+                    let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
+                    w.u16(0).u8(1);
+                    let _ = w.finish();
+                    return Ok(true);
+                }
+                let rec = self.toon_mut().record.as_mut().expect("logged in");
+                rec.slots[slot] = accounts::Slot {
+                    doid,
+                    wish_name: String::new(),
+                    name_state: accounts::NAME_NONE,
+                };
+                self.toon_save(now, AfterSave::Created { doid }, out);
+            }
+            (Pending::ListFields { job, slot, doid }, DBSERVER_OBJECT_GET_FIELDS_RESP) => {
+                let ok = r.u8()?;
+                let mut name = None;
+                let mut dna = None;
+                if ok == 1 {
+                    let count = r.u16()?;
+                    for _ in 0..count {
+                        let f = r.u16()?;
+                        let n = self.ca.schema.value_len(f, r.rest_peek()).map_err(|_| {
+                            WireError::Truncated {
+                                at: r.position(),
+                                wanted: 1,
+                                remaining: r.remaining(),
+                            }
+                        })?;
+                        let v = r.take(n)?.to_vec();
+                        let schema = &self.ca.schema;
+                        if schema.field_name(f) == self.ca.toontown.name_field {
+                            name = Some(v);
+                        } else if schema.field_name(f) == self.ca.toontown.dna_field {
+                            dna = Some(v);
+                        }
+                    }
+                }
+                let _ = doid;
+                if let Some(j) = self.toon_mut().jobs.get_mut(&job) {
+                    j.waiting -= 1;
+                    if let (Some(n), Some(d)) = (name, dna) {
+                        j.found[slot] = Some((n, d));
+                    }
+                    if j.waiting == 0 {
+                        self.toon_list_done(job, out);
+                    }
+                }
+            }
+            (Pending::OwnDetails, STATESERVER_OBJECT_GET_ALL_RESP)
+            | (Pending::OtherDetails, STATESERVER_OBJECT_GET_ALL_RESP) => {
+                let doid = r.u32()?;
+                r.u32()?;
+                r.u32()?;
+                r.u16()?;
+                let rest = r.rest();
+                let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
+                w.u32(doid).u8(0).bytes(rest);
+                let _ = w.finish();
+            }
+            (why, t) => {
+                log::warn!(
+                    "{}: unexpected {} for {why:?}",
+                    self.label(),
+                    internal_name(t)
+                );
+                r.rest();
+            }
+        }
+        Ok(true)
+    }
+
+    /// Forgets what the client saw through `parent`'s `zones`, without telling it (it already
+    /// dropped those objects itself), so that coming back re-sends them.
+    fn close_zones_quietly(&mut self, parent: u32, zones: &[u32], out: &mut SessionOut) {
+        let gone: Vec<u32> = self
+            .visible
+            .iter()
+            .filter(|(_, o)| o.parent == parent && zones.contains(&o.zone))
+            .map(|(&d, _)| d)
+            .collect();
+        for doid in gone {
+            if self.session_objects.contains(&doid) {
+                continue;
+            }
+            self.seen.remove(&doid);
+            self.historical.insert(doid);
+            self.visible.remove(&doid);
+        }
+        for &z in zones {
+            if self.interests_seeing(parent, z) == 0 {
+                out.subscriptions
+                    .push(Subscription::Remove(otp_wire::channels::location_channel(
+                        parent, z,
+                    )));
+            }
+        }
+    }
+}
+
+/// The channel a client listens on for its avatar (p2p updates from other clients).
+pub fn avatar_channel(doid: u32) -> u64 {
+    (1001u64 << 32) | doid as u64
+}
+
+/// Toontown's name parts (NameMasterEnglish.txt: `index*category*text` lines), for
+/// CLIENT_SET_NAME_PATTERN.
+#[derive(Debug, Default)]
+pub struct NameParts {
+    parts: FxHashMap<u16, (u8, String)>,
+}
+
+impl NameParts {
+    pub fn load(path: &std::path::Path) -> Result<NameParts, String> {
+        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = String::from_utf8_lossy(&text);
+        let mut parts = FxHashMap::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut it = line.splitn(3, '*');
+            let (Some(i), Some(c), Some(t)) = (it.next(), it.next(), it.next()) else {
+                return Err(format!(
+                    "{}:{}: not index*category*text",
+                    path.display(),
+                    n + 1
+                ));
+            };
+            let (Ok(i), Ok(c)) = (i.trim().parse::<u16>(), c.trim().parse::<u8>()) else {
+                return Err(format!(
+                    "{}:{}: not index*category*text",
+                    path.display(),
+                    n + 1
+                ));
+            };
+            parts.insert(i, (c, t.trim().to_string()));
+        }
+        Ok(NameParts { parts })
+    }
+
+    /// The name four (index, capitalize) pairs make: title, first name, last-name prefix and
+    /// suffix (65535 = unused), or None when they break the rules.
+    pub fn compose(&self, p: &[(u16, u16); 4]) -> Option<String> {
+        // Categories allowed at each position.
+        const ALLOWED: [&[u8]; 4] = [&[0, 1, 2], &[3, 4, 5], &[6, 7], &[8]];
+        let mut words: [Option<String>; 4] = Default::default();
+        for (i, &(index, cap)) in p.iter().enumerate() {
+            if index == u16::MAX {
+                continue;
+            }
+            let (cat, text) = self.parts.get(&index)?;
+            if !ALLOWED[i].contains(cat) || cap > 1 {
+                return None;
+            }
+            let mut t = text.clone();
+            if cap == 1 {
+                let mut c = t.chars();
+                t = match c.next() {
+                    Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+                    None => t,
+                };
+            }
+            words[i] = Some(t);
+        }
+        // A prefix needs a suffix; at least a first or last name.
+        if words[2].is_some() != words[3].is_some() {
+            return None;
+        }
+        if words[1].is_none() && words[3].is_none() {
+            return None;
+        }
+        let last = match (&words[2], &words[3]) {
+            (Some(a), Some(b)) => Some(format!("{a}{b}")),
+            _ => None,
+        };
+        let name = [words[0].clone(), words[1].clone(), last]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(name)
+    }
+}
