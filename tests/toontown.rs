@@ -1,0 +1,529 @@
+//! The Toontown 2003 ClientAgent dialect against the real binary, with a StateServer, a DBSS
+//! and a SQLite database: a scripted 2003 client follows the real client's message sequence
+//! (login, districts, avatar list, make and name a toon, choose it, quiet zone, playground),
+//! meets a second toon there, logs out and finds its toon saved; and every refusal.
+
+mod common;
+
+use common::*;
+use otp_wire::msgtypes::*;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+const CONTROL: u64 = 100_100;
+const DB: u64 = 4003;
+const AI: u64 = 5_000;
+const SHARD_CHANNEL: u64 = 4662;
+const DISTRICT: u32 = 4_000_000;
+const TIME_MANAGER: u32 = 4_000_001;
+const TROLLEY: u32 = 4_000_002;
+const VERSION: &str = "sv1.0.6.9";
+const HASH: u32 = 3_005_460_305;
+const WAIT: Duration = Duration::from_secs(10);
+const SECRET: &str = "test-secret";
+
+struct Cluster {
+    #[allow(dead_code)]
+    o: Otpd,
+    dc: otp_dc::DcFile,
+    /// [open tokens, signed tokens]
+    ports: [u16; 2],
+    ai: Md,
+    el: UdpSocket,
+    _data: tempfile::TempDir,
+}
+
+fn start() -> Cluster {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dc_path = root.join("tests/dc/toon.dc").canonicalize().unwrap();
+    let names = root.join("tests/dc/names.txt").canonicalize().unwrap();
+    let dc = otp_dc::DcFile::parse_files(&[&dc_path]).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let el = UdpSocket::bind("127.0.0.1:0").unwrap();
+    el.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let ports = [free_port(), free_port()];
+    let ca = |port: u16, min: u64, tokens: &str| {
+        format!(
+            "ClientAgent((bind: \"127.0.0.1:{port}\", version: \"{VERSION}\", manual_dc_hash: Some({HASH}), \
+             channels: (min: {min}, max: {}), dialect: Toontown2003, \
+             toontown: (tokens: {tokens}, name_parts: Some(\"{}\"), shard_channel: {SHARD_CHANNEL}))),",
+            min + 9999,
+            names.display()
+        )
+    };
+    let top = format!(
+        "dc_files: [\"{}\"], eventlogger: Some(\"127.0.0.1:{}\"), roles: [\
+         StateServer(control: {CONTROL}), \
+         Dbss(database: {DB}, ranges: [(min: 100000000, max: 399999999)]), \
+         Database(control: {DB}, generate: (min: 100000000, max: 399999999), backend: Sqlite(directory: \"{}\")), \
+         {} {}],",
+        dc_path.display(),
+        el.local_addr().unwrap().port(),
+        data.path().display(),
+        ca(ports[0], 1_000_000, "Open"),
+        ca(ports[1], 2_000_000, &format!("Signed(secret: \"{SECRET}\")")),
+    );
+    let o = Otpd::start_full(free_port(), "", &top);
+    let mut probe = o.connect();
+    let mut ai = listener(o.port, &mut probe, &[AI]);
+    let class = |n: &str| dc.class_by_name(n).unwrap().id();
+    // The district, its managers in the quiet zone, the playground's trolley.
+    let create = |ai: &mut Md, doid: u32, zone: u32, class: u16, req: P| {
+        let parent = if doid == DISTRICT { 0 } else { DISTRICT };
+        let p = P::new()
+            .u32(doid)
+            .u32(parent)
+            .u32(zone)
+            .u16(class)
+            .bytes(&req.0);
+        ai.send(&dg(
+            &[CONTROL],
+            AI,
+            STATESERVER_CREATE_OBJECT_WITH_REQUIRED,
+            &p.0,
+        ));
+    };
+    create(&mut ai, DISTRICT, 0, class("DistributedObject"), P::new());
+    ai.send(&dg(
+        &[DISTRICT as u64],
+        AI,
+        STATESERVER_OBJECT_SET_AI,
+        &P::new().u64(AI).0,
+    ));
+    create(&mut ai, TIME_MANAGER, 1, class("TimeManager"), P::new());
+    create(
+        &mut ai,
+        TROLLEY,
+        2000,
+        class("DistributedTrolley"),
+        P::new().string("waitEmpty").i16(0),
+    );
+    for doid in [TIME_MANAGER, TROLLEY] {
+        ai.send(&dg(
+            &[doid as u64],
+            AI,
+            STATESERVER_OBJECT_SET_AI,
+            &P::new().u64(AI).0,
+        ));
+    }
+    // Announce the district; its end goes as a post-remove.
+    ai.send(&add_post_remove(
+        AI,
+        &dg(&[SHARD_CHANNEL], AI, 1901, &P::new().u32(DISTRICT).0),
+    ));
+    ai.send(&dg(
+        &[SHARD_CHANNEL],
+        AI,
+        1900,
+        &P::new().u32(DISTRICT).string("Toon Valley").u32(0).0,
+    ));
+    Cluster {
+        o,
+        dc,
+        ports,
+        ai,
+        el,
+        _data: data,
+    }
+}
+
+/// A 2003 client: raw socket, the client's own message forms.
+struct Toon {
+    m: Md,
+}
+
+fn msg(t: u16, p: P) -> Vec<u8> {
+    let mut body = t.to_le_bytes().to_vec();
+    body.extend_from_slice(&p.0);
+    frame(&body)
+}
+
+impl Toon {
+    fn connect(port: u16) -> Toon {
+        Toon {
+            m: Md::connect(port),
+        }
+    }
+    fn send(&mut self, t: u16, p: P) {
+        self.m.send(&msg(t, p));
+    }
+    fn recv(&mut self) -> (u16, Vec<u8>) {
+        let f = self
+            .m
+            .recv_within(WAIT)
+            .expect("a message for the 2003 client");
+        (u16::from_le_bytes([f[2], f[3]]), f[4..].to_vec())
+    }
+    /// The next message of type `t`, skipping others (heartbeats, friends, state).
+    fn expect(&mut self, t: u16) -> Vec<u8> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            assert!(Instant::now() < deadline, "no message {t}");
+            let (got, p) = self.recv();
+            if got == t {
+                return p;
+            }
+            assert_ne!(got, 4, "kicked while waiting for {t}: {p:?}");
+        }
+    }
+    fn login(&mut self, token: &str) -> Vec<u8> {
+        self.send(52, P::new());
+        self.send(16, P::new().string(token).string(VERSION).u32(HASH).u32(2));
+        self.expect(17)
+    }
+    /// Expects CLIENT_GO_GET_LOST with `code`, then the connection closing.
+    fn expect_lost(&mut self, code: u16) {
+        let p = self.expect_including_lost(4);
+        assert_eq!(u16::from_le_bytes([p[0], p[1]]), code, "reason {p:?}");
+        assert!(self.m.closed_within(WAIT), "closed after GO_GET_LOST");
+    }
+    fn expect_including_lost(&mut self, t: u16) -> Vec<u8> {
+        loop {
+            let (got, p) = self.recv();
+            if got == t {
+                return p;
+            }
+        }
+    }
+    fn create(&mut self, slot: u8, dna: &str) -> u32 {
+        self.send(6, P::new().u16(0).string(dna).u8(slot));
+        let p = self.expect(7);
+        assert_eq!(&p[..3], &[0, 0, 0], "CREATE_AVATAR_RESP ok");
+        u32::from_le_bytes(p[3..7].try_into().unwrap())
+    }
+    /// Chooses the toon and walks it to Toontown Central as the client does; returns the
+    /// details (the owner view) and the objects created in zone 2000.
+    fn play(&mut self, doid: u32) -> (Vec<u8>, Vec<(u16, u32)>) {
+        self.send(32, P::new().u32(doid));
+        let details = self.expect(15);
+        assert_eq!(&details[..5], &P::new().u32(doid).u8(0).0[..]);
+        self.send(10, P::new());
+        assert_eq!(self.expect(11), vec![0, 0, 0]);
+        self.send(31, P::new().u32(200_000_000));
+        assert_eq!(self.expect(47).len(), 14);
+        self.send(29, P::new().u16(1));
+        let (state, creates) = self.zone_answer(1);
+        assert_eq!(state, 1);
+        assert!(
+            creates.iter().any(|&(_, d)| d == TIME_MANAGER),
+            "{creates:?}"
+        );
+        self.send(29, P::new().u16(1));
+        self.zone_answer(1);
+        self.send(29, P::new().u16(2000));
+        let (state, creates) = self.zone_answer(2000);
+        assert_eq!(state, 2000);
+        (details, creates)
+    }
+    /// GET_STATE_RESP(zone) first, then creates, then DONE_SET_ZONE_RESP(zone).
+    fn zone_answer(&mut self, zone: u16) -> (u16, Vec<(u16, u32)>) {
+        let p = self.expect(47);
+        assert_eq!(&p[..12], &[0; 12]);
+        let state = u16::from_le_bytes([p[12], p[13]]);
+        let mut creates = Vec::new();
+        loop {
+            let (t, p) = self.recv();
+            match t {
+                34 | 35 => creates.push((
+                    u16::from_le_bytes([p[0], p[1]]),
+                    u32::from_le_bytes(p[2..6].try_into().unwrap()),
+                )),
+                48 => {
+                    assert_eq!(u16::from_le_bytes([p[0], p[1]]), zone);
+                    return (state, creates);
+                }
+                25 | 27 | 24 | 11 | 47 => {}
+                4 => panic!("kicked during SET_ZONE {zone}: {p:?}"),
+                other => panic!("unexpected message {other} during SET_ZONE {zone}"),
+            }
+        }
+    }
+}
+
+fn string_at(p: &[u8], at: usize) -> (String, usize) {
+    let n = u16::from_le_bytes([p[at], p[at + 1]]) as usize;
+    (
+        String::from_utf8_lossy(&p[at + 2..at + 2 + n]).into_owned(),
+        at + 2 + n,
+    )
+}
+
+impl Cluster {
+    fn field(&self, class: &str, name: &str) -> u16 {
+        let c = self.dc.class_by_name(class).unwrap();
+        self.dc.field_by_name(c, name).unwrap().id()
+    }
+    fn class(&self, name: &str) -> u16 {
+        self.dc.class_by_name(name).unwrap().id()
+    }
+    fn event(&self, kind: &str) -> Vec<u8> {
+        let deadline = Instant::now() + WAIT;
+        let mut buf = [0u8; 65536];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.el.recv(&mut buf) {
+                let text = buf[..n].to_vec();
+                if text.windows(kind.len()).any(|w| w == kind.as_bytes()) {
+                    return text;
+                }
+            }
+        }
+        panic!("no {kind} event");
+    }
+}
+
+#[test]
+fn a_2003_client_logs_in_makes_a_toon_and_walks_into_toontown_central() {
+    let mut c = start();
+    let name_field = c.field("DistributedToon", "setName");
+    let set_x = c.field("DistributedToon", "setX");
+    let set_chat = c.field("DistributedToon", "setChat");
+    let whisper = c.field("DistributedToon", "setWhisperFrom");
+    let board = c.field("DistributedTrolley", "requestBoard");
+    let toon_class = c.class("DistributedToon");
+
+    let mut alice = Toon::connect(c.ports[0]);
+    let resp = alice.login("alice");
+    assert_eq!(resp[0], 0, "LOGIN_2_RESP ok");
+    let (user, _) = string_at(&resp, 3);
+    assert_eq!(user, "alice");
+    c.event("client-login");
+
+    // Districts first, then the (empty) avatar list.
+    alice.send(8, P::new());
+    let p = alice.expect(9);
+    assert_eq!(
+        p,
+        P::new().u16(1).u32(DISTRICT).string("Toon Valley").u32(0).0
+    );
+    alice.send(3, P::new());
+    assert_eq!(alice.expect(5), vec![0, 0, 0]);
+
+    // Make a toon and name it from the name parts.
+    let dna = "t\x05\x01\x00\x01\x00";
+    let a = alice.create(0, dna);
+    alice.send(
+        67,
+        P::new()
+            .u32(a)
+            .u16(0)
+            .u16(1)
+            .u16(1)
+            .u16(1)
+            .u16(2)
+            .u16(1)
+            .u16(3)
+            .u16(1),
+    );
+    assert_eq!(alice.expect(68), P::new().u32(a).u8(0).0);
+
+    let (details, creates) = alice.play(a);
+    // The owner view: every required field, the name first.
+    let (name, _) = string_at(&details, 5);
+    assert_eq!(name, "Captain Flippy McDoodle");
+    assert_eq!(creates, vec![(c.class("DistributedTrolley"), TROLLEY)]);
+
+    // A second toon arrives; each sees the other.
+    let mut bob = Toon::connect(c.ports[0]);
+    assert_eq!(bob.login("bob")[0], 0);
+    bob.send(8, P::new());
+    bob.expect(9);
+    bob.send(3, P::new());
+    bob.expect(5);
+    let b = bob.create(3, dna);
+    bob.send(70, P::new().u32(b).string("Bob"));
+    assert_eq!(
+        bob.expect(71),
+        P::new().u32(b).u16(0).string("").string("Bob").string("").0
+    );
+    let (_, creates) = bob.play(b);
+    assert!(
+        creates.contains(&(toon_class, a)),
+        "bob sees alice: {creates:?}"
+    );
+    let p = loop {
+        let (t, p) = alice.recv();
+        if t == 34 || t == 35 {
+            break p;
+        }
+        assert_ne!(t, 4, "alice kicked");
+    };
+    assert_eq!(&p[..6], &P::new().u16(toon_class).u32(b).0[..]);
+
+    // Moving and chatting reach the zone-mate; a whisper reaches its target's player.
+    bob.send(24, P::new().u32(b).u16(set_x).i16(123));
+    assert_eq!(alice.expect(24), P::new().u32(b).u16(set_x).i16(123).0);
+    bob.send(24, P::new().u32(b).u16(set_chat).string("hi").u8(0));
+    assert_eq!(
+        alice.expect(24),
+        P::new().u32(b).u16(set_chat).string("hi").u8(0).0
+    );
+    bob.send(24, P::new().u32(a).u16(whisper).u32(b).string("psst"));
+    assert_eq!(
+        alice.expect(24),
+        P::new().u32(a).u16(whisper).u32(b).string("psst").0
+    );
+    // A clsend field on an AI object reaches the AI.
+    alice.send(24, P::new().u32(TROLLEY).u16(board));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let f = c.ai.recv_within(WAIT).expect("the AI hears requestBoard");
+        let n = f[2] as usize;
+        let at = 3 + 8 * n;
+        let t = u16::from_le_bytes([f[at + 8], f[at + 9]]);
+        if t == STATESERVER_OBJECT_SET_FIELD
+            && f[at + 10..] == P::new().u32(TROLLEY).u16(board).0[..]
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    // An update it may not send (a non-ownsend field of its own toon) is dropped, not obeyed.
+    alice.send(24, P::new().u32(a).u16(name_field).string("Hacker"));
+    c.event("client-update-dropped");
+
+    // Alice leaves; bob sees her go.
+    alice.send(32, P::new().u32(0));
+    alice.send(37, P::new());
+    assert_eq!(bob.expect(27), P::new().u32(a).0);
+    assert!(alice.m.closed_within(WAIT));
+
+    // She comes back and finds her toon saved, named.
+    let mut again = Toon::connect(c.ports[0]);
+    assert_eq!(again.login("alice")[0], 0);
+    again.send(3, P::new());
+    let p = again.expect(5);
+    assert_eq!(&p[..3], &[0, 1, 0]);
+    assert_eq!(&p[3..7], &a.to_le_bytes());
+    let (name, at) = string_at(&p, 7);
+    assert_eq!(name, "Captain Flippy McDoodle");
+    let (_, at) = string_at(&p, at);
+    let (_, at) = string_at(&p, at);
+    let (_, at) = string_at(&p, at);
+    let (got_dna, at) = string_at(&p, at);
+    assert_eq!(got_dna, dna);
+    assert_eq!(&p[at..], &[0, 0], "slot 0, named");
+}
+
+#[test]
+fn every_refusal_gets_its_reason_code() {
+    let c = start();
+    // Wrong version, wrong hash, unknown token type, messages before login.
+    let mut t = Toon::connect(c.ports[0]);
+    t.send(16, P::new().string("x").string("sv0.0").u32(HASH).u32(2));
+    t.expect_lost(124);
+    let mut t = Toon::connect(c.ports[0]);
+    t.send(16, P::new().string("x").string(VERSION).u32(1234).u32(2));
+    t.expect_lost(125);
+    let mut t = Toon::connect(c.ports[0]);
+    t.send(16, P::new().string("x").string(VERSION).u32(HASH).u32(1));
+    t.expect_lost(284);
+    let mut t = Toon::connect(c.ports[0]);
+    t.send(52, P::new());
+    t.send(3, P::new());
+    t.expect_lost(113);
+    c.event("client-ejected");
+
+    // Signed tokens: a bad one is refused, one made by `otpd account token` is taken.
+    let mut t = Toon::connect(c.ports[1]);
+    t.send(
+        16,
+        P::new()
+            .string("v1:eve:99999999999:00")
+            .string(VERSION)
+            .u32(HASH)
+            .u32(2),
+    );
+    let resp = t.expect_including_lost(17);
+    assert_ne!(resp[0], 0);
+    t.expect_lost(122);
+    let out = std::process::Command::new(otpd_bin())
+        .args(["account", "token", "dave", "--secret", SECRET])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut t = Toon::connect(c.ports[1]);
+    assert_eq!(t.login(&token)[0], 0);
+    t.send(8, P::new());
+    t.expect(9);
+
+    // A second login of the same account sends the first away (100).
+    let mut first = Toon::connect(c.ports[0]);
+    assert_eq!(first.login("carol")[0], 0);
+    let mut second = Toon::connect(c.ports[0]);
+    assert_eq!(second.login("carol")[0], 0);
+    first.expect_lost(100);
+
+    // A seventh avatar (slot 6), a taken slot, another account's toon.
+    let mut t = Toon::connect(c.ports[0]);
+    assert_eq!(t.login("erin")[0], 0);
+    t.send(6, P::new().u16(0).string("t").u8(6));
+    t.expect_lost(122);
+    let mut t = Toon::connect(c.ports[0]);
+    assert_eq!(t.login("frank")[0], 0);
+    let mine = t.create(0, "t");
+    t.send(6, P::new().u16(0).string("t").u8(0));
+    t.expect_lost(122);
+    let mut t = Toon::connect(c.ports[0]);
+    assert_eq!(t.login("gina")[0], 0);
+    t.send(32, P::new().u32(mine));
+    t.expect_lost(122);
+
+    // A name pattern that breaks the rules (a first name where a title goes) is refused,
+    // and the client may try again.
+    let mut t = Toon::connect(c.ports[0]);
+    assert_eq!(t.login("hank")[0], 0);
+    let d = t.create(1, "t");
+    t.send(
+        67,
+        P::new()
+            .u32(d)
+            .u16(1)
+            .u16(1)
+            .u16(65535)
+            .u16(0)
+            .u16(65535)
+            .u16(0)
+            .u16(65535)
+            .u16(0),
+    );
+    assert_eq!(t.expect(68), P::new().u32(d).u8(1).0);
+    t.send(
+        67,
+        P::new()
+            .u32(d)
+            .u16(65535)
+            .u16(0)
+            .u16(4)
+            .u16(1)
+            .u16(65535)
+            .u16(0)
+            .u16(65535)
+            .u16(0),
+    );
+    assert_eq!(t.expect(68), P::new().u32(d).u8(0).0);
+    // A wish name with characters no toon name has comes back rejected.
+    t.send(70, P::new().u32(d).string("<script>"));
+    assert_eq!(
+        t.expect(71),
+        P::new()
+            .u32(d)
+            .u16(0)
+            .string("")
+            .string("")
+            .string("<script>")
+            .0
+    );
+
+    // An update to an object the client cannot see is dropped and logged, not routed.
+    t.send(
+        24,
+        P::new()
+            .u32(TROLLEY)
+            .u16(c.field("DistributedTrolley", "requestBoard")),
+    );
+    c.event("client-update-dropped");
+    // A truncated message is a protocol error.
+    t.send(24, P::new().u32(TROLLEY));
+    t.expect_lost(109);
+}
