@@ -769,7 +769,8 @@ impl<'a> Harness<'a> {
     }
 
     /// Zones of a multi-zone interest: up to 8 picked, literal (0xff, u16 count, at most 64
-    /// read), or many distinct ones (0xfe, u16 count).
+    /// read), or many distinct ones (0xfe, u16 count, below 16,000 so the datagram still fits
+    /// in 65,535 bytes).
     fn zones(&mut self, p: &mut P) {
         match self.inp.u8() {
             0xff => {
@@ -781,7 +782,7 @@ impl<'a> Harness<'a> {
                 }
             }
             0xfe => {
-                let n = self.inp.u16();
+                let n = self.inp.u16() % 16_000;
                 p.u16(n);
                 for z in 0..n as u32 {
                     p.u32(z);

@@ -792,8 +792,6 @@ impl Session {
         );
         w.u32(avatar);
         let _ = w.finish();
-        out.subscriptions
-            .push(Subscription::Remove(avatar_channel(avatar)));
         self.toon_event("avatar-left", avatar, out);
         let t = self.toon_mut();
         t.avatar = 0;
@@ -843,8 +841,6 @@ impl Session {
         w.u32(ctx).u32(doid);
         let _ = w.finish();
         self.session_objects.insert(doid);
-        out.subscriptions
-            .push(Subscription::Add(avatar_channel(doid)));
         self.toon_mut().avatar = doid;
         self.toon_event("avatar-chosen", doid, out);
         Ok(())
@@ -1010,9 +1006,6 @@ impl Session {
             self.toon_event("client-update-dropped", doid, out);
             return Ok(());
         }
-        if flags.p2p && !owned && class == self.avatar_class() {
-            return self.toon_p2p(doid, field, r, out);
-        }
         let start = r.rest_peek();
         let n = self.check_value(field, r)?;
         let mut w = Writer::internal1(
@@ -1028,14 +1021,6 @@ impl Session {
         Ok(())
     }
 
-    fn avatar_class(&self) -> u16 {
-        let schema = &self.ca.schema;
-        schema
-            .dc()
-            .class_by_name(&self.ca.toontown.avatar_class)
-            .map_or(u16::MAX, |c| c.id())
-    }
-
     fn toon_p2p(
         &mut self,
         doid: u32,
@@ -1045,9 +1030,10 @@ impl Session {
     ) -> Result<(), Refusal> {
         let start = r.rest_peek();
         let n = self.check_value(field, r)?;
+        // The StateServer sends p2p fields to the object's player (or AI).
         let mut w = Writer::internal1(
             &mut out.datagrams,
-            avatar_channel(doid),
+            doid as u64,
             self.channel,
             STATESERVER_OBJECT_SET_FIELD,
         );
@@ -1269,11 +1255,6 @@ impl Session {
             }
         }
     }
-}
-
-/// The channel a client listens on for its avatar (p2p updates from other clients).
-pub fn avatar_channel(doid: u32) -> u64 {
-    (1001u64 << 32) | doid as u64
 }
 
 /// Toontown's name parts (NameMasterEnglish.txt: `index*category*text` lines), for

@@ -831,6 +831,13 @@ impl Objects {
         if flags.ownrecv && obj.owner != sender {
             push_target(&mut t, obj.owner);
         }
+        // `p2p` (Toontown 2003's DC files): to the object's player if it has one, else to its AI.
+        if flags.p2p {
+            let to = if obj.owner != 0 { obj.owner } else { obj.ai };
+            if to != 0 && to != sender {
+                push_target(&mut t, to);
+            }
+        }
         if t.is_empty() {
             return;
         }
