@@ -35,7 +35,20 @@ struct Cluster {
 
 fn start() -> Cluster {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dc_path = root.join("tests/dc/toon.dc").canonicalize().unwrap();
+    start_with(&root.join("tests/dc/toon.dc"), "DistributedTrolley", &|p| {
+        p.string("waitEmpty").i16(0)
+    })
+}
+
+/// As `start`, with another DC file and another class for the playground's object (its
+/// required fields written by `required`).
+fn start_with(
+    dc_path: &std::path::Path,
+    playground_class: &str,
+    required: &dyn Fn(P) -> P,
+) -> Cluster {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dc_path = dc_path.canonicalize().unwrap();
     let names = root.join("tests/dc/names.txt").canonicalize().unwrap();
     let dc = otp_dc::DcFile::parse_files(&[&dc_path]).unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -96,8 +109,8 @@ fn start() -> Cluster {
         &mut ai,
         TROLLEY,
         2000,
-        class("DistributedTrolley"),
-        P::new().string("waitEmpty").i16(0),
+        class(playground_class),
+        required(P::new()),
     );
     for doid in [TIME_MANAGER, TROLLEY] {
         ai.send(&dg(
@@ -526,4 +539,44 @@ fn every_refusal_gets_its_reason_code() {
     // A truncated message is a protocol error.
     t.send(24, P::new().u32(TROLLEY));
     t.expect_lost(109);
+}
+
+/// The same walk with Toontown's own 2003 DC file (`../shared/dc/toon-2003.dc`, not part of
+/// this repository): run by `scripts/test` with OTPD_TOON_2003_DC set when the file is there.
+#[test]
+#[ignore = "needs OTPD_TOON_2003_DC (scripts/test sets it when ../shared/dc/toon-2003.dc exists)"]
+fn the_2003_walk_with_toontowns_own_dc_file() {
+    let path = std::env::var("OTPD_TOON_2003_DC").expect("OTPD_TOON_2003_DC names toon-2003.dc");
+    let c = start_with(std::path::Path::new(&path), "DistributedMickey", &|p| {
+        p.string("a").string("b").i16(0)
+    });
+    let mut t = Toon::connect(c.ports[0]);
+    assert_eq!(t.login("mickeyfan")[0], 0);
+    t.send(8, P::new());
+    assert_eq!(
+        t.expect(9),
+        P::new().u16(1).u32(DISTRICT).string("Toon Valley").u32(0).0
+    );
+    t.send(3, P::new());
+    assert_eq!(t.expect(5), vec![0, 0, 0]);
+    // A real 2003 DNA net string: 't', head, torso, legs, gender, arm/glove/leg colors...
+    let dna = "t\x00\x01\x00\x01\x00\x01\x00\x01\x03\x03\x00\x03\x03\x03";
+    let a = t.create(2, dna);
+    t.send(70, P::new().u32(a).string("Flippy"));
+    assert_eq!(
+        t.expect(71),
+        P::new()
+            .u32(a)
+            .u16(0)
+            .string("")
+            .string("Flippy")
+            .string("")
+            .0
+    );
+    let (details, creates) = t.play(a);
+    let (name, _) = string_at(&details, 5);
+    assert_eq!(name, "Flippy");
+    // Every required DistributedToon field is in the owner view: far more than the name.
+    assert!(details.len() > 200, "{} bytes of details", details.len());
+    assert_eq!(creates, vec![(c.class("DistributedMickey"), TROLLEY)]);
 }
