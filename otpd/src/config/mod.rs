@@ -518,6 +518,16 @@ impl ClusterConfig {
                             ca.add_interest
                         ));
                     }
+                    if ca.dialect == Dialect::Toontown2003 {
+                        channel_ok("clientagent toontown.database", ca.toontown.database)?;
+                        channel_ok(
+                            "clientagent toontown.shard_channel",
+                            ca.toontown.shard_channel,
+                        )?;
+                        if ca.toontown.max_avatars == 0 || ca.toontown.max_visible_zones == 0 {
+                            return Err("clientagent toontown: max_avatars and max_visible_zones must be at least 1".into());
+                        }
+                    }
                     let l = &ca.limits;
                     if l.max_datagram_bytes < 16
                         || l.max_datagram_bytes > otp_wire::MAX_DATAGRAM_BODY
