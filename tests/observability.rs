@@ -300,3 +300,33 @@ fn metrics_move_and_otpd_status_summarizes_them() {
     );
     assert!(text.contains("eventlogger: "), "{text}");
 }
+
+#[test]
+fn client_agent_events_are_written_by_the_eventlogger() {
+    let port = free_port();
+    let c = start(
+        &format!(
+            "ClientAgent((bind: \"127.0.0.1:{port}\", version: \"v\", channels: (min: 1000000, max: 1000999)))"
+        ),
+        "",
+        "0",
+    );
+    let mut first = Md::connect(port);
+    let e = wait_event(c.logs.path(), "client-connected");
+    assert!(e["remote_address"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    assert_eq!(e["sender"], "Client:1000000");
+    // A message before HELLO: ejected (107), with the code, the reason and the address.
+    first.send(&frame(&[0x37, 0x13]));
+    let e = wait_event(c.logs.path(), "client-ejected");
+    assert_eq!(e["reason_code"], "107");
+    assert_eq!(e["channel"], 1000000);
+    assert!(e["reason_msg"].as_str().unwrap().contains("HELLO"));
+    // A client that just goes away is lost.
+    let second = Md::connect(port);
+    drop(second);
+    let e = wait_event(c.logs.path(), "client-lost");
+    assert_eq!(e["reason"], "connection closed by peer");
+}
