@@ -100,6 +100,29 @@ fn init_logging(level: Option<&str>, file: Option<&Path>) -> Result<(), String> 
     Ok(())
 }
 
+/// Every client and participant is a socket: lift the soft limit on open files to the hard one.
+fn raise_open_file_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                log::debug!("open files: soft limit raised to {}", lim.rlim_max);
+            }
+        }
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            log::info!("open files: at most {} at once", lim.rlim_cur);
+        }
+    }
+}
+
 /// Writes the log to a file and to standard error.
 struct Tee(std::fs::File);
 
@@ -162,6 +185,7 @@ fn main() -> ExitCode {
         eprintln!("otpd: {e}");
         return ExitCode::from(1);
     }
+    raise_open_file_limit();
     let loaded = match (&args.cluster, &args.yaml) {
         (Some(_), Some(_)) => Err(ConfigError::new(
             "otpd",
