@@ -318,6 +318,7 @@ fn client_agent_events_are_written_by_the_eventlogger() {
         .unwrap()
         .starts_with("127.0.0.1:"));
     assert_eq!(e["sender"], "Client:1000000");
+    assert_eq!(e["role"], "clientagent");
     // A message before HELLO: ejected (107), with the code, the reason and the address.
     first.send(&frame(&[0x37, 0x13]));
     let e = wait_event(c.logs.path(), "client-ejected");

@@ -231,6 +231,7 @@ impl Session {
             out.events.push(encode(
                 "client-connected",
                 &[
+                    ("role", Ev::Str("clientagent")),
                     ("sender", Ev::Str(&s.sender_name())),
                     ("remote_address", Ev::Str(&r)),
                     ("local_address", Ev::Str(&l)),
@@ -354,6 +355,7 @@ impl Session {
         let mut pairs: Vec<(&str, Ev<'_>)> = vec![
             ("reason_code", Ev::Str(&code)),
             ("reason_msg", Ev::Str(&r.reason)),
+            ("role", Ev::Str("clientagent")),
             ("sender", Ev::Str(&sender)),
             ("channel", Ev::U64(self.allocated)),
             ("remote_address", Ev::Str(&remote)),
@@ -561,7 +563,10 @@ impl Session {
     pub(super) fn client_disconnect(&mut self, out: &mut SessionOut) {
         out.events.push(encode(
             "client-disconnected",
-            &[("sender", Ev::Str(&self.sender_name()))],
+            &[
+                ("role", Ev::Str("clientagent")),
+                ("sender", Ev::Str(&self.sender_name())),
+            ],
         ));
         self.closed = true;
         self.clean = true;
@@ -1628,6 +1633,7 @@ impl Session {
             out.events.push(encode(
                 "client-lost",
                 &[
+                    ("role", Ev::Str("clientagent")),
                     ("sender", Ev::Str(&self.sender_name())),
                     ("remote_address", Ev::Str(&r)),
                     ("local_address", Ev::Str(&l)),

@@ -329,6 +329,7 @@ impl Session {
         out.events.push(crate::roles::event::encode(
             kind,
             &[
+                ("role", crate::roles::event::Ev::Str("clientagent")),
                 ("sender", crate::roles::event::Ev::Str(&self.sender_name())),
                 ("account", crate::roles::event::Ev::Str(&account)),
                 ("doid", crate::roles::event::Ev::U64(doid as u64)),
@@ -466,6 +467,7 @@ impl Session {
         out.events.push(crate::roles::event::encode(
             "client-login",
             &[
+                ("role", crate::roles::event::Ev::Str("clientagent")),
                 ("sender", crate::roles::event::Ev::Str(&self.sender_name())),
                 ("account", crate::roles::event::Ev::Str(&name)),
                 ("remote_address", crate::roles::event::Ev::Str(&remote)),

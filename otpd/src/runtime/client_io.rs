@@ -93,6 +93,7 @@ impl Core {
             let event = crate::roles::event::encode(
                 "client-ejected",
                 &[
+                    ("role", crate::roles::event::Ev::Str("clientagent")),
                     ("reason_code", crate::roles::event::Ev::Str("1")),
                     (
                         "reason_msg",
