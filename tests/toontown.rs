@@ -528,6 +528,9 @@ fn every_refusal_gets_its_reason_code() {
             .0
     );
 
+    // Details of a toon nobody plays: "no information", and the client stays.
+    t.send(14, P::new().u32(mine));
+    assert_eq!(t.expect(15), P::new().u32(mine).u8(1).0);
     // An update to an object the client cannot see is dropped and logged, not routed.
     t.send(
         24,

@@ -84,7 +84,7 @@ pub mod op {
     pub const CLIENT_RAW: u8 = 0;
     /// A client datagram built from the bytes (1..=8).
     pub const CLIENT: u8 = 1;
-    /// An internal datagram from the server built from the bytes (9..=22 and 31).
+    /// An internal datagram from the server built from the bytes (9..=22).
     pub const INTERNAL: u8 = 9;
     /// An internal datagram body of the next N bytes (N as for CLIENT_RAW).
     pub const INTERNAL_RAW: u8 = 23;
@@ -94,6 +94,9 @@ pub mod op {
     /// The StateServer answers one of the session's interest requests: its count and objects
     /// (27..=30).
     pub const ANSWER: u8 = 27;
+    /// The runtime ejects the client (`eject_now`): code (a picker), u8 flags (bit 0:
+    /// security).
+    pub const RUNTIME_EJECT: u8 = 31;
 }
 
 /// What happened in one run, for tests to assert on.
@@ -290,10 +293,13 @@ enum ClientKind {
     AddInterestMultiple,
     RemoveInterest,
     Disconnect,
+    /// A clsend update of the anonymous UberDOG near the size limit: too large to route once
+    /// wrapped for the MD (or over the byte rate).
+    BigSetField,
     Other,
 }
 
-const CLIENT_KINDS: [ClientKind; 13] = [
+const CLIENT_KINDS: [ClientKind; 14] = [
     ClientKind::Hello,
     ClientKind::Heartbeat,
     ClientKind::Heartbeat,
@@ -306,6 +312,7 @@ const CLIENT_KINDS: [ClientKind; 13] = [
     ClientKind::AddInterestMultiple,
     ClientKind::RemoveInterest,
     ClientKind::Disconnect,
+    ClientKind::BigSetField,
     ClientKind::Other,
 ];
 
@@ -391,6 +398,8 @@ enum Step {
     /// An internal datagram of this message type (None: unparseable).
     Internal(Option<u16>),
     Time,
+    /// The runtime's `eject_now`.
+    Runtime,
 }
 
 /// Message types the session itself sends the client.
@@ -440,6 +449,8 @@ struct Harness<'a> {
     requests: Vec<Request>,
     classes: [u16; 3],
     num_fields: u16,
+    /// LoginManager.login (clsend, a string).
+    login: u16,
     summary: Summary,
 }
 
@@ -461,6 +472,11 @@ impl<'a> Harness<'a> {
         let class = |name: &str| schema.dc().class_by_name(name).map_or(u16::MAX, |c| c.id());
         let classes = [class("LoginManager"), class("Shard"), class("Avatar")];
         let num_fields = schema.dc().num_fields().min(u16::MAX as usize) as u16;
+        let login = schema
+            .dc()
+            .class_by_name("LoginManager")
+            .and_then(|c| schema.dc().field_by_name(c, "login"))
+            .map_or(u16::MAX, |f| f.id());
         let ip = if b & cfg::IPV6 != 0 {
             IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7))
         } else {
@@ -499,6 +515,7 @@ impl<'a> Harness<'a> {
             requests: Vec::new(),
             classes,
             num_fields,
+            login,
             summary: Summary::default(),
         };
         assert!(
@@ -533,6 +550,7 @@ impl<'a> Harness<'a> {
                 }
                 24..=26 => self.time(),
                 27..=30 => self.answer(),
+                op::RUNTIME_EJECT => self.runtime_eject(),
                 _ => self.server_built(),
             }
         }
@@ -585,6 +603,21 @@ impl<'a> Harness<'a> {
         self.s().on_time(now, &mut out);
         self.out = out;
         self.check(Step::Time);
+    }
+
+    fn runtime_eject(&mut self) {
+        let code = match self.inp.u8() {
+            0xff => self.inp.u16(),
+            // Oversized datagram, write error, read error (as the runtime ejects), generic.
+            b => [106, 347, 348, 1][b as usize % 4],
+        };
+        let security = self.inp.u8() & 1 == 1;
+        self.out.clear();
+        let mut out = std::mem::take(&mut self.out);
+        self.s()
+            .eject_now(code, "fuzz: the runtime ejects", security, &mut out);
+        self.out = out;
+        self.check(Step::Runtime);
     }
 
     fn internal_body(&mut self, sender: u64, msgtype: u16, payload: &[u8]) -> Vec<u8> {
@@ -884,6 +917,16 @@ impl<'a> Harness<'a> {
                 let ctx = self.small_u32();
                 let id = self.interest_id();
                 p.u16(CLIENT_REMOVE_INTEREST).u32(ctx).u16(id);
+            }
+            ClientKind::BigSetField => {
+                // The client datagram fits (10 + n <= 65,535); the routed one (27 + n) fits
+                // only up to n = 65,508.
+                let n = 65_478 + (self.inp.u8() % 48) as u16;
+                p.u16(CLIENT_OBJECT_SET_FIELD)
+                    .u32(UD_ANON)
+                    .u16(self.login)
+                    .u16(n)
+                    .bytes(&vec![b'a'; n as usize]);
             }
             ClientKind::Other => {
                 let t = self.inp.u16();

@@ -573,6 +573,14 @@ impl Session {
         out.close = Some(Close::Disconnect);
     }
 
+    /// Gives a client that has not logged in another `hello_timeout_ms` (2003 dialect).
+    pub(super) fn extend_hello(&mut self, now: Instant) {
+        let ms = self.ca.limits.hello_timeout_ms;
+        if ms > 0 {
+            self.hello_deadline = Some(now + Duration::from_millis(ms));
+        }
+    }
+
     pub(super) fn heartbeat(&mut self, now: Instant) {
         if let Some(t) = self.ca.heartbeat_timeout {
             self.heartbeat_deadline = Some(now + t);

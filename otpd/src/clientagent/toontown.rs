@@ -67,6 +67,8 @@ pub const LOST_BAD_TOKEN_TYPE: u16 = 284;
 const ZONE_INTEREST: u16 = 1;
 /// A database or StateServer answer not back in this long ends the session (122).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Another toon's details not given in this long: "no information" (it is not in play).
+const DETAILS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Client datagrams held while a SET_ZONE is answered.
 const MAX_HELD: usize = 256;
 
@@ -87,7 +89,7 @@ enum Pending {
     ListFields { job: u32, slot: usize, doid: u32 },
     Created { slot: usize },
     OwnDetails,
-    OtherDetails,
+    OtherDetails { doid: u32 },
 }
 
 #[derive(Debug)]
@@ -163,10 +165,14 @@ impl Session {
     }
 
     fn toon_request(&mut self, why: Pending, now: Instant) -> u32 {
+        let timeout = match why {
+            Pending::OtherDetails { .. } => DETAILS_TIMEOUT,
+            _ => REQUEST_TIMEOUT,
+        };
         let t = self.toon_mut();
         t.next_ctx = t.next_ctx.wrapping_add(1).max(1);
         let ctx = t.next_ctx;
-        t.pending.insert(ctx, (why, now + REQUEST_TIMEOUT));
+        t.pending.insert(ctx, (why, now + timeout));
         ctx
     }
 
@@ -177,6 +183,26 @@ impl Session {
     }
 
     pub(super) fn toon_time(&mut self, now: Instant, out: &mut SessionOut) {
+        // Details of a toon nobody plays now: "no information" (the client shows none).
+        let unanswered: Vec<(u32, u32)> = self
+            .toon
+            .as_ref()
+            .map(|t| {
+                t.pending
+                    .iter()
+                    .filter_map(|(&ctx, (why, at))| match why {
+                        Pending::OtherDetails { doid } if *at <= now => Some((ctx, *doid)),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (ctx, doid) in unanswered {
+            self.toon_mut().pending.remove(&ctx);
+            let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
+            w.u32(doid).u8(1);
+            let _ = w.finish();
+        }
         let late = self
             .toon
             .as_ref()
@@ -223,6 +249,10 @@ impl Session {
         match msgtype {
             CLIENT_HEARTBEAT_2003 => {
                 self.heartbeat(now);
+                if !logged_in {
+                    // The client connects before its login screen: heartbeats keep it waiting.
+                    self.extend_hello(now);
+                }
                 return Ok(());
             }
             CLIENT_DISCONNECT_2003 => {
@@ -285,7 +315,7 @@ impl Session {
             CLIENT_SET_AVATAR => return self.toon_set_avatar(now, r, out),
             CLIENT_GET_AVATAR_DETAILS => {
                 let doid = r.u32()?;
-                let ctx = self.toon_request(Pending::OtherDetails, now);
+                let ctx = self.toon_request(Pending::OtherDetails { doid }, now);
                 let mut w = Writer::internal1(
                     &mut out.datagrams,
                     doid as u64,
@@ -1209,7 +1239,7 @@ impl Session {
                 }
             }
             (Pending::OwnDetails, STATESERVER_OBJECT_GET_ALL_RESP)
-            | (Pending::OtherDetails, STATESERVER_OBJECT_GET_ALL_RESP) => {
+            | (Pending::OtherDetails { .. }, STATESERVER_OBJECT_GET_ALL_RESP) => {
                 let doid = r.u32()?;
                 r.u32()?;
                 r.u32()?;
