@@ -528,9 +528,14 @@ fn every_refusal_gets_its_reason_code() {
             .0
     );
 
-    // Details of a toon nobody plays: "no information", and the client stays.
+    // Details of another toon: from the database when nobody plays it; "no information" for
+    // an object that does not exist, and the client stays.
     t.send(14, P::new().u32(mine));
-    assert_eq!(t.expect(15), P::new().u32(mine).u8(1).0);
+    let p = t.expect(15);
+    assert_eq!(&p[..5], &P::new().u32(mine).u8(0).0[..]);
+    assert_eq!(string_at(&p, 5).0, "Toon");
+    t.send(14, P::new().u32(12_345));
+    assert_eq!(t.expect(15), P::new().u32(12_345).u8(1).0);
     // An update to an object the client cannot see is dropped and logged, not routed.
     t.send(
         24,
