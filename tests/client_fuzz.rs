@@ -456,7 +456,8 @@ impl Tally {
         self.entered += usize::from(s.to_client.contains(&CLIENT_ENTER_OBJECT_REQUIRED));
         let k = match &s.close {
             None => "open".to_string(),
-            Some(Close::Eject { code, .. }) => format!("eject {code}"),
+            Some(Close::Eject { code, .. }) if *code < 1000 => format!("eject {code}"),
+            Some(Close::Eject { .. }) => "eject (other code)".to_string(),
             Some(c) => format!("{c:?}"),
         };
         *self.closes.entry(k).or_insert(0) += 1;

@@ -846,7 +846,7 @@ impl<'a> Harness<'a> {
         match kind {
             ClientKind::Hello => {
                 let f = self.inp.u8();
-                let hash = if f % 8 == 0 {
+                let hash = if f & 7 == 0 {
                     self.inp.u32()
                 } else {
                     self.ca.hash
