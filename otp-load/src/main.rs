@@ -1,9 +1,12 @@
 //! otp-load: load generator and benchmark client for any Astron-protocol MessageDirector
 //! (otpd's or astrond). `flood` measures routed messages per second from one sender to many
-//! subscribers; `pingpong` measures unloaded round-trip latency.
+//! subscribers; `pingpong` measures unloaded round-trip latency; `objects` the StateServer,
+//! `db` the Database role, `clients` the ClientAgent (many clients in zones, delivery latency).
 
+mod clients;
 mod db;
 mod objects;
+mod toon2003;
 
 use otp_wire::msgtypes::CONTROL_ADD_CHANNEL;
 use otp_wire::Writer;
@@ -365,13 +368,24 @@ fn main() {
         Some("pingpong") => parse(&args[1..]).and_then(|o| pingpong(&o)),
         Some("objects") => objects::run(&args[1..]),
         Some("db") => db::run(&args[1..]),
+        Some("clients") => clients::run(&args[1..]),
+        Some("toon2003-ai") => toon2003::run_ai(&args[1..]),
+        Some("toon2003-client") => toon2003::run_client(&args[1..]),
         Some("-h") | Some("--help") => {
-            print!("{USAGE}{}{}", objects::USAGE, db::USAGE);
+            print!(
+                "{USAGE}{}{}{}{}",
+                objects::USAGE,
+                db::USAGE,
+                clients::USAGE,
+                toon2003::USAGE
+            );
             return;
         }
         _ => Err(format!(
-            "expected a subcommand\n\n{USAGE}{}",
-            objects::USAGE
+            "expected a subcommand\n\n{USAGE}{}{}{}",
+            objects::USAGE,
+            db::USAGE,
+            clients::USAGE
         )),
     };
     if let Err(e) = result {
