@@ -17,6 +17,8 @@ const SHARD_CHANNEL: u64 = 4662;
 const DISTRICT: u32 = 4_000_000;
 const TIME_MANAGER: u32 = 4_000_001;
 const TROLLEY: u32 = 4_000_002;
+const ON_STREET: u32 = 4_000_003;
+const FAR_AWAY: u32 = 4_000_004;
 const VERSION: &str = "sv1.0.6.9";
 const HASH: u32 = 3_005_460_305;
 const WAIT: Duration = Duration::from_secs(10);
@@ -35,21 +37,18 @@ struct Cluster {
 
 fn start() -> Cluster {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    start_with(&root.join("tests/dc/toon.dc"), "DistributedTrolley", &|p| {
+    start_with(&root.join("tests/dc/toon.dc"), "DistributedTrolley", |p| {
         p.string("waitEmpty").i16(0)
     })
 }
 
 /// As `start`, with another DC file and another class for the playground's object (its
 /// required fields written by `required`).
-fn start_with(
-    dc_path: &std::path::Path,
-    playground_class: &str,
-    required: &dyn Fn(P) -> P,
-) -> Cluster {
+fn start_with(dc_path: &std::path::Path, playground_class: &str, required: fn(P) -> P) -> Cluster {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dc_path = dc_path.canonicalize().unwrap();
     let names = root.join("tests/dc/names.txt").canonicalize().unwrap();
+    let vis = root.join("tests/dc/vis.txt").canonicalize().unwrap();
     let dc = otp_dc::DcFile::parse_files(&[&dc_path]).unwrap();
     let data = tempfile::tempdir().unwrap();
     let el = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -60,9 +59,10 @@ fn start_with(
         format!(
             "ClientAgent((bind: \"127.0.0.1:{port}\", version: \"{VERSION}\", manual_dc_hash: Some({HASH}), \
              channels: (min: {min}, max: {}), dialect: Toontown2003, \
-             toontown: (tokens: {tokens}, name_parts: Some(\"{}\"), shard_channel: {SHARD_CHANNEL}))),",
+             toontown: (tokens: {tokens}, name_parts: Some(\"{}\"), visibility: Some(\"{}\"), shard_channel: {SHARD_CHANNEL}))),",
             min + 9999,
-            names.display()
+            names.display(),
+            vis.display()
         )
     };
     let top = format!(
@@ -112,6 +112,16 @@ fn start_with(
         class(playground_class),
         required(P::new()),
     );
+    // A street: one object in a zone its vis group sees, one in a zone it does not.
+    for (doid, zone) in [(ON_STREET, 2101), (FAR_AWAY, 2200)] {
+        create(
+            &mut ai,
+            doid,
+            zone,
+            class(playground_class),
+            required(P::new()),
+        );
+    }
     for doid in [TIME_MANAGER, TROLLEY] {
         ai.send(&dg(
             &[doid as u64],
@@ -555,7 +565,7 @@ fn every_refusal_gets_its_reason_code() {
 #[ignore = "needs OTPD_TOON_2003_DC (scripts/test sets it when ../shared/dc/toon-2003.dc exists)"]
 fn the_2003_walk_with_toontowns_own_dc_file() {
     let path = std::env::var("OTPD_TOON_2003_DC").expect("OTPD_TOON_2003_DC names toon-2003.dc");
-    let c = start_with(std::path::Path::new(&path), "DistributedMickey", &|p| {
+    let c = start_with(std::path::Path::new(&path), "DistributedMickey", |p| {
         p.string("a").string("b").i16(0)
     });
     let mut t = Toon::connect(c.ports[0]);
@@ -587,4 +597,23 @@ fn the_2003_walk_with_toontowns_own_dc_file() {
     // Every required DistributedToon field is in the owner view: far more than the name.
     assert!(details.len() > 200, "{} bytes of details", details.len());
     assert_eq!(creates, vec![(c.class("DistributedMickey"), TROLLEY)]);
+}
+
+#[test]
+fn a_street_shows_what_its_vis_group_sees() {
+    let c = start();
+    let mut t = Toon::connect(c.ports[0]);
+    assert_eq!(t.login("walker")[0], 0);
+    t.send(8, P::new());
+    t.expect(9);
+    t.send(3, P::new());
+    t.expect(5);
+    let d = t.create(0, "t");
+    t.play(d);
+    // Onto the street: the playground's trolley goes, the street's visible zones come.
+    t.send(29, P::new().u16(2100));
+    let (state, creates) = t.zone_answer(2100);
+    assert_eq!(state, 2100);
+    let class = c.class("DistributedTrolley");
+    assert_eq!(creates, vec![(class, ON_STREET)], "not {FAR_AWAY}");
 }

@@ -95,6 +95,8 @@ pub struct ClientAgent {
     /// The districts announced to this process (Toontown 2003 listeners).
     pub shards: toontown::Shards,
     pub name_parts: Option<toontown::NameParts>,
+    /// Zones visible from each zone (Toontown 2003 streets).
+    pub visibility: FxHashMap<u32, Vec<u32>>,
     channels: Mutex<ChannelTracker>,
     per_address: Mutex<FxHashMap<IpAddr, usize>>,
     pub stats: ClientAgentStats,
@@ -113,6 +115,12 @@ impl ClientAgent {
                 toontown::NameParts::load(p).map_err(|e| format!("toontown.name_parts: {e}"))?,
             ),
             _ => None,
+        };
+        let visibility = match &config.toontown.visibility {
+            Some(p) if config.dialect == crate::config::Dialect::Toontown2003 => {
+                toontown::load_visibility(p).map_err(|e| format!("toontown.visibility: {e}"))?
+            }
+            _ => FxHashMap::default(),
         };
         if config.dialect == crate::config::Dialect::Toontown2003 {
             let tt = &config.toontown;
@@ -178,6 +186,7 @@ impl ClientAgent {
             toontown: config.toontown.clone(),
             shards,
             name_parts,
+            visibility,
             channels: Mutex::new(ChannelTracker {
                 next: config.channels.min,
                 max: config.channels.max,

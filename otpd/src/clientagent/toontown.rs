@@ -942,6 +942,16 @@ impl Session {
                 zones.push(z);
             }
         }
+        if let Some(vis) = self.ca.visibility.get(&zone) {
+            for &z in vis {
+                if zones.len() >= max {
+                    break;
+                }
+                if !zones.contains(&z) {
+                    zones.push(z);
+                }
+            }
+        }
         let (avatar, shard) = (self.toon_ref().avatar, self.toon_ref().shard);
         if avatar == 0 || shard == 0 {
             return Err(refuse(
@@ -1287,6 +1297,33 @@ impl Session {
             }
         }
     }
+}
+
+/// Reads a visibility table: one line per zone, `ZONE: ZONE ZONE ...` (`#` starts a comment).
+pub fn load_visibility(path: &std::path::Path) -> Result<FxHashMap<u32, Vec<u32>>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = FxHashMap::default();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = || {
+            format!(
+                "{}:{}: expected `ZONE: ZONE ZONE ...`",
+                path.display(),
+                n + 1
+            )
+        };
+        let (zone, rest) = line.split_once(':').ok_or_else(bad)?;
+        let zone: u32 = zone.trim().parse().map_err(|_| bad())?;
+        let seen = rest
+            .split_whitespace()
+            .map(|z| z.parse::<u32>().map_err(|_| bad()))
+            .collect::<Result<Vec<u32>, String>>()?;
+        out.insert(zone, seen);
+    }
+    Ok(out)
 }
 
 /// Toontown's name parts (NameMasterEnglish.txt: `index*category*text` lines), for

@@ -318,6 +318,9 @@ pub struct ToontownConfig {
     pub can_chat: bool,
     /// The channel AIs announce their districts on (CLIENTAGENT_SHARD_UP / _DOWN).
     pub shard_channel: u64,
+    /// Which zones are visible from which (street vis groups): lines `ZONE: ZONE ZONE ...`.
+    /// The 2003 client names only the zone it stands in. None = only that zone.
+    pub visibility: Option<std::path::PathBuf>,
 }
 
 impl Default for ToontownConfig {
@@ -336,6 +339,7 @@ impl Default for ToontownConfig {
             max_visible_zones: 128,
             can_chat: true,
             shard_channel: 4662,
+            visibility: None,
         }
     }
 }
