@@ -25,7 +25,6 @@ const WAIT: Duration = Duration::from_secs(10);
 const SECRET: &str = "test-secret";
 
 struct Cluster {
-    #[allow(dead_code)]
     o: Otpd,
     dc: otp_dc::DcFile,
     /// [open tokens, signed tokens]
@@ -538,6 +537,20 @@ fn every_refusal_gets_its_reason_code() {
             .0
     );
 
+    // A district coming up and going down is pushed to logged-in clients.
+    let mut ai = Md::connect(c.o.port);
+    ai.send(&dg(
+        &[SHARD_CHANNEL],
+        AI,
+        1900,
+        &P::new().u32(4_100_000).string("Second Valley").u32(5).0,
+    ));
+    assert_eq!(
+        t.expect(57),
+        P::new().u32(4_100_000).string("Second Valley").0
+    );
+    ai.send(&dg(&[SHARD_CHANNEL], AI, 1901, &P::new().u32(4_100_000).0));
+    assert_eq!(t.expect(58), P::new().u32(4_100_000).0);
     // Details of another toon: from the database when nobody plays it; "no information" for
     // an object that does not exist, and the client stays.
     t.send(14, P::new().u32(mine));

@@ -1112,6 +1112,24 @@ impl Session {
         r: &mut Reader<'_>,
         out: &mut SessionOut,
     ) -> Result<bool, WireError> {
+        // A district up or down, from this process's directory: the client's SERVER_UP/DOWN.
+        if msgtype == CLIENTAGENT_SHARD_UP || msgtype == CLIENTAGENT_SHARD_DOWN {
+            let id = r.u32()?;
+            if self.toon_ref().account.is_some() {
+                if msgtype == CLIENTAGENT_SHARD_UP {
+                    let name = String::from_utf8_lossy(r.blob()?).into_owned();
+                    let mut w = Writer::client(&mut out.to_client, CLIENT_SERVER_UP);
+                    w.u32(id).string(&name);
+                    let _ = w.finish();
+                } else {
+                    let mut w = Writer::client(&mut out.to_client, CLIENT_SERVER_DOWN);
+                    w.u32(id);
+                    let _ = w.finish();
+                }
+            }
+            r.rest();
+            return Ok(true);
+        }
         match msgtype {
             DBSERVER_ACCOUNT_GET_RESP
             | DBSERVER_ACCOUNT_SET_RESP

@@ -5,6 +5,7 @@
 
 use super::{Output, Role};
 use crate::clientagent::toontown::{Shards, CLIENTAGENT_SHARD_DOWN, CLIENTAGENT_SHARD_UP};
+use otp_wire::channels::BCHAN_CLIENTS;
 use otp_wire::InternalDatagram;
 use std::time::Instant;
 
@@ -38,7 +39,7 @@ impl Role for ShardDirectory {
         _now: Instant,
         _frame: &[u8],
         dg: &InternalDatagram<'_>,
-        _out: &mut Output,
+        out: &mut Output,
     ) {
         let mut r = dg.payload_reader();
         match dg.msgtype {
@@ -58,12 +59,19 @@ impl Role for ShardDirectory {
                 let name = String::from_utf8_lossy(name).into_owned();
                 if shards.insert(id, (name.clone(), population)).is_none() {
                     log::info!("shards: district {id} '{name}' is up");
+                    // Every client session of this process hears it (CLIENT_SERVER_UP).
+                    let mut w = out.datagram(&[BCHAN_CLIENTS], 0, CLIENTAGENT_SHARD_UP);
+                    w.u32(id).string(&name).u32(population);
+                    let _ = w.finish();
                 }
             }
             CLIENTAGENT_SHARD_DOWN => {
                 if let Ok(id) = r.u32() {
                     if self.shards.lock().remove(&id).is_some() {
                         log::info!("shards: district {id} is down");
+                        let mut w = out.datagram(&[BCHAN_CLIENTS], 0, CLIENTAGENT_SHARD_DOWN);
+                        w.u32(id);
+                        let _ = w.finish();
                     }
                 }
             }
