@@ -750,12 +750,7 @@ impl Session {
         }
         let parent = r.u32()?;
         let zone = r.u32()?;
-        let mut w = Writer::internal1(
-            &mut out.datagrams,
-            doid as u64,
-            self.channel,
-            STATESERVER_OBJECT_SET_LOCATION,
-        );
+        let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_SET_LOCATION, out);
         w.u32(parent).u32(zone);
         let _ = w.finish();
         Ok(())
@@ -915,12 +910,7 @@ impl Session {
         }
         let request = self.next_context;
         self.next_context = self.next_context.wrapping_add(1);
-        let mut w = Writer::internal1(
-            &mut out.datagrams,
-            parent as u64,
-            self.channel,
-            STATESERVER_OBJECT_GET_ZONES_OBJECTS,
-        );
+        let mut w = self.send_to(parent as u64, STATESERVER_OBJECT_GET_ZONES_OBJECTS, out);
         w.u32(request).u32(parent).u16(new_zones.len() as u16);
         for &z in &new_zones {
             w.u32(z);
@@ -983,18 +973,14 @@ impl Session {
         gone.sort_unstable();
         for doid in gone {
             if self.session_objects.contains(&doid) {
-                let mut e = refuse(
-                    CLIENT_DISCONNECT_SESSION_OBJECT_DELETED,
+                self.eject_session_object(
+                    doid,
                     "A session object has unexpectedly left interest.",
+                    out,
                 );
-                e.doid = Some(doid);
-                self.eject(e, false, out);
                 return;
             }
-            self.client_leaving(doid, out);
-            self.seen.remove(&doid);
-            self.historical.insert(doid);
-            self.visible.remove(&doid);
+            self.forget_visible(doid, out);
         }
         for &z in killed {
             out.subscriptions
@@ -1368,23 +1354,13 @@ impl Session {
             }
             CLIENTAGENT_GET_TLVS => {
                 let ctx = r.u32()?;
-                let mut w = Writer::internal1(
-                    &mut out.datagrams,
-                    sender,
-                    self.channel,
-                    CLIENTAGENT_GET_TLVS_RESP,
-                );
+                let mut w = self.send_to(sender, CLIENTAGENT_GET_TLVS_RESP, out);
                 w.u32(ctx).blob(&self.tlvs);
                 let _ = w.finish();
             }
             CLIENTAGENT_GET_NETWORK_ADDRESS => {
                 let ctx = r.u32()?;
-                let mut w = Writer::internal1(
-                    &mut out.datagrams,
-                    sender,
-                    self.channel,
-                    CLIENTAGENT_GET_NETWORK_ADDRESS_RESP,
-                );
+                let mut w = self.send_to(sender, CLIENTAGENT_GET_NETWORK_ADDRESS_RESP, out);
                 w.u32(ctx)
                     .string(&self.remote.ip().to_string())
                     .u16(self.remote.port())
@@ -1435,12 +1411,11 @@ impl Session {
                     return Ok(());
                 }
                 if self.session_objects.remove(&doid) {
-                    let mut e = refuse(
-                        CLIENT_DISCONNECT_SESSION_OBJECT_DELETED,
+                    self.eject_session_object(
+                        doid,
                         format!("The session object with id {doid} has been unexpectedly deleted."),
+                        out,
                     );
-                    e.doid = Some(doid);
-                    self.eject(e, false, out);
                     return Ok(());
                 }
                 if self.seen.remove(&doid) {
@@ -1577,21 +1552,13 @@ impl Session {
                         if owned {
                             self.client_location_msg(doid, parent, zone, out);
                         } else {
-                            let mut e = refuse(
-                                CLIENT_DISCONNECT_SESSION_OBJECT_DELETED,
-                                format!(
+                            self.eject_session_object(doid, format!(
                                     "The session object with id {doid} has unexpectedly left interest."
-                                ),
-                            );
-                            e.doid = Some(doid);
-                            self.eject(e, false, out);
+                                ), out);
                         }
                         return Ok(());
                     }
-                    self.client_leaving(doid, out);
-                    self.seen.remove(&doid);
-                    self.historical.insert(doid);
-                    self.visible.remove(&doid);
+                    self.forget_visible(doid, out);
                 } else {
                     self.client_location_msg(doid, parent, zone, out);
                 }
@@ -1608,14 +1575,13 @@ impl Session {
                     return Ok(());
                 }
                 if self.session_objects.contains(&doid) {
-                    let mut e = refuse(
-                        CLIENT_DISCONNECT_SESSION_OBJECT_DELETED,
+                    self.eject_session_object(
+                        doid,
                         format!(
                             "The session object with id {doid} has unexpectedly left ownership."
                         ),
+                        out,
                     );
-                    e.doid = Some(doid);
-                    self.eject(e, false, out);
                     return Ok(());
                 }
                 self.client_leaving_owner(doid, out);
@@ -1656,12 +1622,7 @@ impl Session {
                 "{}: client gone; deleting session object {doid}",
                 self.label()
             );
-            let mut w = Writer::internal1(
-                &mut out.datagrams,
-                doid as u64,
-                self.channel,
-                STATESERVER_OBJECT_DELETE_RAM,
-            );
+            let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_DELETE_RAM, out);
             w.u32(doid);
             let _ = w.finish();
         }
@@ -1699,6 +1660,26 @@ impl Drop for Session {
 }
 
 impl Session {
+    /// Starts an internal datagram to `to`, sent from the client's channel.
+    pub(super) fn send_to<'a>(&self, to: u64, msgtype: u16, out: &'a mut SessionOut) -> Writer<'a> {
+        Writer::internal1(&mut out.datagrams, to, self.channel, msgtype)
+    }
+
+    /// A session object went away from the client: eject it (153).
+    fn eject_session_object(&mut self, doid: u32, reason: impl Into<String>, out: &mut SessionOut) {
+        let mut e = refuse(CLIENT_DISCONNECT_SESSION_OBJECT_DELETED, reason);
+        e.doid = Some(doid);
+        self.eject(e, false, out);
+    }
+
+    /// The client no longer sees `doid`: tell it, and remember it saw it once.
+    fn forget_visible(&mut self, doid: u32, out: &mut SessionOut) {
+        self.client_leaving(doid, out);
+        self.seen.remove(&doid);
+        self.historical.insert(doid);
+        self.visible.remove(&doid);
+    }
+
     fn is_avatar_class(&self, class: u16) -> bool {
         self.ca.schema.class_name(class) == self.ca.toontown.avatar_class
     }

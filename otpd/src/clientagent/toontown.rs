@@ -301,12 +301,7 @@ impl Session {
                 }
                 self.toon_mut().record.as_mut().expect("logged in").slots[slot] =
                     accounts::Slot::default();
-                let mut w = Writer::internal1(
-                    &mut out.datagrams,
-                    self.toon_db(),
-                    self.channel,
-                    DBSERVER_OBJECT_DELETE,
-                );
+                let mut w = self.send_to(self.toon_db(), DBSERVER_OBJECT_DELETE, out);
                 w.u32(doid);
                 let _ = w.finish();
                 self.toon_event("avatar-deleted", doid, out);
@@ -316,12 +311,7 @@ impl Session {
             CLIENT_GET_AVATAR_DETAILS => {
                 let doid = r.u32()?;
                 let ctx = self.toon_request(Pending::OtherDetails { doid }, now);
-                let mut w = Writer::internal1(
-                    &mut out.datagrams,
-                    doid as u64,
-                    self.channel,
-                    STATESERVER_OBJECT_GET_ALL,
-                );
+                let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_GET_ALL, out);
                 w.u32(ctx).u32(doid);
                 let _ = w.finish();
             }
@@ -440,12 +430,7 @@ impl Session {
         };
         self.toon_mut().account = Some(name.clone());
         let ctx = self.toon_request(Pending::Account, now);
-        let mut w = Writer::internal1(
-            &mut out.datagrams,
-            self.toon_db(),
-            self.channel,
-            DBSERVER_ACCOUNT_GET,
-        );
+        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_GET, out);
         w.u32(ctx).string(&name);
         let _ = w.finish();
         Ok(())
@@ -460,12 +445,7 @@ impl Session {
             .map(Account::encode)
             .unwrap_or_default();
         let ctx = self.toon_request(Pending::SaveThen(then), now);
-        let mut w = Writer::internal1(
-            &mut out.datagrams,
-            self.toon_db(),
-            self.channel,
-            DBSERVER_ACCOUNT_SET,
-        );
+        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_SET, out);
         w.u32(ctx).string(&name).blob(&data);
         let _ = w.finish();
     }
@@ -474,7 +454,7 @@ impl Session {
         let name = self.toon_ref().account.clone().unwrap_or_default();
         // One session per account: whoever holds it now is told to leave.
         let channel = accounts::account_channel(&name);
-        let mut w = Writer::internal1(&mut out.datagrams, channel, self.channel, CLIENTAGENT_EJECT);
+        let mut w = self.send_to(channel, CLIENTAGENT_EJECT, out);
         w.u16(LOST_LOGGED_IN_ELSEWHERE)
             .string("Someone else has logged in with this account.");
         let _ = w.finish();
@@ -566,12 +546,7 @@ impl Session {
         };
         for (slot, doid) in slots {
             let ctx = self.toon_request(Pending::ListFields { job, slot, doid }, now);
-            let mut w = Writer::internal1(
-                &mut out.datagrams,
-                self.toon_db(),
-                self.channel,
-                DBSERVER_OBJECT_GET_FIELDS,
-            );
+            let mut w = self.send_to(self.toon_db(), DBSERVER_OBJECT_GET_FIELDS, out);
             w.u32(ctx).u32(doid).u16(2).u16(fname).u16(fdna);
             let _ = w.finish();
         }
@@ -673,12 +648,7 @@ impl Session {
             fields.push((f, string_bytes(&name)));
         }
         let ctx = self.toon_request(Pending::Created { slot }, now);
-        let mut w = Writer::internal1(
-            &mut out.datagrams,
-            self.toon_db(),
-            self.channel,
-            DBSERVER_CREATE_OBJECT,
-        );
+        let mut w = self.send_to(self.toon_db(), DBSERVER_CREATE_OBJECT, out);
         w.u32(ctx).u16(class.id()).u16(fields.len() as u16);
         for (f, v) in &fields {
             w.u16(*f).bytes(v);
@@ -699,12 +669,7 @@ impl Session {
         else {
             return;
         };
-        let mut w = Writer::internal1(
-            &mut out.datagrams,
-            self.toon_db(),
-            self.channel,
-            DBSERVER_OBJECT_SET_FIELD,
-        );
+        let mut w = self.send_to(self.toon_db(), DBSERVER_OBJECT_SET_FIELD, out);
         w.u32(doid).u16(f).string(name);
         let _ = w.finish();
     }
@@ -816,12 +781,7 @@ impl Session {
         let _ = shard;
         self.session_objects.remove(&avatar);
         self.owned.remove(&avatar);
-        let mut w = Writer::internal1(
-            &mut out.datagrams,
-            avatar as u64,
-            self.channel,
-            STATESERVER_OBJECT_DELETE_RAM,
-        );
+        let mut w = self.send_to(avatar as u64, STATESERVER_OBJECT_DELETE_RAM, out);
         w.u32(avatar);
         let _ = w.finish();
         self.toon_event("avatar-left", avatar, out);
@@ -847,29 +807,14 @@ impl Session {
         }
         self.toon_leave_world(out);
         // Activate the stored avatar, owned by this client, out of every zone until SET_SHARD.
-        let mut w = Writer::internal1(
-            &mut out.datagrams,
-            doid as u64,
-            self.channel,
-            DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS,
-        );
+        let mut w = self.send_to(doid as u64, DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS, out);
         w.u32(doid).u32(0).u32(0);
         let _ = w.finish();
-        let mut w = Writer::internal1(
-            &mut out.datagrams,
-            doid as u64,
-            self.channel,
-            STATESERVER_OBJECT_SET_OWNER,
-        );
+        let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_SET_OWNER, out);
         w.u64(self.channel);
         let _ = w.finish();
         let ctx = self.toon_request(Pending::OwnDetails, now);
-        let mut w = Writer::internal1(
-            &mut out.datagrams,
-            doid as u64,
-            self.channel,
-            STATESERVER_OBJECT_GET_ALL,
-        );
+        let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_GET_ALL, out);
         w.u32(ctx).u32(doid);
         let _ = w.finish();
         self.session_objects.insert(doid);
@@ -906,12 +851,7 @@ impl Session {
             self.close_zones_quietly(i.parent, &zones, out);
         }
         let quiet = self.ca.toontown.quiet_zone;
-        let mut w = Writer::internal1(
-            &mut out.datagrams,
-            avatar as u64,
-            self.channel,
-            STATESERVER_OBJECT_SET_LOCATION,
-        );
+        let mut w = self.send_to(avatar as u64, STATESERVER_OBJECT_SET_LOCATION, out);
         w.u32(shard).u32(quiet);
         let _ = w.finish();
         self.toon_mut().shard = shard;
@@ -963,12 +903,7 @@ impl Session {
         if !zones.contains(&quiet) {
             zones.push(quiet);
         }
-        let mut w = Writer::internal1(
-            &mut out.datagrams,
-            avatar as u64,
-            self.channel,
-            STATESERVER_OBJECT_SET_LOCATION,
-        );
+        let mut w = self.send_to(avatar as u64, STATESERVER_OBJECT_SET_LOCATION, out);
         w.u32(shard).u32(zone);
         let _ = w.finish();
         self.state_resp(zone, out);
@@ -1050,12 +985,7 @@ impl Session {
         }
         let start = r.rest_peek();
         let n = self.check_value(field, r)?;
-        let mut w = Writer::internal1(
-            &mut out.datagrams,
-            doid as u64,
-            self.channel,
-            STATESERVER_OBJECT_SET_FIELD,
-        );
+        let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_SET_FIELD, out);
         w.u32(doid).u16(field).bytes(&start[..n]);
         if w.finish().is_err() {
             return Err(refuse(LOST_TRUNCATED, "Update too large to route."));
@@ -1073,12 +1003,7 @@ impl Session {
         let start = r.rest_peek();
         let n = self.check_value(field, r)?;
         // The StateServer sends p2p fields to the object's player (or AI).
-        let mut w = Writer::internal1(
-            &mut out.datagrams,
-            doid as u64,
-            self.channel,
-            STATESERVER_OBJECT_SET_FIELD,
-        );
+        let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_SET_FIELD, out);
         w.u32(doid).u16(field).bytes(&start[..n]);
         let _ = w.finish();
         Ok(())
