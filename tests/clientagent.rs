@@ -207,6 +207,30 @@ impl Cluster {
         got.sender
     }
 
+    /// A client that sent `header` (a PROXY header) first, then HELLO; its channel known.
+    fn proxied_client(&mut self, header: &[u8]) -> Client {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.ports[0])).unwrap();
+        std::io::Write::write_all(&mut s, header).unwrap();
+        let mut cl = Client {
+            m: Md::from_stream(s),
+            channel: 0,
+        };
+        cl.hello(self);
+        cl.channel = self.identify(&mut cl);
+        cl
+    }
+
+    /// CLIENTAGENT_GET_NETWORK_ADDRESS for a client: the answer's payload.
+    fn network_address(&mut self, cl: &Client, context: u32) -> Vec<u8> {
+        self.ai.send(&dg(
+            &[cl.channel],
+            AI,
+            CLIENTAGENT_GET_NETWORK_ADDRESS,
+            &P::new().u32(context).0,
+        ));
+        self.ai_expect(CLIENTAGENT_GET_NETWORK_ADDRESS_RESP).payload
+    }
+
     fn field(&self, class: &str, name: &str) -> u16 {
         let c = self.dc.class_by_name(class).unwrap();
         self.dc.field_by_name(c, name).unwrap().id()
@@ -1000,7 +1024,6 @@ fn a_client_that_stops_reading_is_cut_off_while_its_zone_mates_keep_receiving() 
 fn proxy_protocol_v1_and_v2_give_the_real_address_and_tlvs() {
     let mut c = start(&["haproxy: true"]);
     // v2, IPv6, with TLVs.
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", c.ports[0])).unwrap();
     let tlv = b"\x01\x00\x05hello";
     let mut body = Vec::new();
     body.extend_from_slice(
@@ -1021,27 +1044,14 @@ fn proxy_protocol_v1_and_v2_give_the_real_address_and_tlvs() {
     let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x21".to_vec();
     header.extend_from_slice(&(body.len() as u16).to_be_bytes());
     header.extend_from_slice(&body);
-    std::io::Write::write_all(&mut s, &header).unwrap();
-    let mut cl = Client {
-        m: Md::from_stream(s),
-        channel: 0,
-    };
-    cl.hello(&c);
-    cl.channel = c.identify(&mut cl);
-    c.ai.send(&dg(
-        &[cl.channel],
-        AI,
-        CLIENTAGENT_GET_NETWORK_ADDRESS,
-        &P::new().u32(1).0,
-    ));
-    let got = c.ai_expect(CLIENTAGENT_GET_NETWORK_ADDRESS_RESP);
+    let cl = c.proxied_client(&header);
     let want = P::new()
         .u32(1)
         .string("2001:db8::1")
         .u16(54321)
         .string("2001:db8:dead:beef::feed:1")
         .u16(12345);
-    assert_eq!(got.payload, want.0);
+    assert_eq!(c.network_address(&cl, 1), want.0);
     c.ai.send(&dg(
         &[cl.channel],
         AI,
@@ -1055,32 +1065,15 @@ fn proxy_protocol_v1_and_v2_give_the_real_address_and_tlvs() {
     );
 
     // v1, IPv4.
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", c.ports[0])).unwrap();
-    std::io::Write::write_all(
-        &mut s,
-        b"PROXY TCP4 203.0.113.5 198.51.100.77 5000 7198\r\n",
-    )
-    .unwrap();
-    let mut cl = Client {
-        m: Md::from_stream(s),
-        channel: 0,
-    };
-    cl.hello(&c);
-    cl.channel = c.identify(&mut cl);
-    c.ai.send(&dg(
-        &[cl.channel],
-        AI,
-        CLIENTAGENT_GET_NETWORK_ADDRESS,
-        &P::new().u32(3).0,
-    ));
-    let got = c.ai_expect(CLIENTAGENT_GET_NETWORK_ADDRESS_RESP);
+    let cl = c.proxied_client(b"PROXY TCP4 203.0.113.5 198.51.100.77 5000 7198\r\n");
+    let got = c.network_address(&cl, 3);
     let want = P::new()
         .u32(3)
         .string("203.0.113.5")
         .u16(5000)
         .string("198.51.100.77")
         .u16(7198);
-    assert_eq!(got.payload, want.0);
+    assert_eq!(got, want.0);
 
     // Garbage instead of a header: closed.
     let mut bad = Md::connect(c.ports[0]);

@@ -485,22 +485,7 @@ impl Core {
 
     /// Routes framed datagrams a client's session sent, as sent by its participant.
     fn route_own(&mut self, pid: crate::md::Pid, datagrams: &[u8]) {
-        let mut rest = datagrams;
-        while rest.len() >= 2 {
-            let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
-            if rest.len() < 2 + len {
-                break;
-            }
-            let (frame, r) = rest.split_at(2 + len);
-            rest = r;
-            let body = &frame[2..];
-            let count = body.first().copied().unwrap_or(0) as usize;
-            if count == 0 || body.len() < 1 + 8 * count + 10 {
-                continue;
-            }
-            self.send_upstream(frame);
-            self.route(frame, Some(pid));
-        }
+        self.route_frames(datagrams, Some(pid));
     }
 
     /// Queues bytes for the client, cutting it off past its write buffer.

@@ -1459,7 +1459,22 @@ impl Core {
             return;
         }
         let datagrams = std::mem::take(&mut out.datagrams);
-        let mut rest = &datagrams[..];
+        let dropped = self.route_frames(&datagrams, exclude);
+        if dropped > 0 {
+            log::error!(
+                "{}: produced {dropped} malformed datagram(s); dropped",
+                self.roles[i].role.name()
+            );
+        }
+        out.datagrams = datagrams;
+        out.datagrams.clear();
+    }
+
+    /// Routes framed datagrams an in-process participant (a role, a client session) sent,
+    /// upstream too; returns how many were malformed and dropped.
+    fn route_frames(&mut self, datagrams: &[u8], exclude: Option<Pid>) -> usize {
+        let mut dropped = 0;
+        let mut rest = datagrams;
         while rest.len() >= 2 {
             let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
             if rest.len() < 2 + len {
@@ -1470,17 +1485,13 @@ impl Core {
             let body = &frame[2..];
             let count = body.first().copied().unwrap_or(0) as usize;
             if count == 0 || body.len() < 1 + 8 * count + 10 {
-                log::error!(
-                    "{}: produced a malformed datagram; dropped",
-                    self.roles[i].role.name()
-                );
+                dropped += 1;
                 continue;
             }
             self.send_upstream(frame);
             self.route(frame, exclude);
         }
-        out.datagrams = datagrams;
-        out.datagrams.clear();
+        dropped
     }
 
     // ---- cross-core ----------------------------------------------------------------------
