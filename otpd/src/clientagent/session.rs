@@ -420,8 +420,7 @@ impl Session {
         } else {
             match self.state {
                 STATE_NEW => self.pre_hello(now, &mut r, out),
-                STATE_ANONYMOUS => self.pre_auth(now, &mut r, out),
-                _ => self.authenticated(now, &mut r, out),
+                _ => self.after_hello(now, &mut r, out),
             }
         };
         match res {
@@ -512,48 +511,41 @@ impl Session {
         Ok(())
     }
 
-    fn pre_auth(
+    /// A datagram after HELLO: ANONYMOUS clients may only disconnect, beat and call
+    /// anonymous UberDOGs; ESTABLISHED ones may also move objects and open interests.
+    fn after_hello(
         &mut self,
         now: Instant,
         r: &mut Reader<'_>,
         out: &mut SessionOut,
     ) -> Result<(), Refusal> {
         let msgtype = r.u16()?;
+        let established = self.state == STATE_ESTABLISHED;
         match msgtype {
             CLIENT_DISCONNECT => self.client_disconnect(out),
             CLIENT_OBJECT_SET_FIELD => return self.client_set_field(r, false, out),
             CLIENT_OBJECT_SET_FIELDS => return self.client_set_field(r, true, out),
             CLIENT_HEARTBEAT => self.heartbeat(now),
+            CLIENT_OBJECT_LOCATION if established => return self.client_location(r, out),
+            CLIENT_ADD_INTEREST if established => {
+                return self.client_add_interest(now, r, false, out)
+            }
+            CLIENT_ADD_INTEREST_MULTIPLE if established => {
+                return self.client_add_interest(now, r, true, out)
+            }
+            CLIENT_REMOVE_INTEREST if established => {
+                return self.client_remove_interest(now, r, out)
+            }
+            other if established => {
+                return Err(refuse(
+                    CLIENT_DISCONNECT_INVALID_MSGTYPE,
+                    format!("Message type {other} not valid."),
+                ))
+            }
             other => {
                 return Err(refuse(
                     CLIENT_DISCONNECT_INVALID_MSGTYPE,
                     format!("Message type {other} not allowed prior to authentication."),
-                ))
-            }
-        }
-        Ok(())
-    }
-
-    fn authenticated(
-        &mut self,
-        now: Instant,
-        r: &mut Reader<'_>,
-        out: &mut SessionOut,
-    ) -> Result<(), Refusal> {
-        let msgtype = r.u16()?;
-        match msgtype {
-            CLIENT_DISCONNECT => self.client_disconnect(out),
-            CLIENT_OBJECT_SET_FIELD => return self.client_set_field(r, false, out),
-            CLIENT_OBJECT_SET_FIELDS => return self.client_set_field(r, true, out),
-            CLIENT_OBJECT_LOCATION => return self.client_location(r, out),
-            CLIENT_ADD_INTEREST => return self.client_add_interest(now, r, false, out),
-            CLIENT_ADD_INTEREST_MULTIPLE => return self.client_add_interest(now, r, true, out),
-            CLIENT_REMOVE_INTEREST => return self.client_remove_interest(now, r, out),
-            CLIENT_HEARTBEAT => self.heartbeat(now),
-            other => {
-                return Err(refuse(
-                    CLIENT_DISCONNECT_INVALID_MSGTYPE,
-                    format!("Message type {other} not valid."),
                 ))
             }
         }
