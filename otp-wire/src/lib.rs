@@ -27,3 +27,31 @@ pub type MsgType = u16;
 pub const LENGTH_TAG_BYTES: usize = 2;
 /// The largest datagram body a 16-bit length tag can describe.
 pub const MAX_DATAGRAM_BODY: usize = u16::MAX as usize;
+
+/// The framed datagrams (length tag included) at the start of `buf`, in order; stops at the
+/// first incomplete one. For buffers of datagrams the process built itself.
+pub fn frames(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        if rest.len() < LENGTH_TAG_BYTES {
+            return None;
+        }
+        let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+        if rest.len() < LENGTH_TAG_BYTES + len {
+            return None;
+        }
+        let (frame, r) = rest.split_at(LENGTH_TAG_BYTES + len);
+        rest = r;
+        Some(frame)
+    })
+}
+
+#[cfg(test)]
+mod frames_tests {
+    #[test]
+    fn frames_splits_and_stops_at_an_incomplete_one() {
+        let buf = [1, 0, 7, 2, 0, 8, 9, 3, 0, 1];
+        let got: Vec<&[u8]> = super::frames(&buf).collect();
+        assert_eq!(got, vec![&[1, 0, 7][..], &[2, 0, 8, 9][..]]);
+    }
+}

@@ -114,16 +114,7 @@ impl Output {
 
     /// The datagrams, as framed slices (for tests and the runtime).
     pub fn frames(&self) -> impl Iterator<Item = &[u8]> {
-        let mut rest = &self.datagrams[..];
-        std::iter::from_fn(move || {
-            if rest.len() < 2 {
-                return None;
-            }
-            let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
-            let (f, r) = rest.split_at((2 + len).min(rest.len()));
-            rest = r;
-            Some(f)
-        })
+        otp_wire::frames(&self.datagrams)
     }
 }
 

@@ -627,14 +627,7 @@ impl Core {
                 };
                 cl.in_waiting = false;
                 let inbox = std::mem::take(&mut cl.inbox);
-                let mut rest = &inbox[..];
-                while rest.len() >= 2 {
-                    let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
-                    if rest.len() < 2 + len {
-                        break;
-                    }
-                    let (frame, r) = rest.split_at(2 + len);
-                    rest = r;
+                for frame in otp_wire::frames(&inbox) {
                     if self.conns[slot].closing.is_some() {
                         break;
                     }

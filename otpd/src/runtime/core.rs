@@ -1391,11 +1391,7 @@ impl Core {
                     continue;
                 }
                 let inbox = std::mem::take(&mut self.roles[i].inbox);
-                let mut rest = &inbox[..];
-                while rest.len() >= 2 {
-                    let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
-                    let (frame, r) = rest.split_at(2 + len);
-                    rest = r;
+                for frame in otp_wire::frames(&inbox) {
                     match otp_wire::InternalDatagram::parse(&frame[2..]) {
                         Ok(dg) => self.roles[i].role.handle(now, frame, &dg, &mut out),
                         Err(e) => {
@@ -1474,14 +1470,7 @@ impl Core {
     /// upstream too; returns how many were malformed and dropped.
     fn route_frames(&mut self, datagrams: &[u8], exclude: Option<Pid>) -> usize {
         let mut dropped = 0;
-        let mut rest = datagrams;
-        while rest.len() >= 2 {
-            let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
-            if rest.len() < 2 + len {
-                break;
-            }
-            let (frame, r) = rest.split_at(2 + len);
-            rest = r;
+        for frame in otp_wire::frames(datagrams) {
             let body = &frame[2..];
             let count = body.first().copied().unwrap_or(0) as usize;
             if count == 0 || body.len() < 1 + 8 * count + 10 {
