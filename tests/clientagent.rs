@@ -1235,3 +1235,50 @@ fn a_channel_opened_for_a_client_hears_the_very_next_datagram() {
         cl.expect_eject(4000);
     }
 }
+
+#[test]
+fn flush_delay_coalesces_a_clients_output_but_not_its_eject() {
+    let mut c = start(&["flush_delay_ms: 700"]);
+    let mut cl = c.client(0);
+    let raw = |t: u16| payload(t, P::new().string("coalesced"));
+    let pass = |c: &mut Cluster, cl: &Client, t: u16| {
+        let r = raw(t);
+        c.ai.send(&dg(
+            &[cl.channel],
+            AI,
+            CLIENTAGENT_SEND_DATAGRAM,
+            &P::new().u16(r.len() as u16 - 2).bytes(&r[2..]).0,
+        ));
+    };
+    let t0 = Instant::now();
+    pass(&mut c, &cl, 0xAB01);
+    std::thread::sleep(Duration::from_millis(100));
+    pass(&mut c, &cl, 0xAB02);
+    // Nothing is written until the delay has passed, then both datagrams go in one write.
+    cl.m.s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 256];
+    let n = cl.m.s.peek(&mut buf).unwrap();
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500),
+        "the first datagram waited {waited:?}, less than flush_delay_ms"
+    );
+    assert_eq!(n, 2 * raw(0).len(), "both datagrams arrive in one write");
+    cl.expect(0xAB01, P::new().string("coalesced"));
+    cl.expect(0xAB02, P::new().string("coalesced"));
+
+    // An eject is written at once: the client reads it well before the delay.
+    let t1 = Instant::now();
+    c.ai.send(&dg(
+        &[cl.channel],
+        AI,
+        CLIENTAGENT_EJECT,
+        &P::new().u16(4321).string("bye").0,
+    ));
+    cl.expect_eject(4321);
+    assert!(
+        t1.elapsed() < Duration::from_millis(500),
+        "the eject waited {:?}",
+        t1.elapsed()
+    );
+}

@@ -30,7 +30,7 @@ pub const USAGE: &str = "\
     otp-load clients  --md HOST:PORT --ca HOST:PORT --dc FILE --version STR
                       [--clients N] [--zone-size M] [--rate R] [--duration SECS]
                       [--warmup SECS] [--threads T] [--login-rate L] [--spread zone|index]
-                      [--control CHANNEL] [--pid PID] [--json]
+                      [--control CHANNEL] [--busy-poll] [--pid PID] [--json]
 
 clients: the ClientAgent benchmark (schema otp-load/load.dc; the server needs a StateServer on
 --control (default 100100), a ClientAgent on --ca with version STR and add_interest enabled,
@@ -41,7 +41,8 @@ R times a second (default 1), spread evenly over the period: with --spread zone 
 zone's updates are evenly spaced and consecutive ones go to different zones; with --spread
 index they go in client order, a zone's M updates back to back. After --warmup seconds (default 5) the delivery
 latency to the other M-1 clients of the zone is measured for --duration seconds (default 30).
-With --pid, the server's resident memory per idle client (after all are ready, against a
+With --busy-poll the client threads never sleep in poll (no wake-ups from the server's sends,
+at the cost of a busy CPU per thread). With --pid, the server's resident memory per idle client (after all are ready, against a
 baseline taken before the first connects) and its CPU use while measuring.
 ";
 
@@ -70,6 +71,8 @@ struct Opts {
     /// true: a zone's updates are spread over the period; false: in client order, so one
     /// zone's M updates go out back to back (each client hears its neighbours in a burst).
     spread_zone: bool,
+    /// Poll with a zero timeout instead of sleeping.
+    busy_poll: bool,
     pid: Option<u32>,
     json: bool,
 }
@@ -89,6 +92,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         login_rate: 2_000.0,
         control: 100_100,
         spread_zone: true,
+        busy_poll: false,
         pid: None,
         json: false,
     };
@@ -123,6 +127,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             "--pid" => o.pid = Some(num(a, val()?)?),
             "--json" => o.json = true,
+            "--busy-poll" => o.busy_poll = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -480,6 +485,7 @@ impl Worker {
                         break;
                     }
                     Ok(_) => {
+                        let drained = c.df.drained();
                         while let Some(d) = c.df.next_datagram() {
                             let Ok(body) = d else {
                                 dead = Some(false);
@@ -489,6 +495,9 @@ impl Worker {
                                 dead = Some(true);
                                 break 'read;
                             }
+                        }
+                        if drained {
+                            break;
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -663,7 +672,11 @@ fn client_thread(
                 wake = wake.min(due);
             }
         }
-        let timeout = Duration::from_micros(wake.saturating_sub(shared.now_us()));
+        let timeout = if o.busy_poll {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(wake.saturating_sub(shared.now_us()))
+        };
         if let Err(e) = wk.poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(format!("poll: {e}"));

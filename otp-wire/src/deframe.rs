@@ -38,6 +38,8 @@ pub struct Deframer {
     start: usize,
     end: usize,
     max_datagram: usize,
+    /// The last `read_from` returned less than it asked for.
+    drained: bool,
 }
 
 impl Deframer {
@@ -53,6 +55,7 @@ impl Deframer {
             start: 0,
             end: 0,
             max_datagram,
+            drained: false,
         }
     }
 
@@ -129,9 +132,18 @@ impl Deframer {
                 "deframer full: take datagrams out before reading",
             ));
         }
+        let asked = spare.len();
         let n = src.read(spare)?;
+        self.drained = n < asked;
         self.commit(n);
         Ok(n)
+    }
+
+    /// True when the last `read_from` got fewer bytes than it had room for. On a stream socket
+    /// that means the kernel's queue was empty at that moment, so an edge-triggered reader may
+    /// wait for the next readiness event instead of calling `read` again for `WouldBlock`.
+    pub fn drained(&self) -> bool {
+        self.drained
     }
 
     /// Appends bytes (for tests and in-memory links). Returns how many fit.

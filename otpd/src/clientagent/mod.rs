@@ -87,6 +87,8 @@ pub struct ClientAgent {
     /// Unsent bytes a client may have queued; 0 = unlimited.
     pub write_buffer_size: usize,
     pub write_timeout: Option<Duration>,
+    /// How long outgoing datagrams may wait to be coalesced into one write; None = no wait.
+    pub flush_delay: Option<Duration>,
     pub haproxy: bool,
     pub limits: ClientLimits,
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -179,6 +181,7 @@ impl ClientAgent {
             interest_timeout: Duration::from_millis(config.interest_timeout_ms),
             write_buffer_size: config.write_buffer_size.min(usize::MAX as u64) as usize,
             write_timeout: ms(config.write_timeout_ms),
+            flush_delay: ms(config.flush_delay_ms),
             haproxy: config.haproxy,
             limits: config.limits,
             tls,

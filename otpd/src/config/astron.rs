@@ -914,6 +914,7 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         send_version: true,
         write_buffer_size: 262_144,
         write_timeout_ms: 5_000,
+        flush_delay_ms: 0,
         heartbeat_timeout_ms: 0,
         interest_timeout_ms: 500,
         tls: None,

@@ -252,6 +252,10 @@ pub struct ClientAgentConfig {
     pub write_buffer_size: u64,
     #[serde(default = "write_timeout")]
     pub write_timeout_ms: u64,
+    /// Longest a client's outgoing datagrams wait to share one write (0 = written at the end
+    /// of the event-loop turn that produced them).
+    #[serde(default)]
+    pub flush_delay_ms: u64,
     #[serde(default)]
     pub heartbeat_timeout_ms: u64,
     #[serde(default = "interest_timeout")]

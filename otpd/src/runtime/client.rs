@@ -28,6 +28,8 @@ pub struct ClientConn {
     pub in_waiting: bool,
     /// Since when unsent bytes have waited without the socket taking any.
     pub write_since: Option<Instant>,
+    /// When the bytes waiting to be coalesced (`flush_delay_ms`) are due to be written.
+    pub flush_at: Option<Instant>,
     /// Set once the session ended: the socket is flushed, shut for writing and closed by then.
     pub linger_until: Option<Instant>,
     pub shut: bool,
@@ -63,6 +65,7 @@ impl ClientConn {
             inbox: Vec::new(),
             in_waiting: false,
             write_since: None,
+            flush_at: None,
             linger_until: None,
             shut: false,
             ended: false,

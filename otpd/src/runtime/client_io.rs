@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 const MAX_PROXY_V2: usize = 1024;
 /// Rounds of session-to-session delivery handled in one loop turn.
 const CLIENT_ROUNDS_PER_TURN: usize = 16;
+/// Queued bytes that are written at once even when `flush_delay_ms` would let them wait.
+const FLUSH_AT_ONCE: usize = 16 * 1024;
 
 impl Core {
     /// Core 0: accepts what waits on client listener `i`, handing each client to a core.
@@ -219,7 +221,11 @@ impl Core {
                     self.mark_close(slot, "connection closed by peer");
                     more = false;
                 }
-                Ok(n) => self.client_bytes(slot, &scratch[..n], now),
+                Ok(n) => {
+                    self.client_bytes(slot, &scratch[..n], now);
+                    // A short read emptied the socket (see `Deframer::drained`).
+                    more = n == scratch.len();
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => more = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -587,6 +593,52 @@ impl Core {
 
     /// Writes a client's queued bytes; shuts the socket for writing once an ended session's
     /// last bytes are out.
+    /// With `flush_delay_ms`, keeps a client's new output back to share a write with what
+    /// follows; true = it waits (until `flush_due_clients` writes it). Output that must not
+    /// wait: an ejected client's last words, a socket that took only part of the last write,
+    /// and a backlog of `FLUSH_AT_ONCE` bytes or more.
+    pub(super) fn defer_client_flush(&mut self, slot: usize, now: Instant) -> bool {
+        let c = &mut self.conns[slot];
+        let queued = c.queued();
+        let Some(cl) = c.client.as_mut() else {
+            return false;
+        };
+        let Some(delay) = cl.ca.flush_delay else {
+            return false;
+        };
+        if cl.linger_until.is_some() || cl.write_since.is_some() || queued >= FLUSH_AT_ONCE {
+            cl.flush_at = None;
+            return false;
+        }
+        if cl.flush_at.is_none() {
+            let at = now + delay;
+            cl.flush_at = Some(at);
+            self.deferred.push(std::cmp::Reverse((at, slot)));
+        }
+        true
+    }
+
+    /// Writes the coalesced output that is due. An entry whose client has since been
+    /// written (or whose slot was reused) no longer matches its `flush_at` and is skipped.
+    pub(super) fn flush_due_clients(&mut self, now: Instant) {
+        while let Some(&std::cmp::Reverse((at, slot))) = self.deferred.peek() {
+            if at > now {
+                break;
+            }
+            self.deferred.pop();
+            let Some(c) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            match c.client.as_mut() {
+                Some(cl) if cl.flush_at == Some(at) => cl.flush_at = None,
+                _ => continue,
+            }
+            if c.closing.is_none() {
+                self.flush_client(slot);
+            }
+        }
+    }
+
     pub(super) fn flush_client(&mut self, slot: usize) {
         let now = Instant::now();
         let c = &mut self.conns[slot];
@@ -601,6 +653,7 @@ impl Core {
         };
         if after == 0 {
             cl.write_since = None;
+            cl.flush_at = None;
             if c.out.capacity() > 64 * 1024 {
                 c.out = Vec::new();
             }

@@ -15,7 +15,8 @@ use otp_wire::msgtypes::*;
 use otp_wire::{FrameError, InternalDatagram, Reader, Writer};
 use slab::Slab;
 use smallvec::SmallVec;
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
@@ -91,6 +92,8 @@ pub struct Core {
     arena_base: u64,
     ready: Vec<usize>,
     dirty: Vec<usize>,
+    /// Clients whose output waits to be coalesced, by when it is due (`flush_delay_ms`).
+    deferred: BinaryHeap<Reverse<(Instant, usize)>>,
     next_accept_core: usize,
     upstream: Option<Upstream>,
     el_socket: Option<UdpSocket>,
@@ -187,6 +190,7 @@ impl Core {
             arena_base: 0,
             ready: Vec::new(),
             dirty: Vec::new(),
+            deferred: BinaryHeap::new(),
             next_accept_core: 0,
             upstream,
             el_socket,
@@ -273,6 +277,9 @@ impl Core {
                 if self.clients > 0 {
                     let at = self.next_client_scan;
                     wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
+                }
+                if let Some(Reverse((at, _))) = self.deferred.peek() {
+                    wake_at = Some(wake_at.map_or(*at, |w| w.min(*at)));
                 }
                 let t = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
                 self.shared.sleeping[self.id].store(true, Ordering::SeqCst);
@@ -474,7 +481,9 @@ impl Core {
                     self.mark_close(slot, "connection closed by peer");
                     more = false;
                 }
-                Ok(_) => {}
+                // A short read emptied the socket: the next readiness event says when there
+                // is more (one `read` per wakeup instead of two).
+                Ok(_) => more = !deframer.drained(),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => more = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -1645,6 +1654,7 @@ impl Core {
                 }
             }
         }
+        let now = Instant::now();
         let dirty = std::mem::take(&mut self.dirty);
         for slot in dirty {
             let Some(c) = self.conns.get_mut(slot) else {
@@ -1657,13 +1667,16 @@ impl Core {
                 continue;
             }
             if c.client.is_some() {
-                self.flush_client(slot);
+                if !self.defer_client_flush(slot, now) {
+                    self.flush_client(slot);
+                }
                 continue;
             }
             if let Err(e) = c.flush() {
                 self.mark_close(slot, format!("write error: {e}"));
             }
         }
+        self.flush_due_clients(now);
         self.close_marked();
         let mine = &self.shared.stats.per_core[self.id];
         mine.datagrams_routed.store(self.routed, Ordering::Relaxed);
