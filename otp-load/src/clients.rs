@@ -10,8 +10,10 @@
 //! the client knows it is established; it then adds interest in (shard 10000, zone i / M + 1),
 //! counts the ENTER_OBJECT messages until DONE_INTEREST_RESP, and is ready.
 
+use crate::report::{self, Counters, Errors, Live, Report};
+use hdrhistogram::Histogram;
 use otp_wire::msgtypes::{
-    CLIENTAGENT_SEND_DATAGRAM, CLIENTAGENT_SET_STATE, CLIENT_ADD_INTEREST,
+    CLIENTAGENT_SEND_DATAGRAM, CLIENTAGENT_SET_STATE, CLIENT_ADD_INTEREST, CLIENT_DISCONNECT,
     CLIENT_DONE_INTEREST_RESP, CLIENT_EJECT, CLIENT_ENTER_OBJECT_REQUIRED,
     CLIENT_ENTER_OBJECT_REQUIRED_OTHER, CLIENT_HELLO, CLIENT_HELLO_RESP, CLIENT_OBJECT_SET_FIELD,
     CONTROL_ADD_CHANNEL, STATESERVER_CREATE_OBJECT_WITH_REQUIRED, STATESERVER_OBJECT_GET_ALL,
@@ -28,9 +30,10 @@ use std::time::{Duration, Instant};
 
 pub const USAGE: &str = "\
     otp-load clients  --md HOST:PORT --ca HOST:PORT --dc FILE --version STR
-                      [--clients N] [--zone-size M] [--rate R] [--duration SECS]
-                      [--warmup SECS] [--threads T] [--login-rate L] [--spread zone|index]
-                      [--control CHANNEL] [--busy-poll] [--pid PID] [--json]
+                      [--clients N] [--zone-size M] [--rate|--move-rate R] [--chat-rate C]
+                      [--duration SECS] [--warmup SECS] [--threads T] [--login-rate L]
+                      [--spread zone|index] [--control CHANNEL] [--busy-poll] [--pid PID]
+                      [--json]
 
 clients: the ClientAgent benchmark (schema otp-load/load.dc; the server needs a StateServer on
 --control (default 100100), a ClientAgent on --ca with version STR and add_interest enabled,
@@ -44,6 +47,16 @@ latency to the other M-1 clients of the zone is measured for --duration seconds 
 With --busy-poll the client threads never sleep in poll (no wake-ups from the server's sends,
 at the cost of a busy CPU per thread). With --pid, the server's resident memory per idle client (after all are ready, against a
 baseline taken before the first connects) and its CPU use while measuring.
+--move-rate is --rate. --chat-rate C (default 0 = none): each client also sends say(text,
+sent_us) on its avatar C times a second, spread like setPos; its deliveries are measured too.
+At the end every client still held sends CLIENT_DISCONNECT; those the server then closes
+without an eject count as logged out cleanly. A progress line goes to stderr once a second;
+the report adds the lines clients/messages/latency/errors (and in --json the keys
+clients_wanted, clients_connected, clients_held, clients_logged_out, window_s, msgs_in,
+msgs_out, msgs_in_per_s, msgs_out_per_s, latency_count, latency_p50_us, latency_p90_us,
+latency_p99_us, latency_p999_us, latency_max_us, errors, errors_connect, errors_eject,
+errors_protocol, errors_timeout, error_details[{kind,code,reason,count}]); latencies are
+from an HDR histogram in microseconds.
 ";
 
 const UBERDOG: u32 = 4665;
@@ -63,6 +76,7 @@ struct Opts {
     clients: u32,
     zone_size: u32,
     rate: f64,
+    chat_rate: f64,
     duration: f64,
     warmup: f64,
     threads: usize,
@@ -86,6 +100,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         clients: 10_000,
         zone_size: 50,
         rate: 1.0,
+        chat_rate: 0.0,
         duration: 30.0,
         warmup: 5.0,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -112,7 +127,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--version" => o.version = val()?,
             "--clients" => o.clients = num(a, val()?)?,
             "--zone-size" => o.zone_size = num(a, val()?)?,
-            "--rate" => o.rate = num(a, val()?)?,
+            "--rate" | "--move-rate" => o.rate = num(a, val()?)?,
+            "--chat-rate" => o.chat_rate = num(a, val()?)?,
             "--duration" => o.duration = num(a, val()?)?,
             "--warmup" => o.warmup = num(a, val()?)?,
             "--threads" => o.threads = num(a, val()?)?,
@@ -140,7 +156,12 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     if o.clients.checked_add(FIRST_AVATAR + 1).is_none() {
         return Err("--clients is too large".into());
     }
-    if !(o.rate > 0.0 && o.duration > 0.0 && o.warmup >= 0.0 && o.login_rate > 0.0) {
+    if !(o.rate > 0.0
+        && o.chat_rate >= 0.0
+        && o.duration > 0.0
+        && o.warmup >= 0.0
+        && o.login_rate > 0.0)
+    {
         return Err("--rate, --duration and --login-rate must be positive".into());
     }
     o.threads = o.threads.min(o.clients as usize);
@@ -237,6 +258,8 @@ struct Shared {
     start_us: AtomicU64,
     /// Set when the clients should close and report.
     stop: AtomicBool,
+    /// Counters for the progress line and the report.
+    live: Arc<Live>,
 }
 
 impl Shared {
@@ -247,8 +270,14 @@ impl Shared {
 
 /// What one client thread found.
 struct ThreadResult {
-    latency: Hist,
+    /// Window latencies not yet merged into `Shared::live`.
+    latency: Histogram<u64>,
     login: Hist,
+    counters: Counters,
+    /// Clients that sent CLIENT_DISCONNECT at the end and saw the server close.
+    logged_out: u64,
+    /// Errors other than connect errors and ejects (kept below for the old lines).
+    errors: Errors,
     sent_total: u64,
     sent_window: u64,
     expected_window: u64,
@@ -272,6 +301,7 @@ enum Phase {
     Login,
     Interest,
     Ready,
+    LoggingOut,
     Gone,
 }
 
@@ -295,7 +325,10 @@ struct Ctx<'a> {
     shared: &'a Shared,
     login_field: u16,
     set_pos: u16,
+    say: u16,
     window: (u64, u64),
+    /// Whether the loop turn being handled is inside the measured window.
+    in_window: bool,
     r: &'a mut ThreadResult,
 }
 
@@ -327,6 +360,10 @@ impl Client {
         let Ok(msgtype) = r.u16() else {
             return Ok(());
         };
+        cx.r.counters.msgs_in += 1;
+        if cx.in_window {
+            cx.r.counters.in_window += 1;
+        }
         match msgtype {
             CLIENT_HELLO_RESP if st.phase == Phase::Hello => {
                 let mut w = Writer::client(&mut st.out, CLIENT_OBJECT_SET_FIELD);
@@ -351,21 +388,30 @@ impl Client {
                 st.phase = Phase::Ready;
                 cx.r.login.record(cx.shared.now_us() - st.started_us);
                 cx.shared.ready.fetch_add(1, Ordering::Relaxed);
+                cx.shared.live.held.fetch_add(1, Ordering::Relaxed);
             }
             CLIENT_OBJECT_SET_FIELD => {
                 let (Ok(_doid), Ok(field)) = (r.u32(), r.u16()) else {
                     return Ok(());
                 };
-                if field != cx.set_pos {
-                    return Ok(());
-                }
-                let (Ok(_x), Ok(_y), Ok(sent)) = (r.i16(), r.i16(), r.u64()) else {
+                let sent = if field == cx.set_pos {
+                    let (Ok(_x), Ok(_y), Ok(sent)) = (r.i16(), r.i16(), r.u64()) else {
+                        return Ok(());
+                    };
+                    sent
+                } else if field == cx.say && cx.say != u16::MAX {
+                    let (Ok(_text), Ok(sent)) = (r.string(), r.u64()) else {
+                        return Ok(());
+                    };
+                    sent
+                } else {
                     return Ok(());
                 };
                 cx.r.received_total += 1;
                 if sent >= cx.window.0 && sent < cx.window.1 {
                     cx.r.received_window += 1;
-                    cx.r.latency.record(cx.shared.now_us().saturating_sub(sent));
+                    cx.r.latency
+                        .saturating_record(cx.shared.now_us().saturating_sub(sent).max(1));
                 }
             }
             CLIENT_EJECT => {
@@ -374,6 +420,7 @@ impl Client {
                     .string()
                     .map(str::to_owned)
                     .unwrap_or_else(|_| "(unreadable reason)".into());
+                cx.shared.live.errors.fetch_add(1, Ordering::Relaxed);
                 *cx.r.ejects.entry((code, reason)).or_default() += 1;
                 return Err(());
             }
@@ -384,7 +431,7 @@ impl Client {
 }
 
 /// Writes as much of `out` as the socket takes; keeps the rest. Err = the connection failed.
-fn flush(sock: &mut mio::net::TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
+pub(crate) fn flush(sock: &mut mio::net::TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
     let mut at = 0;
     while at < out.len() {
         match sock.write(&out[at..]) {
@@ -413,7 +460,18 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut s);
         }
         match c.st.phase {
-            Phase::Ready => cx.r.closed_after_ready += 1,
+            Phase::Ready => {
+                cx.r.closed_after_ready += 1;
+                cx.shared.live.held.fetch_sub(1, Ordering::Relaxed);
+            }
+            Phase::LoggingOut => {
+                if !ejected {
+                    cx.r.logged_out += 1;
+                }
+                c.st.phase = Phase::Gone;
+                c.st.out = Vec::new();
+                return;
+            }
             Phase::Gone => return,
             _ => {
                 cx.shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -421,6 +479,7 @@ impl Worker {
         }
         if !ejected {
             cx.r.closed_unexpectedly += 1;
+            cx.shared.live.errors.fetch_add(1, Ordering::Relaxed);
         }
         c.st.phase = Phase::Gone;
         c.st.out = Vec::new();
@@ -437,6 +496,7 @@ impl Worker {
                     mio::Interest::READABLE | mio::Interest::WRITABLE,
                 ) {
                     cx.r.connect_errors.push(format!("register: {e}"));
+                    cx.shared.live.errors.fetch_add(1, Ordering::Relaxed);
                     cx.shared.failed.fetch_add(1, Ordering::Relaxed);
                     c.st.phase = Phase::Gone;
                     return;
@@ -446,6 +506,7 @@ impl Worker {
             }
             Err(e) => {
                 cx.r.connect_errors.push(format!("connect: {e}"));
+                cx.shared.live.errors.fetch_add(1, Ordering::Relaxed);
                 cx.shared.failed.fetch_add(1, Ordering::Relaxed);
                 c.st.phase = Phase::Gone;
             }
@@ -460,18 +521,21 @@ impl Worker {
         if c.st.phase == Phase::Connecting {
             if let Ok(Some(e)) | Err(e) = sock.take_error() {
                 cx.r.connect_errors.push(format!("connect: {e}"));
+                cx.shared.live.errors.fetch_add(1, Ordering::Relaxed);
                 return self.finish(k, cx, true);
             }
             match sock.peer_addr() {
                 Ok(_) => {
                     let _ = sock.set_nodelay(true);
                     cx.shared.connected.fetch_add(1, Ordering::Relaxed);
+                    cx.shared.live.connected.fetch_add(1, Ordering::Relaxed);
                     c.st.out.extend_from_slice(&self.hello);
                     c.st.phase = Phase::Hello;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => {
                     cx.r.connect_errors.push(format!("connect: {e}"));
+                    cx.shared.live.errors.fetch_add(1, Ordering::Relaxed);
                     return self.finish(k, cx, true);
                 }
             }
@@ -534,13 +598,68 @@ impl Worker {
             .u64(now);
         let _ = w.finish();
         cx.r.sent_total += 1;
+        cx.r.counters.msgs_out += 1;
         if now >= cx.window.0 && now < cx.window.1 {
             cx.r.sent_window += 1;
+            cx.r.counters.out_window += 1;
             cx.r.expected_window += (zone_population(cx.o, c.index) - 1) as u64;
         }
         if flush(sock, &mut c.st.out).is_err() {
             self.finish(k, cx, false);
         }
+    }
+
+    /// A say(text, sent_us) on the client's avatar: a chat line every zone member hears.
+    fn send_chat(&mut self, k: usize, cx: &mut Ctx) {
+        let c = &mut self.clients[k];
+        if c.st.phase != Phase::Ready {
+            return;
+        }
+        let Some(sock) = c.sock.as_mut() else {
+            return;
+        };
+        let now = cx.shared.now_us();
+        let mut w = Writer::client(&mut c.st.out, CLIENT_OBJECT_SET_FIELD);
+        w.u32(avatar_doid(cx.o, c.index))
+            .u16(cx.say)
+            .string("hello, zone")
+            .u64(now);
+        let _ = w.finish();
+        cx.r.sent_total += 1;
+        cx.r.counters.msgs_out += 1;
+        if now >= cx.window.0 && now < cx.window.1 {
+            cx.r.sent_window += 1;
+            cx.r.counters.out_window += 1;
+            cx.r.expected_window += (zone_population(cx.o, c.index) - 1) as u64;
+        }
+        if flush(sock, &mut c.st.out).is_err() {
+            self.finish(k, cx, false);
+        }
+    }
+
+    /// Sends CLIENT_DISCONNECT from every ready client; returns how many are logging out.
+    fn logout(&mut self, cx: &mut Ctx) -> usize {
+        let mut n = 0;
+        for k in 0..self.clients.len() {
+            let c = &mut self.clients[k];
+            if c.st.phase != Phase::Ready {
+                continue;
+            }
+            let Some(sock) = c.sock.as_mut() else {
+                continue;
+            };
+            let w = Writer::client(&mut c.st.out, CLIENT_DISCONNECT);
+            let _ = w.finish();
+            cx.r.counters.msgs_out += 1;
+            cx.shared.live.held.fetch_sub(1, Ordering::Relaxed);
+            c.st.phase = Phase::LoggingOut;
+            if flush(sock, &mut c.st.out).is_err() {
+                self.finish(k, cx, true);
+                continue;
+            }
+            n += 1;
+        }
+        n
     }
 }
 
@@ -553,11 +672,15 @@ fn client_thread(
     hash: u32,
     login_field: u16,
     set_pos: u16,
+    say: u16,
     login_start_us: u64,
 ) -> Result<ThreadResult, String> {
     let mut r = ThreadResult {
-        latency: Hist::new(),
+        latency: report::histogram(),
         login: Hist::new(),
+        counters: Counters::default(),
+        logged_out: 0,
+        errors: Errors::default(),
         sent_total: 0,
         sent_window: 0,
         expected_window: 0,
@@ -619,11 +742,32 @@ fn client_thread(
     let offset_of: Vec<u64> = order.iter().map(|&k| offset(wk.clients[k].index)).collect();
     // `send_k` walks `order`; the k-th send of a round is due at:
     let send_at = |start: u64, round: u64, k: usize| start + round * period_us + offset_of[k];
+    // Chat lines: the same spread over the chat period.
+    let chat_period_us = if o.chat_rate > 0.0 {
+        (1e6 / o.chat_rate) as u64
+    } else {
+        u64::MAX
+    };
+    let chat_offset_of: Vec<u64> = offset_of
+        .iter()
+        .map(|&off| {
+            (off as u128 * chat_period_us.min(1 << 40) as u128 / period_us.max(1) as u128) as u64
+        })
+        .collect();
+    let chat_at =
+        |start: u64, round: u64, k: usize| start + round * chat_period_us + chat_offset_of[k];
+    let (mut chat_k, mut chat_round) = (0usize, 0u64);
+    let mut last_publish = 0u64;
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             break;
         }
         let now = shared.now_us();
+        if now >= last_publish + 250_000 {
+            r.counters.publish(&shared.live);
+            shared.live.merge(&mut r.latency);
+            last_publish = now;
+        }
         if !started {
             let s = shared.start_us.load(Ordering::Acquire);
             if s != u64::MAX {
@@ -637,7 +781,9 @@ fn client_thread(
             shared,
             login_field,
             set_pos,
+            say,
             window,
+            in_window: now >= window.0 && now < window.1,
             r: &mut r,
         };
         // Start the clients whose turn has come.
@@ -660,6 +806,20 @@ fn client_thread(
                     round += 1;
                 }
             }
+            if o.chat_rate > 0.0 {
+                loop {
+                    let due = chat_at(s, chat_round, chat_k);
+                    if due > now || due >= window.1 {
+                        break;
+                    }
+                    wk.send_chat(order[chat_k], &mut cx);
+                    chat_k += 1;
+                    if chat_k == n {
+                        chat_k = 0;
+                        chat_round += 1;
+                    }
+                }
+            }
         }
         // Sleep until the next event, connect or send, at most 10 ms.
         let mut wake = now + 10_000;
@@ -670,6 +830,12 @@ fn client_thread(
             let due = send_at(s, round, send_k);
             if due < window.1 {
                 wake = wake.min(due);
+            }
+            if o.chat_rate > 0.0 {
+                let due = chat_at(s, chat_round, chat_k);
+                if due < window.1 {
+                    wake = wake.min(due);
+                }
             }
         }
         let timeout = if o.busy_poll {
@@ -692,18 +858,46 @@ fn client_thread(
         shared,
         login_field,
         set_pos,
+        say,
         window,
+        in_window: false,
         r: &mut r,
     };
     let _ = wk.poll.poll(&mut events, Some(Duration::ZERO));
     for ev in events.iter() {
         wk.on_event(ev.token().0, ev, &mut cx);
     }
-    r.held = wk
+    cx.r.held = wk
         .clients
         .iter()
         .filter(|c| c.st.phase == Phase::Ready && c.sock.is_some())
         .count() as u64;
+    // Log out: CLIENT_DISCONNECT, then wait (up to 3 s) for the server to close each one.
+    let mut left = wk.logout(&mut cx);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while left > 0 && Instant::now() < deadline {
+        if let Err(e) = wk.poll.poll(&mut events, Some(Duration::from_millis(50))) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(format!("poll: {e}"));
+            }
+        }
+        for ev in events.iter() {
+            wk.on_event(ev.token().0, ev, &mut cx);
+        }
+        left = wk
+            .clients
+            .iter()
+            .filter(|c| c.st.phase == Phase::LoggingOut)
+            .count();
+    }
+    for _ in 0..left {
+        cx.r.errors.timeout(
+            &shared.live,
+            "the server did not close after CLIENT_DISCONNECT",
+        );
+    }
+    r.counters.publish(&shared.live);
+    shared.live.merge(&mut r.latency);
     Ok(r)
 }
 
@@ -774,19 +968,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+use report::json_str;
 
 pub fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
@@ -804,6 +986,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     let login_field = field("LoadLogin", "login")?;
     let set_pos = field("LoadAvatar", "setPos")?;
+    // say: optional, for schemas written before it (only needed with --chat-rate).
+    let say = match field("LoadAvatar", "say") {
+        Ok(f) => f,
+        Err(_) if o.chat_rate == 0.0 => u16::MAX,
+        Err(e) => return Err(e),
+    };
     let _ = field("LoadAvatar", "setName")?;
     let _ = field("LoadShard", "setName")?;
     let shard_class = class("LoadShard")?.id();
@@ -953,7 +1141,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         connected: AtomicUsize::new(0),
         start_us: AtomicU64::new(u64::MAX),
         stop: AtomicBool::new(false),
+        live: Live::new(),
     });
+    let progress = report::progress(shared.live.clone(), o.clients as u64);
     let logins = Arc::new(AtomicU64::new(0));
     let ai_thread = {
         let shared = shared.clone();
@@ -1038,6 +1228,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     hash,
                     login_field,
                     set_pos,
+                    say,
                     login_start_us,
                 )
             })
@@ -1045,7 +1236,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .collect();
     let n = o.clients as usize;
     let login_deadline = t_login + Duration::from_secs_f64(n as f64 / o.login_rate + 60.0);
-    let mut last_print = Instant::now();
     loop {
         let (ready, failed) = (
             shared.ready.load(Ordering::Relaxed),
@@ -1056,13 +1246,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
         if handles.iter().any(|h| h.is_finished()) {
             break;
-        }
-        if !o.json && last_print.elapsed() > Duration::from_secs(2) {
-            eprintln!(
-                "  ... {} connected, {ready} ready, {failed} failed",
-                shared.connected.load(Ordering::Relaxed)
-            );
-            last_print = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -1095,8 +1278,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     wait_until(we + GRACE.as_micros() as u64);
     shared.stop.store(true, Ordering::Relaxed);
     let mut total = ThreadResult {
-        latency: Hist::new(),
+        latency: report::histogram(),
         login: Hist::new(),
+        counters: Counters::default(),
+        logged_out: 0,
+        errors: Errors::default(),
         sent_total: 0,
         sent_window: 0,
         expected_window: 0,
@@ -1111,7 +1297,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     for h in handles {
         let r = h.join().map_err(|_| "a client thread panicked")??;
-        total.latency.merge(&r.latency);
+        total.counters.in_window += r.counters.in_window;
+        total.counters.out_window += r.counters.out_window;
+        total.logged_out += r.logged_out;
+        total.errors.merge(r.errors);
         total.login.merge(&r.login);
         total.sent_total += r.sent_total;
         total.sent_window += r.sent_window;
@@ -1128,6 +1317,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
         total.enter_mismatch += r.enter_mismatch;
     }
     ai_thread.join().map_err(|_| "the AI thread panicked")??;
+    shared.live.stop.store(true, Ordering::Relaxed);
+    let _ = progress.join();
+    total.latency = shared
+        .live
+        .latency
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| report::histogram());
 
     // Report. Ejects are grouped by code: (count, first reason, distinct reasons).
     let mut by_code: BTreeMap<u16, (u64, String, usize)> = BTreeMap::new();
@@ -1143,8 +1340,34 @@ pub fn run(args: &[String]) -> Result<(), String> {
     } else {
         0.0
     };
-    let ms = |q: f64| t.latency.quantile(q) / 1000.0;
-    let max_ms = t.latency.max as f64 / 1000.0;
+    let ms = |q: f64| t.latency.value_at_quantile(q) as f64 / 1000.0;
+    let max_ms = t.latency.max() as f64 / 1000.0;
+    // The shared report: errors by kind.
+    let mut errors = Errors::default();
+    for e in &t.connect_errors {
+        *errors.connect.entry(e.clone()).or_default() += 1;
+    }
+    errors.ejects = t.ejects.clone();
+    if t.closed_unexpectedly > 0 {
+        errors.protocol.insert(
+            "connection closed by the server without an eject".into(),
+            t.closed_unexpectedly,
+        );
+    }
+    for (k, v) in &t.errors.timeouts {
+        errors.timeouts.insert(k.clone(), *v);
+    }
+    let rep = Report {
+        clients_wanted: o.clients as u64,
+        clients_connected: shared.connected.load(Ordering::Relaxed) as u64,
+        clients_held: t.held,
+        clients_logged_out: t.logged_out,
+        window_s: o.duration,
+        msgs_in: t.counters.in_window,
+        msgs_out: t.counters.out_window,
+        latency: t.latency.clone(),
+        errors,
+    };
     let per_client_kib = match (rss0, rss1) {
         (Some(a), Some(b)) if ready_at_start > 0 => {
             Some(b.saturating_sub(a) as f64 / ready_at_start as f64)
@@ -1199,7 +1422,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 \"connected\":{connected},\"ready\":{ready_at_start},\"held\":{},\"ejected\":{ejected},\"closed\":{},\"connect_errors\":{},\"login_s\":{login_s:.2},\"login_p50_ms\":{:.1},\"login_p99_ms\":{:.1},\
 \"updates_per_s\":{:.0},\"deliveries_per_s\":{:.0},\"expected\":{},\"received\":{},\"lost\":{lost},\"loss_pct\":{loss_pct:.4},\
 \"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{max_ms:.3},\
-\"rss_baseline_kib\":{},\"rss_ready_kib\":{},\"rss_end_kib\":{},\"rss_per_idle_client_kib\":{},\"server_cpu_pct\":{},\"load_cpu_pct\":{},\"machine_cpu_pct\":{},\"softirq_cpu_pct\":{},\"other_cpu_pct\":{},\"cores\":{cores},\"ejects\":[{}]}}",
+\"rss_baseline_kib\":{},\"rss_ready_kib\":{},\"rss_end_kib\":{},\"rss_per_idle_client_kib\":{},\"server_cpu_pct\":{},\"load_cpu_pct\":{},\"machine_cpu_pct\":{},\"softirq_cpu_pct\":{},\"other_cpu_pct\":{},\"cores\":{cores},\"ejects\":[{}],\"chat_rate_hz\":{},{}}}",
             json_str(&o.ca),
             o.clients,
             o.zone_size,
@@ -1231,7 +1454,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             opt(machine_cpu, 1),
             opt(softirq_cpu, 1),
             opt(others_cpu, 1),
-            ejects.join(",")
+            ejects.join(","),
+            o.chat_rate,
+            rep.json_fields()
         );
         return Ok(());
     }
@@ -1316,6 +1541,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for (e, n) in errs {
         println!("  ERROR      {n} x {e}");
     }
+    print!("{}", rep.text());
     Ok(())
 }
 

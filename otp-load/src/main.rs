@@ -6,7 +6,9 @@
 mod clients;
 mod db;
 mod objects;
+mod report;
 mod toon2003;
+mod toon2003_clients;
 
 use otp_wire::msgtypes::CONTROL_ADD_CHANNEL;
 use otp_wire::Writer;
@@ -371,13 +373,15 @@ fn main() {
         Some("clients") => clients::run(&args[1..]),
         Some("toon2003-ai") => toon2003::run_ai(&args[1..]),
         Some("toon2003-client") => toon2003::run_client(&args[1..]),
+        Some("toon2003-clients") => toon2003_clients::run(&args[1..]),
         Some("-h") | Some("--help") => {
             print!(
-                "{USAGE}{}{}{}{}",
+                "{USAGE}{}{}{}{}{}",
                 objects::USAGE,
                 db::USAGE,
                 clients::USAGE,
-                toon2003::USAGE
+                toon2003::USAGE,
+                toon2003_clients::USAGE
             );
             return;
         }
