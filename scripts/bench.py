@@ -324,6 +324,8 @@ def med(values):
 def fmt(x, unit=""):
     if x is None:
         return "-"
+    if unit == "#":
+        return f"{x:,.0f}"
     if abs(x) >= 1e6:
         return f"{x / 1e6:.2f} M{unit}"
     if abs(x) >= 1e4:
@@ -339,7 +341,8 @@ def cell(values, unit=""):
         return "-"
     if len([x for x in values if x is not None]) == 1 or lo == hi:
         return fmt(m, unit)
-    return f"{fmt(m, unit)} ({fmt(lo)}–{fmt(hi)})"
+    bare = "#" if unit == "#" else ""
+    return f"{fmt(m, unit)} ({fmt(lo, bare)}–{fmt(hi, bare)})"
 
 
 def figures(results, workload, server, key, params=None):
@@ -348,30 +351,43 @@ def figures(results, workload, server, key, params=None):
             and (params is None or all(r["params"].get(k) == v for k, v in params.items()))]
 
 
-def report(results, args, plots):
+def report(results, args, plots, argv, meta):
     servers = [k for k, _ in servers_of(args)] if results else []
     servers = [s for s in ("otpd", "astrond") if any(r["server"] == s for r in results)]
     runs = max((r["run"] for r in results), default=0)
     lines = [BEGIN, "",
-             f"Written by `scripts/bench {' '.join(sys.argv[1:])}` on "
-             f"{time.strftime('%Y-%m-%d', time.gmtime())}, {os.cpu_count()} CPUs "
-             f"({cpu_model()}), otpd at {git_rev()}. Each cell: the median of {runs} run(s), "
+             f"Written by `scripts/bench {' '.join(argv)}` on "
+             f"{meta.get('date', '?')}, {meta.get('cpus', '?')} CPUs "
+             f"({meta.get('cpu', '?')}), otpd at {meta.get('rev', '?')}. Each cell: the median of {runs} run(s), "
              "with the lowest and highest in brackets when they differ; the servers ran "
              "alternately, with the load generator on the same machine.", ""]
-    head = "| workload | " + " | ".join(servers) + (" | otpd / astrond |" if "astrond" in servers else "") + " target |"
+    head = "| workload | " + " | ".join(servers) + (" | otpd vs astrond |" if "astrond" in servers else "") + " target |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
+
+    notes = set()
 
     def row(name, workload, key, unit="", params=None, target="", higher=True):
         vals = {s: figures(results, workload, s, key, params) for s in servers}
         if not any(any(v is not None for v in vs) for vs in vals.values()):
             return
         cells = [cell(vals[s], unit) for s in servers]
+        if workload == "clients" and key != "held":
+            for i, s in enumerate(servers):
+                held = med(figures(results, "clients", s, "held", params))[0]
+                if held is not None and held < params["clients"]:
+                    cells[i] += " †"
+                    notes.add("† this server held fewer clients than were started (the rest were "
+                              "ejected): its figures are for the clients it kept, not comparable.")
         ratio = ""
         if "astrond" in servers:
             a, o = med(vals["astrond"])[0], med(vals["otpd"])[0]
-            ratio = f" {o / a:.1f}× |" if a and o else " - |"
-            if a and o and not higher:
-                ratio = f" {a / o:.1f}× better |"
+            if a and o:
+                r = o / a
+                gain = r if higher else 1 / r
+                word = "better" if gain > 1.05 else "worse" if gain < 0.95 else "same"
+                ratio = f" {r:.2f}× ({word}) |"
+            else:
+                ratio = " - |"
         lines.append(f"| {name} | " + " | ".join(cells) + f" |{ratio} {target} |")
 
     row("MD flood, routed msg/s", "md-flood", "routed_per_s", "/s", target="≥ 3 M/s and ≥ 3× astrond")
@@ -391,13 +407,15 @@ def report(results, args, plots):
     for n in sweep:
         p = {"clients": n}
         target = "p99 < 50 ms" if n == 10000 else ""
-        row(f"{n} clients: held", "clients", "held", params=p, target="all" if n == 10000 else "")
+        row(f"{n} clients: held", "clients", "held", "#", params=p, target="all" if n == 10000 else "")
         row(f"{n} clients: delivery p99, ms", "clients", "p99_ms", params=p, target=target, higher=False)
         row(f"{n} clients: deliveries/s", "clients", "deliveries_per_s", "/s", params=p)
         row(f"{n} clients: server CPU, % of a core", "clients", "server_cpu_pct", params=p, higher=False)
         row(f"{n} clients: KiB per idle client", "clients", "rss_per_idle_client_kib", params=p,
             target="< 64 KiB" if n == 10000 else "", higher=False)
     lines.append("")
+    for note in sorted(notes):
+        lines += [note, ""]
     lines += scaling(results, servers)
     for title, path in plots:
         lines += [f"![{title}]({path.relative_to(ROOT / 'docs')})", ""]
@@ -563,27 +581,34 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smaller workloads (a smoke test, not figures)")
     ap.add_argument("--no-doc", action="store_true", help="do not touch docs/performance.md or docs/img")
     ap.add_argument("--from-results", help="only redo the report and plots from a results.json")
+    ap.add_argument("--results", default=str(ROOT / "target/bench/results.json"),
+                    help="where every run's figures go (default target/bench/results.json)")
     args = ap.parse_args()
 
     outdir = ROOT / "target/bench"
     outdir.mkdir(parents=True, exist_ok=True)
     if args.from_results:
-        results = json.loads(Path(args.from_results).read_text())["results"]
+        saved = json.loads(Path(args.from_results).read_text())
+        results, argv, meta = saved["results"], saved.get("argv", []), saved.get("meta", {})
     else:
+        argv = sys.argv[1:]
+        meta = {"date": time.strftime("%Y-%m-%d", time.gmtime()), "cpus": os.cpu_count(),
+                "cpu": cpu_model(), "rev": git_rev()}
         with tempfile.TemporaryDirectory() as tmp:
             results = suite(args, tmp)
-        (outdir / "results.json").write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=1))
-        log(f"raw figures: {outdir / 'results.json'}")
+        Path(args.results).write_text(json.dumps({"argv": argv, "meta": meta, "results": results}, indent=1))
+        log(f"raw figures: {args.results}")
     failed = [r for r in results if not r["figures"].get("ok")]
     plots = [] if args.no_doc else plot(results, ROOT / "docs/img")
-    text = report(results, args, plots)
+    text = report(results, args, plots, argv, meta)
     print(text)
     if not args.no_doc:
         write_doc(text)
         log("tables written to docs/performance.md" + (", plots to docs/img/" if plots else ""))
     if failed:
         log(f"{len(failed)} run(s) failed: " + ", ".join(f"{r['workload']}/{r['server']}#{r['run']}" for r in failed))
-    return 0
+    # A failed otpd run fails the suite; astrond's failures are part of its figures.
+    return 1 if any(r["server"] == "otpd" for r in failed) else 0
 
 
 if __name__ == "__main__":
