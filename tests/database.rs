@@ -503,6 +503,29 @@ fn export_from_sqlite_import_into_postgres_and_dump() {
         &[(fname, P::new().string("ann")), (fscore, P::new().u32(7))],
     );
     let b = s.create(2, &[]);
+    // Accounts (the Toontown 2003 dialect's records): one otpd can read, one it cannot.
+    let record = P::new()
+        .u8(1)
+        .u64(1_700_000_000)
+        .u8(2)
+        .u32(a)
+        .string("Flippy")
+        .u8(2)
+        .u32(0)
+        .string("")
+        .u8(0)
+        .0;
+    for (ctx, name, data) in [(10, "ann", &record[..]), (11, "zed", &[9u8, 9][..])] {
+        let got = s.ask(
+            DBSERVER_ACCOUNT_SET,
+            P::new()
+                .u32(ctx)
+                .string(name)
+                .u16(data.len() as u16)
+                .bytes(data),
+        );
+        assert_eq!(got, P::new().u32(ctx).u8(0).0);
+    }
     drop(s); // the store is held while otpd runs
     let conf = |backend: &str| {
         let p = dir.path().join(format!("c{}.ron", backend.len()));
@@ -536,7 +559,13 @@ fn export_from_sqlite_import_into_postgres_and_dump() {
     let dump = dir.path().join("objects.jsonl");
     tool(&["export", dump.to_str().unwrap()], &from);
     let lines = std::fs::read_to_string(&dump).unwrap();
-    assert_eq!(lines.lines().count(), 2, "{lines}");
+    assert_eq!(lines.lines().count(), 4, "{lines}");
+    assert!(
+        lines.contains("\"account\":\"ann\"")
+            && lines.contains("\"wish_name\":\"Flippy\"")
+            && lines.contains("\"data_hex\":\"0909\""),
+        "{lines}"
+    );
     assert!(
         lines.contains("\"setName\":[\"ann\"]") && lines.contains("\"setScore\":[7]"),
         "{lines}"
@@ -555,6 +584,17 @@ fn export_from_sqlite_import_into_postgres_and_dump() {
     assert_eq!(got, P::new().u32(3).u8(1).u16(fscore).u32(7).0);
     let c = s.create(4, &[]);
     assert!(c > a.max(b), "{c} after {a}, {b}");
+    // The accounts came across byte for byte.
+    for (ctx, name, data) in [(12, "ann", &record[..]), (13, "zed", &[9u8, 9][..])] {
+        let got = s.ask(DBSERVER_ACCOUNT_GET, P::new().u32(ctx).string(name));
+        let want = P::new()
+            .u32(ctx)
+            .u8(0)
+            .u16(data.len() as u16)
+            .bytes(data)
+            .0;
+        assert_eq!(got, want, "account {name}");
+    }
     drop(s);
     // A bad line imports nothing.
     let bad = dir.path().join("bad.jsonl");

@@ -1,7 +1,10 @@
 //! `otpd db`: the operator's view of the Database role's store, read with otpd stopped (the
 //! store is held exclusively while otpd runs). One object per line, as JSON through otp-dc's
-//! JSON form: `{"doid": N, "dclass": "Name", "fields": {"setX": [...], ...}}`.
+//! JSON form: `{"doid": N, "dclass": "Name", "fields": {"setX": [...], ...}}`, then one line per
+//! account of the Toontown 2003 dialect: `{"account": "name", "created": UNIX, "slots": [{"doid":
+//! N, "wish_name": "...", "name_state": N}, ...]}` (`"data_hex"` for a record otpd cannot read).
 
+use crate::clientagent::accounts::{Account, Slot};
 use crate::config::{ClusterConfig, DatabaseBackend, RoleConfig};
 use crate::roles::store::{self, Backend};
 use crate::roles::Schema;
@@ -70,8 +73,18 @@ fn run(args: Vec<String>) -> Result<(), String> {
                     writeln!(out, "{j}").map_err(|e| e.to_string())?;
                 }
             }
+            let names = backend.account_names()?;
+            for name in &names {
+                if let Some(data) = backend.account_get(name)? {
+                    writeln!(out, "{}", account_json(name, &data)).map_err(|e| e.to_string())?;
+                }
+            }
             out.flush().map_err(|e| e.to_string())?;
-            eprintln!("otpd db: exported {} objects", doids.len());
+            eprintln!(
+                "otpd db: exported {} objects and {} accounts",
+                doids.len(),
+                names.len()
+            );
             Ok(())
         }
         Some("import") => {
@@ -164,6 +177,63 @@ fn object_json(
     })))
 }
 
+/// An account record as a line of the export.
+fn account_json(name: &str, data: &[u8]) -> serde_json::Value {
+    match Account::decode(data, 0) {
+        Some(a) => serde_json::json!({
+            "account": name,
+            "created": a.created_unix,
+            "slots": a.slots.iter().map(|s| serde_json::json!({
+                "doid": s.doid,
+                "wish_name": s.wish_name,
+                "name_state": s.name_state,
+            })).collect::<Vec<_>>(),
+        }),
+        None => serde_json::json!({
+            "account": name,
+            "data_hex": data.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        }),
+    }
+}
+
+/// An export line's account record, as the Database role stores it.
+fn account_record(j: &serde_json::Value) -> Result<Vec<u8>, String> {
+    if let Some(hex) = j["data_hex"].as_str() {
+        if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("\"data_hex\" is not hexadecimal".into());
+        }
+        return Ok((0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("checked hex"))
+            .collect());
+    }
+    let created = j["created"]
+        .as_u64()
+        .ok_or("no \"created\" (or \"data_hex\")")?;
+    let slots = j["slots"].as_array().ok_or("no \"slots\"")?;
+    if slots.len() > u8::MAX as usize {
+        return Err(format!("{} slots; at most 255", slots.len()));
+    }
+    let mut a = Account::new(0, created);
+    for (i, s) in slots.iter().enumerate() {
+        let doid = s["doid"]
+            .as_u64()
+            .filter(|d| *d <= u32::MAX as u64)
+            .ok_or(format!("slot {i}: no valid \"doid\""))? as u32;
+        let name_state = s["name_state"]
+            .as_u64()
+            .filter(|n| *n <= u8::MAX as u64)
+            .ok_or(format!("slot {i}: no valid \"name_state\""))? as u8;
+        let wish_name = s["wish_name"].as_str().unwrap_or("").to_string();
+        a.slots.push(Slot {
+            doid,
+            wish_name,
+            name_state,
+        });
+    }
+    Ok(a.encode())
+}
+
 /// Adds the objects in one transaction (all or nothing); the doid counter moves past the
 /// highest imported doid, so it never hands one of them out again.
 fn import(
@@ -174,6 +244,7 @@ fn import(
 ) -> Result<(), String> {
     b.begin()?;
     let mut count = 0usize;
+    let mut accounts = 0usize;
     let mut highest = 0u32;
     let result = (|| -> Result<(), String> {
         for (n, line) in input.lines().enumerate() {
@@ -184,6 +255,15 @@ fn import(
             let at = |e: String| format!("line {}: {e}", n + 1);
             let j: serde_json::Value =
                 serde_json::from_str(&line).map_err(|e| at(e.to_string()))?;
+            if let Some(name) = j["account"].as_str() {
+                if b.account_get(name)?.is_some() {
+                    return Err(at(format!("account {name:?} exists already")));
+                }
+                let record = account_record(&j).map_err(at)?;
+                b.account_put(name, &record)?;
+                accounts += 1;
+                continue;
+            }
             let doid = j["doid"]
                 .as_u64()
                 .filter(|d| *d > 0 && *d <= u32::MAX as u64)
@@ -226,7 +306,9 @@ fn import(
     match result {
         Ok(()) => {
             b.commit()?;
-            eprintln!("otpd db: imported {count} objects (highest doid {highest})");
+            eprintln!(
+                "otpd db: imported {count} objects (highest doid {highest}) and {accounts} accounts"
+            );
             Ok(())
         }
         Err(e) => {

@@ -121,6 +121,8 @@ pub trait Backend: Send + 'static {
     /// An account record by name.
     fn account_get(&mut self, name: &str) -> Result<Option<Vec<u8>>, String>;
     fn account_put(&mut self, name: &str, data: &[u8]) -> Result<(), String>;
+    /// Every account name, ascending (for export).
+    fn account_names(&mut self) -> Result<Vec<String>, String>;
 }
 
 /// The database's state machine over a backend: the doid counter and the rules of each

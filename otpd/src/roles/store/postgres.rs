@@ -233,6 +233,15 @@ impl Backend for PgBackend {
             .map(|r| r.get::<_, i64>(0) as u32)
             .collect())
     }
+    fn account_names(&mut self) -> Result<Vec<String>, String> {
+        Ok(self
+            .client
+            .query("SELECT name FROM accounts ORDER BY name", &[])
+            .map_err(e)?
+            .into_iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect())
+    }
     fn account_get(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
         Ok(self
             .client

@@ -233,6 +233,14 @@ impl Backend for SqliteBackend {
             .map_err(e)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(e)
     }
+    fn account_names(&mut self) -> Result<Vec<String>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT name FROM accounts ORDER BY name")
+            .map_err(e)?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+    }
     fn account_get(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
         self.conn
             .prepare_cached("SELECT data FROM accounts WHERE name = ?1")
