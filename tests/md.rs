@@ -588,7 +588,7 @@ fn order_and_exactly_once_hold_for_mixed_recipients_and_many_receivers() {
     let wants = |r: usize, recips: &[usize]| {
         recips
             .iter()
-            .any(|&i| (i + r) % 3 != 0 || (r == 3 && i >= 10))
+            .any(|&i| !(i + r).is_multiple_of(3) || (r == 3 && i >= 10))
     };
     let mut all = Vec::new();
     let mut expected: Vec<Vec<u32>> = vec![Vec::new(); 4];

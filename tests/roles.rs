@@ -44,9 +44,11 @@ impl Role for Echo {
 }
 
 fn start(port: u16) -> Runtime {
-    let mut config = ClusterConfig::default();
-    config.cores = 2;
-    config.pin_cores = false;
+    let mut config = ClusterConfig {
+        cores: 2,
+        pin_cores: false,
+        ..ClusterConfig::default()
+    };
     config.messagedirector.bind = Some(format!("127.0.0.1:{port}"));
     Runtime::start_with_roles(config, |p: Placement| {
         let me = 500_000 + p.core as u64;

@@ -12,7 +12,11 @@ fn primes() -> &'static [u32] {
         let mut ps: Vec<u32> = Vec::with_capacity(MAX_PRIMES);
         let mut n = 2u32;
         while ps.len() < MAX_PRIMES {
-            if ps.iter().take_while(|&&p| p * p <= n).all(|&p| n % p != 0) {
+            if ps
+                .iter()
+                .take_while(|&&p| p * p <= n)
+                .all(|&p| !n.is_multiple_of(p))
+            {
                 ps.push(n);
             }
             n += 1;

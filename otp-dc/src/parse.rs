@@ -1029,7 +1029,7 @@ pub(crate) fn check_simple(s: &Simple) -> Result<(), String> {
         if let Some(m) = s.modulus {
             let scaled = ((m * s.divisor as f64) + 0.5).floor() as i64;
             let limit: i64 = if signed { 1i64 << (b - 1) } else { 1i64 << b };
-            if scaled - 1 >= limit || scaled <= 0 {
+            if scaled > limit || scaled <= 0 {
                 return Err("invalid modulus".into());
             }
         }

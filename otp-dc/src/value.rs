@@ -206,7 +206,7 @@ fn pack_simple(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
                 }
                 _ => return Err("a string is needed".into()),
             };
-            if !in_ranges_i(&ranges, b.len() as i64) {
+            if !in_ranges_i(ranges, b.len() as i64) {
                 return Err("length outside the allowed range".into());
             }
             if s.fixed_length().is_none() {
@@ -224,7 +224,7 @@ fn pack_simple(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
         }
         St::Char => {
             let x = as_num(v)?;
-            if !(0.0..=255.0).contains(&x) || !in_ranges_i(&ranges, x as i64) {
+            if !(0.0..=255.0).contains(&x) || !in_ranges_i(ranges, x as i64) {
                 return Err("character out of range".into());
             }
             out.push(x as u8);
@@ -293,7 +293,7 @@ fn pack_simple(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
             if iv < min || iv > max {
                 return Err("value out of range for its type".into());
             }
-            if !in_ranges_i(&ranges, iv as i64) {
+            if !in_ranges_i(ranges, iv as i64) {
                 return Err("value outside the allowed range".into());
             }
             out.extend_from_slice(&(iv as u64).to_le_bytes()[..size]);
@@ -447,7 +447,7 @@ fn validate_simple(
                 ),
             };
             let data = take(bytes, start, len)?;
-            if !in_ranges_i(&ranges, len as i64) {
+            if !in_ranges_i(ranges, len as i64) {
                 return Err(err(at, format!("length {len} outside the allowed range")));
             }
             if o.ascii_strings_only && s.st == St::String && data.iter().any(|&b| b >= 0x80) {
@@ -473,7 +473,7 @@ fn validate_simple(
                 St::UInt32Array => (4, false),
                 _ => (5, false),
             };
-            if len % size != 0 {
+            if !len.is_multiple_of(size) {
                 return Err(err(
                     at,
                     format!("array of {len} bytes is not a whole number of {size}-byte elements"),
@@ -482,7 +482,7 @@ fn validate_simple(
             if !ranges.is_empty() && size != 5 {
                 for chunk in data.chunks_exact(size) {
                     let v = read_int(chunk, signed);
-                    if !in_ranges_i(&ranges, v) {
+                    if !in_ranges_i(ranges, v) {
                         return Err(err(at, format!("element {v} outside the allowed range")));
                     }
                 }
@@ -507,7 +507,7 @@ fn validate_simple(
             let signed = matches!(st, St::Int8 | St::Int16 | St::Int32 | St::Int64);
             if !ranges.is_empty() || s.modulus.is_some() {
                 let v = read_int(raw, signed);
-                if !in_ranges_i(&ranges, v) {
+                if !in_ranges_i(ranges, v) {
                     return Err(err(at, format!("{v} outside the allowed range")));
                 }
                 if let Some(m) = s.modulus {

@@ -277,7 +277,9 @@ fn fetch(addr: &str) -> Result<String, String> {
 }
 
 /// One sample: name, labels, value.
-fn samples(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+type Sample = (String, Vec<(String, String)>, f64);
+
+fn samples(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text.lines() {
         if line.starts_with('#') || line.trim().is_empty() {

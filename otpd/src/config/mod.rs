@@ -114,6 +114,8 @@ impl Default for MessageDirectorConfig {
 /// others are accepted by the parsers and refused at start-up with a clear message.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
+// The ClientAgent's settings are the largest; roles are a handful per process, read once.
+#[allow(clippy::large_enum_variant)]
 pub enum RoleConfig {
     StateServer {
         control: u64,

@@ -315,11 +315,10 @@ impl Core {
                             }
                             continue;
                         }
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            if !c.in_ready {
-                                c.in_ready = true;
-                                self.ready.push(slot);
-                            }
+                        if (ev.is_readable() || ev.is_read_closed() || ev.is_error()) && !c.in_ready
+                        {
+                            c.in_ready = true;
+                            self.ready.push(slot);
                         }
                         if ev.is_writable() && !c.in_dirty && c.queued() > 0 {
                             c.in_dirty = true;
