@@ -587,12 +587,7 @@ fn export_from_sqlite_import_into_postgres_and_dump() {
     // The accounts came across byte for byte.
     for (ctx, name, data) in [(12, "ann", &record[..]), (13, "zed", &[9u8, 9][..])] {
         let got = s.ask(DBSERVER_ACCOUNT_GET, P::new().u32(ctx).string(name));
-        let want = P::new()
-            .u32(ctx)
-            .u8(0)
-            .u16(data.len() as u16)
-            .bytes(data)
-            .0;
+        let want = P::new().u32(ctx).u8(0).u16(data.len() as u16).bytes(data).0;
         assert_eq!(got, want, "account {name}");
     }
     drop(s);
