@@ -947,6 +947,8 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
                 "write_buffer_size",
                 "write_timeout_ms",
                 "heartbeat_timeout",
+                // otpd's own (astrond refuses it): see ClientAgentConfig::flush_delay_ms.
+                "flush_delay_ms",
             ],
         )?;
         if let Some(v) = client.strict_bool(cx, "relocate")? {
@@ -979,6 +981,9 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         }
         if let Some(v) = client.uint(cx, "heartbeat_timeout", i64::MAX as u64)? {
             ca.heartbeat_timeout_ms = v;
+        }
+        if let Some(v) = client.uint(cx, "flush_delay_ms", 60_000)? {
+            ca.flush_delay_ms = v;
         }
     }
 
@@ -1351,7 +1356,7 @@ mod tests {
         assert_eq!(ca.add_interest, "visible");
 
         let c = parse_ok(&format!(
-            "{MD}roles:\n  - type: clientagent\n    bind: 127.0.0.1\n    version: 1.0\n    manual_dc_hash: 0xDEADBEEF\n    haproxy: true\n    channels: {{min: 3100, max: 3999}}\n    client:\n      type: libastron\n      relocate: true\n      add_interest: enabled\n      send_hash: false\n      send_version: no\n      write_buffer_size: 0\n      write_timeout_ms: 20\n      heartbeat_timeout: 10000\n    tuning:\n      interest_timeout: 250\n"
+            "{MD}roles:\n  - type: clientagent\n    bind: 127.0.0.1\n    version: 1.0\n    manual_dc_hash: 0xDEADBEEF\n    haproxy: true\n    channels: {{min: 3100, max: 3999}}\n    client:\n      type: libastron\n      relocate: true\n      add_interest: enabled\n      send_hash: false\n      send_version: no\n      write_buffer_size: 0\n      write_timeout_ms: 20\n      heartbeat_timeout: 10000\n      flush_delay_ms: 15\n    tuning:\n      interest_timeout: 250\n"
         ));
         let RoleConfig::ClientAgent(ca) = &c.roles[0] else {
             panic!()
@@ -1366,9 +1371,10 @@ mod tests {
                 ca.write_buffer_size,
                 ca.write_timeout_ms,
                 ca.heartbeat_timeout_ms,
-                ca.interest_timeout_ms
+                ca.interest_timeout_ms,
+                ca.flush_delay_ms
             ),
-            (0, 20, 10_000, 250)
+            (0, 20, 10_000, 250, 15)
         );
 
         let ca_with = |extra: &str| {
