@@ -603,3 +603,458 @@ fn mutated_sequences() {
         fuzz::run(&buf);
     }
 }
+
+// ---- the Toontown 2003 dialect (`otpd::clientagent::fuzz_toontown`) ----------------------
+
+mod toontown {
+    use super::{Rng, P};
+    use otp_wire::msgtypes::*;
+    use otpd::clientagent::fuzz_toontown::{
+        self as tt, cfg, run_toontown, run_toontown_summary, Script, Summary, DISTRICTS,
+    };
+    use otpd::clientagent::session::Close;
+    use otpd::clientagent::toontown::*;
+    use std::time::Instant;
+
+    /// The doid the harness's database gives the first avatar it creates.
+    const NEW_AVATAR: u32 = 100_000_101;
+
+    /// Runs a hand-made script; with `OTPD_FUZZ_SEEDS=<dir>` set, also writes it there (e.g.
+    /// `fuzz/corpus/toontown_session`).
+    fn run_seed(name: &str, s: &Script) -> Summary {
+        if let Some(dir) = std::env::var_os("OTPD_FUZZ_SEEDS") {
+            let dir = std::path::PathBuf::from(dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("tt-{name}")), s.bytes()).unwrap();
+        }
+        run_toontown_summary(s.bytes())
+    }
+
+    fn count(seq: &[u16], t: u16) -> usize {
+        seq.iter().filter(|&&x| x == t).count()
+    }
+
+    /// Login as a new account, make a toon in slot 0, name it by pattern, list it, choose it,
+    /// enter district 0 and zone 2000 (a trolley and a TimeManager in the quiet zone arrive).
+    fn full_walk(a: u8, b: u8, token: &str) -> Script {
+        let mut s = Script::new(a, b);
+        s.client(CLIENT_HEARTBEAT_2003, &[])
+            .login(token)
+            // ACCOUNT_GET: no such account; ACCOUNT_SET of the new record: saved.
+            .answer(2, &[2])
+            .answer(0, &[2])
+            .client(CLIENT_GET_SHARD_LIST, &[])
+            .district_up(0)
+            .client(CLIENT_GET_AVATARS, &[])
+            .client(
+                CLIENT_CREATE_AVATAR,
+                P::new().u16(0).string("dna!").u8(0).b(),
+            )
+            // DB create: a fresh doid; the record saved.
+            .answer(2, &[2])
+            .answer(0, &[2])
+            // "Captain Flippy Mcdoodle", saved.
+            .client(
+                CLIENT_SET_NAME_PATTERN,
+                P::new()
+                    .u32(NEW_AVATAR)
+                    .u16(0)
+                    .u16(1)
+                    .u16(1)
+                    .u16(1)
+                    .u16(2)
+                    .u16(1)
+                    .u16(3)
+                    .u16(0)
+                    .b(),
+            )
+            .answer(0, &[2])
+            // The list: one toon, its name and DNA from the database.
+            .client(CLIENT_GET_AVATARS, &[])
+            .answer(0, &[0, 3, b'a', b'b', b'c', 2])
+            // Choose it: activated, owned, its details.
+            .client(CLIENT_SET_AVATAR, P::new().u32(NEW_AVATAR).b())
+            .answer(0, &[0, 2])
+            .client(CLIENT_SET_SHARD, P::new().u32(DISTRICTS[0]).b())
+            .client(CLIENT_SET_ZONE, P::new().u16(2000).b())
+            // Held until the zone is answered, then replayed.
+            .client(CLIENT_GET_STATE, &[])
+            // The StateServer: count first, the trolley in 2000, the TimeManager in the quiet
+            // zone.
+            .answer(2, &[0, 1, 0, 0, 0, 1, 0])
+            .client(CLIENT_HEARTBEAT_2003, &[]);
+        s
+    }
+
+    fn assert_walked(sum: &Summary) {
+        assert_eq!(sum.max_state, 2, "{sum:#?}");
+        assert!(sum.close.is_none(), "{sum:#?}");
+        assert_eq!(sum.activated, vec![NEW_AVATAR], "{sum:#?}");
+        assert!(
+            sum.locations.contains(&(DISTRICTS[0], 2000)),
+            "never reached zone 2000: {sum:#?}"
+        );
+        for t in [
+            CLIENT_LOGIN_2_RESP,
+            CLIENT_SERVER_UP,
+            CLIENT_CREATE_AVATAR_RESP,
+            CLIENT_SET_NAME_PATTERN_ANSWER,
+            CLIENT_GET_AVATAR_DETAILS_RESP,
+            CLIENT_DONE_SET_ZONE_RESP,
+        ] {
+            assert_eq!(count(&sum.to_client, t), 1, "message {t}: {sum:#?}");
+        }
+        assert_eq!(count(&sum.to_client, CLIENT_GET_AVATARS_RESP), 2);
+        assert_eq!(count(&sum.to_client, CLIENT_CREATE_OBJECT_REQUIRED), 2);
+        // SET_SHARD's, SET_ZONE's, then the held GET_STATE's after DONE_SET_ZONE_RESP.
+        assert_eq!(count(&sum.to_client, CLIENT_GET_STATE_RESP), 3);
+        assert_eq!(
+            sum.to_client.last(),
+            Some(&CLIENT_GET_STATE_RESP),
+            "{sum:#?}"
+        );
+        // The avatar in play is deleted when the client goes.
+        assert_eq!(sum.on_closed, vec![STATESERVER_OBJECT_DELETE_RAM]);
+    }
+
+    #[test]
+    fn toontown_walk_to_a_zone() {
+        let sum = run_seed("walk-open", &full_walk(0, 0, "alice"));
+        assert_walked(&sum);
+        let sum = run_seed(
+            "walk-signed",
+            &full_walk(
+                cfg::SIGNED | cfg::HEARTBEAT | cfg::RATE_LIMITS | cfg::FEW_ZONES,
+                cfg::UTF8,
+                &tt::signed_token("bob"),
+            ),
+        );
+        assert_walked(&sum);
+        // Then a street (vis group 2100: 2101, 2102), a zone update, leaving, and logging out.
+        let mut s = full_walk(0, cfg::DISTRICT_UP, "alice");
+        s.client(CLIENT_SET_ZONE, P::new().u16(2100).b())
+            .answer(0, &[0])
+            .client(CLIENT_SET_AVATAR, P::new().u32(0).b())
+            .client(CLIENT_DISCONNECT_2003, &[]);
+        let sum = run_seed("walk-street", &s);
+        assert_eq!(sum.close, Some(Close::Disconnect), "{sum:#?}");
+        assert!(sum.locations.contains(&(DISTRICTS[0], 2100)), "{sum:#?}");
+        assert_eq!(count(&sum.to_client, CLIENT_DONE_SET_ZONE_RESP), 2);
+        assert!(sum.datagrams.contains(&STATESERVER_OBJECT_DELETE_RAM));
+        // A signed listener refuses an open token; the refusal is the last word.
+        let mut s = Script::new(cfg::SIGNED, 0);
+        s.login("alice");
+        let sum = run_seed("signed-refusal", &s);
+        assert_eq!(
+            sum.close
+                .as_ref()
+                .map(|c| matches!(c, Close::Eject { code, .. } if *code == LOST_LOGIN_PROBLEM)),
+            Some(true),
+            "{sum:#?}"
+        );
+        // Nothing but 2003 messages before login: ejected (113).
+        let mut s = Script::new(0, 0);
+        s.client(CLIENT_SET_ZONE, P::new().u16(2000).b());
+        let sum = run_seed("before-login", &s);
+        assert_eq!(
+            sum.close,
+            Some(Close::Eject {
+                code: LOST_NOT_LOGGED_IN,
+                reason: "Message type 29 before login.".into()
+            })
+        );
+        // The database never answers: 122 after the request timeout.
+        let mut s = Script::new(cfg::NO_HELLO_TIMEOUT, 0);
+        s.login("alice").advance(15_001);
+        let sum = run_seed("db-timeout", &s);
+        assert!(
+            matches!(
+                sum.close,
+                Some(Close::Eject {
+                    code: LOST_LOGIN_PROBLEM,
+                    ..
+                })
+            ),
+            "{sum:#?}"
+        );
+    }
+
+    /// Found by the harness: the 2003 dialect sent client-chosen doids' datagrams to channel 0
+    /// and to the control channel 1 (GET_AVATAR_DETAILS, p2p updates), which an upstream MD
+    /// reads as a control message (the message type being the low bits of the client's
+    /// channel). Now: "no information", and the update dropped.
+    #[test]
+    fn toontown_no_datagrams_to_channels_0_and_1() {
+        let s = tt::schema();
+        let dc = s.dc();
+        let toon = dc.class_by_name("DistributedToon").unwrap();
+        let whisper = dc.field_by_name(toon, "setWhisperFrom").unwrap().id();
+        for doid in [0u32, 1] {
+            let mut s = Script::new(0, 0);
+            s.login("alice")
+                .answer(2, &[2])
+                .answer(0, &[2])
+                .client(CLIENT_GET_AVATAR_DETAILS, P::new().u32(doid).b())
+                .client(
+                    CLIENT_OBJECT_UPDATE_FIELD,
+                    P::new().u32(doid).u16(whisper).u32(7).string("hi").b(),
+                )
+                .client(CLIENT_GET_AVATAR_DETAILS, P::new().u32(2).b());
+            // The harness checks the channels; the details answer at once, the update is
+            // dropped; a real doid is asked about.
+            let sum = run_seed(&format!("channel-{doid}"), &s);
+            assert!(sum.close.is_none(), "{sum:#?}");
+            assert_eq!(count(&sum.to_client, CLIENT_GET_AVATAR_DETAILS_RESP), 1);
+            assert_eq!(count(&sum.datagrams, STATESERVER_OBJECT_GET_ALL), 1);
+            assert_eq!(count(&sum.datagrams, STATESERVER_OBJECT_SET_FIELD), 0);
+        }
+    }
+
+    /// Found by the harness: two CLIENT_CREATE_AVATARs for one slot before the database
+    /// answered made two avatars, the first one orphaned in the database when the second's
+    /// answer took the slot (a client could fill the database this way). Now the second is
+    /// refused (122), as a taken slot is.
+    #[test]
+    fn toontown_one_creation_per_slot() {
+        let create = P::new().u16(0).string("dna").u8(0);
+        let mut s = Script::new(0, 0);
+        s.login("alice")
+            .answer(2, &[2])
+            .answer(0, &[2])
+            .client(CLIENT_CREATE_AVATAR, create.b())
+            .client(CLIENT_CREATE_AVATAR, create.b());
+        let sum = run_seed("create-twice", &s);
+        assert_eq!(count(&sum.datagrams, DBSERVER_CREATE_OBJECT), 1, "{sum:#?}");
+        assert!(
+            matches!(
+                sum.close,
+                Some(Close::Eject {
+                    code: LOST_LOGIN_PROBLEM,
+                    ..
+                })
+            ),
+            "{sum:#?}"
+        );
+        // Another slot may be created meanwhile.
+        let mut s = Script::new(0, 0);
+        s.login("alice")
+            .answer(2, &[2])
+            .answer(0, &[2])
+            .client(CLIENT_CREATE_AVATAR, create.b())
+            .client(
+                CLIENT_CREATE_AVATAR,
+                P::new().u16(0).string("dna").u8(1).b(),
+            );
+        let sum = run_seed("create-two-slots", &s);
+        assert_eq!(count(&sum.datagrams, DBSERVER_CREATE_OBJECT), 2, "{sum:#?}");
+        assert!(sum.close.is_none(), "{sum:#?}");
+    }
+
+    /// Found by cargo-fuzz: with interest_timeout_ms = 0, a SET_ZONE held during another and
+    /// replayed by `on_time` opened an interest already due, left due after `on_time(now)`
+    /// (the runtime only came back to it a timer scan later). Now `on_time` passes again.
+    #[test]
+    fn toontown_replayed_set_zone_due_at_once() {
+        let mut s = full_walk(0, cfg::INTEREST_TIMEOUT_ZERO, "alice");
+        s.client(CLIENT_SET_ZONE, P::new().u16(2100).b())
+            .client(CLIENT_SET_ZONE, P::new().u16(2000).b())
+            .advance(0);
+        let sum = run_seed("replayed-set-zone", &s);
+        assert!(sum.close.is_none(), "{sum:#?}");
+        assert_eq!(
+            count(&sum.to_client, CLIENT_DONE_SET_ZONE_RESP),
+            3,
+            "{sum:#?}"
+        );
+        // The input cargo-fuzz found (crash-b00853e3...).
+        let found: String = [
+        "00a600023400001d10000500616c6963650a0066757a7a2d74742d7631e44067030200000017000202170000",
+        "02000208001dff00093d000000020300000b060000000400646e61210017000202170000020016430065e1f5",
+        "050000010001000100020001000300000017000002000203001700000003616263020006200065e1f5051700",
+        "00000200061f0000093d00002e1d00b1b1b1b170320701000000ffff1d1000050061ffff68213300007e0001",
+        "000070726f7879ff1d650a1dff2424242424d224243116430065e1f505000001000100010002736574446566",
+        "61756c745a6f6e651d00340817002e2424242424240000000620000000000000022500",
+        ]
+        .concat();
+        let bytes: Vec<u8> = (0..found.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&found[i..i + 2], 16).unwrap())
+            .collect();
+        run_toontown(&bytes);
+    }
+
+    /// The start of a session that logs in (either token policy) to a new account, or to one
+    /// with two toons (AVATARS[0] and [1]).
+    fn login_prefix(a: u8, b: u8, existing: bool) -> Vec<u8> {
+        let mut s = Script::new(a, b);
+        // A built LOGIN_2: a valid token for "alice" under either policy, right version and
+        // hash, token type 2, as built.
+        s.raw(&[1, 0, 0, 0x25, 2]);
+        if existing {
+            s.answer(0, &[2, 1, 5, 2]);
+        } else {
+            s.answer(2, &[2]).answer(0, &[2]);
+        }
+        s.bytes().to_vec()
+    }
+
+    #[derive(Default)]
+    struct Tally {
+        runs: usize,
+        steps: usize,
+        established: usize,
+        chosen: usize,
+        zoned: usize,
+        entered: usize,
+        closes: std::collections::BTreeMap<String, usize>,
+    }
+
+    impl Tally {
+        fn add(&mut self, s: &Summary) {
+            self.runs += 1;
+            self.steps += s.steps;
+            self.established += usize::from(s.max_state == 2);
+            self.chosen += usize::from(!s.activated.is_empty());
+            self.zoned += usize::from(s.to_client.contains(&CLIENT_DONE_SET_ZONE_RESP));
+            self.entered += usize::from(
+                s.to_client.contains(&CLIENT_CREATE_OBJECT_REQUIRED)
+                    || s.to_client.contains(&CLIENT_CREATE_OBJECT_REQUIRED_OTHER),
+            );
+            let k = match &s.close {
+                None => "open".to_string(),
+                Some(Close::Eject { code, .. }) if *code < 1000 => format!("eject {code}"),
+                Some(Close::Eject { .. }) => "eject (other code)".to_string(),
+                Some(c) => format!("{c:?}"),
+            };
+            *self.closes.entry(k).or_insert(0) += 1;
+        }
+    }
+
+    /// Pseudo-random scripts: a quarter pure noise, a quarter after a login to a new account,
+    /// a quarter after a login to an account with toons, a quarter after a part of the
+    /// hand-made walk; the op bytes favour built messages and the answers.
+    #[test]
+    fn toontown_random_scripts() {
+        let started = Instant::now();
+        // OTPD_TT_FUZZ_SEED / OTPD_TT_FUZZ_RUNS change the seed and the count (longer hunts).
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        let mut rng = Rng(env("OTPD_TT_FUZZ_SEED").unwrap_or(0x7007_7a11_2003_0001));
+        let mut t = Tally::default();
+        let mut buf = Vec::new();
+        let walk: Vec<Vec<u8>> = [(0, 0), (cfg::HEARTBEAT | cfg::FEW_ZONES, cfg::UTF8)]
+            .iter()
+            .map(|&(a, b)| full_walk(a, b, "alice").bytes().to_vec())
+            .collect();
+        let runs = env("OTPD_TT_FUZZ_RUNS").map_or(
+            if cfg!(debug_assertions) {
+                4_000
+            } else {
+                40_000
+            },
+            |n| n as usize,
+        );
+        for i in 0..runs {
+            let len = if i % 10 == 0 {
+                rng.below(3000)
+            } else {
+                rng.below(400)
+            };
+            buf.clear();
+            let (a, b) = (rng.next() as u8, rng.next() as u8);
+            match i % 4 {
+                0 => buf.extend_from_slice(&[a, b]),
+                1 => buf.extend_from_slice(&login_prefix(a, b, false)),
+                2 => buf.extend_from_slice(&login_prefix(a, b, true)),
+                _ => {
+                    let w = &walk[(i / 4) % walk.len()];
+                    let cut = 2 + rng.below(w.len() as u64 - 1) as usize;
+                    buf.extend_from_slice(&w[..cut]);
+                }
+            }
+            let end = buf.len() + len as usize;
+            while buf.len() < end {
+                // An op byte: client built (1..=10), server built (11..=18), time, answers
+                // (23..=28), districts, now and then raw datagrams and runtime ejects.
+                let op = match rng.below(16) {
+                    0..=5 => 1 + rng.below(10),
+                    6..=8 => 11 + rng.below(8),
+                    9..=11 => 23 + rng.below(6),
+                    12 => 20 + rng.below(3),
+                    13 => 29,
+                    _ => rng.below(32),
+                } as u8;
+                buf.push(op);
+                for _ in 0..rng.below(12) {
+                    // Small bytes pick the sensible values; now and then a literal.
+                    let v = if rng.below(8) == 0 {
+                        rng.next() as u8
+                    } else {
+                        rng.below(8) as u8
+                    };
+                    buf.push(v);
+                }
+            }
+            t.add(&run_toontown_summary(&buf));
+        }
+        eprintln!(
+            "toontown random: {} runs, {} steps, {} established, {} chose a toon, {} zoned, {} saw objects, in {:?}; ends: {:?}",
+            t.runs,
+            t.steps,
+            t.established,
+            t.chosen,
+            t.zoned,
+            t.entered,
+            started.elapsed(),
+            t.closes
+        );
+        assert!(t.established > t.runs / 3, "too few logins");
+        assert!(t.chosen > t.runs / 50, "too few toons chosen");
+        assert!(t.zoned > t.runs / 100, "too few zones entered");
+        assert!(t.entered > t.runs / 100, "too few object entrances");
+        assert!(
+            t.closes.len() > 8,
+            "too few kinds of ending: {:?}",
+            t.closes
+        );
+    }
+
+    /// The hand-made walk with random bytes changed, inserted and cut.
+    #[test]
+    fn toontown_mutated_sequences() {
+        let mut walk = full_walk(cfg::HEARTBEAT, 0, "alice");
+        walk.client(CLIENT_SET_ZONE, P::new().u16(2100).b())
+            .answer(1, &[0, 0, 0, 1, 0])
+            .client(CLIENT_GET_AVATAR_DETAILS, P::new().u32(NEW_AVATAR).b())
+            .advance(2_500)
+            .client(CLIENT_DELETE_AVATAR, P::new().u32(NEW_AVATAR).b())
+            .client(CLIENT_SET_AVATAR, P::new().u32(0).b())
+            .client(CLIENT_DELETE_AVATAR, P::new().u32(NEW_AVATAR).b())
+            .answer(0, &[2])
+            .advance(20_000);
+        let base = walk.bytes().to_vec();
+        let sum = run_seed("mutation-base", &walk);
+        assert!(
+            sum.to_client.contains(&CLIENT_DONE_SET_ZONE_RESP),
+            "{sum:#?}"
+        );
+        let mut rng = Rng(0x5eed_2003_0000_0002);
+        let mut buf = Vec::new();
+        let runs = if cfg!(debug_assertions) { 500 } else { 5_000 };
+        for _ in 0..runs {
+            buf.clear();
+            buf.extend_from_slice(&base);
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(buf.len() as u64) as usize;
+                match rng.below(4) {
+                    0 => buf[at] = rng.next() as u8,
+                    1 => buf.insert(at, rng.next() as u8),
+                    2 => {
+                        buf.remove(at);
+                    }
+                    _ => buf[at] ^= 1 << rng.below(8),
+                }
+            }
+            run_toontown(&buf);
+        }
+    }
+}

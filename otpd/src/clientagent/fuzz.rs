@@ -201,16 +201,16 @@ fn uberdogs() -> [UberDog; 2] {
 // ---- reading the script ----------------------------------------------------------------
 
 /// The script's bytes; past the end, zeros.
-struct Input<'a> {
-    data: &'a [u8],
-    pos: usize,
+pub(super) struct Input<'a> {
+    pub(super) data: &'a [u8],
+    pub(super) pos: usize,
 }
 
 impl<'a> Input<'a> {
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.pos >= self.data.len()
     }
-    fn u8(&mut self) -> u8 {
+    pub(super) fn u8(&mut self) -> u8 {
         match self.data.get(self.pos) {
             Some(&b) => {
                 self.pos += 1;
@@ -219,23 +219,23 @@ impl<'a> Input<'a> {
             None => 0,
         }
     }
-    fn u16(&mut self) -> u16 {
+    pub(super) fn u16(&mut self) -> u16 {
         u16::from_le_bytes([self.u8(), self.u8()])
     }
-    fn u32(&mut self) -> u32 {
+    pub(super) fn u32(&mut self) -> u32 {
         u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
     }
-    fn u64(&mut self) -> u64 {
+    pub(super) fn u64(&mut self) -> u64 {
         (self.u32() as u64) | ((self.u32() as u64) << 32)
     }
-    fn take(&mut self, n: usize) -> &'a [u8] {
+    pub(super) fn take(&mut self, n: usize) -> &'a [u8] {
         let start = self.pos.min(self.data.len());
         let end = start.saturating_add(n).min(self.data.len());
         self.pos = end;
         &self.data[start..end]
     }
     /// A length: u8, or 0xff then u16.
-    fn len(&mut self) -> usize {
+    pub(super) fn len(&mut self) -> usize {
         match self.u8() {
             0xff => self.u16() as usize,
             b => b as usize,
@@ -245,30 +245,30 @@ impl<'a> Input<'a> {
 
 /// A little-endian payload being built.
 #[derive(Default)]
-struct P(Vec<u8>);
+pub(super) struct P(pub(super) Vec<u8>);
 
 impl P {
-    fn u8(&mut self, v: u8) -> &mut Self {
+    pub(super) fn u8(&mut self, v: u8) -> &mut Self {
         self.0.push(v);
         self
     }
-    fn u16(&mut self, v: u16) -> &mut Self {
+    pub(super) fn u16(&mut self, v: u16) -> &mut Self {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    fn u32(&mut self, v: u32) -> &mut Self {
+    pub(super) fn u32(&mut self, v: u32) -> &mut Self {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    fn u64(&mut self, v: u64) -> &mut Self {
+    pub(super) fn u64(&mut self, v: u64) -> &mut Self {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    fn bytes(&mut self, v: &[u8]) -> &mut Self {
+    pub(super) fn bytes(&mut self, v: &[u8]) -> &mut Self {
         self.0.extend_from_slice(v);
         self
     }
-    fn blob(&mut self, v: &[u8]) -> &mut Self {
+    pub(super) fn blob(&mut self, v: &[u8]) -> &mut Self {
         let n = v.len().min(u16::MAX as usize);
         self.u16(n as u16).bytes(&v[..n])
     }
@@ -276,10 +276,10 @@ impl P {
 
 /// An interest request the session sent (STATESERVER_OBJECT_GET_ZONES_OBJECTS).
 #[derive(Debug, Clone)]
-struct Request {
-    context: u32,
-    parent: u32,
-    zones: Vec<u32>,
+pub(super) struct Request {
+    pub(super) context: u32,
+    pub(super) parent: u32,
+    pub(super) zones: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,7 +393,7 @@ const SERVER_KINDS: [ServerKind; 36] = [
 
 /// What a step was, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
+pub(super) enum Step {
     Client,
     /// An internal datagram of this message type (None: unparseable).
     Internal(Option<u16>),
@@ -1240,7 +1240,7 @@ impl<'a> Harness<'a> {
             last = Some(*f);
         }
         // What goes into the cluster.
-        for t in internal_frames(&out.datagrams, s.channel(), n, step) {
+        for t in internal_frames(&out.datagrams, s.channel(), n, step, &TO_CLUSTER) {
             self.summary.datagrams.push(t);
         }
         check_events(&out.events, n, step);
@@ -1336,7 +1336,13 @@ impl<'a> Harness<'a> {
             "on_closed said something besides datagrams and events: {out:?}"
         );
         let n = usize::MAX;
-        for t in internal_frames(&out.datagrams, session.channel(), n, Step::Client) {
+        for t in internal_frames(
+            &out.datagrams,
+            session.channel(),
+            n,
+            Step::Client,
+            &TO_CLUSTER,
+        ) {
             assert!(
                 t == STATESERVER_OBJECT_DELETE_RAM || t == CLIENTAGENT_DONE_INTEREST_RESP,
                 "on_closed sent message type {t}"
@@ -1371,7 +1377,7 @@ impl<'a> Harness<'a> {
 }
 
 /// Splits length-tagged datagrams; every byte must belong to exactly one.
-fn frames(buf: &[u8]) -> Result<Vec<&[u8]>, String> {
+pub(super) fn frames(buf: &[u8]) -> Result<Vec<&[u8]>, String> {
     let mut v = Vec::new();
     let mut at = 0;
     while at < buf.len() {
@@ -1392,12 +1398,18 @@ fn frames(buf: &[u8]) -> Result<Vec<&[u8]>, String> {
     Ok(v)
 }
 
-fn frames_unchecked(buf: &[u8]) -> Vec<&[u8]> {
+pub(super) fn frames_unchecked(buf: &[u8]) -> Vec<&[u8]> {
     frames(buf).unwrap_or_default()
 }
 
 /// Checks internal datagrams (framing, parse, recipients, sender, type); returns their types.
-fn internal_frames(buf: &[u8], channel: u64, n: usize, step: Step) -> Vec<u16> {
+pub(super) fn internal_frames(
+    buf: &[u8],
+    channel: u64,
+    n: usize,
+    step: Step,
+    allowed: &[u16],
+) -> Vec<u16> {
     let fs =
         frames(buf).unwrap_or_else(|e| panic!("step {n} ({step:?}): bad internal framing: {e}"));
     let mut types = Vec::with_capacity(fs.len());
@@ -1425,7 +1437,7 @@ fn internal_frames(buf: &[u8], channel: u64, n: usize, step: Step) -> Vec<u16> {
             "step {n} ({step:?}): internal datagram from {sender}, not the client's channel {channel}"
         );
         assert!(
-            TO_CLUSTER.contains(&msgtype),
+            allowed.contains(&msgtype),
             "step {n} ({step:?}): unexpected internal message type {msgtype}"
         );
         types.push(msgtype);
@@ -1434,7 +1446,7 @@ fn internal_frames(buf: &[u8], channel: u64, n: usize, step: Step) -> Vec<u16> {
 }
 
 /// Every event is one MessagePack map whose first key is "type".
-fn check_events(events: &[Vec<u8>], n: usize, step: Step) {
+pub(super) fn check_events(events: &[Vec<u8>], n: usize, step: Step) {
     for e in events {
         let mut rest = e.as_slice();
         let v = rmpv::decode::read_value(&mut rest)
@@ -1451,7 +1463,7 @@ fn check_events(events: &[Vec<u8>], n: usize, step: Step) {
     }
 }
 
-fn parse_request(f: &[u8]) -> Option<Request> {
+pub(super) fn parse_request(f: &[u8]) -> Option<Request> {
     let dg = InternalDatagram::parse(f).ok()?;
     if dg.msgtype != STATESERVER_OBJECT_GET_ZONES_OBJECTS {
         return None;

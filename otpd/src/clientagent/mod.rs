@@ -1,12 +1,13 @@
 //! The ClientAgent: the only door for untrusted clients. `ClientAgent` is what every session of
 //! one client listener shares (its settings, the schema and hash, the UberDOGs, its channel
 //! range, its counters); `session` is one client's sans-IO state machine; `proxy` reads the
-//! HAProxy PROXY header some listeners expect first; `fuzz` is test support (a fuzz harness
-//! for the session, used by `tests/client_fuzz.rs` and the cargo-fuzz target), not part of
-//! the server.
+//! HAProxy PROXY header some listeners expect first; `fuzz` and `fuzz_toontown` are test
+//! support (fuzz harnesses for the session in the Astron and the Toontown 2003 dialects, used
+//! by `tests/client_fuzz.rs` and the cargo-fuzz targets), not part of the server.
 
 pub mod accounts;
 pub mod fuzz;
+pub mod fuzz_toontown;
 pub mod proxy;
 pub mod session;
 pub mod tls;

@@ -175,6 +175,9 @@ pub struct Session {
     pub(super) toon: Option<Box<super::toontown::Toon>>,
 }
 
+/// Extra passes `on_time` makes for timers that came due during a pass.
+const MAX_TIME_PASSES: usize = 300;
+
 impl Session {
     /// Starts a session on `channel` (allocated by the runtime from the agent's range).
     #[allow(clippy::too_many_arguments)]
@@ -283,6 +286,20 @@ impl Session {
 
     /// Time passes: hello and heartbeat timeouts, interest operations that timed out.
     pub fn on_time(&mut self, now: Instant, out: &mut SessionOut) {
+        self.on_time_pass(now, out);
+        // A 2003 SET_ZONE replayed by the pass may open an interest due at once
+        // (interest_timeout_ms = 0): pass again until nothing is due at `now`. Each pass uses
+        // up held datagrams; the bound keeps a timer that stays due from spinning here (the
+        // runtime's next scan gets it).
+        for _ in 0..MAX_TIME_PASSES {
+            if self.toon.is_none() || self.next_deadline().is_none_or(|d| d > now) {
+                break;
+            }
+            self.on_time_pass(now, out);
+        }
+    }
+
+    fn on_time_pass(&mut self, now: Instant, out: &mut SessionOut) {
         if self.closed {
             return;
         }

@@ -147,6 +147,13 @@ fn names_ok(name: &str) -> bool {
         && !name.contains("  ")
 }
 
+/// Whether a client-chosen doid may be sent to as a channel: not 0, and not the control
+/// channel (1), whose datagrams carry no sender (an MD upstream would read one as a control
+/// message).
+fn is_object_channel(doid: u32) -> bool {
+    doid as u64 > otp_wire::channels::CONTROL_CHANNEL
+}
+
 fn string_bytes(s: &str) -> Vec<u8> {
     let mut v = (s.len().min(u16::MAX as usize) as u16)
         .to_le_bytes()
@@ -310,6 +317,12 @@ impl Session {
             CLIENT_SET_AVATAR => return self.toon_set_avatar(now, r, out),
             CLIENT_GET_AVATAR_DETAILS => {
                 let doid = r.u32()?;
+                if !is_object_channel(doid) {
+                    let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
+                    w.u32(doid).u8(1);
+                    let _ = w.finish();
+                    return Ok(());
+                }
                 let ctx = self.toon_request(Pending::OtherDetails { doid }, now);
                 let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_GET_ALL, out);
                 w.u32(ctx).u32(doid);
@@ -597,7 +610,13 @@ impl Session {
         let dna = r.blob()?.to_vec();
         let slot = r.u8()? as usize;
         let rec = self.toon_ref().record.as_ref().expect("logged in");
-        if slot >= rec.slots.len() || rec.slots[slot].doid != 0 {
+        // A slot being created is taken: a second avatar would be orphaned in the database.
+        let creating = self
+            .toon_ref()
+            .pending
+            .values()
+            .any(|(p, _)| matches!(p, Pending::Created { slot: s } if *s == slot));
+        if slot >= rec.slots.len() || rec.slots[slot].doid != 0 || creating {
             return Err(refuse(
                 LOST_LOGIN_PROBLEM,
                 format!(
@@ -966,7 +985,7 @@ impl Session {
         let owned = self.owned.contains_key(&doid);
         let Some(class) = self.lookup_object(doid) else {
             // A p2p field to another toon goes to whoever plays it, visible or not.
-            if flags.p2p && flags.clsend {
+            if flags.p2p && flags.clsend && is_object_channel(doid) {
                 return self.toon_p2p(doid, field, r, out);
             }
             r.rest();
