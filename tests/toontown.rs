@@ -630,3 +630,180 @@ fn a_street_shows_what_its_vis_group_sees() {
     let class = c.class("DistributedTrolley");
     assert_eq!(creates, vec![(class, ON_STREET)], "not {FAR_AWAY}");
 }
+
+/// The test as an AI's FriendManager: reads a toon's friends list from the database.
+fn friends_of(c: &mut Cluster, doid: u32) -> Vec<u8> {
+    let field = c.field("DistributedToon", "setFriendsList");
+    let ctx = 0x4652_0000 ^ doid;
+    c.ai.send(&dg(
+        &[DB],
+        AI,
+        DBSERVER_OBJECT_GET_FIELDS,
+        &P::new().u32(ctx).u32(doid).u16(1).u16(field).0,
+    ));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "no answer for {doid}'s friends");
+        let f = c.ai.recv_within(WAIT).expect("the database answers");
+        let at = 3 + 8 * f[2] as usize;
+        let t = u16::from_le_bytes([f[at + 8], f[at + 9]]);
+        let p = &f[at + 10..];
+        if t == DBSERVER_OBJECT_GET_FIELDS_RESP && p[..4] == ctx.to_le_bytes() {
+            assert_eq!(&p[4..9], &P::new().u8(1).u16(1).u16(field).0[..]);
+            return p[9..].to_vec();
+        }
+    }
+}
+
+fn friends_value(list: &[u32]) -> Vec<u8> {
+    let mut p = P::new().u16(5 * list.len() as u16);
+    for &d in list {
+        p = p.u32(d).u8(0);
+    }
+    p.0
+}
+
+/// Waits until the database holds `list` as `doid`'s friends.
+fn await_friends(c: &mut Cluster, doid: u32, list: &[u32]) {
+    let want = friends_value(list);
+    let deadline = Instant::now() + WAIT;
+    while friends_of(c, doid) != want {
+        assert!(
+            Instant::now() < deadline,
+            "{doid}'s friends are not {list:?}: {:?}",
+            friends_of(c, doid)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Logs in and makes a named toon; returns the client and the toon.
+fn named_toon(c: &Cluster, account: &str, name: &str, dna: &str) -> (Toon, u32) {
+    let mut t = Toon::connect(c.ports[0]);
+    assert_eq!(t.login(account)[0], 0);
+    t.send(8, P::new());
+    t.expect(9);
+    t.send(3, P::new());
+    t.expect(5);
+    let d = t.create(0, dna);
+    t.send(70, P::new().u32(d).string(name));
+    t.expect(71);
+    (t, d)
+}
+
+#[test]
+fn friends_get_their_list_see_each_other_come_and_go_and_can_part() {
+    let mut c = start();
+    let field = c.field("DistributedToon", "setFriendsList");
+    let (mut alice, a) = named_toon(&c, "alice", "Alice", "t\x01");
+    let (mut bob, b) = named_toon(&c, "bob", "Bob", "t\x05\x01\x00");
+
+    // The FriendManager makes them friends (both offline: stored through the DBSS).
+    for (who, friend) in [(a, b), (b, a)] {
+        c.ai.send(&dg(
+            &[who as u64],
+            AI,
+            STATESERVER_OBJECT_SET_FIELD,
+            &P::new()
+                .u32(who)
+                .u16(field)
+                .bytes(&friends_value(&[friend]))
+                .0,
+        ));
+    }
+    await_friends(&mut c, a, &[b]);
+    await_friends(&mut c, b, &[a]);
+
+    // Alice plays: her friends list names Bob, with his DNA.
+    alice.send(32, P::new().u32(a));
+    alice.expect(15);
+    alice.send(10, P::new());
+    let bobs_entry = P::new()
+        .u8(0)
+        .u16(1)
+        .u32(b)
+        .string("Bob")
+        .string("t\x05\x01\x00")
+        .0;
+    assert_eq!(alice.expect(11), bobs_entry);
+
+    // Bob comes online: each hears the other is.
+    bob.send(32, P::new().u32(b));
+    bob.expect(15);
+    assert_eq!(alice.expect(53), P::new().u32(b).0);
+    assert_eq!(bob.expect(53), P::new().u32(a).0);
+
+    // Removing a stranger changes nothing.
+    alice.send(56, P::new().u32(123_456_789));
+    c.event("friend-remove-dropped");
+    alice.send(10, P::new());
+    assert_eq!(alice.expect(11), bobs_entry);
+
+    // Bob's connection drops: Alice hears he went offline.
+    drop(bob);
+    assert_eq!(alice.expect(54), P::new().u32(b).0);
+
+    // Alice removes Bob: both lists are empty, stored.
+    alice.send(56, P::new().u32(b));
+    alice.send(10, P::new());
+    assert_eq!(alice.expect(11), vec![0, 0, 0]);
+    // (Bob's list is read and written while Alice's session lives.)
+    await_friends(&mut c, b, &[]);
+    alice.send(32, P::new().u32(0));
+    alice.send(37, P::new());
+    assert!(alice.m.closed_within(WAIT));
+    await_friends(&mut c, a, &[]);
+    await_friends(&mut c, b, &[]);
+}
+
+#[test]
+fn friends_made_and_parted_while_both_play() {
+    let mut c = start();
+    let field = c.field("DistributedToon", "setFriendsList");
+    let (mut alice, a) = named_toon(&c, "carol", "Carol", "t\x02");
+    let (mut bob, b) = named_toon(&c, "dan", "Dan", "t\x03");
+    for (t, d) in [(&mut alice, a), (&mut bob, b)] {
+        t.send(32, P::new().u32(d));
+        t.expect(15);
+        t.send(10, P::new());
+        assert_eq!(t.expect(11), vec![0, 0, 0]);
+    }
+    // The FriendManager makes them friends while both play: each client gets its new list,
+    // and hears the other is online.
+    for (who, friend) in [(a, b), (b, a)] {
+        c.ai.send(&dg(
+            &[who as u64],
+            AI,
+            STATESERVER_OBJECT_SET_FIELD,
+            &P::new()
+                .u32(who)
+                .u16(field)
+                .bytes(&friends_value(&[friend]))
+                .0,
+        ));
+    }
+    let update = |who: u32, friends: &[u32]| {
+        P::new()
+            .u32(who)
+            .u16(field)
+            .bytes(&friends_value(friends))
+            .0
+    };
+    assert_eq!(alice.expect(24), update(a, &[b]));
+    assert_eq!(bob.expect(24), update(b, &[a]));
+    assert_eq!(alice.expect(53), P::new().u32(b).0);
+    assert_eq!(bob.expect(53), P::new().u32(a).0);
+    alice.send(10, P::new());
+    assert_eq!(
+        alice.expect(11),
+        P::new().u8(0).u16(1).u32(b).string("Dan").string("t\x03").0
+    );
+
+    // Dan parts: Carol's live toon loses him too, and her client is told.
+    bob.send(56, P::new().u32(a));
+    assert_eq!(alice.expect(24), update(a, &[]));
+    alice.send(10, P::new());
+    assert_eq!(alice.expect(11), vec![0, 0, 0]);
+    await_friends(&mut c, a, &[]);
+    await_friends(&mut c, b, &[]);
+}

@@ -224,7 +224,7 @@ fn config(a: u8, b: u8) -> ClientAgentConfig {
 }
 
 /// Message types a 2003 session sends its client.
-const TO_CLIENT: [u16; 18] = [
+const TO_CLIENT: [u16; 20] = [
     CLIENT_EJECT,
     CLIENT_LOGIN_2_RESP,
     CLIENT_GET_AVATARS_RESP,
@@ -243,10 +243,12 @@ const TO_CLIENT: [u16; 18] = [
     CLIENT_SERVER_DOWN,
     CLIENT_SET_NAME_PATTERN_ANSWER,
     CLIENT_SET_WISHNAME_RESP,
+    CLIENT_FRIEND_ONLINE,
+    CLIENT_FRIEND_OFFLINE,
 ];
 
 /// Message types a 2003 session sends into the cluster.
-const TO_CLUSTER: [u16; 18] = [
+const TO_CLUSTER: [u16; 20] = [
     DBSERVER_ACCOUNT_GET,
     DBSERVER_ACCOUNT_SET,
     DBSERVER_CREATE_OBJECT,
@@ -265,6 +267,9 @@ const TO_CLUSTER: [u16; 18] = [
     CLIENTAGENT_GET_TLVS_RESP,
     CLIENTAGENT_GET_NETWORK_ADDRESS_RESP,
     STATESERVER_OBJECT_SET_FIELDS,
+    // Friends: "I am online" to a friend's puppet channel, and FRIEND_ONLINE/OFFLINE notices.
+    CLIENTAGENT_TOON_FRIEND_ONLINE,
+    CLIENTAGENT_SEND_DATAGRAM,
 ];
 
 /// The interest SET_ZONE opens (toontown.rs's ZONE_INTEREST).
@@ -1141,7 +1146,8 @@ impl<'a> Harness<'a> {
                         CLIENTAGENT_GET_TLVS,
                         CLIENTAGENT_GET_NETWORK_ADDRESS,
                         CLIENTAGENT_SET_FIELDS_SENDABLE,
-                    ][b as usize % 8],
+                        CLIENTAGENT_TOON_FRIEND_ONLINE,
+                    ][b as usize % 9],
                 };
                 let ctx = self.inp.u8() as u32 % 12;
                 let n = (self.inp.u8() % 24) as usize;
@@ -1621,7 +1627,9 @@ impl<'a> Harness<'a> {
             &TO_CLUSTER,
         ) {
             assert!(
-                t == STATESERVER_OBJECT_DELETE_RAM || t == CLIENTAGENT_DONE_INTEREST_RESP,
+                t == STATESERVER_OBJECT_DELETE_RAM
+                    || t == CLIENTAGENT_DONE_INTEREST_RESP
+                    || t == CLIENTAGENT_SEND_DATAGRAM,
                 "on_closed sent message type {t}"
             );
             self.summary.on_closed.push(t);

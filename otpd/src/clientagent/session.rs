@@ -1626,6 +1626,11 @@ impl Session {
         }
         self.closed = true;
         self.clean = true;
+        if self.toon.is_some() {
+            // The toon's friends hear it went offline (its puppet channel goes with the
+            // connection's subscriptions).
+            self.toon_friends_offline(out);
+        }
         for doid in std::mem::take(&mut self.session_objects) {
             log::debug!(
                 "{}: client gone; deleting session object {doid}",

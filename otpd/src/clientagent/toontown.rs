@@ -42,6 +42,8 @@ pub const CLIENT_GET_STATE_RESP: u16 = 47;
 pub const CLIENT_DONE_SET_ZONE_RESP: u16 = 48;
 pub const CLIENT_DELETE_AVATAR: u16 = 49;
 pub const CLIENT_HEARTBEAT_2003: u16 = 52;
+pub const CLIENT_FRIEND_ONLINE: u16 = 53;
+pub const CLIENT_FRIEND_OFFLINE: u16 = 54;
 pub const CLIENT_REMOVE_FRIEND: u16 = 56;
 pub const CLIENT_SERVER_UP: u16 = 57;
 pub const CLIENT_SERVER_DOWN: u16 = 58;
@@ -81,15 +83,68 @@ pub type Shards =
 pub const CLIENTAGENT_SHARD_UP: u16 = 1900;
 pub const CLIENTAGENT_SHARD_DOWN: u16 = 1901;
 
+/// otpd's own: "avatar X (uint32) is online": sent by the session playing X to each friend's
+/// puppet channel; the friend's session, if X is in its toon's friends list, tells its client
+/// (FRIEND_ONLINE X) and answers FRIEND_ONLINE (its own toon) to X's puppet channel through
+/// CLIENTAGENT_SEND_DATAGRAM.
+pub const CLIENTAGENT_TOON_FRIEND_ONLINE: u16 = 3910;
+
+/// A session playing avatar X listens on `PUPPET_CHANNEL_BASE + X` while X is in the world
+/// (Disney's OTP puppet channel): an AI or another session reaches the player of X there.
+pub const PUPPET_CHANNEL_BASE: u64 = 1001 << 32;
+
+/// The DC field holding a toon's friends: uint32uint8array of (friend doid, flags).
+pub const FRIENDS_FIELD: &str = "setFriendsList";
+
+/// At most this many friends are looked up for GET_FRIEND_LIST, and told of coming online
+/// or going offline (the 2003 game allows 50; a longer list is served up to this many).
+pub const MAX_FRIENDS: usize = 200;
+
+/// The channel the player of `avatar` listens on.
+pub fn puppet_channel(avatar: u32) -> u64 {
+    PUPPET_CHANNEL_BASE + avatar as u64
+}
+
 /// Why a database or StateServer request was sent.
 #[derive(Debug)]
 enum Pending {
     Account,
     SaveThen(AfterSave),
-    ListFields { job: u32, slot: usize, doid: u32 },
-    Created { slot: usize },
+    ListFields {
+        job: u32,
+        slot: usize,
+        doid: u32,
+    },
+    Created {
+        slot: usize,
+    },
     OwnDetails,
-    OtherDetails { doid: u32 },
+    OtherDetails {
+        doid: u32,
+    },
+    /// A friend's name and DNA, for GET_FRIEND_LIST job `job`, entry `index`.
+    FriendFields {
+        job: u32,
+        index: usize,
+    },
+    /// The former friend's list, to take `me` out of it (REMOVE_FRIEND).
+    Unfriend {
+        other: u32,
+        me: u32,
+    },
+}
+
+/// A toon's name and DNA, as stored (each with its length tag).
+type NameDna = (Vec<u8>, Vec<u8>);
+
+/// One GET_FRIEND_LIST being answered: the friends' names and DNA from the database.
+#[derive(Debug)]
+struct FriendJob {
+    /// Requests answered by this job (they came while it ran).
+    answers: usize,
+    waiting: usize,
+    /// Per friend: doid, and (name, dna) once read.
+    found: Vec<(u32, Option<NameDna>)>,
 }
 
 #[derive(Debug)]
@@ -134,6 +189,51 @@ pub struct Toon {
     held: VecDeque<Vec<u8>>,
     /// Client datagrams may be replayed (a SET_ZONE was answered).
     replay: bool,
+    /// The avatar in play's friends list (doid, flags), once its details came.
+    friends: Option<Vec<(u32, u8)>>,
+    /// GET_FRIEND_LIST requests waiting for the friends list.
+    friends_wanted: usize,
+    /// The GET_FRIEND_LIST being answered.
+    friend_job: Option<u32>,
+    friend_jobs: FxHashMap<u32, FriendJob>,
+}
+
+/// A uint32uint8array value (with its length tag) as (doid, flags) pairs.
+fn decode_friends(v: &[u8]) -> Option<Vec<(u32, u8)>> {
+    let n = u16::from_le_bytes([*v.first()?, *v.get(1)?]) as usize;
+    let body = v.get(2..2 + n)?;
+    if !n.is_multiple_of(5) {
+        return None;
+    }
+    Some(
+        body.chunks_exact(5)
+            .map(|c| (u32::from_le_bytes([c[0], c[1], c[2], c[3]]), c[4]))
+            .collect(),
+    )
+}
+
+fn encode_friends(list: &[(u32, u8)]) -> Vec<u8> {
+    let n = list.len().min(u16::MAX as usize / 5);
+    let mut v = ((n * 5) as u16).to_le_bytes().to_vec();
+    for &(d, f) in &list[..n] {
+        v.extend_from_slice(&d.to_le_bytes());
+        v.push(f);
+    }
+    v
+}
+
+/// The distinct friends to look up or tell about (at most MAX_FRIENDS, never `me`).
+fn friend_ids(list: &[(u32, u8)], me: u32) -> Vec<u32> {
+    let mut out: Vec<u32> = Vec::new();
+    for &(d, _) in list {
+        if out.len() >= MAX_FRIENDS {
+            break;
+        }
+        if d != me && is_object_channel(d) && !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
 }
 
 fn names_ok(name: &str) -> bool {
@@ -173,7 +273,9 @@ impl Session {
 
     fn toon_request(&mut self, why: Pending, now: Instant) -> u32 {
         let timeout = match why {
-            Pending::OtherDetails { .. } => DETAILS_TIMEOUT,
+            Pending::OtherDetails { .. }
+            | Pending::FriendFields { .. }
+            | Pending::Unfriend { .. } => DETAILS_TIMEOUT,
             _ => REQUEST_TIMEOUT,
         };
         let t = self.toon_mut();
@@ -209,6 +311,37 @@ impl Session {
             let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
             w.u32(doid).u8(1);
             let _ = w.finish();
+        }
+        // Friends' names not read in time: the friends list fails (error 1); a former
+        // friend's list not read: it keeps this toon (logged).
+        if let Some(t) = self.toon.as_mut() {
+            let mut failed_jobs = Vec::new();
+            t.pending.retain(|_, (why, at)| match why {
+                Pending::FriendFields { job, .. } if *at <= now => {
+                    failed_jobs.push(*job);
+                    false
+                }
+                Pending::Unfriend { other, .. } if *at <= now => {
+                    log::warn!("toontown: friends list of {other} not read in time; unchanged");
+                    false
+                }
+                _ => true,
+            });
+            for job in failed_jobs {
+                t.pending.retain(
+                    |_, (why, _)| !matches!(why, Pending::FriendFields { job: j, .. } if *j == job),
+                );
+                if let Some(j) = t.friend_jobs.remove(&job) {
+                    if t.friend_job == Some(job) {
+                        t.friend_job = None;
+                    }
+                    for _ in 0..j.answers {
+                        let mut w = Writer::client(&mut out.to_client, CLIENT_GET_FRIEND_LIST_RESP);
+                        w.u8(1);
+                        let _ = w.finish();
+                    }
+                }
+            }
         }
         let late = self
             .toon
@@ -328,13 +461,10 @@ impl Session {
                 w.u32(ctx).u32(doid);
                 let _ = w.finish();
             }
-            CLIENT_GET_FRIEND_LIST => {
-                let mut w = Writer::client(&mut out.to_client, CLIENT_GET_FRIEND_LIST_RESP);
-                w.u8(0).u16(0);
-                let _ = w.finish();
-            }
+            CLIENT_GET_FRIEND_LIST => self.toon_friend_list(now, out),
             CLIENT_REMOVE_FRIEND => {
-                r.u32()?;
+                let doid = r.u32()?;
+                self.toon_remove_friend(now, doid, out);
             }
             CLIENT_GET_STATE => {
                 let zone = self.toon_ref().zone_pending.unwrap_or(0);
@@ -798,6 +928,9 @@ impl Session {
             self.close_zones_quietly(i.parent, &zones, out);
         }
         let _ = shard;
+        self.toon_friends_offline(out);
+        out.subscriptions
+            .push(Subscription::Remove(puppet_channel(avatar)));
         self.session_objects.remove(&avatar);
         self.owned.remove(&avatar);
         let mut w = self.send_to(avatar as u64, STATESERVER_OBJECT_DELETE_RAM, out);
@@ -807,6 +940,163 @@ impl Session {
         let t = self.toon_mut();
         t.avatar = 0;
         t.shard = 0;
+    }
+
+    /// The avatar class's friends field, if the DC files have one.
+    fn friends_field(&self) -> Option<u16> {
+        let dc = self.ca.schema.dc();
+        let class = dc.class_by_name(&self.ca.toontown.avatar_class)?;
+        Some(dc.field_by_name(class, FRIENDS_FIELD)?.id())
+    }
+
+    /// GET_FRIEND_LIST: each friend's name and DNA, read from the database.
+    fn toon_friend_list(&mut self, now: Instant, out: &mut SessionOut) {
+        let t = self.toon_mut();
+        if t.avatar == 0 {
+            let mut w = Writer::client(&mut out.to_client, CLIENT_GET_FRIEND_LIST_RESP);
+            w.u8(1);
+            let _ = w.finish();
+            return;
+        }
+        if t.friends.is_none() {
+            // Answered once the avatar's details (and so its friends) come.
+            t.friends_wanted += 1;
+            return;
+        }
+        if let Some(job) = t.friend_job {
+            if let Some(j) = t.friend_jobs.get_mut(&job) {
+                j.answers += 1;
+                return;
+            }
+        }
+        let me = t.avatar;
+        let ids = friend_ids(t.friends.as_deref().unwrap_or_default(), me);
+        let schema = self.ca.schema.clone();
+        let tt = &self.ca.toontown;
+        let fields = schema.dc().class_by_name(&tt.avatar_class).and_then(|c| {
+            Some((
+                schema.dc().field_by_name(c, &tt.name_field)?.id(),
+                schema.dc().field_by_name(c, &tt.dna_field)?.id(),
+            ))
+        });
+        let (Some((fname, fdna)), false) = (fields, ids.is_empty()) else {
+            let mut w = Writer::client(&mut out.to_client, CLIENT_GET_FRIEND_LIST_RESP);
+            w.u8(0).u16(0);
+            let _ = w.finish();
+            return;
+        };
+        let t = self.toon_mut();
+        t.next_ctx = t.next_ctx.wrapping_add(1).max(1);
+        let job = t.next_ctx;
+        t.friend_job = Some(job);
+        t.friend_jobs.insert(
+            job,
+            FriendJob {
+                answers: 1,
+                waiting: ids.len(),
+                found: ids.iter().map(|&d| (d, None)).collect(),
+            },
+        );
+        for (index, doid) in ids.into_iter().enumerate() {
+            let ctx = self.toon_request(Pending::FriendFields { job, index }, now);
+            let mut w = self.send_to(self.toon_db(), DBSERVER_OBJECT_GET_FIELDS, out);
+            w.u32(ctx).u32(doid).u16(2).u16(fname).u16(fdna);
+            let _ = w.finish();
+        }
+    }
+
+    fn toon_friend_list_done(&mut self, job: u32, out: &mut SessionOut) {
+        let t = self.toon_mut();
+        let Some(j) = t.friend_jobs.remove(&job) else {
+            return;
+        };
+        if t.friend_job == Some(job) {
+            t.friend_job = None;
+        }
+        let found: Vec<_> = j
+            .found
+            .iter()
+            .filter_map(|(d, f)| f.as_ref().map(|(n, dna)| (*d, n, dna)))
+            .collect();
+        for _ in 0..j.answers {
+            let mut w = Writer::client(&mut out.to_client, CLIENT_GET_FRIEND_LIST_RESP);
+            w.u8(0).u16(found.len() as u16);
+            for (d, n, dna) in &found {
+                w.u32(*d).bytes(n).bytes(dna);
+            }
+            let _ = w.finish();
+        }
+    }
+
+    /// REMOVE_FRIEND: `doid` leaves the avatar's friends list, and the avatar leaves `doid`'s
+    /// (read from the database, written through the DBSS, live or stored).
+    fn toon_remove_friend(&mut self, now: Instant, doid: u32, out: &mut SessionOut) {
+        let me = self.toon_ref().avatar;
+        let field = self.friends_field();
+        let listed = self
+            .toon_ref()
+            .friends
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|&(d, _)| d == doid));
+        let Some(field) = field.filter(|_| listed && me != 0) else {
+            self.toon_event("friend-remove-dropped", doid, out);
+            return;
+        };
+        let list = {
+            let l = self.toon_mut().friends.as_mut().expect("listed");
+            l.retain(|&(d, _)| d != doid);
+            encode_friends(l)
+        };
+        let mut w = self.send_to(me as u64, STATESERVER_OBJECT_SET_FIELD, out);
+        w.u32(me).u16(field).bytes(&list);
+        let _ = w.finish();
+        self.toon_event("friend-removed", doid, out);
+        if is_object_channel(doid) {
+            let ctx = self.toon_request(Pending::Unfriend { other: doid, me }, now);
+            let mut w = self.send_to(self.toon_db(), DBSERVER_OBJECT_GET_FIELDS, out);
+            w.u32(ctx).u32(doid).u16(1).u16(field);
+            let _ = w.finish();
+        }
+    }
+
+    /// The avatar in play's friends list is known (its details) or changed (an update from
+    /// the server): answer waiting GET_FRIEND_LISTs, and tell friends not told yet that
+    /// the avatar is online.
+    fn toon_friends_set(&mut self, now: Instant, list: Vec<(u32, u8)>, out: &mut SessionOut) {
+        let me = self.toon_ref().avatar;
+        let old = self.toon_mut().friends.replace(list);
+        let new = friend_ids(self.toon_ref().friends.as_deref().unwrap_or_default(), me);
+        for f in new {
+            if old.as_ref().is_some_and(|o| o.iter().any(|&(d, _)| d == f)) {
+                continue;
+            }
+            let mut w = self.send_to(puppet_channel(f), CLIENTAGENT_TOON_FRIEND_ONLINE, out);
+            w.u32(me);
+            let _ = w.finish();
+        }
+        let wanted = std::mem::take(&mut self.toon_mut().friends_wanted);
+        for _ in 0..wanted {
+            self.toon_friend_list(now, out);
+        }
+    }
+
+    /// The avatar in play leaves the world: its friends' clients hear it went offline.
+    pub(super) fn toon_friends_offline(&mut self, out: &mut SessionOut) {
+        let me = self.toon_ref().avatar;
+        let Some(list) = self.toon_mut().friends.take() else {
+            return;
+        };
+        self.toon_mut().friends_wanted = 0;
+        if me == 0 {
+            return;
+        }
+        let mut dg = CLIENT_FRIEND_OFFLINE.to_le_bytes().to_vec();
+        dg.extend_from_slice(&me.to_le_bytes());
+        for f in friend_ids(&list, me) {
+            let mut w = self.send_to(puppet_channel(f), CLIENTAGENT_SEND_DATAGRAM, out);
+            w.blob(&dg);
+            let _ = w.finish();
+        }
     }
 
     fn toon_set_avatar(
@@ -837,7 +1127,12 @@ impl Session {
         w.u32(ctx).u32(doid);
         let _ = w.finish();
         self.session_objects.insert(doid);
-        self.toon_mut().avatar = doid;
+        out.subscriptions
+            .push(Subscription::Add(puppet_channel(doid)));
+        let t = self.toon_mut();
+        t.avatar = doid;
+        t.friends = None;
+        t.friends_wanted = 0;
         self.toon_event("avatar-chosen", doid, out);
         Ok(())
     }
@@ -1074,6 +1369,35 @@ impl Session {
             r.rest();
             return Ok(true);
         }
+        if msgtype == CLIENTAGENT_TOON_FRIEND_ONLINE {
+            let online = r.u32()?;
+            r.rest();
+            let me = self.toon_ref().avatar;
+            let listed = self
+                .toon_ref()
+                .friends
+                .as_ref()
+                .is_some_and(|l| l.iter().any(|&(d, _)| d == online));
+            if me != 0 && online != me && listed {
+                let mut w = Writer::client(&mut out.to_client, CLIENT_FRIEND_ONLINE);
+                w.u32(online);
+                let _ = w.finish();
+                let mut dg = CLIENT_FRIEND_ONLINE.to_le_bytes().to_vec();
+                dg.extend_from_slice(&me.to_le_bytes());
+                let mut w = self.send_to(puppet_channel(online), CLIENTAGENT_SEND_DATAGRAM, out);
+                w.blob(&dg);
+                let _ = w.finish();
+            }
+            return Ok(true);
+        }
+        if msgtype == STATESERVER_OBJECT_SET_FIELD || msgtype == STATESERVER_OBJECT_SET_FIELDS {
+            // The avatar's own friends list changed (an AI's FriendManager, or a former
+            // friend's REMOVE_FRIEND): keep it; the update goes on to the client as usual.
+            if let Some(list) = self.own_friends_update(msgtype, r.rest_peek()) {
+                self.toon_friends_set(now, list, out);
+            }
+            return Ok(false);
+        }
         match msgtype {
             DBSERVER_ACCOUNT_GET_RESP
             | DBSERVER_ACCOUNT_SET_RESP
@@ -1210,16 +1534,60 @@ impl Session {
                     }
                 }
             }
-            (Pending::OwnDetails, STATESERVER_OBJECT_GET_ALL_RESP)
-            | (Pending::OtherDetails { .. }, STATESERVER_OBJECT_GET_ALL_RESP) => {
+            (why @ Pending::OwnDetails, STATESERVER_OBJECT_GET_ALL_RESP)
+            | (why @ Pending::OtherDetails { .. }, STATESERVER_OBJECT_GET_ALL_RESP) => {
                 let doid = r.u32()?;
                 r.u32()?;
                 r.u32()?;
-                r.u16()?;
+                let class = r.u16()?;
                 let rest = r.rest();
                 let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
                 w.u32(doid).u8(0).bytes(rest);
                 let _ = w.finish();
+                if matches!(why, Pending::OwnDetails) && doid == self.toon_ref().avatar {
+                    let list = self.required_friends(class, rest).unwrap_or_default();
+                    self.toon_friends_set(now, list, out);
+                }
+            }
+            (Pending::FriendFields { job, index }, DBSERVER_OBJECT_GET_FIELDS_RESP) => {
+                let fields = self.read_db_fields(r);
+                let (mut name, mut dna) = (None, None);
+                for (f, v) in fields.unwrap_or_default() {
+                    let schema = &self.ca.schema;
+                    if schema.field_name(f) == self.ca.toontown.name_field {
+                        name = Some(v);
+                    } else if schema.field_name(f) == self.ca.toontown.dna_field {
+                        dna = Some(v);
+                    }
+                }
+                if let Some(j) = self.toon_mut().friend_jobs.get_mut(&job) {
+                    j.waiting = j.waiting.saturating_sub(1);
+                    if let (Some(n), Some(d), Some(e)) = (name, dna, j.found.get_mut(index)) {
+                        e.1 = Some((n, d));
+                    }
+                    if j.waiting == 0 {
+                        self.toon_friend_list_done(job, out);
+                    }
+                }
+            }
+            (Pending::Unfriend { other, me }, DBSERVER_OBJECT_GET_FIELDS_RESP) => {
+                let field = self.friends_field();
+                let list = self
+                    .read_db_fields(r)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|(f, _)| Some(*f) == field)
+                    .and_then(|(_, v)| decode_friends(&v));
+                if let (Some(field), Some(mut list)) = (field, list) {
+                    let n = list.len();
+                    list.retain(|&(d, _)| d != me);
+                    if list.len() != n {
+                        // Through the DBSS: the live toon and its player, or the stored one.
+                        let mut w = self.send_to(other as u64, STATESERVER_OBJECT_SET_FIELD, out);
+                        w.u32(other).u16(field).bytes(&encode_friends(&list));
+                        let _ = w.finish();
+                    }
+                }
             }
             (why, t) => {
                 log::warn!(
@@ -1231,6 +1599,73 @@ impl Session {
             }
         }
         Ok(true)
+    }
+
+    /// A DBSERVER_OBJECT_GET_FIELDS_RESP's fields (after the context), or None when the
+    /// object or a field was not found or the answer does not parse.
+    fn read_db_fields(&self, r: &mut Reader<'_>) -> Option<Vec<(u16, Vec<u8>)>> {
+        let all = r.rest();
+        let mut r = Reader::new(all);
+        if r.u8().ok()? != 1 {
+            return None;
+        }
+        let count = r.u16().ok()?;
+        let mut fields = Vec::new();
+        for _ in 0..count {
+            let f = r.u16().ok()?;
+            let n = self.ca.schema.value_len(f, r.rest_peek()).ok()?;
+            fields.push((f, r.take(n).ok()?.to_vec()));
+        }
+        Some(fields)
+    }
+
+    /// The friends list among an object's `required` values (a GET_ALL answer's body after
+    /// the class), when `class` is the avatar class and has the friends field.
+    fn required_friends(&self, class: u16, body: &[u8]) -> Option<Vec<(u32, u8)>> {
+        let field = self.friends_field()?;
+        let schema = &self.ca.schema;
+        let c = schema.dc().class(class)?;
+        if schema.class_name(class) != self.ca.toontown.avatar_class {
+            return None;
+        }
+        let mut at = 0;
+        for &f in c.required_fields() {
+            let n = schema.value_len(f, body.get(at..)?).ok()?;
+            if f == field {
+                return decode_friends(&body[at..at + n]);
+            }
+            at += n;
+        }
+        None
+    }
+
+    /// The new friends list, when a SET_FIELD(S) body sets the avatar in play's.
+    fn own_friends_update(&self, msgtype: u16, body: &[u8]) -> Option<Vec<(u32, u8)>> {
+        let t = self.toon_ref();
+        let me = t.avatar;
+        if me == 0 || t.friends.is_none() {
+            return None;
+        }
+        let field = self.friends_field()?;
+        let mut r = Reader::new(body);
+        if r.u32().ok()? != me {
+            return None;
+        }
+        let count = if msgtype == STATESERVER_OBJECT_SET_FIELDS {
+            r.u16().ok()?
+        } else {
+            1
+        };
+        let mut found = None;
+        for _ in 0..count {
+            let f = r.u16().ok()?;
+            let n = self.ca.schema.value_len(f, r.rest_peek()).ok()?;
+            let v = r.take(n).ok()?;
+            if f == field {
+                found = Some(decode_friends(v)?);
+            }
+        }
+        found
     }
 
     /// Forgets what the client saw through `parent`'s `zones`, without telling it (it already
