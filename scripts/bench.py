@@ -98,10 +98,11 @@ def ss_config(kind, port):
             f"        - {OBJECTS_DC}\nroles:\n    - type: stateserver\n      control: 100100\n")
 
 
-def clients_config(kind, md, ca):
+def clients_config(kind, md, ca, cores=0):
     if kind == "otpd":
         return f"""(
     pin_cores: false,
+    cores: {cores},
     dc_files: ["{LOAD_DC}"],
     uberdogs: [(id: 4665, class: "LoadLogin", anonymous: true)],
     messagedirector: (bind: Some("127.0.0.1:{md}"), idle_spin_us: 0),
@@ -297,14 +298,19 @@ def suite(args, tmp):
         log("## ClientAgent: clients in zones of 50 at 1 Hz")
         sweep = [int(x) for x in args.clients.split(",")]
         duration, warmup = (5, 3) if args.quick else (10, 5)
+        # otpd with all its cores, otpd with the core counts of --otpd-cores, astrond.
+        variants = [("otpd", OTPD, 0)]
+        variants += [(f"otpd (cores: {c})", OTPD, c) for c in args.otpd_cores]
+        variants += [(k, b, 0) for k, b in servers if k != "otpd"]
         for run in range(1, args.client_runs + 1):
             for n in sweep:
-                for i, (kind, binary) in enumerate(servers):
+                for i, (name, binary, cores) in enumerate(variants):
+                    kind = "otpd" if name.startswith("otpd") else name
                     md, ca = 7591 + 2 * i, 7592 + 2 * i
-                    s = Server(kind, binary, clients_config(kind, md, ca), ca, tmp,
-                               f"clients-{kind}-{n}-{run}")
+                    s = Server(kind, binary, clients_config(kind, md, ca, cores), ca, tmp,
+                               f"clients-{i}-{n}-{run}")
                     try:
-                        record("clients", kind, run, {"clients": n},
+                        record("clients", name, run, {"clients": n},
                                w_clients(s, ca, md, n, duration, warmup))
                     finally:
                         s.stop()
@@ -313,6 +319,15 @@ def suite(args, tmp):
 
 
 # ---- the report -----------------------------------------------------------------------------
+
+def server_names(results):
+    """Every server name in the results: otpd first, its variants, astrond last."""
+    names = []
+    for r in results:
+        if r["server"] not in names:
+            names.append(r["server"])
+    return sorted(names, key=lambda s: (s == "astrond", s != "otpd", s))
+
 
 def med(values):
     v = [x for x in values if isinstance(x, (int, float))]
@@ -352,8 +367,7 @@ def figures(results, workload, server, key, params=None):
 
 
 def report(results, args, plots, argv, meta):
-    servers = [k for k, _ in servers_of(args)] if results else []
-    servers = [s for s in ("otpd", "astrond") if any(r["server"] == s for r in results)]
+    servers = server_names(results)
     runs = max((r["run"] for r in results), default=0)
     lines = [BEGIN, "",
              f"Written by `scripts/bench {' '.join(argv)}` on "
@@ -477,8 +491,10 @@ def plot(results, outdir):
         return []
     outdir.mkdir(parents=True, exist_ok=True)
     made = []
-    servers = [s for s in ("otpd", "astrond") if any(r["server"] == s for r in results)]
-    colours = {"otpd": "tab:blue", "astrond": "tab:orange"}
+    servers = server_names(results)
+    palette = ["tab:blue", "tab:green", "tab:purple", "tab:brown"]
+    colours = {s: palette[i % len(palette)] for i, s in enumerate(x for x in servers if x != "astrond")}
+    colours["astrond"] = "tab:orange"
 
     def series(workload, server, xkey, ykey):
         xs = sorted({r["params"][xkey] for r in results if r["workload"] == workload})
@@ -578,6 +594,8 @@ def main():
     ap.add_argument("--clients", default="1250,2500,5000,10000",
                     help="client counts of the client sweep (default 1250,2500,5000,10000)")
     ap.add_argument("--only", help="comma-separated subset of md,ss,db,clients")
+    ap.add_argument("--otpd-cores", type=lambda v: [int(x) for x in v.split(",") if x],
+                    default=[], help="also run the client sweep on otpd with these core counts (e.g. 1)")
     ap.add_argument("--quick", action="store_true", help="smaller workloads (a smoke test, not figures)")
     ap.add_argument("--no-doc", action="store_true", help="do not touch docs/performance.md or docs/img")
     ap.add_argument("--from-results", help="only redo the report and plots from a results.json")
