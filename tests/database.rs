@@ -515,7 +515,22 @@ fn export_from_sqlite_import_into_postgres_and_dump() {
         .string("")
         .u8(0)
         .0;
-    for (ctx, name, data) in [(10, "ann", &record[..]), (11, "zed", &[9u8, 9][..])] {
+    // A version 2 record: one with a password hash (CLIENT_LOGIN).
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA";
+    let with_password = P::new()
+        .u8(2)
+        .u64(1_700_000_001)
+        .u8(1)
+        .u32(0)
+        .string("")
+        .u8(0)
+        .string(hash)
+        .0;
+    for (ctx, name, data) in [
+        (10, "ann", &record[..]),
+        (11, "zed", &[9u8, 9][..]),
+        (14, "pat", &with_password[..]),
+    ] {
         let got = s.ask(
             DBSERVER_ACCOUNT_SET,
             P::new()
@@ -559,9 +574,10 @@ fn export_from_sqlite_import_into_postgres_and_dump() {
     let dump = dir.path().join("objects.jsonl");
     tool(&["export", dump.to_str().unwrap()], &from);
     let lines = std::fs::read_to_string(&dump).unwrap();
-    assert_eq!(lines.lines().count(), 4, "{lines}");
+    assert_eq!(lines.lines().count(), 5, "{lines}");
     assert!(
-        lines.contains("\"account\":\"ann\"")
+        lines.contains(&format!("\"password\":\"{hash}\""))
+            && lines.contains("\"account\":\"ann\"")
             && lines.contains("\"wish_name\":\"Flippy\"")
             && lines.contains("\"data_hex\":\"0909\""),
         "{lines}"
@@ -585,7 +601,11 @@ fn export_from_sqlite_import_into_postgres_and_dump() {
     let c = s.create(4, &[]);
     assert!(c > a.max(b), "{c} after {a}, {b}");
     // The accounts came across byte for byte.
-    for (ctx, name, data) in [(12, "ann", &record[..]), (13, "zed", &[9u8, 9][..])] {
+    for (ctx, name, data) in [
+        (12, "ann", &record[..]),
+        (13, "zed", &[9u8, 9][..]),
+        (15, "pat", &with_password[..]),
+    ] {
         let got = s.ask(DBSERVER_ACCOUNT_GET, P::new().u32(ctx).string(name));
         let want = P::new().u32(ctx).u8(0).u16(data.len() as u16).bytes(data).0;
         assert_eq!(got, want, "account {name}");

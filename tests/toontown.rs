@@ -194,6 +194,30 @@ impl Toon {
         self.send(16, P::new().string(token).string(VERSION).u32(HASH).u32(2));
         self.expect(17)
     }
+    /// CLIENT_LOGIN (the client's `account-old-auth #t`) with the right version and hash.
+    fn send_password_login(&mut self, name: &str, password: &str, create: bool) {
+        self.send(
+            1,
+            P::new()
+                .string(name)
+                .u32(0x7f00_0001)
+                .u16(5150)
+                .string(VERSION)
+                .u32(HASH)
+                .string(password)
+                .u8(create as u8),
+        );
+    }
+    /// A password login; returns LOGIN_RESP's code, after checking its layout.
+    fn password_login(&mut self, name: &str, password: &str, create: bool) -> u8 {
+        self.send(52, P::new());
+        self.send_password_login(name, password, create);
+        let p = self.expect(2);
+        // uint8 code, uint32 accountCode, string errorString, uint32 sec, uint32 usec.
+        let (_, at) = string_at(&p, 5);
+        assert_eq!(p.len(), at + 8, "LOGIN_RESP layout: {p:?}");
+        p[0]
+    }
     /// Expects CLIENT_GO_GET_LOST with `code`, then the connection closing.
     fn expect_lost(&mut self, code: u16) {
         let p = self.expect_including_lost(4);
@@ -806,4 +830,102 @@ fn friends_made_and_parted_while_both_play() {
     assert_eq!(alice.expect(11), vec![0, 0, 0]);
     await_friends(&mut c, a, &[]);
     await_friends(&mut c, b, &[]);
+}
+
+#[test]
+fn password_logins_make_check_and_refuse_accounts() {
+    let c = start();
+    let port = c.ports[0]; // passwords: CreateOnLogin (the default)
+                           // A new name with createFlag 1 becomes an account with that password; the avatar list
+                           // and toon making work as after a token login.
+    let mut t = Toon::connect(port);
+    assert_eq!(t.password_login("penny", "s3cret pass", true), 0);
+    let ev = c.event("client-login");
+    assert!(
+        ev.windows(8).any(|w| w == b"password") && !ev.windows(11).any(|w| w == b"s3cret pass"),
+        "{}",
+        String::from_utf8_lossy(&ev)
+    );
+    t.send(3, P::new());
+    assert_eq!(t.expect(5), vec![0, 0, 0]);
+    let toon = t.create(0, "t");
+    t.send(37, P::new());
+    assert!(t.m.closed_within(WAIT));
+
+    // A wrong password: 12, and the client may try again on the same connection.
+    let mut t = Toon::connect(port);
+    assert_eq!(t.password_login("penny", "s3cret pasS", false), 12);
+    assert_eq!(t.password_login("penny", "s3cret pass", false), 0);
+    t.send(3, P::new());
+    let list = t.expect(5);
+    assert_eq!(&list[..7], &P::new().u8(0).u16(1).u32(toon).0[..]);
+
+    // A second password login of the account sends the first away (100).
+    let mut second = Toon::connect(port);
+    assert_eq!(second.password_login("penny", "s3cret pass", false), 0);
+    t.expect_lost(100);
+
+    // An open play token does not open an account that has a password.
+    let mut t = Toon::connect(port);
+    t.send(
+        16,
+        P::new().string("penny").string(VERSION).u32(HASH).u32(2),
+    );
+    assert_ne!(t.expect_including_lost(17)[0], 0);
+    t.expect_lost(122);
+
+    // Unknown name without createFlag: 129; a name no account may have: 14; an empty
+    // password: 12; each with a retry.
+    let mut t = Toon::connect(port);
+    assert_eq!(t.password_login("nobody", "x", false), 129);
+    assert_eq!(t.password_login("bad:name", "x", true), 14);
+    assert_eq!(t.password_login("quinn", "", true), 12);
+    t.send(3, P::new());
+    t.expect_lost(113);
+
+    // An account made by a play token has no password: 12.
+    let mut t = Toon::connect(port);
+    assert_eq!(t.login("tina")[0], 0);
+    t.send(37, P::new());
+    assert!(t.m.closed_within(WAIT));
+    let mut t = Toon::connect(port);
+    assert_eq!(t.password_login("tina", "anything", false), 12);
+
+    // The fifth refused login on one connection ends it (122).
+    let mut t = Toon::connect(port);
+    for _ in 0..4 {
+        assert_eq!(t.password_login("penny", "guess", false), 12);
+    }
+    t.send_password_login("penny", "guess", false);
+    t.expect_lost(122);
+    c.event("client-login-refused");
+
+    // Version and DC hash as for LOGIN_2.
+    let mut t = Toon::connect(port);
+    t.send(
+        1,
+        P::new()
+            .string("penny")
+            .u32(0)
+            .u16(5150)
+            .string("sv0.0")
+            .u32(HASH)
+            .string("s3cret pass")
+            .u8(0),
+    );
+    t.expect_lost(124);
+    let mut t = Toon::connect(port);
+    t.send(
+        1,
+        P::new()
+            .string("penny")
+            .u32(0)
+            .u16(5150)
+            .string(VERSION)
+            .u32(1234)
+            .string("s3cret pass")
+            .u8(0),
+    );
+    t.expect_lost(125);
+    drop(second);
 }

@@ -2,7 +2,8 @@
 //! store is held exclusively while otpd runs). One object per line, as JSON through otp-dc's
 //! JSON form: `{"doid": N, "dclass": "Name", "fields": {"setX": [...], ...}}`, then one line per
 //! account of the Toontown 2003 dialect: `{"account": "name", "created": UNIX, "slots": [{"doid":
-//! N, "wish_name": "...", "name_state": N}, ...]}` (`"data_hex"` for a record otpd cannot read).
+//! N, "wish_name": "...", "name_state": N}, ...], "password": "$argon2id$..."}` (`"password"` only
+//! for an account that has one; `"data_hex"` for a record otpd cannot read back byte for byte).
 
 use crate::clientagent::accounts::{Account, Slot};
 use crate::config::{ClusterConfig, DatabaseBackend, RoleConfig};
@@ -179,16 +180,24 @@ fn object_json(
 
 /// An account record as a line of the export.
 fn account_json(name: &str, data: &[u8]) -> serde_json::Value {
-    match Account::decode(data, 0) {
-        Some(a) => serde_json::json!({
-            "account": name,
-            "created": a.created_unix,
-            "slots": a.slots.iter().map(|s| serde_json::json!({
-                "doid": s.doid,
-                "wish_name": s.wish_name,
-                "name_state": s.name_state,
-            })).collect::<Vec<_>>(),
-        }),
+    // A record that would not come back byte for byte (say, a wish name that is not UTF-8)
+    // is exported as its bytes.
+    match Account::decode(data, 0).filter(|a| a.encode() == data) {
+        Some(a) => {
+            let mut j = serde_json::json!({
+                "account": name,
+                "created": a.created_unix,
+                "slots": a.slots.iter().map(|s| serde_json::json!({
+                    "doid": s.doid,
+                    "wish_name": s.wish_name,
+                    "name_state": s.name_state,
+                })).collect::<Vec<_>>(),
+            });
+            if let Some(p) = &a.password {
+                j["password"] = serde_json::Value::String(p.clone());
+            }
+            j
+        }
         None => serde_json::json!({
             "account": name,
             "data_hex": data.iter().map(|b| format!("{b:02x}")).collect::<String>(),
@@ -230,6 +239,11 @@ fn account_record(j: &serde_json::Value) -> Result<Vec<u8>, String> {
             wish_name,
             name_state,
         });
+    }
+    match &j["password"] {
+        serde_json::Value::Null => {}
+        serde_json::Value::String(p) => a.password = Some(p.clone()),
+        _ => return Err("\"password\" is not a string".into()),
     }
     Ok(a.encode())
 }

@@ -1,6 +1,7 @@
 //! Accounts of the Toontown 2003 dialect: play tokens (open, or signed with an HMAC and an
 //! expiry by `otpd account token`), the account record kept by the Database role (avatar
-//! slots and their wish names), and the channel that makes one login per account.
+//! slots and their wish names, and a password hash for CLIENT_LOGIN), and the channel that
+//! makes one login per account.
 
 use crate::config::TokenPolicy;
 use hmac::{Hmac, Mac};
@@ -99,11 +100,61 @@ pub struct Slot {
     pub name_state: u8,
 }
 
+/// Argon2id costs of a new password hash (OWASP's minimum: 19 MiB, 2 passes, 1 lane; about
+/// 20-40 ms of one core). A stored hash keeps its own costs, so these may rise later.
+pub const PASSWORD_M_COST_KIB: u32 = 19 * 1024;
+pub const PASSWORD_T_COST: u32 = 2;
+pub const PASSWORD_P_COST: u32 = 1;
+/// A stored hash asking for more than this much memory is not computed (a bad import).
+const PASSWORD_MAX_M_COST_KIB: u32 = 256 * 1024;
+const PASSWORD_MAX_T_COST: u32 = 16;
+/// Longest password hashed (the 2003 client's entry field is far shorter).
+pub const MAX_PASSWORD: usize = 256;
+
+fn argon2_hasher() -> argon2::Argon2<'static> {
+    let params = argon2::Params::new(PASSWORD_M_COST_KIB, PASSWORD_T_COST, PASSWORD_P_COST, None)
+        .expect("valid Argon2 costs");
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// A salted Argon2id hash of `password` in the PHC string format (`$argon2id$v=19$...`),
+/// the salt from the operating system's random source.
+pub fn hash_password(password: &[u8]) -> Result<String, String> {
+    use argon2::PasswordHasher;
+    if password.len() > MAX_PASSWORD {
+        return Err("the password is too long".into());
+    }
+    argon2_hasher()
+        .hash_password(password)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("password hashing failed: {e}"))
+}
+
+/// Whether `password` matches a hash made by `hash_password` (compared in constant time;
+/// the costs are the hash's own, within sane bounds).
+pub fn check_password(password: &[u8], hash: &str) -> bool {
+    use argon2::PasswordVerifier;
+    if password.len() > MAX_PASSWORD {
+        return false;
+    }
+    let Ok(parsed) = argon2::PasswordHash::new(hash) else {
+        return false;
+    };
+    match argon2::Params::try_from(&parsed) {
+        Ok(p) if p.m_cost() <= PASSWORD_MAX_M_COST_KIB && p.t_cost() <= PASSWORD_MAX_T_COST => {}
+        _ => return false,
+    }
+    argon2_hasher().verify_password(password, &parsed).is_ok()
+}
+
 /// What the Database role keeps for an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub created_unix: u64,
     pub slots: Vec<Slot>,
+    /// The password hash (PHC string) of an account made by CLIENT_LOGIN; None for one made
+    /// by a play token.
+    pub password: Option<String>,
 }
 
 impl Account {
@@ -111,13 +162,15 @@ impl Account {
         Account {
             created_unix: now_unix,
             slots: vec![Slot::default(); slots as usize],
+            password: None,
         }
     }
 
     /// Version 1: u8 1, u64 created, u8 slot count, per slot u32 doid, string wish name,
-    /// u8 name state (little-endian, strings with a u16 length).
+    /// u8 name state (little-endian, strings with a u16 length). Version 2, written only when
+    /// the account has a password: u8 2, the same, then string password hash.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = vec![1u8];
+        let mut v = vec![if self.password.is_some() { 2u8 } else { 1u8 }];
         v.extend_from_slice(&self.created_unix.to_le_bytes());
         v.push(self.slots.len() as u8);
         for s in &self.slots {
@@ -127,13 +180,19 @@ impl Account {
             v.extend_from_slice(n);
             v.push(s.name_state);
         }
+        if let Some(p) = &self.password {
+            let p = &p.as_bytes()[..p.len().min(u16::MAX as usize)];
+            v.extend_from_slice(&(p.len() as u16).to_le_bytes());
+            v.extend_from_slice(p);
+        }
         v
     }
 
     /// Reads a record, giving it `slots` slots (more are kept, fewer are added).
     pub fn decode(bytes: &[u8], slots: u8) -> Option<Account> {
         let mut r = otp_wire::Reader::new(bytes);
-        if r.u8().ok()? != 1 {
+        let version = r.u8().ok()?;
+        if version != 1 && version != 2 {
             return None;
         }
         let created_unix = r.u64().ok()?;
@@ -149,12 +208,18 @@ impl Account {
                 name_state,
             });
         }
+        let password = if version == 2 {
+            Some(String::from_utf8_lossy(r.blob().ok()?).into_owned())
+        } else {
+            None
+        };
         while out.len() < slots as usize {
             out.push(Slot::default());
         }
         Some(Account {
             created_unix,
             slots: out,
+            password,
         })
     }
 }
@@ -264,6 +329,33 @@ mod tests {
         let b = Account::decode(&a.encode(), 6).unwrap();
         assert_eq!(a, b);
         assert!(Account::decode(&[2], 6).is_none());
+        assert!(Account::decode(&[3], 6).is_none());
         assert!(Account::decode(&a.encode()[..10], 6).is_none());
+        assert_eq!(a.encode()[0], 1, "no password: version 1");
+        let mut p = a.clone();
+        p.password = Some("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into());
+        let bytes = p.encode();
+        assert_eq!(bytes[0], 2);
+        assert_eq!(&bytes[1..a.encode().len()], &a.encode()[1..]);
+        assert_eq!(Account::decode(&bytes, 6).unwrap(), p);
+        assert!(Account::decode(&bytes[..bytes.len() - 1], 6).is_none());
+    }
+
+    #[test]
+    fn passwords_hash_and_check() {
+        let t = std::time::Instant::now();
+        let h = hash_password(b"hunter2").unwrap();
+        let took = t.elapsed();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        assert_ne!(h, hash_password(b"hunter2").unwrap(), "salted");
+        assert!(check_password(b"hunter2", &h));
+        assert!(!check_password(b"hunter3", &h));
+        assert!(!check_password(b"", &h));
+        assert!(!check_password(b"hunter2", "garbage"));
+        assert!(!check_password(b"hunter2", ""));
+        // Costs beyond the bounds are refused rather than computed.
+        let big = h.replace("m=19456", "m=4000000");
+        assert!(!check_password(b"hunter2", &big));
+        eprintln!("one password hash: {took:?}");
     }
 }

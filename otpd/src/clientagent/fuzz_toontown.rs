@@ -24,7 +24,7 @@ use super::fuzz::{
 use super::session::{Close, PostRemove, Session, SessionOut, STATE_ESTABLISHED};
 use super::toontown::*;
 use super::ClientAgent;
-use crate::config::{ClientAgentConfig, Dialect, TokenPolicy};
+use crate::config::{ClientAgentConfig, Dialect, PasswordPolicy, TokenPolicy};
 use crate::roles::Schema;
 use otp_wire::channels::{BCHAN_CLIENTS, CONTROL_CHANNEL};
 use otp_wire::msgtypes::*;
@@ -47,6 +47,24 @@ pub const VERSION: &str = "fuzz-tt-v1";
 pub const SECRET: &str = "fuzz-secret";
 /// Accounts whose tokens the pickers make.
 pub const ACCOUNTS: [&str; 2] = ["alice", "bob"];
+/// The password of the records the harness's database holds with one, and a wrong one.
+pub const PASSWORD: &str = "pw-right";
+pub const WRONG_PASSWORD: &str = "pw-wrong";
+
+/// A hash of `PASSWORD` as a stored record holds it, made at the least Argon2 cost (the
+/// session verifies with the hash's own costs, so a check takes microseconds here; only an
+/// account created by CLIENT_LOGIN pays the full cost).
+pub fn password_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        use argon2::PasswordHasher;
+        let params = argon2::Params::new(8, 1, 1, None).expect("small Argon2 costs");
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password_with_salt(PASSWORD.as_bytes(), b"fuzz-salt-16byte")
+            .expect("hashing")
+            .to_string()
+    })
+}
 /// The Database role (toontown.database).
 pub const DB: u64 = 4003;
 /// Districts.
@@ -95,6 +113,8 @@ pub mod cfg {
     pub const DISTRICT_UP: u8 = 1 << 5;
     /// A proxy's health check (no connection events).
     pub const LOCAL_CHECK: u8 = 1 << 6;
+    /// passwords: Existing (with FEW_ZONES also set: Disabled; else CreateOnLogin).
+    pub const PASSWORDS_EXISTING: u8 = 1 << 7;
 }
 
 /// The operations (`op byte % 32`).
@@ -220,12 +240,18 @@ fn config(a: u8, b: u8) -> ClientAgentConfig {
         c.interest_timeout_ms = 0;
     }
     c.limits.allow_utf8_strings = b & cfg::UTF8 != 0;
+    c.toontown.passwords = match (b & cfg::PASSWORDS_EXISTING != 0, a & cfg::FEW_ZONES != 0) {
+        (false, _) => PasswordPolicy::CreateOnLogin,
+        (true, false) => PasswordPolicy::Existing,
+        (true, true) => PasswordPolicy::Disabled,
+    };
     c
 }
 
 /// Message types a 2003 session sends its client.
-const TO_CLIENT: [u16; 20] = [
+const TO_CLIENT: [u16; 21] = [
     CLIENT_EJECT,
+    CLIENT_LOGIN_RESP,
     CLIENT_LOGIN_2_RESP,
     CLIENT_GET_AVATARS_RESP,
     CLIENT_CREATE_AVATAR_RESP,
@@ -292,6 +318,7 @@ enum Sent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClientKind {
     Login,
+    PasswordLogin,
     Heartbeat,
     GetAvatars,
     Create,
@@ -313,7 +340,7 @@ enum ClientKind {
     Other,
 }
 
-const CLIENT_KINDS: [ClientKind; 28] = [
+const CLIENT_KINDS: [ClientKind; 29] = [
     ClientKind::Login,
     ClientKind::Login,
     ClientKind::Heartbeat,
@@ -342,6 +369,7 @@ const CLIENT_KINDS: [ClientKind; 28] = [
     ClientKind::Update,
     ClientKind::Disconnect,
     ClientKind::Other,
+    ClientKind::PasswordLogin,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -857,6 +885,40 @@ impl<'a> Harness<'a> {
                     .u32(hash)
                     .u32(token_type);
             }
+            ClientKind::PasswordLogin => {
+                let b = self.inp.u8();
+                let name = match b % 4 {
+                    0 | 1 => ACCOUNTS[(b >> 2) as usize % 2].as_bytes().to_vec(),
+                    2 => self.name().into_bytes(),
+                    _ => {
+                        let n = (self.inp.u8() % 80) as usize;
+                        self.inp.take(n).to_vec()
+                    }
+                };
+                let f = self.inp.u8();
+                let version = if f & 3 == 0 { "sv1.0.6.9" } else { VERSION };
+                let hash = if f & 12 == 0 {
+                    self.inp.u32()
+                } else {
+                    self.ca.hash
+                };
+                let password = match (f >> 4) % 4 {
+                    0 | 1 => PASSWORD.as_bytes().to_vec(),
+                    2 => WRONG_PASSWORD.as_bytes().to_vec(),
+                    _ => {
+                        let n = self.inp.u8() as usize;
+                        self.inp.take(n).to_vec()
+                    }
+                };
+                p.u16(CLIENT_LOGIN)
+                    .blob(&name)
+                    .u32(0x7f00_0001)
+                    .u16(5150)
+                    .blob(version.as_bytes())
+                    .u32(hash)
+                    .blob(&password)
+                    .u8(f >> 6);
+            }
             ClientKind::Heartbeat => {
                 p.u16(CLIENT_HEARTBEAT_2003);
             }
@@ -1313,6 +1375,9 @@ impl<'a> Harness<'a> {
     fn record(&mut self) -> Account {
         let n = self.inp.u8() % 8;
         let mut a = Account::new(n, 1_000);
+        if n % 2 == 1 {
+            a.password = Some(password_hash().to_string());
+        }
         for s in &mut a.slots {
             let b = self.inp.u8();
             s.doid = match b % 3 {
@@ -1414,7 +1479,14 @@ impl<'a> Harness<'a> {
                     TO_CLIENT.contains(&t),
                     "step {n} ({step:?}): message type {t} is not one the 2003 client knows"
                 );
-                if t == CLIENT_LOGIN_2_RESP && f.get(2) == Some(&0) {
+                if t == CLIENT_LOGIN_RESP {
+                    let code = f.get(2).copied();
+                    assert!(
+                        matches!(code, Some(0 | 12 | 14 | 129)),
+                        "step {n} ({step:?}): LOGIN_RESP code {code:?} would make the client quit"
+                    );
+                }
+                if (t == CLIENT_LOGIN_2_RESP || t == CLIENT_LOGIN_RESP) && f.get(2) == Some(&0) {
                     assert!(
                         !self.logged_in,
                         "step {n} ({step:?}): a second successful login"
@@ -1722,6 +1794,19 @@ impl Script {
             .u32(hash())
             .u32(2);
         self.client(CLIENT_LOGIN_2, &p.0)
+    }
+
+    /// CLIENT_LOGIN with this name, password and createFlag, the right version and hash.
+    pub fn password_login(&mut self, name: &str, password: &str, create: bool) -> &mut Self {
+        let mut p = P::default();
+        p.blob(name.as_bytes())
+            .u32(0x7f00_0001)
+            .u16(5150)
+            .blob(VERSION.as_bytes())
+            .u32(hash())
+            .blob(password.as_bytes())
+            .u8(create as u8);
+        self.client(CLIENT_LOGIN, &p.0)
     }
 
     /// An internal datagram to the client's first channel.

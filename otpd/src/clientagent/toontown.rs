@@ -6,6 +6,7 @@
 
 use super::accounts::{self, Account};
 use super::session::{refuse, Refusal, Session, SessionOut, STATE_ESTABLISHED};
+use crate::config::PasswordPolicy;
 use crate::roles::Subscription;
 use otp_wire::msgtypes::*;
 use otp_wire::{Reader, WireError, Writer};
@@ -14,6 +15,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 // The 2003 client's message numbers.
+pub const CLIENT_LOGIN: u16 = 1;
+pub const CLIENT_LOGIN_RESP: u16 = 2;
 pub const CLIENT_LOGIN_2: u16 = 16;
 pub const CLIENT_LOGIN_2_RESP: u16 = 17;
 pub const CLIENT_GET_AVATARS: u16 = 3;
@@ -65,6 +68,15 @@ pub const LOST_BAD_VERSION: u16 = 124;
 pub const LOST_BAD_DCHASH: u16 = 125;
 pub const LOST_BAD_TOKEN_TYPE: u16 = 284;
 
+// CLIENT_LOGIN_RESP codes the 2003 client answers with a dialog and a retry (any other
+// nonzero code makes it quit).
+pub const LOGIN_BAD_PASSWORD: u8 = 12;
+pub const LOGIN_BAD_NAME: u8 = 14;
+pub const LOGIN_NO_SUCH_NAME: u8 = 129;
+/// Refused password logins (bad password, bad name, unknown name) one connection may make;
+/// the last one ends it (GO_GET_LOST 122).
+pub const MAX_BAD_LOGINS: u8 = 5;
+
 /// The interest a SET_ZONE opens.
 const ZONE_INTEREST: u16 = 1;
 /// A database or StateServer answer not back in this long ends the session (122).
@@ -105,10 +117,43 @@ pub fn puppet_channel(avatar: u32) -> u64 {
     PUPPET_CHANNEL_BASE + avatar as u64
 }
 
+/// How a login names its account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoginMethod {
+    /// CLIENT_LOGIN_2 with a play token.
+    Token,
+    /// CLIENT_LOGIN with a name and a password.
+    Password,
+}
+
+impl LoginMethod {
+    fn as_str(self) -> &'static str {
+        match self {
+            LoginMethod::Token => "token",
+            LoginMethod::Password => "password",
+        }
+    }
+}
+
+/// A password while its account is read; never printed.
+struct Secret(Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// Why a database or StateServer request was sent.
 #[derive(Debug)]
 enum Pending {
+    /// A play token's account (CLIENT_LOGIN_2).
     Account,
+    /// A password login's account (CLIENT_LOGIN); `create`: the client's createFlag.
+    PasswordAccount {
+        password: Secret,
+        create: bool,
+    },
     SaveThen(AfterSave),
     ListFields {
         job: u32,
@@ -180,6 +225,10 @@ struct ListJob {
 pub struct Toon {
     account: Option<String>,
     record: Option<Account>,
+    /// How the login under way (or done) names its account.
+    method: Option<LoginMethod>,
+    /// Password logins refused on this connection.
+    bad_logins: u8,
     next_ctx: u32,
     pending: FxHashMap<u32, (Pending, Instant)>,
     jobs: FxHashMap<u32, ListJob>,
@@ -400,6 +449,7 @@ impl Session {
                 return Ok(());
             }
             CLIENT_LOGIN_2 => return self.toon_login(now, r, out),
+            CLIENT_LOGIN => return self.toon_password_login(now, r, out),
             _ if !logged_in => {
                 return Err(refuse(
                     LOST_NOT_LOGGED_IN,
@@ -572,9 +622,135 @@ impl Session {
             }
         };
         self.toon_mut().account = Some(name.clone());
+        self.toon_mut().method = Some(LoginMethod::Token);
         let ctx = self.toon_request(Pending::Account, now);
         let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_GET, out);
         w.u32(ctx).string(&name);
+        let _ = w.finish();
+        Ok(())
+    }
+
+    /// CLIENT_LOGIN: the name and password typed on the 2003 client's login screen
+    /// (`account-old-auth #t`).
+    fn toon_password_login(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let name = r.blob()?.to_vec();
+        let _client_ip = r.u32()?;
+        let _port = r.u16()?;
+        let version = r.blob()?.to_vec();
+        let hash = r.u32()?;
+        let password = r.blob()?.to_vec();
+        let create = r.u8()? != 0;
+        if self.toon_ref().account.is_some() {
+            return Err(refuse(LOST_GENERIC, "Logged in already."));
+        }
+        if version != self.ca.version.as_bytes() {
+            return Err(refuse(
+                LOST_BAD_VERSION,
+                format!(
+                    "Client version mismatch: client={}",
+                    String::from_utf8_lossy(&version)
+                ),
+            ));
+        }
+        if hash != self.ca.hash {
+            return Err(refuse(
+                LOST_BAD_DCHASH,
+                format!("Client DC hash mismatch: client={hash}"),
+            ));
+        }
+        // The client keeps its login screen up while it waits: so may the server.
+        self.extend_hello(now);
+        if self.ca.toontown.passwords == PasswordPolicy::Disabled {
+            return self.toon_login_refused(
+                LOGIN_NO_SUCH_NAME,
+                "Password logins are disabled on this server.",
+                "",
+                out,
+            );
+        }
+        let name = match String::from_utf8(name) {
+            Ok(n) if accounts::valid_name(&n) => n,
+            _ => {
+                return self.toon_login_refused(
+                    LOGIN_BAD_NAME,
+                    "That name cannot be an account name.",
+                    "",
+                    out,
+                )
+            }
+        };
+        if password.is_empty() || password.len() > accounts::MAX_PASSWORD {
+            return self.toon_login_refused(
+                LOGIN_BAD_PASSWORD,
+                "The password is empty or too long.",
+                &name,
+                out,
+            );
+        }
+        self.toon_mut().account = Some(name.clone());
+        self.toon_mut().method = Some(LoginMethod::Password);
+        let ctx = self.toon_request(
+            Pending::PasswordAccount {
+                password: Secret(password),
+                create,
+            },
+            now,
+        );
+        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_GET, out);
+        w.u32(ctx).string(&name);
+        let _ = w.finish();
+        Ok(())
+    }
+
+    /// A refused password login: LOGIN_RESP `code` (the client offers a retry), or, at the
+    /// `MAX_BAD_LOGINS`th on this connection, GO_GET_LOST 122. The session stays logged out.
+    fn toon_login_refused(
+        &mut self,
+        code: u8,
+        why: &str,
+        name: &str,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let t = self.toon_mut();
+        t.account = None;
+        t.record = None;
+        t.method = None;
+        t.bad_logins = t.bad_logins.saturating_add(1);
+        let bad = t.bad_logins;
+        log::info!(
+            "{}: password login for {name:?} refused ({code}): {why}",
+            self.label()
+        );
+        out.events.push(crate::roles::event::encode(
+            "client-login-refused",
+            &[
+                ("role", crate::roles::event::Ev::Str("clientagent")),
+                ("sender", crate::roles::event::Ev::Str(&self.sender_name())),
+                ("account", crate::roles::event::Ev::Str(name)),
+                ("code", crate::roles::event::Ev::U64(code as u64)),
+                ("reason", crate::roles::event::Ev::Str(why)),
+            ],
+        ));
+        if bad >= MAX_BAD_LOGINS {
+            return Err(refuse(
+                LOST_LOGIN_PROBLEM,
+                format!("{bad} refused logins on one connection."),
+            ));
+        }
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_RESP);
+        w.u8(code)
+            .u32(0)
+            .string(why)
+            .u32(since.as_secs() as u32)
+            .u32(since.subsec_micros());
         let _ = w.finish();
         Ok(())
     }
@@ -606,16 +782,28 @@ impl Session {
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_2_RESP);
-        w.u8(0)
-            .string("")
-            .string(&name)
-            .u8(self.ca.toontown.can_chat as u8)
-            .u32(since.as_secs() as u32)
-            .u32(since.subsec_micros())
-            .u8(1)
-            .i32(-1);
-        let _ = w.finish();
+        let method = self.toon_ref().method.unwrap_or(LoginMethod::Token);
+        if method == LoginMethod::Password {
+            // The client treats old-auth logins as paid (setIsPaid(1)) and ignores the code.
+            let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_RESP);
+            w.u8(0)
+                .u32(0)
+                .string("")
+                .u32(since.as_secs() as u32)
+                .u32(since.subsec_micros());
+            let _ = w.finish();
+        } else {
+            let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_2_RESP);
+            w.u8(0)
+                .string("")
+                .string(&name)
+                .u8(self.ca.toontown.can_chat as u8)
+                .u32(since.as_secs() as u32)
+                .u32(since.subsec_micros())
+                .u8(1)
+                .i32(-1);
+            let _ = w.finish();
+        }
         let remote = self.remote.to_string();
         out.events.push(crate::roles::event::encode(
             "client-login",
@@ -623,10 +811,84 @@ impl Session {
                 ("role", crate::roles::event::Ev::Str("clientagent")),
                 ("sender", crate::roles::event::Ev::Str(&self.sender_name())),
                 ("account", crate::roles::event::Ev::Str(&name)),
+                ("method", crate::roles::event::Ev::Str(method.as_str())),
                 ("remote_address", crate::roles::event::Ev::Str(&remote)),
             ],
         ));
         let _ = now;
+    }
+
+    /// The account of a password login, as the Database role read it (`status` 0 found, 1
+    /// not found): check the password, or create the account, or refuse.
+    fn toon_password_account(
+        &mut self,
+        now: Instant,
+        status: u8,
+        data: &[u8],
+        password: &[u8],
+        create: bool,
+        out: &mut SessionOut,
+    ) {
+        let slots = self.ca.toontown.max_avatars;
+        let name = self.toon_ref().account.clone().unwrap_or_default();
+        let refused = match status {
+            0 => match Account::decode(data, slots) {
+                Some(a) => match &a.password {
+                    Some(h) if accounts::check_password(password, h) => {
+                        self.toon_mut().record = Some(a);
+                        self.toon_logged_in(now, out);
+                        return;
+                    }
+                    Some(_) => (LOGIN_BAD_PASSWORD, "The password is not right."),
+                    None => (
+                        LOGIN_BAD_PASSWORD,
+                        "This account has no password (it logs in with a play token).",
+                    ),
+                },
+                None => {
+                    self.eject(
+                        refuse(LOST_LOGIN_PROBLEM, "The account record is unreadable."),
+                        false,
+                        out,
+                    );
+                    return;
+                }
+            },
+            1 if create && self.ca.toontown.passwords == PasswordPolicy::CreateOnLogin => {
+                let hash = match accounts::hash_password(password) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        log::error!("{}: {e}", self.label());
+                        self.eject(
+                            refuse(LOST_LOGIN_PROBLEM, "The account could not be made."),
+                            false,
+                            out,
+                        );
+                        return;
+                    }
+                };
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let mut a = Account::new(slots, unix);
+                a.password = Some(hash);
+                self.toon_mut().record = Some(a);
+                self.toon_save(now, AfterSave::Login, out);
+                return;
+            }
+            1 => (LOGIN_NO_SUCH_NAME, "There is no account of that name."),
+            _ => {
+                self.eject(
+                    refuse(LOST_LOGIN_PROBLEM, "The account database failed."),
+                    false,
+                    out,
+                );
+                return;
+            }
+        };
+        if let Err(e) = self.toon_login_refused(refused.0, refused.1, &name, out) {
+            self.eject(e, true, out);
+        }
     }
 
     fn toon_shard_list(&mut self, out: &mut SessionOut) {
@@ -1421,6 +1683,29 @@ impl Session {
                     .map_or(0, |d| d.as_secs());
                 match status {
                     0 => match Account::decode(data, slots) {
+                        Some(a)
+                            if a.password.is_some()
+                                && self.ca.toontown.tokens == crate::config::TokenPolicy::Open =>
+                        {
+                            // Anyone can name an account with an open token: one with a
+                            // password opens only with its password (or a signed token).
+                            let why = "this account logs in with its password";
+                            let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_2_RESP);
+                            w.u8(1)
+                                .string(why)
+                                .string("")
+                                .u8(0)
+                                .u32(0)
+                                .u32(0)
+                                .u8(0)
+                                .i32(-1);
+                            let _ = w.finish();
+                            self.eject(
+                                refuse(LOST_LOGIN_PROBLEM, format!("Login refused: {why}.")),
+                                false,
+                                out,
+                            );
+                        }
                         Some(a) => {
                             self.toon_mut().record = Some(a);
                             self.toon_logged_in(now, out);
@@ -1441,6 +1726,11 @@ impl Session {
                         out,
                     ),
                 }
+            }
+            (Pending::PasswordAccount { password, create }, DBSERVER_ACCOUNT_GET_RESP) => {
+                let status = r.u8()?;
+                let data = r.blob()?;
+                self.toon_password_account(now, status, data, &password.0, create, out);
             }
             (Pending::SaveThen(then), DBSERVER_ACCOUNT_SET_RESP) => {
                 if r.u8()? != 0 {

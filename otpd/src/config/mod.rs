@@ -296,11 +296,27 @@ pub enum TokenPolicy {
     Signed { secret: String },
 }
 
+/// Who may log in with a name and password (CLIENT_LOGIN, the 2003 client's
+/// `account-old-auth #t`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum PasswordPolicy {
+    /// No password logins: every CLIENT_LOGIN is answered "username not found" (129).
+    Disabled,
+    /// Only accounts that have a password already (made earlier, or imported).
+    Existing,
+    /// Development: also a new name, when the client asks to create it (its createFlag),
+    /// becomes an account with that password.
+    #[default]
+    CreateOnLogin,
+}
+
 /// The Toontown 2003 dialect's server-side work: accounts, avatars, districts, zones.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToontownConfig {
     pub tokens: TokenPolicy,
+    /// Name-and-password logins (CLIENT_LOGIN).
+    pub passwords: PasswordPolicy,
     /// The Database role's control channel: accounts and avatars are stored there.
     pub database: u64,
     /// The DC class of avatars, and its name and DNA fields.
@@ -333,6 +349,7 @@ impl Default for ToontownConfig {
     fn default() -> Self {
         ToontownConfig {
             tokens: TokenPolicy::Open,
+            passwords: PasswordPolicy::CreateOnLogin,
             database: 4003,
             avatar_class: "DistributedToon".into(),
             name_field: "setName".into(),
