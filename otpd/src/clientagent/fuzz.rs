@@ -400,6 +400,8 @@ pub(super) enum Step {
     Time,
     /// The runtime's `eject_now`.
     Runtime,
+    /// The answer to a job (`Session::on_job_done`).
+    Job,
 }
 
 /// Message types the session itself sends the client.

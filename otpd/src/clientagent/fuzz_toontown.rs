@@ -21,7 +21,9 @@ use super::accounts::{self, Account};
 use super::fuzz::{
     check_events, frames, frames_unchecked, internal_frames, parse_request, Input, Request, Step, P,
 };
-use super::session::{Close, PostRemove, Session, SessionOut, STATE_ESTABLISHED};
+use super::session::{
+    Close, JobResult, PostRemove, Session, SessionJob, SessionOut, STATE_ESTABLISHED,
+};
 use super::toontown::*;
 use super::ClientAgent;
 use crate::config::{ClientAgentConfig, Dialect, PasswordPolicy, TokenPolicy};
@@ -449,6 +451,8 @@ struct Harness<'a> {
     classes: [u16; 3],
     num_fields: u16,
     summary: Summary,
+    /// Jobs the session asked for, not answered yet.
+    jobs: Vec<SessionJob>,
 }
 
 impl<'a> Harness<'a> {
@@ -516,6 +520,7 @@ impl<'a> Harness<'a> {
             classes,
             num_fields,
             summary: Summary::default(),
+            jobs: Vec::new(),
         };
         assert!(
             h.out.to_client.is_empty() && h.out.datagrams.is_empty() && h.out.close.is_none(),
@@ -654,6 +659,21 @@ impl<'a> Harness<'a> {
         };
         if let Some(t) = self.now.checked_add(advance) {
             self.now = t;
+        }
+        // The job worker answers what it was asked meanwhile (a hash is the fuzz hash, cheap to
+        // check; now and then the queue was full instead).
+        for job in std::mem::take(&mut self.jobs) {
+            let result = match &job {
+                _ if self.inp.u8() & 7 == 7 => JobResult::Unavailable,
+                SessionJob::HashPassword { .. } => JobResult::Hashed(Ok(password_hash().into())),
+                SessionJob::CheckPassword { .. } => job.run(),
+            };
+            self.out.clear();
+            let now = self.now;
+            let mut out = std::mem::take(&mut self.out);
+            self.s().on_job_done(now, job.id(), result, &mut out);
+            self.out = out;
+            self.check(Step::Job);
         }
         self.out.clear();
         let now = self.now;
@@ -1441,6 +1461,12 @@ impl<'a> Harness<'a> {
 
     fn check(&mut self, step: Step) {
         let n = self.summary.steps;
+        // Jobs are answered at the next time step (see `time`).
+        let jobs = std::mem::take(&mut self.out.jobs);
+        if self.closed {
+            assert!(jobs.is_empty(), "step {n}: a closed session asked for jobs");
+        }
+        self.jobs.extend(jobs);
         let s = self
             .session
             .as_ref()

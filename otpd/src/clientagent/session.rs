@@ -56,6 +56,8 @@ pub struct SessionOut {
     /// MessagePack events for the EventLogger.
     pub events: Vec<Vec<u8>>,
     pub close: Option<Close>,
+    /// Slow work to do off the event loop; each answer comes back through `on_job_done`.
+    pub jobs: Vec<SessionJob>,
 }
 
 impl SessionOut {
@@ -66,7 +68,60 @@ impl SessionOut {
         self.post_removes.clear();
         self.events.clear();
         self.close = None;
+        self.jobs.clear();
     }
+}
+
+/// Work too slow for a core's event loop (password hashing takes milliseconds by design):
+/// the runtime runs it on a worker thread and hands the answer to `Session::on_job_done`.
+pub enum SessionJob {
+    /// Does `password` match `hash`? Answered with `JobResult::Checked`.
+    CheckPassword {
+        id: u32,
+        password: Vec<u8>,
+        hash: String,
+    },
+    /// A new salted hash of `password`. Answered with `JobResult::Hashed`.
+    HashPassword { id: u32, password: Vec<u8> },
+}
+
+impl std::fmt::Debug for SessionJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        match self {
+            SessionJob::CheckPassword { id, .. } => write!(f, "CheckPassword({id})"),
+            SessionJob::HashPassword { id, .. } => write!(f, "HashPassword({id})"),
+        }
+    }
+}
+
+impl SessionJob {
+    pub fn id(&self) -> u32 {
+        match self {
+            SessionJob::CheckPassword { id, .. } | SessionJob::HashPassword { id, .. } => *id,
+        }
+    }
+
+    /// Does the work (on a worker thread).
+    pub fn run(&self) -> JobResult {
+        match self {
+            SessionJob::CheckPassword { password, hash, .. } => {
+                JobResult::Checked(super::accounts::check_password(password, hash))
+            }
+            SessionJob::HashPassword { password, .. } => {
+                JobResult::Hashed(super::accounts::hash_password(password))
+            }
+        }
+    }
+}
+
+/// The answer to a `SessionJob`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobResult {
+    Checked(bool),
+    Hashed(Result<String, String>),
+    /// The worker's queue was full: the job was not done.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1610,6 +1665,16 @@ impl Session {
     /// The connection is gone (or going): delete session objects, answer whoever waits on a
     /// pending interest, and record a lost connection. `lost` names what happened when the
     /// connection ended without an eject, drop or disconnect. Call once.
+    /// The answer to a job this session asked for (`SessionOut::jobs`).
+    pub fn on_job_done(&mut self, now: Instant, id: u32, result: JobResult, out: &mut SessionOut) {
+        if self.closed {
+            return;
+        }
+        if self.toon.is_some() {
+            self.toon_job_done(now, id, result, out);
+        }
+    }
+
     pub fn on_closed(&mut self, lost: Option<&str>, out: &mut SessionOut) {
         if let (Some(reason), false, false) = (lost, self.clean, self.local_check) {
             let (r, l) = (self.remote.to_string(), self.local.to_string());

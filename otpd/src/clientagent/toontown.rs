@@ -5,7 +5,9 @@
 //! forms; see docs/toontown-2003.md for the sequence and the choices made.
 
 use super::accounts::{self, Account};
-use super::session::{refuse, Refusal, Session, SessionOut, STATE_ESTABLISHED};
+use super::session::{
+    refuse, JobResult, Refusal, Session, SessionJob, SessionOut, STATE_ESTABLISHED,
+};
 use crate::config::PasswordPolicy;
 use crate::roles::Subscription;
 use otp_wire::msgtypes::*;
@@ -176,6 +178,15 @@ enum Pending {
     Unfriend {
         other: u32,
         me: u32,
+    },
+    /// A password being checked off the event loop, against this account.
+    PasswordCheck {
+        account: Box<Account>,
+    },
+    /// A new account's password being hashed off the event loop.
+    PasswordHash {
+        slots: u8,
+        created_unix: u64,
     },
 }
 
@@ -833,13 +844,18 @@ impl Session {
         let name = self.toon_ref().account.clone().unwrap_or_default();
         let refused = match status {
             0 => match Account::decode(data, slots) {
-                Some(a) => match &a.password {
-                    Some(h) if accounts::check_password(password, h) => {
-                        self.toon_mut().record = Some(a);
-                        self.toon_logged_in(now, out);
+                Some(a) => match a.password.clone() {
+                    Some(hash) => {
+                        // Checked on a worker thread: see `toon_job_done`.
+                        let account = Box::new(a);
+                        let id = self.toon_request(Pending::PasswordCheck { account }, now);
+                        out.jobs.push(SessionJob::CheckPassword {
+                            id,
+                            password: password.to_vec(),
+                            hash,
+                        });
                         return;
                     }
-                    Some(_) => (LOGIN_BAD_PASSWORD, "The password is not right."),
                     None => (
                         LOGIN_BAD_PASSWORD,
                         "This account has no password (it logs in with a play token).",
@@ -855,25 +871,21 @@ impl Session {
                 }
             },
             1 if create && self.ca.toontown.passwords == PasswordPolicy::CreateOnLogin => {
-                let hash = match accounts::hash_password(password) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        log::error!("{}: {e}", self.label());
-                        self.eject(
-                            refuse(LOST_LOGIN_PROBLEM, "The account could not be made."),
-                            false,
-                            out,
-                        );
-                        return;
-                    }
-                };
-                let unix = std::time::SystemTime::now()
+                let created_unix = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                let mut a = Account::new(slots, unix);
-                a.password = Some(hash);
-                self.toon_mut().record = Some(a);
-                self.toon_save(now, AfterSave::Login, out);
+                // Hashed on a worker thread: see `toon_job_done`.
+                let id = self.toon_request(
+                    Pending::PasswordHash {
+                        slots,
+                        created_unix,
+                    },
+                    now,
+                );
+                out.jobs.push(SessionJob::HashPassword {
+                    id,
+                    password: password.to_vec(),
+                });
                 return;
             }
             1 => (LOGIN_NO_SUCH_NAME, "There is no account of that name."),
@@ -886,6 +898,63 @@ impl Session {
                 return;
             }
         };
+        if let Err(e) = self.toon_login_refused(refused.0, refused.1, &name, out) {
+            self.eject(e, true, out);
+        }
+    }
+
+    /// A password checked or hashed off the event loop (`SessionJob`).
+    pub(super) fn toon_job_done(
+        &mut self,
+        now: Instant,
+        id: u32,
+        result: JobResult,
+        out: &mut SessionOut,
+    ) {
+        let Some((why, deadline)) = self.toon_mut().pending.remove(&id) else {
+            return; // timed out meanwhile (the session was told then)
+        };
+        let refused = match (why, result) {
+            (Pending::PasswordCheck { account }, JobResult::Checked(true)) => {
+                self.toon_mut().record = Some(*account);
+                self.toon_logged_in(now, out);
+                return;
+            }
+            (Pending::PasswordCheck { .. }, JobResult::Checked(false)) => {
+                (LOGIN_BAD_PASSWORD, "The password is not right.")
+            }
+            (
+                Pending::PasswordHash {
+                    slots,
+                    created_unix,
+                },
+                JobResult::Hashed(Ok(hash)),
+            ) => {
+                let mut a = Account::new(slots, created_unix);
+                a.password = Some(hash);
+                self.toon_mut().record = Some(a);
+                self.toon_save(now, AfterSave::Login, out);
+                return;
+            }
+            (Pending::PasswordHash { .. }, JobResult::Hashed(Err(e))) => {
+                log::error!("{}: {e}", self.label());
+                self.eject(
+                    refuse(LOST_LOGIN_PROBLEM, "The account could not be made."),
+                    false,
+                    out,
+                );
+                return;
+            }
+            (Pending::PasswordCheck { .. } | Pending::PasswordHash { .. }, _) => {
+                (LOGIN_BAD_PASSWORD, "The server is busy; please try again.")
+            }
+            (other, _) => {
+                // Not a job's context: put it back as it was.
+                self.toon_mut().pending.insert(id, (other, deadline));
+                return;
+            }
+        };
+        let name = self.toon_ref().account.clone().unwrap_or_default();
         if let Err(e) = self.toon_login_refused(refused.0, refused.1, &name, out) {
             self.eject(e, true, out);
         }

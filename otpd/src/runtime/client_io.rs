@@ -6,9 +6,11 @@
 use super::super::client::{eject_frame, ClientConn, LINGER, MAX_LEFT};
 use super::{Core, ROLE_TICK};
 use crate::clientagent::proxy;
-use crate::clientagent::session::{Session, SessionOut};
+use crate::clientagent::session::{JobResult, Session, SessionOut};
+use crate::md::Pid;
 use crate::roles::Subscription;
 use crate::runtime::conn::{Conn, ConnKind};
+use crate::runtime::jobs::JobRequest;
 use crate::runtime::CoreMsg;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
@@ -412,6 +414,19 @@ impl Core {
         for event in out.events.drain(..) {
             self.send_event(&event);
         }
+        for job in out.jobs.drain(..) {
+            let req = JobRequest {
+                core: self.id,
+                slot,
+                pid,
+                job,
+            };
+            if let Err(e) = self.shared.jobs.try_send(req) {
+                let req = e.into_inner();
+                log::warn!("client jobs: the worker's queue is full; a login is told to retry");
+                self.jobs_refused.push((slot, pid, req.job.id()));
+            }
+        }
         for sub in out.subscriptions.drain(..) {
             match sub {
                 Subscription::Add(ch) => {
@@ -667,8 +682,20 @@ impl Core {
     }
 
     /// Hands queued internal datagrams to their sessions, and looks at client timers.
+    /// The job worker's answer for the client in `slot`, if it is still that participant.
+    pub(super) fn client_job_done(&mut self, slot: usize, pid: Pid, id: u32, result: JobResult) {
+        if self.conns.get(slot).is_none_or(|c| c.pid != pid) {
+            return;
+        }
+        let now = Instant::now();
+        self.with_session(slot, |s, out| s.on_job_done(now, id, result, out));
+    }
+
     pub(super) fn run_clients(&mut self) {
         let now = Instant::now();
+        for (slot, pid, id) in std::mem::take(&mut self.jobs_refused) {
+            self.client_job_done(slot, pid, id, JobResult::Unavailable);
+        }
         for _ in 0..CLIENT_ROUNDS_PER_TURN {
             if self.client_waiting.is_empty() {
                 break;

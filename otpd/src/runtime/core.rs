@@ -118,6 +118,8 @@ pub struct Core {
     next_client_scan: Instant,
     /// Read buffer for client sockets (their bytes may go through TLS or a PROXY header).
     client_scratch: Vec<u8>,
+    /// Client jobs the worker's full queue refused: answered `Unavailable` next turn.
+    jobs_refused: Vec<(usize, Pid, u32)>,
     session_out: crate::clientagent::session::SessionOut,
 }
 
@@ -210,6 +212,7 @@ impl Core {
             clients: 0,
             next_client_scan: Instant::now(),
             client_scratch: vec![0; 16 * 1024],
+            jobs_refused: Vec::new(),
             session_out: Default::default(),
             shared,
         };
@@ -252,6 +255,7 @@ impl Core {
 
             let busy = self.roles_waiting
                 || !self.client_waiting.is_empty()
+                || !self.jobs_refused.is_empty()
                 || (!self.ready.is_empty() && !self.held_back())
                 || !self.inbox.is_empty()
                 || self.stalled.iter().any(|q| !q.is_empty());
@@ -1548,6 +1552,12 @@ impl Core {
                 self.route_delegated(&data[off..off + len], exclude);
                 self.acks[from].push(entry);
             }
+            CoreMsg::ClientJobDone {
+                slot,
+                pid,
+                id,
+                result,
+            } => self.client_job_done(slot, pid, id, result),
             CoreMsg::Routed { entry } => {
                 let Some(idx) = entry.checked_sub(self.pending_base) else {
                     return;

@@ -11,6 +11,7 @@
 mod client;
 mod conn;
 mod core;
+mod jobs;
 mod upstream;
 
 use crate::config::ClusterConfig;
@@ -64,6 +65,14 @@ pub(crate) enum CoreMsg {
     /// Sent only after every delivery of the delegated datagram was queued ahead of it.
     Routed {
         entry: u64,
+    },
+    /// A client session's job, done by the job worker (see `jobs`): for the client in `slot`
+    /// if it is still participant `pid`.
+    ClientJobDone {
+        slot: usize,
+        pid: Pid,
+        id: u32,
+        result: crate::clientagent::session::JobResult,
     },
     /// Write `data[off..off+len]` (a framed datagram) to participant `pid`.
     Deliver {
@@ -169,6 +178,8 @@ pub(crate) struct Shared {
     /// read when a CLIENTAGENT_OPEN_CHANNEL or SET_CLIENT_ID is routed, to subscribe the new
     /// channel at once (see `Core::client_presubscribe`).
     pub client_channels: parking_lot::Mutex<rustc_hash::FxHashMap<u64, Pid>>,
+    /// The job worker's queue (client sessions' slow work, such as password hashing).
+    pub jobs: Sender<jobs::JobRequest>,
 }
 
 impl Stats {
@@ -325,7 +336,9 @@ impl Runtime {
             client_agents: client_agents.clone(),
             ..Stats::default()
         });
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(jobs::MAX_QUEUED_JOBS);
         let shared = Arc::new(Shared {
+            jobs: jobs_tx,
             cores,
             inboxes,
             wakers,
@@ -337,6 +350,8 @@ impl Runtime {
             client_agents,
             client_channels: Default::default(),
         });
+        jobs::spawn_worker(shared.clone(), jobs_rx)
+            .map_err(|e| StartError(format!("cannot spawn the job worker: {e}")))?;
         let core_ids = if config.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
