@@ -386,10 +386,12 @@ fn main() {
             return;
         }
         _ => Err(format!(
-            "expected a subcommand\n\n{USAGE}{}{}{}",
+            "expected a subcommand\n\n{USAGE}{}{}{}{}{}",
             objects::USAGE,
             db::USAGE,
-            clients::USAGE
+            clients::USAGE,
+            toon2003::USAGE,
+            toon2003_clients::USAGE
         )),
     };
     if let Err(e) = result {

@@ -21,7 +21,7 @@ USAGE:
     otpd dc hash FILE...           print the DC hash of the files, read in order
     otpd dc check FILE...          summarise the DC files, or report their first error
     otpd db dump DOID (--cluster FILE | CONFIG.yml)     print one stored object as JSON
-    otpd db export [OUT] (--cluster FILE | CONFIG.yml)  every stored object, one JSON line each
+    otpd db export [OUT] (--cluster FILE | CONFIG.yml)  every stored object and account, one JSON line each
     otpd db import [IN] (--cluster FILE | CONFIG.yml)   add objects from such lines
     otpd status HOST:PORT          one-screen summary from a running otpd's metrics address
     otpd account token NAME [--hours H] (--cluster FILE | --secret S)
