@@ -1302,13 +1302,7 @@ impl<'a> Harness<'a> {
         assert_eq!(s.allocated_channel(), self.allocated);
         // on_time(now) leaves nothing due at now.
         if step == Step::Time && !self.closed {
-            if let Some(d) = s.next_deadline() {
-                assert!(
-                    d > self.now,
-                    "step {n}: after on_time(now), next_deadline is {:?} in the past",
-                    self.now - d
-                );
-            }
+            check_nothing_due(s, self.now, n);
         }
         // Remember the interest requests so the server's answers can connect.
         for f in frames_unchecked(&out.datagrams) {
@@ -1323,59 +1317,94 @@ impl<'a> Harness<'a> {
 
     fn finish(mut self) -> Summary {
         let lost = (!self.closed).then_some("fuzz: connection lost");
-        let mut session = self
+        let session = self
             .session
             .take()
             .expect("the session lives until the end");
-        self.out.clear();
-        session.on_closed(lost, &mut self.out);
-        let out = &self.out;
-        assert!(
-            out.to_client.is_empty()
-                && out.close.is_none()
-                && out.subscriptions.is_empty()
-                && out.post_removes.is_empty(),
-            "on_closed said something besides datagrams and events: {out:?}"
-        );
-        let n = usize::MAX;
-        for t in internal_frames(
-            &out.datagrams,
-            session.channel(),
-            n,
-            Step::Client,
+        let sent = close_and_check(
+            session,
+            lost,
+            &mut self.out,
+            &self.ca,
+            self.allocated,
             &TO_CLUSTER,
-        ) {
-            assert!(
-                t == STATESERVER_OBJECT_DELETE_RAM || t == CLIENTAGENT_DONE_INTEREST_RESP,
-                "on_closed sent message type {t}"
-            );
-            self.summary.on_closed.push(t);
-        }
-        check_events(&out.events, n, Step::Client);
-        assert!(session.is_closed() && session.next_deadline().is_none());
-        drop(session);
-        // Nothing leaked: the address count, the state gauges, the channel, the agent.
-        assert!(
-            self.ca.per_address.lock().is_empty(),
-            "the session's address is still counted"
+            &[
+                STATESERVER_OBJECT_DELETE_RAM,
+                CLIENTAGENT_DONE_INTEREST_RESP,
+            ],
         );
-        for (i, g) in self.ca.stats.by_state.iter().enumerate() {
-            assert_eq!(
-                g.load(Ordering::Relaxed),
-                0,
-                "gauge of state {i} after drop"
-            );
-        }
-        assert_eq!(
-            Arc::strong_count(&self.ca),
-            1,
-            "the dropped session kept its agent"
-        );
-        let range = (CHANNEL_MAX - CHANNEL_MIN + 1) as usize;
-        let back = (0..=range).any(|_| self.ca.alloc_channel() == Some(self.allocated));
-        assert!(back, "channel {} was not given back", self.allocated);
+        self.summary.on_closed.extend(sent);
         self.summary
     }
+}
+
+/// `on_time(now)` leaves nothing due at `now`.
+pub(super) fn check_nothing_due(s: &Session, now: Instant, n: usize) {
+    if let Some(d) = s.next_deadline() {
+        assert!(
+            d > now,
+            "step {n}: after on_time(now), next_deadline is {:?} in the past",
+            now - d
+        );
+    }
+}
+
+/// Closes `session` (`lost`: the connection went without a word), checks that `on_closed`
+/// says only datagrams of the `allowed` types and events, drops it, and checks that nothing
+/// leaked: the address count, the state gauges, the agent, the channel. Returns the message
+/// types `on_closed` sent.
+pub(super) fn close_and_check(
+    mut session: Session,
+    lost: Option<&str>,
+    out: &mut SessionOut,
+    ca: &Arc<ClientAgent>,
+    allocated: u64,
+    to_cluster: &[u16],
+    allowed: &[u16],
+) -> Vec<u16> {
+    out.clear();
+    session.on_closed(lost, out);
+    assert!(
+        out.to_client.is_empty()
+            && out.close.is_none()
+            && out.subscriptions.is_empty()
+            && out.post_removes.is_empty(),
+        "on_closed said something besides datagrams and events: {out:?}"
+    );
+    let n = usize::MAX;
+    let sent = internal_frames(
+        &out.datagrams,
+        session.channel(),
+        n,
+        Step::Client,
+        to_cluster,
+    );
+    for &t in &sent {
+        assert!(allowed.contains(&t), "on_closed sent message type {t}");
+    }
+    check_events(&out.events, n, Step::Client);
+    assert!(session.is_closed() && session.next_deadline().is_none());
+    drop(session);
+    assert!(
+        ca.per_address.lock().is_empty(),
+        "the session's address is still counted"
+    );
+    for (i, g) in ca.stats.by_state.iter().enumerate() {
+        assert_eq!(
+            g.load(Ordering::Relaxed),
+            0,
+            "gauge of state {i} after drop"
+        );
+    }
+    assert_eq!(
+        Arc::strong_count(ca),
+        1,
+        "the dropped session kept its agent"
+    );
+    let range = (CHANNEL_MAX - CHANNEL_MIN + 1) as usize;
+    let back = (0..=range).any(|_| ca.alloc_channel() == Some(allocated));
+    assert!(back, "channel {allocated} was not given back");
+    sent
 }
 
 /// Splits length-tagged datagrams; every byte must belong to exactly one.

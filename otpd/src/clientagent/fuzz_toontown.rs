@@ -19,7 +19,8 @@
 
 use super::accounts::{self, Account};
 use super::fuzz::{
-    check_events, frames, frames_unchecked, internal_frames, parse_request, Input, Request, Step, P,
+    check_events, check_nothing_due, close_and_check, frames, frames_unchecked, internal_frames,
+    parse_request, Input, Request, Step, P,
 };
 use super::session::{
     Close, JobResult, PostRemove, Session, SessionJob, SessionOut, STATE_ESTABLISHED,
@@ -1681,13 +1682,7 @@ impl<'a> Harness<'a> {
             }
         }
         if step == Step::Time && !self.closed {
-            if let Some(d) = s.next_deadline() {
-                assert!(
-                    d > self.now,
-                    "step {n}: after on_time(now), next_deadline is {:?} in the past",
-                    self.now - d
-                );
-            }
+            check_nothing_due(s, self.now, n);
         }
         // Remember the requests so that the cluster's answers can connect.
         for f in frames_unchecked(&out.datagrams) {
@@ -1702,58 +1697,24 @@ impl<'a> Harness<'a> {
 
     fn finish(mut self) -> Summary {
         let lost = (!self.closed).then_some("fuzz: connection lost");
-        let mut session = self
+        let session = self
             .session
             .take()
             .expect("the session lives until the end");
-        self.out.clear();
-        session.on_closed(lost, &mut self.out);
-        let out = &self.out;
-        assert!(
-            out.to_client.is_empty()
-                && out.close.is_none()
-                && out.subscriptions.is_empty()
-                && out.post_removes.is_empty(),
-            "on_closed said something besides datagrams and events: {out:?}"
-        );
-        let n = usize::MAX;
-        for t in internal_frames(
-            &out.datagrams,
-            session.channel(),
-            n,
-            Step::Client,
+        let sent = close_and_check(
+            session,
+            lost,
+            &mut self.out,
+            &self.ca,
+            self.allocated,
             &TO_CLUSTER,
-        ) {
-            assert!(
-                t == STATESERVER_OBJECT_DELETE_RAM
-                    || t == CLIENTAGENT_DONE_INTEREST_RESP
-                    || t == CLIENTAGENT_SEND_DATAGRAM,
-                "on_closed sent message type {t}"
-            );
-            self.summary.on_closed.push(t);
-        }
-        check_events(&out.events, n, Step::Client);
-        assert!(session.is_closed() && session.next_deadline().is_none());
-        drop(session);
-        assert!(
-            self.ca.per_address.lock().is_empty(),
-            "the session's address is still counted"
+            &[
+                STATESERVER_OBJECT_DELETE_RAM,
+                CLIENTAGENT_DONE_INTEREST_RESP,
+                CLIENTAGENT_SEND_DATAGRAM,
+            ],
         );
-        for (i, g) in self.ca.stats.by_state.iter().enumerate() {
-            assert_eq!(
-                g.load(Ordering::Relaxed),
-                0,
-                "gauge of state {i} after drop"
-            );
-        }
-        assert_eq!(
-            Arc::strong_count(&self.ca),
-            1,
-            "the dropped session kept its agent"
-        );
-        let range = (CHANNEL_MAX - CHANNEL_MIN + 1) as usize;
-        let back = (0..=range).any(|_| self.ca.alloc_channel() == Some(self.allocated));
-        assert!(back, "channel {} was not given back", self.allocated);
+        self.summary.on_closed.extend(sent);
         self.summary
     }
 }

@@ -587,24 +587,7 @@ impl Session {
         let version = r.blob()?.to_vec();
         let hash = r.u32()?;
         let token_type = r.i32()?;
-        if self.toon_ref().account.is_some() {
-            return Err(refuse(LOST_GENERIC, "Logged in already."));
-        }
-        if version != self.ca.version.as_bytes() {
-            return Err(refuse(
-                LOST_BAD_VERSION,
-                format!(
-                    "Client version mismatch: client={}",
-                    String::from_utf8_lossy(&version)
-                ),
-            ));
-        }
-        if hash != self.ca.hash {
-            return Err(refuse(
-                LOST_BAD_DCHASH,
-                format!("Client DC hash mismatch: client={hash}"),
-            ));
-        }
+        self.login_allowed(&version, hash)?;
         if token_type != 2 && token_type != 3 {
             return Err(refuse(
                 LOST_BAD_TOKEN_TYPE,
@@ -643,6 +626,29 @@ impl Session {
 
     /// CLIENT_LOGIN: the name and password typed on the 2003 client's login screen
     /// (`account-old-auth #t`).
+    /// What both logins check first: not logged in yet, the server's version and DC hash.
+    fn login_allowed(&self, version: &[u8], hash: u32) -> Result<(), Refusal> {
+        if self.toon_ref().account.is_some() {
+            return Err(refuse(LOST_GENERIC, "Logged in already."));
+        }
+        if version != self.ca.version.as_bytes() {
+            return Err(refuse(
+                LOST_BAD_VERSION,
+                format!(
+                    "Client version mismatch: client={}",
+                    String::from_utf8_lossy(version)
+                ),
+            ));
+        }
+        if hash != self.ca.hash {
+            return Err(refuse(
+                LOST_BAD_DCHASH,
+                format!("Client DC hash mismatch: client={hash}"),
+            ));
+        }
+        Ok(())
+    }
+
     fn toon_password_login(
         &mut self,
         now: Instant,
@@ -656,24 +662,7 @@ impl Session {
         let hash = r.u32()?;
         let password = r.blob()?.to_vec();
         let create = r.u8()? != 0;
-        if self.toon_ref().account.is_some() {
-            return Err(refuse(LOST_GENERIC, "Logged in already."));
-        }
-        if version != self.ca.version.as_bytes() {
-            return Err(refuse(
-                LOST_BAD_VERSION,
-                format!(
-                    "Client version mismatch: client={}",
-                    String::from_utf8_lossy(&version)
-                ),
-            ));
-        }
-        if hash != self.ca.hash {
-            return Err(refuse(
-                LOST_BAD_DCHASH,
-                format!("Client DC hash mismatch: client={hash}"),
-            ));
-        }
+        self.login_allowed(&version, hash)?;
         // The client keeps its login screen up while it waits: so may the server.
         self.extend_hello(now);
         if self.ca.toontown.passwords == PasswordPolicy::Disabled {
