@@ -430,6 +430,35 @@ impl Client {
     }
 }
 
+/// Reads what the socket holds and hands each datagram to `on` (None: the stream's framing
+/// is broken), until the socket is drained. None = the connection goes on; Some(ejected) =
+/// it is over: `on` said so (Err(ejected)), or the socket closed or failed (false).
+pub(crate) fn read_datagrams(
+    sock: &mut mio::net::TcpStream,
+    df: &mut Deframer,
+    mut on: impl FnMut(Option<&[u8]>) -> Result<(), bool>,
+) -> Option<bool> {
+    loop {
+        match df.read_from(sock) {
+            Ok(0) => return Some(false),
+            Ok(_) => {
+                let drained = df.drained();
+                while let Some(d) = df.next_datagram() {
+                    if let Err(ejected) = on(d.ok()) {
+                        return Some(ejected);
+                    }
+                }
+                if drained {
+                    return None;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(false),
+        }
+    }
+}
+
 /// Writes as much of `out` as the socket takes; keeps the rest. Err = the connection failed.
 pub(crate) fn flush(sock: &mut mio::net::TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
     let mut at = 0;
@@ -542,36 +571,11 @@ impl Worker {
         }
         let mut dead = None;
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-            'read: loop {
-                match c.df.read_from(sock) {
-                    Ok(0) => {
-                        dead = Some(false);
-                        break;
-                    }
-                    Ok(_) => {
-                        let drained = c.df.drained();
-                        while let Some(d) = c.df.next_datagram() {
-                            let Ok(body) = d else {
-                                dead = Some(false);
-                                break 'read;
-                            };
-                            if Client::on_datagram(&mut c.st, c.index, body, cx).is_err() {
-                                dead = Some(true);
-                                break 'read;
-                            }
-                        }
-                        if drained {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        dead = Some(false);
-                        break;
-                    }
-                }
-            }
+            let (st, index) = (&mut c.st, c.index);
+            dead = read_datagrams(sock, &mut c.df, |d| match d {
+                Some(body) => Client::on_datagram(st, index, body, cx).map_err(|()| true),
+                None => Err(false),
+            });
         }
         if dead.is_none() && !c.st.out.is_empty() && flush(sock, &mut c.st.out).is_err() {
             dead = Some(false);

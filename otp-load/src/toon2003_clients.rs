@@ -7,7 +7,7 @@
 //! take the chat delivery latency. At the end each client takes its toon out (SET_AVATAR 0)
 //! and sends DISCONNECT.
 
-use crate::clients::flush;
+use crate::clients::{flush, read_datagrams};
 use crate::report::{self, Counters, Errors, Live, Report};
 use hdrhistogram::Histogram;
 use otp_wire::{Deframer, Reader, Writer};
@@ -511,37 +511,14 @@ impl Worker {
         }
         let mut dead = None;
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-            'read: loop {
-                match c.df.read_from(sock) {
-                    Ok(0) => {
-                        dead = Some(false);
-                        break;
-                    }
-                    Ok(_) => {
-                        let drained = c.df.drained();
-                        while let Some(d) = c.df.next_datagram() {
-                            let Ok(body) = d else {
-                                cx.r.errors.protocol(&cx.shared.live, "bad framing");
-                                dead = Some(true);
-                                break 'read;
-                            };
-                            if let Err(ejected) = c.st.on_datagram(body, cx) {
-                                dead = Some(ejected);
-                                break 'read;
-                            }
-                        }
-                        if drained {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        dead = Some(false);
-                        break;
-                    }
+            let st = &mut c.st;
+            dead = read_datagrams(sock, &mut c.df, |d| match d {
+                Some(body) => st.on_datagram(body, cx),
+                None => {
+                    cx.r.errors.protocol(&cx.shared.live, "bad framing");
+                    Err(true)
                 }
-            }
+            });
         }
         if dead.is_none() && !c.st.out.is_empty() && flush(sock, &mut c.st.out).is_err() {
             dead = Some(false);
