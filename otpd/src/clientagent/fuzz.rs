@@ -1247,44 +1247,9 @@ impl<'a> Harness<'a> {
         }
         check_events(&out.events, n, step);
         self.summary.post_removes += out.post_removes.len();
-        for pr in &out.post_removes {
-            if let PostRemove::Add(dg) = pr {
-                assert!(
-                    dg.len() <= u16::MAX as usize,
-                    "step {n}: post-remove too long"
-                );
-            }
-        }
-        // The end: announced exactly when it is decided; an eject is the last word.
-        match &out.close {
-            Some(c) => {
-                assert!(
-                    s.is_closed(),
-                    "step {n} ({step:?}): close {c:?} but not closed"
-                );
-                if let Close::Eject { code, .. } = c {
-                    let f = last.unwrap_or_else(|| {
-                        panic!("step {n} ({step:?}): eject {code} without CLIENT_EJECT")
-                    });
-                    assert!(
-                        f.len() >= 6
-                            && u16::from_le_bytes([f[0], f[1]]) == CLIENT_EJECT
-                            && u16::from_le_bytes([f[2], f[3]]) == *code,
-                        "step {n} ({step:?}): eject {code}: the last client datagram is not its CLIENT_EJECT"
-                    );
-                }
-                assert_eq!(
-                    s.next_deadline(),
-                    None,
-                    "step {n}: a closed session has a deadline"
-                );
-                self.closed = true;
-                self.summary.close = Some(c.clone());
-            }
-            None => assert!(
-                !s.is_closed(),
-                "step {n} ({step:?}): the session closed without saying so"
-            ),
+        if let Some(c) = check_end(s, out, last, n, step) {
+            self.closed = true;
+            self.summary.close = Some(c);
         }
         // Exactly this session is counted, in its state.
         let state = s.state();
@@ -1336,6 +1301,54 @@ impl<'a> Harness<'a> {
         self.summary.on_closed.extend(sent);
         self.summary
     }
+}
+
+/// Post-removes fit in a datagram; the end is announced exactly when it is decided, a closed
+/// session has no deadline, and an eject is the last thing the client is sent (`last`: the
+/// last client datagram of this step). Returns the end announced at this step.
+pub(super) fn check_end(
+    s: &Session,
+    out: &SessionOut,
+    last: Option<&[u8]>,
+    n: usize,
+    step: Step,
+) -> Option<Close> {
+    for pr in &out.post_removes {
+        if let PostRemove::Add(dg) = pr {
+            assert!(
+                dg.len() <= u16::MAX as usize,
+                "step {n}: post-remove too long"
+            );
+        }
+    }
+    let Some(c) = &out.close else {
+        assert!(
+            !s.is_closed(),
+            "step {n} ({step:?}): the session closed without saying so"
+        );
+        return None;
+    };
+    assert!(
+        s.is_closed(),
+        "step {n} ({step:?}): close {c:?} but not closed"
+    );
+    if let Close::Eject { code, .. } = c {
+        let f = last.unwrap_or_else(|| {
+            panic!("step {n} ({step:?}): eject {code} without an eject message")
+        });
+        assert!(
+            f.len() >= 6
+                && u16::from_le_bytes([f[0], f[1]]) == CLIENT_EJECT
+                && u16::from_le_bytes([f[2], f[3]]) == *code,
+            "step {n} ({step:?}): eject {code}: the last client datagram is not its eject"
+        );
+    }
+    assert_eq!(
+        s.next_deadline(),
+        None,
+        "step {n}: a closed session has a deadline"
+    );
+    Some(c.clone())
 }
 
 /// `on_time(now)` leaves nothing due at `now`.

@@ -19,12 +19,10 @@
 
 use super::accounts::{self, Account};
 use super::fuzz::{
-    check_events, check_nothing_due, close_and_check, frames, frames_unchecked, internal_frames,
-    parse_request, Input, Request, Step, P,
+    check_end, check_events, check_nothing_due, close_and_check, frames, frames_unchecked,
+    internal_frames, parse_request, Input, Request, Step, P,
 };
-use super::session::{
-    Close, JobResult, PostRemove, Session, SessionJob, SessionOut, STATE_ESTABLISHED,
-};
+use super::session::{Close, JobResult, Session, SessionJob, SessionOut, STATE_ESTABLISHED};
 use super::toontown::*;
 use super::ClientAgent;
 use crate::config::{ClientAgentConfig, Dialect, PasswordPolicy, TokenPolicy};
@@ -1600,43 +1598,9 @@ impl<'a> Harness<'a> {
             }
         }
         check_events(&out.events, n, step);
-        for pr in &out.post_removes {
-            if let PostRemove::Add(dg) = pr {
-                assert!(
-                    dg.len() <= u16::MAX as usize,
-                    "step {n}: post-remove too long"
-                );
-            }
-        }
-        match &out.close {
-            Some(c) => {
-                assert!(
-                    s.is_closed(),
-                    "step {n} ({step:?}): close {c:?} but not closed"
-                );
-                if let Close::Eject { code, .. } = c {
-                    let f = last.unwrap_or_else(|| {
-                        panic!("step {n} ({step:?}): eject {code} without CLIENT_GO_GET_LOST")
-                    });
-                    assert!(
-                        f.len() >= 6
-                            && u16::from_le_bytes([f[0], f[1]]) == CLIENT_EJECT
-                            && u16::from_le_bytes([f[2], f[3]]) == *code,
-                        "step {n} ({step:?}): eject {code}: the last client datagram is not its GO_GET_LOST"
-                    );
-                }
-                assert_eq!(
-                    s.next_deadline(),
-                    None,
-                    "step {n}: a closed session has a deadline"
-                );
-                self.closed = true;
-                self.summary.close = Some(c.clone());
-            }
-            None => assert!(
-                !s.is_closed(),
-                "step {n} ({step:?}): the session closed without saying so"
-            ),
+        if let Some(c) = check_end(s, out, last, n, step) {
+            self.closed = true;
+            self.summary.close = Some(c);
         }
         // Exactly this session is counted, in its state; ESTABLISHED only after a login.
         let state = s.state();
