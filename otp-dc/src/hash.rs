@@ -228,3 +228,111 @@ fn switch_hash(dc: &DcFile, o: HashOptions, sw: &Switch, g: &mut Gen) {
         }
     }
 }
+
+/// The 2003 era's subatomic numbering (before `blob32` and `char` were added): the value the
+/// hash adds per element. `None` for types that era's grammar did not have.
+fn st_2003(st: St) -> Option<i32> {
+    Some(match st {
+        St::Int8 => 0,
+        St::Int16 => 1,
+        St::Int32 => 2,
+        St::Int64 => 3,
+        St::UInt8 => 4,
+        St::UInt16 => 5,
+        St::UInt32 => 6,
+        St::UInt64 => 7,
+        St::Float64 => 8,
+        St::String => 9,
+        St::Blob => 10,
+        St::Int16Array => 11,
+        St::Int32Array => 12,
+        St::UInt16Array => 13,
+        St::UInt32Array => 14,
+        St::Int8Array => 15,
+        St::UInt8Array => 16,
+        St::UInt32UInt8Array => 17,
+        St::Blob32 | St::Char | St::Float32 => return None,
+    })
+}
+
+/// The 2003 flag word: the eight keywords that era knew (`p2p` and `ownrecv` share bit 4);
+/// `airecv` and declared keywords add nothing.
+fn flags_2003(f: &Field) -> i32 {
+    let mut flags = 0;
+    for k in &f.keywords {
+        flags |= match k.as_str() {
+            "required" => 0x01,
+            "broadcast" => 0x02,
+            "p2p" | "ownrecv" => 0x04,
+            "ram" => 0x08,
+            "db" => 0x10,
+            "clsend" => 0x20,
+            "clrecv" => 0x40,
+            "ownsend" => 0x80,
+            _ => 0,
+        };
+    }
+    flags
+}
+
+/// `DCFile::generate_hash` as the DC parser of May–July 2003 computed it (the hash the 2003
+/// Toontown client sends): classes, each with its name, parents' numbers and own fields; an
+/// atomic field as name, (type, divisor) per element and its flag word; a molecular field as
+/// name and its atomics' hashes. Errors name what that era's grammar could not express.
+pub(crate) fn file_hash_2003(dc: &DcFile) -> Result<u32, String> {
+    let mut g = Gen {
+        hash: 0,
+        index: 0,
+        primes: primes(),
+    };
+    if let Some(c) = dc.classes.iter().find(|c| c.is_struct) {
+        return Err(format!(
+            "struct {} (the 2003 grammar has no structs)",
+            c.name
+        ));
+    }
+    g.int(dc.classes.len() as i32);
+    for c in &dc.classes {
+        g.string(&c.name);
+        g.int(c.parents.len() as i32);
+        for &p in &c.parents {
+            g.int(p as i32);
+        }
+        g.int(c.fields.len() as i32);
+        for &fi in &c.fields {
+            field_hash_2003(dc, &dc.fields[fi], &c.name, &mut g)?;
+        }
+    }
+    Ok(g.hash)
+}
+
+fn field_hash_2003(dc: &DcFile, f: &Field, class: &str, g: &mut Gen) -> Result<(), String> {
+    let what = |p: &str| format!("{class}.{}: {p} (not in the 2003 grammar)", f.name);
+    match &f.kind {
+        FieldKind::Atomic(params) => {
+            g.string(&f.name);
+            g.int(params.len() as i32);
+            for p in params {
+                let Type::Simple(s) = &p.ty else {
+                    return Err(what("a parameter that is not a simple type"));
+                };
+                if !s.ranges.is_empty() || s.modulus.is_some() {
+                    return Err(what("a range or modulus"));
+                }
+                let st = st_2003(s.st).ok_or_else(|| what(s.st.name()))?;
+                g.int(st);
+                g.int(s.divisor as i32);
+            }
+            g.int(flags_2003(f));
+        }
+        FieldKind::Molecular(_) => {
+            g.string(&f.name);
+            g.int(f.components.len() as i32);
+            for &i in &f.components {
+                field_hash_2003(dc, &dc.fields[i], class, g)?;
+            }
+        }
+        FieldKind::Parameter(_) => return Err(what("a parameter field")),
+    }
+    Ok(())
+}

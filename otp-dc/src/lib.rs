@@ -193,6 +193,49 @@ impl DcFile {
         Self::parse_strs_with(&refs, options).ok()
     }
 
+    /// `DCFile::generate_hash` as the 2003 DC parser computed it (the era of the sv1.0.6.9
+    /// Toontown client): see `hash::file_hash_2003`. An error names a construct that era's
+    /// grammar did not have (structs, arrays, ranges, `char`, `blob32`, ...).
+    pub fn hash_2003(&self) -> Result<u32, String> {
+        hash::file_hash_2003(self)
+    }
+
+    /// A class's fields as the 2003 client numbers them: the first parent's list (recursively),
+    /// then the class's own fields; a field's number is its position here. Panda3D 1.10 gives
+    /// the same numbers with `dc-multiple-inheritance 0` (which refuses a second parent).
+    pub fn legacy_fields<'a>(&'a self, class: &'a DClass) -> Vec<&'a Field> {
+        let mut chain = vec![class];
+        while let Some(&p) = chain.last().and_then(|c| c.parents.first()) {
+            chain.push(&self.classes[p as usize]);
+        }
+        chain
+            .iter()
+            .rev()
+            .flat_map(|c| c.fields.iter().map(|&i| &self.fields[i]))
+            .collect()
+    }
+
+    /// The field `number` names in `class` under this file's numbering: the global id with
+    /// multiple inheritance (only if the class has the field), else the position in the
+    /// class's inherited list.
+    pub fn class_field(&self, class: &DClass, number: u16) -> Option<&Field> {
+        if self.options.multiple_inheritance {
+            let f = self.field(number)?;
+            class.inherited.contains(&number).then_some(f)
+        } else {
+            class
+                .inherited_idx
+                .get(number as usize)
+                .map(|&i| &self.fields[i])
+        }
+    }
+
+    /// Whether fields are numbered file-wide (`dc-multiple-inheritance 1`, Astron's rule) or
+    /// per class (`0`, the 2003 rule).
+    pub fn global_numbering(&self) -> bool {
+        self.options.multiple_inheritance
+    }
+
     pub fn options(&self) -> HashOptions {
         self.options
     }
@@ -272,8 +315,9 @@ impl DcFile {
         n
     }
 
-    pub(crate) fn push_field(&mut self, f: Field) -> usize {
+    pub(crate) fn push_field(&mut self, mut f: Field) -> usize {
         let idx = self.fields.len();
+        f.decl = idx;
         if f.id >= 0 && self.options.multiple_inheritance {
             let id = f.id as usize;
             if self.by_id.len() <= id {

@@ -217,6 +217,9 @@ pub struct Field {
     pub(crate) line: usize,
     /// For a molecular field: its components as indexes into the file's field table.
     pub(crate) components: Vec<usize>,
+    /// The field's place in the file's field table (declaration order): the same under every
+    /// `dc-*` setting, so it identifies one field across numberings.
+    pub(crate) decl: usize,
 }
 
 pub const KW_REQUIRED: u32 = 0x0001;
@@ -248,6 +251,10 @@ impl Field {
     }
     pub fn number(&self) -> i32 {
         self.id
+    }
+    /// The field's declaration index (see `decl`): one identity across numberings.
+    pub fn decl_index(&self) -> usize {
+        self.decl
     }
     pub fn name(&self) -> &str {
         &self.name

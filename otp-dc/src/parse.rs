@@ -385,6 +385,7 @@ impl<'a> Parser<'a> {
                 hash_flags: 0,
                 line,
                 components: comps,
+                decl: 0,
             });
         }
         // Atomic: `name(params)` (name optional).
@@ -418,6 +419,7 @@ impl<'a> Parser<'a> {
                 hash_flags,
                 line,
                 components: Vec::new(),
+                decl: 0,
             });
         }
         let _ = (names, col);
@@ -445,6 +447,7 @@ impl<'a> Parser<'a> {
             hash_flags,
             line,
             components: Vec::new(),
+            decl: 0,
         })
     }
 

@@ -130,3 +130,75 @@ fn model_of_the_constructs_file() {
         ["setX", "setY"]
     );
 }
+
+/// The 2003 DC parser's hash, against sums worked out by hand: every added integer is the
+/// next prime (2, 3, 5, ...) times the value (counts, name lengths and bytes, parent numbers,
+/// the 2003 type numbers and divisors, the flag word).
+#[test]
+fn hash_2003_matches_hand_computed_values() {
+    // 2*1 + 3*1 + 5*'A' + 7*0 + 11*1 + 13*1 + 17*'f' + 19*1 + 23*4(uint8) + 29*1 + 31*1(required)
+    let one =
+        otp_dc::DcFile::parse_str("one.dc", "dclass A {\n  f(uint8) required;\n};\n").unwrap();
+    assert_eq!(one.hash_2003().unwrap(), 2259);
+    // Two classes, a parent, a divisor, two elements, a molecular field hashing its atomics in
+    // full, and p2p (bit 4) with clsend (bit 32); worked out term by term to 88185.
+    let two = otp_dc::DcFile::parse_str(
+        "two.dc",
+        "keyword p2p;\ndclass A {\n  f(int16 / 10) broadcast ram;\n};\n\
+         dclass B : A {\n  g(uint32, string) broadcast ram;\n  m : f, g;\n  h(int8) clsend p2p;\n};\n",
+    )
+    .unwrap();
+    assert_eq!(two.hash_2003().unwrap(), 88185);
+    // airecv and declared keywords did not exist in 2003: they add nothing.
+    let airecv =
+        otp_dc::DcFile::parse_str("airecv.dc", "dclass A {\n  f(uint8) required airecv;\n};\n")
+            .unwrap();
+    assert_eq!(airecv.hash_2003().unwrap(), 2259);
+    // Constructs that era's grammar lacked are named, not hashed.
+    let st = otp_dc::DcFile::parse_str("s.dc", "struct S { uint8 a; };\n").unwrap();
+    assert!(st.hash_2003().unwrap_err().contains("struct S"));
+    let arr = otp_dc::DcFile::parse_str("a.dc", "dclass A { f(uint8[]); };\n").unwrap();
+    assert!(arr.hash_2003().unwrap_err().contains("A.f"));
+}
+
+/// The 2003 numbering: a field's number is its position along the first-parent chain, so
+/// sibling classes reuse numbers and a class's own fields follow its parent's.
+#[test]
+fn legacy_numbering_is_per_class() {
+    let text = "dclass A { a(uint8); b(uint8); };\n\
+                dclass B : A { c(uint8); };\n\
+                dclass C : A { d(uint8); e(uint8); };\n";
+    for o in [
+        otp_dc::HashOptions::default(),
+        otp_dc::HashOptions {
+            multiple_inheritance: false,
+            virtual_inheritance: false,
+            sort_inheritance_by_file: false,
+        },
+    ] {
+        let dc = otp_dc::DcFile::parse_strs_with(&[("l.dc", text)], o).unwrap();
+        let names = |c: &str| -> Vec<String> {
+            let class = dc.class_by_name(c).unwrap();
+            dc.legacy_fields(class)
+                .iter()
+                .map(|f| f.name().to_string())
+                .collect()
+        };
+        assert_eq!(names("B"), ["a", "b", "c"]);
+        assert_eq!(names("C"), ["a", "b", "d", "e"]);
+        let c = dc.class_by_name("C").unwrap();
+        if o.multiple_inheritance {
+            // File-wide: d is the fourth field declared.
+            assert_eq!(dc.class_field(c, 3).unwrap().name(), "d");
+            assert!(dc.class_field(c, 2).is_none(), "c belongs to B only");
+        } else {
+            assert_eq!(dc.class_field(c, 2).unwrap().name(), "d");
+            assert_eq!(
+                dc.class_field(dc.class_by_name("B").unwrap(), 2)
+                    .unwrap()
+                    .name(),
+                "c"
+            );
+        }
+    }
+}
