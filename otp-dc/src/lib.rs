@@ -257,6 +257,10 @@ impl DcFile {
     pub fn field(&self, id: u16) -> Option<&Field> {
         self.by_id.get(id as usize).map(|&i| &self.fields[i])
     }
+    /// A field by its declaration index (`Field::decl_index`).
+    pub fn field_by_decl(&self, decl: usize) -> &Field {
+        &self.fields[decl]
+    }
     pub fn field_by_name(&self, class: &DClass, name: &str) -> Option<&Field> {
         class
             .inherited_idx

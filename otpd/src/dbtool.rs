@@ -118,7 +118,8 @@ fn open(config: &ClusterConfig) -> Result<Opened, String> {
     if config.dc_files.is_empty() {
         return Err("the configuration has no dc_files".into());
     }
-    let dc = otp_dc::DcFile::parse_files(&config.dc_files).map_err(|e| e.to_string())?;
+    let dc = otp_dc::DcFile::parse_files_with(&config.dc_files, config.dc_settings.options())
+        .map_err(|e| e.to_string())?;
     let schema = Arc::new(Schema::new(dc));
     let s = Arc::clone(&schema);
     let (b, next): (Box<dyn Backend>, u32) = match backend {
@@ -162,8 +163,7 @@ fn object_json(
     let mut fields = serde_json::Map::new();
     for (f, v) in b.all_fields(doid)? {
         let field = schema
-            .dc()
-            .field(f)
+            .dc_field(class, f)
             .ok_or(format!("object {doid}: unknown field id {f}"))?;
         let j = schema
             .dc()
@@ -304,7 +304,7 @@ fn import(
                         .from_json(field, v)
                         .map_err(|e| at(format!("{name}: {e}")))?;
                     schema
-                        .value_len(field.id(), &bytes)
+                        .value_len(class.id(), field.id(), &bytes)
                         .map_err(|e| at(format!("{name}: {e}")))?;
                     b.write(doid, field.id(), name, Some(&bytes))?;
                 }

@@ -19,7 +19,7 @@ pub fn check_dc_and_uberdogs(
         }
         return Ok(None);
     }
-    let dc = otp_dc::DcFile::parse_files(&config.dc_files)
+    let dc = otp_dc::DcFile::parse_files_with(&config.dc_files, config.dc_settings.options())
         .map_err(|e| ConfigError::new("dc_files", e.to_string()))?;
     for u in &config.uberdogs {
         if dc.class_by_name(&u.class).is_none() {
@@ -33,9 +33,14 @@ pub fn check_dc_and_uberdogs(
         }
     }
     log::info!(
-        "dc: {} files loaded, hash 0x{:08x}",
+        "dc: {} files loaded, hash 0x{:08x}, fields numbered {}",
         config.dc_files.len(),
-        dc.hash()
+        dc.hash(),
+        if dc.global_numbering() {
+            "file-wide"
+        } else {
+            "per class (the 2003 rule)"
+        }
     );
     Ok(Some(dc))
 }

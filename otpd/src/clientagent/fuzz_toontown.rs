@@ -802,9 +802,9 @@ impl<'a> Harness<'a> {
                 self.inp.take(n).to_vec()
             }
             b => match b % 4 {
-                0 => self.schema.default_value(field).to_vec(),
+                0 => self.schema.default_value(crate::roles::ANY_CLASS, field).to_vec(),
                 1 => {
-                    let mut v = self.schema.default_value(field).to_vec();
+                    let mut v = self.schema.default_value(crate::roles::ANY_CLASS, field).to_vec();
                     if let Some(first) = v.first_mut() {
                         *first = self.inp.u8();
                     }
@@ -871,7 +871,7 @@ impl<'a> Harness<'a> {
         let mut v = Vec::new();
         if let Some(c) = self.schema.dc().class(class) {
             for &f in c.required_fields() {
-                v.extend_from_slice(self.schema.default_value(f));
+                v.extend_from_slice(self.schema.default_value(crate::roles::ANY_CLASS, f));
             }
         }
         v

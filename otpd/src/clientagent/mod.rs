@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod fuzz;
 pub mod fuzz_toontown;
+pub mod numbering;
 pub mod proxy;
 pub mod session;
 pub mod tls;
@@ -100,12 +101,31 @@ pub struct ClientAgent {
     pub name_parts: Option<toontown::NameParts>,
     /// Zones visible from each zone (Toontown 2003 streets).
     pub visibility: FxHashMap<u32, Vec<u32>>,
+    /// The client's field numbers where they are not the cluster's (Toontown 2003 listeners:
+    /// the 2003 client numbers fields per class).
+    pub numbering: Option<numbering::ClientNumbering>,
     channels: Mutex<ChannelTracker>,
     per_address: Mutex<FxHashMap<IpAddr, usize>>,
     pub stats: ClientAgentStats,
 }
 
 impl ClientAgent {
+    /// The cluster's number for the field the client calls `field` in `class`.
+    pub fn field_from_client(&self, class: u16, field: u16) -> Option<u16> {
+        match &self.numbering {
+            Some(n) => n.to_cluster(class, field),
+            None => Some(field),
+        }
+    }
+
+    /// The number the client knows the cluster's `field` of `class` by.
+    pub fn field_to_client(&self, class: u16, field: u16) -> Option<u16> {
+        match &self.numbering {
+            Some(n) => n.to_client(class, field),
+            None => Some(field),
+        }
+    }
+
     pub fn new(
         index: usize,
         config: &ClientAgentConfig,
@@ -165,7 +185,13 @@ impl ClientAgent {
             Some(t) => Some(tls::server_config(t)?),
             None => None,
         };
-        let hash = config.manual_dc_hash.unwrap_or_else(|| schema.dc().hash());
+        let toontown = config.dialect == crate::config::Dialect::Toontown2003;
+        // A 2003 client sends the hash its own DC parser computed.
+        let hash = config.manual_dc_hash.unwrap_or_else(|| match toontown {
+            true => schema.dc().hash_2003().unwrap_or_else(|_| schema.dc().hash()),
+            false => schema.dc().hash(),
+        });
+        let numbering = toontown.then(|| numbering::ClientNumbering::legacy_2003(&schema));
         let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
         Ok(ClientAgent {
             index,
@@ -191,6 +217,7 @@ impl ClientAgent {
             shards,
             name_parts,
             visibility,
+            numbering,
             channels: Mutex::new(ChannelTracker {
                 next: config.channels.min,
                 max: config.channels.max,

@@ -437,7 +437,11 @@ impl Session {
         }
         let field_name;
         if let Some(f) = r.field {
-            field_name = self.ca.schema.field_name(f).to_string();
+            let class = r
+                .doid
+                .and_then(|d| self.lookup_object(d))
+                .unwrap_or(crate::roles::ANY_CLASS);
+            field_name = self.ca.schema.field_name(class, f).to_string();
             pairs.push(("field", Ev::Str(&field_name)));
         }
         out.events.push(encode(
@@ -727,7 +731,7 @@ impl Session {
                     ),
                 ));
             }
-            let flags = schema.flags(field);
+            let flags = schema.flags(class, field);
             let allowed = flags.clsend
                 || (owned && flags.ownsend)
                 || self.sendable.get(&doid).is_some_and(|f| f.contains(&field));
@@ -736,11 +740,11 @@ impl Session {
                     CLIENT_DISCONNECT_FORBIDDEN_FIELD,
                     format!(
                         "Client tried to send update for non-sendable field: {cname}({doid}).{}",
-                        schema.field_name(field)
+                        schema.field_name(class, field)
                     ),
                 ));
             }
-            match schema.value_len_with(field, r.rest_peek(), ascii_only) {
+            match schema.value_len_with(class, field, r.rest_peek(), ascii_only) {
                 Ok(n) => {
                     r.skip(n)?;
                 }
@@ -755,7 +759,7 @@ impl Session {
                         CLIENT_DISCONNECT_FIELD_CONSTRAINT,
                         format!(
                             "Client tried to send update that violates the constraints for field {cname}({doid}).{}: {}",
-                            schema.field_name(field),
+                            schema.field_name(class, field),
                             v.message
                         ),
                     ))
@@ -1197,7 +1201,15 @@ impl Session {
                     super::toontown::CLIENT_CREATE_OBJECT_REQUIRED
                 },
             );
-            w.u16(class).u32(doid).bytes(r.rest());
+            w.u16(class).u32(doid);
+            // The sections as the 2003 client reads them, in its field numbers.
+            if !self.toon_write_sections(class, r.rest(), other, true, &mut w) {
+                log::warn!(
+                    "{}: object {doid} of class {class} does not parse; not shown",
+                    self.label()
+                );
+                return;
+            }
             let _ = w.finish();
             return;
         }
@@ -1763,27 +1775,98 @@ impl Session {
         self.ca.schema.class_name(class) == self.ca.toontown.avatar_class
     }
 
-    /// SET_FIELD(S) for a 2003 client: one OBJECT_UPDATE_FIELD per field.
+    /// SET_FIELD(S) for a 2003 client: one OBJECT_UPDATE_FIELD per field, numbered as the
+    /// client numbers the object's class (a field it has no number for is not sent).
     fn toon_forward_fields(&self, doid: u32, many: bool, r: &mut Reader<'_>, out: &mut SessionOut) {
+        let Some(class) = self.lookup_object(doid) else {
+            r.rest();
+            return;
+        };
         let count = if many { r.u16().unwrap_or(0) } else { 1 };
         for _ in 0..count {
             let Ok(field) = r.u16() else {
                 return;
             };
-            let Ok(n) = self.ca.schema.value_len(field, r.rest_peek()) else {
+            let Ok(n) = self.ca.schema.value_len(class, field, r.rest_peek()) else {
                 return;
             };
             let Ok(value) = r.take(n) else {
                 return;
             };
+            let Some(number) = self.ca.field_to_client(class, field) else {
+                continue;
+            };
             let mut w = Writer::client(
                 &mut out.to_client,
                 super::toontown::CLIENT_OBJECT_UPDATE_FIELD,
             );
-            w.u32(doid).u16(field).bytes(value);
+            w.u32(doid).u16(number).bytes(value);
             let _ = w.finish();
         }
         r.rest();
+    }
+
+    /// Writes an object's REQUIRED (and with `other`, OTHER) section (`body`, as the cluster
+    /// sent it: to a viewer, or with `viewer` false every required field, as GET_ALL does) for
+    /// a 2003 client: the required values it reads (a viewer: the broadcast ones) in order,
+    /// and the OTHER fields renumbered in the client's numbering (those it cannot name
+    /// left out). False if the body does not parse.
+    pub(super) fn toon_write_sections(
+        &self,
+        class: u16,
+        body: &[u8],
+        other: bool,
+        viewer: bool,
+        w: &mut Writer<'_>,
+    ) -> bool {
+        let schema = &self.ca.schema;
+        let Some(info) = schema.class(class) else {
+            return false;
+        };
+        let mut r = Reader::new(body);
+        // The cluster sent the required fields a viewer sees (broadcast or clrecv); the 2003
+        // client reads those that are required and broadcast, in order.
+        for &f in &info.required {
+            let fl = schema.flags(class, f);
+            if viewer && !fl.visible() {
+                continue;
+            }
+            let Ok(n) = schema.value_len(class, f, r.rest_peek()) else {
+                return false;
+            };
+            let Ok(v) = r.take(n) else {
+                return false;
+            };
+            if fl.broadcast || !viewer {
+                w.bytes(v);
+            }
+        }
+        if !other {
+            return true;
+        }
+        let Ok(count) = r.u16() else {
+            return false;
+        };
+        let mut pairs: smallvec::SmallVec<[(u16, &[u8]); 8]> = smallvec::SmallVec::new();
+        for _ in 0..count {
+            let Ok(f) = r.u16() else {
+                return false;
+            };
+            let Ok(n) = schema.value_len(class, f, r.rest_peek()) else {
+                return false;
+            };
+            let Ok(v) = r.take(n) else {
+                return false;
+            };
+            if let Some(number) = self.ca.field_to_client(class, f) {
+                pairs.push((number, v));
+            }
+        }
+        w.u16(pairs.len() as u16);
+        for (f, v) in pairs {
+            w.u16(f).bytes(v);
+        }
+        true
     }
 }
 

@@ -1094,7 +1094,7 @@ impl Session {
         let mut dna_packed = (dna.len() as u16).to_le_bytes().to_vec();
         dna_packed.extend_from_slice(&dna);
         let _ = dna_value;
-        if let Err(e) = schema.value_len(fdna, &dna_packed) {
+        if let Err(e) = schema.value_len(class.id(), fdna, &dna_packed) {
             return Err(refuse(
                 LOST_TRUNCATED,
                 format!("Invalid DNA: {}", e.message),
@@ -1103,7 +1103,7 @@ impl Session {
         let mut fields: Vec<(u16, Vec<u8>)> =
             vec![(fname, string_bytes(&tt.default_name)), (fdna, dna_packed)];
         if let Some(f) = field("setTutorialAck") {
-            if schema.value_len(f, &[1]).is_ok() {
+            if schema.value_len(class.id(), f, &[1]).is_ok() {
                 fields.push((f, vec![1]));
             }
         }
@@ -1263,6 +1263,15 @@ impl Session {
     }
 
     /// The avatar class's friends field, if the DC files have one.
+    /// The avatar class's id (`ANY_CLASS` if the DC files lack it; checked at start-up).
+    pub(super) fn avatar_class_id(&self) -> u16 {
+        self.ca
+            .schema
+            .dc()
+            .class_by_name(&self.ca.toontown.avatar_class)
+            .map_or(crate::roles::ANY_CLASS, |c| c.id())
+    }
+
     fn friends_field(&self) -> Option<u16> {
         let dc = self.ca.schema.dc();
         let class = dc.class_by_name(&self.ca.toontown.avatar_class)?;
@@ -1594,19 +1603,30 @@ impl Session {
 
     fn toon_update(&mut self, r: &mut Reader<'_>, out: &mut SessionOut) -> Result<(), Refusal> {
         let doid = r.u32()?;
-        let field = r.u16()?;
+        // The client's own number for the field, in the object's class.
+        let number = r.u16()?;
         let schema = self.ca.schema.clone();
-        let flags = schema.flags(field);
         let owned = self.owned.contains_key(&doid);
         let Some(class) = self.lookup_object(doid) else {
-            // A p2p field to another toon goes to whoever plays it, visible or not.
-            if flags.p2p && flags.clsend && is_object_channel(doid) {
-                return self.toon_p2p(doid, field, r, out);
+            // A p2p field to another toon goes to whoever plays it, visible or not: the client
+            // numbers it as a field of the avatar class.
+            let avatar = self.avatar_class_id();
+            if let Some(field) = self.ca.field_from_client(avatar, number) {
+                let flags = schema.flags(avatar, field);
+                if flags.p2p && flags.clsend && is_object_channel(doid) {
+                    return self.toon_p2p(avatar, doid, field, r, out);
+                }
             }
             r.rest();
             self.toon_event("client-update-dropped", doid, out);
             return Ok(());
         };
+        let Some(field) = self.ca.field_from_client(class, number) else {
+            r.rest();
+            self.toon_event("client-update-dropped", doid, out);
+            return Ok(());
+        };
+        let flags = schema.flags(class, field);
         let allowed = flags.clsend
             || (owned && flags.ownsend)
             || self.sendable.get(&doid).is_some_and(|f| f.contains(&field));
@@ -1618,7 +1638,7 @@ impl Session {
             return Ok(());
         }
         let start = r.rest_peek();
-        let n = self.check_value(field, r)?;
+        let n = self.check_value(class, field, r)?;
         let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_SET_FIELD, out);
         w.u32(doid).u16(field).bytes(&start[..n]);
         if w.finish().is_err() {
@@ -1629,13 +1649,14 @@ impl Session {
 
     fn toon_p2p(
         &mut self,
+        class: u16,
         doid: u32,
         field: u16,
         r: &mut Reader<'_>,
         out: &mut SessionOut,
     ) -> Result<(), Refusal> {
         let start = r.rest_peek();
-        let n = self.check_value(field, r)?;
+        let n = self.check_value(class, field, r)?;
         // The StateServer sends p2p fields to the object's player (or AI).
         let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_SET_FIELD, out);
         w.u32(doid).u16(field).bytes(&start[..n]);
@@ -1644,12 +1665,12 @@ impl Session {
     }
 
     /// Validates one value of `field` at the reader and steps over it.
-    fn check_value(&self, field: u16, r: &mut Reader<'_>) -> Result<usize, Refusal> {
+    fn check_value(&self, class: u16, field: u16, r: &mut Reader<'_>) -> Result<usize, Refusal> {
         let ascii_only = !self.ca.limits.allow_utf8_strings;
         match self
             .ca
             .schema
-            .value_len_with(field, r.rest_peek(), ascii_only)
+            .value_len_with(class, field, r.rest_peek(), ascii_only)
         {
             Ok(n) => {
                 r.skip(n)?;
@@ -1855,7 +1876,7 @@ impl Session {
                     let count = r.u16()?;
                     for _ in 0..count {
                         let f = r.u16()?;
-                        let n = self.ca.schema.value_len(f, r.rest_peek()).map_err(|_| {
+                        let n = self.ca.schema.value_len(self.avatar_class_id(), f, r.rest_peek()).map_err(|_| {
                             WireError::Truncated {
                                 at: r.position(),
                                 wanted: 1,
@@ -1864,9 +1885,9 @@ impl Session {
                         })?;
                         let v = r.take(n)?.to_vec();
                         let schema = &self.ca.schema;
-                        if schema.field_name(f) == self.ca.toontown.name_field {
+                        if schema.field_name(self.avatar_class_id(), f) == self.ca.toontown.name_field {
                             name = Some(v);
-                        } else if schema.field_name(f) == self.ca.toontown.dna_field {
+                        } else if schema.field_name(self.avatar_class_id(), f) == self.ca.toontown.dna_field {
                             dna = Some(v);
                         }
                     }
@@ -1890,8 +1911,13 @@ impl Session {
                 let class = r.u16()?;
                 let rest = r.rest();
                 let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
-                w.u32(doid).u8(0).bytes(rest);
-                let _ = w.finish();
+                w.u32(doid).u8(0);
+                // Every required field in order, then OTHER in the client's numbering.
+                if self.toon_write_sections(class, rest, true, false, &mut w) {
+                    let _ = w.finish();
+                } else {
+                    log::warn!("{}: details of {doid} do not parse; not sent", self.label());
+                }
                 if matches!(why, Pending::OwnDetails) && doid == self.toon_ref().avatar {
                     let list = self.required_friends(class, rest).unwrap_or_default();
                     self.toon_friends_set(now, list, out);
@@ -1902,9 +1928,9 @@ impl Session {
                 let (mut name, mut dna) = (None, None);
                 for (f, v) in fields.unwrap_or_default() {
                     let schema = &self.ca.schema;
-                    if schema.field_name(f) == self.ca.toontown.name_field {
+                    if schema.field_name(self.avatar_class_id(), f) == self.ca.toontown.name_field {
                         name = Some(v);
-                    } else if schema.field_name(f) == self.ca.toontown.dna_field {
+                    } else if schema.field_name(self.avatar_class_id(), f) == self.ca.toontown.dna_field {
                         dna = Some(v);
                     }
                 }
@@ -1961,7 +1987,7 @@ impl Session {
         let mut fields = Vec::new();
         for _ in 0..count {
             let f = r.u16().ok()?;
-            let n = self.ca.schema.value_len(f, r.rest_peek()).ok()?;
+            let n = self.ca.schema.value_len(self.avatar_class_id(), f, r.rest_peek()).ok()?;
             fields.push((f, r.take(n).ok()?.to_vec()));
         }
         Some(fields)
@@ -1978,7 +2004,7 @@ impl Session {
         }
         let mut at = 0;
         for &f in c.required_fields() {
-            let n = schema.value_len(f, body.get(at..)?).ok()?;
+            let n = schema.value_len(class, f, body.get(at..)?).ok()?;
             if f == field {
                 return decode_friends(&body[at..at + n]);
             }
@@ -2007,7 +2033,7 @@ impl Session {
         let mut found = None;
         for _ in 0..count {
             let f = r.u16().ok()?;
-            let n = self.ca.schema.value_len(f, r.rest_peek()).ok()?;
+            let n = self.ca.schema.value_len(self.avatar_class_id(), f, r.rest_peek()).ok()?;
             let v = r.take(n).ok()?;
             if f == field {
                 found = Some(decode_friends(v)?);

@@ -562,8 +562,28 @@ fn convert(cx: &Cx, root: &Node) -> Res<ClusterConfig> {
     }
 
     if let Some(general) = top.sub(cx, "general")? {
-        general.only(cx, &["eventlogger", "dc_files"])?;
+        general.only(
+            cx,
+            &[
+                "eventlogger",
+                "dc_files",
+                "dc_multiple_inheritance",
+                "dc_virtual_inheritance",
+                "dc_sort_inheritance_by_file",
+            ],
+        )?;
         config.eventlogger = general.address(cx, "eventlogger", EVENTLOGGER_DEFAULT_PORT)?;
+        // otpd's own keys: Panda3D's dc-* settings (the 2003 rule: all three false).
+        let d = &mut config.dc_settings;
+        if let Some(v) = general.loose_bool(cx, "dc_multiple_inheritance")? {
+            d.multiple_inheritance = v;
+        }
+        if let Some(v) = general.loose_bool(cx, "dc_virtual_inheritance")? {
+            d.virtual_inheritance = v;
+        }
+        if let Some(v) = general.loose_bool(cx, "dc_sort_inheritance_by_file")? {
+            d.sort_inheritance_by_file = v;
+        }
         if let Some(n) = general.get("dc_files") {
             for f in items(cx, n, "general.dc_files")? {
                 let name = string(cx, f, "an entry of general.dc_files")?;

@@ -21,6 +21,8 @@ pub struct ClusterConfig {
     pub pin_cores: bool,
     /// DC files, loaded in order as one set (order changes ids and the hash).
     pub dc_files: Vec<PathBuf>,
+    /// How the DC files are read: Panda3D's `dc-*` settings, which fix the field numbering.
+    pub dc_settings: DcSettings,
     /// UDP address of the EventLogger roles send events to ("host:port"), if any.
     pub eventlogger: Option<String>,
     /// Address of the Prometheus metrics endpoint (`/metrics`), if any.
@@ -39,11 +41,52 @@ impl Default for ClusterConfig {
             cores: 0,
             pin_cores: true,
             dc_files: Vec::new(),
+            dc_settings: DcSettings::default(),
             eventlogger: None,
             metrics: None,
             uberdogs: Vec::new(),
             messagedirector: MessageDirectorConfig::default(),
             roles: Vec::new(),
+        }
+    }
+}
+
+/// Panda3D's three `dc-*` settings, as every process of the cluster must read the DC files.
+/// The defaults (all true) number fields file-wide, as Astron and Panda3D 1.10 do; with
+/// `multiple_inheritance: false` fields are numbered per class, the rule of the 2003 Toontown
+/// client's Panda3D, and AIs must then read the DC files with `dc-multiple-inheritance #f`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DcSettings {
+    pub multiple_inheritance: bool,
+    pub virtual_inheritance: bool,
+    pub sort_inheritance_by_file: bool,
+}
+
+impl Default for DcSettings {
+    fn default() -> Self {
+        DcSettings {
+            multiple_inheritance: true,
+            virtual_inheritance: true,
+            sort_inheritance_by_file: true,
+        }
+    }
+}
+
+impl DcSettings {
+    /// The 2003 rule (`dc-multiple-inheritance`, `dc-virtual-inheritance` and
+    /// `dc-sort-inheritance-by-file` all 0), as toontown-otp runs.
+    pub const LEGACY_2003: DcSettings = DcSettings {
+        multiple_inheritance: false,
+        virtual_inheritance: false,
+        sort_inheritance_by_file: false,
+    };
+
+    pub fn options(self) -> otp_dc::HashOptions {
+        otp_dc::HashOptions {
+            multiple_inheritance: self.multiple_inheritance,
+            virtual_inheritance: self.virtual_inheritance,
+            sort_inheritance_by_file: self.sort_inheritance_by_file,
         }
     }
 }

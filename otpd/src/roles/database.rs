@@ -4,7 +4,7 @@
 //! durable; changes are re-broadcast on `(2 << 32) | doid` when `broadcast` is on.
 
 use super::store::{Job, Op, Outcome};
-use super::{Output, Role, Schema, Work, Worker};
+use super::{Output, Role, Schema, Work, Worker, ANY_CLASS};
 use otp_wire::channels::{database_channel, BCHAN_DBSERVERS};
 use otp_wire::msgtypes::*;
 use otp_wire::{InternalDatagram, Reader, WireError};
@@ -23,6 +23,9 @@ pub struct Database {
     latency_us_max: u64,
     in_flight: u64,
     limits: super::WorkerLimits,
+    /// The class fields are read in: `ANY_CLASS` (file-wide numbering), or while a request
+    /// held for its object's class is handled, that class.
+    scope: u16,
 }
 
 /// Why a request is refused before it reaches the store.
@@ -48,6 +51,7 @@ impl Database {
             latency_us_max: 0,
             in_flight: 0,
             limits: super::WorkerLimits::default(),
+            scope: ANY_CLASS,
         }
     }
 
@@ -62,22 +66,23 @@ impl Database {
     fn read_ids(
         &self,
         r: &mut Reader<'_>,
+        class: u16,
         count: u16,
     ) -> Result<Result<Vec<u16>, Refusal>, WireError> {
         let mut ids = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let f = r.u16()?;
-            if self.schema.dc().field(f).is_none() {
+            if !self.schema.field_known(class, f) {
                 return Ok(Err(format!("unknown field {f}")));
             }
-            if self.schema.flags(f).db {
+            if self.schema.flags(class, f).db {
                 if !ids.contains(&f) {
                     ids.push(f);
                 }
             } else {
                 log::warn!(
                     "database: request names non-db field {}; left out",
-                    self.schema.field_name(f)
+                    self.schema.field_name(class, f)
                 );
             }
         }
@@ -85,15 +90,15 @@ impl Database {
     }
 
     /// One validated `<VALUE>` of field `f`.
-    fn read_value(&self, r: &mut Reader<'_>, f: u16) -> Result<Vec<u8>, Refusal> {
-        if self.schema.dc().field(f).is_none() {
+    fn read_value(&self, r: &mut Reader<'_>, class: u16, f: u16) -> Result<Vec<u8>, Refusal> {
+        if !self.schema.field_known(class, f) {
             return Err(format!("unknown field {f}"));
         }
         let rest = r.rest_peek();
         let len = self
             .schema
-            .value_len(f, rest)
-            .map_err(|e| format!("{}: {e}", self.schema.field_name(f)))?;
+            .value_len(class, f, rest)
+            .map_err(|e| format!("{}: {e}", self.schema.field_name(class, f)))?;
         let _ = r.skip(len);
         Ok(rest[..len].to_vec())
     }
@@ -103,22 +108,23 @@ impl Database {
     fn read_pairs(
         &self,
         r: &mut Reader<'_>,
+        class: u16,
         count: u16,
     ) -> Result<Result<Pairs, Refusal>, WireError> {
         let mut out: Vec<(u16, Vec<u8>)> = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let f = r.u16()?;
-            let v = match self.read_value(r, f) {
+            let v = match self.read_value(r, class, f) {
                 Ok(v) => v,
                 Err(e) => return Ok(Err(e)),
             };
-            if self.schema.flags(f).db {
+            if self.schema.flags(class, f).db {
                 out.retain(|(x, _)| *x != f);
                 out.push((f, v));
             } else {
                 log::warn!(
                     "database: request sets non-db field {}; left out",
-                    self.schema.field_name(f)
+                    self.schema.field_name(class, f)
                 );
             }
         }
@@ -179,7 +185,12 @@ impl Database {
                     self.refuse(t, sender, context, &format!("unknown dclass {class}"), out);
                     return Ok(());
                 }
-                let mut fields = match self.read_pairs(&mut r, count)? {
+                let scope = if self.schema.per_class_numbering() {
+                    class
+                } else {
+                    ANY_CLASS
+                };
+                let mut fields = match self.read_pairs(&mut r, scope, count)? {
                     Ok(f) => f,
                     Err(why) => {
                         self.refuse(t, sender, context, &why, out);
@@ -192,7 +203,7 @@ impl Database {
                 {
                     let why = format!(
                         "{} is not a field of {}",
-                        self.schema.field_name(*f),
+                        self.schema.field_name(class, *f),
                         self.schema.class_name(class)
                     );
                     self.refuse(t, sender, context, &why, out);
@@ -201,13 +212,13 @@ impl Database {
                 // Fields left out that have a DC default are stored with it.
                 let info = self.schema.class(class).expect("checked");
                 for &f in &info.fields {
-                    let fl = self.schema.flags(f);
+                    let fl = self.schema.flags(class, f);
                     if fl.db
                         && fl.has_default
                         && !fl.molecular
                         && !fields.iter().any(|(x, _)| *x == f)
                     {
-                        fields.push((f, self.schema.default_value(f).to_vec()));
+                        fields.push((f, self.schema.default_value(class, f).to_vec()));
                     }
                 }
                 fields.sort_by_key(|(f, _)| *f);
@@ -235,7 +246,7 @@ impl Database {
                         } else {
                             1
                         };
-                        match self.read_ids(&mut r, count)? {
+                        match self.read_ids(&mut r, self.scope, count)? {
                             Ok(ids) if !ids.is_empty() => Some(ids),
                             Ok(_) => {
                                 self.refuse(t, sender, context, "no db field asked for", out);
@@ -257,7 +268,7 @@ impl Database {
                 } else {
                     1
                 };
-                match self.read_pairs(&mut r, count)? {
+                match self.read_pairs(&mut r, self.scope, count)? {
                     Ok(f) if !f.is_empty() => {
                         let fields = f.into_iter().map(|(f, v)| (f, Some(v))).collect();
                         self.job(Op::Set { doid, fields }, sender, 0, t, out);
@@ -273,7 +284,7 @@ impl Database {
                 } else {
                     1
                 };
-                match self.read_ids(&mut r, count)? {
+                match self.read_ids(&mut r, self.scope, count)? {
                     Ok(ids) if !ids.is_empty() => {
                         // A field with a DC default goes back to it; others are removed.
                         let fields = ids
@@ -281,9 +292,9 @@ impl Database {
                             .map(|f| {
                                 let v = self
                                     .schema
-                                    .flags(f)
+                                    .flags(self.scope, f)
                                     .has_default
-                                    .then(|| self.schema.default_value(f).to_vec());
+                                    .then(|| self.schema.default_value(self.scope, f).to_vec());
                                 (f, v)
                             })
                             .collect();
@@ -310,7 +321,7 @@ impl Database {
                     let old = if t == DBSERVER_OBJECT_SET_FIELD_IF_EMPTY {
                         None
                     } else {
-                        match self.read_value(&mut r, f) {
+                        match self.read_value(&mut r, self.scope, f) {
                             Ok(v) => Some(v),
                             Err(why) => {
                                 self.refuse(t, sender, context, &why, out);
@@ -318,15 +329,15 @@ impl Database {
                             }
                         }
                     };
-                    let new = match self.read_value(&mut r, f) {
+                    let new = match self.read_value(&mut r, self.scope, f) {
                         Ok(v) => v,
                         Err(why) => {
                             self.refuse(t, sender, context, &why, out);
                             return Ok(());
                         }
                     };
-                    if !self.schema.flags(f).db {
-                        let why = format!("{} is not a db field", self.schema.field_name(f));
+                    if !self.schema.flags(ANY_CLASS, f).db {
+                        let why = format!("{} is not a db field", self.schema.field_name(ANY_CLASS, f));
                         self.refuse(t, sender, context, &why, out);
                         return Ok(());
                     }
@@ -374,6 +385,18 @@ impl Database {
         self.latency_us_max = self.latency_us_max.max(us);
         if matches!(outcome, Outcome::Failed | Outcome::StorageError(_)) {
             self.failures += 1;
+        }
+        if let (Op::ClassOf { frame, .. }, Outcome::Class(class)) = (&op, &outcome) {
+            self.requests -= 1;
+            // An unknown object reads its fields in no class: they are refused as unknown.
+            self.scope = class.unwrap_or(NO_CLASS);
+            if let Ok(dg) = InternalDatagram::parse(&frame[2..]) {
+                if let Err(e) = self.request(&dg, out) {
+                    log::warn!("database: truncated {}: {e}; ignored", internal_name(dg.msgtype));
+                }
+            }
+            self.scope = ANY_CLASS;
+            return;
         }
         match (&op, outcome) {
             (Op::Create { .. }, o) => {
@@ -554,10 +577,35 @@ impl Database {
 }
 
 /// The object a request is about (0 for a create).
+/// No class at all (an object the database does not hold): every field is unknown in it.
+const NO_CLASS: u16 = ANY_CLASS - 1;
+
+/// The doid of a request whose fields can be read only in the object's class (per-class
+/// numbering), or None for the others.
+fn doid_needing_class(dg: &InternalDatagram<'_>) -> Option<u32> {
+    let mut r = dg.payload_reader();
+    match dg.msgtype {
+        DBSERVER_OBJECT_SET_FIELD
+        | DBSERVER_OBJECT_SET_FIELDS
+        | DBSERVER_OBJECT_DELETE_FIELD
+        | DBSERVER_OBJECT_DELETE_FIELDS => r.u32().ok(),
+        DBSERVER_OBJECT_GET_FIELD
+        | DBSERVER_OBJECT_GET_FIELDS
+        | DBSERVER_OBJECT_SET_FIELD_IF_EQUALS
+        | DBSERVER_OBJECT_SET_FIELDS_IF_EQUALS
+        | DBSERVER_OBJECT_SET_FIELD_IF_EMPTY => {
+            r.u32().ok()?;
+            r.u32().ok()
+        }
+        _ => None,
+    }
+}
+
 fn op_doid(op: &Op) -> u32 {
     match op {
         Op::Create { .. } | Op::AccountGet { .. } | Op::AccountSet { .. } => 0,
-        Op::Get { doid, .. }
+        Op::ClassOf { doid, .. }
+        | Op::Get { doid, .. }
         | Op::Set { doid, .. }
         | Op::Update { doid, .. }
         | Op::Delete { doid } => *doid,
@@ -577,10 +625,18 @@ impl Role for Database {
     fn handle(
         &mut self,
         _now: Instant,
-        _frame: &[u8],
+        frame: &[u8],
         dg: &InternalDatagram<'_>,
         out: &mut Output,
     ) {
+        if self.schema.per_class_numbering() {
+            if let Some(doid) = doid_needing_class(dg) {
+                // Fields are numbered per class: learn the object's class before reading.
+                let frame = frame.to_vec();
+                self.job(Op::ClassOf { doid, frame }, dg.sender.unwrap_or(0), 0, dg.msgtype, out);
+                return;
+            }
+        }
         if let Err(e) = self.request(dg, out) {
             log::warn!(
                 "database: truncated {} from {}: {e}; ignored",

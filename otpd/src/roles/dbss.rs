@@ -5,7 +5,7 @@
 
 use super::event::{self, Ev};
 use super::objects::{read_field_ids, Doid, FieldStore, Objects, Zone};
-use super::{Output, Placement, Role, Schema};
+use super::{Output, Placement, Role, Schema, ANY_CLASS};
 use otp_wire::msgtypes::*;
 use otp_wire::{InternalDatagram, Reader, WireError};
 use rustc_hash::FxHashMap;
@@ -245,8 +245,9 @@ impl Dbss {
                 }
                 let ids = read_field_ids(&mut r, dg.msgtype == DBSS_OBJECT_DELETE_FIELDS_DISK)?;
                 let schema = Arc::clone(&self.objects.schema);
-                if let Some(&bad) = ids.iter().find(|&&f| !schema.flags(f).db) {
-                    let reason = format!("{} is not a db field", schema.field_name(bad));
+                let class = self.objects.objects.get(&doid).map_or(ANY_CLASS, |o| o.class);
+                if let Some(&bad) = ids.iter().find(|&&f| !schema.flags(class, f).db) {
+                    let reason = format!("{} is not a db field", schema.field_name(class, bad));
                     self.refuse(doid, sender, "invalid-delete-disk", &reason, out);
                     return Ok(());
                 }
@@ -284,8 +285,8 @@ impl Dbss {
                     return Ok(());
                 }
                 let f = r.u16()?;
-                let flags = self.objects.schema.flags(f);
-                if !(flags.required || flags.ram) || self.objects.schema.dc().field(f).is_none() {
+                let flags = self.objects.schema.flags(ANY_CLASS, f);
+                if !(flags.required || flags.ram) || !self.objects.schema.field_known(ANY_CLASS, f) {
                     self.get_field_failed(sender, context, doid, out);
                 } else if flags.db {
                     if !self.room_for_query() {
@@ -309,7 +310,7 @@ impl Dbss {
                     w.u32(ctx).u32(doid).u16(f);
                     let _ = w.finish();
                 } else if flags.has_default {
-                    let v = self.objects.schema.default_value(f);
+                    let v = self.objects.schema.default_value(ANY_CLASS, f);
                     let mut w =
                         out.datagram(&[sender], doid as u64, STATESERVER_OBJECT_GET_FIELD_RESP);
                     w.u32(context).u8(1).u16(f).bytes(v);
@@ -328,8 +329,8 @@ impl Dbss {
                 let mut defaults = Vec::new();
                 for _ in 0..r.u16()? {
                     let f = r.u16()?;
-                    let flags = schema.flags(f);
-                    if schema.dc().field(f).is_none() {
+                    let flags = schema.flags(ANY_CLASS, f);
+                    if !schema.field_known(ANY_CLASS, f) {
                         let mut w = out.datagram(
                             &[sender],
                             doid as u64,
@@ -345,7 +346,7 @@ impl Dbss {
                                 db_fields.push(f);
                             }
                         } else if !defaults.iter().any(|(x, _)| *x == f) {
-                            defaults.push((f, schema.default_value(f).to_vec()));
+                            defaults.push((f, schema.default_value(ANY_CLASS, f).to_vec()));
                         }
                     }
                 }
@@ -527,14 +528,14 @@ impl Dbss {
             }
             let rest = r.rest_peek();
             let len = schema
-                .value_len(f, rest)
-                .map_err(|e| format!("{}: {e}", schema.field_name(f)))?;
-            if schema.flags(f).kept() {
+                .value_len(class, f, rest)
+                .map_err(|e| format!("{}: {e}", schema.field_name(class, f)))?;
+            if schema.flags(class, f).kept() {
                 store.set(f, &rest[..len]);
             } else {
                 log::warn!(
                     "dbss: non-RAM field {} in an activate; ignored",
-                    schema.field_name(f)
+                    schema.field_name(class, f)
                 );
             }
             r.skip(len).map_err(|e| e.to_string())?;
@@ -560,16 +561,16 @@ impl Dbss {
             }
             let rest = r.rest_peek();
             let len = schema
-                .value_len(f, rest)
-                .map_err(|e| format!("stored {}: {e}", schema.field_name(f)))?;
-            if schema.flags(f).kept() {
+                .value_len(class, f, rest)
+                .map_err(|e| format!("stored {}: {e}", schema.field_name(class, f)))?;
+            if schema.flags(class, f).kept() {
                 store.set(f, &rest[..len]);
             }
             r.skip(len).map_err(|e| e.to_string())?;
         }
         for &f in &info.required {
             if !store.contains(f) {
-                store.set(f, schema.default_value(f));
+                store.set(f, schema.default_value(class, f));
             }
         }
         Ok((class, store))
@@ -592,7 +593,7 @@ impl Dbss {
         }
         let others: Vec<(u16, &[u8])> = store
             .iter()
-            .filter(|(f, _)| !schema.flags(*f).required)
+            .filter(|(f, _)| !schema.flags(class, *f).required)
             .collect();
         w.u16(others.len() as u16);
         for (f, v) in others {
@@ -651,14 +652,14 @@ impl Dbss {
             if class.is_some_and(|c| !schema.class_has_field(c, f)) {
                 return;
             }
-            let Ok(len) = schema.value_len(f, &all[at + 2..]) else {
+            let Ok(len) = schema.value_len(class.unwrap_or(ANY_CLASS), f, &all[at + 2..]) else {
                 if class.is_none() {
-                    let reason = format!("invalid value for {}", schema.field_name(f));
+                    let reason = format!("invalid value for {}", schema.field_name(class.unwrap_or(ANY_CLASS), f));
                     self.refuse(doid, sender, "invalid-field-update", &reason, out);
                 }
                 return;
             };
-            if schema.flags(f).db {
+            if schema.flags(class.unwrap_or(ANY_CLASS), f).db {
                 db.retain(|e| e.0 != f);
                 db.push((f, at + 2, at + 2 + len));
             }

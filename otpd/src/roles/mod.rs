@@ -12,7 +12,7 @@ pub mod shards;
 pub mod stateserver;
 pub mod store;
 
-pub use schema::{FieldFlags, Schema};
+pub use schema::{FieldFlags, Schema, ANY_CLASS};
 
 use otp_wire::{Channel, InternalDatagram, MsgType, Writer};
 use std::any::Any;

@@ -234,8 +234,8 @@ impl Objects {
         for &f in &info.required {
             let rest = r.rest_peek();
             let len = schema
-                .value_len(f, rest)
-                .map_err(|e| format!("required field {}: {e}", schema.field_name(f)))?;
+                .value_len(class, f, rest)
+                .map_err(|e| format!("required field {}: {e}", schema.field_name(class, f)))?;
             store.set(f, &rest[..len]);
             r.skip(len).map_err(|e| e.to_string())?;
         }
@@ -251,16 +251,16 @@ impl Objects {
                 }
                 let rest = r.rest_peek();
                 let len = schema
-                    .value_len(f, rest)
-                    .map_err(|e| format!("OTHER field {}: {e}", schema.field_name(f)))?;
-                let flags = schema.flags(f);
+                    .value_len(class, f, rest)
+                    .map_err(|e| format!("OTHER field {}: {e}", schema.field_name(class, f)))?;
+                let flags = schema.flags(class, f);
                 if flags.kept() {
                     store.set(f, &rest[..len]);
                 } else {
                     log::warn!(
                         "{}: non-RAM field {} in an OTHER section; ignored",
                         self.label,
-                        schema.field_name(f)
+                        schema.field_name(class, f)
                     );
                 }
                 r.skip(len).map_err(|e| e.to_string())?;
@@ -701,7 +701,7 @@ impl Objects {
     fn reject(&mut self, doid: Doid, sender: u64, what: &str, rej: &Rejected, out: &mut Output) {
         self.invalid_updates += 1;
         let obj = &self.objects[&doid];
-        let field = self.schema.field_name(rej.field);
+        let field = self.schema.field_name(obj.class, rej.field);
         log::warn!(
             "{}: {what} of {}({doid}).{field} from {sender} dropped: {}",
             self.label,
@@ -753,7 +753,7 @@ impl Objects {
                 }
                 let len = self
                     .schema
-                    .value_len(f, &all[at + 2..])
+                    .value_len(class, f, &all[at + 2..])
                     .map_err(|e| Rejected {
                         field: f,
                         reason: e.to_string(),
@@ -791,14 +791,14 @@ impl Objects {
     fn store(&mut self, doid: Doid, field: u16, value: &[u8]) {
         let schema = Arc::clone(&self.schema);
         let obj = self.objects.get_mut(&doid).expect("exists");
-        let flags = schema.flags(field);
+        let flags = schema.flags(obj.class, field);
         if flags.molecular {
             let mut at = 0;
-            for &c in schema.components(field) {
-                let Ok(len) = schema.value_len(c, &value[at..]) else {
+            for &c in schema.components(obj.class, field) {
+                let Ok(len) = schema.value_len(obj.class, c, &value[at..]) else {
                     return; // validated as a whole already
                 };
-                if schema.flags(c).kept() {
+                if schema.flags(obj.class, c).kept() {
                     obj.fields.set(c, &value[at..at + len]);
                 }
                 at += len;
@@ -820,7 +820,7 @@ impl Objects {
         out: &mut Output,
     ) {
         let obj = &self.objects[&doid];
-        let flags = self.schema.flags(field);
+        let flags = self.schema.flags(obj.class, field);
         let mut t = Targets::new();
         if flags.broadcast && obj.parent != 0 {
             push_target(&mut t, location_channel(obj.parent, obj.zone));
@@ -855,7 +855,7 @@ impl Objects {
     fn delete_fields(&mut self, doid: Doid, sender: u64, ids: &[u16], out: &mut Output) {
         let class = self.objects[&doid].class;
         for &f in ids {
-            let flags = self.schema.flags(f);
+            let flags = self.schema.flags(class, f);
             let reason = if !self.schema.class_has_field(class, f) {
                 Some("not a field of this class")
             } else if flags.required && !flags.has_default {
@@ -874,16 +874,16 @@ impl Objects {
         }
         let schema = Arc::clone(&self.schema);
         for &f in ids {
-            let parts: SmallVec<[u16; 8]> = if schema.flags(f).molecular {
-                schema.components(f).iter().copied().collect()
+            let parts: SmallVec<[u16; 8]> = if schema.flags(class, f).molecular {
+                schema.components(class, f).iter().copied().collect()
             } else {
                 SmallVec::from_slice(&[f])
             };
             let mut changed = false;
             let obj = self.objects.get_mut(&doid).expect("exists");
             for p in parts {
-                if schema.flags(p).required {
-                    obj.fields.set(p, schema.default_value(p));
+                if schema.flags(class, p).required {
+                    obj.fields.set(p, schema.default_value(class, p));
                     changed = true;
                 } else {
                     changed |= obj.fields.remove(p);
@@ -916,10 +916,10 @@ impl Objects {
         if !is_part && !self.schema.class_has_field(obj.class, field) {
             return false;
         }
-        if self.schema.flags(field).molecular {
+        if self.schema.flags(obj.class, field).molecular {
             let mark = buf.len();
             buf.extend_from_slice(&field.to_le_bytes());
-            for &c in self.schema.components(field) {
+            for &c in self.schema.components(obj.class, field) {
                 let before = buf.len();
                 if !self.get_one(doid, c, buf, succeed_if_unset, true) {
                     buf.truncate(mark);
@@ -961,7 +961,7 @@ impl Objects {
             return false;
         };
         let shows = |f: u16| {
-            let fl = schema.flags(f);
+            let fl = schema.flags(obj.class, f);
             match who {
                 Audience::All => true,
                 Audience::Visible => fl.visible(),
@@ -973,11 +973,11 @@ impl Objects {
             if shows(f) {
                 match obj.fields.get(f) {
                     Some(v) => w.bytes(v),
-                    None => w.bytes(schema.default_value(f)),
+                    None => w.bytes(schema.default_value(obj.class, f)),
                 };
             }
         }
-        let is_other = |f: u16| !schema.flags(f).required;
+        let is_other = |f: u16| !schema.flags(obj.class, f).required;
         let has_other = obj.fields.iter().any(|(f, _)| is_other(f));
         if !(has_other || force_other) {
             return false;

@@ -41,6 +41,12 @@ pub enum Op {
     Delete {
         doid: u32,
     },
+    /// The class of an object, for a request held until it is known (per-class numbering);
+    /// `frame` is that request.
+    ClassOf {
+        doid: u32,
+        frame: Vec<u8>,
+    },
     /// An account record (otpd's accounts table), by name.
     AccountGet {
         name: String,
@@ -69,6 +75,7 @@ pub enum Outcome {
     Mismatch(Vec<(u16, Vec<u8>)>),
     Deleted,
     Account(Option<Vec<u8>>),
+    Class(Option<u16>),
 }
 
 /// One request on its way through the worker: what to do, who to answer, and the outcome.
@@ -216,7 +223,7 @@ impl<B: Backend> Store<B> {
                 };
                 b.insert_object(doid, *class, schema.class_name(*class))?;
                 for (f, v) in fields {
-                    b.write(doid, *f, schema.field_name(*f), Some(v))?;
+                    b.write(doid, *f, schema.field_name(*class, *f), Some(v))?;
                 }
                 Outcome::Created(doid)
             }
@@ -251,7 +258,7 @@ impl<B: Backend> Store<B> {
                     return Ok(Outcome::Failed);
                 }
                 for (f, v) in fields {
-                    b.write(*doid, *f, schema.field_name(*f), v.as_deref())?;
+                    b.write(*doid, *f, schema.field_name(class, *f), v.as_deref())?;
                 }
                 Outcome::Done
             }
@@ -286,10 +293,11 @@ impl<B: Backend> Store<B> {
                     return Ok(Outcome::Mismatch(current));
                 }
                 for (f, v) in fields {
-                    b.write(*doid, *f, schema.field_name(*f), Some(v))?;
+                    b.write(*doid, *f, schema.field_name(class, *f), Some(v))?;
                 }
                 Outcome::Done
             }
+            Op::ClassOf { doid, .. } => Outcome::Class(b.class_of(*doid)?),
             Op::Delete { doid } => {
                 if b.delete_object(*doid)? {
                     Outcome::Deleted
