@@ -26,7 +26,10 @@ const SECRET: &str = "test-secret";
 
 struct Cluster {
     o: Otpd,
+    /// The cluster's DC, read with its settings: the AI's side.
     dc: otp_dc::DcFile,
+    /// The 2003 client's field numbers, from the test's own reading of the DC text.
+    client: std::collections::HashMap<(String, String), u16>,
     /// [open tokens, signed tokens]
     ports: [u16; 2],
     ai: Md,
@@ -35,20 +38,50 @@ struct Cluster {
 }
 
 fn start() -> Cluster {
+    start_numbered(false)
+}
+
+/// `start`, with the cluster numbering fields file-wide (false: the default) or per class
+/// (true: `dc_settings` as docs/toontown-2003.md configures a 2003 cluster).
+fn start_numbered(legacy: bool) -> Cluster {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    start_with(&root.join("tests/dc/toon.dc"), "DistributedTrolley", |p| {
-        p.string("waitEmpty").i16(0)
-    })
+    start_full(
+        &root.join("tests/dc/toon.dc"),
+        "DistributedTrolley",
+        |p| p.string("waitEmpty").i16(0),
+        legacy,
+    )
+}
+
+fn start_with(dc_path: &std::path::Path, playground_class: &str, required: fn(P) -> P) -> Cluster {
+    start_full(dc_path, playground_class, required, false)
 }
 
 /// As `start`, with another DC file and another class for the playground's object (its
 /// required fields written by `required`).
-fn start_with(dc_path: &std::path::Path, playground_class: &str, required: fn(P) -> P) -> Cluster {
+fn start_full(
+    dc_path: &std::path::Path,
+    playground_class: &str,
+    required: fn(P) -> P,
+    legacy: bool,
+) -> Cluster {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dc_path = dc_path.canonicalize().unwrap();
     let names = root.join("tests/dc/names.txt").canonicalize().unwrap();
     let vis = root.join("tests/dc/vis.txt").canonicalize().unwrap();
-    let dc = otp_dc::DcFile::parse_files(&[&dc_path]).unwrap();
+    let options = otp_dc::HashOptions {
+        multiple_inheritance: !legacy,
+        virtual_inheritance: !legacy,
+        sort_inheritance_by_file: !legacy,
+    };
+    let dc = otp_dc::DcFile::parse_files_with(&[&dc_path], options).unwrap();
+    let client = client_numbers_2003(&std::fs::read_to_string(&dc_path).unwrap());
+    let dc_settings = if legacy {
+        "dc_settings: (multiple_inheritance: false, virtual_inheritance: false, \
+         sort_inheritance_by_file: false), "
+    } else {
+        ""
+    };
     let data = tempfile::tempdir().unwrap();
     let el = UdpSocket::bind("127.0.0.1:0").unwrap();
     el.set_read_timeout(Some(Duration::from_millis(200)))
@@ -65,7 +98,7 @@ fn start_with(dc_path: &std::path::Path, playground_class: &str, required: fn(P)
         )
     };
     let top = format!(
-        "dc_files: [\"{}\"], eventlogger: Some(\"127.0.0.1:{}\"), roles: [\
+        "{dc_settings}dc_files: [\"{}\"], eventlogger: Some(\"127.0.0.1:{}\"), roles: [\
          StateServer(control: {CONTROL}), \
          Dbss(database: {DB}, ranges: [(min: 100000000, max: 399999999)]), \
          Database(control: {DB}, generate: (min: 100000000, max: 399999999), backend: Sqlite(directory: \"{}\")), \
@@ -143,6 +176,7 @@ fn start_with(dc_path: &std::path::Path, playground_class: &str, required: fn(P)
     Cluster {
         o,
         dc,
+        client,
         ports,
         ai,
         el,
@@ -153,6 +187,8 @@ fn start_with(dc_path: &std::path::Path, playground_class: &str, required: fn(P)
 /// A 2003 client: raw socket, the client's own message forms.
 struct Toon {
     m: Md,
+    /// Every CREATE_OBJECT_REQUIRED(_OTHER) body seen, in order.
+    creates: Vec<Vec<u8>>,
 }
 
 fn msg(t: u16, p: P) -> Vec<u8> {
@@ -165,6 +201,7 @@ impl Toon {
     fn connect(port: u16) -> Toon {
         Toon {
             m: Md::connect(port),
+            creates: Vec::new(),
         }
     }
     fn send(&mut self, t: u16, p: P) {
@@ -271,10 +308,13 @@ impl Toon {
         loop {
             let (t, p) = self.recv();
             match t {
-                34 | 35 => creates.push((
-                    u16::from_le_bytes([p[0], p[1]]),
-                    u32::from_le_bytes(p[2..6].try_into().unwrap()),
-                )),
+                34 | 35 => {
+                    creates.push((
+                        u16::from_le_bytes([p[0], p[1]]),
+                        u32::from_le_bytes(p[2..6].try_into().unwrap()),
+                    ));
+                    self.creates.push(p);
+                }
                 48 => {
                     assert_eq!(u16::from_le_bytes([p[0], p[1]]), zone);
                     return (state, creates);
@@ -296,6 +336,11 @@ fn string_at(p: &[u8], at: usize) -> (String, usize) {
 }
 
 impl Cluster {
+    /// The number the 2003 client sends and reads for `class.name`.
+    fn client_field(&self, class: &str, name: &str) -> u16 {
+        self.client[&(class.to_string(), name.to_string())]
+    }
+    /// The cluster's number (what an AI reading the DC with the cluster's settings uses).
     fn field(&self, class: &str, name: &str) -> u16 {
         let c = self.dc.class_by_name(class).unwrap();
         self.dc.field_by_name(c, name).unwrap().id()
@@ -320,13 +365,35 @@ impl Cluster {
 
 #[test]
 fn a_2003_client_logs_in_makes_a_toon_and_walks_into_toontown_central() {
-    let mut c = start();
-    let name_field = c.field("DistributedToon", "setName");
-    let set_x = c.field("DistributedToon", "setX");
-    let set_chat = c.field("DistributedToon", "setChat");
-    let whisper = c.field("DistributedToon", "setWhisperFrom");
-    let board = c.field("DistributedTrolley", "requestBoard");
+    walk(start_numbered(false));
+}
+
+/// The cluster as docs/toontown-2003.md configures it: fields numbered per class, as the 2003
+/// client and AIs reading the DC with `dc-multiple-inheritance #f` number them.
+#[test]
+fn the_2003_walk_on_a_cluster_numbering_fields_per_class() {
+    walk(start_numbered(true));
+}
+
+/// The walk: every number the client sends or reads comes from the test's own 2003 table
+/// (`client_numbers_2003`), every number the AI uses from the cluster's DC settings.
+fn walk(mut c: Cluster) {
+    let name_field = c.client_field("DistributedToon", "setName");
+    let set_x = c.client_field("DistributedToon", "setX");
+    let set_chat = c.client_field("DistributedToon", "setChat");
+    let whisper = c.client_field("DistributedToon", "setWhisperFrom");
+    let board = c.client_field("DistributedTrolley", "requestBoard");
+    let movie = c.client_field("DistributedTrolley", "setMovie");
+    let board_ai = c.field("DistributedTrolley", "requestBoard");
+    let movie_ai = c.field("DistributedTrolley", "setMovie");
     let toon_class = c.class("DistributedToon");
+    // The trolley keeps a ram field: it enters with an OTHER section.
+    c.ai.send(&dg(
+        &[TROLLEY as u64],
+        AI,
+        STATESERVER_OBJECT_SET_FIELD,
+        &P::new().u32(TROLLEY).u16(movie_ai).u8(3).0,
+    ));
 
     let mut alice = Toon::connect(c.ports[0]);
     let resp = alice.login("alice");
@@ -368,6 +435,24 @@ fn a_2003_client_logs_in_makes_a_toon_and_walks_into_toontown_central() {
     let (name, _) = string_at(&details, 5);
     assert_eq!(name, "Captain Flippy McDoodle");
     assert_eq!(creates, vec![(c.class("DistributedTrolley"), TROLLEY)]);
+    // CREATE_OBJECT_REQUIRED_OTHER: class, doid, setState, then OTHER in the client's numbers.
+    let trolley = alice.creates.last().unwrap().clone();
+    let required = P::new().string("waitEmpty").i16(0).0;
+    let mut want = P::new().u16(c.class("DistributedTrolley")).u32(TROLLEY).0;
+    want.extend_from_slice(&required);
+    want.extend_from_slice(&P::new().u16(1).u16(movie).u8(3).0);
+    assert_eq!(
+        trolley, want,
+        "the trolley's generate as the 2003 client reads it"
+    );
+    // An AI's update reaches the client under the client's number.
+    c.ai.send(&dg(
+        &[TROLLEY as u64],
+        AI,
+        STATESERVER_OBJECT_SET_FIELD,
+        &P::new().u32(TROLLEY).u16(movie_ai).u8(4).0,
+    ));
+    assert_eq!(alice.expect(24), P::new().u32(TROLLEY).u16(movie).u8(4).0);
 
     // A second toon arrives; each sees the other.
     let mut bob = Toon::connect(c.ports[0]);
@@ -418,7 +503,7 @@ fn a_2003_client_logs_in_makes_a_toon_and_walks_into_toontown_central() {
         let at = 3 + 8 * n;
         let t = u16::from_le_bytes([f[at + 8], f[at + 9]]);
         if t == STATESERVER_OBJECT_SET_FIELD
-            && f[at + 10..] == P::new().u32(TROLLEY).u16(board).0[..]
+            && f[at + 10..] == P::new().u32(TROLLEY).u16(board_ai).0[..]
         {
             break;
         }
@@ -433,6 +518,11 @@ fn a_2003_client_logs_in_makes_a_toon_and_walks_into_toontown_central() {
     alice.send(37, P::new());
     assert_eq!(bob.expect(27), P::new().u32(a).0);
     assert!(alice.m.closed_within(WAIT));
+    // The district goes down: bob is told.
+    c.ai.send(&dg(&[SHARD_CHANNEL], AI, 1901, &P::new().u32(DISTRICT).0));
+    assert_eq!(bob.expect(58), P::new().u32(DISTRICT).0);
+    bob.send(37, P::new());
+    assert!(bob.m.closed_within(WAIT));
 
     // She comes back and finds her toon saved, named.
     let mut again = Toon::connect(c.ports[0]);
@@ -588,7 +678,7 @@ fn every_refusal_gets_its_reason_code() {
         24,
         P::new()
             .u32(TROLLEY)
-            .u16(c.field("DistributedTrolley", "requestBoard")),
+            .u16(c.client_field("DistributedTrolley", "requestBoard")),
     );
     c.event("client-update-dropped");
     // A truncated message is a protocol error.
@@ -806,10 +896,12 @@ fn friends_made_and_parted_while_both_play() {
                 .0,
         ));
     }
+    // What the clients read: the client's own number for the field.
+    let client_field = c.client_field("DistributedToon", "setFriendsList");
     let update = |who: u32, friends: &[u32]| {
         P::new()
             .u32(who)
-            .u16(field)
+            .u16(client_field)
             .bytes(&friends_value(friends))
             .0
     };

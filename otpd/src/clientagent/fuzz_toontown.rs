@@ -802,9 +802,15 @@ impl<'a> Harness<'a> {
                 self.inp.take(n).to_vec()
             }
             b => match b % 4 {
-                0 => self.schema.default_value(crate::roles::ANY_CLASS, field).to_vec(),
+                0 => self
+                    .schema
+                    .default_value(crate::roles::ANY_CLASS, field)
+                    .to_vec(),
                 1 => {
-                    let mut v = self.schema.default_value(crate::roles::ANY_CLASS, field).to_vec();
+                    let mut v = self
+                        .schema
+                        .default_value(crate::roles::ANY_CLASS, field)
+                        .to_vec();
                     if let Some(first) = v.first_mut() {
                         *first = self.inp.u8();
                     }

@@ -188,7 +188,10 @@ impl ClientAgent {
         let toontown = config.dialect == crate::config::Dialect::Toontown2003;
         // A 2003 client sends the hash its own DC parser computed.
         let hash = config.manual_dc_hash.unwrap_or_else(|| match toontown {
-            true => schema.dc().hash_2003().unwrap_or_else(|_| schema.dc().hash()),
+            true => schema
+                .dc()
+                .hash_2003()
+                .unwrap_or_else(|_| schema.dc().hash()),
             false => schema.dc().hash(),
         });
         let numbering = toontown.then(|| numbering::ClientNumbering::legacy_2003(&schema));

@@ -1204,10 +1204,13 @@ impl Session {
             w.u16(class).u32(doid);
             // The sections as the 2003 client reads them, in its field numbers.
             if !self.toon_write_sections(class, r.rest(), other, true, &mut w) {
+                w.abandon();
                 log::warn!(
                     "{}: object {doid} of class {class} does not parse; not shown",
                     self.label()
                 );
+                self.seen.remove(&doid);
+                self.visible.remove(&doid);
                 return;
             }
             let _ = w.finish();
@@ -1842,6 +1845,13 @@ impl Session {
             }
         }
         if !other {
+            return true;
+        }
+        if r.remaining() == 0 {
+            // No OTHER section at all (an answer without one): the client reads none either.
+            if viewer {
+                w.u16(0);
+            }
             return true;
         }
         let Ok(count) = r.u16() else {

@@ -1876,18 +1876,24 @@ impl Session {
                     let count = r.u16()?;
                     for _ in 0..count {
                         let f = r.u16()?;
-                        let n = self.ca.schema.value_len(self.avatar_class_id(), f, r.rest_peek()).map_err(|_| {
-                            WireError::Truncated {
+                        let n = self
+                            .ca
+                            .schema
+                            .value_len(self.avatar_class_id(), f, r.rest_peek())
+                            .map_err(|_| WireError::Truncated {
                                 at: r.position(),
                                 wanted: 1,
                                 remaining: r.remaining(),
-                            }
-                        })?;
+                            })?;
                         let v = r.take(n)?.to_vec();
                         let schema = &self.ca.schema;
-                        if schema.field_name(self.avatar_class_id(), f) == self.ca.toontown.name_field {
+                        if schema.field_name(self.avatar_class_id(), f)
+                            == self.ca.toontown.name_field
+                        {
                             name = Some(v);
-                        } else if schema.field_name(self.avatar_class_id(), f) == self.ca.toontown.dna_field {
+                        } else if schema.field_name(self.avatar_class_id(), f)
+                            == self.ca.toontown.dna_field
+                        {
                             dna = Some(v);
                         }
                     }
@@ -1916,6 +1922,7 @@ impl Session {
                 if self.toon_write_sections(class, rest, true, false, &mut w) {
                     let _ = w.finish();
                 } else {
+                    w.abandon();
                     log::warn!("{}: details of {doid} do not parse; not sent", self.label());
                 }
                 if matches!(why, Pending::OwnDetails) && doid == self.toon_ref().avatar {
@@ -1930,7 +1937,9 @@ impl Session {
                     let schema = &self.ca.schema;
                     if schema.field_name(self.avatar_class_id(), f) == self.ca.toontown.name_field {
                         name = Some(v);
-                    } else if schema.field_name(self.avatar_class_id(), f) == self.ca.toontown.dna_field {
+                    } else if schema.field_name(self.avatar_class_id(), f)
+                        == self.ca.toontown.dna_field
+                    {
                         dna = Some(v);
                     }
                 }
@@ -1987,7 +1996,11 @@ impl Session {
         let mut fields = Vec::new();
         for _ in 0..count {
             let f = r.u16().ok()?;
-            let n = self.ca.schema.value_len(self.avatar_class_id(), f, r.rest_peek()).ok()?;
+            let n = self
+                .ca
+                .schema
+                .value_len(self.avatar_class_id(), f, r.rest_peek())
+                .ok()?;
             fields.push((f, r.take(n).ok()?.to_vec()));
         }
         Some(fields)
@@ -2033,7 +2046,11 @@ impl Session {
         let mut found = None;
         for _ in 0..count {
             let f = r.u16().ok()?;
-            let n = self.ca.schema.value_len(self.avatar_class_id(), f, r.rest_peek()).ok()?;
+            let n = self
+                .ca
+                .schema
+                .value_len(self.avatar_class_id(), f, r.rest_peek())
+                .ok()?;
             let v = r.take(n).ok()?;
             if f == field {
                 found = Some(decode_friends(v)?);

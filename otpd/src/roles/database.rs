@@ -287,17 +287,16 @@ impl Database {
                 match self.read_ids(&mut r, self.scope, count)? {
                     Ok(ids) if !ids.is_empty() => {
                         // A field with a DC default goes back to it; others are removed.
-                        let fields = ids
-                            .into_iter()
-                            .map(|f| {
-                                let v = self
-                                    .schema
-                                    .flags(self.scope, f)
-                                    .has_default
-                                    .then(|| self.schema.default_value(self.scope, f).to_vec());
-                                (f, v)
-                            })
-                            .collect();
+                        let fields =
+                            ids.into_iter()
+                                .map(|f| {
+                                    let v =
+                                        self.schema.flags(self.scope, f).has_default.then(|| {
+                                            self.schema.default_value(self.scope, f).to_vec()
+                                        });
+                                    (f, v)
+                                })
+                                .collect();
                         self.job(Op::Set { doid, fields }, sender, 0, t, out);
                     }
                     Ok(_) => self.refuse(t, sender, 0, "no db field to delete", out),
@@ -337,7 +336,8 @@ impl Database {
                         }
                     };
                     if !self.schema.flags(ANY_CLASS, f).db {
-                        let why = format!("{} is not a db field", self.schema.field_name(ANY_CLASS, f));
+                        let why =
+                            format!("{} is not a db field", self.schema.field_name(ANY_CLASS, f));
                         self.refuse(t, sender, context, &why, out);
                         return Ok(());
                     }
@@ -392,7 +392,10 @@ impl Database {
             self.scope = class.unwrap_or(NO_CLASS);
             if let Ok(dg) = InternalDatagram::parse(&frame[2..]) {
                 if let Err(e) = self.request(&dg, out) {
-                    log::warn!("database: truncated {}: {e}; ignored", internal_name(dg.msgtype));
+                    log::warn!(
+                        "database: truncated {}: {e}; ignored",
+                        internal_name(dg.msgtype)
+                    );
                 }
             }
             self.scope = ANY_CLASS;
@@ -622,18 +625,18 @@ impl Role for Database {
         out.subscribe(BCHAN_DBSERVERS);
     }
 
-    fn handle(
-        &mut self,
-        _now: Instant,
-        frame: &[u8],
-        dg: &InternalDatagram<'_>,
-        out: &mut Output,
-    ) {
+    fn handle(&mut self, _now: Instant, frame: &[u8], dg: &InternalDatagram<'_>, out: &mut Output) {
         if self.schema.per_class_numbering() {
             if let Some(doid) = doid_needing_class(dg) {
                 // Fields are numbered per class: learn the object's class before reading.
                 let frame = frame.to_vec();
-                self.job(Op::ClassOf { doid, frame }, dg.sender.unwrap_or(0), 0, dg.msgtype, out);
+                self.job(
+                    Op::ClassOf { doid, frame },
+                    dg.sender.unwrap_or(0),
+                    0,
+                    dg.msgtype,
+                    out,
+                );
                 return;
             }
         }

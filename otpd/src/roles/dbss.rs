@@ -245,7 +245,11 @@ impl Dbss {
                 }
                 let ids = read_field_ids(&mut r, dg.msgtype == DBSS_OBJECT_DELETE_FIELDS_DISK)?;
                 let schema = Arc::clone(&self.objects.schema);
-                let class = self.objects.objects.get(&doid).map_or(ANY_CLASS, |o| o.class);
+                let class = self
+                    .objects
+                    .objects
+                    .get(&doid)
+                    .map_or(ANY_CLASS, |o| o.class);
                 if let Some(&bad) = ids.iter().find(|&&f| !schema.flags(class, f).db) {
                     let reason = format!("{} is not a db field", schema.field_name(class, bad));
                     self.refuse(doid, sender, "invalid-delete-disk", &reason, out);
@@ -286,7 +290,8 @@ impl Dbss {
                 }
                 let f = r.u16()?;
                 let flags = self.objects.schema.flags(ANY_CLASS, f);
-                if !(flags.required || flags.ram) || !self.objects.schema.field_known(ANY_CLASS, f) {
+                if !(flags.required || flags.ram) || !self.objects.schema.field_known(ANY_CLASS, f)
+                {
                     self.get_field_failed(sender, context, doid, out);
                 } else if flags.db {
                     if !self.room_for_query() {
@@ -654,7 +659,10 @@ impl Dbss {
             }
             let Ok(len) = schema.value_len(class.unwrap_or(ANY_CLASS), f, &all[at + 2..]) else {
                 if class.is_none() {
-                    let reason = format!("invalid value for {}", schema.field_name(class.unwrap_or(ANY_CLASS), f));
+                    let reason = format!(
+                        "invalid value for {}",
+                        schema.field_name(class.unwrap_or(ANY_CLASS), f)
+                    );
                     self.refuse(doid, sender, "invalid-field-update", &reason, out);
                 }
                 return;

@@ -196,7 +196,8 @@ impl Schema {
 
     /// The DC field `field` names in `class`.
     pub fn dc_field(&self, class: u16, field: u16) -> Option<&otp_dc::Field> {
-        self.info(class, field).map(|i| self.dc.field_by_decl(i.decl))
+        self.info(class, field)
+            .map(|i| self.dc.field_by_decl(i.decl))
     }
 
     /// Whether `field` names a field in `class` (`ANY_CLASS`: in the file, file-wide numbering).
@@ -210,7 +211,8 @@ impl Schema {
     }
 
     pub fn flags(&self, class: u16, field: u16) -> FieldFlags {
-        self.info(class, field).map_or(FieldFlags::default(), |f| f.flags)
+        self.info(class, field)
+            .map_or(FieldFlags::default(), |f| f.flags)
     }
 
     pub fn field_name(&self, class: u16, field: u16) -> &str {
@@ -219,12 +221,14 @@ impl Schema {
 
     /// A molecular field's atomic components, in order; empty otherwise.
     pub fn components(&self, class: u16, field: u16) -> &[u16] {
-        self.info(class, field).map_or(&[], |f| f.components.as_slice())
+        self.info(class, field)
+            .map_or(&[], |f| f.components.as_slice())
     }
 
     /// The field's packed default (the DC default, else the type's zero value).
     pub fn default_value(&self, class: u16, field: u16) -> &[u8] {
-        self.info(class, field).map_or(&[], |f| f.default.as_slice())
+        self.info(class, field)
+            .map_or(&[], |f| f.default.as_slice())
     }
 
     /// Validates one value of `field` at the start of `bytes` (ranges, lengths, switch cases)
