@@ -42,14 +42,54 @@ fn files_are_read_in_order_as_one_set() {
     std::fs::write(&b, "dclass B : A { setY(uint8 y) broadcast; };\n").unwrap();
     let (code, ab, err) = run(&["dc", "hash", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    // B needs A: the other order fails.
+    // B needs A: the other order fails, as in Panda3D (B's mention made A a forward
+    // reference, which a.dc may not define afterwards).
     let (code, _, err) = run(&["dc", "hash", b.to_str().unwrap(), a.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("b.dc:1:") && err.contains("unknown class: A"),
+        err.contains("a.dc:1:") && err.contains("base class defined after its first reference: A"),
         "{err}"
     );
     assert!(ab.starts_with("0x") && ab.len() == 11);
+    // b.dc alone reads as Panda3D reads it (A a forward reference never defined);
+    // `check` warns about it, and refuses it with --strict.
+    let (code, out, err) = run(&["dc", "check", b.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("classes:   2"), "{out}");
+    assert!(
+        err.contains("undefined forward reference: class A"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["dc", "check", "--strict", b.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+}
+
+/// `otpd dc fields` under the 2003 rule and `otpd dc hash --era 2003`.
+#[test]
+fn fields_and_the_2003_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.dc");
+    std::fs::write(
+        &f,
+        "dclass A {\n  a(uint8) required;\n};\ndclass B : A {\n  b(uint8);\n};\n\
+         dclass C : A {\n  c(uint8);\n};\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["dc", "fields", "--era", "2003", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("dclass 2 C\n  0 a required\n  1 c \n"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["dc", "fields", f.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("dclass 2 C\n  0 a required\n  2 c \n"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["dc", "hash", "--era", "2003", f.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("0x") && out.len() == 11, "{out}");
 }
 
 #[test]

@@ -157,6 +157,16 @@ pub fn check_command(args: &[String]) -> i32 {
     if let Ok(h) = dc.hash_2003() {
         println!("hash 2003: 0x{h:08x} ({h})");
     }
-    let _ = a.strict;
+    let undefined = dc.undefined_references();
+    for u in &undefined {
+        eprintln!("warning: undefined forward reference: {u}");
+    }
+    if a.strict && !undefined.is_empty() {
+        eprintln!(
+            "otpd dc check --strict: {} undefined forward reference(s)",
+            undefined.len()
+        );
+        return 2;
+    }
     0
 }

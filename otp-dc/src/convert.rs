@@ -120,6 +120,9 @@ fn unpack_param(dc: &DcFile, p: &Param, r: &mut Rd, depth: usize) -> Result<Valu
 }
 
 fn unpack_simple(s: &Simple, r: &mut Rd) -> Result<Value, ValueError> {
+    if s.st == St::Invalid {
+        return Err(e(0, "the type is never defined in the DC file"));
+    }
     let scale = |v: i128| {
         if s.divisor != 1 {
             Value::Float(v as f64 / s.divisor as f64)

@@ -188,7 +188,7 @@ fn param_hash_flags(dc: &DcFile, o: HashOptions, p: &Param, hash_flags: u32, g: 
                             .collect(),
                     )
                 }
-                St::UInt32UInt8Array => (&empty, &empty, &empty, &empty, Vec::new()),
+                St::UInt32UInt8Array | St::Invalid => (&empty, &empty, &empty, &empty, Vec::new()),
             };
             range_hash(int_r, g);
             range_hash(int64_r, g);
@@ -251,7 +251,7 @@ fn st_2003(st: St) -> Option<i32> {
         St::Int8Array => 15,
         St::UInt8Array => 16,
         St::UInt32UInt8Array => 17,
-        St::Blob32 | St::Char | St::Float32 => return None,
+        St::Blob32 | St::Char | St::Float32 | St::Invalid => return None,
     })
 }
 

@@ -104,6 +104,8 @@ pub struct DcFile {
     pub(crate) switches: Vec<Switch>,
     pub(crate) declared_keywords: Vec<String>,
     pub(crate) imports: Vec<Import>,
+    /// Type names used but never defined (Panda3D's bogus typedefs), in order of first use.
+    pub(crate) bogus_typedefs: Vec<String>,
     next_number: i32,
     /// The sources read, kept to re-read them under other `dc-*` settings.
     sources: Vec<(String, String)>,
@@ -271,6 +273,23 @@ impl DcFile {
     pub fn constructor(&self, class: &DClass) -> Option<&Field> {
         class.constructor.map(|i| &self.fields[i])
     }
+    /// The forward references never resolved: classes named as parents but not defined, and
+    /// type names used but not defined (Panda3D reads on; `otpd dc check --strict` refuses).
+    pub fn undefined_references(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .classes
+            .iter()
+            .filter(|c| c.bogus)
+            .map(|c| format!("class {} (named as a parent, never defined)", c.name))
+            .collect();
+        out.extend(
+            self.bogus_typedefs
+                .iter()
+                .map(|t| format!("type {t} (used as a parameter type, never defined)")),
+        );
+        out
+    }
+
     pub fn typedefs(&self) -> impl Iterator<Item = &str> {
         self.typedefs.iter().map(|(n, _)| n.as_str())
     }

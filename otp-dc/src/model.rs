@@ -24,6 +24,9 @@ pub enum St {
     UInt8Array,
     UInt32UInt8Array,
     Char,
+    /// A type name the file never defines (Panda3D's bogus typedef, `ST_invalid`): hashed as
+    /// type 20, and no value is ever valid.
+    Invalid = 20,
     /// Astron's extension; Panda3D has no such type (its number here is otpd's choice).
     Float32 = 21,
 }
@@ -79,11 +82,15 @@ impl St {
             St::UInt32Array => "uint32array",
             St::UInt32UInt8Array => "uint32uint8array",
             St::Char => "char",
+            St::Invalid => "invalid",
         }
     }
 
     pub fn is_numeric(self) -> bool {
-        !matches!(self, St::String | St::Blob | St::Blob32 | St::Char)
+        !matches!(
+            self,
+            St::String | St::Blob | St::Blob32 | St::Char | St::Invalid
+        )
     }
 
     /// Bytes of one fixed-size value, for scalar types.
@@ -318,6 +325,8 @@ pub struct DClass {
     pub(crate) inherited_idx: Vec<usize>,
     pub(crate) required: Vec<u16>,
     pub(crate) line: usize,
+    /// A class named (as a parent) but never defined: Panda3D's bogus forward reference.
+    pub(crate) bogus: bool,
 }
 
 impl DClass {

@@ -205,6 +205,23 @@ impl<'a> Parser<'a> {
             loop {
                 let (pl, pc) = self.here();
                 let pname = self.ident("a parent class name")?;
+                if self.dc.class_by_name(&pname).is_none() && !is_struct {
+                    // As Panda3D: a forward reference, a bogus class numbered now (before the
+                    // class naming it); defining it later is an error.
+                    self.dc.add_class(DClass {
+                        id: u16::MAX,
+                        name: pname.clone(),
+                        is_struct: false,
+                        parents: Vec::new(),
+                        constructor: None,
+                        fields: Vec::new(),
+                        inherited: Vec::new(),
+                        inherited_idx: Vec::new(),
+                        required: Vec::new(),
+                        line: pl,
+                        bogus: true,
+                    });
+                }
                 let Some(parent) = self.dc.class_by_name(&pname) else {
                     return Err(self.error_at(pl, pc, format!("unknown class: {pname}")));
                 };
@@ -242,6 +259,7 @@ impl<'a> Parser<'a> {
             inherited_idx: Vec::new(),
             required: Vec::new(),
             line,
+            bogus: false,
         };
         self.expect_punct('{')?;
         let mut names: Vec<String> = Vec::new();
@@ -315,6 +333,13 @@ impl<'a> Parser<'a> {
         }
         if name.is_empty() {
             return Err(self.error_at(line, col, "a top-level class needs a name"));
+        }
+        if self.dc.class_by_name(&name).is_some_and(|c| c.bogus) {
+            return Err(self.error_at(
+                line,
+                col,
+                format!("base class defined after its first reference: {name}"),
+            ));
         }
         if self.dc.class_by_name(&name).is_some() || self.dc.switches.iter().any(|s| s.name == name)
         {
@@ -674,7 +699,19 @@ impl<'a> Parser<'a> {
                 keywords: Vec::new(),
             });
         }
-        Err(self.error_at(line, col, format!("unknown type: {name}")))
+        // As Panda3D: an unknown type name is a bogus typedef of no valid value (a forward
+        // reference never resolved; defining the typedef later is an error).
+        let _ = (line, col);
+        let p = Param {
+            name: String::new(),
+            ty: Type::Simple(Simple::new(St::Invalid)),
+            typedef: Some(name.clone()),
+            default: None,
+            keywords: Vec::new(),
+        };
+        self.dc.typedefs.push((name.clone(), p.clone()));
+        self.dc.bogus_typedefs.push(name);
+        Ok(p)
     }
 
     /// An anonymous or named struct inside a parameter: not added to the file's classes.

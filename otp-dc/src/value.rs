@@ -187,6 +187,9 @@ fn pack_simple(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
             _ => Err("a number is needed".into()),
         }
     };
+    if s.st == St::Invalid {
+        return Err("the type is never defined in the DC file".into());
+    }
     match s.st {
         St::String | St::Blob | St::Blob32 => {
             let owned;
@@ -433,6 +436,13 @@ fn validate_simple(
     o: ValidateOptions,
 ) -> Result<usize, ValueError> {
     let ranges = s.int_ranges();
+    if s.st == St::Invalid {
+        return Err(ValueError {
+            at,
+            message: "the type is never defined in the DC file: no value is valid".into(),
+            truncated: false,
+        });
+    }
     match s.st {
         St::String | St::Blob | St::Blob32 => {
             let (len, start) = match s.fixed_length() {

@@ -202,3 +202,72 @@ fn legacy_numbering_is_per_class() {
         }
     }
 }
+
+/// Forward references as Panda3D 1.10 reads them: a parent class never defined is a bogus
+/// class numbered at first mention; an unknown type name is a bogus typedef hashed as type 20.
+/// The hashes are what the Panda3D 1.10.16 wheel reports for the same text, under
+/// `dc-multiple-inheritance` 1 and 0.
+#[test]
+fn forward_references_read_and_hash_as_panda3d() {
+    let legacy = otp_dc::HashOptions {
+        multiple_inheritance: false,
+        ..otp_dc::HashOptions::default()
+    };
+    let cases: [(&str, u32, u32); 6] = [
+        (
+            "dclass B : Missing {\n  f(uint8);\n};\ndclass C : B {\n  h(uint8);\n};\n",
+            0xadf3,
+            0xa64c,
+        ),
+        (
+            "dclass A {\n  f(Foo x);\n  g(Foo, uint8);\n  Foo p;\n};\n",
+            0x2d49,
+            0x2982,
+        ),
+        (
+            "dclass A {\n  f(S x);\n};\nstruct S {\n  uint8 a;\n};\n",
+            0x1d5f,
+            0x1bb9,
+        ),
+        (
+            "dclass A {\n  f(Foo x[2]);\n  g(Foo[] y);\n};\n",
+            0x2c6c,
+            0x2a87,
+        ),
+        (
+            "typedef uint8 T0;\ndclass A {\n  f(Foo x, Bar y, T0 z);\n};\ntypedef uint16 T1;\n",
+            0x10b9,
+            0x1011,
+        ),
+        (
+            "dclass B : Missing {\n};\ndclass C {\n  f(Missing m);\n};\n",
+            0x1c5b8,
+            0x1b6c4,
+        ),
+    ];
+    for (text, h1, h0) in cases {
+        let dc = otp_dc::DcFile::parse_str("f.dc", text).unwrap();
+        assert_eq!(dc.hash(), h1, "{text}");
+        assert!(!dc.undefined_references().is_empty() || text.contains("f(Missing"));
+        let dc0 = otp_dc::DcFile::parse_strs_with(&[("f.dc", text)], legacy).unwrap();
+        assert_eq!(dc0.hash(), h0, "{text}");
+    }
+    // The bogus class takes its number before the class naming it; C inherits B's field.
+    let dc = otp_dc::DcFile::parse_str("f.dc", cases[0].0).unwrap();
+    assert_eq!(dc.class_by_name("Missing").unwrap().id(), 0);
+    assert_eq!(dc.class_by_name("B").unwrap().id(), 1);
+    let c = dc.class_by_name("C").unwrap();
+    let names: Vec<&str> = dc.inherited(c).map(|f| f.name()).collect();
+    assert_eq!(names, ["f", "h"]);
+    assert_eq!(dc.undefined_references().len(), 1);
+    // A field of a never-defined type takes no value at all.
+    let dc = otp_dc::DcFile::parse_str("f.dc", cases[1].0).unwrap();
+    let a = dc.class_by_name("A").unwrap();
+    let f = dc.field_by_name(a, "f").unwrap();
+    assert!(dc.validate(f, &[1, 2, 3], Default::default()).is_err());
+    assert!(dc.validate(f, &[], Default::default()).is_err());
+    // Defining the parent afterwards is refused, as Panda3D refuses it.
+    let e = otp_dc::DcFile::parse_str("f.dc", "dclass B : A {\n  f(uint8);\n};\ndclass A {\n};\n")
+        .unwrap_err();
+    assert!(e.message.contains("after its first reference"), "{e}");
+}

@@ -520,8 +520,22 @@ pub fn client_numbers_2003(text: &str) -> std::collections::HashMap<(String, Str
     while let Some(at) = rest.find("dclass ") {
         rest = &rest[at + 7..];
         let open = rest.find('{').unwrap();
-        // A class ends at `};` (defaults such as `= {}` sit inside parentheses).
-        let close = rest.find("};").unwrap();
+        // The class ends at the first `}` outside parentheses (defaults such as `= {}` sit
+        // inside them); the `;` after it is optional.
+        let mut depth = 0i32;
+        let close = open
+            + rest[open..]
+                .char_indices()
+                .find(|&(_, ch)| {
+                    match ch {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    ch == '}' && depth == 0
+                })
+                .unwrap()
+                .0;
         let head = &rest[..open];
         let mut parts = head.splitn(2, ':');
         let name = parts.next().unwrap().trim().to_string();
