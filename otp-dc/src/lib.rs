@@ -217,6 +217,15 @@ impl DcFile {
             .collect()
     }
 
+    /// The number the 2003 client gives the field `name` of `class` (its place in
+    /// `legacy_fields`; the last one when a class redefines a parent's field).
+    pub fn legacy_number(&self, class: &DClass, name: &str) -> Option<u16> {
+        self.legacy_fields(class)
+            .iter()
+            .rposition(|f| f.name == name)
+            .map(|n| n as u16)
+    }
+
     /// The field `number` names in `class` under this file's numbering: the global id with
     /// multiple inheritance (only if the class has the field), else the position in the
     /// class's inherited list.

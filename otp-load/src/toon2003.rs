@@ -176,7 +176,8 @@ pub fn run_client(args: &[String]) -> Result<(), String> {
     let toon = dc
         .class_by_name("DistributedToon")
         .ok_or("the DC file has no DistributedToon")?;
-    let field = |n: &str| dc.field_by_name(toon, n).map(|f| f.id());
+    // The 2003 client's own numbers: per class, along the first parent.
+    let field = |n: &str| dc.legacy_number(toon, n);
     let wait = Duration::from_secs(20);
 
     let (mut c, avatars) = login(&ca, &token, &version, hash, wait)?;

@@ -797,8 +797,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .class_by_name("DistributedToon")
         .ok_or(format!("{}: no class DistributedToon", o.dc))?;
     let field = |n: &str| {
-        dc.field_by_name(toon, n)
-            .map(|f| f.id())
+        // The 2003 client's own numbers: per class, along the first parent.
+        dc.legacy_number(toon, n)
             .ok_or(format!("{}: no field DistributedToon.{n}", o.dc))
     };
     let f = Fields {
