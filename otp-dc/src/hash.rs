@@ -75,7 +75,9 @@ fn class_hash(dc: &DcFile, o: HashOptions, c: &DClass, g: &mut Gen) {
     }
     g.int(c.parents.len() as i32);
     for &p in &c.parents {
-        g.int(p as i32);
+        // Panda3D numbers only dclasses: a struct's number is -1 (it still takes a slot).
+        let is_struct = dc.class(p).is_some_and(|pc| pc.is_struct);
+        g.int(if is_struct { -1 } else { p as i32 });
     }
     if let Some(ci) = c.constructor {
         field_hash(dc, o, &dc.fields[ci], g);

@@ -106,6 +106,8 @@ pub struct DcFile {
     pub(crate) imports: Vec<Import>,
     /// Type names used but never defined (Panda3D's bogus typedefs), in order of first use.
     pub(crate) bogus_typedefs: Vec<String>,
+    /// Atomic names used in molecular fields but never declared (Panda3D's bogus atomics).
+    pub(crate) bogus_atomics: Vec<String>,
     next_number: i32,
     /// The sources read, kept to re-read them under other `dc-*` settings.
     sources: Vec<(String, String)>,
@@ -292,6 +294,11 @@ impl DcFile {
             .map(|c| format!("class {} (named as a parent, never defined)", c.name))
             .collect();
         out.extend(
+            self.bogus_atomics
+                .iter()
+                .map(|a| format!("field {a} (named in a molecular field, never declared)")),
+        );
+        out.extend(
             self.bogus_typedefs
                 .iter()
                 .map(|t| format!("type {t} (used as a parameter type, never defined)")),
@@ -345,6 +352,19 @@ impl DcFile {
         let n = self.next_number;
         self.next_number += 1;
         n
+    }
+
+    /// Gives an already stored field its number (a bogus atomic, numbered when its class
+    /// takes it).
+    pub(crate) fn renumber(&mut self, idx: usize, number: i32) {
+        self.fields[idx].id = number;
+        if number >= 0 && self.options.multiple_inheritance {
+            let id = number as usize;
+            if self.by_id.len() <= id {
+                self.by_id.resize(id + 1, usize::MAX);
+            }
+            self.by_id[id] = idx;
+        }
     }
 
     pub(crate) fn push_field(&mut self, mut f: Field) -> usize {

@@ -13,6 +13,9 @@ pub(crate) struct Parser<'a> {
     pub file: &'a str,
     pub src: &'a str,
     pub dc: &'a mut DcFile,
+    /// Bogus atomic fields made for unknown names in the molecular field being read, to be
+    /// added to its class just before it (as Panda3D does).
+    pending_bogus: Vec<usize>,
 }
 
 type R<T> = Result<T, DcError>;
@@ -25,6 +28,7 @@ impl<'a> Parser<'a> {
             file,
             src,
             dc,
+            pending_bogus: Vec::new(),
         }
     }
 
@@ -239,7 +243,8 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        if parents.len() > 1 && !self.dc.options.multiple_inheritance {
+        // Panda3D refuses a second parent without multiple inheritance for dclasses only.
+        if parents.len() > 1 && !self.dc.options.multiple_inheritance && !is_struct {
             return Err(self.error_at(
                 line,
                 col,
@@ -311,22 +316,19 @@ impl<'a> Parser<'a> {
                 let idx = self.dc.push_field(field);
                 class.constructor = Some(idx);
             } else {
-                let numbered = (self.dc.options.virtual_inheritance
-                    && self.dc.options.sort_inheritance_by_file)
-                    || !is_struct;
-                field.id = if !numbered {
-                    -1
-                } else if self.dc.options.multiple_inheritance {
-                    self.dc.next_field_number()
-                } else {
-                    // Without multiple inheritance, a field's number is its position in the class.
-                    let inherited: usize = class
-                        .parents
+                for b in std::mem::take(&mut self.pending_bogus) {
+                    let n = self.new_number(&class, is_struct);
+                    self.dc.renumber(b, n);
+                    class.fields.push(b);
+                }
+                field.id = self.new_number(&class, is_struct);
+                if let FieldKind::Molecular(ids) = &mut field.kind {
+                    *ids = field
+                        .components
                         .iter()
-                        .map(|&p| self.dc.num_inherited_noncached(p))
-                        .sum();
-                    (inherited + class.fields.len()) as i32
-                };
+                        .map(|&i| self.dc.fields[i].id.max(0) as u16)
+                        .collect();
+                }
                 let idx = self.dc.push_field(field);
                 class.fields.push(idx);
             }
@@ -348,6 +350,25 @@ impl<'a> Parser<'a> {
         Ok(self.dc.add_class(class))
     }
 
+    /// The number the next field of `class` gets (-1: none, for struct fields under some
+    /// settings): file-wide with multiple inheritance, else its place in the class.
+    fn new_number(&mut self, class: &DClass, is_struct: bool) -> i32 {
+        let o = self.dc.options;
+        let numbered = (o.virtual_inheritance && o.sort_inheritance_by_file) || !is_struct;
+        if !numbered {
+            -1
+        } else if o.multiple_inheritance {
+            self.dc.next_field_number()
+        } else {
+            let inherited: usize = class
+                .parents
+                .iter()
+                .map(|&p| self.dc.num_inherited_noncached(p))
+                .sum();
+            (inherited + class.fields.len()) as i32
+        }
+    }
+
     /// One field of a class or struct.
     fn parse_field(
         &mut self,
@@ -366,12 +387,43 @@ impl<'a> Parser<'a> {
             loop {
                 let (al, ac) = self.here();
                 let an = self.ident("an atomic field name")?;
-                let Some(idx) = self.dc.find_field_in_class(class, &an) else {
-                    return Err(self.error_at(al, ac, format!("unknown field: {an}")));
+                let known = self.dc.find_field_in_class(class, &an).or_else(|| {
+                    let mut b = self.pending_bogus.iter();
+                    b.find(|&&i| self.dc.fields[i].name == an).copied()
+                });
+                let idx = match known {
+                    Some(i) => i,
+                    None => {
+                        // As Panda3D: an unknown atomic becomes a bogus one (no parameters,
+                        // no keywords), added to the class before this field.
+                        let i = self.dc.push_field(Field {
+                            id: -1,
+                            name: an.clone(),
+                            class: class_index,
+                            kind: FieldKind::Atomic(Vec::new()),
+                            keywords: Vec::new(),
+                            flags: 0,
+                            hash_flags: 0,
+                            line: al,
+                            components: Vec::new(),
+                            decl: 0,
+                        });
+                        self.pending_bogus.push(i);
+                        self.dc.bogus_atomics.push(an.clone());
+                        i
+                    }
                 };
                 let f = &self.dc.fields[idx];
                 if !matches!(f.kind, FieldKind::Atomic(_)) {
                     return Err(self.error_at(al, ac, format!("not an atomic field: {an}")));
+                }
+                if self.pending_bogus.contains(&idx) {
+                    // Panda3D does not compare a bogus atomic's keywords.
+                    comps.push(idx);
+                    if !self.eat_punct(',') {
+                        break;
+                    }
+                    continue;
                 }
                 match &keywords {
                     None => keywords = Some((f.keywords.clone(), f.flags)),

@@ -2165,14 +2165,15 @@ impl NameParts {
             if !ALLOWED[i].contains(cat) || cap > 1 {
                 return None;
             }
-            let mut t = text.clone();
-            if cap == 1 {
-                let mut c = t.chars();
-                t = match c.next() {
-                    Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
-                    None => t,
-                };
-            }
+            // The client's flag (NameShop): 1 = capital first letter (a suffix after a "Mc"
+            // prefix), 0 = lower-case first letter (the first name "von" after a title; the
+            // name list holds "Von").
+            let mut c = text.chars();
+            let t = match c.next() {
+                Some(f) if cap == 1 => f.to_uppercase().collect::<String>() + c.as_str(),
+                Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+                None => String::new(),
+            };
             words[i] = Some(t);
         }
         // A prefix needs a suffix; at least a first or last name.
@@ -2192,5 +2193,33 @@ impl NameParts {
             .collect::<Vec<_>>()
             .join(" ");
         Some(name)
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::NameParts;
+
+    /// The flags as the 2003 client's NameShop sends them: "Dr. von Tinkerdoodle" is the title
+    /// (1), the first name "Von" with flag 0 (shown "von" after a title), the prefix (1) and
+    /// the suffix with flag 0 (as written) or 1 (after a capitalising prefix such as "Mc").
+    #[test]
+    fn name_flags_follow_the_clients_name_shop() {
+        let mut np = NameParts::default();
+        for (i, c, t) in [
+            (0, 0, "Dr."),
+            (1, 4, "Von"),
+            (2, 6, "tinker"),
+            (3, 8, "doodle"),
+        ] {
+            np.parts.insert(i, (c, t.to_string()));
+        }
+        let name = np.compose(&[(0, 1), (1, 0), (2, 1), (3, 0)]).unwrap();
+        assert_eq!(name, "Dr. von Tinkerdoodle");
+        let name = np
+            .compose(&[(u16::MAX, 1), (1, 1), (2, 1), (3, 1)])
+            .unwrap();
+        assert_eq!(name, "Von TinkerDoodle");
+        assert!(np.compose(&[(0, 2), (1, 1), (2, 1), (3, 1)]).is_none());
     }
 }
