@@ -53,9 +53,6 @@ fn start_numbered(legacy: bool) -> Cluster {
     )
 }
 
-fn start_with(dc_path: &std::path::Path, playground_class: &str, required: fn(P) -> P) -> Cluster {
-    start_full(dc_path, playground_class, required, false)
-}
 
 /// As `start`, with another DC file and another class for the playground's object (its
 /// required fields written by `required`).
@@ -691,10 +688,21 @@ fn every_refusal_gets_its_reason_code() {
 #[test]
 #[ignore = "needs OTPD_TOON_2003_DC (scripts/test sets it when ../shared/dc/toon-2003.dc exists)"]
 fn the_2003_walk_with_toontowns_own_dc_file() {
+    // A cluster numbering fields file-wide (the listener translates), then one numbering them
+    // per class as docs/toontown-2003.md configures it.
+    for legacy in [false, true] {
+        walk_toon_2003(legacy);
+    }
+}
+
+fn walk_toon_2003(legacy: bool) {
     let path = std::env::var("OTPD_TOON_2003_DC").expect("OTPD_TOON_2003_DC names toon-2003.dc");
-    let c = start_with(std::path::Path::new(&path), "DistributedMickey", |p| {
-        p.string("a").string("b").i16(0)
-    });
+    let c = start_full(
+        std::path::Path::new(&path),
+        "DistributedMickey",
+        |p| p.string("a").string("b").i16(0),
+        legacy,
+    );
     let mut t = Toon::connect(c.ports[0]);
     assert_eq!(t.login("mickeyfan")[0], 0);
     t.send(8, P::new());
@@ -724,6 +732,36 @@ fn the_2003_walk_with_toontowns_own_dc_file() {
     // Every required DistributedToon field is in the owner view: far more than the name.
     assert!(details.len() > 200, "{} bytes of details", details.len());
     assert_eq!(creates, vec![(c.class("DistributedMickey"), TROLLEY)]);
+
+    // A second player; what each sends reaches the other under the client's own numbers
+    // (the cases: clearSmoothing is 30 for the client, setChat 61).
+    let mut u = Toon::connect(c.ports[0]);
+    assert_eq!(u.login("minniefan")[0], 0);
+    u.send(3, P::new());
+    u.expect(5);
+    let b = u.create(0, dna);
+    u.send(70, P::new().u32(b).string("Bonnie"));
+    u.expect(71);
+    let (_, creates) = u.play(b);
+    assert!(
+        creates.contains(&(c.class("DistributedToon"), a)),
+        "{creates:?}"
+    );
+    let clear = c.client_field("DistributedToon", "clearSmoothing");
+    let chat = c.client_field("DistributedToon", "setChat");
+    let set_x = c.client_field("DistributedToon", "setX");
+    assert_eq!((clear, chat), (30, 61));
+    for p in [
+        P::new().u32(b).u16(clear).u8(0),
+        P::new().u32(b).u16(set_x).i16(-250),
+        P::new().u32(b).u16(chat).string("Hi Flippy!").u8(0),
+    ] {
+        u.send(24, P::new().bytes(&p.0));
+        assert_eq!(t.expect(24), p.0, "legacy {legacy}");
+    }
+    t.send(37, P::new());
+    u.send(37, P::new());
+    assert!(t.m.closed_within(WAIT) && u.m.closed_within(WAIT));
 }
 
 #[test]

@@ -977,7 +977,7 @@ use report::json_str;
 pub fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let epoch = Instant::now();
-    let dc = otp_dc::DcFile::parse_files(&[&o.dc]).map_err(|e| format!("{}: {e}", o.dc))?;
+    let dc = crate::load_dc(std::path::Path::new(&o.dc))?;
     let hash = dc.hash();
     let class = |name: &str| {
         dc.class_by_name(name)

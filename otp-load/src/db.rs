@@ -153,7 +153,7 @@ fn phase(
 
 pub fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
-    let dc = otp_dc::DcFile::parse_files(&[&o.dc]).map_err(|e| e.to_string())?;
+    let dc = crate::load_dc(std::path::Path::new(&o.dc))?;
     let class = dc
         .class_by_name(&o.class)
         .ok_or(format!("no class {}", o.class))?;

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "\
 otp-load: benchmark client for Astron-protocol MessageDirectors
 
-USAGE:
+USAGE (every mode that reads a DC file also takes --dc-legacy: read it with the 2003 rule,
+fields numbered per class, for a cluster whose dc_settings are all false):
     otp-load flood    [--addr HOST:PORT] [--receivers N] [--fanout F] [--messages M]
                       [--size BYTES] [--batch B] [--runs R] [--pid PID] [--json]
     otp-load pingpong [--addr HOST:PORT] [--count N] [--warmup N] [--runs R] [--json]
@@ -363,8 +364,29 @@ fn pingpong(o: &Opts) -> Result<(), String> {
     Ok(())
 }
 
+/// How the DC file is read, for every mode (`--dc-legacy`: the 2003 rule, fields numbered per
+/// class, as a cluster with `dc_settings` all false numbers them).
+static DC_OPTIONS: std::sync::OnceLock<otp_dc::HashOptions> = std::sync::OnceLock::new();
+
+/// Reads the DC file as the cluster under load reads it (see `--dc-legacy`).
+pub(crate) fn load_dc(path: &std::path::Path) -> Result<otp_dc::DcFile, String> {
+    let o = DC_OPTIONS.get().copied().unwrap_or_default();
+    otp_dc::DcFile::parse_files_with(&[path], o).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let legacy = args.iter().any(|a| a == "--dc-legacy");
+    args.retain(|a| a != "--dc-legacy");
+    let _ = DC_OPTIONS.set(if legacy {
+        otp_dc::HashOptions {
+            multiple_inheritance: false,
+            virtual_inheritance: false,
+            sort_inheritance_by_file: false,
+        }
+    } else {
+        otp_dc::HashOptions::default()
+    });
     let result = match args.first().map(String::as_str) {
         Some("flood") => parse(&args[1..]).and_then(|o| flood(&o)),
         Some("pingpong") => parse(&args[1..]).and_then(|o| pingpong(&o)),

@@ -102,7 +102,7 @@ fn read_string(p: &[u8], at: usize) -> Option<(String, usize)> {
 
 fn dc_file(args: &[String]) -> Result<otp_dc::DcFile, String> {
     let path = arg(args, "--dc").ok_or("--dc FILE is needed")?;
-    otp_dc::DcFile::parse_files(&[std::path::Path::new(&path)]).map_err(|e| e.to_string())
+    crate::load_dc(std::path::Path::new(&path))
 }
 
 pub fn run_ai(args: &[String]) -> Result<(), String> {

@@ -792,7 +792,7 @@ fn wk_index(k: usize, t: usize, o: &Opts) -> u32 {
 pub fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let epoch = Instant::now();
-    let dc = otp_dc::DcFile::parse_files(&[&o.dc]).map_err(|e| format!("{}: {e}", o.dc))?;
+    let dc = crate::load_dc(std::path::Path::new(&o.dc))?;
     let toon = dc
         .class_by_name("DistributedToon")
         .ok_or(format!("{}: no class DistributedToon", o.dc))?;

@@ -170,6 +170,12 @@ pub fn run_toontown_summary(data: &[u8]) -> Summary {
 }
 
 /// The toon.dc schema, parsed once.
+/// The 2003 client's numbers of the fuzzed schema (`TOON_DC`), from `client_numbers_2003`.
+fn client_numbers() -> &'static std::collections::HashMap<(String, String), u16> {
+    static NUMBERS: OnceLock<std::collections::HashMap<(String, String), u16>> = OnceLock::new();
+    NUMBERS.get_or_init(|| client_numbers_2003(TOON_DC))
+}
+
 pub fn schema() -> Arc<Schema> {
     static SCHEMA: OnceLock<Arc<Schema>> = OnceLock::new();
     SCHEMA
@@ -787,6 +793,21 @@ impl<'a> Harness<'a> {
         }
     }
 
+    /// A value for the field `name` of `class`: its default, or (one time in four) noise.
+    fn value_of(&mut self, class: &str, name: &str) -> Vec<u8> {
+        let dc = self.schema.dc();
+        let field = dc
+            .class_by_name(class)
+            .and_then(|c| dc.field_by_name(c, name));
+        match (self.inp.u8() % 4, field) {
+            (0, _) | (_, None) => {
+                let n = (self.inp.u8() % 8) as usize;
+                self.inp.take(n).to_vec()
+            }
+            (_, Some(f)) => dc.default_value(f),
+        }
+    }
+
     fn field(&mut self) -> u16 {
         match self.inp.u8() {
             0xff => self.inp.u16(),
@@ -1048,8 +1069,26 @@ impl<'a> Harness<'a> {
             }
             ClientKind::Update => {
                 let doid = self.doid();
-                let field = self.field();
-                let v = self.value(field);
+                let b = self.inp.u8();
+                let (field, v) = if b & 1 == 0 {
+                    // A field the client can name: its number from the 2003 rule as this
+                    // harness reads the DC text, its value from the field of that name.
+                    let cname = ["DistributedToon", "TimeManager", "DistributedTrolley"]
+                        [(b >> 1) as usize % 3];
+                    let names: Vec<&(String, String)> = client_numbers()
+                        .keys()
+                        .filter(|(c, _)| c == cname)
+                        .collect();
+                    let mut names: Vec<&str> = names.iter().map(|(_, f)| f.as_str()).collect();
+                    names.sort_unstable();
+                    let name = names[self.inp.u8() as usize % names.len().max(1)];
+                    let number = client_numbers()[&(cname.to_string(), name.to_string())];
+                    let value = self.value_of(cname, name);
+                    (number, value)
+                } else {
+                    let field = self.field();
+                    (field, self.value(field))
+                };
                 p.u16(CLIENT_OBJECT_UPDATE_FIELD)
                     .u32(doid)
                     .u16(field)
@@ -1814,4 +1853,77 @@ impl Script {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+}
+
+/// The 2003 client's field numbers, built by the test itself from the DC text (not by otp-dc):
+/// the DC parser of 2003 numbered a class's fields by their place along its first parent's
+/// chain, the parent's fields first. Returns (class, field) -> number for every class.
+/// Reads what the project's DC files use: `dclass Name : Parent, ... { field...; };`.
+pub fn client_numbers_2003(text: &str) -> std::collections::HashMap<(String, String), u16> {
+    // Comments out, then split at braces and semicolons.
+    let mut clean = String::new();
+    for line in text.lines() {
+        clean.push_str(line.split("//").next().unwrap_or(""));
+        clean.push('\n');
+    }
+    let mut own: Vec<(String, Option<String>, Vec<String>)> = Vec::new();
+    let mut rest = clean.as_str();
+    while let Some(at) = rest.find("dclass ") {
+        rest = &rest[at + 7..];
+        let open = rest.find('{').unwrap();
+        // The class ends at the first `}` outside parentheses (defaults such as `= {}` sit
+        // inside them); the `;` after it is optional.
+        let mut depth = 0i32;
+        let close = open
+            + rest[open..]
+                .char_indices()
+                .find(|&(_, ch)| {
+                    match ch {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    ch == '}' && depth == 0
+                })
+                .unwrap()
+                .0;
+        let head = &rest[..open];
+        let mut parts = head.splitn(2, ':');
+        let name = parts.next().unwrap().trim().to_string();
+        let parent = parts
+            .next()
+            .map(|p| p.split(',').next().unwrap().trim().to_string());
+        let fields = rest[open + 1..close]
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.split(|c: char| c == '(' || c == ':' || c.is_whitespace())
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        own.push((name, parent, fields));
+        rest = &rest[close + 1..];
+    }
+    let mut out = std::collections::HashMap::new();
+    for (name, _, _) in &own {
+        let mut chain = vec![name.clone()];
+        while let Some(p) = own
+            .iter()
+            .find(|c| &c.0 == chain.last().unwrap())
+            .and_then(|c| c.1.clone())
+        {
+            chain.push(p);
+        }
+        let mut n = 0u16;
+        for class in chain.iter().rev() {
+            for f in &own.iter().find(|c| &c.0 == class).unwrap().2 {
+                out.insert((name.clone(), f.clone()), n);
+                n += 1;
+            }
+        }
+    }
+    out
 }

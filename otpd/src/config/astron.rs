@@ -1307,6 +1307,19 @@ mod tests {
     }
 
     #[test]
+    fn general_dc_settings() {
+        let c = parse_ok(&format!("{MD}general:\n  eventlogger: 127.0.0.1\n"));
+        assert_eq!(c.dc_settings, crate::config::DcSettings::default());
+        let c = parse_ok(&format!(
+            "{MD}general:\n  dc_multiple_inheritance: false\n  dc_virtual_inheritance: no\n  \
+             dc_sort_inheritance_by_file: false\n"
+        ));
+        assert_eq!(c.dc_settings, crate::config::DcSettings::LEGACY_2003);
+        let e = parse_err(&format!("{MD}general:\n  dc_multiple_inheritance: maybe\n"));
+        assert!(e.message.contains("dc_multiple_inheritance"), "{e}");
+    }
+
+    #[test]
     fn numbers_like_yaml_cpp() {
         assert_eq!(parse_yaml_cpp_uint("100100"), Some(100100));
         assert_eq!(parse_yaml_cpp_uint("+7"), Some(7));
