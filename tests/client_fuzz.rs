@@ -1,12 +1,12 @@
-//! The ClientAgent session fuzz harness (`otpd::clientagent::fuzz`) on stable Rust: hand-made
+//! The ClientAgent session fuzz harness (`otp_testkit::client_fuzz`) on stable Rust: hand-made
 //! sequences that walk the login and interest flows (checked step by step by the harness and
 //! at the end here), then many pseudo-random scripts from a fixed seed, and mutations of the
 //! hand-made ones. `cargo +nightly fuzz run client_session` (in `fuzz/`) runs the same harness
 //! under libFuzzer.
 
+use otp_testkit::client_fuzz::{self as fuzz, cfg, Script, Summary, AI, AVATARS, SHARDS, UD_ANON};
 use otp_wire::msgtypes::eject::*;
 use otp_wire::msgtypes::*;
-use otpd::clientagent::fuzz::{self, cfg, Script, Summary, AI, AVATARS, SHARDS, UD_ANON};
 use otpd::clientagent::session::Close;
 use std::time::Instant;
 
@@ -604,14 +604,14 @@ fn mutated_sequences() {
     }
 }
 
-// ---- the Toontown 2003 dialect (`otpd::clientagent::fuzz_toontown`) ----------------------
+// ---- the Toontown 2003 dialect (`otp_testkit::toontown_fuzz`) ----------------------
 
 mod toontown {
     use super::{Rng, P};
-    use otp_wire::msgtypes::*;
-    use otpd::clientagent::fuzz_toontown::{
+    use otp_testkit::toontown_fuzz::{
         self as tt, cfg, run_toontown, run_toontown_summary, Script, Summary, DISTRICTS,
     };
+    use otp_wire::msgtypes::*;
     use otpd::clientagent::session::Close;
     use otpd::clientagent::toontown::*;
     use std::time::Instant;

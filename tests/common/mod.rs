@@ -505,4 +505,4 @@ fn pg_bindir() -> Option<PathBuf> {
 
 /// The 2003 client's field numbers from the DC text (the fuzz harness's own reader).
 #[allow(unused_imports)]
-pub use otpd::clientagent::fuzz_toontown::client_numbers_2003;
+pub use otp_testkit::dc2003::client_numbers_2003;

@@ -1,13 +1,10 @@
 //! The ClientAgent: the only door for untrusted clients. `ClientAgent` is what every session of
 //! one client listener shares (its settings, the schema and hash, the UberDOGs, its channel
 //! range, its counters); `session` is one client's sans-IO state machine; `proxy` reads the
-//! HAProxy PROXY header some listeners expect first; `fuzz` and `fuzz_toontown` are test
-//! support (fuzz harnesses for the session in the Astron and the Toontown 2003 dialects, used
-//! by `tests/client_fuzz.rs` and the cargo-fuzz targets), not part of the server.
+//! HAProxy PROXY header some listeners expect first; `numbering` the 2003 client's field
+//! numbers. The session's fuzz harnesses live outside the product, in `otp-testkit`.
 
 pub mod accounts;
-pub mod fuzz;
-pub mod fuzz_toontown;
 pub mod numbering;
 pub mod proxy;
 pub mod session;
@@ -110,6 +107,12 @@ pub struct ClientAgent {
 }
 
 impl ClientAgent {
+    /// How many client addresses are counted against `max_connections_per_address` (0 once
+    /// every session has ended: the fuzz harnesses check that nothing leaks).
+    pub fn counted_addresses(&self) -> usize {
+        self.per_address.lock().len()
+    }
+
     /// The cluster's number for the field the client calls `field` in `class`.
     pub fn field_from_client(&self, class: u16, field: u16) -> Option<u16> {
         match &self.numbering {

@@ -664,6 +664,30 @@ impl Session {
     }
 
     /// The class of an object this client may address, or None.
+    /// Checks what the session keeps against itself (for tests and fuzzing): every object
+    /// the client was shown is one the session knows the class and location of, and the
+    /// reverse. An error names the broken rule.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.seen.len() != self.visible.len()
+            || !self.seen.iter().all(|d| self.visible.contains_key(d))
+        {
+            return Err(format!(
+                "seen ({}) and visible ({}) disagree",
+                self.seen.len(),
+                self.visible.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The open interests: id and number of zones (for tests and fuzzing).
+    pub fn interest_zone_counts(&self) -> Vec<(u16, usize)> {
+        self.interests
+            .iter()
+            .map(|(&id, i)| (id, i.zones.len()))
+            .collect()
+    }
+
     pub(super) fn lookup_object(&self, doid: u32) -> Option<u16> {
         if let Some(u) = self.ca.uberdogs.get(&doid) {
             return Some(u.class);

@@ -1,5 +1,5 @@
 //! Test support (not used by the server): a fuzz harness for the ClientAgent's [`Session`] in
-//! the Toontown 2003 dialect, as [`super::fuzz`] is for the Astron one.
+//! the Toontown 2003 dialect, as [`crate::client_fuzz`] is for the Astron one.
 //!
 //! [`run_toontown`] reads arbitrary bytes as a script of operations on one session of a
 //! ClientAgent with `dialect: Toontown2003` built over `tests/dc/toon.dc` (with the name parts
@@ -17,19 +17,21 @@
 //! account's avatars, the districts, the zones, the contexts of the requests the session
 //! actually sent); `0xff` means a literal follows. [`Script`] writes exact sequences.
 
-use super::accounts::{self, Account};
-use super::fuzz::{
+use crate::client_fuzz::{
     check_end, check_events, check_nothing_due, close_and_check, frames, frames_unchecked,
     internal_frames, parse_request, Input, Request, Step, P,
 };
-use super::session::{Close, JobResult, Session, SessionJob, SessionOut, STATE_ESTABLISHED};
-use super::toontown::*;
-use super::ClientAgent;
-use crate::config::{ClientAgentConfig, Dialect, PasswordPolicy, TokenPolicy};
-use crate::roles::Schema;
 use otp_wire::channels::{BCHAN_CLIENTS, CONTROL_CHANNEL};
 use otp_wire::msgtypes::*;
 use otp_wire::{InternalDatagram, Reader};
+use otpd::clientagent::accounts::{self, Account};
+use otpd::clientagent::session::{
+    Close, JobResult, Session, SessionJob, SessionOut, STATE_ESTABLISHED,
+};
+use otpd::clientagent::toontown::*;
+use otpd::clientagent::ClientAgent;
+use otpd::config::{ClientAgentConfig, Dialect, PasswordPolicy, TokenPolicy};
+use otpd::roles::Schema;
 use rustc_hash::FxHashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -37,7 +39,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The schema every fuzzed 2003 session runs over.
-const TOON_DC: &str = include_str!("../../../tests/dc/toon.dc");
+const TOON_DC: &str = include_str!("../../tests/dc/toon.dc");
 /// The name parts and visibility table (read by the ClientAgent from these files).
 const NAMES_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/dc/names.txt");
 const VIS_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/dc/vis.txt");
@@ -173,7 +175,7 @@ pub fn run_toontown_summary(data: &[u8]) -> Summary {
 /// The 2003 client's numbers of the fuzzed schema (`TOON_DC`), from `client_numbers_2003`.
 fn client_numbers() -> &'static std::collections::HashMap<(String, String), u16> {
     static NUMBERS: OnceLock<std::collections::HashMap<(String, String), u16>> = OnceLock::new();
-    NUMBERS.get_or_init(|| client_numbers_2003(TOON_DC))
+    NUMBERS.get_or_init(|| crate::dc2003::client_numbers_2003(TOON_DC))
 }
 
 pub fn schema() -> Arc<Schema> {
@@ -825,12 +827,12 @@ impl<'a> Harness<'a> {
             b => match b % 4 {
                 0 => self
                     .schema
-                    .default_value(crate::roles::ANY_CLASS, field)
+                    .default_value(otpd::roles::ANY_CLASS, field)
                     .to_vec(),
                 1 => {
                     let mut v = self
                         .schema
-                        .default_value(crate::roles::ANY_CLASS, field)
+                        .default_value(otpd::roles::ANY_CLASS, field)
                         .to_vec();
                     if let Some(first) = v.first_mut() {
                         *first = self.inp.u8();
@@ -898,7 +900,7 @@ impl<'a> Harness<'a> {
         let mut v = Vec::new();
         if let Some(c) = self.schema.dc().class(class) {
             for &f in c.required_fields() {
-                v.extend_from_slice(self.schema.default_value(crate::roles::ANY_CLASS, f));
+                v.extend_from_slice(self.schema.default_value(otpd::roles::ANY_CLASS, f));
             }
         }
         v
@@ -1666,27 +1668,20 @@ impl<'a> Harness<'a> {
         assert_eq!(s.allocated_channel(), self.allocated);
         // What the session keeps: what it shows is what it knows; the client's own interest
         // is SET_ZONE's, within max_visible_zones (and the quiet zone).
-        assert_eq!(
-            s.seen.len(),
-            s.visible.len(),
-            "step {n} ({step:?}): seen and visible disagree"
-        );
-        assert!(
-            s.seen.iter().all(|d| s.visible.contains_key(d)),
-            "step {n} ({step:?}): seen and visible disagree"
-        );
-        for (id, i) in &s.interests {
-            let server = self.server_interests.contains(id);
+        if let Err(e) = s.check_invariants() {
+            panic!("step {n} ({step:?}): {e}");
+        }
+        for (id, zones) in s.interest_zone_counts() {
+            let server = self.server_interests.contains(&id);
             assert!(
-                *id == ZONE_INTEREST || server,
+                id == ZONE_INTEREST || server,
                 "step {n} ({step:?}): interest {id} the client could not open"
             );
             if !server {
                 let max = self.ca.toontown.max_visible_zones.max(1) + 1;
                 assert!(
-                    i.zones.len() <= max,
-                    "step {n} ({step:?}): SET_ZONE interest of {} zones (max {max})",
-                    i.zones.len()
+                    zones <= max,
+                    "step {n} ({step:?}): SET_ZONE interest of {zones} zones (max {max})"
                 );
             }
         }
@@ -1853,77 +1848,4 @@ impl Script {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
-}
-
-/// The 2003 client's field numbers, built by the test itself from the DC text (not by otp-dc):
-/// the DC parser of 2003 numbered a class's fields by their place along its first parent's
-/// chain, the parent's fields first. Returns (class, field) -> number for every class.
-/// Reads what the project's DC files use: `dclass Name : Parent, ... { field...; };`.
-pub fn client_numbers_2003(text: &str) -> std::collections::HashMap<(String, String), u16> {
-    // Comments out, then split at braces and semicolons.
-    let mut clean = String::new();
-    for line in text.lines() {
-        clean.push_str(line.split("//").next().unwrap_or(""));
-        clean.push('\n');
-    }
-    let mut own: Vec<(String, Option<String>, Vec<String>)> = Vec::new();
-    let mut rest = clean.as_str();
-    while let Some(at) = rest.find("dclass ") {
-        rest = &rest[at + 7..];
-        let open = rest.find('{').unwrap();
-        // The class ends at the first `}` outside parentheses (defaults such as `= {}` sit
-        // inside them); the `;` after it is optional.
-        let mut depth = 0i32;
-        let close = open
-            + rest[open..]
-                .char_indices()
-                .find(|&(_, ch)| {
-                    match ch {
-                        '(' => depth += 1,
-                        ')' => depth -= 1,
-                        _ => {}
-                    }
-                    ch == '}' && depth == 0
-                })
-                .unwrap()
-                .0;
-        let head = &rest[..open];
-        let mut parts = head.splitn(2, ':');
-        let name = parts.next().unwrap().trim().to_string();
-        let parent = parts
-            .next()
-            .map(|p| p.split(',').next().unwrap().trim().to_string());
-        let fields = rest[open + 1..close]
-            .split(';')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.split(|c: char| c == '(' || c == ':' || c.is_whitespace())
-                    .next()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
-        own.push((name, parent, fields));
-        rest = &rest[close + 1..];
-    }
-    let mut out = std::collections::HashMap::new();
-    for (name, _, _) in &own {
-        let mut chain = vec![name.clone()];
-        while let Some(p) = own
-            .iter()
-            .find(|c| &c.0 == chain.last().unwrap())
-            .and_then(|c| c.1.clone())
-        {
-            chain.push(p);
-        }
-        let mut n = 0u16;
-        for class in chain.iter().rev() {
-            for f in &own.iter().find(|c| &c.0 == class).unwrap().2 {
-                out.insert((name.clone(), f.clone()), n);
-                n += 1;
-            }
-        }
-    }
-    out
 }

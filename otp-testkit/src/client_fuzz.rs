@@ -17,20 +17,22 @@
 //! always means "a literal follows" (u16/u32/u64 little-endian as the argument needs), which
 //! is what [`Script`] uses to write exact sequences.
 
-use super::session::{Close, PostRemove, Session, SessionOut, STATE_ESTABLISHED, STATE_NEW};
-use super::ClientAgent;
-use crate::config::{ClientAgentConfig, UberDog};
-use crate::roles::Schema;
 use otp_wire::channels::{BCHAN_CLIENTS, CONTROL_CHANNEL};
 use otp_wire::msgtypes::*;
 use otp_wire::InternalDatagram;
+use otpd::clientagent::session::{
+    Close, PostRemove, Session, SessionOut, STATE_ESTABLISHED, STATE_NEW,
+};
+use otpd::clientagent::ClientAgent;
+use otpd::config::{ClientAgentConfig, UberDog};
+use otpd::roles::Schema;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The schema every fuzzed session runs over.
-const CLIENT_DC: &str = include_str!("../../../tests/dc/client.dc");
+const CLIENT_DC: &str = include_str!("../../tests/dc/client.dc");
 
 /// The version string clients must say in their HELLO.
 pub const VERSION: &str = "fuzz-v1";
@@ -201,16 +203,16 @@ fn uberdogs() -> [UberDog; 2] {
 // ---- reading the script ----------------------------------------------------------------
 
 /// The script's bytes; past the end, zeros.
-pub(super) struct Input<'a> {
-    pub(super) data: &'a [u8],
-    pub(super) pos: usize,
+pub struct Input<'a> {
+    pub data: &'a [u8],
+    pub pos: usize,
 }
 
 impl<'a> Input<'a> {
-    pub(super) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.pos >= self.data.len()
     }
-    pub(super) fn u8(&mut self) -> u8 {
+    pub fn u8(&mut self) -> u8 {
         match self.data.get(self.pos) {
             Some(&b) => {
                 self.pos += 1;
@@ -219,23 +221,23 @@ impl<'a> Input<'a> {
             None => 0,
         }
     }
-    pub(super) fn u16(&mut self) -> u16 {
+    pub fn u16(&mut self) -> u16 {
         u16::from_le_bytes([self.u8(), self.u8()])
     }
-    pub(super) fn u32(&mut self) -> u32 {
+    pub fn u32(&mut self) -> u32 {
         u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
     }
-    pub(super) fn u64(&mut self) -> u64 {
+    pub fn u64(&mut self) -> u64 {
         (self.u32() as u64) | ((self.u32() as u64) << 32)
     }
-    pub(super) fn take(&mut self, n: usize) -> &'a [u8] {
+    pub fn take(&mut self, n: usize) -> &'a [u8] {
         let start = self.pos.min(self.data.len());
         let end = start.saturating_add(n).min(self.data.len());
         self.pos = end;
         &self.data[start..end]
     }
     /// A length: u8, or 0xff then u16.
-    pub(super) fn len(&mut self) -> usize {
+    pub fn len(&mut self) -> usize {
         match self.u8() {
             0xff => self.u16() as usize,
             b => b as usize,
@@ -245,30 +247,30 @@ impl<'a> Input<'a> {
 
 /// A little-endian payload being built.
 #[derive(Default)]
-pub(super) struct P(pub(super) Vec<u8>);
+pub struct P(pub Vec<u8>);
 
 impl P {
-    pub(super) fn u8(&mut self, v: u8) -> &mut Self {
+    pub fn u8(&mut self, v: u8) -> &mut Self {
         self.0.push(v);
         self
     }
-    pub(super) fn u16(&mut self, v: u16) -> &mut Self {
+    pub fn u16(&mut self, v: u16) -> &mut Self {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    pub(super) fn u32(&mut self, v: u32) -> &mut Self {
+    pub fn u32(&mut self, v: u32) -> &mut Self {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    pub(super) fn u64(&mut self, v: u64) -> &mut Self {
+    pub fn u64(&mut self, v: u64) -> &mut Self {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    pub(super) fn bytes(&mut self, v: &[u8]) -> &mut Self {
+    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
         self.0.extend_from_slice(v);
         self
     }
-    pub(super) fn blob(&mut self, v: &[u8]) -> &mut Self {
+    pub fn blob(&mut self, v: &[u8]) -> &mut Self {
         let n = v.len().min(u16::MAX as usize);
         self.u16(n as u16).bytes(&v[..n])
     }
@@ -276,10 +278,10 @@ impl P {
 
 /// An interest request the session sent (STATESERVER_OBJECT_GET_ZONES_OBJECTS).
 #[derive(Debug, Clone)]
-pub(super) struct Request {
-    pub(super) context: u32,
-    pub(super) parent: u32,
-    pub(super) zones: Vec<u32>,
+pub struct Request {
+    pub context: u32,
+    pub parent: u32,
+    pub zones: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,7 +395,7 @@ const SERVER_KINDS: [ServerKind; 36] = [
 
 /// What a step was, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Step {
+pub enum Step {
     Client,
     /// An internal datagram of this message type (None: unparseable).
     Internal(Option<u16>),
@@ -738,12 +740,12 @@ impl<'a> Harness<'a> {
             b => match b % 4 {
                 0 => self
                     .schema
-                    .default_value(crate::roles::ANY_CLASS, field)
+                    .default_value(otpd::roles::ANY_CLASS, field)
                     .to_vec(),
                 1 => {
                     let mut v = self
                         .schema
-                        .default_value(crate::roles::ANY_CLASS, field)
+                        .default_value(otpd::roles::ANY_CLASS, field)
                         .to_vec();
                     if let Some(first) = v.first_mut() {
                         *first = self.inp.u8();
@@ -1253,6 +1255,9 @@ impl<'a> Harness<'a> {
         }
         check_events(&out.events, n, step);
         self.summary.post_removes += out.post_removes.len();
+        if let Err(e) = s.check_invariants() {
+            panic!("step {n} ({step:?}): {e}");
+        }
         if let Some(c) = check_end(s, out, last, n, step) {
             self.closed = true;
             self.summary.close = Some(c);
@@ -1312,7 +1317,7 @@ impl<'a> Harness<'a> {
 /// Post-removes fit in a datagram; the end is announced exactly when it is decided, a closed
 /// session has no deadline, and an eject is the last thing the client is sent (`last`: the
 /// last client datagram of this step). Returns the end announced at this step.
-pub(super) fn check_end(
+pub fn check_end(
     s: &Session,
     out: &SessionOut,
     last: Option<&[u8]>,
@@ -1358,7 +1363,7 @@ pub(super) fn check_end(
 }
 
 /// `on_time(now)` leaves nothing due at `now`.
-pub(super) fn check_nothing_due(s: &Session, now: Instant, n: usize) {
+pub fn check_nothing_due(s: &Session, now: Instant, n: usize) {
     if let Some(d) = s.next_deadline() {
         assert!(
             d > now,
@@ -1372,7 +1377,7 @@ pub(super) fn check_nothing_due(s: &Session, now: Instant, n: usize) {
 /// says only datagrams of the `allowed` types and events, drops it, and checks that nothing
 /// leaked: the address count, the state gauges, the agent, the channel. Returns the message
 /// types `on_closed` sent.
-pub(super) fn close_and_check(
+pub fn close_and_check(
     mut session: Session,
     lost: Option<&str>,
     out: &mut SessionOut,
@@ -1405,7 +1410,7 @@ pub(super) fn close_and_check(
     assert!(session.is_closed() && session.next_deadline().is_none());
     drop(session);
     assert!(
-        ca.per_address.lock().is_empty(),
+        ca.counted_addresses() == 0,
         "the session's address is still counted"
     );
     for (i, g) in ca.stats.by_state.iter().enumerate() {
@@ -1427,7 +1432,7 @@ pub(super) fn close_and_check(
 }
 
 /// Splits length-tagged datagrams; every byte must belong to exactly one.
-pub(super) fn frames(buf: &[u8]) -> Result<Vec<&[u8]>, String> {
+pub fn frames(buf: &[u8]) -> Result<Vec<&[u8]>, String> {
     let mut v = Vec::new();
     let mut at = 0;
     while at < buf.len() {
@@ -1448,12 +1453,12 @@ pub(super) fn frames(buf: &[u8]) -> Result<Vec<&[u8]>, String> {
     Ok(v)
 }
 
-pub(super) fn frames_unchecked(buf: &[u8]) -> Vec<&[u8]> {
+pub fn frames_unchecked(buf: &[u8]) -> Vec<&[u8]> {
     frames(buf).unwrap_or_default()
 }
 
 /// Checks internal datagrams (framing, parse, recipients, sender, type); returns their types.
-pub(super) fn internal_frames(
+pub fn internal_frames(
     buf: &[u8],
     channel: u64,
     n: usize,
@@ -1496,7 +1501,7 @@ pub(super) fn internal_frames(
 }
 
 /// Every event is one MessagePack map whose first key is "type".
-pub(super) fn check_events(events: &[Vec<u8>], n: usize, step: Step) {
+pub fn check_events(events: &[Vec<u8>], n: usize, step: Step) {
     for e in events {
         let mut rest = e.as_slice();
         let v = rmpv::decode::read_value(&mut rest)
@@ -1513,7 +1518,7 @@ pub(super) fn check_events(events: &[Vec<u8>], n: usize, step: Step) {
     }
 }
 
-pub(super) fn parse_request(f: &[u8]) -> Option<Request> {
+pub fn parse_request(f: &[u8]) -> Option<Request> {
     let dg = InternalDatagram::parse(f).ok()?;
     if dg.msgtype != STATESERVER_OBJECT_GET_ZONES_OBJECTS {
         return None;

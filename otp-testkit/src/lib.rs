@@ -1,0 +1,7 @@
+//! otp-testkit: test support for otpd, kept out of the product. It owns the ClientAgent session
+//! fuzz harnesses (one per client dialect; `tests/client_fuzz.rs` and the cargo-fuzz targets
+//! run them) and an independent reading of the 2003 client's field numbers from DC text.
+
+pub mod client_fuzz;
+pub mod dc2003;
+pub mod toontown_fuzz;
