@@ -132,6 +132,17 @@ pub fn run_summary(data: &[u8]) -> Summary {
 }
 
 /// The client.dc schema, parsed once.
+/// The Unix time the harnesses' sessions start at (2025-11-24), whatever the machine's clock.
+pub const FUZZ_UNIX_SECS: u64 = 1_764_000_000;
+
+/// The wall clock a harness hands its ClientAgent: `FUZZ_UNIX_SECS` at `now`.
+pub fn clock(now: Instant) -> otpd::clientagent::WallClock {
+    otpd::clientagent::WallClock {
+        at: now,
+        unix: Duration::from_secs(FUZZ_UNIX_SECS),
+    }
+}
+
 pub fn schema() -> Arc<Schema> {
     static SCHEMA: OnceLock<Arc<Schema>> = OnceLock::new();
     SCHEMA
@@ -460,6 +471,8 @@ struct Harness<'a> {
 
 impl<'a> Harness<'a> {
     fn new(data: &'a [u8]) -> Harness<'a> {
+        // The harness's clock: monotonic steps from here, at a fixed Unix time.
+        let now = Instant::now();
         let mut inp = Input { data, pos: 0 };
         let (a, b) = (inp.u8(), inp.u8());
         let schema = schema();
@@ -470,6 +483,7 @@ impl<'a> Harness<'a> {
                 schema.clone(),
                 &uberdogs(),
                 Default::default(),
+                clock(now),
             )
             .expect("the fuzz ClientAgent builds"),
         );
@@ -494,7 +508,6 @@ impl<'a> Harness<'a> {
         };
         let tlvs = inp.take((b >> 4) as usize).to_vec();
         let channel = ca.alloc_channel().expect("a fresh agent has channels");
-        let now = Instant::now();
         let mut out = SessionOut::default();
         let session = Session::new(
             ca.clone(),

@@ -18,8 +18,8 @@
 //! actually sent); `0xff` means a literal follows. [`Script`] writes exact sequences.
 
 use crate::client_fuzz::{
-    check_end, check_events, check_nothing_due, close_and_check, frames, frames_unchecked,
-    internal_frames, parse_request, Input, Request, Step, P,
+    check_end, check_events, check_nothing_due, clock, close_and_check, frames, frames_unchecked,
+    internal_frames, parse_request, Input, Request, Step, FUZZ_UNIX_SECS, P,
 };
 use otp_wire::channels::{BCHAN_CLIENTS, CONTROL_CHANNEL};
 use otp_wire::msgtypes::*;
@@ -464,6 +464,8 @@ struct Harness<'a> {
 
 impl<'a> Harness<'a> {
     fn new(data: &'a [u8]) -> Harness<'a> {
+        // The harness's clock: monotonic steps from here, at a fixed Unix time.
+        let now = Instant::now();
         let mut inp = Input { data, pos: 0 };
         let (a, b) = (inp.u8(), inp.u8());
         let schema = schema();
@@ -474,7 +476,7 @@ impl<'a> Harness<'a> {
                 .insert(DISTRICTS[0], ("Toon Valley".into(), 0));
         }
         let ca = Arc::new(
-            ClientAgent::new(0, &config(a, b), schema.clone(), &[], shards)
+            ClientAgent::new(0, &config(a, b), schema.clone(), &[], shards, clock(now))
                 .expect("the fuzz Toontown ClientAgent builds"),
         );
         let class = |name: &str| schema.dc().class_by_name(name).map_or(u16::MAX, |c| c.id());
@@ -492,7 +494,6 @@ impl<'a> Harness<'a> {
             None
         };
         let channel = ca.alloc_channel().expect("a fresh agent has channels");
-        let now = Instant::now();
         let mut out = SessionOut::default();
         let session = Session::new(
             ca.clone(),
@@ -882,6 +883,9 @@ impl<'a> Harness<'a> {
             0..=3 => name.into(),
             4 => accounts::sign(SECRET, name, 1),
             5 => accounts::sign("wrong", name, 4_000_000_000),
+            // Expires 20 s into the harness's clock: valid or not depending on the time steps
+            // before the login (the session reads time only from what it is handed).
+            6 if b & 0x80 != 0 => accounts::sign(SECRET, name, FUZZ_UNIX_SECS + 20),
             6 => "v1:a:b:c:d".into(),
             _ => {
                 let n = self.inp.len();

@@ -300,6 +300,13 @@ fn check_config(
                 schema,
                 &config.uberdogs,
                 shards.clone(),
+                // The one reading of the wall clock sessions work from.
+                otpd::clientagent::WallClock {
+                    at: std::time::Instant::now(),
+                    unix: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default(),
+                },
             )
             .map_err(|e| ConfigError::new("clientagent", e))?;
             client_agents.push(Arc::new(agent));
@@ -383,7 +390,14 @@ fn check_config(
                             batch: *max_batch,
                         };
                         v.push(Box::new(
-                            Database::new(*control, *broadcast, schema, store).with_limits(limits),
+                            Database::new(
+                                *control,
+                                *broadcast,
+                                schema,
+                                store,
+                                std::time::Instant::now(),
+                            )
+                            .with_limits(limits),
                         ));
                     }
                 }

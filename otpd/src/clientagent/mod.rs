@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Who may open interests (`client.add_interest`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +69,24 @@ pub struct ClientAgentStats {
 }
 
 /// One client listener and everything its sessions share.
+/// Wall-clock time as the runtime read it once: the Unix time at one monotonic instant.
+/// Sessions turn the `now` they are handed into Unix time with it (token expiry, the server
+/// time a 2003 client is sent, account dates), so they never read a clock themselves and a
+/// test can run them on a fake one.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    pub at: Instant,
+    /// Time since the Unix epoch at `at`.
+    pub unix: Duration,
+}
+
+impl WallClock {
+    /// The Unix time at `now`.
+    pub fn unix_at(&self, now: Instant) -> Duration {
+        self.unix + now.saturating_duration_since(self.at)
+    }
+}
+
 pub struct ClientAgent {
     /// Position among the cluster's client agents (the runtime's listener index).
     pub index: usize,
@@ -104,6 +122,8 @@ pub struct ClientAgent {
     channels: Mutex<ChannelTracker>,
     per_address: Mutex<FxHashMap<IpAddr, usize>>,
     pub stats: ClientAgentStats,
+    /// The wall clock sessions read time from (see `WallClock`).
+    pub clock: WallClock,
 }
 
 impl ClientAgent {
@@ -135,6 +155,7 @@ impl ClientAgent {
         schema: Arc<Schema>,
         uberdogs: &[UberDog],
         shards: toontown::Shards,
+        clock: WallClock,
     ) -> Result<ClientAgent, String> {
         let name_parts = match &config.toontown.name_parts {
             Some(p) if config.dialect == crate::config::Dialect::Toontown2003 => Some(
@@ -231,6 +252,7 @@ impl ClientAgent {
             }),
             per_address: Mutex::new(FxHashMap::default()),
             stats: ClientAgentStats::default(),
+            clock,
         })
     }
 

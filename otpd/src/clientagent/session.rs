@@ -1748,23 +1748,6 @@ impl Session {
             self.notify_done(op.interest_id, &op.callers, out);
         }
     }
-
-    /// Heap bytes this session holds (for the per-client memory figure), roughly.
-    pub fn heap_bytes(&self) -> usize {
-        let sets = (self.seen.capacity() + self.historical.capacity()) * 4
-            + (self.visible.capacity() + self.owned.capacity()) * 16
-            + self.declared.capacity() * 8
-            + self.pending_objects.capacity() * 8;
-        let ops: usize = self
-            .ops
-            .values()
-            .map(|op| {
-                op.generates.iter().map(Vec::len).sum::<usize>()
-                    + op.queued.iter().map(Vec::len).sum::<usize>()
-            })
-            .sum();
-        std::mem::size_of::<Session>() + sets + ops + self.tlvs.capacity()
-    }
 }
 
 impl Drop for Session {

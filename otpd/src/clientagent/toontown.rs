@@ -594,9 +594,7 @@ impl Session {
                 format!("Play token type {token_type} is not accepted."),
             ));
         }
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let unix = self.ca.clock.unix_at(now).as_secs();
         let name = match accounts::verify(&self.ca.toontown.tokens, &token, unix) {
             Ok(n) => n,
             Err(why) => {
@@ -667,6 +665,7 @@ impl Session {
         self.extend_hello(now);
         if self.ca.toontown.passwords == PasswordPolicy::Disabled {
             return self.toon_login_refused(
+                now,
                 LOGIN_NO_SUCH_NAME,
                 "Password logins are disabled on this server.",
                 "",
@@ -677,6 +676,7 @@ impl Session {
             Ok(n) if accounts::valid_name(&n) => n,
             _ => {
                 return self.toon_login_refused(
+                    now,
                     LOGIN_BAD_NAME,
                     "That name cannot be an account name.",
                     "",
@@ -686,6 +686,7 @@ impl Session {
         };
         if password.is_empty() || password.len() > accounts::MAX_PASSWORD {
             return self.toon_login_refused(
+                now,
                 LOGIN_BAD_PASSWORD,
                 "The password is empty or too long.",
                 &name,
@@ -711,6 +712,7 @@ impl Session {
     /// `MAX_BAD_LOGINS`th on this connection, GO_GET_LOST 122. The session stays logged out.
     fn toon_login_refused(
         &mut self,
+        now: Instant,
         code: u8,
         why: &str,
         name: &str,
@@ -742,9 +744,7 @@ impl Session {
                 format!("{bad} refused logins on one connection."),
             ));
         }
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = self.ca.clock.unix_at(now);
         let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_RESP);
         w.u8(code)
             .u32(0)
@@ -779,9 +779,7 @@ impl Session {
         let _ = w.finish();
         out.subscriptions.push(Subscription::Add(channel));
         self.set_state(STATE_ESTABLISHED);
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = self.ca.clock.unix_at(now);
         let method = self.toon_ref().method.unwrap_or(LoginMethod::Token);
         if method == LoginMethod::Password {
             // The client treats old-auth logins as paid (setIsPaid(1)) and ignores the code.
@@ -860,9 +858,7 @@ impl Session {
                 }
             },
             1 if create && self.ca.toontown.passwords == PasswordPolicy::CreateOnLogin => {
-                let created_unix = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
+                let created_unix = self.ca.clock.unix_at(now).as_secs();
                 // Hashed on a worker thread: see `toon_job_done`.
                 let id = self.toon_request(
                     Pending::PasswordHash {
@@ -887,7 +883,7 @@ impl Session {
                 return;
             }
         };
-        if let Err(e) = self.toon_login_refused(refused.0, refused.1, &name, out) {
+        if let Err(e) = self.toon_login_refused(now, refused.0, refused.1, &name, out) {
             self.eject(e, true, out);
         }
     }
@@ -944,7 +940,7 @@ impl Session {
             }
         };
         let name = self.toon_ref().account.clone().unwrap_or_default();
-        if let Err(e) = self.toon_login_refused(refused.0, refused.1, &name, out) {
+        if let Err(e) = self.toon_login_refused(now, refused.0, refused.1, &name, out) {
             self.eject(e, true, out);
         }
     }
@@ -1757,9 +1753,7 @@ impl Session {
                 let status = r.u8()?;
                 let data = r.blob()?;
                 let slots = self.ca.toontown.max_avatars;
-                let unix = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
+                let unix = self.ca.clock.unix_at(now).as_secs();
                 match status {
                     0 => match Account::decode(data, slots) {
                         Some(a)

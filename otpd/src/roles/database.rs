@@ -26,6 +26,9 @@ pub struct Database {
     /// The class fields are read in: `ANY_CLASS` (file-wide numbering), or while a request
     /// held for its object's class is handled, that class.
     scope: u16,
+    /// The time the runtime handed in with the message being handled (requests are stamped
+    /// with it; the role reads no clock).
+    now: Instant,
 }
 
 /// Why a request is refused before it reaches the store.
@@ -39,6 +42,7 @@ impl Database {
         broadcast: bool,
         schema: Arc<Schema>,
         worker: Box<dyn Worker>,
+        now: Instant,
     ) -> Database {
         Database {
             control,
@@ -52,6 +56,7 @@ impl Database {
             in_flight: 0,
             limits: super::WorkerLimits::default(),
             scope: ANY_CLASS,
+            now,
         }
     }
 
@@ -139,7 +144,7 @@ impl Database {
             context,
             msgtype,
             outcome: Outcome::Pending,
-            queued: Instant::now(),
+            queued: self.now,
         }));
     }
 
@@ -378,7 +383,7 @@ impl Database {
             outcome,
             queued,
         } = job;
-        let us = queued.elapsed().as_micros() as u64;
+        let us = self.now.saturating_duration_since(queued).as_micros() as u64;
         self.requests += 1;
         self.in_flight = self.in_flight.saturating_sub(1);
         self.latency_us_sum += us;
@@ -620,12 +625,14 @@ impl Role for Database {
         "database"
     }
 
-    fn start(&mut self, _now: Instant, out: &mut Output) {
+    fn start(&mut self, now: Instant, out: &mut Output) {
+        self.now = now;
         out.subscribe(self.control);
         out.subscribe(BCHAN_DBSERVERS);
     }
 
-    fn handle(&mut self, _now: Instant, frame: &[u8], dg: &InternalDatagram<'_>, out: &mut Output) {
+    fn handle(&mut self, now: Instant, frame: &[u8], dg: &InternalDatagram<'_>, out: &mut Output) {
+        self.now = now;
         if self.schema.per_class_numbering() {
             if let Some(doid) = doid_needing_class(dg) {
                 // Fields are numbered per class: learn the object's class before reading.
@@ -665,7 +672,8 @@ impl Role for Database {
         self.limits
     }
 
-    fn work_done(&mut self, _now: Instant, answer: Work, out: &mut Output) {
+    fn work_done(&mut self, now: Instant, answer: Work, out: &mut Output) {
+        self.now = now;
         match answer.downcast::<Job>() {
             Ok(job) => self.answer(*job, out),
             Err(_) => log::error!("database: the worker answered something that is not a job"),

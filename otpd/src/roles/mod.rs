@@ -89,10 +89,6 @@ impl Output {
         self.subscriptions.push(Subscription::AddRange(lo, hi));
     }
 
-    pub fn unsubscribe_range(&mut self, lo: Channel, hi: Channel) {
-        self.subscriptions.push(Subscription::RemoveRange(lo, hi));
-    }
-
     /// Queues blocking work for the role's worker.
     pub fn work(&mut self, item: Work) {
         self.work.push(item);

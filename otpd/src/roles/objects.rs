@@ -92,10 +92,6 @@ impl FieldStore {
         }
         found
     }
-
-    pub fn heap_bytes(&self) -> usize {
-        self.0.capacity()
-    }
 }
 
 /// One live object.
@@ -1252,11 +1248,6 @@ impl Objects {
             .collect();
         v.sort_unstable();
         v
-    }
-
-    /// Bytes on the heap per object beyond the table itself (for the memory benchmark).
-    pub fn heap_bytes(&self) -> usize {
-        self.objects.values().map(|o| o.fields.heap_bytes()).sum()
     }
 }
 
