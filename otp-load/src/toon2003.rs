@@ -7,6 +7,7 @@ use otp_wire::msgtypes::{
     CONTROL_ADD_CHANNEL, CONTROL_ADD_POST_REMOVE, STATESERVER_CREATE_OBJECT_WITH_REQUIRED,
     STATESERVER_OBJECT_SET_AI,
 };
+use otp_wire::toontown2003::*;
 use otp_wire::Writer;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -140,7 +141,7 @@ pub fn run_ai(args: &[String]) -> Result<(), String> {
     create(&mut out, district + 1, district, 1, class("TimeManager")?);
     // The district's end, when this AI goes.
     let mut down = Vec::new();
-    let mut w = Writer::internal1(&mut down, shard_channel, ai, 1901);
+    let mut w = Writer::internal1(&mut down, shard_channel, ai, CLIENTAGENT_SHARD_DOWN);
     w.u32(district);
     w.finish().expect("small datagram");
     let mut w = Writer::control(&mut out, CONTROL_ADD_POST_REMOVE);
@@ -150,7 +151,7 @@ pub fn run_ai(args: &[String]) -> Result<(), String> {
     println!("toon2003-ai: district {district} '{name}' with a TimeManager in zone 1; announcing on {shard_channel}");
     loop {
         let mut up = Vec::new();
-        let mut w = Writer::internal1(&mut up, shard_channel, ai, 1900);
+        let mut w = Writer::internal1(&mut up, shard_channel, ai, CLIENTAGENT_SHARD_UP);
         w.u32(district).string(&name).u32(0);
         w.finish().expect("small datagram");
         c.send(&up)?;
@@ -192,8 +193,8 @@ pub fn run_client(args: &[String]) -> Result<(), String> {
             let mut p = 0u16.to_le_bytes().to_vec();
             string(&mut p, dna);
             p.push(0);
-            c.send(&frame_client(6, &p))?;
-            let r = expect(&mut c, 7, wait)?;
+            c.send(&frame_client(CLIENT_CREATE_AVATAR, &p))?;
+            let r = expect(&mut c, CLIENT_CREATE_AVATAR_RESP, wait)?;
             if r.get(4) != Some(&0) {
                 return Err(format!("CREATE_AVATAR refused: {r:?}"));
             }
@@ -201,8 +202,8 @@ pub fn run_client(args: &[String]) -> Result<(), String> {
             println!("  created toon {d}");
             let mut p = d.to_le_bytes().to_vec();
             string(&mut p, &toon_name);
-            c.send(&frame_client(70, &p))?;
-            let r = expect(&mut c, 71, wait)?;
+            c.send(&frame_client(CLIENT_SET_WISHNAME, &p))?;
+            let r = expect(&mut c, CLIENT_SET_WISHNAME_RESP, wait)?;
             let approved = read_string(&r, 8)
                 .and_then(|(_, at)| read_string(&r, at))
                 .map(|x| x.0);
@@ -210,18 +211,21 @@ pub fn run_client(args: &[String]) -> Result<(), String> {
             d
         }
     };
-    c.send(&frame_client(32, &doid.to_le_bytes()))?;
-    let details = expect(&mut c, 15, wait)?;
+    c.send(&frame_client(CLIENT_SET_AVATAR, &doid.to_le_bytes()))?;
+    let details = expect(&mut c, CLIENT_GET_AVATAR_DETAILS_RESP, wait)?;
     println!(
         "  SET_AVATAR: details of {} bytes, name {:?}",
         details.len(),
         read_string(&details, 7).map(|x| x.0)
     );
-    c.send(&frame_client(10, &[]))?;
-    c.send(&frame_client(31, &200_000_000u32.to_le_bytes()))?;
-    expect(&mut c, 47, wait)?;
+    c.send(&frame_client(CLIENT_GET_FRIEND_LIST, &[]))?;
+    c.send(&frame_client(
+        CLIENT_SET_SHARD,
+        &200_000_000u32.to_le_bytes(),
+    ))?;
+    expect(&mut c, CLIENT_GET_STATE_RESP, wait)?;
     for zone in [1u16, 1, 2000] {
-        c.send(&frame_client(29, &zone.to_le_bytes()))?;
+        c.send(&frame_client(CLIENT_SET_ZONE, &zone.to_le_bytes()))?;
         let objects = zone_answer(&mut c, zone, wait)?;
         println!("  SET_ZONE {zone}: {} objects: {objects:?}", objects.len());
     }
@@ -231,34 +235,34 @@ pub fn run_client(args: &[String]) -> Result<(), String> {
         let mut p = doid.to_le_bytes().to_vec();
         p.extend_from_slice(&x.to_le_bytes());
         p.extend_from_slice(&100i16.to_le_bytes());
-        c.send(&frame_client(24, &p))?;
+        c.send(&frame_client(CLIENT_OBJECT_UPDATE_FIELD, &p))?;
     }
     let until = Instant::now() + Duration::from_secs(stay);
     while Instant::now() < until {
         if let Some(b) = c.recv(Duration::from_millis(200))? {
             let t = u16::from_le_bytes([b[0], b[1]]);
             match t {
-                24 => println!(
+                CLIENT_OBJECT_UPDATE_FIELD => println!(
                     "  update: object {} field {}",
                     u32::from_le_bytes(b[2..6].try_into().unwrap()),
                     u16::from_le_bytes([b[6], b[7]])
                 ),
-                34 | 35 => println!(
+                CLIENT_CREATE_OBJECT_REQUIRED | CLIENT_CREATE_OBJECT_REQUIRED_OTHER => println!(
                     "  appeared: class {} object {}",
                     u16::from_le_bytes([b[2], b[3]]),
                     u32::from_le_bytes(b[4..8].try_into().unwrap())
                 ),
-                25 | 27 => println!(
+                CLIENT_OBJECT_DISABLE_RESP | CLIENT_OBJECT_DELETE_RESP => println!(
                     "  left: object {}",
                     u32::from_le_bytes(b[2..6].try_into().unwrap())
                 ),
-                4 => return Err(format!("kicked: {b:?}")),
+                CLIENT_GO_GET_LOST => return Err(format!("kicked: {b:?}")),
                 _ => {}
             }
         }
     }
-    c.send(&frame_client(32, &0u32.to_le_bytes()))?;
-    c.send(&frame_client(37, &[]))?;
+    c.send(&frame_client(CLIENT_SET_AVATAR, &0u32.to_le_bytes()))?;
+    c.send(&frame_client(CLIENT_DISCONNECT_2003, &[]))?;
     drop(c);
     println!("  logged out; logging back in");
     let (_c, avatars) = login(&ca, &token, &version, hash, wait)?;
@@ -278,14 +282,14 @@ fn login(
     wait: Duration,
 ) -> Result<(Conn, Vec<(u32, String)>), String> {
     let mut c = Conn::connect(ca)?;
-    c.send(&frame_client(52, &[]))?;
+    c.send(&frame_client(CLIENT_HEARTBEAT_2003, &[]))?;
     let mut p = Vec::new();
     string(&mut p, token);
     string(&mut p, version);
     p.extend_from_slice(&hash.to_le_bytes());
     p.extend_from_slice(&2i32.to_le_bytes());
-    c.send(&frame_client(16, &p))?;
-    let r = expect(&mut c, 17, wait)?;
+    c.send(&frame_client(CLIENT_LOGIN_2, &p))?;
+    let r = expect(&mut c, CLIENT_LOGIN_2_RESP, wait)?;
     if r.get(2) != Some(&0) {
         return Err(format!("login refused: {:?}", read_string(&r, 3)));
     }
@@ -293,8 +297,8 @@ fn login(
         .and_then(|(_, at)| read_string(&r, at))
         .map(|x| x.0);
     println!("  logged in as {user:?}");
-    c.send(&frame_client(8, &[]))?;
-    let r = expect(&mut c, 9, wait)?;
+    c.send(&frame_client(CLIENT_GET_SHARD_LIST, &[]))?;
+    let r = expect(&mut c, CLIENT_GET_SHARD_LIST_RESP, wait)?;
     let n = u16::from_le_bytes([r[2], r[3]]);
     if n == 0 {
         return Err("no district is up (is the AI running?)".into());
@@ -303,8 +307,8 @@ fn login(
         "  {n} district(s), first {:?}",
         read_string(&r, 8).map(|x| x.0)
     );
-    c.send(&frame_client(3, &[]))?;
-    let r = expect(&mut c, 5, wait)?;
+    c.send(&frame_client(CLIENT_GET_AVATARS, &[]))?;
+    let r = expect(&mut c, CLIENT_GET_AVATARS_RESP, wait)?;
     let count = u16::from_le_bytes([r[3], r[4]]);
     let mut at = 5;
     let mut avatars = Vec::new();
@@ -332,7 +336,7 @@ fn expect(c: &mut Conn, t: u16, wait: Duration) -> Result<Vec<u8>, String> {
         if got == t {
             return Ok(b);
         }
-        if got == 4 {
+        if got == CLIENT_GO_GET_LOST {
             return Err(format!(
                 "GO_GET_LOST {:?} while waiting for {t}",
                 b.get(2..4).map(|c| u16::from_le_bytes([c[0], c[1]]))

@@ -1,15 +1,16 @@
 //! `otp-load toon2003-clients`: many 2003 Toontown clients at once against a Toontown2003
 //! listener (T threads, each a mio poll loop over its share of the sockets), for load. Each
 //! client i logs in with the Open play token `<prefix><i>`, picks the account's first toon or
-//! makes and names one, chooses it (SET_AVATAR), enters the first district (SET_SHARD), walks
-//! into zone 2000 + i / M (SET_ZONE), then sends setX (a move) and setChat (a chat line whose
+//! makes and names one, chooses it (CLIENT_SET_AVATAR), enters the first district (CLIENT_SET_SHARD), walks
+//! into zone 2000 + i / M (CLIENT_SET_ZONE), then sends setX (a move) and setChat (a chat line whose
 //! text carries the send time in microseconds) at the given rates; the other toons of the zone
-//! take the chat delivery latency. At the end each client takes its toon out (SET_AVATAR 0)
-//! and sends DISCONNECT.
+//! take the chat delivery latency. At the end each client takes its toon out (CLIENT_SET_AVATAR 0)
+//! and sends CLIENT_DISCONNECT_2003.
 
 use crate::clients::{flush, read_datagrams};
 use crate::report::{self, Counters, Errors, Live, Report};
 use hdrhistogram::Histogram;
+use otp_wire::toontown2003::*;
 use otp_wire::{Deframer, Reader, Writer};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -26,37 +27,16 @@ pub const USAGE: &str = "\
 
 toon2003-clients: N (default 100) 2003 clients against a Toontown2003 listener with Open
 tokens and a district up (scripts/fake-clients starts both). They log in at L per second
-(default 200) with tokens P<i> (default `fake-`), pick or make and name a toon, SET_AVATAR,
-SET_SHARD into the first district and SET_ZONE into Z + i/M (default 2000, zones of M = 50);
+(default 200) with tokens P<i> (default `fake-`), pick or make and name a toon, CLIENT_SET_AVATAR,
+CLIENT_SET_SHARD into the first district and CLIENT_SET_ZONE into Z + i/M (default 2000, zones of M = 50);
 then each sends setX R times a second (default 1) and setChat C times a second (default 0.2;
 the text carries the send time, so the zone's other toons take the delivery latency), for
---duration seconds (default 30) measured after --warmup (default 2), and logs out (SET_AVATAR
-0, DISCONNECT). Same report, progress line and JSON keys as `clients`; the JSON adds
+--duration seconds (default 30) measured after --warmup (default 2), and logs out (CLIENT_SET_AVATAR
+0, CLIENT_DISCONNECT_2003). Same report, progress line and JSON keys as `clients`; the JSON adds
 \"workload\":\"toon2003-clients\". Exit code 1 if any client was not held to the end.
 ";
 
 // The 2003 client protocol's message types (docs/toontown-2003-protocol-notes.md).
-const GO_GET_LOST: u16 = 4;
-const GET_AVATARS: u16 = 3;
-const GET_AVATARS_RESP: u16 = 5;
-const CREATE_AVATAR: u16 = 6;
-const CREATE_AVATAR_RESP: u16 = 7;
-const GET_SHARD_LIST: u16 = 8;
-const GET_SHARD_LIST_RESP: u16 = 9;
-const GET_AVATAR_DETAILS_RESP: u16 = 15;
-const LOGIN_2: u16 = 16;
-const LOGIN_2_RESP: u16 = 17;
-const OBJECT_UPDATE_FIELD: u16 = 24;
-const SET_ZONE: u16 = 29;
-const SET_SHARD: u16 = 31;
-const SET_AVATAR: u16 = 32;
-const CREATE_OBJECT_REQUIRED: u16 = 34;
-const CREATE_OBJECT_REQUIRED_OTHER: u16 = 35;
-const DISCONNECT: u16 = 37;
-const GET_STATE_RESP: u16 = 47;
-const DONE_SET_ZONE_RESP: u16 = 48;
-const SET_WISHNAME: u16 = 70;
-const SET_WISHNAME_RESP: u16 = 71;
 /// A DNA net string, as the scripted client sends.
 const DNA: &str = "t\x00\x01\x00\x01\x00\x01\x00\x01\x03\x03\x00\x03\x03\x03";
 /// How long the clients keep collecting deliveries after the last measured message is sent.
@@ -176,7 +156,7 @@ enum Phase {
     Name,
     SetAvatar,
     SetShard,
-    /// SET_ZONE sent; waiting for its GET_STATE_RESP and DONE_SET_ZONE_RESP.
+    /// CLIENT_SET_ZONE sent; waiting for its CLIENT_GET_STATE_RESP and CLIENT_DONE_SET_ZONE_RESP.
     SetZone,
     Ready,
     LoggingOut,
@@ -304,14 +284,14 @@ impl State {
             Err(true)
         };
         match (t, self.phase) {
-            (GO_GET_LOST, _) => {
+            (CLIENT_GO_GET_LOST, _) => {
                 let mut r = Reader::new(&b[2..]);
                 let code = r.u16().unwrap_or(0);
                 let reason = r.string().unwrap_or("(no reason)").to_owned();
                 cx.r.errors.eject(&cx.shared.live, code, reason);
                 return Err(true);
             }
-            (OBJECT_UPDATE_FIELD, Phase::Ready | Phase::LoggingOut) => {
+            (CLIENT_OBJECT_UPDATE_FIELD, Phase::Ready | Phase::LoggingOut) => {
                 if u16_at(b, 6) != Some(cx.f.set_chat) {
                     return Ok(());
                 }
@@ -326,40 +306,40 @@ impl State {
                         .saturating_record(now.saturating_sub(sent).max(1));
                 }
             }
-            (LOGIN_2_RESP, Phase::Login) => {
+            (CLIENT_LOGIN_2_RESP, Phase::Login) => {
                 if b.get(2) != Some(&0) {
                     let reason = Reader::new(&b[3..]).string().unwrap_or("").to_owned();
                     return bad(cx, &format!("login refused: {reason}"));
                 }
-                self.send(GET_SHARD_LIST, |_| {});
+                self.send(CLIENT_GET_SHARD_LIST, |_| {});
                 self.step(Phase::Shards, cx);
             }
-            (GET_SHARD_LIST_RESP, Phase::Shards) => {
+            (CLIENT_GET_SHARD_LIST_RESP, Phase::Shards) => {
                 if u16_at(b, 2).unwrap_or(0) == 0 {
                     return bad(cx, "no district is up (is the AI running?)");
                 }
                 self.district = u32_at(b, 4).unwrap_or(0);
-                self.send(GET_AVATARS, |_| {});
+                self.send(CLIENT_GET_AVATARS, |_| {});
                 self.step(Phase::Avatars, cx);
             }
-            (GET_AVATARS_RESP, Phase::Avatars) => {
+            (CLIENT_GET_AVATARS_RESP, Phase::Avatars) => {
                 if u16_at(b, 3).unwrap_or(0) > 0 {
                     self.avatar = u32_at(b, 5).unwrap_or(0);
                     let d = self.avatar;
-                    self.send(SET_AVATAR, |w| {
+                    self.send(CLIENT_SET_AVATAR, |w| {
                         w.u32(d);
                     });
                     self.step(Phase::SetAvatar, cx);
                 } else {
-                    self.send(CREATE_AVATAR, |w| {
+                    self.send(CLIENT_CREATE_AVATAR, |w| {
                         w.u16(0).string(DNA).u8(0);
                     });
                     self.step(Phase::Create, cx);
                 }
             }
-            (CREATE_AVATAR_RESP, Phase::Create) => {
+            (CLIENT_CREATE_AVATAR_RESP, Phase::Create) => {
                 if b.get(4) != Some(&0) {
-                    return bad(cx, "CREATE_AVATAR refused");
+                    return bad(cx, "CLIENT_CREATE_AVATAR refused");
                 }
                 self.avatar = u32_at(b, 5).unwrap_or(0);
                 let (d, i) = (self.avatar, self.index);
@@ -373,40 +353,45 @@ impl State {
                 }
                 name[10] = name[10].to_ascii_uppercase();
                 let name = std::str::from_utf8(&name).unwrap_or("Fake Toon");
-                self.send(SET_WISHNAME, |w| {
+                self.send(CLIENT_SET_WISHNAME, |w| {
                     w.u32(d).string(name);
                 });
                 self.step(Phase::Name, cx);
             }
-            (SET_WISHNAME_RESP, Phase::Name) => {
+            (CLIENT_SET_WISHNAME_RESP, Phase::Name) => {
                 let d = self.avatar;
-                self.send(SET_AVATAR, |w| {
+                self.send(CLIENT_SET_AVATAR, |w| {
                     w.u32(d);
                 });
                 self.step(Phase::SetAvatar, cx);
             }
-            (GET_AVATAR_DETAILS_RESP, Phase::SetAvatar) => {
+            (CLIENT_GET_AVATAR_DETAILS_RESP, Phase::SetAvatar) => {
                 let d = self.district;
-                self.send(SET_SHARD, |w| {
+                self.send(CLIENT_SET_SHARD, |w| {
                     w.u32(d);
                 });
                 self.step(Phase::SetShard, cx);
             }
-            (GET_STATE_RESP, Phase::SetShard) => {
+            (CLIENT_GET_STATE_RESP, Phase::SetShard) => {
                 let z = zone_of(cx.o, self.index);
-                self.send(SET_ZONE, |w| {
+                self.send(CLIENT_SET_ZONE, |w| {
                     w.u16(z);
                 });
                 self.step(Phase::SetZone, cx);
             }
-            (DONE_SET_ZONE_RESP, Phase::SetZone)
+            (CLIENT_DONE_SET_ZONE_RESP, Phase::SetZone)
                 if u16_at(b, 2) == Some(zone_of(cx.o, self.index)) =>
             {
                 self.phase = Phase::Ready;
                 cx.shared.ready.fetch_add(1, Ordering::Relaxed);
                 cx.shared.live.held.fetch_add(1, Ordering::Relaxed);
             }
-            (GET_STATE_RESP | CREATE_OBJECT_REQUIRED | CREATE_OBJECT_REQUIRED_OTHER, _) => {}
+            (
+                CLIENT_GET_STATE_RESP
+                | CLIENT_CREATE_OBJECT_REQUIRED
+                | CLIENT_CREATE_OBJECT_REQUIRED_OTHER,
+                _,
+            ) => {}
             _ => {}
         }
         Ok(())
@@ -432,7 +417,7 @@ impl Worker {
                 if !ejected {
                     cx.r.errors.protocol(
                         &cx.shared.live,
-                        "connection closed by the server without GO_GET_LOST",
+                        "connection closed by the server without CLIENT_GO_GET_LOST",
                     );
                 }
             }
@@ -496,7 +481,7 @@ impl Worker {
                     cx.shared.live.connected.fetch_add(1, Ordering::Relaxed);
                     let token = format!("{}{}", cx.o.prefix, c.st.index);
                     let (version, hash) = (cx.o.version.as_str(), cx.o.hash);
-                    c.st.send(LOGIN_2, |w| {
+                    c.st.send(CLIENT_LOGIN_2, |w| {
                         w.string(&token).string(version).u32(hash).i32(2);
                     });
                     c.st.step(Phase::Login, cx);
@@ -538,7 +523,7 @@ impl Worker {
             return;
         };
         let now = cx.shared.now_us();
-        let mut w = Writer::client(&mut c.st.out, OBJECT_UPDATE_FIELD);
+        let mut w = Writer::client(&mut c.st.out, CLIENT_OBJECT_UPDATE_FIELD);
         if chat {
             let mut buf = [0u8; 24];
             w.u32(c.st.avatar)
@@ -580,7 +565,7 @@ impl Worker {
         }
     }
 
-    /// SET_AVATAR 0 and DISCONNECT from every ready client.
+    /// CLIENT_SET_AVATAR 0 and CLIENT_DISCONNECT_2003 from every ready client.
     fn logout(&mut self, cx: &mut Ctx) {
         for k in 0..self.clients.len() {
             let c = &mut self.clients[k];
@@ -590,10 +575,10 @@ impl Worker {
             let Some(sock) = c.sock.as_mut() else {
                 continue;
             };
-            c.st.send(SET_AVATAR, |w| {
+            c.st.send(CLIENT_SET_AVATAR, |w| {
                 w.u32(0);
             });
-            c.st.send(DISCONNECT, |_| {});
+            c.st.send(CLIENT_DISCONNECT_2003, |_| {});
             cx.r.counters.msgs_out += 2;
             cx.shared.live.held.fetch_sub(1, Ordering::Relaxed);
             c.st.phase = Phase::LoggingOut;
@@ -765,8 +750,10 @@ fn client_thread(
         }
         if Instant::now() > deadline {
             for _ in 0..left {
-                cx.r.errors
-                    .timeout(&shared.live, "the server did not close after DISCONNECT");
+                cx.r.errors.timeout(
+                    &shared.live,
+                    "the server did not close after CLIENT_DISCONNECT_2003",
+                );
             }
             break;
         }

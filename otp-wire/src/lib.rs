@@ -7,6 +7,7 @@ pub mod deframe;
 pub mod internal;
 pub mod msgtypes;
 pub mod reader;
+pub mod toontown2003;
 pub mod writer;
 
 pub use deframe::{Deframer, FrameError};

@@ -664,6 +664,21 @@ impl Session {
     }
 
     /// The class of an object this client may address, or None.
+    /// The one send-permission rule of both dialects: the client may update `field` of `doid`
+    /// when it is `clsend`, or `ownsend` on an object it owns, or made sendable for it by the
+    /// cluster (CLIENTAGENT_SET_FIELDS_SENDABLE). `field` is in the cluster's numbering.
+    pub(super) fn may_send(
+        &self,
+        doid: u32,
+        field: u16,
+        flags: crate::roles::FieldFlags,
+        owned: bool,
+    ) -> bool {
+        flags.clsend
+            || (owned && flags.ownsend)
+            || self.sendable.get(&doid).is_some_and(|f| f.contains(&field))
+    }
+
     /// Checks what the session keeps against itself (for tests and fuzzing): every object
     /// the client was shown is one the session knows the class and location of, and the
     /// reverse. An error names the broken rule.
@@ -756,10 +771,7 @@ impl Session {
                 ));
             }
             let flags = schema.flags(class, field);
-            let allowed = flags.clsend
-                || (owned && flags.ownsend)
-                || self.sendable.get(&doid).is_some_and(|f| f.contains(&field));
-            if !allowed {
+            if !self.may_send(doid, field, flags, owned) {
                 return Err(e(
                     CLIENT_DISCONNECT_FORBIDDEN_FIELD,
                     format!(

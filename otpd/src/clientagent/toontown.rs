@@ -16,65 +16,8 @@ use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-// The 2003 client's message numbers.
-pub const CLIENT_LOGIN: u16 = 1;
-pub const CLIENT_LOGIN_RESP: u16 = 2;
-pub const CLIENT_LOGIN_2: u16 = 16;
-pub const CLIENT_LOGIN_2_RESP: u16 = 17;
-pub const CLIENT_GET_AVATARS: u16 = 3;
-pub const CLIENT_GET_AVATARS_RESP: u16 = 5;
-pub const CLIENT_DELETE_AVATAR_RESP: u16 = 5;
-pub const CLIENT_CREATE_AVATAR: u16 = 6;
-pub const CLIENT_CREATE_AVATAR_RESP: u16 = 7;
-pub const CLIENT_GET_SHARD_LIST: u16 = 8;
-pub const CLIENT_GET_SHARD_LIST_RESP: u16 = 9;
-pub const CLIENT_GET_FRIEND_LIST: u16 = 10;
-pub const CLIENT_GET_FRIEND_LIST_RESP: u16 = 11;
-pub const CLIENT_GET_AVATAR_DETAILS: u16 = 14;
-pub const CLIENT_GET_AVATAR_DETAILS_RESP: u16 = 15;
-pub const CLIENT_GO_GET_LOST: u16 = 4;
-pub const CLIENT_OBJECT_UPDATE_FIELD: u16 = 24;
-pub const CLIENT_OBJECT_DISABLE_RESP: u16 = 25;
-pub const CLIENT_OBJECT_DELETE_RESP: u16 = 27;
-pub const CLIENT_SET_ZONE: u16 = 29;
-pub const CLIENT_SET_SHARD: u16 = 31;
-pub const CLIENT_SET_AVATAR: u16 = 32;
-pub const CLIENT_CREATE_OBJECT_REQUIRED: u16 = 34;
-pub const CLIENT_CREATE_OBJECT_REQUIRED_OTHER: u16 = 35;
-pub const CLIENT_DISCONNECT_2003: u16 = 37;
-pub const CLIENT_GET_STATE: u16 = 46;
-pub const CLIENT_GET_STATE_RESP: u16 = 47;
-pub const CLIENT_DONE_SET_ZONE_RESP: u16 = 48;
-pub const CLIENT_DELETE_AVATAR: u16 = 49;
-pub const CLIENT_HEARTBEAT_2003: u16 = 52;
-pub const CLIENT_FRIEND_ONLINE: u16 = 53;
-pub const CLIENT_FRIEND_OFFLINE: u16 = 54;
-pub const CLIENT_REMOVE_FRIEND: u16 = 56;
-pub const CLIENT_SERVER_UP: u16 = 57;
-pub const CLIENT_SERVER_DOWN: u16 = 58;
-pub const CLIENT_SET_NAME_PATTERN: u16 = 67;
-pub const CLIENT_SET_NAME_PATTERN_ANSWER: u16 = 68;
-pub const CLIENT_SET_WISHNAME: u16 = 70;
-pub const CLIENT_SET_WISHNAME_RESP: u16 = 71;
-pub const CLIENT_SET_WISHNAME_CLEAR: u16 = 72;
-pub const CLIENT_SET_SECURITY: u16 = 73;
+pub use otp_wire::toontown2003::*;
 
-// CLIENT_GO_GET_LOST reasons (the 2003 client names 1, 100, 122, 151, 153 itself).
-pub const LOST_GENERIC: u16 = 1;
-pub const LOST_LOGGED_IN_ELSEWHERE: u16 = 100;
-pub const LOST_LOGIN_PROBLEM: u16 = 122;
-pub const LOST_INVALID_MSGTYPE: u16 = 108;
-pub const LOST_TRUNCATED: u16 = 109;
-pub const LOST_NOT_LOGGED_IN: u16 = 113;
-pub const LOST_BAD_VERSION: u16 = 124;
-pub const LOST_BAD_DCHASH: u16 = 125;
-pub const LOST_BAD_TOKEN_TYPE: u16 = 284;
-
-// CLIENT_LOGIN_RESP codes the 2003 client answers with a dialog and a retry (any other
-// nonzero code makes it quit).
-pub const LOGIN_BAD_PASSWORD: u8 = 12;
-pub const LOGIN_BAD_NAME: u8 = 14;
-pub const LOGIN_NO_SUCH_NAME: u8 = 129;
 /// Refused password logins (bad password, bad name, unknown name) one connection may make;
 /// the last one ends it (GO_GET_LOST 122).
 pub const MAX_BAD_LOGINS: u8 = 5;
@@ -92,20 +35,6 @@ const MAX_HELD: usize = 256;
 /// population), shared by every Toontown listener.
 pub type Shards =
     std::sync::Arc<parking_lot::Mutex<std::collections::BTreeMap<u32, (String, u32)>>>;
-
-/// The channel AIs announce their districts on, and the two messages (otpd's own).
-pub const CLIENTAGENT_SHARD_UP: u16 = 1900;
-pub const CLIENTAGENT_SHARD_DOWN: u16 = 1901;
-
-/// otpd's own: "avatar X (uint32) is online": sent by the session playing X to each friend's
-/// puppet channel; the friend's session, if X is in its toon's friends list, tells its client
-/// (FRIEND_ONLINE X) and answers FRIEND_ONLINE (its own toon) to X's puppet channel through
-/// CLIENTAGENT_SEND_DATAGRAM.
-pub const CLIENTAGENT_TOON_FRIEND_ONLINE: u16 = 3910;
-
-/// A session playing avatar X listens on `PUPPET_CHANNEL_BASE + X` while X is in the world
-/// (Disney's OTP puppet channel): an AI or another session reaches the player of X there.
-pub const PUPPET_CHANNEL_BASE: u64 = 1001 << 32;
 
 /// The DC field holding a toon's friends: uint32uint8array of (friend doid, flags).
 pub const FRIENDS_FIELD: &str = "setFriendsList";
@@ -1623,10 +1552,7 @@ impl Session {
             return Ok(());
         };
         let flags = schema.flags(class, field);
-        let allowed = flags.clsend
-            || (owned && flags.ownsend)
-            || self.sendable.get(&doid).is_some_and(|f| f.contains(&field));
-        if !schema.class_has_field(class, field) || !allowed {
+        if !schema.class_has_field(class, field) || !self.may_send(doid, field, flags, owned) {
             // The 2003 client sends such updates in normal play (its shared AI code); the
             // update is dropped, not the client.
             r.rest();
