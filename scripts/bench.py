@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """The benchmark suite behind scripts/bench: runs every workload against otpd and, when given,
 astrond (alternating the two, run after run), keeps each run's figures in
-target/bench/results.json, and writes the tables (medians with their spread) between the
+bench/results.json of the cargo target folder (target/, or $CARGO_TARGET_DIR), and writes the tables (medians with their spread) between the
 bench markers of docs/performance.md and the plots into docs/img/.
 
-Workloads, all driven by the same load tool (target/release/otp-load):
+Workloads, all driven by the same load tool (otp-load, from the target folder's release/):
   md-flood     37-byte datagrams, 100 per write, 10 receivers     messages routed per second
   md-fanout    the same with 5 receivers per channel              deliveries per second
   md-rtt       one datagram in flight, unloaded                   round-trip percentiles
@@ -28,8 +28,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOAD = ROOT / "target/release/otp-load"
-OTPD = ROOT / "target/release/otpd"
+# Cargo's target folder: $CARGO_TARGET_DIR (a relative one from the current folder, as cargo
+# reads it), else target/ in the repository.
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target").resolve()
+LOAD = TARGET / "release/otp-load"
+OTPD = TARGET / "release/otpd"
 LOAD_DC = ROOT / "otp-load/load.dc"
 OBJECTS_DC = ROOT / "tests/dc/objects.dc"
 BEGIN = "<!-- bench:begin (written by scripts/bench; edits here are overwritten) -->"
@@ -366,11 +369,29 @@ def figures(results, workload, server, key, params=None):
             and (params is None or all(r["params"].get(k) == v for k, v in params.items()))]
 
 
+def shown(argv):
+    """The command line as the report shows it: file paths (which name folders of the machine
+    that ran it, outside the repository) are replaced by PATH."""
+    out = []
+    for i, a in enumerate(argv):
+        name = a.split("=", 1)[0]
+        if name in PATH_OPTIONS and "=" in a:
+            out.append(name + "=PATH")
+        elif i > 0 and argv[i - 1] in PATH_OPTIONS:
+            out.append("PATH")
+        else:
+            out.append(a)
+    return " ".join(out)
+
+
+PATH_OPTIONS = ("--astrond", "--results", "--from-results")
+
+
 def report(results, args, plots, argv, meta):
     servers = server_names(results)
     runs = max((r["run"] for r in results), default=0)
     lines = [BEGIN, "",
-             f"Written by `scripts/bench {' '.join(argv)}` on "
+             f"Written by `scripts/bench {shown(argv)}` on "
              f"{meta.get('date', '?')}, {meta.get('cpus', '?')} CPUs "
              f"({meta.get('cpu', '?')}), otpd at {meta.get('rev', '?')}. Each cell: the median of {runs} run(s), "
              "with the lowest and highest in brackets when they differ; the servers ran "
@@ -487,7 +508,7 @@ def plot(results, outdir):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log("matplotlib is missing: no plots (scripts/bench installs it in target/bench-venv)")
+        log("matplotlib is missing: no plots (scripts/bench installs it in the target folder's bench-venv)")
         return []
     outdir.mkdir(parents=True, exist_ok=True)
     made = []
@@ -603,12 +624,12 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smaller workloads (a smoke test, not figures)")
     ap.add_argument("--no-doc", action="store_true", help="do not touch docs/performance.md or docs/img")
     ap.add_argument("--from-results", help="only redo the report and plots from a results.json")
-    ap.add_argument("--results", default=str(ROOT / "target/bench/results.json"),
-                    help="where every run's figures go (default target/bench/results.json)")
+    ap.add_argument("--results", default=str(TARGET / "bench/results.json"),
+                    help="where every run's figures go (default bench/results.json in the "
+                         "cargo target folder)")
     args = ap.parse_args()
 
-    outdir = ROOT / "target/bench"
-    outdir.mkdir(parents=True, exist_ok=True)
+    Path(args.results).resolve().parent.mkdir(parents=True, exist_ok=True)
     if args.from_results:
         saved = json.loads(Path(args.from_results).read_text())
         results, argv, meta = saved["results"], saved.get("argv", []), saved.get("meta", {})

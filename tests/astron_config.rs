@@ -7,7 +7,8 @@
 //! that is not on this machine, a name no resolver knows): for those this test checks what
 //! `load` resolved, and that binding it fails here.
 //!
-//! The DC file Astron's tests use is read from shared/ at test time.
+//! The configurations name the project's own DC file `tests/dc/astron-config.dc`, which has
+//! the two UberDOG classes the suite configures.
 
 use otpd::config::astron::{addr::parse_address, load};
 use otpd::config::{
@@ -17,10 +18,7 @@ use otpd::config::{
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-const TEST_DC: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/dc/astron-test.dc"
-);
+const TEST_DC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/dc/astron-config.dc");
 
 fn test_dc() -> PathBuf {
     let p = PathBuf::from(TEST_DC);
@@ -164,8 +162,8 @@ fn core_good() {
     assert_eq!(c.messagedirector.connect, None);
     assert!(c.roles.is_empty());
     // The classes the lead will look up exist in the DC file.
-    let dc = std::fs::read_to_string(test_dc()).unwrap();
-    assert!(dc.contains("dclass UberDog1") && dc.contains("dclass UberDog2"));
+    let dc = otp_dc::DcFile::parse_files(&[test_dc()]).unwrap();
+    assert!(dc.class_by_name("UberDog1").is_some() && dc.class_by_name("UberDog2").is_some());
 }
 
 #[test]

@@ -683,9 +683,10 @@ fn every_refusal_gets_its_reason_code() {
 }
 
 /// The same walk with Toontown's own 2003 DC file (`../shared/dc/toon-2003.dc`, not part of
-/// this repository): run by `scripts/test` with OTPD_TOON_2003_DC set when the file is there.
+/// this repository): run by `scripts/dc-conformance` with OTPD_TOON_2003_DC set when the file
+/// is there.
 #[test]
-#[ignore = "needs OTPD_TOON_2003_DC (scripts/test sets it when ../shared/dc/toon-2003.dc exists)"]
+#[ignore = "needs OTPD_TOON_2003_DC (scripts/dc-conformance sets it when ../shared/dc/toon-2003.dc exists)"]
 fn the_2003_walk_with_toontowns_own_dc_file() {
     // A cluster numbering fields file-wide (the listener translates), then one numbering them
     // per class as docs/toontown-2003.md configures it.

@@ -387,7 +387,7 @@ impl PgServer {
     pub fn start() -> PgServer {
         let bin = pg_bindir().expect(
             "PostgreSQL is not installed (initdb not found): install the distribution's \
-             postgresql package (.ci/run does)",
+             postgresql package (scripts/test does)",
         );
         let dir = tempfile::tempdir().unwrap();
         let as_postgres = unsafe_is_root();
