@@ -30,7 +30,7 @@ pub struct ClusterConfig {
     /// UberDOGs: well-known objects the AI processes create.
     pub uberdogs: Vec<UberDog>,
     pub messagedirector: MessageDirectorConfig,
-    /// Roles run inside this process; later issues add their behaviour.
+    /// Roles run inside this process.
     pub roles: Vec<RoleConfig>,
 }
 
