@@ -1,0 +1,482 @@
+//! Avatars of the 2003 dialect: the avatar list, making a toon, naming it (Pick-a-Name and
+//! wish names), deleting it, choosing one to play (SET_AVATAR) and leaving the world.
+
+use super::*;
+
+/// One avatar list being gathered from the database.
+#[derive(Debug)]
+pub(super) struct ListJob {
+    pub(super) msgtype: u16,
+    pub(super) waiting: usize,
+    /// Per slot: (name, dna) once read.
+    pub(super) found: Vec<Option<(Vec<u8>, Vec<u8>)>>,
+}
+
+pub(super) fn names_ok(name: &str) -> bool {
+    let n = name.trim();
+    !n.is_empty()
+        && n.len() <= 32
+        && n == name
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '.' | '\'' | '!'))
+        && !name.contains("  ")
+}
+
+/// Toontown's name parts (NameMasterEnglish.txt: `index*category*text` lines), for
+/// CLIENT_SET_NAME_PATTERN.
+#[derive(Debug, Default)]
+pub struct NameParts {
+    parts: FxHashMap<u16, (u8, String)>,
+}
+
+impl NameParts {
+    pub fn load(path: &std::path::Path) -> Result<NameParts, String> {
+        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = String::from_utf8_lossy(&text);
+        let mut parts = FxHashMap::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut it = line.splitn(3, '*');
+            let (Some(i), Some(c), Some(t)) = (it.next(), it.next(), it.next()) else {
+                return Err(format!(
+                    "{}:{}: not index*category*text",
+                    path.display(),
+                    n + 1
+                ));
+            };
+            let (Ok(i), Ok(c)) = (i.trim().parse::<u16>(), c.trim().parse::<u8>()) else {
+                return Err(format!(
+                    "{}:{}: not index*category*text",
+                    path.display(),
+                    n + 1
+                ));
+            };
+            parts.insert(i, (c, t.trim().to_string()));
+        }
+        Ok(NameParts { parts })
+    }
+
+    /// The name four (index, capitalize) pairs make: title, first name, last-name prefix and
+    /// suffix (65535 = unused), or None when they break the rules.
+    pub fn compose(&self, p: &[(u16, u16); 4]) -> Option<String> {
+        // Categories allowed at each position.
+        const ALLOWED: [&[u8]; 4] = [&[0, 1, 2], &[3, 4, 5], &[6, 7], &[8]];
+        let mut words: [Option<String>; 4] = Default::default();
+        for (i, &(index, cap)) in p.iter().enumerate() {
+            if index == u16::MAX {
+                continue;
+            }
+            let (cat, text) = self.parts.get(&index)?;
+            if !ALLOWED[i].contains(cat) || cap > 1 {
+                return None;
+            }
+            // The client's flag (NameShop): 1 = capital first letter (a suffix after a "Mc"
+            // prefix), 0 = lower-case first letter (the first name "von" after a title; the
+            // name list holds "Von").
+            let mut c = text.chars();
+            let t = match c.next() {
+                Some(f) if cap == 1 => f.to_uppercase().collect::<String>() + c.as_str(),
+                Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+                None => String::new(),
+            };
+            words[i] = Some(t);
+        }
+        // A prefix needs a suffix; at least a first or last name.
+        if words[2].is_some() != words[3].is_some() {
+            return None;
+        }
+        if words[1].is_none() && words[3].is_none() {
+            return None;
+        }
+        let last = match (&words[2], &words[3]) {
+            (Some(a), Some(b)) => Some(format!("{a}{b}")),
+            _ => None,
+        };
+        let name = [words[0].clone(), words[1].clone(), last]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(name)
+    }
+}
+
+impl Session {
+    /// Gathers the avatar list from the database, answering with `msgtype` (5).
+    pub(in crate::clientagent) fn toon_list(
+        &mut self,
+        now: Instant,
+        msgtype: u16,
+        out: &mut SessionOut,
+    ) {
+        let slots: Vec<(usize, u32)> = self
+            .toon_ref()
+            .record
+            .as_ref()
+            .map(|r| {
+                r.slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.doid != 0)
+                    .map(|(i, s)| (i, s.doid))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let t = self.toon_mut();
+        t.next_ctx = t.next_ctx.wrapping_add(1).max(1);
+        let job = t.next_ctx;
+        let n = t.record.as_ref().map_or(0, |r| r.slots.len());
+        t.jobs.insert(
+            job,
+            ListJob {
+                msgtype,
+                waiting: slots.len(),
+                found: vec![None; n],
+            },
+        );
+        if slots.is_empty() {
+            self.toon_list_done(job, out);
+            return;
+        }
+        let schema = self.ca.schema.clone();
+        let tt = &self.ca.toontown;
+        let class = schema.dc().class_by_name(&tt.avatar_class);
+        let fields = class.and_then(|c| {
+            Some((
+                schema.dc().field_by_name(c, &tt.name_field)?.id(),
+                schema.dc().field_by_name(c, &tt.dna_field)?.id(),
+            ))
+        });
+        let Some((fname, fdna)) = fields else {
+            log::error!(
+                "{}: the avatar class or its name/DNA field is not in the DC files",
+                self.label()
+            );
+            self.toon_mut().jobs.remove(&job);
+            return;
+        };
+        for (slot, doid) in slots {
+            let ctx = self.toon_request(Pending::ListFields { job, slot, doid }, now);
+            let mut w = self.send_to(self.toon_db(), DBSERVER_OBJECT_GET_FIELDS, out);
+            w.u32(ctx).u32(doid).u16(2).u16(fname).u16(fdna);
+            let _ = w.finish();
+        }
+    }
+
+    pub(in crate::clientagent) fn toon_list_done(&mut self, job: u32, out: &mut SessionOut) {
+        let Some(j) = self.toon_mut().jobs.remove(&job) else {
+            return;
+        };
+        let rec = self
+            .toon_ref()
+            .record
+            .clone()
+            .unwrap_or_else(|| Account::new(0, 0));
+        let count = j.found.iter().filter(|f| f.is_some()).count();
+        let mut w = Writer::client(&mut out.to_client, j.msgtype);
+        w.u8(0).u16(count as u16);
+        for (slot, f) in j.found.iter().enumerate() {
+            let Some((name, dna)) = f else {
+                continue;
+            };
+            let s = &rec.slots[slot];
+            let (wish, approved, rejected) = match s.name_state {
+                accounts::NAME_PENDING => (s.wish_name.as_str(), "", ""),
+                accounts::NAME_APPROVED => ("", s.wish_name.as_str(), ""),
+                accounts::NAME_REJECTED => ("", "", s.wish_name.as_str()),
+                _ => ("", "", ""),
+            };
+            w.u32(s.doid)
+                .bytes(name)
+                .string(wish)
+                .string(approved)
+                .string(rejected)
+                .bytes(dna)
+                .u8(slot as u8)
+                .u8((s.name_state == accounts::NAME_NONE) as u8);
+        }
+        let _ = w.finish();
+    }
+
+    pub(in crate::clientagent) fn toon_create(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let context = r.u16()?;
+        let dna = r.blob()?.to_vec();
+        let slot = r.u8()? as usize;
+        let rec = self.toon_ref().record.as_ref().expect("logged in");
+        // A slot being created is taken: a second avatar would be orphaned in the database.
+        let creating = self
+            .toon_ref()
+            .pending
+            .values()
+            .any(|(p, _)| matches!(p, Pending::Created { slot: s } if *s == slot));
+        if slot >= rec.slots.len() || rec.slots[slot].doid != 0 || creating {
+            return Err(refuse(
+                LOST_LOGIN_PROBLEM,
+                format!(
+                    "Avatar slot {slot} is not free (an account has {} slots).",
+                    rec.slots.len()
+                ),
+            ));
+        }
+        let schema = self.ca.schema.clone();
+        let tt = &self.ca.toontown;
+        let Some(class) = schema.dc().class_by_name(&tt.avatar_class) else {
+            return Err(refuse(
+                LOST_LOGIN_PROBLEM,
+                "No avatar class in the DC files.",
+            ));
+        };
+        let field = |n: &str| schema.dc().field_by_name(class, n).map(|f| f.id());
+        let (Some(fname), Some(fdna)) = (field(&tt.name_field), field(&tt.dna_field)) else {
+            return Err(refuse(
+                LOST_LOGIN_PROBLEM,
+                "The avatar class lacks its name or DNA field.",
+            ));
+        };
+        let dna_value = string_bytes(&String::from_utf8_lossy(&dna));
+        let mut dna_packed = (dna.len() as u16).to_le_bytes().to_vec();
+        dna_packed.extend_from_slice(&dna);
+        let _ = dna_value;
+        if let Err(e) = schema.value_len(class.id(), fdna, &dna_packed) {
+            return Err(refuse(
+                LOST_TRUNCATED,
+                format!("Invalid DNA: {}", e.message),
+            ));
+        }
+        let mut fields: Vec<(u16, Vec<u8>)> =
+            vec![(fname, string_bytes(&tt.default_name)), (fdna, dna_packed)];
+        if let Some(f) = field("setTutorialAck") {
+            if schema.value_len(class.id(), f, &[1]).is_ok() {
+                fields.push((f, vec![1]));
+            }
+        }
+        if let Some(f) = field("setDefaultShard") {
+            if let Some(first) = self.ca.shards.lock().keys().next().copied() {
+                fields.push((f, first.to_le_bytes().to_vec()));
+            }
+        }
+        if let Some(f) = field("setAccountName") {
+            let name = self.toon_ref().account.clone().unwrap_or_default();
+            fields.push((f, string_bytes(&name)));
+        }
+        let ctx = self.toon_request(Pending::Created { slot }, now);
+        let mut w = self.send_to(self.toon_db(), DBSERVER_CREATE_OBJECT, out);
+        w.u32(ctx).u16(class.id()).u16(fields.len() as u16);
+        for (f, v) in &fields {
+            w.u16(*f).bytes(v);
+        }
+        let _ = w.finish();
+        let _ = context; // always 0 from the client; echoed as 0
+        Ok(())
+    }
+
+    pub(in crate::clientagent) fn set_name(&mut self, doid: u32, name: &str, out: &mut SessionOut) {
+        let schema = self.ca.schema.clone();
+        let tt = &self.ca.toontown;
+        let Some(f) = schema
+            .dc()
+            .class_by_name(&tt.avatar_class)
+            .and_then(|c| schema.dc().field_by_name(c, &tt.name_field))
+            .map(|f| f.id())
+        else {
+            return;
+        };
+        let mut w = self.send_to(self.toon_db(), DBSERVER_OBJECT_SET_FIELD, out);
+        w.u32(doid).u16(f).string(name);
+        let _ = w.finish();
+    }
+
+    pub(in crate::clientagent) fn toon_name_pattern(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let doid = r.u32()?;
+        let mut parts = [(0u16, 0u16); 4];
+        for p in &mut parts {
+            *p = (r.u16()?, r.u16()?);
+        }
+        let slot = self.own_slot(doid)?;
+        let name = self
+            .ca
+            .name_parts
+            .as_ref()
+            .and_then(|np| np.compose(&parts));
+        match name {
+            Some(name) => {
+                self.set_name(doid, &name, out);
+                let s = &mut self.toon_mut().record.as_mut().expect("logged in").slots[slot];
+                s.wish_name = name;
+                s.name_state = accounts::NAME_NAMED;
+                self.toon_save(now, AfterSave::Pattern { doid }, out);
+            }
+            None => {
+                let mut w = Writer::client(&mut out.to_client, CLIENT_SET_NAME_PATTERN_ANSWER);
+                w.u32(doid).u8(1);
+                let _ = w.finish();
+                self.toon_event("name-refused", doid, out);
+            }
+        }
+        Ok(())
+    }
+
+    pub(in crate::clientagent) fn toon_wish(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let doid = r.u32()?;
+        let name = String::from_utf8_lossy(r.blob()?).into_owned();
+        if doid == 0 {
+            // Only a check.
+            let ok = names_ok(&name);
+            let mut w = Writer::client(&mut out.to_client, CLIENT_SET_WISHNAME_RESP);
+            w.u32(0).u16(0);
+            if ok {
+                w.string(&name).string("").string("");
+            } else {
+                w.string("").string("").string(&name);
+            }
+            let _ = w.finish();
+            return Ok(());
+        }
+        let slot = self.own_slot(doid)?;
+        if !names_ok(&name) {
+            let mut w = Writer::client(&mut out.to_client, CLIENT_SET_WISHNAME_RESP);
+            w.u32(doid).u16(0).string("").string("").string(&name);
+            let _ = w.finish();
+            self.toon_event("name-refused", doid, out);
+            return Ok(());
+        }
+        let auto = self.ca.toontown.auto_approve_names;
+        if auto {
+            self.set_name(doid, &name, out);
+        }
+        let s = &mut self.toon_mut().record.as_mut().expect("logged in").slots[slot];
+        s.wish_name = name.clone();
+        s.name_state = if auto {
+            accounts::NAME_NAMED
+        } else {
+            accounts::NAME_PENDING
+        };
+        let (pending, approved) = if auto {
+            (String::new(), name)
+        } else {
+            (name, String::new())
+        };
+        self.toon_save(
+            now,
+            AfterSave::Wish {
+                doid,
+                pending,
+                approved,
+                rejected: String::new(),
+            },
+            out,
+        );
+        Ok(())
+    }
+
+    /// Takes the avatar in play out of the world (SET_AVATAR 0, or another avatar chosen).
+    pub(in crate::clientagent) fn toon_leave_world(&mut self, out: &mut SessionOut) {
+        let avatar = self.toon_ref().avatar;
+        if avatar == 0 {
+            return;
+        }
+        let shard = self.toon_ref().shard;
+        if let Some(i) = self.interests.remove(&ZONE_INTEREST) {
+            let zones: Vec<u32> = i.zones.to_vec();
+            self.close_zones_quietly(i.parent, &zones, out);
+        }
+        let _ = shard;
+        self.toon_friends_offline(out);
+        out.subscriptions
+            .push(Subscription::Remove(puppet_channel(avatar)));
+        self.session_objects.remove(&avatar);
+        self.owned.remove(&avatar);
+        let mut w = self.send_to(avatar as u64, STATESERVER_OBJECT_DELETE_RAM, out);
+        w.u32(avatar);
+        let _ = w.finish();
+        self.toon_event("avatar-left", avatar, out);
+        let t = self.toon_mut();
+        t.avatar = 0;
+        t.shard = 0;
+    }
+
+    pub(in crate::clientagent) fn toon_set_avatar(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let doid = r.u32()?;
+        if doid == 0 {
+            self.toon_leave_world(out);
+            return Ok(());
+        }
+        self.own_slot(doid)?;
+        if self.toon_ref().avatar == doid {
+            return Ok(());
+        }
+        self.toon_leave_world(out);
+        // Activate the stored avatar, owned by this client, out of every zone until SET_SHARD.
+        let mut w = self.send_to(doid as u64, DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS, out);
+        w.u32(doid).u32(0).u32(0);
+        let _ = w.finish();
+        let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_SET_OWNER, out);
+        w.u64(self.channel);
+        let _ = w.finish();
+        let ctx = self.toon_request(Pending::OwnDetails, now);
+        let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_GET_ALL, out);
+        w.u32(ctx).u32(doid);
+        let _ = w.finish();
+        self.session_objects.insert(doid);
+        out.subscriptions
+            .push(Subscription::Add(puppet_channel(doid)));
+        let t = self.toon_mut();
+        t.avatar = doid;
+        t.friends = None;
+        t.friends_wanted = 0;
+        self.toon_event("avatar-chosen", doid, out);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::NameParts;
+
+    /// The flags as the 2003 client's NameShop sends them: "Dr. von Tinkerdoodle" is the title
+    /// (1), the first name "Von" with flag 0 (shown "von" after a title), the prefix (1) and
+    /// the suffix with flag 0 (as written) or 1 (after a capitalising prefix such as "Mc").
+    #[test]
+    fn name_flags_follow_the_clients_name_shop() {
+        let mut np = NameParts::default();
+        for (i, c, t) in [
+            (0, 0, "Dr."),
+            (1, 4, "Von"),
+            (2, 6, "tinker"),
+            (3, 8, "doodle"),
+        ] {
+            np.parts.insert(i, (c, t.to_string()));
+        }
+        let name = np.compose(&[(0, 1), (1, 0), (2, 1), (3, 0)]).unwrap();
+        assert_eq!(name, "Dr. von Tinkerdoodle");
+        let name = np
+            .compose(&[(u16::MAX, 1), (1, 1), (2, 1), (3, 1)])
+            .unwrap();
+        assert_eq!(name, "Von TinkerDoodle");
+        assert!(np.compose(&[(0, 2), (1, 1), (2, 1), (3, 1)]).is_none());
+    }
+}

@@ -1,0 +1,55 @@
+//! Districts in the 2003 dialect: the district list and moving the avatar to a district
+//! (SET_SHARD); districts come and go through CLIENTAGENT_SHARD_UP/DOWN.
+
+use super::*;
+
+/// The districts announced to this process (CLIENTAGENT_SHARD_UP / _DOWN): id → (name,
+/// population), shared by every Toontown listener.
+pub type Shards =
+    std::sync::Arc<parking_lot::Mutex<std::collections::BTreeMap<u32, (String, u32)>>>;
+
+impl Session {
+    pub(in crate::clientagent) fn toon_shard_list(&mut self, out: &mut SessionOut) {
+        let shards = self.ca.shards.lock();
+        let mut w = Writer::client(&mut out.to_client, CLIENT_GET_SHARD_LIST_RESP);
+        w.u16(shards.len().min(u16::MAX as usize) as u16);
+        for (id, (name, population)) in shards.iter() {
+            w.u32(*id).string(name).u32(*population);
+        }
+        let _ = w.finish();
+    }
+
+    pub(in crate::clientagent) fn toon_set_shard(
+        &mut self,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let asked = r.u32()?;
+        let avatar = self.toon_ref().avatar;
+        if avatar == 0 {
+            return Err(refuse(LOST_GENERIC, "SET_SHARD without an avatar in play."));
+        }
+        let shard = {
+            let shards = self.ca.shards.lock();
+            if shards.contains_key(&asked) {
+                Some(asked)
+            } else {
+                shards.keys().next().copied()
+            }
+        };
+        let Some(shard) = shard else {
+            return Err(refuse(153, "No district is available."));
+        };
+        if let Some(i) = self.interests.remove(&ZONE_INTEREST) {
+            let zones: Vec<u32> = i.zones.to_vec();
+            self.close_zones_quietly(i.parent, &zones, out);
+        }
+        let quiet = self.ca.toontown.quiet_zone;
+        let mut w = self.send_to(avatar as u64, STATESERVER_OBJECT_SET_LOCATION, out);
+        w.u32(shard).u32(quiet);
+        let _ = w.finish();
+        self.toon_mut().shard = shard;
+        self.state_resp(0, out);
+        Ok(())
+    }
+}

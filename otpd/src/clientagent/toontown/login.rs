@@ -1,0 +1,414 @@
+//! Logins and accounts of the 2003 dialect: LOGIN_2 with a play token, LOGIN with a name and
+//! a password (hashed on a worker thread), the account record read, made and saved.
+
+use super::*;
+
+/// How a login names its account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LoginMethod {
+    /// CLIENT_LOGIN_2 with a play token.
+    Token,
+    /// CLIENT_LOGIN with a name and a password.
+    Password,
+}
+
+impl LoginMethod {
+    fn as_str(self) -> &'static str {
+        match self {
+            LoginMethod::Token => "token",
+            LoginMethod::Password => "password",
+        }
+    }
+}
+
+/// A password while its account is read; never printed.
+pub(super) struct Secret(pub(super) Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Refused password logins (bad password, bad name, unknown name) one connection may make;
+/// the last one ends it (GO_GET_LOST 122).
+pub const MAX_BAD_LOGINS: u8 = 5;
+
+impl Session {
+    pub(in crate::clientagent) fn toon_login(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let token = String::from_utf8_lossy(r.blob()?).into_owned();
+        let version = r.blob()?.to_vec();
+        let hash = r.u32()?;
+        let token_type = r.i32()?;
+        self.login_allowed(&version, hash)?;
+        if token_type != 2 && token_type != 3 {
+            return Err(refuse(
+                LOST_BAD_TOKEN_TYPE,
+                format!("Play token type {token_type} is not accepted."),
+            ));
+        }
+        let unix = self.ca.clock.unix_at(now).as_secs();
+        let name = match accounts::verify(&self.ca.toontown.tokens, &token, unix) {
+            Ok(n) => n,
+            Err(why) => {
+                // The client quits on a nonzero answer; the GO_GET_LOST that follows carries
+                // the reason for the log and the EventLogger.
+                let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_2_RESP);
+                w.u8(1)
+                    .string(why)
+                    .string("")
+                    .u8(0)
+                    .u32(0)
+                    .u32(0)
+                    .u8(0)
+                    .i32(-1);
+                let _ = w.finish();
+                return Err(refuse(LOST_LOGIN_PROBLEM, format!("Login refused: {why}.")));
+            }
+        };
+        self.toon_mut().account = Some(name.clone());
+        self.toon_mut().method = Some(LoginMethod::Token);
+        let ctx = self.toon_request(Pending::Account, now);
+        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_GET, out);
+        w.u32(ctx).string(&name);
+        let _ = w.finish();
+        Ok(())
+    }
+
+    /// CLIENT_LOGIN: the name and password typed on the 2003 client's login screen
+    /// (`account-old-auth #t`).
+    /// What both logins check first: not logged in yet, the server's version and DC hash.
+    pub(in crate::clientagent) fn login_allowed(
+        &self,
+        version: &[u8],
+        hash: u32,
+    ) -> Result<(), Refusal> {
+        if self.toon_ref().account.is_some() {
+            return Err(refuse(LOST_GENERIC, "Logged in already."));
+        }
+        if version != self.ca.version.as_bytes() {
+            return Err(refuse(
+                LOST_BAD_VERSION,
+                format!(
+                    "Client version mismatch: client={}",
+                    String::from_utf8_lossy(version)
+                ),
+            ));
+        }
+        if hash != self.ca.hash {
+            return Err(refuse(
+                LOST_BAD_DCHASH,
+                format!("Client DC hash mismatch: client={hash}"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(in crate::clientagent) fn toon_password_login(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let name = r.blob()?.to_vec();
+        let _client_ip = r.u32()?;
+        let _port = r.u16()?;
+        let version = r.blob()?.to_vec();
+        let hash = r.u32()?;
+        let password = r.blob()?.to_vec();
+        let create = r.u8()? != 0;
+        self.login_allowed(&version, hash)?;
+        // The client keeps its login screen up while it waits: so may the server.
+        self.extend_hello(now);
+        if self.ca.toontown.passwords == PasswordPolicy::Disabled {
+            return self.toon_login_refused(
+                now,
+                LOGIN_NO_SUCH_NAME,
+                "Password logins are disabled on this server.",
+                "",
+                out,
+            );
+        }
+        let name = match String::from_utf8(name) {
+            Ok(n) if accounts::valid_name(&n) => n,
+            _ => {
+                return self.toon_login_refused(
+                    now,
+                    LOGIN_BAD_NAME,
+                    "That name cannot be an account name.",
+                    "",
+                    out,
+                )
+            }
+        };
+        if password.is_empty() || password.len() > accounts::MAX_PASSWORD {
+            return self.toon_login_refused(
+                now,
+                LOGIN_BAD_PASSWORD,
+                "The password is empty or too long.",
+                &name,
+                out,
+            );
+        }
+        self.toon_mut().account = Some(name.clone());
+        self.toon_mut().method = Some(LoginMethod::Password);
+        let ctx = self.toon_request(
+            Pending::PasswordAccount {
+                password: Secret(password),
+                create,
+            },
+            now,
+        );
+        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_GET, out);
+        w.u32(ctx).string(&name);
+        let _ = w.finish();
+        Ok(())
+    }
+
+    /// A refused password login: LOGIN_RESP `code` (the client offers a retry), or, at the
+    /// `MAX_BAD_LOGINS`th on this connection, GO_GET_LOST 122. The session stays logged out.
+    pub(in crate::clientagent) fn toon_login_refused(
+        &mut self,
+        now: Instant,
+        code: u8,
+        why: &str,
+        name: &str,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let t = self.toon_mut();
+        t.account = None;
+        t.record = None;
+        t.method = None;
+        t.bad_logins = t.bad_logins.saturating_add(1);
+        let bad = t.bad_logins;
+        log::info!(
+            "{}: password login for {name:?} refused ({code}): {why}",
+            self.label()
+        );
+        out.events.push(crate::roles::event::encode(
+            "client-login-refused",
+            &[
+                ("role", crate::roles::event::Ev::Str("clientagent")),
+                ("sender", crate::roles::event::Ev::Str(&self.sender_name())),
+                ("account", crate::roles::event::Ev::Str(name)),
+                ("code", crate::roles::event::Ev::U64(code as u64)),
+                ("reason", crate::roles::event::Ev::Str(why)),
+            ],
+        ));
+        if bad >= MAX_BAD_LOGINS {
+            return Err(refuse(
+                LOST_LOGIN_PROBLEM,
+                format!("{bad} refused logins on one connection."),
+            ));
+        }
+        let since = self.ca.clock.unix_at(now);
+        let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_RESP);
+        w.u8(code)
+            .u32(0)
+            .string(why)
+            .u32(since.as_secs() as u32)
+            .u32(since.subsec_micros());
+        let _ = w.finish();
+        Ok(())
+    }
+
+    pub(in crate::clientagent::toontown) fn toon_save(
+        &mut self,
+        now: Instant,
+        then: AfterSave,
+        out: &mut SessionOut,
+    ) {
+        let name = self.toon_ref().account.clone().unwrap_or_default();
+        let data = self
+            .toon_ref()
+            .record
+            .as_ref()
+            .map(Account::encode)
+            .unwrap_or_default();
+        let ctx = self.toon_request(Pending::SaveThen(then), now);
+        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_SET, out);
+        w.u32(ctx).string(&name).blob(&data);
+        let _ = w.finish();
+    }
+
+    pub(in crate::clientagent) fn toon_logged_in(&mut self, now: Instant, out: &mut SessionOut) {
+        let name = self.toon_ref().account.clone().unwrap_or_default();
+        // One session per account: whoever holds it now is told to leave.
+        let channel = accounts::account_channel(&name);
+        let mut w = self.send_to(channel, CLIENTAGENT_EJECT, out);
+        w.u16(LOST_LOGGED_IN_ELSEWHERE)
+            .string("Someone else has logged in with this account.");
+        let _ = w.finish();
+        out.subscriptions.push(Subscription::Add(channel));
+        self.set_state(STATE_ESTABLISHED);
+        let since = self.ca.clock.unix_at(now);
+        let method = self.toon_ref().method.unwrap_or(LoginMethod::Token);
+        if method == LoginMethod::Password {
+            // The client treats old-auth logins as paid (setIsPaid(1)) and ignores the code.
+            let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_RESP);
+            w.u8(0)
+                .u32(0)
+                .string("")
+                .u32(since.as_secs() as u32)
+                .u32(since.subsec_micros());
+            let _ = w.finish();
+        } else {
+            let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_2_RESP);
+            w.u8(0)
+                .string("")
+                .string(&name)
+                .u8(self.ca.toontown.can_chat as u8)
+                .u32(since.as_secs() as u32)
+                .u32(since.subsec_micros())
+                .u8(1)
+                .i32(-1);
+            let _ = w.finish();
+        }
+        let remote = self.remote.to_string();
+        out.events.push(crate::roles::event::encode(
+            "client-login",
+            &[
+                ("role", crate::roles::event::Ev::Str("clientagent")),
+                ("sender", crate::roles::event::Ev::Str(&self.sender_name())),
+                ("account", crate::roles::event::Ev::Str(&name)),
+                ("method", crate::roles::event::Ev::Str(method.as_str())),
+                ("remote_address", crate::roles::event::Ev::Str(&remote)),
+            ],
+        ));
+        let _ = now;
+    }
+
+    /// The account of a password login, as the Database role read it (`status` 0 found, 1
+    /// not found): check the password, or create the account, or refuse.
+    pub(in crate::clientagent) fn toon_password_account(
+        &mut self,
+        now: Instant,
+        status: u8,
+        data: &[u8],
+        password: &[u8],
+        create: bool,
+        out: &mut SessionOut,
+    ) {
+        let slots = self.ca.toontown.max_avatars;
+        let name = self.toon_ref().account.clone().unwrap_or_default();
+        let refused = match status {
+            0 => match Account::decode(data, slots) {
+                Some(a) => match a.password.clone() {
+                    Some(hash) => {
+                        // Checked on a worker thread: see `toon_job_done`.
+                        let account = Box::new(a);
+                        let id = self.toon_request(Pending::PasswordCheck { account }, now);
+                        out.jobs.push(SessionJob::CheckPassword {
+                            id,
+                            password: password.to_vec(),
+                            hash,
+                        });
+                        return;
+                    }
+                    None => (
+                        LOGIN_BAD_PASSWORD,
+                        "This account has no password (it logs in with a play token).",
+                    ),
+                },
+                None => {
+                    self.eject(
+                        refuse(LOST_LOGIN_PROBLEM, "The account record is unreadable."),
+                        false,
+                        out,
+                    );
+                    return;
+                }
+            },
+            1 if create && self.ca.toontown.passwords == PasswordPolicy::CreateOnLogin => {
+                let created_unix = self.ca.clock.unix_at(now).as_secs();
+                // Hashed on a worker thread: see `toon_job_done`.
+                let id = self.toon_request(
+                    Pending::PasswordHash {
+                        slots,
+                        created_unix,
+                    },
+                    now,
+                );
+                out.jobs.push(SessionJob::HashPassword {
+                    id,
+                    password: password.to_vec(),
+                });
+                return;
+            }
+            1 => (LOGIN_NO_SUCH_NAME, "There is no account of that name."),
+            _ => {
+                self.eject(
+                    refuse(LOST_LOGIN_PROBLEM, "The account database failed."),
+                    false,
+                    out,
+                );
+                return;
+            }
+        };
+        if let Err(e) = self.toon_login_refused(now, refused.0, refused.1, &name, out) {
+            self.eject(e, true, out);
+        }
+    }
+
+    /// A password checked or hashed off the event loop (`SessionJob`).
+    pub(in crate::clientagent) fn toon_job_done(
+        &mut self,
+        now: Instant,
+        id: u32,
+        result: JobResult,
+        out: &mut SessionOut,
+    ) {
+        let Some((why, deadline)) = self.toon_mut().pending.remove(&id) else {
+            return; // timed out meanwhile (the session was told then)
+        };
+        let refused = match (why, result) {
+            (Pending::PasswordCheck { account }, JobResult::Checked(true)) => {
+                self.toon_mut().record = Some(*account);
+                self.toon_logged_in(now, out);
+                return;
+            }
+            (Pending::PasswordCheck { .. }, JobResult::Checked(false)) => {
+                (LOGIN_BAD_PASSWORD, "The password is not right.")
+            }
+            (
+                Pending::PasswordHash {
+                    slots,
+                    created_unix,
+                },
+                JobResult::Hashed(Ok(hash)),
+            ) => {
+                let mut a = Account::new(slots, created_unix);
+                a.password = Some(hash);
+                self.toon_mut().record = Some(a);
+                self.toon_save(now, AfterSave::Login, out);
+                return;
+            }
+            (Pending::PasswordHash { .. }, JobResult::Hashed(Err(e))) => {
+                log::error!("{}: {e}", self.label());
+                self.eject(
+                    refuse(LOST_LOGIN_PROBLEM, "The account could not be made."),
+                    false,
+                    out,
+                );
+                return;
+            }
+            (Pending::PasswordCheck { .. } | Pending::PasswordHash { .. }, _) => {
+                (LOGIN_BAD_PASSWORD, "The server is busy; please try again.")
+            }
+            (other, _) => {
+                // Not a job's context: put it back as it was.
+                self.toon_mut().pending.insert(id, (other, deadline));
+                return;
+            }
+        };
+        let name = self.toon_ref().account.clone().unwrap_or_default();
+        if let Err(e) = self.toon_login_refused(now, refused.0, refused.1, &name, out) {
+            self.eject(e, true, out);
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Zones and objects in the 2003 dialect: SET_ZONE (with street visibility), the client's
+//! field updates in its own numbering (p2p to other toons), what is held while a zone is answered.
+
+use super::*;
+
+/// Reads a visibility table: one line per zone, `ZONE: ZONE ZONE ...` (`#` starts a comment).
+pub fn load_visibility(path: &std::path::Path) -> Result<FxHashMap<u32, Vec<u32>>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = FxHashMap::default();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = || {
+            format!(
+                "{}:{}: expected `ZONE: ZONE ZONE ...`",
+                path.display(),
+                n + 1
+            )
+        };
+        let (zone, rest) = line.split_once(':').ok_or_else(bad)?;
+        let zone: u32 = zone.trim().parse().map_err(|_| bad())?;
+        let seen = rest
+            .split_whitespace()
+            .map(|z| z.parse::<u32>().map_err(|_| bad()))
+            .collect::<Result<Vec<u32>, String>>()?;
+        out.insert(zone, seen);
+    }
+    Ok(out)
+}
+
+/// The interest a SET_ZONE opens.
+pub(super) const ZONE_INTEREST: u16 = 1;
+
+/// Client datagrams held while a SET_ZONE is answered.
+pub(super) const MAX_HELD: usize = 256;
+
+impl Session {
+    pub(in crate::clientagent) fn state_resp(&self, zone: u32, out: &mut SessionOut) {
+        let mut w = Writer::client(&mut out.to_client, CLIENT_GET_STATE_RESP);
+        w.bytes(&[0; 12]).u16(zone as u16);
+        let _ = w.finish();
+    }
+
+    pub(in crate::clientagent) fn toon_set_zone(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let zone = r.u16()? as u32;
+        // Later clients append the zones they see; the 2003 client sends none.
+        let max = self.ca.toontown.max_visible_zones.max(1);
+        let mut zones: smallvec::SmallVec<[u32; 4]> = smallvec::SmallVec::new();
+        zones.push(zone);
+        while r.remaining() >= 2 {
+            let z = r.u16()? as u32;
+            if zones.len() >= max {
+                return Err(refuse(
+                    LOST_GENERIC,
+                    format!("More than {max} visible zones in one SET_ZONE."),
+                ));
+            }
+            if !zones.contains(&z) {
+                zones.push(z);
+            }
+        }
+        if let Some(vis) = self.ca.visibility.get(&zone) {
+            for &z in vis {
+                if zones.len() >= max {
+                    break;
+                }
+                if !zones.contains(&z) {
+                    zones.push(z);
+                }
+            }
+        }
+        let (avatar, shard) = (self.toon_ref().avatar, self.toon_ref().shard);
+        if avatar == 0 || shard == 0 {
+            return Err(refuse(
+                LOST_GENERIC,
+                "SET_ZONE before an avatar is in a district.",
+            ));
+        }
+        let quiet = self.ca.toontown.quiet_zone;
+        if !zones.contains(&quiet) {
+            zones.push(quiet);
+        }
+        let mut w = self.send_to(avatar as u64, STATESERVER_OBJECT_SET_LOCATION, out);
+        w.u32(shard).u32(zone);
+        let _ = w.finish();
+        self.state_resp(zone, out);
+        if zone == quiet {
+            // The client dropped everything but its managers: so does its view.
+            if let Some(i) = self.interests.remove(&ZONE_INTEREST) {
+                let gone: Vec<u32> = i.zones.iter().copied().filter(|z| *z != quiet).collect();
+                self.close_zones_quietly(i.parent, &gone, out);
+                let mut keep = i.clone();
+                keep.zones.retain(|z| *z == quiet);
+                if !keep.zones.is_empty() {
+                    self.interests.insert(ZONE_INTEREST, keep);
+                }
+            }
+        }
+        self.toon_mut().zone_pending = Some(zone);
+        let interest = crate::clientagent::session::Interest {
+            parent: shard,
+            zones,
+        };
+        self.add_interest(now, ZONE_INTEREST, interest, zone, 0, out);
+        Ok(())
+    }
+
+    /// An interest finished: for the SET_ZONE interest, DONE_SET_ZONE_RESP.
+    pub(in crate::clientagent) fn toon_done(
+        &mut self,
+        id: u16,
+        context: u32,
+        out: &mut SessionOut,
+    ) {
+        if id != ZONE_INTEREST {
+            return;
+        }
+        let mut w = Writer::client(&mut out.to_client, CLIENT_DONE_SET_ZONE_RESP);
+        w.u16(context as u16);
+        let _ = w.finish();
+        let t = self.toon_mut();
+        t.zone_pending = None;
+        t.replay = !t.held.is_empty();
+    }
+
+    /// Handles client datagrams held during a SET_ZONE, once it is answered.
+    pub(in crate::clientagent) fn toon_replay(&mut self, now: Instant, out: &mut SessionOut) {
+        while !self.is_closed() {
+            let Some(t) = self.toon.as_mut() else {
+                return;
+            };
+            if !t.replay || t.zone_pending.is_some() {
+                return;
+            }
+            let Some(body) = t.held.pop_front() else {
+                t.replay = false;
+                return;
+            };
+            self.on_client_unmetered(now, &body, out);
+        }
+    }
+
+    /// Forgets what the client saw through `parent`'s `zones`, without telling it (it already
+    /// dropped those objects itself), so that coming back re-sends them.
+    pub(in crate::clientagent) fn close_zones_quietly(
+        &mut self,
+        parent: u32,
+        zones: &[u32],
+        out: &mut SessionOut,
+    ) {
+        let gone: Vec<u32> = self
+            .visible
+            .iter()
+            .filter(|(_, o)| o.parent == parent && zones.contains(&o.zone))
+            .map(|(&d, _)| d)
+            .collect();
+        for doid in gone {
+            if self.session_objects.contains(&doid) {
+                continue;
+            }
+            self.seen.remove(&doid);
+            self.historical.insert(doid);
+            self.visible.remove(&doid);
+        }
+        for &z in zones {
+            if self.interests_seeing(parent, z) == 0 {
+                out.subscriptions
+                    .push(Subscription::Remove(otp_wire::channels::location_channel(
+                        parent, z,
+                    )));
+            }
+        }
+    }
+
+    pub(in crate::clientagent) fn toon_update(
+        &mut self,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let doid = r.u32()?;
+        // The client's own number for the field, in the object's class.
+        let number = r.u16()?;
+        let schema = self.ca.schema.clone();
+        let owned = self.owned.contains_key(&doid);
+        let Some(class) = self.lookup_object(doid) else {
+            // A p2p field to another toon goes to whoever plays it, visible or not: the client
+            // numbers it as a field of the avatar class.
+            let avatar = self.avatar_class_id();
+            if let Some(field) = self.ca.field_from_client(avatar, number) {
+                let flags = schema.flags(avatar, field);
+                if flags.p2p && flags.clsend && is_object_channel(doid) {
+                    return self.toon_p2p(avatar, doid, field, r, out);
+                }
+            }
+            r.rest();
+            self.toon_event("client-update-dropped", doid, out);
+            return Ok(());
+        };
+        let Some(field) = self.ca.field_from_client(class, number) else {
+            r.rest();
+            self.toon_event("client-update-dropped", doid, out);
+            return Ok(());
+        };
+        let flags = schema.flags(class, field);
+        if !schema.class_has_field(class, field) || !self.may_send(doid, field, flags, owned) {
+            // The 2003 client sends such updates in normal play (its shared AI code); the
+            // update is dropped, not the client.
+            r.rest();
+            self.toon_event("client-update-dropped", doid, out);
+            return Ok(());
+        }
+        let start = r.rest_peek();
+        let n = self.check_value(class, field, r)?;
+        let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_SET_FIELD, out);
+        w.u32(doid).u16(field).bytes(&start[..n]);
+        if w.finish().is_err() {
+            return Err(refuse(LOST_TRUNCATED, "Update too large to route."));
+        }
+        Ok(())
+    }
+
+    pub(in crate::clientagent) fn toon_p2p(
+        &mut self,
+        class: u16,
+        doid: u32,
+        field: u16,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let start = r.rest_peek();
+        let n = self.check_value(class, field, r)?;
+        // The StateServer sends p2p fields to the object's player (or AI).
+        let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_SET_FIELD, out);
+        w.u32(doid).u16(field).bytes(&start[..n]);
+        let _ = w.finish();
+        Ok(())
+    }
+
+    /// Validates one value of `field` at the reader and steps over it.
+    pub(in crate::clientagent) fn check_value(
+        &self,
+        class: u16,
+        field: u16,
+        r: &mut Reader<'_>,
+    ) -> Result<usize, Refusal> {
+        let ascii_only = !self.ca.limits.allow_utf8_strings;
+        match self
+            .ca
+            .schema
+            .value_len_with(class, field, r.rest_peek(), ascii_only)
+        {
+            Ok(n) => {
+                r.skip(n)?;
+                Ok(n)
+            }
+            Err(v) if v.truncated => Err(refuse(LOST_TRUNCATED, "Update ended early.")),
+            Err(v) => Err(refuse(
+                LOST_TRUNCATED,
+                format!("Update violates the DC file: {}", v.message),
+            )),
+        }
+    }
+}
