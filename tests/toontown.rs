@@ -1059,3 +1059,52 @@ fn password_logins_make_check_and_refuse_accounts() {
     t.expect_lost(125);
     drop(second);
 }
+
+/// FNV-1a 32 of a name, as the account channel was derived (written here from the algorithm's
+/// definition, to find a collision).
+fn fnv1a32(name: &str) -> u32 {
+    name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Two different account names with the same FNV-1a 32 hash (a birthday search: well under a
+/// second).
+fn colliding_names() -> (String, String) {
+    let mut seen = std::collections::HashMap::new();
+    for i in 0u64.. {
+        let name = format!("toon{i:x}");
+        if let Some(other) = seen.insert(fnv1a32(&name), name.clone()) {
+            return (other, name);
+        }
+    }
+    unreachable!()
+}
+
+/// Issue 17, item 1: an account's channel is a hash of its name, and a printable name with the
+/// same hash is easy to find; logging in with it must not kick the player of the other
+/// account. Logging in again with the same name still does.
+#[test]
+fn a_colliding_account_name_kicks_nobody() {
+    let c = start();
+    let (victim, attacker) = colliding_names();
+    assert_ne!(victim, attacker);
+    let mut v = Toon::connect(c.ports[0]);
+    assert_eq!(v.login(&victim)[0], 0);
+    let mut a = Toon::connect(c.ports[0]);
+    assert_eq!(a.login(&attacker)[0], 0);
+    // The victim is still served: its district list comes, no GO_GET_LOST before it.
+    v.send(8, P::new());
+    v.expect(9);
+    assert!(
+        !v.m.closed_within(Duration::from_millis(300)),
+        "the victim was cut off"
+    );
+    // The same name from elsewhere still takes the account over.
+    let mut again = Toon::connect(c.ports[0]);
+    assert_eq!(again.login(&victim)[0], 0);
+    v.expect_lost(100);
+    // And the attacker's own session is untouched by that.
+    a.send(8, P::new());
+    a.expect(9);
+}

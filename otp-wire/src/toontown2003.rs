@@ -75,6 +75,12 @@ pub const CLIENTAGENT_SHARD_DOWN: u16 = 1901;
 /// CLIENTAGENT_SEND_DATAGRAM.
 pub const CLIENTAGENT_TOON_FRIEND_ONLINE: u16 = 3910;
 
+/// otpd's own: "the account named here (string) has logged in elsewhere": sent by a session
+/// that has just logged in to the account's channel. Only a session logged in to that exact
+/// name leaves (GO_GET_LOST 100): the channel is a hash of the name, and a name that merely
+/// collides with it must not kick anyone.
+pub const CLIENTAGENT_TOON_ACCOUNT_TAKEN: u16 = 3911;
+
 /// A session playing avatar X listens on `PUPPET_CHANNEL_BASE + X` while X is in the world
 /// (Disney's OTP puppet channel): an AI or another session reaches the player of X there.
 pub const PUPPET_CHANNEL_BASE: u64 = 1001 << 32;

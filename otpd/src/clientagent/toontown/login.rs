@@ -238,11 +238,11 @@ impl Session {
 
     pub(in crate::clientagent) fn toon_logged_in(&mut self, now: Instant, out: &mut SessionOut) {
         let name = self.toon_ref().account.clone().unwrap_or_default();
-        // One session per account: whoever holds it now is told to leave.
+        // One session per account: whoever holds it now is told to leave. The channel is a
+        // hash of the name; the name itself travels along, and only its holder leaves.
         let channel = accounts::account_channel(&name);
-        let mut w = self.send_to(channel, CLIENTAGENT_EJECT, out);
-        w.u16(LOST_LOGGED_IN_ELSEWHERE)
-            .string("Someone else has logged in with this account.");
+        let mut w = self.send_to(channel, CLIENTAGENT_TOON_ACCOUNT_TAKEN, out);
+        w.string(&name);
         let _ = w.finish();
         out.subscriptions.push(Subscription::Add(channel));
         self.set_state(STATE_ESTABLISHED);

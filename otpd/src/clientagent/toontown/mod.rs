@@ -450,6 +450,22 @@ impl Session {
             r.rest();
             return Ok(true);
         }
+        if msgtype == CLIENTAGENT_TOON_ACCOUNT_TAKEN {
+            let name = r.blob()?;
+            r.rest();
+            let mine = self.toon_ref().account.as_deref().map(str::as_bytes) == Some(name);
+            if mine && self.state() == STATE_ESTABLISHED {
+                self.eject(
+                    refuse(
+                        LOST_LOGGED_IN_ELSEWHERE,
+                        "Someone else has logged in with this account.",
+                    ),
+                    false,
+                    out,
+                );
+            }
+            return Ok(true);
+        }
         if msgtype == CLIENTAGENT_TOON_FRIEND_ONLINE {
             let online = r.u32()?;
             r.rest();
