@@ -1108,3 +1108,46 @@ fn a_colliding_account_name_kicks_nobody() {
     a.send(8, P::new());
     a.expect(9);
 }
+
+/// Issue 17, item 2: GET_AVATAR_DETAILS of another player's toon answers what any viewer of
+/// that toon sees (its broadcast required fields; the others at their DC defaults, in the
+/// layout the client parses), never its account name or private `db` fields; an object that is
+/// not a toon gets "no information". The toon's own player still gets everything.
+#[test]
+fn details_of_another_toon_hide_its_account_and_private_fields() {
+    let c = start();
+    let (mut alice, a) = named_toon(&c, "secretacct", "Alice", "t\x01");
+    alice.send(32, P::new().u32(a));
+    let own = alice.expect(15);
+    let has = |p: &[u8], s: &str| p.windows(s.len()).any(|w| w == s.as_bytes());
+    assert!(
+        has(&own, "secretacct") && has(&own, "Alice"),
+        "the owner sees everything"
+    );
+
+    let (mut bob, _) = named_toon(&c, "nosy", "Nosy", "t\x02");
+    bob.send(14, P::new().u32(a));
+    let p = bob.expect(15);
+    assert_eq!(&p[..5], &P::new().u32(a).u8(0).0[..]);
+    assert!(has(&p, "Alice"), "the name is public: {p:?}");
+    assert!(
+        !has(&p, "secretacct"),
+        "another player read the account name: {p:?}"
+    );
+    // The same layout as the owner's view up to the OTHER section: every required field.
+    assert_eq!(
+        p.len(),
+        own.len() - "secretacct".len() + "unknown".len() - own_other_len(&own)
+    );
+    // Not a toon: no information.
+    bob.send(14, P::new().u32(TROLLEY));
+    assert_eq!(bob.expect(15), P::new().u32(TROLLEY).u8(1).0);
+}
+
+/// The length of the OTHER section's entries (after its count) in an owner's details: none
+/// are kept for a toon fresh from the database, so 0.
+fn own_other_len(own: &[u8]) -> usize {
+    let count = u16::from_le_bytes([own[own.len() - 2], own[own.len() - 1]]);
+    assert_eq!(count, 0, "a fresh toon keeps no OTHER field");
+    0
+}

@@ -264,7 +264,7 @@ impl Session {
                 fields.push((f, first.to_le_bytes().to_vec()));
             }
         }
-        if let Some(f) = field("setAccountName") {
+        if let Some(f) = field(ACCOUNT_NAME_FIELD) {
             let name = self.toon_ref().account.clone().unwrap_or_default();
             fields.push((f, string_bytes(&name)));
         }

@@ -42,6 +42,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Another toon's details not given in this long: "no information" (it is not in play).
 const DETAILS_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The avatar class's field holding the account's name: never shown to another player.
+pub const ACCOUNT_NAME_FIELD: &str = "setAccountName";
+
 /// The channel the player of `avatar` listens on.
 pub fn puppet_channel(avatar: u32) -> u64 {
     PUPPET_CHANNEL_BASE + avatar as u64
@@ -424,6 +427,35 @@ impl Session {
             .map_or(crate::roles::ANY_CLASS, |c| c.id())
     }
 
+    /// Another toon's details (a GET_ALL answer's body after the class) as a stranger may see
+    /// them: each required field the client reads, with its value if it is `broadcast` (what
+    /// anyone near the toon receives) and its DC default otherwise; never the account name.
+    /// Then an empty OTHER section. False if the body does not parse.
+    fn toon_write_public_details(&self, class: u16, body: &[u8], w: &mut Writer<'_>) -> bool {
+        let schema = &self.ca.schema;
+        let Some(info) = schema.class(class) else {
+            return false;
+        };
+        let mut r = Reader::new(body);
+        for &f in &info.required {
+            let Ok(n) = schema.value_len(class, f, r.rest_peek()) else {
+                return false;
+            };
+            let Ok(v) = r.take(n) else {
+                return false;
+            };
+            let public = schema.flags(class, f).broadcast
+                && schema.field_name(class, f) != ACCOUNT_NAME_FIELD;
+            if public {
+                w.bytes(v);
+            } else {
+                w.bytes(schema.default_value(class, f));
+            }
+        }
+        w.u16(0);
+        true
+    }
+
     /// An internal datagram for the 2003 dialect's own requests; true when handled.
     pub(in crate::clientagent) fn toon_internal(
         &mut self,
@@ -670,10 +702,25 @@ impl Session {
                 r.u32()?;
                 let class = r.u16()?;
                 let rest = r.rest();
+                let own = matches!(why, Pending::OwnDetails) || doid == self.toon_ref().avatar;
+                if !own && class != self.avatar_class_id() {
+                    // Details are of toons only.
+                    let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
+                    w.u32(doid).u8(1);
+                    let _ = w.finish();
+                    return Ok(true);
+                }
                 let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
                 w.u32(doid).u8(0);
-                // Every required field in order, then OTHER in the client's numbering.
-                if self.toon_write_sections(class, rest, true, false, &mut w) {
+                // Its own toon: every required field in order, then OTHER in the client's
+                // numbering. Another toon: what any viewer of it sees, the other required
+                // fields at their DC defaults (the layout the client parses is the same).
+                let written = if own {
+                    self.toon_write_sections(class, rest, true, false, &mut w)
+                } else {
+                    self.toon_write_public_details(class, rest, &mut w)
+                };
+                if written {
                     let _ = w.finish();
                 } else {
                     w.abandon();
