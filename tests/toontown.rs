@@ -1151,3 +1151,25 @@ fn own_other_len(own: &[u8]) -> usize {
     assert_eq!(count, 0, "a fresh toon keeps no OTHER field");
     0
 }
+
+/// Issue 17, item 4: a p2p update to an object the client never saw (here an AI object on a
+/// street it is not on) is dropped by the ClientAgent: nothing reaches the object's channel.
+#[test]
+fn p2p_to_an_object_out_of_view_reaches_nobody() {
+    let c = start();
+    let mut probe = c.o.connect();
+    let mut spy = listener(c.o.port, &mut probe, &[FAR_AWAY as u64]);
+    let (mut t, d) = named_toon(&c, "prowler", "Prowler", "t\x03");
+    let (_, creates) = t.play(d);
+    assert!(!creates.iter().any(|&(_, o)| o == FAR_AWAY), "{creates:?}");
+    let whisper = c.client_field("DistributedToon", "setWhisperFrom");
+    t.send(24, P::new().u32(FAR_AWAY).u16(whisper).u32(d).string("boo"));
+    c.event("client-update-dropped");
+    assert!(
+        spy.recv_within(Duration::from_millis(300)).is_none(),
+        "the update reached the object's channel"
+    );
+    // The session lives on.
+    t.send(10, P::new());
+    t.expect(11);
+}

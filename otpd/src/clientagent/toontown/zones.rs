@@ -190,12 +190,19 @@ impl Session {
         let schema = self.ca.schema.clone();
         let owned = self.owned.contains_key(&doid);
         let Some(class) = self.lookup_object(doid) else {
-            // A p2p field to another toon goes to whoever plays it, visible or not: the client
-            // numbers it as a field of the avatar class.
+            // A p2p field to a toon out of view goes to whoever plays it, but only to a toon
+            // the client can know without seeing it: one of its friends (whispers, teleport
+            // queries). The client numbers the field as one of the avatar class. Anything else
+            // (an AI object it never saw, a stranger's toon) is dropped here.
             let avatar = self.avatar_class_id();
+            let friend = self
+                .toon_ref()
+                .friends
+                .as_ref()
+                .is_some_and(|l| l.iter().any(|&(d, _)| d == doid));
             if let Some(field) = self.ca.field_from_client(avatar, number) {
                 let flags = schema.flags(avatar, field);
-                if flags.p2p && flags.clsend && is_object_channel(doid) {
+                if flags.p2p && flags.clsend && friend && is_object_channel(doid) {
                     return self.toon_p2p(avatar, doid, field, r, out);
                 }
             }
