@@ -218,6 +218,9 @@ pub struct Session {
     ops: BTreeMap<u32, InterestOp>,
     pub(super) sendable: FxHashMap<u32, Vec<u16>>,
     hello_deadline: Option<Instant>,
+    /// When a client that is not logged in by then is ejected (`login_timeout_ms`); nothing
+    /// the client sends moves it.
+    login_deadline: Option<Instant>,
     heartbeat_deadline: Option<Instant>,
     rate: RateWindow,
     /// An end was decided (eject, drop, disconnect): input is ignored from then on.
@@ -251,6 +254,8 @@ impl Session {
         let ca_dialect = ca.dialect;
         let s = Session {
             hello_deadline: (hello > 0).then(|| now + Duration::from_millis(hello)),
+            login_deadline: (ca.limits.login_timeout_ms > 0)
+                .then(|| now + Duration::from_millis(ca.limits.login_timeout_ms)),
             heartbeat_deadline: ca.heartbeat_timeout.map(|t| now + t),
             ca,
             state: STATE_NEW,
@@ -333,6 +338,9 @@ impl Session {
         if self.state == STATE_NEW {
             at = min_opt(at, self.hello_deadline);
         }
+        if self.state != STATE_ESTABLISHED {
+            at = min_opt(at, self.login_deadline);
+        }
         for op in self.ops.values() {
             at = min_opt(at, Some(op.deadline));
         }
@@ -365,6 +373,20 @@ impl Session {
                     CLIENT_DISCONNECT_NO_HELLO,
                     format!("No CLIENT_HELLO within {ms} ms of connecting."),
                 ),
+                true,
+                out,
+            );
+            return;
+        }
+        if self.state != STATE_ESTABLISHED && self.login_deadline.is_some_and(|d| d <= now) {
+            let ms = self.ca.limits.login_timeout_ms;
+            let code = if self.toon.is_some() {
+                super::toontown::LOST_LOGIN_PROBLEM
+            } else {
+                CLIENT_DISCONNECT_GENERIC
+            };
+            self.eject(
+                refuse(code, format!("Not logged in within {ms} ms of connecting.")),
                 true,
                 out,
             );

@@ -438,6 +438,10 @@ pub struct ClientLimits {
     /// A client that has not completed its HELLO this long after connecting is ejected (107).
     /// 0 = no limit.
     pub hello_timeout_ms: u64,
+    /// A client not logged in (state ESTABLISHED) this long after connecting is ejected,
+    /// whatever it sends meanwhile (heartbeats and failed logins do not extend it): Astron
+    /// clients with code 1, 2003 clients with GO_GET_LOST 122. 0 = no limit.
+    pub login_timeout_ms: u64,
     /// Accept string bytes >= 0x80 from clients (Astron ejects them with 127; so does otpd
     /// unless this is on).
     pub allow_utf8_strings: bool,
@@ -456,6 +460,7 @@ impl Default for ClientLimits {
             max_queued_per_interest: 4096,
             max_connections_per_address: 100,
             hello_timeout_ms: 10_000,
+            login_timeout_ms: 120_000,
             allow_utf8_strings: false,
         }
     }
