@@ -284,6 +284,8 @@ const TO_CLIENT: [u16; 21] = [
 
 /// Message types a 2003 session sends into the cluster.
 const TO_CLUSTER: [u16; 20] = [
+    // "This account logged in elsewhere", with its name, to the account's channel.
+    CLIENTAGENT_TOON_ACCOUNT_TAKEN,
     DBSERVER_ACCOUNT_GET,
     DBSERVER_ACCOUNT_SET,
     DBSERVER_CREATE_OBJECT,
@@ -297,7 +299,6 @@ const TO_CLUSTER: [u16; 20] = [
     STATESERVER_OBJECT_SET_FIELD,
     STATESERVER_OBJECT_DELETE_RAM,
     STATESERVER_OBJECT_GET_ZONES_OBJECTS,
-    CLIENTAGENT_EJECT,
     CLIENTAGENT_DONE_INTEREST_RESP,
     CLIENTAGENT_GET_TLVS_RESP,
     CLIENTAGENT_GET_NETWORK_ADDRESS_RESP,
