@@ -1303,3 +1303,20 @@ fn a_client_that_never_logs_in_is_ejected() {
         start.elapsed()
     );
 }
+
+/// Issue 17, item 12: a 60 KB version string is quoted in the eject reason, the log and the
+/// event clipped to a few hundred bytes, not copied whole (1,000 such connections wrote 65 MB).
+#[test]
+fn a_huge_version_string_is_not_copied_into_logs_and_events() {
+    let c = start(&[""]);
+    let mut cl = Client::connect(c.ports[0]);
+    let version = "v".repeat(60_000);
+    cl.send(CLIENT_HELLO, P::new().u32(c.dc.hash()).string(&version));
+    let reason = cl.expect_eject(124);
+    assert!(reason.len() <= 256, "{} bytes of reason", reason.len());
+    let e = c.event_of(&["client-ejected", "client-ejected-security"], |e| {
+        e.get("reason_code").is_some_and(|c| c == "124")
+    });
+    let msg = e.get("reason_msg").unwrap_or_default();
+    assert!(msg.len() <= 256, "{} bytes in the event", msg.len());
+}

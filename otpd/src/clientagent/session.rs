@@ -429,10 +429,14 @@ impl Session {
         self.eject(refuse(code, reason), security, out);
     }
 
-    pub(super) fn eject(&mut self, r: Refusal, security: bool, out: &mut SessionOut) {
+    pub(super) fn eject(&mut self, mut r: Refusal, security: bool, out: &mut SessionOut) {
         if self.closed {
             return;
         }
+        // A reason may quote what the client sent (a version string of up to 64 KiB): it goes
+        // to the log, the event and the client clipped, so that a client cannot multiply its
+        // bytes into the operator's disks.
+        clip_text(&mut r.reason, MAX_REASON_BYTES);
         self.closed = true;
         self.clean = true;
         self.ca.count_eject(r.code);
@@ -1919,6 +1923,22 @@ impl Session {
         }
         true
     }
+}
+
+/// At most this many bytes of an eject reason are logged, sent as an event and to the client.
+pub const MAX_REASON_BYTES: usize = 256;
+
+/// Cuts `text` to at most `max` bytes (at a character boundary), marking the cut.
+pub fn clip_text(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut at = max.saturating_sub(3);
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text.truncate(at);
+    text.push_str("...");
 }
 
 fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
