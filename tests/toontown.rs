@@ -1207,3 +1207,32 @@ fn heartbeats_do_not_keep_an_unauthenticated_client_forever() {
     );
     assert!(t.m.closed_within(WAIT));
 }
+
+/// Issue 17, item 5: a 60 KB whisper (within the byte rate) and a 60 KB DNA are refused by
+/// the 2003 listener (`toontown.max_string_bytes`, 1024 by default): the whisper ejects its
+/// sender with 109 and reaches nobody; the DNA makes no toon.
+#[test]
+fn huge_strings_and_dna_from_a_2003_client_are_refused() {
+    let c = start();
+    let big = "x".repeat(60_000);
+    let mut t = Toon::connect(c.ports[0]);
+    assert_eq!(t.login("hoarder")[0], 0);
+    t.send(3, P::new());
+    t.expect(5);
+    t.send(6, P::new().u16(0).string(&big).u8(0));
+    t.expect_lost(109);
+    // A whisper between two players in view: the normal one arrives, the huge one does not.
+    let (mut a, ad) = named_toon(&c, "ann", "Ann", "t\x01");
+    let (mut b, bd) = named_toon(&c, "ben", "Ben", "t\x02");
+    a.play(ad);
+    b.play(bd);
+    let whisper = c.client_field("DistributedToon", "setWhisperFrom");
+    b.send(24, P::new().u32(ad).u16(whisper).u32(bd).string("hi"));
+    assert_eq!(
+        a.expect(24),
+        P::new().u32(ad).u16(whisper).u32(bd).string("hi").0
+    );
+    b.send(24, P::new().u32(ad).u16(whisper).u32(bd).string(&big));
+    b.expect_lost(109);
+    c.event("client-ejected");
+}

@@ -41,6 +41,7 @@ fn main() {
     chat_bytes.extend_from_slice(&[1, 2, 3, 4]);
     let o = ValidateOptions {
         ascii_strings_only: true,
+        ..Default::default()
     };
     let n = 5_000_000u64;
     for (name, field, bytes) in [

@@ -22,6 +22,9 @@ pub enum Val {
 pub struct ValidateOptions {
     /// Refuse string bytes >= 0x80 (Astron's rule).
     pub ascii_strings_only: bool,
+    /// Refuse a string or blob longer than this many bytes, whatever the DC file allows
+    /// (a server's cap on untrusted input); 0 = only the DC file's own limits.
+    pub max_string_bytes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -459,6 +462,12 @@ fn validate_simple(
             let data = take(bytes, start, len)?;
             if !in_ranges_i(ranges, len as i64) {
                 return Err(err(at, format!("length {len} outside the allowed range")));
+            }
+            if o.max_string_bytes > 0 && len > o.max_string_bytes as usize {
+                return Err(err(
+                    at,
+                    format!("length {len} over the cap of {}", o.max_string_bytes),
+                ));
             }
             if o.ascii_strings_only && s.st == St::String && data.iter().any(|&b| b >= 0x80) {
                 return Err(err(start, "string byte >= 0x80"));

@@ -32,6 +32,7 @@ fn validating_every_field_allocates_nothing() {
         .collect();
     let o = ValidateOptions {
         ascii_strings_only: true,
+        ..Default::default()
     };
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     for _ in 0..100 {

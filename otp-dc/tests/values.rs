@@ -109,7 +109,8 @@ fn constraints_are_enforced() {
             label,
             &hi,
             ValidateOptions {
-                ascii_strings_only: true
+                ascii_strings_only: true,
+                ..Default::default()
             }
         )
         .is_err());

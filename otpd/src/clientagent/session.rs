@@ -806,7 +806,11 @@ impl Session {
                     ),
                 ));
             }
-            match schema.value_len_with(class, field, r.rest_peek(), ascii_only) {
+            let o = otp_dc::ValidateOptions {
+                ascii_strings_only: ascii_only,
+                max_string_bytes: 0,
+            };
+            match schema.value_len_with(class, field, r.rest_peek(), o) {
                 Ok(n) => {
                     r.skip(n)?;
                 }

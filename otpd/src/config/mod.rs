@@ -386,6 +386,10 @@ pub struct ToontownConfig {
     /// Which zones are visible from which (street vis groups): lines `ZONE: ZONE ZONE ...`.
     /// The 2003 client names only the zone it stands in. None = only that zone.
     pub visibility: Option<std::path::PathBuf>,
+    /// Longest string or blob a 2003 client may send in a field update or as a new toon's
+    /// DNA, whatever the DC file allows (its chat, names and DNA are far shorter); over it the
+    /// update ejects with 109. 0 = only the DC file's limits.
+    pub max_string_bytes: u32,
 }
 
 impl Default for ToontownConfig {
@@ -406,6 +410,7 @@ impl Default for ToontownConfig {
             can_chat: true,
             shard_channel: 4662,
             visibility: None,
+            max_string_bytes: 1024,
         }
     }
 }

@@ -133,6 +133,7 @@ impl Schema {
             // Internal traffic (AIs, UberDOGs) may carry UTF-8 text.
             validate: ValidateOptions {
                 ascii_strings_only: false,
+                max_string_bytes: 0,
             },
         }
     }
@@ -234,21 +235,20 @@ impl Schema {
     /// Validates one value of `field` at the start of `bytes` (ranges, lengths, switch cases)
     /// and returns how many bytes it takes. Allocates nothing unless the value is bad.
     pub fn value_len(&self, class: u16, field: u16, bytes: &[u8]) -> Result<usize, ValueError> {
-        self.value_len_with(class, field, bytes, self.validate.ascii_strings_only)
+        self.value_len_with(class, field, bytes, self.validate)
     }
 
-    /// As `value_len`, choosing whether string bytes >= 0x80 are refused (client input).
+    /// As `value_len`, with the checks chosen for client input (7-bit strings, a cap on
+    /// string and blob lengths).
     pub fn value_len_with(
         &self,
         class: u16,
         field: u16,
         bytes: &[u8],
-        ascii_strings_only: bool,
+        o: ValidateOptions,
     ) -> Result<usize, ValueError> {
         match self.dc_field(class, field) {
-            Some(f) => self
-                .dc
-                .validate(f, bytes, ValidateOptions { ascii_strings_only }),
+            Some(f) => self.dc.validate(f, bytes, o),
             None => Err(ValueError {
                 at: 0,
                 message: format!("unknown field {field}"),

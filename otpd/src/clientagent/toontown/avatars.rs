@@ -246,7 +246,8 @@ impl Session {
         let mut dna_packed = (dna.len() as u16).to_le_bytes().to_vec();
         dna_packed.extend_from_slice(&dna);
         let _ = dna_value;
-        if let Err(e) = schema.value_len(class.id(), fdna, &dna_packed) {
+        let o = self.toon_validate(false);
+        if let Err(e) = schema.value_len_with(class.id(), fdna, &dna_packed, o) {
             return Err(refuse(
                 LOST_TRUNCATED,
                 format!("Invalid DNA: {}", e.message),

@@ -456,6 +456,18 @@ impl Session {
         true
     }
 
+    /// How a 2003 client's values are checked: the DC file, 7-bit strings unless allowed, and
+    /// no string or blob over `toontown.max_string_bytes`.
+    pub(in crate::clientagent) fn toon_validate(
+        &self,
+        ascii_only: bool,
+    ) -> otp_dc::ValidateOptions {
+        otp_dc::ValidateOptions {
+            ascii_strings_only: ascii_only,
+            max_string_bytes: self.ca.toontown.max_string_bytes,
+        }
+    }
+
     /// An internal datagram for the 2003 dialect's own requests; true when handled.
     pub(in crate::clientagent) fn toon_internal(
         &mut self,

@@ -258,11 +258,12 @@ impl Session {
         r: &mut Reader<'_>,
     ) -> Result<usize, Refusal> {
         let ascii_only = !self.ca.limits.allow_utf8_strings;
-        match self
-            .ca
-            .schema
-            .value_len_with(class, field, r.rest_peek(), ascii_only)
-        {
+        match self.ca.schema.value_len_with(
+            class,
+            field,
+            r.rest_peek(),
+            self.toon_validate(ascii_only),
+        ) {
             Ok(n) => {
                 r.skip(n)?;
                 Ok(n)
