@@ -1236,3 +1236,47 @@ fn huge_strings_and_dna_from_a_2003_client_are_refused() {
     b.expect_lost(109);
     c.event("client-ejected");
 }
+
+/// Issue 17, item 6: two CreateOnLogin logins of one new name with different passwords, at
+/// the same moment: one makes the account, the other is refused (the name is taken), and the
+/// winner's password is the one that works afterwards. Before, both were told yes and the
+/// last write won, locking the first player out.
+#[test]
+fn racing_account_creations_make_one_account() {
+    let c = start();
+    let mut a = Toon::connect(c.ports[0]);
+    let mut b = Toon::connect(c.ports[0]);
+    a.send(52, P::new());
+    b.send(52, P::new());
+    a.send_password_login("racer", "password-of-a", true);
+    b.send_password_login("racer", "password-of-b", true);
+    let code = |t: &mut Toon| loop {
+        let (got, p) = t.recv();
+        if got == 2 {
+            return p[0];
+        }
+        if got == 4 {
+            return 255;
+        }
+    };
+    let (ca, cb) = (code(&mut a), code(&mut b));
+    assert_eq!(
+        [ca, cb].iter().filter(|&&x| x == 0).count(),
+        1,
+        "exactly one creation wins: {ca} {cb}"
+    );
+    let winner = if ca == 0 {
+        "password-of-a"
+    } else {
+        "password-of-b"
+    };
+    let loser = if ca == 0 {
+        "password-of-b"
+    } else {
+        "password-of-a"
+    };
+    drop((a, b));
+    let mut again = Toon::connect(c.ports[0]);
+    assert_eq!(again.password_login("racer", loser, false), 12);
+    assert_eq!(again.password_login("racer", winner, false), 0);
+}

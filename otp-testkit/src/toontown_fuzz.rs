@@ -283,11 +283,12 @@ const TO_CLIENT: [u16; 21] = [
 ];
 
 /// Message types a 2003 session sends into the cluster.
-const TO_CLUSTER: [u16; 20] = [
+const TO_CLUSTER: [u16; 21] = [
     // "This account logged in elsewhere", with its name, to the account's channel.
     CLIENTAGENT_TOON_ACCOUNT_TAKEN,
     DBSERVER_ACCOUNT_GET,
     DBSERVER_ACCOUNT_SET,
+    DBSERVER_ACCOUNT_CREATE,
     DBSERVER_CREATE_OBJECT,
     DBSERVER_OBJECT_GET_FIELDS,
     DBSERVER_OBJECT_SET_FIELD,
@@ -319,6 +320,7 @@ const MAX_STEPS: usize = 20_000;
 enum Sent {
     AccountGet { ctx: u32 },
     AccountSet { ctx: u32 },
+    AccountCreate { ctx: u32 },
     Create { ctx: u32 },
     GetFields { ctx: u32 },
     GetAll { ctx: u32, doid: u32 },
@@ -603,6 +605,7 @@ impl<'a> Harness<'a> {
             if let (
                 DBSERVER_ACCOUNT_GET_RESP
                 | DBSERVER_ACCOUNT_SET_RESP
+                | DBSERVER_ACCOUNT_CREATE_RESP
                 | DBSERVER_CREATE_OBJECT_RESP
                 | DBSERVER_OBJECT_GET_FIELDS_RESP
                 | STATESERVER_OBJECT_GET_ALL_RESP,
@@ -1273,6 +1276,7 @@ impl<'a> Harness<'a> {
                     b => [
                         DBSERVER_ACCOUNT_GET_RESP,
                         DBSERVER_ACCOUNT_SET_RESP,
+                        DBSERVER_ACCOUNT_CREATE_RESP,
                         DBSERVER_CREATE_OBJECT_RESP,
                         DBSERVER_OBJECT_GET_FIELDS_RESP,
                         STATESERVER_OBJECT_GET_ALL_RESP,
@@ -1320,9 +1324,10 @@ impl<'a> Harness<'a> {
         let which = self.inp.u8();
         let sent = if which == 0xff {
             let ctx = self.inp.u32();
-            match self.inp.u16() % 6 {
+            match self.inp.u16() % 7 {
                 0 => Sent::AccountGet { ctx },
                 1 => Sent::AccountSet { ctx },
+                6 => Sent::AccountCreate { ctx },
                 2 => Sent::Create { ctx },
                 3 => Sent::GetFields { ctx },
                 4 => Sent::GetAll { ctx, doid: 0 },
@@ -1365,6 +1370,11 @@ impl<'a> Harness<'a> {
             Sent::AccountSet { ctx } => {
                 p.u32(ctx).u8(u8::from(v % 4 == 3));
                 DBSERVER_ACCOUNT_SET_RESP
+            }
+            Sent::AccountCreate { ctx } => {
+                // Made, the name taken by a racing login, or failed.
+                p.u32(ctx).u8([0, 0, 1, 2][v as usize % 4]);
+                DBSERVER_ACCOUNT_CREATE_RESP
             }
             Sent::Create { ctx } => {
                 let doid = match v % 4 {
@@ -1739,6 +1749,7 @@ fn parse_sent(f: &[u8]) -> Option<Sent> {
     Some(match dg.msgtype {
         DBSERVER_ACCOUNT_GET => Sent::AccountGet { ctx },
         DBSERVER_ACCOUNT_SET => Sent::AccountSet { ctx },
+        DBSERVER_ACCOUNT_CREATE => Sent::AccountCreate { ctx },
         DBSERVER_CREATE_OBJECT => Sent::Create { ctx },
         DBSERVER_OBJECT_GET_FIELDS => Sent::GetFields { ctx },
         STATESERVER_OBJECT_GET_ALL => Sent::GetAll {

@@ -128,6 +128,10 @@ pub const DBSERVER_ACCOUNT_GET: MsgType = 3900;
 pub const DBSERVER_ACCOUNT_GET_RESP: MsgType = 3901;
 pub const DBSERVER_ACCOUNT_SET: MsgType = 3902;
 pub const DBSERVER_ACCOUNT_SET_RESP: MsgType = 3903;
+/// otpd's own: makes an account only if none has the name (uint32 context, string name, blob
+/// record); the answer is uint32 context, uint8 0 made / 1 the name is taken / 2 failed.
+pub const DBSERVER_ACCOUNT_CREATE: MsgType = 3904;
+pub const DBSERVER_ACCOUNT_CREATE_RESP: MsgType = 3905;
 pub const DBSS_OBJECT_DELETE_FIELD_DISK: MsgType = 2230;
 pub const DBSS_OBJECT_DELETE_FIELDS_DISK: MsgType = 2231;
 

@@ -240,6 +240,12 @@ impl Database {
                 let data = r.blob()?.to_vec();
                 self.job(Op::AccountSet { name, data }, sender, context, t, out);
             }
+            DBSERVER_ACCOUNT_CREATE => {
+                let context = r.u32()?;
+                let name = String::from_utf8_lossy(r.blob()?).into_owned();
+                let data = r.blob()?.to_vec();
+                self.job(Op::AccountCreate { name, data }, sender, context, t, out);
+            }
             DBSERVER_OBJECT_GET_FIELD | DBSERVER_OBJECT_GET_FIELDS | DBSERVER_OBJECT_GET_ALL => {
                 let context = r.u32()?;
                 let doid = r.u32()?;
@@ -476,6 +482,11 @@ impl Database {
                 };
                 let _ = w.finish();
             }
+            (Op::AccountCreate { .. }, Outcome::AccountCreated(made)) => {
+                let mut w = out.datagram(&[sender], self.control, DBSERVER_ACCOUNT_CREATE_RESP);
+                w.u32(context).u8(if made { 0 } else { 1 });
+                let _ = w.finish();
+            }
             (Op::AccountSet { .. }, Outcome::Done) => {
                 let mut w = out.datagram(&[sender], self.control, DBSERVER_ACCOUNT_SET_RESP);
                 w.u32(context).u8(0);
@@ -503,12 +514,9 @@ impl Database {
                     ));
                 }
                 // Failed: requests with a context get a failure answer.
-                if let Op::AccountGet { .. } | Op::AccountSet { .. } = op {
-                    let resp = if msgtype == DBSERVER_ACCOUNT_GET {
-                        DBSERVER_ACCOUNT_GET_RESP
-                    } else {
-                        DBSERVER_ACCOUNT_SET_RESP
-                    };
+                if let Op::AccountGet { .. } | Op::AccountSet { .. } | Op::AccountCreate { .. } = op
+                {
+                    let resp = msgtype + 1;
                     let mut w = out.datagram(&[sender], self.control, resp);
                     w.u32(context).u8(2);
                     if resp == DBSERVER_ACCOUNT_GET_RESP {
@@ -611,7 +619,10 @@ fn doid_needing_class(dg: &InternalDatagram<'_>) -> Option<u32> {
 
 fn op_doid(op: &Op) -> u32 {
     match op {
-        Op::Create { .. } | Op::AccountGet { .. } | Op::AccountSet { .. } => 0,
+        Op::Create { .. }
+        | Op::AccountGet { .. }
+        | Op::AccountSet { .. }
+        | Op::AccountCreate { .. } => 0,
         Op::ClassOf { doid, .. }
         | Op::Get { doid, .. }
         | Op::Set { doid, .. }

@@ -217,6 +217,27 @@ impl Session {
         Ok(())
     }
 
+    /// Stores the new account record only if no account has the name yet (one step in the
+    /// database): two logins racing to create one account cannot both win.
+    pub(in crate::clientagent::toontown) fn toon_create_account(
+        &mut self,
+        now: Instant,
+        password: bool,
+        out: &mut SessionOut,
+    ) {
+        let name = self.toon_ref().account.clone().unwrap_or_default();
+        let data = self
+            .toon_ref()
+            .record
+            .as_ref()
+            .map(Account::encode)
+            .unwrap_or_default();
+        let ctx = self.toon_request(Pending::AccountCreated { password }, now);
+        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_CREATE, out);
+        w.u32(ctx).string(&name).blob(&data);
+        let _ = w.finish();
+    }
+
     pub(in crate::clientagent::toontown) fn toon_save(
         &mut self,
         now: Instant,
@@ -385,7 +406,7 @@ impl Session {
                 let mut a = Account::new(slots, created_unix);
                 a.password = Some(hash);
                 self.toon_mut().record = Some(a);
-                self.toon_save(now, AfterSave::Login, out);
+                self.toon_create_account(now, true, out);
                 return;
             }
             (Pending::PasswordHash { .. }, JobResult::Hashed(Err(e))) => {

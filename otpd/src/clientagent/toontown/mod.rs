@@ -61,6 +61,10 @@ enum Pending {
         create: bool,
     },
     SaveThen(AfterSave),
+    /// A new account being stored if its name is free (`password`: a CLIENT_LOGIN's).
+    AccountCreated {
+        password: bool,
+    },
     ListFields {
         job: u32,
         slot: usize,
@@ -99,7 +103,6 @@ type NameDna = (Vec<u8>, Vec<u8>);
 
 #[derive(Debug)]
 enum AfterSave {
-    Login,
     Created {
         doid: u32,
     },
@@ -542,6 +545,7 @@ impl Session {
         match msgtype {
             DBSERVER_ACCOUNT_GET_RESP
             | DBSERVER_ACCOUNT_SET_RESP
+            | DBSERVER_ACCOUNT_CREATE_RESP
             | DBSERVER_CREATE_OBJECT_RESP
             | DBSERVER_OBJECT_GET_FIELDS_RESP
             | STATESERVER_OBJECT_GET_ALL_RESP => {}
@@ -595,7 +599,7 @@ impl Session {
                     },
                     1 => {
                         self.toon_mut().record = Some(Account::new(slots, unix));
-                        self.toon_save(now, AfterSave::Login, out);
+                        self.toon_create_account(now, false, out);
                     }
                     _ => self.eject(
                         refuse(LOST_LOGIN_PROBLEM, "The account database failed."),
@@ -609,6 +613,33 @@ impl Session {
                 let data = r.blob()?;
                 self.toon_password_account(now, status, data, &password.0, create, out);
             }
+            (Pending::AccountCreated { password }, DBSERVER_ACCOUNT_CREATE_RESP) => {
+                match r.u8()? {
+                    0 => self.toon_logged_in(now, out),
+                    1 if password => {
+                        // Someone made it first, with a password this login never checked.
+                        self.toon_mut().record = None;
+                        let name = self.toon_ref().account.clone().unwrap_or_default();
+                        let why = "the account was just made by another login";
+                        self.toon_login_refused(now, LOGIN_BAD_NAME, why, &name, out)
+                            .unwrap_or_else(|e| self.eject(e, false, out));
+                    }
+                    1 => {
+                        // A token login raced another for a new account: log in to the one
+                        // that won, as if it had been there.
+                        let name = self.toon_ref().account.clone().unwrap_or_default();
+                        let ctx = self.toon_request(Pending::Account, now);
+                        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_GET, out);
+                        w.u32(ctx).string(&name);
+                        let _ = w.finish();
+                    }
+                    _ => self.eject(
+                        refuse(LOST_LOGIN_PROBLEM, "The account could not be made."),
+                        false,
+                        out,
+                    ),
+                }
+            }
             (Pending::SaveThen(then), DBSERVER_ACCOUNT_SET_RESP) => {
                 if r.u8()? != 0 {
                     self.eject(
@@ -619,7 +650,6 @@ impl Session {
                     return Ok(true);
                 }
                 match then {
-                    AfterSave::Login => self.toon_logged_in(now, out),
                     AfterSave::Created { doid } => {
                         let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
                         w.u16(0).u8(0).u32(doid);

@@ -55,6 +55,12 @@ pub enum Op {
         name: String,
         data: Vec<u8>,
     },
+    /// An account made only if the name is free, in one step (two logins racing to create
+    /// one account: one wins, the other learns the name is taken).
+    AccountCreate {
+        name: String,
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -75,6 +81,8 @@ pub enum Outcome {
     Mismatch(Vec<(u16, Vec<u8>)>),
     Deleted,
     Account(Option<Vec<u8>>),
+    /// AccountCreate: whether the account was made (false: the name was taken).
+    AccountCreated(bool),
     Class(Option<u16>),
 }
 
@@ -128,6 +136,8 @@ pub trait Backend: Send + 'static {
     /// An account record by name.
     fn account_get(&mut self, name: &str) -> Result<Option<Vec<u8>>, String>;
     fn account_put(&mut self, name: &str, data: &[u8]) -> Result<(), String>;
+    /// Stores an account only if none has the name; false if one had.
+    fn account_insert(&mut self, name: &str, data: &[u8]) -> Result<bool, String>;
     /// Every account name, ascending (for export).
     fn account_names(&mut self) -> Result<Vec<String>, String>;
 }
@@ -309,6 +319,9 @@ impl<B: Backend> Store<B> {
             Op::AccountSet { name, data } => {
                 b.account_put(name, data)?;
                 Outcome::Done
+            }
+            Op::AccountCreate { name, data } => {
+                Outcome::AccountCreated(b.account_insert(name, data)?)
             }
         })
     }

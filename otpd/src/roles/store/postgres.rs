@@ -249,6 +249,15 @@ impl Backend for PgBackend {
             .map_err(e)?
             .map(|r| r.get(0)))
     }
+    fn account_insert(&mut self, name: &str, data: &[u8]) -> Result<bool, String> {
+        self.client
+            .execute(
+                "INSERT INTO accounts (name, data) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &data],
+            )
+            .map(|n| n == 1)
+            .map_err(e)
+    }
     fn account_put(&mut self, name: &str, data: &[u8]) -> Result<(), String> {
         self.client
             .execute(

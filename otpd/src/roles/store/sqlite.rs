@@ -249,6 +249,16 @@ impl Backend for SqliteBackend {
             .optional()
             .map_err(e)
     }
+    fn account_insert(&mut self, name: &str, data: &[u8]) -> Result<bool, String> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO accounts (name, data) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+            )
+            .map_err(e)?
+            .execute(params![name, data])
+            .map(|n| n == 1)
+            .map_err(e)
+    }
     fn account_put(&mut self, name: &str, data: &[u8]) -> Result<(), String> {
         self.conn
             .prepare_cached(
