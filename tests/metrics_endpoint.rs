@@ -288,3 +288,25 @@ fn keep_alive_head_and_other_paths() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("otpd: 2 cores"));
 }
+
+#[test]
+fn limits_are_checked_and_cluster_ron_shows_the_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.ron");
+    let config = otpd::config::ron_file::load(std::path::Path::new(path)).unwrap();
+    assert_eq!(
+        config.metrics_limits,
+        otpd::config::MetricsLimits::default()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.ron");
+    for (limits, complaint) in [
+        ("max_connections: 0", "max_connections"),
+        ("max_request_bytes: 100", "max_request_bytes"),
+        ("idle_timeout_ms: 0", "idle_timeout_ms"),
+        ("max_conections: 3", "max_conections"),
+    ] {
+        std::fs::write(&file, format!("(metrics_limits: ({limits}))")).unwrap();
+        let err = otpd::config::ron_file::load(&file).unwrap_err().to_string();
+        assert!(err.contains(complaint), "{limits}: {err}");
+    }
+}
