@@ -207,6 +207,7 @@ fn main() -> ExitCode {
     };
     let (config, roles, client_agents) = config;
     let metrics = config.metrics.clone();
+    let metrics_limits = config.metrics_limits.clone();
     for role in &config.roles {
         if let RoleConfig::EventLogger {
             bind,
@@ -233,7 +234,7 @@ fn main() -> ExitCode {
     match otpd::runtime::Runtime::start_full(config, roles, client_agents) {
         Ok(rt) => {
             if let Some(addr) = &metrics {
-                if let Err(e) = otpd::metrics::serve(addr, rt.stats.clone()) {
+                if let Err(e) = otpd::metrics::serve(addr, &metrics_limits, rt.stats.clone()) {
                     log::error!("{e}");
                     eprintln!("otpd: {e}");
                     return ExitCode::from(1);

@@ -2,6 +2,9 @@
 //! address, read from the runtime's counters at each scrape, and `otpd status`, a one-screen
 //! summary of that endpoint.
 
+pub mod http;
+
+use crate::config::MetricsLimits;
 use crate::runtime::Stats;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +32,8 @@ struct Families {
     client_connections: Family<Labels, Counter<u64, AtomicU64>>,
     client_refused: Family<Labels, Counter<u64, AtomicU64>>,
     client_ejects: Family<Labels, Counter<u64, AtomicU64>>,
+    http_connections: Gauge,
+    http_dropped: Family<Labels, Counter<u64, AtomicU64>>,
 }
 
 fn core_label(core: usize) -> Labels {
@@ -54,6 +59,8 @@ pub fn render(stats: &Stats) -> String {
         client_connections: Family::default(),
         client_refused: Family::default(),
         client_ejects: Family::default(),
+        http_connections: Gauge::default(),
+        http_dropped: Family::default(),
     };
     registry.register(
         "datagrams_routed",
@@ -130,6 +137,23 @@ pub fn render(stats: &Stats) -> String {
         "Clients ejected, by ClientAgent listener and eject code",
         f.client_ejects.clone(),
     );
+    registry.register(
+        "metrics_http_connections",
+        "Connections open to this metrics endpoint",
+        f.http_connections.clone(),
+    );
+    registry.register(
+        "metrics_http_dropped",
+        "Connections to this metrics endpoint closed or refused before the client was done, by reason",
+        f.http_dropped.clone(),
+    );
+    f.http_connections.set(http::open_connections() as i64);
+    for reason in http::Dropped::ALL {
+        f.http_dropped
+            .get_or_create(&vec![("reason".into(), reason.label().into())])
+            .inner()
+            .store(http::dropped(reason), Ordering::Relaxed);
+    }
     for ca in &stats.client_agents {
         let listener = || ("listener".to_string(), ca.bind.clone());
         for (i, state) in ["new", "anonymous", "established"].iter().enumerate() {
@@ -206,37 +230,24 @@ pub fn render(stats: &Stats) -> String {
     out
 }
 
-/// Serves `/metrics` on `addr` from a thread of its own.
-pub fn serve(addr: &str, stats: Arc<Stats>) -> Result<(), String> {
-    let server = tiny_http::Server::http(addr).map_err(|e| format!("metrics bind {addr}: {e}"))?;
-    log::info!("metrics: serving http://{addr}/metrics");
-    std::thread::Builder::new()
-        .name("otpd-metrics".into())
-        .spawn(move || {
-            for request in server.incoming_requests() {
-                let (body, ctype, code) = if request.url() == "/metrics" {
-                    (
-                        render(&stats),
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        200,
-                    )
-                } else {
-                    (
-                        "otpd: metrics are at /metrics\n".to_string(),
-                        "text/plain",
-                        404,
-                    )
-                };
-                let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes())
-                    .expect("a valid header");
-                let _ = request.respond(
-                    tiny_http::Response::from_string(body)
-                        .with_header(header)
-                        .with_status_code(code),
-                );
+/// Serves `/metrics` on `addr` from a thread of its own, within `limits` (see [`http`]).
+pub fn serve(addr: &str, limits: &MetricsLimits, stats: Arc<Stats>) -> Result<(), String> {
+    http::serve(addr, limits, move |path| {
+        if path == "/metrics" {
+            http::Answer {
+                status: 200,
+                content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                body: render(&stats),
             }
-        })
-        .map_err(|e| e.to_string())?;
+        } else {
+            http::Answer {
+                status: 404,
+                content_type: "text/plain",
+                body: "otpd: metrics are at /metrics\n".to_string(),
+            }
+        }
+    })?;
+    log::info!("metrics: serving http://{addr}/metrics");
     Ok(())
 }
 

@@ -27,6 +27,8 @@ pub struct ClusterConfig {
     pub eventlogger: Option<String>,
     /// Address of the Prometheus metrics endpoint (`/metrics`), if any.
     pub metrics: Option<String>,
+    /// Limits of the metrics endpoint's HTTP server.
+    pub metrics_limits: MetricsLimits,
     /// UberDOGs: well-known objects the AI processes create.
     pub uberdogs: Vec<UberDog>,
     pub messagedirector: MessageDirectorConfig,
@@ -44,9 +46,43 @@ impl Default for ClusterConfig {
             dc_settings: DcSettings::default(),
             eventlogger: None,
             metrics: None,
+            metrics_limits: MetricsLimits::default(),
             uberdogs: Vec::new(),
             messagedirector: MessageDirectorConfig::default(),
             roles: Vec::new(),
+        }
+    }
+}
+
+/// The metrics endpoint's HTTP server: one thread, one event loop, and these bounds on what
+/// its clients may hold. Past `max_connections`, a new connection takes the place of the
+/// longest-waiting one that is idle or still sending its request, or is answered 503 and
+/// closed; every connection closed early is counted in `otpd_metrics_http_dropped_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsLimits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers), bytes; a larger one is answered 431
+    /// and the connection closed.
+    pub max_request_bytes: usize,
+    /// A request's head must arrive whole within this many milliseconds of its first byte.
+    pub read_timeout_ms: u64,
+    /// An answer must be taken by the client within this many milliseconds.
+    pub write_timeout_ms: u64,
+    /// A connection with no request under way (just opened, or kept alive after an answer) is
+    /// closed after this many milliseconds.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for MetricsLimits {
+    fn default() -> Self {
+        MetricsLimits {
+            max_connections: 16,
+            max_request_bytes: 8 * 1024,
+            read_timeout_ms: 5_000,
+            write_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
         }
     }
 }
@@ -541,6 +577,16 @@ impl ClusterConfig {
                     u.id
                 ));
             }
+        }
+        let m = &self.metrics_limits;
+        if m.max_connections == 0 || m.max_request_bytes < 256 {
+            return Err(format!(
+                "metrics_limits: max_connections must be at least 1 and max_request_bytes at least 256 (have {} and {})",
+                m.max_connections, m.max_request_bytes
+            ));
+        }
+        if m.read_timeout_ms == 0 || m.write_timeout_ms == 0 || m.idle_timeout_ms == 0 {
+            return Err("metrics_limits: read_timeout_ms, write_timeout_ms and idle_timeout_ms must be at least 1".into());
         }
         let md = &self.messagedirector;
         if md.max_datagram_bytes == 0 || md.max_datagram_bytes > otp_wire::MAX_DATAGRAM_BODY {
