@@ -217,6 +217,13 @@ impl Session {
         Ok(())
     }
 
+    /// The account's name and its record as stored.
+    fn account_record(&self) -> (String, Vec<u8>) {
+        let t = self.toon_ref();
+        let data = t.record.as_ref().map(Account::encode).unwrap_or_default();
+        (t.account.clone().unwrap_or_default(), data)
+    }
+
     /// Stores the new account record only if no account has the name yet (one step in the
     /// database): two logins racing to create one account cannot both win.
     pub(in crate::clientagent::toontown) fn toon_create_account(
@@ -225,13 +232,7 @@ impl Session {
         password: bool,
         out: &mut SessionOut,
     ) {
-        let name = self.toon_ref().account.clone().unwrap_or_default();
-        let data = self
-            .toon_ref()
-            .record
-            .as_ref()
-            .map(Account::encode)
-            .unwrap_or_default();
+        let (name, data) = self.account_record();
         let ctx = self.toon_request(Pending::AccountCreated { password }, now);
         let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_CREATE, out);
         w.u32(ctx).string(&name).blob(&data);
@@ -244,13 +245,7 @@ impl Session {
         then: AfterSave,
         out: &mut SessionOut,
     ) {
-        let name = self.toon_ref().account.clone().unwrap_or_default();
-        let data = self
-            .toon_ref()
-            .record
-            .as_ref()
-            .map(Account::encode)
-            .unwrap_or_default();
+        let (name, data) = self.account_record();
         let ctx = self.toon_request(Pending::SaveThen(then), now);
         let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_SET, out);
         w.u32(ctx).string(&name).blob(&data);
