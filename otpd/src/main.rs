@@ -89,10 +89,8 @@ fn init_logging(level: Option<&str>, file: Option<&Path>) -> Result<(), String> 
         b.filter_level(f);
     }
     if let Some(path) = file {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        // The log names accounts and addresses: a new file is 0600.
+        let f = otpd::private_fs::open_append(path)
             .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
         b.target(env_logger::Target::Pipe(Box::new(Tee(f))));
     }
