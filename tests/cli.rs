@@ -174,10 +174,9 @@ fn run_for(args: &[&str], limit: Duration) -> (Option<i32>, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    if code.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    // Still running: stopped here (an exited child is only reaped).
+    let _ = child.kill();
+    let _ = child.wait();
     let mut err = String::new();
     child
         .stderr

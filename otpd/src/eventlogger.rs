@@ -229,12 +229,12 @@ impl NamePattern {
             while let Some(i) = rest.find('%') {
                 out.push_str(&rest[..i]);
                 let tail = &rest[i..];
-                if tail.starts_with("%%") {
+                if let Some(after) = tail.strip_prefix("%%") {
                     out.push_str("%%");
-                    rest = &tail[2..];
-                } else if tail.starts_with(from) {
+                    rest = after;
+                } else if let Some(after) = tail.strip_prefix(from) {
                     out.push_str(to);
-                    rest = &tail[from.len()..];
+                    rest = after;
                 } else {
                     out.push('%');
                     rest = &tail[1..];
