@@ -387,7 +387,7 @@ fn plain_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>,
 /// The shortest secret a Signed token policy accepts (an HMAC-SHA256 key of full strength).
 pub const MIN_TOKEN_SECRET_BYTES: usize = 32;
 
-/// Never prints the secret (configurations are logged at debug level in places).
+/// Never shows the secret (a configuration printed with `{:?}` must not give it away).
 impl fmt::Debug for TokenPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
