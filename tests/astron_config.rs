@@ -1098,6 +1098,10 @@ fn eventlogger_good() {
             rotate_interval: "1d".into(),
             max_file_bytes: otpd::config::el_max_file_bytes(),
             max_events_per_second: otpd::config::el_max_events_per_second(),
+            max_bytes_per_second: otpd::config::el_max_bytes_per_second(),
+            max_files: otpd::config::el_max_files(),
+            max_age: otpd::config::el_max_age(),
+            allow_from: Vec::new(),
         }]
     );
 }

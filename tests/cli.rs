@@ -3,7 +3,9 @@
 mod common;
 
 use common::*;
+use std::io::Read;
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -152,4 +154,281 @@ fn the_checked_in_cluster_ron_is_valid() {
         config.messagedirector.bind.as_deref(),
         Some("127.0.0.1:7199")
     );
+}
+
+/// Runs otpd for at most `limit`: its exit code (None: still running, then killed) and its
+/// standard error.
+fn run_for(args: &[&str], limit: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(otpd_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let mut code = None;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            code = Some(status.code().unwrap_or(-1));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Still running: stopped here (an exited child is only reaped).
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, err)
+}
+
+/// A cluster.ron in `dir` that runs (with Toontown's DC) an MD on `md_port` and `roles`.
+fn toon_cluster(dir: &Path, md_port: u16, roles: &str) -> PathBuf {
+    let dc = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/dc/toon.dc")
+        .canonicalize()
+        .unwrap();
+    let path = dir.join("cluster.ron");
+    std::fs::write(
+        &path,
+        format!(
+            "(cores: 1, pin_cores: false, dc_files: [\"{}\"],\n messagedirector: (bind: Some(\"127.0.0.1:{md_port}\")),\n roles: [{roles}])",
+            dc.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A Toontown 2003 listener on `bind` with these `toontown` keys (and other keys of its own).
+fn toon_listener(bind: &str, n: u64, toontown: &str, extra: &str) -> String {
+    let min = 1_000_000_000 + n * 10_000;
+    format!(
+        "ClientAgent((bind: \"{bind}\", version: \"sv1.0.6.9\", channels: (min: {min}, max: {}), \
+         dialect: Toontown2003, toontown: ({toontown}), {extra})),\n",
+        min + 9_999
+    )
+}
+
+/// 64 hexadecimal digits and a line break, as `openssl rand -hex 32` writes a secret.
+const GOOD_KEY: &str = "5f0c3a9e1d7b2468ace013579bdf02468ace13579bdf0246813579bdf02468ac\n";
+
+/// Item 10 of issue 17: a Signed token policy with an empty or short secret let anyone sign
+/// tokens for any account (HMAC under a known or guessable key); a key otpd does not know in
+/// `Signed(...)` was ignored. Each such cluster must refuse to start, saying why.
+#[test]
+fn signed_tokens_refuse_short_secrets_and_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token.key"), GOOD_KEY).unwrap();
+    std::fs::write(dir.path().join("short.key"), "hunter2\n").unwrap();
+    let long = "x".repeat(32);
+    let cases = [
+        (
+            "Signed(secret: \"\")".to_string(),
+            vec!["secret is 0 bytes", "32"],
+        ),
+        (
+            "Signed(secret: \"test-secret\")".into(),
+            vec!["11 bytes", "32"],
+        ),
+        (
+            format!("Signed(secret: \"{}\")", "y".repeat(31)),
+            vec!["31 bytes"],
+        ),
+        (
+            "Signed(secret_file: \"short.key\")".into(),
+            vec!["short.key", "7 bytes"],
+        ),
+        (
+            "Signed(secret_file: \"missing.key\")".into(),
+            vec!["missing.key"],
+        ),
+        (
+            format!("Signed(secret: \"{long}\", expiry_check: false)"),
+            vec!["expiry_check"],
+        ),
+        (
+            format!("Signed(secret: \"{long}\", secret_file: \"token.key\")"),
+            vec!["not both"],
+        ),
+        ("Signed()".into(), vec!["0 bytes"]),
+    ];
+    for (tokens, want) in cases {
+        let path = toon_cluster(
+            dir.path(),
+            free_port(),
+            &toon_listener(
+                &format!("127.0.0.1:{}", free_port()),
+                0,
+                &format!("tokens: {tokens}"),
+                "",
+            ),
+        );
+        let (code, err) = run_for(
+            &["--cluster", path.to_str().unwrap()],
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            code,
+            Some(1),
+            "{tokens}: otpd must refuse to start; stderr: {err}"
+        );
+        for w in want {
+            assert!(err.contains(w), "{tokens}: the message names {w:?}: {err}");
+        }
+        assert!(!err.contains(&long), "the secret is never printed: {err}");
+    }
+
+    // 32 bytes or more in a file: otpd starts, and `otpd account token --cluster` signs with
+    // the file's secret (its line break left out).
+    let md = free_port();
+    let path = toon_cluster(
+        dir.path(),
+        md,
+        &toon_listener(
+            &format!("127.0.0.1:{}", free_port()),
+            0,
+            "tokens: Signed(secret_file: \"token.key\"), passwords: Existing",
+            "",
+        ),
+    );
+    let mut child = Command::new(otpd_bin())
+        .args(["--cluster", path.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(md);
+    let _ = child.kill();
+    let _ = child.wait();
+    let (code, out, err) = run(&[
+        "account",
+        "token",
+        "dave",
+        "--cluster",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let policy = otpd::config::TokenPolicy::Signed {
+        secret: GOOD_KEY.trim_end().into(),
+        secret_file: None,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(
+        otpd::clientagent::accounts::verify(&policy, out.trim(), now),
+        Ok("dave".to_string())
+    );
+    let key = dir.path().join("token.key");
+    let (code, out2, _) = run(&[
+        "account",
+        "token",
+        "dave",
+        "--secret-file",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(otpd::clientagent::accounts::verify(&policy, out2.trim(), now).is_ok());
+    // The command refuses to sign with a short secret, as a listener refuses to check with one.
+    let (code, out, err) = run(&["account", "token", "dave", "--secret", "test-secret"]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("32"), "{err}");
+}
+
+/// Item 10 of issue 17: settings meant for development (Open tokens, accounts created on
+/// login, an EventLogger taking events from anyone) on listeners other hosts can reach are
+/// reported at start-up; the same settings on loopback are not.
+#[test]
+fn exposed_development_settings_are_warned_about_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("token.key");
+    std::fs::write(&key, GOOD_KEY).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let md = free_port();
+    let (open, local, proxied, safe) = (free_port(), free_port(), free_port(), free_port());
+    let el = std::net::UdpSocket::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let roles = [
+        toon_listener(&format!("0.0.0.0:{open}"), 0, "", ""),
+        toon_listener(&format!("127.0.0.1:{local}"), 1, "", ""),
+        toon_listener(
+            &format!("127.0.0.1:{proxied}"),
+            2,
+            "tokens: Open, passwords: Existing",
+            "haproxy: true",
+        ),
+        toon_listener(
+            &format!("0.0.0.0:{safe}"),
+            3,
+            "tokens: Signed(secret_file: \"token.key\"), passwords: Disabled",
+            "",
+        ),
+        // An Astron listener has no play tokens: nothing to say about it.
+        format!(
+            "ClientAgent((bind: \"0.0.0.0:{}\", version: \"v\", channels: (min: 1000900000, max: 1000909999))),",
+            free_port()
+        ),
+        format!("EventLogger(bind: \"0.0.0.0:{el}\", output: \"{}/ev-%H%M%S.log\"),", dir.path().display()),
+    ]
+    .concat();
+    let path = toon_cluster(dir.path(), md, &roles);
+    let log = dir.path().join("otpd.log");
+    let mut child = Command::new(otpd_bin())
+        .args([
+            "--cluster",
+            path.to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(md);
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+    let about = |what: &str| warnings.iter().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        about(&format!(
+            "0.0.0.0:{open} (not bound to loopback) runs toontown tokens: Open"
+        )),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        about(&format!(
+            "0.0.0.0:{open} (not bound to loopback) runs toontown passwords: CreateOnLogin"
+        )),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        about(&format!(
+            "127.0.0.1:{proxied} (behind a PROXY-protocol proxy) runs toontown tokens: Open"
+        )),
+        1,
+        "{text}"
+    );
+    assert_eq!(about(&format!("eventlogger 0.0.0.0:{el}")), 1, "{text}");
+    assert_eq!(
+        about(&format!(":{local}")),
+        0,
+        "loopback is not exposed: {text}"
+    );
+    assert_eq!(
+        about(&format!(":{safe}")),
+        0,
+        "signed tokens, no creation: {text}"
+    );
+    assert_eq!(about("passwords"), 1, "{text}");
 }

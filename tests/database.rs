@@ -771,3 +771,116 @@ fn account_records_are_stored_by_name(backend: &str) {
     let got = db.ask(DBSERVER_ACCOUNT_GET, P::new().u32(5).string("other"));
     assert_eq!(got[4], 1);
 }
+
+/// Runs otpd (`args`) with umask 000, the most permissive one: whatever mode a file ends up
+/// with is then otpd's own doing.
+fn otpd_with_umask_000(args: &[&std::ffi::OsStr]) -> std::process::Command {
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c")
+        .arg("umask 000 && exec \"$0\" \"$@\"")
+        .arg(otpd_bin())
+        .args(args);
+    c
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Item 17 of issue 17: the SQLite database (with its -wal and -shm files), its folder, the
+/// process log and `otpd db export`'s output hold account names and password hashes, and were
+/// created readable by every user of the machine (0644 under the usual umask, 0666 under 000).
+/// Here otpd runs with umask 000, writes an object and an account, and is exported: every file
+/// it made is 0600 and every folder 0700.
+#[test]
+fn database_files_logs_and_exports_are_private_whatever_the_umask() {
+    let dc = TestDc::load();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new/db");
+    let port = free_port();
+    let conf = dir.path().join("c.ron");
+    std::fs::write(
+        &conf,
+        format!(
+            "(cores: 1, pin_cores: false, dc_files: [\"{}\"], messagedirector: (bind: Some(\"127.0.0.1:{port}\")), roles: [{}])",
+            dc.path.display(),
+            db_role(&sqlite(&db))
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("otpd.log");
+    let mut child = otpd_with_umask_000(&[
+        "--cluster".as_ref(),
+        conf.as_os_str(),
+        "--log".as_ref(),
+        log.as_os_str(),
+    ])
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    wait_for_port(port);
+    let mut probe = Md::connect(port);
+    let mut client = listener(port, &mut probe, &[CLIENT]);
+    let p = P::new()
+        .u32(1)
+        .u16(dc.class("Thing"))
+        .u16(1)
+        .u16(dc.field("Thing", "setName"))
+        .string("ann");
+    probe.send(&dg(&[DB], CLIENT, DBSERVER_CREATE_OBJECT, &p.0));
+    client.recv();
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA";
+    let record = P::new().u8(2).u64(1).u8(0).string(hash).0;
+    probe.send(&dg(
+        &[DB],
+        CLIENT,
+        DBSERVER_ACCOUNT_SET,
+        &P::new()
+            .u32(2)
+            .string("ann")
+            .u16(record.len() as u16)
+            .bytes(&record)
+            .0,
+    ));
+    client.recv();
+    // While otpd runs: the database, whatever SQLite made beside it, the folders, the log.
+    let mut files: Vec<_> = std::fs::read_dir(&db)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(
+        files.iter().any(|f| f.ends_with("otpd.sqlite3")),
+        "{files:?}"
+    );
+    for f in files.iter().chain([&log]) {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    for d in [dir.path().join("new"), db.clone()] {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // An export to a new file, and over an existing one that others could read.
+    let fresh = dir.path().join("backup.jsonl");
+    let old = dir.path().join("old.jsonl");
+    std::fs::write(&old, "stale\n").unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    for out in [&fresh, &old] {
+        let status = otpd_with_umask_000(&[
+            "db".as_ref(),
+            "export".as_ref(),
+            out.as_os_str(),
+            "--cluster".as_ref(),
+            conf.as_os_str(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+        assert!(status.success());
+        let text = std::fs::read_to_string(out).unwrap();
+        assert!(text.contains(hash) && !text.contains("stale"), "{text}");
+        assert_eq!(mode(out), 0o600, "{}", out.display());
+    }
+}

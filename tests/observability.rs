@@ -331,3 +331,198 @@ fn client_agent_events_are_written_by_the_eventlogger() {
     let e = wait_event(c.logs.path(), "client-lost");
     assert_eq!(e["reason"], "connection closed by peer");
 }
+
+/// An otpd whose only role is an EventLogger on a free UDP port, with `keys` added to the
+/// role and its files under `logs` as `events-%H%M%S.log`. Returns it and the UDP port.
+fn start_eventlogger(logs: &Path, keys: &str) -> (Otpd, u16) {
+    let el = udp_port();
+    let o = Otpd::start_full(
+        free_port(),
+        "",
+        &format!(
+            "roles: [EventLogger(bind: \"127.0.0.1:{el}\", output: \"{}/events-%H%M%S.log\", {keys})],",
+            logs.display()
+        ),
+    );
+    (o, el)
+}
+
+/// A MessagePack event {"type": kind, "n": n, "pad": "AAA..."} with `pad` bytes of padding.
+fn event(kind: &str, n: u16, pad: usize) -> Vec<u8> {
+    let mut p = vec![0x83, 0xa4];
+    p.extend_from_slice(b"type");
+    p.push(0xa0 | kind.len() as u8);
+    p.extend_from_slice(kind.as_bytes());
+    p.extend_from_slice(b"\xa1n\xcd");
+    p.extend_from_slice(&n.to_be_bytes());
+    p.extend_from_slice(b"\xa3pad\xda");
+    p.extend_from_slice(&(pad as u16).to_be_bytes());
+    p.extend(std::iter::repeat_n(b'A', pad));
+    p
+}
+
+/// Bytes in every file of `dir`.
+fn bytes_in(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// Item 16 of issue 17: 60 kB events within the event cap wrote hundreds of MB per second.
+/// A flood of them is held to `max_bytes_per_second`, and the drops are counted in the log.
+#[test]
+fn a_flood_of_large_events_is_held_to_the_byte_budget() {
+    let logs = tempfile::tempdir().unwrap();
+    let (_o, el) = start_eventlogger(logs.path(), "max_bytes_per_second: 65536");
+    wait_event(logs.path(), "log-opened");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let big = event("flood", 0, 60_000);
+    let t0 = Instant::now();
+    for _ in 0..200 {
+        udp.send_to(&big, ("127.0.0.1", el)).unwrap();
+        // Paced so that the socket's buffer never overflows: every packet reaches otpd.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let seconds = t0.elapsed().as_secs() + 1;
+    let dropped = wait_event(logs.path(), "events-dropped");
+    assert!(dropped["count"].as_u64().unwrap() >= 100, "{dropped}");
+    std::thread::sleep(Duration::from_millis(500));
+    let written = bytes_in(logs.path());
+    let budget = 65_536 * (seconds + 1) + 4096;
+    assert!(
+        written <= budget,
+        "{written} bytes written in about {seconds} s (budget 64 KiB/s)"
+    );
+    let floods = events(logs.path())
+        .iter()
+        .filter(|e| e["type"] == "flood")
+        .count();
+    assert!(floods >= 1, "an event that fits is written");
+}
+
+/// Item 16 of issue 17: the EventLogger never deleted anything, so a flood (or time) filled the
+/// disk. Files its pattern names are deleted past `max_files` and `max_age`; other files in
+/// the folder are left alone.
+#[test]
+fn old_event_logs_are_deleted_past_max_files_and_max_age() {
+    let logs = tempfile::tempdir().unwrap();
+    let aged = |name: &str, age: Duration| {
+        let p = logs.path().join(name);
+        std::fs::write(&p, "{}\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+    };
+    let day = Duration::from_secs(86_400);
+    aged("events-000001.log", 3 * day);
+    aged("events-000002.log", Duration::from_secs(3600));
+    aged("notes.txt", 3 * day);
+    aged("events-backup.log", 3 * day);
+    let (_o, el) = start_eventlogger(
+        logs.path(),
+        "max_file_bytes: 4096, max_files: 3, max_age: \"2d\"",
+    );
+    wait_event(logs.path(), "log-opened");
+    let exists = |n: &str| logs.path().join(n).exists();
+    assert!(!exists("events-000001.log"), "older than max_age");
+    assert!(exists("events-000002.log"), "within max_files and max_age");
+    // Some 20 kB of events: several new files, of which only the newest are kept.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in 0..100 {
+        udp.send_to(&event("tick", n, 150), ("127.0.0.1", el))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !events(logs.path())
+        .iter()
+        .any(|e| e["type"] == "tick" && e["n"] == 99)
+    {
+        assert!(Instant::now() < deadline, "the last event is never written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut names: Vec<String> = std::fs::read_dir(logs.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let ours: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("events-") && *n != "events-backup.log")
+        .collect();
+    assert_eq!(ours.len(), 3, "{names:?}");
+    assert!(!exists("events-000002.log"), "{names:?}");
+    assert!(
+        exists("notes.txt") && exists("events-backup.log"),
+        "{names:?}"
+    );
+}
+
+/// Item 16 of issue 17: anyone who could reach the EventLogger's port could write to the log.
+/// With `allow_from`, packets from other addresses are dropped unread, and counted.
+#[test]
+fn events_from_senders_not_in_allow_from_are_dropped() {
+    let logs = tempfile::tempdir().unwrap();
+    let (_o, el) = start_eventlogger(logs.path(), "allow_from: [\"127.0.0.2\", \"10.0.0.0/8\"]");
+    wait_event(logs.path(), "log-opened");
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let friend = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for n in 0..5 {
+        stranger
+            .send_to(&event("forged", n, 10), ("127.0.0.1", el))
+            .unwrap();
+    }
+    friend
+        .send_to(&event("genuine", 1, 10), ("127.0.0.1", el))
+        .unwrap();
+    wait_event(logs.path(), "genuine");
+    let refused = wait_event(logs.path(), "events-refused");
+    assert_eq!(refused["count"], 5);
+    assert!(!events(logs.path()).iter().any(|e| e["type"] == "forged"));
+}
+
+/// Item 17 of issue 17: event logs (client addresses, account names) were created readable by
+/// every user. Under umask 000, the log and the folders otpd makes for it are 0600 and 0700.
+#[test]
+fn event_logs_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let el = udp_port();
+    let port = free_port();
+    let conf = dir.path().join("c.ron");
+    std::fs::write(
+        &conf,
+        format!(
+            "(cores: 1, pin_cores: false, messagedirector: (bind: Some(\"127.0.0.1:{port}\")), \
+             roles: [EventLogger(bind: \"127.0.0.1:{el}\", output: \"{}/new/logs/ev-%H%M%S.log\")])",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 000 && exec \"$0\" \"$@\"")
+        .arg(otpd_bin())
+        .arg("--cluster")
+        .arg(&conf)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let logs = dir.path().join("new/logs");
+    wait_event(&logs, "log-opened");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for d in [dir.path().join("new"), logs.clone()] {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+    }
+    for f in std::fs::read_dir(&logs).unwrap() {
+        let f = f.unwrap().path();
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

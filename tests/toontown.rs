@@ -22,7 +22,7 @@ const FAR_AWAY: u32 = 4_000_004;
 const VERSION: &str = "sv1.0.6.9";
 const HASH: u32 = 3_005_460_305;
 const WAIT: Duration = Duration::from_secs(10);
-const SECRET: &str = "test-secret";
+const SECRET: &str = "test-secret-test-secret-test-sec"; // 32 bytes, the least accepted
 
 struct Cluster {
     o: Otpd,

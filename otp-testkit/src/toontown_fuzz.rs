@@ -46,8 +46,8 @@ const VIS_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/dc/vis.txt
 
 /// The version string 2003 clients must say in their LOGIN_2.
 pub const VERSION: &str = "fuzz-tt-v1";
-/// The secret of the Signed token policy.
-pub const SECRET: &str = "fuzz-secret";
+/// The secret of the Signed token policy (32 bytes: the shortest a listener accepts).
+pub const SECRET: &str = "fuzz-secret-fuzz-secret-fuzz-sec";
 /// Accounts whose tokens the pickers make.
 pub const ACCOUNTS: [&str; 2] = ["alice", "bob"];
 /// The password of the records the harness's database holds with one, and a wrong one.
@@ -222,6 +222,7 @@ fn config(a: u8, b: u8) -> ClientAgentConfig {
     if a & cfg::SIGNED != 0 {
         c.toontown.tokens = TokenPolicy::Signed {
             secret: SECRET.into(),
+            secret_file: None,
         };
     }
     if a & cfg::HEARTBEAT == 0 {

@@ -63,8 +63,10 @@ fn run(args: Vec<String>) -> Result<(), String> {
         }
         Some("export") => {
             let mut out: Box<dyn Write> = match rest.get(1) {
+                // Password hashes and account names: the file is made (or reset to) 0600.
                 Some(f) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(f).map_err(|e| format!("{f}: {e}"))?,
+                    crate::private_fs::create_truncate(Path::new(f))
+                        .map_err(|e| format!("{f}: {e}"))?,
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };

@@ -24,7 +24,7 @@ USAGE:
     otpd db export [OUT] (--cluster FILE | CONFIG.yml)  every stored object and account, one JSON line each
     otpd db import [IN] (--cluster FILE | CONFIG.yml)   add objects from such lines
     otpd status HOST:PORT          one-screen summary from a running otpd's metrics address
-    otpd account token NAME [--hours H] (--cluster FILE | --secret S)
+    otpd account token NAME [--hours H] (--cluster FILE | --secret-file FILE | --secret S)
                                    print a signed play token for a Toontown 2003 listener
 
 OPTIONS:
@@ -89,10 +89,8 @@ fn init_logging(level: Option<&str>, file: Option<&Path>) -> Result<(), String> 
         b.filter_level(f);
     }
     if let Some(path) = file {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        // The log names accounts and addresses: a new file is 0600.
+        let f = otpd::private_fs::open_append(path)
             .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
         b.target(env_logger::Target::Pipe(Box::new(Tee(f))));
     }
@@ -208,23 +206,14 @@ fn main() -> ExitCode {
     let (config, roles, client_agents) = config;
     let metrics = config.metrics.clone();
     let metrics_limits = config.metrics_limits.clone();
+    for warning in config.exposure_warnings() {
+        log::warn!("{warning}");
+    }
     for role in &config.roles {
-        if let RoleConfig::EventLogger {
-            bind,
-            output,
-            rotate_interval,
-            max_file_bytes,
-            max_events_per_second,
-        } = role
-        {
-            let settings = otpd::eventlogger::Settings {
-                bind: bind.clone(),
-                output: output.clone(),
-                rotate_every: otpd::eventlogger::parse_interval(rotate_interval).unwrap_or(None),
-                max_file_bytes: *max_file_bytes,
-                max_events_per_second: *max_events_per_second,
-            };
-            if let Err(e) = otpd::eventlogger::spawn(settings) {
+        if let RoleConfig::EventLogger { .. } = role {
+            let started =
+                otpd::eventlogger::Settings::from_role(role).and_then(otpd::eventlogger::spawn);
+            if let Err(e) = started {
                 log::error!("{e}");
                 eprintln!("otpd: {e}");
                 return ExitCode::from(1);

@@ -44,7 +44,7 @@ pub fn verify(policy: &TokenPolicy, token: &str, now_unix: u64) -> Result<String
                 Err("the play token is not a valid account name")
             }
         }
-        TokenPolicy::Signed { secret } => {
+        TokenPolicy::Signed { secret, .. } => {
             let parts: Vec<&str> = token.split(':').collect();
             let [v, name, expiry, m] = parts[..] else {
                 return Err("malformed play token");
@@ -224,15 +224,18 @@ impl Account {
     }
 }
 
-/// `otpd account token NAME [--hours H] (--cluster FILE | --secret S)`: prints a signed token.
+/// `otpd account token NAME [--hours H] (--cluster FILE | --secret-file FILE | --secret S)`:
+/// prints a signed token. The secret must be as long as a listener accepts
+/// (`MIN_TOKEN_SECRET_BYTES`).
 pub fn token_command(args: Vec<String>) -> i32 {
-    let usage = "usage: otpd account token NAME [--hours H] (--cluster FILE | --secret SECRET)";
+    let usage = "usage: otpd account token NAME [--hours H] (--cluster FILE | --secret-file FILE | --secret SECRET)";
     let mut it = args.into_iter();
     if it.next().as_deref() != Some("token") {
         eprintln!("{usage}");
         return 2;
     }
-    let (mut name, mut hours, mut cluster, mut secret) = (None, 24u64, None, None);
+    let (mut name, mut hours, mut cluster, mut secret, mut secret_file) =
+        (None, 24u64, None, None, None);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--hours" => match it.next().and_then(|h| h.parse().ok()) {
@@ -244,6 +247,7 @@ pub fn token_command(args: Vec<String>) -> i32 {
             },
             "--cluster" | "-c" => cluster = it.next(),
             "--secret" => secret = it.next(),
+            "--secret-file" => secret_file = it.next(),
             s if name.is_none() && !s.starts_with('-') => name = Some(s.to_string()),
             other => {
                 eprintln!("unknown argument {other}\n{usage}");
@@ -259,9 +263,21 @@ pub fn token_command(args: Vec<String>) -> i32 {
         eprintln!("otpd account: {name:?} is not a valid account name (1-64 printable characters, no ':')");
         return 2;
     }
-    let secret = match (secret, cluster) {
-        (Some(s), _) => s,
-        (None, Some(path)) => {
+    let secret = match (secret, secret_file, cluster) {
+        (Some(s), None, None) => s,
+        (None, Some(file), None) => match std::fs::read_to_string(&file) {
+            Ok(mut s) => {
+                while s.ends_with(['\n', '\r']) {
+                    s.pop();
+                }
+                s
+            }
+            Err(e) => {
+                eprintln!("otpd account: {file}: {e}");
+                return 1;
+            }
+        },
+        (None, None, Some(path)) => {
             let config = match crate::config::ron_file::load(std::path::Path::new(&path)) {
                 Ok(c) => c,
                 Err(e) => {
@@ -271,7 +287,7 @@ pub fn token_command(args: Vec<String>) -> i32 {
             };
             let found = config.roles.iter().find_map(|r| match r {
                 crate::config::RoleConfig::ClientAgent(ca) => match &ca.toontown.tokens {
-                    TokenPolicy::Signed { secret } => Some(secret.clone()),
+                    TokenPolicy::Signed { secret, .. } => Some(secret.clone()),
                     TokenPolicy::Open => None,
                 },
                 _ => None,
@@ -280,17 +296,25 @@ pub fn token_command(args: Vec<String>) -> i32 {
                 Some(s) => s,
                 None => {
                     eprintln!(
-                        "otpd account: no ClientAgent in {path} has tokens: Signed(secret: ...)"
+                        "otpd account: no ClientAgent in {path} has tokens: Signed(secret_file: ...)"
                     );
                     return 1;
                 }
             }
         }
-        (None, None) => {
+        _ => {
             eprintln!("{usage}");
             return 2;
         }
     };
+    if secret.len() < crate::config::MIN_TOKEN_SECRET_BYTES {
+        eprintln!(
+            "otpd account: the secret is {} bytes; listeners require at least {} (make one with `openssl rand -hex 32`)",
+            secret.len(),
+            crate::config::MIN_TOKEN_SECRET_BYTES
+        );
+        return 2;
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -304,10 +328,12 @@ mod tests {
 
     #[test]
     fn tokens_sign_and_verify() {
+        const SECRET: &str = "0123456789abcdef0123456789abcdef";
         let p = TokenPolicy::Signed {
-            secret: "s3cret".into(),
+            secret: SECRET.into(),
+            secret_file: None,
         };
-        let t = sign("s3cret", "flippy", 2000);
+        let t = sign(SECRET, "flippy", 2000);
         assert_eq!(verify(&p, &t, 1000), Ok("flippy".into()));
         assert!(verify(&p, &t, 3000).is_err(), "expired");
         assert!(verify(&p, &t.replace("flippy", "floppy"), 1000).is_err());

@@ -92,6 +92,16 @@ pub fn normalize_address(s: &str, default_port: u16) -> Result<String, String> {
     })
 }
 
+/// Whether every address `s` stands for is a loopback address (a name is resolved; text that
+/// does not parse or resolve counts as not loopback): a listener bound there is reachable
+/// only from this machine.
+pub fn is_loopback_address(s: &str) -> bool {
+    match parse_address(s, 0) {
+        Ok(addrs) => !addrs.is_empty() && addrs.iter().all(|a| a.ip().to_canonical().is_loopback()),
+        Err(_) => false,
+    }
+}
+
 fn resolve(original: &str, name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     let found = (name, port)
         .to_socket_addrs()
@@ -213,6 +223,28 @@ mod tests {
         match parse_address(s, 7199) {
             Ok(a) => panic!("{s} accepted as {a:?}"),
             Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn loopback_addresses() {
+        for s in [
+            "127.0.0.1:1",
+            "127.8.9.10:1",
+            "[::1]:1",
+            "::1",
+            "localhost:7198",
+        ] {
+            assert!(is_loopback_address(s), "{s}");
+        }
+        for s in [
+            "0.0.0.0:5150",
+            "[::]:1",
+            "10.0.0.1:1",
+            "",
+            "no such host!:1",
+        ] {
+            assert!(!is_loopback_address(s), "{s}");
         }
     }
 

@@ -711,7 +711,22 @@ fn role(cx: &Cx, item: &Node, i: usize) -> Res<RoleConfig> {
         "database" => database(cx, &sec),
         "clientagent" => clientagent(cx, &sec),
         "eventlogger" => {
-            sec.only(cx, &["type", "bind", "output", "rotate_interval"])?;
+            sec.only(
+                cx,
+                &[
+                    "type",
+                    "bind",
+                    "output",
+                    "rotate_interval",
+                    // otpd's own (astrond refuses them): see RoleConfig::EventLogger.
+                    "max_file_bytes",
+                    "max_events_per_second",
+                    "max_bytes_per_second",
+                    "max_files",
+                    "max_age",
+                    "allow_from",
+                ],
+            )?;
             let bind = sec
                 .address(cx, "bind", EVENTLOGGER_DEFAULT_PORT)?
                 .unwrap_or_else(|| format!("0.0.0.0:{EVENTLOGGER_DEFAULT_PORT}"));
@@ -725,12 +740,38 @@ fn role(cx: &Cx, item: &Node, i: usize) -> Res<RoleConfig> {
                 }
                 _ => "0".into(),
             };
+            let max_age = match sec.get("max_age") {
+                Some(n) if !matches!(n.kind, Kind::Null) => string(cx, n, &sec.key("max_age"))?,
+                _ => super::el_max_age(),
+            };
+            let mut allow_from = Vec::new();
+            if let Some(n) = sec.get("allow_from") {
+                let what = sec.key("allow_from");
+                for a in items(cx, n, &what)? {
+                    let text = string(cx, a, &format!("an entry of {what}"))?;
+                    crate::eventlogger::Network::parse(&text)
+                        .map_err(|e| cx.err(a, format!("{what}: {e}")))?;
+                    allow_from.push(text);
+                }
+            }
             Ok(RoleConfig::EventLogger {
                 bind,
                 output,
                 rotate_interval,
-                max_file_bytes: super::el_max_file_bytes(),
-                max_events_per_second: super::el_max_events_per_second(),
+                max_file_bytes: sec
+                    .uint(cx, "max_file_bytes", u64::MAX)?
+                    .unwrap_or_else(super::el_max_file_bytes),
+                max_events_per_second: sec
+                    .uint(cx, "max_events_per_second", u32::MAX as u64)?
+                    .map_or_else(super::el_max_events_per_second, |v| v as u32),
+                max_bytes_per_second: sec
+                    .uint(cx, "max_bytes_per_second", u64::MAX)?
+                    .unwrap_or_else(super::el_max_bytes_per_second),
+                max_files: sec
+                    .uint(cx, "max_files", u32::MAX as u64)?
+                    .map_or_else(super::el_max_files, |v| v as usize),
+                max_age,
+                allow_from,
             })
         }
         other => Err(cx.err(
@@ -1719,6 +1760,10 @@ mod tests {
                 rotate_interval: "1d".into(),
                 max_file_bytes: crate::config::el_max_file_bytes(),
                 max_events_per_second: crate::config::el_max_events_per_second(),
+                max_bytes_per_second: crate::config::el_max_bytes_per_second(),
+                max_files: crate::config::el_max_files(),
+                max_age: crate::config::el_max_age(),
+                allow_from: Vec::new(),
             }]
         );
         let c = parse_ok(&format!("{MD}roles:\n  - type: eventlogger\n"));
@@ -1730,8 +1775,58 @@ mod tests {
                 rotate_interval: "0".into(),
                 max_file_bytes: crate::config::el_max_file_bytes(),
                 max_events_per_second: crate::config::el_max_events_per_second(),
+                max_bytes_per_second: crate::config::el_max_bytes_per_second(),
+                max_files: crate::config::el_max_files(),
+                max_age: crate::config::el_max_age(),
+                allow_from: Vec::new(),
             }]
         );
+        // otpd's own limits.
+        let c = parse_ok(&format!(
+            "{MD}roles:\n  - type: eventlogger\n    max_file_bytes: 65536\n    max_events_per_second: 50\n    \
+             max_bytes_per_second: 8192\n    max_files: 4\n    max_age: 7d\n    allow_from: [10.0.0.0/8, \"::1\"]\n"
+        ));
+        let RoleConfig::EventLogger {
+            max_file_bytes,
+            max_events_per_second,
+            max_bytes_per_second,
+            max_files,
+            max_age,
+            allow_from,
+            ..
+        } = &c.roles[0]
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                *max_file_bytes,
+                *max_events_per_second,
+                *max_bytes_per_second,
+                *max_files
+            ),
+            (65536, 50, 8192, 4)
+        );
+        assert_eq!(
+            (max_age.as_str(), &allow_from[..]),
+            ("7d", &["10.0.0.0/8".to_string(), "::1".into()][..])
+        );
+        let e = parse_err(&format!(
+            "{MD}roles:\n  - type: eventlogger\n    allow_from: [10.0.0.0/8, nowhere]\n"
+        ));
+        assert!(
+            e.message.contains("allow_from") && e.message.contains("nowhere"),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(5));
+        let e = parse_err(&format!(
+            "{MD}roles:\n  - type: eventlogger\n    max_age: 3w\n"
+        ));
+        assert!(e.message.contains("max_age"), "{e}");
+        let e = parse_err(&format!(
+            "{MD}roles:\n  - type: eventlogger\n    max_bytes_per_second: 10\n"
+        ));
+        assert!(e.message.contains("max_bytes_per_second"), "{e}");
         let e = parse_err(&format!(
             "{MD}roles:\n  - type: eventlogger\n    bind: \"bad~name:1\"\n"
         ));

@@ -229,6 +229,22 @@ pub enum RoleConfig {
         max_file_bytes: u64,
         #[serde(default = "el_max_events_per_second")]
         max_events_per_second: u32,
+        /// Bytes of log lines written per second at most; events past it are dropped and
+        /// counted, like those past `max_events_per_second`.
+        #[serde(default = "el_max_bytes_per_second")]
+        max_bytes_per_second: u64,
+        /// Log files kept, the one being written included; older ones (files the `output`
+        /// pattern names) are deleted. 0 = keep every file.
+        #[serde(default = "el_max_files")]
+        max_files: usize,
+        /// Log files last written longer ago than this are deleted ("30d"; as
+        /// rotate_interval). "0" = never.
+        #[serde(default = "el_max_age")]
+        max_age: String,
+        /// Addresses (`10.0.0.5`) and networks (`10.0.0.0/8`) events are taken from; packets
+        /// from anywhere else are dropped and counted. Empty = from anyone.
+        #[serde(default)]
+        allow_from: Vec<String>,
     },
 }
 
@@ -275,6 +291,21 @@ pub fn el_max_file_bytes() -> u64 {
 /// Events written per second at most; the rest are counted, dropped, and the count logged.
 pub fn el_max_events_per_second() -> u32 {
     10_000
+}
+
+/// Bytes of log lines written per second at most (4 MiB: some 20,000 ordinary events).
+pub fn el_max_bytes_per_second() -> u64 {
+    4 << 20
+}
+
+/// Log files kept, the current one included (with the default size cap: at most 30 GiB).
+pub fn el_max_files() -> usize {
+    30
+}
+
+/// Log files older than this are deleted; "0" = never (the count alone bounds them).
+pub fn el_max_age() -> String {
+    "0".into()
 }
 
 impl RoleConfig {
@@ -365,14 +396,48 @@ pub enum Dialect {
 }
 
 /// How play tokens are checked.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[derive(Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
 pub enum TokenPolicy {
     /// Development: any token opens (or creates) the account of that name.
     #[default]
     Open,
     /// A token made by `otpd account token NAME`: the name, an expiry, and an HMAC-SHA256
-    /// under this secret.
-    Signed { secret: String },
+    /// under the secret. The secret is written here (`secret`) or kept in a file
+    /// (`secret_file`, read at start-up, relative to the configuration's folder; line breaks
+    /// at its end are not part of it); one of the two, at least `MIN_TOKEN_SECRET_BYTES` long.
+    Signed {
+        #[serde(default)]
+        secret: String,
+        #[serde(default, deserialize_with = "plain_path")]
+        secret_file: Option<PathBuf>,
+    },
+}
+
+/// `secret_file: "token.key"`: the key is one of two alternatives, so it is written without
+/// `Some(...)`.
+fn plain_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    PathBuf::deserialize(d).map(Some)
+}
+
+/// The shortest secret a Signed token policy accepts (an HMAC-SHA256 key of full strength).
+pub const MIN_TOKEN_SECRET_BYTES: usize = 32;
+
+/// Never shows the secret (a configuration printed with `{:?}` must not give it away).
+impl fmt::Debug for TokenPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenPolicy::Open => f.write_str("Open"),
+            TokenPolicy::Signed {
+                secret,
+                secret_file,
+            } => f
+                .debug_struct("Signed")
+                .field("secret", &format_args!("<{} bytes>", secret.len()))
+                .field("secret_file", secret_file)
+                .finish(),
+        }
+    }
 }
 
 /// Who may log in with a name and password (CLIENT_LOGIN, the 2003 client's
@@ -557,7 +622,118 @@ impl ClusterConfig {
                     *output = base.join(output.as_str()).to_string_lossy().into_owned();
                 }
             }
+            if let RoleConfig::ClientAgent(ClientAgentConfig {
+                toontown:
+                    ToontownConfig {
+                        tokens:
+                            TokenPolicy::Signed {
+                                secret_file: Some(f),
+                                ..
+                            },
+                        ..
+                    },
+                ..
+            }) = role
+            {
+                if f.is_relative() {
+                    *f = base.join(&*f);
+                }
+            }
         }
+    }
+
+    /// Reads the secrets kept in files (a Signed token policy's `secret_file`), after
+    /// `resolve_paths`. A secret file others may read is reported with a warning.
+    pub fn read_secret_files(&mut self) -> Result<(), String> {
+        for role in &mut self.roles {
+            let RoleConfig::ClientAgent(ca) = role else {
+                continue;
+            };
+            let TokenPolicy::Signed {
+                secret,
+                secret_file: Some(file),
+            } = &mut ca.toontown.tokens
+            else {
+                continue;
+            };
+            if !secret.is_empty() {
+                return Err(format!(
+                    "clientagent {}: toontown.tokens: give Signed either `secret` or `secret_file`, not both",
+                    ca.bind
+                ));
+            }
+            let text = std::fs::read(&*file).map_err(|e| {
+                format!(
+                    "clientagent {}: toontown.tokens secret_file {}: {e}",
+                    ca.bind,
+                    file.display()
+                )
+            })?;
+            let mut text = String::from_utf8(text).map_err(|_| {
+                format!(
+                    "clientagent {}: toontown.tokens secret_file {}: not text (make one with `openssl rand -hex 32 > FILE`)",
+                    ca.bind,
+                    file.display()
+                )
+            })?;
+            while text.ends_with(['\n', '\r']) {
+                text.pop();
+            }
+            *secret = text;
+            if let Some(mode) = crate::private_fs::open_to_others(file) {
+                log::warn!(
+                    "clientagent {}: the token secret file {} may be read by other users (mode {mode:o}): chmod 600 it",
+                    ca.bind,
+                    file.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Settings that are fine on a developer's machine and dangerous where others can reach
+    /// the listener: one line each, for a warning at start-up.
+    pub fn exposure_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for role in &self.roles {
+            match role {
+                RoleConfig::ClientAgent(ca) if ca.dialect == Dialect::Toontown2003 => {
+                    let exposed = if ca.haproxy {
+                        Some("behind a PROXY-protocol proxy")
+                    } else if !addr::is_loopback_address(&ca.bind) {
+                        Some("not bound to loopback")
+                    } else {
+                        None
+                    };
+                    let Some(exposed) = exposed else { continue };
+                    if ca.toontown.tokens == TokenPolicy::Open {
+                        out.push(format!(
+                            "clientagent {} ({exposed}) runs toontown tokens: Open: any client may log in to \
+                             any account that has no password, by naming it; use Signed(secret_file: ...) \
+                             (docs/security.md)",
+                            ca.bind
+                        ));
+                    }
+                    if ca.toontown.passwords == PasswordPolicy::CreateOnLogin {
+                        out.push(format!(
+                            "clientagent {} ({exposed}) runs toontown passwords: CreateOnLogin: any client may \
+                             create accounts; use Existing or Disabled (docs/security.md)",
+                            ca.bind
+                        ));
+                    }
+                }
+                RoleConfig::EventLogger {
+                    bind, allow_from, ..
+                } if allow_from.is_empty() && !addr::is_loopback_address(bind) => {
+                    out.push(format!(
+                        "eventlogger {bind} is not bound to loopback and takes events from anyone \
+                         (allow_from is empty): set allow_from to the cluster's addresses (docs/security.md)"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Constraints shared by both file formats (Astron's reserved channels and doids).
@@ -644,6 +820,25 @@ impl ClusterConfig {
                             ca.add_interest
                         ));
                     }
+                    if let TokenPolicy::Signed {
+                        secret,
+                        secret_file,
+                    } = &ca.toontown.tokens
+                    {
+                        if secret.len() < MIN_TOKEN_SECRET_BYTES {
+                            let whose = match secret_file {
+                                Some(f) => format!("the secret in {}", f.display()),
+                                None => "secret".into(),
+                            };
+                            return Err(format!(
+                                "clientagent {}: toontown.tokens Signed: {whose} is {} bytes; at least {MIN_TOKEN_SECRET_BYTES} \
+                                 are required (make one with `openssl rand -hex 32 > token.key` and write \
+                                 Signed(secret_file: \"token.key\"))",
+                                ca.bind,
+                                secret.len()
+                            ));
+                        }
+                    }
                     if ca.dialect == Dialect::Toontown2003 {
                         channel_ok("clientagent toontown.database", ca.toontown.database)?;
                         channel_ok(
@@ -670,23 +865,8 @@ impl ClusterConfig {
                         return Err("clientagent limits: max_interests, max_zones_per_interest and max_pending_interests must be at least 1".into());
                     }
                 }
-                RoleConfig::EventLogger {
-                    output,
-                    rotate_interval,
-                    max_file_bytes,
-                    max_events_per_second,
-                    ..
-                } => {
-                    crate::eventlogger::parse_interval(rotate_interval)
-                        .map_err(|e| format!("eventlogger rotate_interval: {e}"))?;
-                    crate::eventlogger::strftime(output, chrono::Local::now())
-                        .map_err(|e| format!("eventlogger output: {e}"))?;
-                    if *max_file_bytes < 4096 || *max_events_per_second == 0 {
-                        return Err(
-                            "eventlogger: max_file_bytes must be at least 4096 and max_events_per_second at least 1"
-                                .into(),
-                        );
-                    }
+                RoleConfig::EventLogger { .. } => {
+                    crate::eventlogger::Settings::from_role(role)?;
                 }
             }
         }

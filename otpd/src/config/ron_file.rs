@@ -11,6 +11,9 @@ pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
     let mut config = parse(&name, &text)?;
     let base = path.parent().unwrap_or(Path::new("."));
     config.resolve_paths(base);
+    config
+        .read_secret_files()
+        .map_err(|m| ConfigError::new(&name, m))?;
     config.validate().map_err(|m| ConfigError::new(&name, m))?;
     Ok(config)
 }

@@ -1,5 +1,6 @@
 //! The embedded engine: one SQLite file, `otpd.sqlite3` in the configured directory, in WAL
-//! mode with synchronous=FULL (a commit is on disk before it is answered), held exclusively.
+//! mode with synchronous=FULL (a commit is on disk before it is answered), held exclusively;
+//! created mode 0600 in a folder created 0700 (`private_fs`).
 
 use super::{Backend, Schema, Store, StoreError, SCHEMA_VERSION};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -22,9 +23,21 @@ pub fn open(
     min_doid: u32,
     max_doid: u32,
 ) -> Result<Store<SqliteBackend>, StoreError> {
-    std::fs::create_dir_all(directory)
+    // The file holds account names and password hashes: a new folder is 0700 and a new file
+    // 0600, made here before SQLite opens it (SQLite gives its -wal and -shm files the mode of
+    // the database file).
+    crate::private_fs::create_dir_all(directory)
         .map_err(|e| StoreError(format!("{}: {e}", directory.display())))?;
     let path = directory.join("otpd.sqlite3");
+    crate::private_fs::create_file_if_missing(&path)
+        .map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+    if let Some(mode) = crate::private_fs::open_to_others(&path) {
+        log::warn!(
+            "database: {} may be read by other users (mode {mode:o}); it holds account names and \
+             password hashes: chmod 600 it (otpd makes new database files 600)",
+            path.display()
+        );
+    }
     let what = |e: rusqlite::Error| StoreError(format!("{}: {e}", path.display()));
     let conn = Connection::open(&path).map_err(what)?;
     conn.busy_timeout(std::time::Duration::from_millis(0))
