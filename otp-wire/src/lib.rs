@@ -10,7 +10,7 @@ pub mod reader;
 pub mod writer;
 
 pub use deframe::{Deframer, FrameError};
-pub use internal::{InternalDatagram, Recipients};
+pub use internal::{HeaderError, InternalDatagram, Recipients, RoutableHeader};
 pub use reader::{Reader, WireError};
 pub use writer::{Writer, WriterError};
 
