@@ -53,7 +53,6 @@ fn start_numbered(legacy: bool) -> Cluster {
     )
 }
 
-
 /// As `start`, with another DC file and another class for the playground's object (its
 /// required fields written by `required`).
 fn start_full(

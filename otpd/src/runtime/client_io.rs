@@ -61,11 +61,14 @@ impl Core {
                     if core == self.id {
                         self.adopt_client(stream, addr, ca_index);
                     } else {
-                        self.outbox[core].msgs.push(CoreMsg::NewClient {
-                            stream,
-                            addr,
-                            ca: ca_index,
-                        });
+                        self.outbox.push(
+                            core,
+                            CoreMsg::NewClient {
+                                stream,
+                                addr,
+                                ca: ca_index,
+                            },
+                        );
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -770,15 +773,12 @@ impl Core {
         if cl.left.is_empty() {
             return true;
         }
-        let count = frame.get(2).copied().unwrap_or(0) as usize;
-        let Some(raw) = frame.get(3..3 + 8 * count) else {
+        let Ok(header) = otp_wire::RoutableHeader::parse(&frame[otp_wire::LENGTH_TAG_BYTES..])
+        else {
             return false;
         };
         let mut left = false;
-        for ch in raw
-            .chunks_exact(8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-        {
+        for ch in header.recipients.iter() {
             if c.singles.contains(&ch) {
                 return true;
             }

@@ -6,15 +6,15 @@
 use super::conn::{Conn, ConnKind};
 use super::upstream::Upstream;
 use super::{Batch, CoreMsg, Shared};
-use crate::md::{home_core, Pid, RangeMap, SingleShard};
+use crate::md::router::{self, Outbox, Router};
+use crate::md::{home_core, Pid};
 use crate::roles::{Output, Role, Subscription};
 use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use otp_wire::msgtypes::*;
-use otp_wire::{FrameError, InternalDatagram, Reader, Writer};
+use otp_wire::{FrameError, InternalDatagram, Reader, Recipients, RoutableHeader, Writer};
 use slab::Slab;
-use smallvec::SmallVec;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, ErrorKind};
@@ -52,20 +52,7 @@ struct HostedRole {
     work_waiting: VecDeque<crate::roles::Work>,
 }
 
-/// A datagram read here, waiting for subscriber lookups on other cores, or (when `delegated`)
-/// a datagram handed to its home core, waiting for that core's acknowledgement.
-struct Pending {
-    delegated: bool,
-    /// Where the framed datagram (length tag included) sits in the pending arena, as an
-    /// absolute position (see `Core::arena_base`), and its length.
-    at: u64,
-    len: u32,
-    exclude: Option<Pid>,
-    waiting: u32,
-    targets: SmallVec<[Pid; 8]>,
-}
-
-pub struct Core {
+pub(crate) struct Core {
     id: usize,
     shared: Arc<Shared>,
     poll: Poll,
@@ -73,23 +60,11 @@ pub struct Core {
     listener: Option<TcpListener>,
     conns: Slab<Conn>,
     generations: Vec<u32>,
-    singles: SingleShard,
-    ranges: RangeMap,
-    /// Outgoing batches, one per core (own slot unused), and batches a full queue refused.
-    outbox: Vec<Batch>,
-    stalled: Vec<VecDeque<Batch>>,
-    pending: VecDeque<Pending>,
-    /// Id of `pending[0]`.
-    pending_base: u64,
-    /// How many entries of `pending` are delegations, and to which core (all go to one).
-    delegated: usize,
-    delegate_core: usize,
-    /// Acknowledgements of delegated datagrams, per core; sent after every other batch.
-    acks: Vec<Vec<u64>>,
-    /// Bytes of pending datagrams, in FIFO order; `arena_base` is the absolute position of
-    /// `arena[0]`. Consumed from the front, compacted once the consumed part is half of it.
-    arena: Vec<u8>,
-    arena_base: u64,
+    /// The routing protocol's state on this core; taken out while it runs with this core as
+    /// its host (see `with_router`).
+    router: Option<Box<Router>>,
+    /// What this core sends the others this turn.
+    outbox: Outbox<CoreMsg>,
     ready: Vec<usize>,
     dirty: Vec<usize>,
     /// Clients whose output waits to be coalesced, by when it is due (`flush_delay_ms`).
@@ -97,12 +72,7 @@ pub struct Core {
     next_accept_core: usize,
     upstream: Option<Upstream>,
     el_socket: Option<UdpSocket>,
-    /// Scratch: channels to look up, per home core.
-    lookups: Vec<SmallVec<[u64; 4]>>,
-    scratch_targets: Vec<Pid>,
     to_close: Vec<usize>,
-    routed: u64,
-    delivered: u64,
     roles: Vec<HostedRole>,
     roles_waiting: bool,
     next_tick: Instant,
@@ -179,28 +149,15 @@ impl Core {
             listener,
             conns: Slab::new(),
             generations: Vec::new(),
-            singles: SingleShard::default(),
-            ranges: RangeMap::default(),
-            outbox: (0..cores).map(|_| Batch::new(id)).collect(),
-            stalled: (0..cores).map(|_| VecDeque::new()).collect(),
-            pending: VecDeque::new(),
-            pending_base: 0,
-            delegated: 0,
-            delegate_core: 0,
-            acks: (0..cores).map(|_| Vec::new()).collect(),
-            arena: Vec::new(),
-            arena_base: 0,
+            router: Some(Box::new(Router::new(id, cores, shared.upstream.is_some()))),
+            outbox: Outbox::new(id, cores),
             ready: Vec::new(),
             dirty: Vec::new(),
             deferred: BinaryHeap::new(),
             next_accept_core: 0,
             upstream,
             el_socket,
-            lookups: (0..cores).map(|_| SmallVec::new()).collect(),
-            scratch_targets: Vec::new(),
             to_close: Vec::new(),
-            routed: 0,
-            delivered: 0,
             roles: Vec::new(),
             roles_waiting: false,
             next_tick: Instant::now() + ROLE_TICK,
@@ -258,7 +215,7 @@ impl Core {
                 || !self.jobs_refused.is_empty()
                 || (!self.ready.is_empty() && !self.held_back())
                 || !self.inbox.is_empty()
-                || self.stalled.iter().any(|q| !q.is_empty());
+                || self.outbox.is_stalled();
             if busy || !events.is_empty() {
                 last_work = Instant::now();
             }
@@ -378,9 +335,7 @@ impl Core {
                     if core == self.id {
                         self.adopt(stream, addr, ConnKind::Participant);
                     } else {
-                        self.outbox[core]
-                            .msgs
-                            .push(CoreMsg::NewConn { stream, addr });
+                        self.outbox.push(core, CoreMsg::NewConn { stream, addr });
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -437,8 +392,8 @@ impl Core {
     /// True while other cores are behind (a full queue, or too many unanswered lookups):
     /// this core then stops reading its sockets until they catch up.
     fn held_back(&self) -> bool {
-        self.pending.len() >= self.shared.config.messagedirector.max_pending_lookups
-            || self.stalled.iter().any(|q| !q.is_empty())
+        self.router().in_flight() >= self.shared.config.messagedirector.max_pending_lookups
+            || self.outbox.is_stalled()
             || self.roles.iter().any(|r| !r.work_waiting.is_empty())
     }
 
@@ -526,30 +481,18 @@ impl Core {
     }
 
     fn handle_datagram(&mut self, slot: usize, frame: &[u8]) -> Flow {
-        let body = &frame[2..];
-        let count = body[0] as usize;
-        if count == 0 {
-            return Flow::Close("datagram with zero recipients".into());
-        }
-        let header = 1 + 8 * count;
-        if body.len() < header + 2 {
-            return Flow::Close("truncated datagram header".into());
-        }
-        let recipients = &body[1..header];
+        let header = match RoutableHeader::parse(&frame[otp_wire::LENGTH_TAG_BYTES..]) {
+            Ok(h) => h,
+            Err(e) => return Flow::Close(e.to_string()),
+        };
         let (kind, pid) = (self.conns[slot].kind, self.conns[slot].pid);
-        if count == 1
-            && u64::from_le_bytes(recipients[..8].try_into().unwrap())
-                == otp_wire::channels::CONTROL_CHANNEL
-        {
+        if header.is_control() {
             if kind == ConnKind::Upstream {
                 log::warn!("messagedirector: ignoring a control message from the upstream MD");
                 return Flow::Continue;
             }
-            let msgtype = u16::from_le_bytes([body[header], body[header + 1]]);
-            return self.handle_control(slot, frame, msgtype, &body[header + 2..]);
-        }
-        if body.len() < header + 10 {
-            return Flow::Close("truncated datagram header".into());
+            let payload = &frame[otp_wire::LENGTH_TAG_BYTES + header.len..];
+            return self.handle_control(slot, frame, header.msgtype, payload);
         }
         if kind == ConnKind::Participant {
             self.send_upstream(frame);
@@ -557,13 +500,14 @@ impl Core {
         if !self.roles.is_empty() {
             self.presubscribe(frame);
         }
-        if !self.shared.client_agents.is_empty() && count == 1 {
-            let msgtype = u16::from_le_bytes([body[header + 8], body[header + 9]]);
-            if msgtype == CLIENTAGENT_OPEN_CHANNEL || msgtype == CLIENTAGENT_SET_CLIENT_ID {
-                self.client_presubscribe(frame);
-            }
+        if !self.shared.client_agents.is_empty()
+            && header.recipients.len() == 1
+            && (header.msgtype == CLIENTAGENT_OPEN_CHANNEL
+                || header.msgtype == CLIENTAGENT_SET_CLIENT_ID)
+        {
+            self.client_presubscribe(frame);
         }
-        self.route(frame, Some(pid));
+        self.route(frame, header.recipients, Some(pid));
         Flow::Continue
     }
 
@@ -754,7 +698,7 @@ impl Core {
             self.unsubscribe(c.pid, channel);
         }
         if c.ranges > 0 {
-            self.send_to(0, CoreMsg::RangeDrop { pid: c.pid });
+            self.with_router(|r, core| r.drop_ranges(c.pid, core));
         }
         let label = c.label();
         self.fire_post_removes(c.pid, &label, &c.post_removes);
@@ -775,19 +719,17 @@ impl Core {
             if w.finish().is_err() || dg.is_empty() {
                 continue;
             }
-            let body = &frame[2..];
-            let count = body[0] as usize;
-            let ok = count > 0
-                && body.len() >= 1 + 8 * count + 10
-                && !(count == 1 && body[1..9] == 1u64.to_le_bytes());
-            if !ok {
-                log::warn!(
-                    "messagedirector: post-remove of {label} is not a routable datagram; dropped"
-                );
-                continue;
-            }
+            let recipients = match RoutableHeader::parse(dg) {
+                Ok(h) if !h.is_control() => h.recipients,
+                _ => {
+                    log::warn!(
+                        "messagedirector: post-remove of {label} is not a routable datagram; dropped"
+                    );
+                    continue;
+                }
+            };
             self.send_upstream(&frame);
-            self.route(&frame, Some(pid));
+            self.route(&frame, recipients, Some(pid));
         }
         for sender in senders {
             frame.clear();
@@ -798,249 +740,41 @@ impl Core {
         }
     }
 
-    // ---- subscriptions -------------------------------------------------------------------
+    // ---- the router ----------------------------------------------------------------------
+
+    /// Runs `f` on the router with this core as its host; the router is taken out meanwhile
+    /// (a host callback never routes, so it is never needed twice at once).
+    #[inline]
+    fn with_router<R>(&mut self, f: impl FnOnce(&mut Router, &mut Core) -> R) -> R {
+        let mut router = self.router.take().expect("the router is not re-entered");
+        let r = f(&mut router, self);
+        self.router = Some(router);
+        r
+    }
+
+    fn router(&self) -> &Router {
+        self.router.as_ref().expect("the router is not re-entered")
+    }
 
     fn subscribe(&mut self, pid: Pid, channel: u64) {
-        let home = home_core(channel, self.shared.cores);
-        if home == self.id {
-            self.home_subscribe(pid, channel);
-        } else {
-            self.send_to(home, CoreMsg::Subscribe { pid, channel });
-        }
+        self.with_router(|r, core| r.subscribe(pid, channel, core));
     }
 
     fn unsubscribe(&mut self, pid: Pid, channel: u64) {
-        let home = home_core(channel, self.shared.cores);
-        if home == self.id {
-            self.home_unsubscribe(pid, channel);
-        } else {
-            self.send_to(home, CoreMsg::Unsubscribe { pid, channel });
-        }
-    }
-
-    fn home_subscribe(&mut self, pid: Pid, channel: u64) {
-        if self.singles.subscribe(pid, channel) && self.shared.upstream.is_some() {
-            self.send_to(0, CoreMsg::UpstreamSub { channel });
-        }
-    }
-
-    fn home_unsubscribe(&mut self, pid: Pid, channel: u64) {
-        if self.singles.unsubscribe(pid, channel) && self.shared.upstream.is_some() {
-            self.send_to(0, CoreMsg::UpstreamUnsub { channel });
-        }
+        self.with_router(|r, core| r.unsubscribe(pid, channel, core));
     }
 
     fn range_op(&mut self, pid: Pid, lo: u64, hi: u64, add: bool) {
-        if self.id == 0 {
-            self.authority_range(pid, lo, hi, add);
-        } else {
-            self.send_to(0, CoreMsg::RangeOp { pid, lo, hi, add });
-        }
+        self.with_router(|r, core| r.range(pid, lo, hi, add, core));
     }
-
-    /// Core 0: apply a range change, replay it to every replica, tell the upstream MD.
-    fn authority_range(&mut self, pid: Pid, lo: u64, hi: u64, add: bool) {
-        for core in 1..self.shared.cores {
-            self.send_to(core, CoreMsg::RangeApply { pid, lo, hi, add });
-        }
-        if add {
-            if self.ranges.add(pid, lo, hi) {
-                self.upstream_control(CONTROL_ADD_RANGE, &[lo, hi]);
-            }
-        } else {
-            for (a, b) in self.ranges.remove(pid, lo, hi) {
-                self.upstream_range_removed(a, b);
-            }
-        }
-    }
-
-    fn authority_drop(&mut self, pid: Pid) {
-        for (lo, hi) in self.ranges.coverage_of(pid) {
-            self.authority_range(pid, lo, hi, false);
-        }
-    }
-
-    // ---- routing -------------------------------------------------------------------------
 
     /// Routes a framed datagram to every subscriber of its recipients, except `exclude`.
-    fn route(&mut self, frame: &[u8], exclude: Option<Pid>) {
-        self.routed += 1;
-        let count = frame[2] as usize;
-        let recipients = &frame[3..3 + 8 * count];
-        if let Some(home) = self.delegation_target(recipients) {
-            let entry = self.pending_base + self.pending.len() as u64;
-            let batch = &mut self.outbox[home];
-            let off = batch.data.len() as u32;
-            batch.data.extend_from_slice(frame);
-            batch.msgs.push(CoreMsg::Route {
-                entry,
-                off,
-                len: frame.len() as u32,
-                exclude,
-            });
-            let at = self.arena_base + self.arena.len() as u64;
-            self.pending.push_back(Pending {
-                delegated: true,
-                at,
-                len: 0,
-                exclude: None,
-                waiting: 1,
-                targets: SmallVec::new(),
-            });
-            self.delegated += 1;
-            self.delegate_core = home;
-            return;
-        }
-        let mut targets = std::mem::take(&mut self.scratch_targets);
-        targets.clear();
-        let mut remote = 0u32;
-        for raw in recipients.chunks_exact(8) {
-            let channel = u64::from_le_bytes(raw.try_into().unwrap());
-            targets.extend_from_slice(self.ranges.lookup(channel));
-            let home = home_core(channel, self.shared.cores);
-            if home == self.id {
-                targets.extend_from_slice(self.singles.lookup(channel));
-            } else {
-                if self.lookups[home].is_empty() {
-                    remote += 1;
-                }
-                if !self.lookups[home].contains(&channel) {
-                    self.lookups[home].push(channel);
-                }
-            }
-        }
-        if remote == 0 && self.pending.is_empty() {
-            self.dispatch(frame, &mut targets, exclude);
-        } else {
-            let entry = self.pending_base + self.pending.len() as u64;
-            for core in 0..self.shared.cores {
-                if !self.lookups[core].is_empty() {
-                    let channels = std::mem::take(&mut self.lookups[core]);
-                    self.outbox[core]
-                        .msgs
-                        .push(CoreMsg::Lookup { entry, channels });
-                }
-            }
-            let at = self.arena_base + self.arena.len() as u64;
-            self.arena.extend_from_slice(frame);
-            let len = frame.len() as u32;
-            self.pending.push_back(Pending {
-                delegated: false,
-                at,
-                len,
-                exclude,
-                waiting: remote,
-                targets: SmallVec::from_slice(&targets),
-            });
-            if remote == 0 {
-                self.drain_pending();
-            }
-        }
-        self.scratch_targets = targets;
-    }
-
-    /// The core to hand this datagram to whole, if that keeps the order: every recipient is
-    /// homed on that one other core, and nothing read earlier is still in flight except
-    /// datagrams handed to that same core.
-    fn delegation_target(&self, recipients: &[u8]) -> Option<usize> {
-        if self.pending.len() != self.delegated {
-            return None;
-        }
-        let mut home = None;
-        for raw in recipients.chunks_exact(8) {
-            let h = home_core(
-                u64::from_le_bytes(raw.try_into().unwrap()),
-                self.shared.cores,
-            );
-            match home {
-                None if h != self.id => home = Some(h),
-                Some(x) if x == h => {}
-                _ => return None,
-            }
-        }
-        let home = home?;
-        (self.delegated == 0 || self.delegate_core == home).then_some(home)
-    }
-
-    /// Routes a datagram another core delegated to this one (its home), for that core.
-    fn route_delegated(&mut self, frame: &[u8], exclude: Option<Pid>) {
-        let count = frame[2] as usize;
-        let mut targets = std::mem::take(&mut self.scratch_targets);
-        targets.clear();
-        for raw in frame[3..3 + 8 * count].chunks_exact(8) {
-            let channel = u64::from_le_bytes(raw.try_into().unwrap());
-            targets.extend_from_slice(self.ranges.lookup(channel));
-            targets.extend_from_slice(self.singles.lookup(channel));
-        }
-        self.dispatch(frame, &mut targets, exclude);
-        self.scratch_targets = targets;
+    fn route(&mut self, frame: &[u8], recipients: Recipients<'_>, exclude: Option<Pid>) {
+        self.with_router(|r, core| r.route(frame, recipients, exclude, core));
     }
 
     fn drain_pending(&mut self) {
-        while self.pending.front().is_some_and(|p| p.waiting == 0) {
-            let p = self.pending.pop_front().expect("front exists");
-            self.pending_base += 1;
-            if p.delegated {
-                self.delegated -= 1;
-                continue;
-            }
-            let mut targets = std::mem::take(&mut self.scratch_targets);
-            targets.clear();
-            targets.extend_from_slice(&p.targets);
-            let arena = std::mem::take(&mut self.arena);
-            let start = (p.at - self.arena_base) as usize;
-            self.dispatch(
-                &arena[start..start + p.len as usize],
-                &mut targets,
-                p.exclude,
-            );
-            self.arena = arena;
-            self.scratch_targets = targets;
-        }
-        // Release consumed bytes: all of them when nothing is pending, else once they are
-        // half the arena (so each byte is moved at most once on average).
-        let consumed = match self.pending.front() {
-            None => self.arena.len(),
-            Some(p) => (p.at - self.arena_base) as usize,
-        };
-        if consumed == self.arena.len() {
-            self.arena.clear();
-            self.arena_base += consumed as u64;
-        } else if consumed > self.arena.len() / 2 {
-            self.arena.drain(..consumed);
-            self.arena_base += consumed as u64;
-        }
-    }
-
-    /// Delivers to each target once: local ones straight into their write queue, others into
-    /// one batch per core (the bytes once per core, whatever the number of targets there).
-    fn dispatch(&mut self, frame: &[u8], targets: &mut Vec<Pid>, exclude: Option<Pid>) {
-        if targets.len() > 1 {
-            targets.sort_unstable();
-            targets.dedup();
-        }
-        let mut last_core = usize::MAX;
-        let (mut off, len) = (0u32, frame.len() as u32);
-        let mut delivered = 0u64;
-        for &pid in targets.iter() {
-            if Some(pid) == exclude {
-                continue;
-            }
-            delivered += 1;
-            let core = pid.core();
-            if core == self.id {
-                self.deliver_local(pid, frame);
-            } else {
-                let batch = &mut self.outbox[core];
-                if core != last_core {
-                    off = batch.data.len() as u32;
-                    batch.data.extend_from_slice(frame);
-                    last_core = core;
-                }
-                batch.msgs.push(CoreMsg::Deliver { pid, off, len });
-            }
-        }
-        self.delivered += delivered;
+        self.with_router(|r, core| r.dispatch_resolved(core));
     }
 
     fn deliver_local(&mut self, pid: Pid, frame: &[u8]) {
@@ -1101,31 +835,12 @@ impl Core {
         }
     }
 
-    fn send_to(&mut self, core: usize, msg: CoreMsg) {
-        if core == self.id {
-            self.handle_msg(msg, &[], self.id);
-        } else {
-            self.outbox[core].msgs.push(msg);
-        }
-    }
-
     // ---- upstream ------------------------------------------------------------------------
 
     /// Queues a framed datagram for the upstream MD (from any core).
     fn send_upstream(&mut self, frame: &[u8]) {
-        if self.shared.upstream.is_none() {
-            return;
-        }
-        if self.id == 0 {
-            self.upstream_write(frame);
-        } else {
-            let batch = &mut self.outbox[0];
-            let off = batch.data.len() as u32;
-            batch.data.extend_from_slice(frame);
-            batch.msgs.push(CoreMsg::UpstreamSend {
-                off,
-                len: frame.len() as u32,
-            });
+        if self.shared.upstream.is_some() {
+            self.with_router(|r, core| r.send_upstream(frame, core));
         }
     }
 
@@ -1234,7 +949,13 @@ impl Core {
                 self.send_event(&event);
                 let u = self.upstream.as_mut().expect("upstream core");
                 let mut replay = Vec::new();
-                u.replay(&self.ranges.covered_runs(), &mut replay);
+                let ranges = self
+                    .router
+                    .as_ref()
+                    .expect("the router is not re-entered")
+                    .ranges()
+                    .covered_runs();
+                u.replay(&ranges, &mut replay);
                 let c = &mut self.conns[slot];
                 c.out.extend_from_slice(&replay);
                 if !c.in_dirty {
@@ -1483,14 +1204,12 @@ impl Core {
     fn route_frames(&mut self, datagrams: &[u8], exclude: Option<Pid>) -> usize {
         let mut dropped = 0;
         for frame in otp_wire::frames(datagrams) {
-            let body = &frame[2..];
-            let count = body.first().copied().unwrap_or(0) as usize;
-            if count == 0 || body.len() < 1 + 8 * count + 10 {
+            let Ok(header) = RoutableHeader::parse(&frame[otp_wire::LENGTH_TAG_BYTES..]) else {
                 dropped += 1;
                 continue;
-            }
+            };
             self.send_upstream(frame);
-            self.route(frame, exclude);
+            self.route(frame, header.recipients, exclude);
         }
         dropped
     }
@@ -1521,87 +1240,13 @@ impl Core {
                 self.adopt(stream, addr, ConnKind::Participant);
             }
             CoreMsg::NewClient { stream, addr, ca } => self.adopt_client(stream, addr, ca),
-            CoreMsg::Subscribe { pid, channel } => self.home_subscribe(pid, channel),
-            CoreMsg::Unsubscribe { pid, channel } => self.home_unsubscribe(pid, channel),
-            CoreMsg::Lookup { entry, channels } => {
-                let mut pids: SmallVec<[Pid; 8]> = SmallVec::new();
-                for c in channels {
-                    pids.extend_from_slice(self.singles.lookup(c));
-                }
-                self.outbox[from]
-                    .msgs
-                    .push(CoreMsg::Resolved { entry, pids });
-            }
-            CoreMsg::Resolved { entry, pids } => {
-                let Some(idx) = entry.checked_sub(self.pending_base) else {
-                    return;
-                };
-                let Some(p) = self.pending.get_mut(idx as usize) else {
-                    return;
-                };
-                p.targets.extend_from_slice(&pids);
-                p.waiting -= 1;
-            }
-            CoreMsg::Route {
-                entry,
-                off,
-                len,
-                exclude,
-            } => {
-                let (off, len) = (off as usize, len as usize);
-                self.route_delegated(&data[off..off + len], exclude);
-                self.acks[from].push(entry);
-            }
+            CoreMsg::Router(msg) => self.with_router(|r, core| r.handle(from, msg, data, core)),
             CoreMsg::ClientJobDone {
                 slot,
                 pid,
                 id,
                 result,
             } => self.client_job_done(slot, pid, id, result),
-            CoreMsg::Routed { entry } => {
-                let Some(idx) = entry.checked_sub(self.pending_base) else {
-                    return;
-                };
-                if let Some(p) = self.pending.get_mut(idx as usize) {
-                    debug_assert!(p.delegated);
-                    p.waiting = 0;
-                }
-            }
-            CoreMsg::Deliver { pid, off, len } => {
-                let (off, len) = (off as usize, len as usize);
-                self.deliver_local(pid, &data[off..off + len]);
-            }
-            CoreMsg::RangeOp { pid, lo, hi, add } => self.authority_range(pid, lo, hi, add),
-            CoreMsg::RangeDrop { pid } => self.authority_drop(pid),
-            CoreMsg::RangeApply { pid, lo, hi, add } => {
-                if add {
-                    self.ranges.add(pid, lo, hi);
-                } else {
-                    self.ranges.remove(pid, lo, hi);
-                }
-            }
-            CoreMsg::UpstreamSub { channel } => {
-                let newly = self
-                    .upstream
-                    .as_mut()
-                    .is_some_and(|u| u.channels.insert(channel));
-                if newly {
-                    self.upstream_control(CONTROL_ADD_CHANNEL, &[channel]);
-                }
-            }
-            CoreMsg::UpstreamUnsub { channel } => {
-                let gone = self
-                    .upstream
-                    .as_mut()
-                    .is_some_and(|u| u.channels.remove(&channel));
-                if gone {
-                    self.upstream_control(CONTROL_REMOVE_CHANNEL, &[channel]);
-                }
-            }
-            CoreMsg::UpstreamSend { off, len } => {
-                let (off, len) = (off as usize, len as usize);
-                self.upstream_write(&data[off..off + len]);
-            }
             CoreMsg::WorkDone { role, answers } => {
                 if role >= self.roles.len() {
                     return;
@@ -1622,47 +1267,8 @@ impl Core {
         self.drain_pending();
         self.run_roles();
         self.run_clients();
-        for core in 0..self.shared.cores {
-            if core == self.id {
-                continue;
-            }
-            if !self.outbox[core].is_empty() {
-                // The next batch will likely be as large: size it so it does not regrow.
-                let (m, d) = (self.outbox[core].msgs.len(), self.outbox[core].data.len());
-                let next = Batch {
-                    from: self.id,
-                    msgs: Vec::with_capacity(m),
-                    data: Vec::with_capacity(d),
-                };
-                let batch = std::mem::replace(&mut self.outbox[core], next);
-                self.stalled[core].push_back(batch);
-            }
-            while let Some(batch) = self.stalled[core].pop_front() {
-                if let Err(batch) = self.shared.send(core, batch) {
-                    self.stalled[core].push_front(batch);
-                    break;
-                }
-            }
-        }
-        // Acknowledgements go last, and only once every batch before them is in its queue:
-        // a core that reads an acknowledgement may then send to any core, and what this core
-        // delivered for the delegated datagram must already be ahead of that.
-        if self.stalled.iter().all(|q| q.is_empty()) {
-            for core in 0..self.shared.cores {
-                if self.acks[core].is_empty() {
-                    continue;
-                }
-                let mut batch = Batch::new(self.id);
-                batch.msgs.extend(
-                    self.acks[core]
-                        .drain(..)
-                        .map(|entry| CoreMsg::Routed { entry }),
-                );
-                if let Err(batch) = self.shared.send(core, batch) {
-                    self.stalled[core].push_back(batch);
-                }
-            }
-        }
+        let shared = &self.shared;
+        self.outbox.ship(|core, batch| shared.send(core, batch));
         let now = Instant::now();
         let dirty = std::mem::take(&mut self.dirty);
         for slot in dirty {
@@ -1687,12 +1293,58 @@ impl Core {
         }
         self.flush_due_clients(now);
         self.close_marked();
+        let router = self.router();
         let mine = &self.shared.stats.per_core[self.id];
-        mine.datagrams_routed.store(self.routed, Ordering::Relaxed);
-        mine.deliveries.store(self.delivered, Ordering::Relaxed);
+        mine.datagrams_routed
+            .store(router.routed(), Ordering::Relaxed);
+        mine.deliveries.store(router.delivered(), Ordering::Relaxed);
         mine.pending
-            .store(self.pending.len() as u64, Ordering::Relaxed);
+            .store(router.in_flight() as u64, Ordering::Relaxed);
         mine.channels
-            .store(self.singles.len() as u64, Ordering::Relaxed);
+            .store(router.channels() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The router's view of its core: the outbox, deliveries to this core's participants and
+/// roles, and (core 0) the upstream link.
+impl router::Host for Core {
+    type Msg = CoreMsg;
+
+    #[inline]
+    fn outbox(&mut self) -> &mut Outbox<CoreMsg> {
+        &mut self.outbox
+    }
+
+    #[inline]
+    fn deliver(&mut self, pid: Pid, frame: &[u8]) {
+        self.deliver_local(pid, frame);
+    }
+
+    fn upstream(&mut self, event: router::Upstream<'_>) {
+        match event {
+            router::Upstream::Subscribed(channel) => {
+                let newly = self
+                    .upstream
+                    .as_mut()
+                    .is_some_and(|u| u.channels.insert(channel));
+                if newly {
+                    self.upstream_control(CONTROL_ADD_CHANNEL, &[channel]);
+                }
+            }
+            router::Upstream::Unsubscribed(channel) => {
+                let gone = self
+                    .upstream
+                    .as_mut()
+                    .is_some_and(|u| u.channels.remove(&channel));
+                if gone {
+                    self.upstream_control(CONTROL_REMOVE_CHANNEL, &[channel]);
+                }
+            }
+            router::Upstream::RangeAdded(lo, hi) => {
+                self.upstream_control(CONTROL_ADD_RANGE, &[lo, hi]);
+            }
+            router::Upstream::RangeRemoved(lo, hi) => self.upstream_range_removed(lo, hi),
+            router::Upstream::Datagram(frame) => self.upstream_write(frame),
+        }
     }
 }

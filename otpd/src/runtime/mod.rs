@@ -15,10 +15,10 @@ mod jobs;
 mod upstream;
 
 use crate::config::ClusterConfig;
+use crate::md::router::Msg;
 use crate::md::Pid;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
-use smallvec::SmallVec;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,46 +26,15 @@ use std::sync::Arc;
 /// A message between core threads. Bulk bytes travel in the enclosing `Batch::data`.
 pub(crate) enum CoreMsg {
     /// A freshly accepted participant for this core to own.
-    NewConn {
-        stream: TcpStream,
-        addr: SocketAddr,
-    },
+    NewConn { stream: TcpStream, addr: SocketAddr },
     /// A freshly accepted client of ClientAgent `ca` (its address already counted).
     NewClient {
         stream: TcpStream,
         addr: SocketAddr,
         ca: usize,
     },
-    /// Single-channel subscription changes, sent to the channel's home core.
-    Subscribe {
-        pid: Pid,
-        channel: u64,
-    },
-    Unsubscribe {
-        pid: Pid,
-        channel: u64,
-    },
-    /// Who subscribes these channels (homed on the receiving core)? Answer with `Resolved`.
-    Lookup {
-        entry: u64,
-        channels: SmallVec<[u64; 4]>,
-    },
-    Resolved {
-        entry: u64,
-        pids: SmallVec<[Pid; 8]>,
-    },
-    /// Route `data[off..off+len]` (a framed datagram whose recipients are all homed on the
-    /// receiving core) on behalf of the sending core, then acknowledge it with `Routed`.
-    Route {
-        entry: u64,
-        off: u32,
-        len: u32,
-        exclude: Option<Pid>,
-    },
-    /// Sent only after every delivery of the delegated datagram was queued ahead of it.
-    Routed {
-        entry: u64,
-    },
+    /// The routing protocol between cores (see `crate::md::router`).
+    Router(Msg),
     /// A client session's job, done by the job worker (see `jobs`): for the client in `slot`
     /// if it is still participant `pid`.
     ClientJobDone {
@@ -74,41 +43,6 @@ pub(crate) enum CoreMsg {
         id: u32,
         result: crate::clientagent::session::JobResult,
     },
-    /// Write `data[off..off+len]` (a framed datagram) to participant `pid`.
-    Deliver {
-        pid: Pid,
-        off: u32,
-        len: u32,
-    },
-    /// Range subscription changes, sent to the range authority (core 0)...
-    RangeOp {
-        pid: Pid,
-        lo: u64,
-        hi: u64,
-        add: bool,
-    },
-    RangeDrop {
-        pid: Pid,
-    },
-    /// ...which applies them and replays them, in its order, to every other core's replica.
-    RangeApply {
-        pid: Pid,
-        lo: u64,
-        hi: u64,
-        add: bool,
-    },
-    /// A channel gained its first / lost its last local subscriber (to core 0, for upstream).
-    UpstreamSub {
-        channel: u64,
-    },
-    UpstreamUnsub {
-        channel: u64,
-    },
-    /// A framed datagram `data[off..off+len]` for the upstream MD (to core 0).
-    UpstreamSend {
-        off: u32,
-        len: u32,
-    },
     /// Answers from a role's worker thread, in the order the work was queued.
     WorkDone {
         role: usize,
@@ -116,24 +50,13 @@ pub(crate) enum CoreMsg {
     },
 }
 
-pub(crate) struct Batch {
-    pub from: usize,
-    pub msgs: Vec<CoreMsg>,
-    pub data: Vec<u8>,
+impl From<Msg> for CoreMsg {
+    fn from(msg: Msg) -> CoreMsg {
+        CoreMsg::Router(msg)
+    }
 }
 
-impl Batch {
-    fn new(from: usize) -> Batch {
-        Batch {
-            from,
-            msgs: Vec::new(),
-            data: Vec::new(),
-        }
-    }
-    fn is_empty(&self) -> bool {
-        self.msgs.is_empty()
-    }
-}
+pub(crate) type Batch = crate::md::router::Batch<CoreMsg>;
 
 /// One core's counters, on a cache line of their own: written only by that core, once per
 /// loop turn, so counting costs the routing path no shared writes.
