@@ -347,7 +347,7 @@ fn ranges_go_through_the_authority_and_reach_upstream() {
 // ---- the simulation against a model ----------------------------------------------------
 
 /// Channels the simulation uses, and the participants.
-const CHANNELS: u64 = 12;
+const CHANNELS: u64 = 8;
 const FIRST_CHANNEL: u64 = 100;
 const PARTICIPANTS: usize = 6;
 
@@ -383,7 +383,7 @@ fn op(cores: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (p.clone(), proptest::collection::vec(ch.clone(), 1..4), proptest::bool::weighted(0.1))
             .prop_map(|(p, to, echo)| Op::Send { p, to, echo }),
-        3 => (p.clone(), ch.clone(), any::<bool>(), proptest::bool::weighted(0.2), 0..cores)
+        4 => (p.clone(), ch.clone(), proptest::bool::weighted(0.7), proptest::bool::weighted(0.2), 0..cores)
             .prop_map(move |(p, channel, on, other, via)| Op::Single {
                 p,
                 channel,
