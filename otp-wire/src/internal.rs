@@ -13,18 +13,22 @@ pub struct Recipients<'a> {
 }
 
 impl<'a> Recipients<'a> {
+    #[inline]
     pub fn len(&self) -> usize {
         self.raw.len() / 8
     }
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.raw.is_empty()
     }
+    #[inline]
     pub fn get(&self, i: usize) -> Option<Channel> {
         let b = self.raw.get(i * 8..i * 8 + 8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Some(u64::from_le_bytes(a))
     }
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = Channel> + 'a {
         self.raw.chunks_exact(8).map(|c| {
             let mut a = [0u8; 8];
@@ -82,7 +86,7 @@ impl<'a> RoutableHeader<'a> {
         };
         let recipients = Recipients { raw };
         let at = |i: usize| body.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-        if count == 1 && recipients.get(0) == Some(CONTROL_CHANNEL) {
+        if count == 1 && raw == CONTROL_CHANNEL.to_le_bytes() {
             let msgtype = at(end).ok_or(HeaderError::Truncated)?;
             return Ok(RoutableHeader {
                 recipients,
@@ -102,6 +106,7 @@ impl<'a> RoutableHeader<'a> {
         })
     }
 
+    #[inline]
     pub fn is_control(&self) -> bool {
         self.sender.is_none()
     }

@@ -118,24 +118,28 @@ pub enum Msg {
     },
 }
 
-/// What one core sends another in one loop turn: messages, and the bytes they name.
-pub struct Batch<M> {
+/// What one core sends another in one loop turn: the protocol's messages, the bytes they
+/// name, and the host's own messages (`X`: new connections and the like), which the router
+/// never reads and whose order relative to the protocol's does not matter.
+pub struct Batch<X> {
     pub from: usize,
-    pub msgs: Vec<M>,
+    pub msgs: Vec<Msg>,
     pub data: Vec<u8>,
+    pub extra: Vec<X>,
 }
 
-impl<M> Batch<M> {
-    pub fn new(from: usize) -> Batch<M> {
+impl<X> Batch<X> {
+    pub fn new(from: usize) -> Batch<X> {
         Batch {
             from,
             msgs: Vec::new(),
             data: Vec::new(),
+            extra: Vec::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.msgs.is_empty()
+        self.msgs.is_empty() && self.extra.is_empty()
     }
 
     /// Appends bytes to the batch's data; returns where they start.
@@ -149,15 +153,15 @@ impl<M> Batch<M> {
 
 /// One core's outgoing traffic: this turn's batch for each other core, batches a full queue
 /// refused (they go first, in order, next time), and the `Routed` acknowledgements owed.
-pub struct Outbox<M> {
+pub struct Outbox<X> {
     me: usize,
-    batches: Vec<Batch<M>>,
-    stalled: Vec<VecDeque<Batch<M>>>,
+    batches: Vec<Batch<X>>,
+    stalled: Vec<VecDeque<Batch<X>>>,
     acks: Vec<Vec<u64>>,
 }
 
-impl<M: From<Msg>> Outbox<M> {
-    pub fn new(me: usize, cores: usize) -> Outbox<M> {
+impl<X> Outbox<X> {
+    pub fn new(me: usize, cores: usize) -> Outbox<X> {
         Outbox {
             me,
             batches: (0..cores).map(|_| Batch::new(me)).collect(),
@@ -168,14 +172,19 @@ impl<M: From<Msg>> Outbox<M> {
 
     /// This turn's batch for `core` (never this core's own).
     #[inline]
-    pub fn batch(&mut self, core: usize) -> &mut Batch<M> {
+    pub fn batch(&mut self, core: usize) -> &mut Batch<X> {
         debug_assert_ne!(core, self.me);
         &mut self.batches[core]
     }
 
     #[inline]
-    pub fn push(&mut self, core: usize, msg: impl Into<M>) {
-        self.batch(core).msgs.push(msg.into());
+    pub fn push(&mut self, core: usize, msg: Msg) {
+        self.batch(core).msgs.push(msg);
+    }
+
+    /// Queues one of the host's own messages for `core`.
+    pub fn push_extra(&mut self, core: usize, msg: X) {
+        self.batch(core).extra.push(msg);
     }
 
     /// True while some batch waits for room in another core's queue (the core then stops
@@ -202,7 +211,7 @@ impl<M: From<Msg>> Outbox<M> {
     /// time). The acknowledgements go last, and only once every batch before them is in its
     /// queue: a core that reads an acknowledgement may then send to any core, and what this
     /// core delivered for the delegated datagram must already be ahead of that.
-    pub fn ship(&mut self, mut send: impl FnMut(usize, Batch<M>) -> Result<(), Batch<M>>) {
+    pub fn ship(&mut self, mut send: impl FnMut(usize, Batch<X>) -> Result<(), Batch<X>>) {
         let me = self.me;
         for core in 0..self.batches.len() {
             if core == me {
@@ -215,6 +224,7 @@ impl<M: From<Msg>> Outbox<M> {
                     from: me,
                     msgs: Vec::with_capacity(m),
                     data: Vec::with_capacity(d),
+                    extra: Vec::new(),
                 };
                 let batch = std::mem::replace(&mut self.batches[core], next);
                 self.stalled[core].push_back(batch);
@@ -234,11 +244,9 @@ impl<M: From<Msg>> Outbox<M> {
                 continue;
             }
             let mut batch = Batch::new(me);
-            batch.msgs.extend(
-                self.acks[core]
-                    .drain(..)
-                    .map(|entry| M::from(Msg::Routed { entry })),
-            );
+            batch
+                .msgs
+                .extend(self.acks[core].drain(..).map(|entry| Msg::Routed { entry }));
             if let Err(batch) = send(core, batch) {
                 self.stalled[core].push_back(batch);
             }
@@ -248,9 +256,10 @@ impl<M: From<Msg>> Outbox<M> {
 
 /// What the router needs from the core it runs on.
 pub trait Host {
-    type Msg: From<Msg>;
+    /// The host's own messages between cores, which travel beside the protocol's.
+    type Extra;
     /// Where messages to other cores go.
-    fn outbox(&mut self) -> &mut Outbox<Self::Msg>;
+    fn outbox(&mut self) -> &mut Outbox<Self::Extra>;
     /// Writes a framed datagram to a participant of this core (which may have gone since).
     fn deliver(&mut self, pid: Pid, frame: &[u8]);
     /// Core 0 only, when an upstream MD is configured: what it must hear.
@@ -427,7 +436,7 @@ impl Router {
     /// Sends a message without bytes to `core`; to this core, handles it at once.
     fn send<H: Host>(&mut self, core: usize, msg: Msg, host: &mut H) {
         if core == self.me {
-            self.handle(self.me, msg, &[], host);
+            self.handle(self.me, &msg, &[], host);
         } else {
             host.outbox().push(core, msg);
         }
@@ -437,22 +446,25 @@ impl Router {
 
     /// Handles a message from core `from`; `data` is its batch's bytes. Call
     /// `dispatch_resolved` after a run of messages to dispatch what they completed.
-    pub fn handle<H: Host>(&mut self, from: usize, msg: Msg, data: &[u8], host: &mut H) {
-        match msg {
+    pub fn handle<H: Host>(&mut self, from: usize, msg: &Msg, data: &[u8], host: &mut H) {
+        match *msg {
             Msg::Subscribe { pid, channel } => self.home_subscribe(pid, channel, host),
             Msg::Unsubscribe { pid, channel } => self.home_unsubscribe(pid, channel, host),
-            Msg::Lookup { entry, channels } => {
+            Msg::Lookup {
+                entry,
+                ref channels,
+            } => {
                 let mut pids: SmallVec<[Pid; 8]> = SmallVec::new();
-                for c in channels {
+                for &c in channels {
                     pids.extend_from_slice(self.singles.lookup(c));
                 }
                 host.outbox().push(from, Msg::Resolved { entry, pids });
             }
-            Msg::Resolved { entry, pids } => {
+            Msg::Resolved { entry, ref pids } => {
                 let Some(p) = self.entry(entry) else {
                     return;
                 };
-                p.targets.extend_from_slice(&pids);
+                p.targets.extend_from_slice(pids);
                 p.waiting -= 1;
             }
             Msg::Route {
@@ -510,13 +522,10 @@ impl Router {
         } else {
             let batch = host.outbox().batch(0);
             let off = batch.push_bytes(frame);
-            batch.msgs.push(
-                Msg::UpstreamSend {
-                    off,
-                    len: frame.len() as u32,
-                }
-                .into(),
-            );
+            batch.msgs.push(Msg::UpstreamSend {
+                off,
+                len: frame.len() as u32,
+            });
         }
     }
 
@@ -534,15 +543,12 @@ impl Router {
             let entry = self.base + self.in_flight.len() as u64;
             let batch = host.outbox().batch(home);
             let off = batch.push_bytes(frame);
-            batch.msgs.push(
-                Msg::Route {
-                    entry,
-                    off,
-                    len: frame.len() as u32,
-                    exclude,
-                }
-                .into(),
-            );
+            batch.msgs.push(Msg::Route {
+                entry,
+                off,
+                len: frame.len() as u32,
+                exclude,
+            });
             let at = self.arena_base + self.arena.len() as u64;
             self.in_flight.push_back(InFlight {
                 delegated: true,
@@ -705,7 +711,7 @@ impl Router {
                     off = batch.push_bytes(frame);
                     last_core = core;
                 }
-                batch.msgs.push(Msg::Deliver { pid, off, len }.into());
+                batch.msgs.push(Msg::Deliver { pid, off, len });
             }
         }
         self.delivered += delivered;

@@ -61,7 +61,7 @@ impl Core {
                     if core == self.id {
                         self.adopt_client(stream, addr, ca_index);
                     } else {
-                        self.outbox.push(
+                        self.outbox.push_extra(
                             core,
                             CoreMsg::NewClient {
                                 stream,

@@ -335,7 +335,8 @@ impl Core {
                     if core == self.id {
                         self.adopt(stream, addr, ConnKind::Participant);
                     } else {
-                        self.outbox.push(core, CoreMsg::NewConn { stream, addr });
+                        self.outbox
+                            .push_extra(core, CoreMsg::NewConn { stream, addr });
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -744,11 +745,12 @@ impl Core {
 
     /// Runs `f` on the router with this core as its host; the router is taken out meanwhile
     /// (a host callback never routes, so it is never needed twice at once).
-    #[inline]
+    #[inline(always)]
     fn with_router<R>(&mut self, f: impl FnOnce(&mut Router, &mut Core) -> R) -> R {
         let mut router = self.router.take().expect("the router is not re-entered");
         let r = f(&mut router, self);
-        self.router = Some(router);
+        // The slot is empty: nothing to drop (and no drop for the compiler to emit).
+        std::mem::forget(self.router.replace(router));
         r
     }
 
@@ -769,6 +771,7 @@ impl Core {
     }
 
     /// Routes a framed datagram to every subscriber of its recipients, except `exclude`.
+    #[inline]
     fn route(&mut self, frame: &[u8], recipients: Recipients<'_>, exclude: Option<Pid>) {
         self.with_router(|r, core| r.route(frame, recipients, exclude, core));
     }
@@ -838,6 +841,7 @@ impl Core {
     // ---- upstream ------------------------------------------------------------------------
 
     /// Queues a framed datagram for the upstream MD (from any core).
+    #[inline]
     fn send_upstream(&mut self, frame: &[u8]) {
         if self.shared.upstream.is_some() {
             self.with_router(|r, core| r.send_upstream(frame, core));
@@ -1041,7 +1045,7 @@ impl Core {
                     }
                     let answers = worker.run(batch);
                     let mut msg = Batch::new(core);
-                    msg.msgs.push(CoreMsg::WorkDone {
+                    msg.extra.push(CoreMsg::WorkDone {
                         role: index,
                         answers,
                     });
@@ -1224,23 +1228,31 @@ impl Core {
             };
             let Batch {
                 from,
-                mut msgs,
+                msgs,
                 data,
+                extra,
             } = batch;
-            for msg in msgs.drain(..) {
-                self.handle_msg(msg, &data, from);
+            if !msgs.is_empty() {
+                self.with_router(|r, core| {
+                    for msg in &msgs {
+                        r.handle(from, msg, &data, core);
+                    }
+                });
+            }
+            for msg in extra {
+                self.handle_msg(msg);
             }
         }
         self.drain_pending();
     }
 
-    fn handle_msg(&mut self, msg: CoreMsg, data: &[u8], from: usize) {
+    /// Handles one of the runtime's own messages from another core or a worker thread.
+    fn handle_msg(&mut self, msg: CoreMsg) {
         match msg {
             CoreMsg::NewConn { stream, addr } => {
                 self.adopt(stream, addr, ConnKind::Participant);
             }
             CoreMsg::NewClient { stream, addr, ca } => self.adopt_client(stream, addr, ca),
-            CoreMsg::Router(msg) => self.with_router(|r, core| r.handle(from, msg, data, core)),
             CoreMsg::ClientJobDone {
                 slot,
                 pid,
@@ -1308,7 +1320,7 @@ impl Core {
 /// The router's view of its core: the outbox, deliveries to this core's participants and
 /// roles, and (core 0) the upstream link.
 impl router::Host for Core {
-    type Msg = CoreMsg;
+    type Extra = CoreMsg;
 
     #[inline]
     fn outbox(&mut self) -> &mut Outbox<CoreMsg> {

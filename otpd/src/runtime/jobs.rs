@@ -32,7 +32,7 @@ pub fn spawn_worker(
             for req in jobs.iter() {
                 let result = req.job.run();
                 let mut batch = Batch::new(req.core);
-                batch.msgs.push(CoreMsg::ClientJobDone {
+                batch.extra.push(CoreMsg::ClientJobDone {
                     slot: req.slot,
                     pid: req.pid,
                     id: req.job.id(),

@@ -15,7 +15,6 @@ mod jobs;
 mod upstream;
 
 use crate::config::ClusterConfig;
-use crate::md::router::Msg;
 use crate::md::Pid;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
@@ -23,7 +22,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// A message between core threads. Bulk bytes travel in the enclosing `Batch::data`.
+/// A message between core threads besides the routing protocol's (`crate::md::router::Msg`);
+/// both travel in a `Batch`.
 pub(crate) enum CoreMsg {
     /// A freshly accepted participant for this core to own.
     NewConn { stream: TcpStream, addr: SocketAddr },
@@ -33,8 +33,6 @@ pub(crate) enum CoreMsg {
         addr: SocketAddr,
         ca: usize,
     },
-    /// The routing protocol between cores (see `crate::md::router`).
-    Router(Msg),
     /// A client session's job, done by the job worker (see `jobs`): for the client in `slot`
     /// if it is still participant `pid`.
     ClientJobDone {
@@ -48,12 +46,6 @@ pub(crate) enum CoreMsg {
         role: usize,
         answers: Vec<crate::roles::Work>,
     },
-}
-
-impl From<Msg> for CoreMsg {
-    fn from(msg: Msg) -> CoreMsg {
-        CoreMsg::Router(msg)
-    }
 }
 
 pub(crate) type Batch = crate::md::router::Batch<CoreMsg>;

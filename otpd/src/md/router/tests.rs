@@ -21,7 +21,7 @@ struct UpstreamModel {
 
 struct SimHost {
     me: usize,
-    outbox: Outbox<Msg>,
+    outbox: Outbox<()>,
     got: Vec<Got>,
     /// Participants of this core that have left: deliveries to them are dropped (as a core
     /// does through the generation in the pid).
@@ -40,8 +40,8 @@ fn read_tag(frame: &[u8]) -> (usize, u32) {
 }
 
 impl Host for SimHost {
-    type Msg = Msg;
-    fn outbox(&mut self) -> &mut Outbox<Msg> {
+    type Extra = ();
+    fn outbox(&mut self) -> &mut Outbox<()> {
         &mut self.outbox
     }
     fn deliver(&mut self, pid: Pid, frame: &[u8]) {
@@ -76,7 +76,7 @@ struct SimCore {
 /// Cores joined by bounded FIFO queues, run one loop turn at a time.
 struct Sim {
     cores: Vec<SimCore>,
-    inboxes: Vec<VecDeque<Batch<Msg>>>,
+    inboxes: Vec<VecDeque<Batch<()>>>,
     /// Batches a core's queue holds; a full queue refuses more (the sender stalls).
     capacity: usize,
     frame: Vec<u8>,
@@ -134,9 +134,11 @@ impl Sim {
             let Some(batch) = self.inboxes[core].pop_front() else {
                 break;
             };
-            let Batch { from, msgs, data } = batch;
+            let Batch {
+                from, msgs, data, ..
+            } = batch;
             let c = &mut self.cores[core];
-            for msg in msgs {
+            for msg in &msgs {
                 c.router.handle(from, msg, &data, &mut c.host);
             }
         }
@@ -270,7 +272,7 @@ fn delegation_never_spans_two_cores_at_once() {
 
 #[test]
 fn acknowledgements_wait_for_every_stalled_batch() {
-    let mut out: Outbox<Msg> = Outbox::new(0, 3);
+    let mut out: Outbox<()> = Outbox::new(0, 3);
     out.push(
         1,
         Msg::RangeDrop {
