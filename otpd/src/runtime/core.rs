@@ -1,7 +1,7 @@
-//! One core thread: its event loop, the connections it owns, its shard of single-channel
-//! subscriptions, its replica of the range map, and the datagrams it read that still await
-//! lookups on other cores. Core 0 also accepts connections, owns the upstream link and is the
-//! range authority.
+//! One core thread: its event loop, the connections and roles it owns, and the I/O around its
+//! `md::router::Router` (which holds its subscriptions and the datagrams awaiting lookups): the
+//! core feeds it what it reads and delivers what it answers. Core 0 also accepts connections and
+//! owns the upstream link.
 
 use super::conn::{Conn, ConnKind};
 use super::upstream::Upstream;

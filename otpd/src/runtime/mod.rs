@@ -2,11 +2,10 @@
 //! routing table, exchanging batches through bounded crossbeam queues. Only this module touches
 //! sockets, threads and clocks; the routing state it drives lives in `crate::md`.
 //!
-//! Routing a datagram read on core A: ranges are resolved from A's replica of the range map;
-//! single channels are resolved on their home cores (a batched lookup when the home is not A).
-//! A keeps datagrams awaiting lookups in read order and dispatches each once resolved, so every
-//! delivery from one connection to one destination core passes through one FIFO queue in the
-//! order it was read: the per-connection order rule holds across channels and cores.
+//! The routing protocol between the cores (lookups on home cores, datagrams kept in read order
+//! until resolved, delegation, the range authority) is `crate::md::router`, free of I/O; a
+//! core hands it what it reads and ships the `Batch`es it fills, and its guarantees (the
+//! per-connection order rule across channels and cores first) are stated and tested there.
 
 mod client;
 mod conn;
