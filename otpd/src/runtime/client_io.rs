@@ -10,7 +10,7 @@ use crate::clientagent::session::{JobResult, Session, SessionOut};
 use crate::md::Pid;
 use crate::roles::Subscription;
 use crate::runtime::conn::{Conn, ConnKind};
-use crate::runtime::jobs::JobRequest;
+use crate::runtime::workers::JobRequest;
 use crate::runtime::CoreMsg;
 use mio::net::TcpStream;
 use mio::{Interest, Token};

@@ -1028,37 +1028,18 @@ impl Core {
         limits: crate::roles::WorkerLimits,
     ) -> io::Result<crossbeam_channel::Sender<crate::roles::Work>> {
         let (tx, rx) = crossbeam_channel::bounded::<crate::roles::Work>(limits.queue.max(1));
-        let batch_max = limits.batch.max(1);
-        let shared = self.shared.clone();
         let core = self.id;
-        std::thread::Builder::new()
-            .name(format!("otpd-{name}-{core}"))
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = Vec::with_capacity(batch_max);
-                    batch.push(first);
-                    while batch.len() < batch_max {
-                        match rx.try_recv() {
-                            Ok(w) => batch.push(w),
-                            Err(_) => break,
-                        }
-                    }
-                    let answers = worker.run(batch);
-                    let mut msg = Batch::new(core);
-                    msg.extra.push(CoreMsg::WorkDone {
-                        role: index,
-                        answers,
-                    });
-                    // The core's queue is bounded: wait for room rather than lose answers.
-                    let mut msg = Some(msg);
-                    while let Some(m) = msg.take() {
-                        if let Err(back) = shared.send(core, m) {
-                            msg = Some(back);
-                            std::thread::sleep(Duration::from_micros(200));
-                        }
-                    }
-                }
-            })?;
+        let name = format!("otpd-{name}-{core}");
+        super::workers::spawn(name, self.shared.clone(), rx, limits.batch, move |batch| {
+            let answers = worker.run(batch);
+            vec![(
+                core,
+                CoreMsg::WorkDone {
+                    role: index,
+                    answers,
+                },
+            )]
+        })?;
         Ok(tx)
     }
 

@@ -10,8 +10,8 @@
 mod client;
 mod conn;
 mod core;
-mod jobs;
 mod upstream;
+mod workers;
 
 use crate::config::ClusterConfig;
 use crate::md::Pid;
@@ -32,7 +32,7 @@ pub(crate) enum CoreMsg {
         addr: SocketAddr,
         ca: usize,
     },
-    /// A client session's job, done by the job worker (see `jobs`): for the client in `slot`
+    /// A client session's job, done by the job worker (see `workers`): for the client in `slot`
     /// if it is still participant `pid`.
     ClientJobDone {
         slot: usize,
@@ -92,8 +92,9 @@ pub(crate) struct Shared {
     /// read when a CLIENTAGENT_OPEN_CHANNEL or SET_CLIENT_ID is routed, to subscribe the new
     /// channel at once (see `Core::client_presubscribe`).
     pub client_channels: parking_lot::Mutex<rustc_hash::FxHashMap<u64, Pid>>,
-    /// The job worker's queue (client sessions' slow work, such as password hashing).
-    pub jobs: Sender<jobs::JobRequest>,
+    /// The job worker's queue (client sessions' slow work, such as password hashing; see
+    /// `workers`).
+    pub jobs: Sender<workers::JobRequest>,
 }
 
 impl Stats {
@@ -250,7 +251,7 @@ impl Runtime {
             client_agents: client_agents.clone(),
             ..Stats::default()
         });
-        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(jobs::MAX_QUEUED_JOBS);
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(workers::MAX_QUEUED_JOBS);
         let shared = Arc::new(Shared {
             jobs: jobs_tx,
             cores,
@@ -264,7 +265,7 @@ impl Runtime {
             client_agents,
             client_channels: Default::default(),
         });
-        jobs::spawn_worker(shared.clone(), jobs_rx)
+        workers::spawn_job_worker(shared.clone(), jobs_rx)
             .map_err(|e| StartError(format!("cannot spawn the job worker: {e}")))?;
         let core_ids = if config.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()
