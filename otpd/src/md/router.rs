@@ -13,8 +13,9 @@
 //! A sends one `Lookup` per home core and keeps the datagram in a FIFO until every answer is
 //! in and every datagram read before it is dispatched. A datagram whose recipients are all
 //! homed on one other core H, while nothing but datagrams delegated to H is in flight, is
-//! handed to H whole (`Route`), and its place in the FIFO is held until H's `Routed`
-//! acknowledgement, which H ships only once everything it delivered for it is queued ahead.
+//! handed to H whole (`Route`): the batch carrying it goes to H only once everything A queued
+//! before it for other cores is in their queues, and its place in A's FIFO is held until H's
+//! `Routed` acknowledgement, which H ships only once everything it delivered for it is queued.
 //! Range changes go to core 0, which applies them and replays them to every replica.
 //!
 //! # Guarantees (each has a test in `router/tests.rs`)
@@ -151,13 +152,25 @@ impl<X> Batch<X> {
     }
 }
 
-/// One core's outgoing traffic: this turn's batch for each other core, batches a full queue
-/// refused (they go first, in order, next time), and the `Routed` acknowledgements owed.
+/// One core's outgoing traffic: this turn's batch for each other core, batches that wait to
+/// be handed over (a full queue refused them, or they must let others go first), and the
+/// `Routed` acknowledgements owed.
 pub struct Outbox<X> {
     me: usize,
     batches: Vec<Batch<X>>,
-    stalled: Vec<VecDeque<Batch<X>>>,
+    /// This turn's batch for the core carries a delegated datagram (`Msg::Route`).
+    delegating: Vec<bool>,
+    waiting: Vec<VecDeque<Waiting<X>>>,
     acks: Vec<Vec<u64>>,
+    /// Loop turns shipped so far.
+    turn: u64,
+}
+
+/// A batch not yet handed over: the turn that made it, and whether it delegates.
+struct Waiting<X> {
+    batch: Batch<X>,
+    turn: u64,
+    delegates: bool,
 }
 
 impl<X> Outbox<X> {
@@ -165,8 +178,10 @@ impl<X> Outbox<X> {
         Outbox {
             me,
             batches: (0..cores).map(|_| Batch::new(me)).collect(),
-            stalled: (0..cores).map(|_| VecDeque::new()).collect(),
+            delegating: vec![false; cores],
+            waiting: (0..cores).map(|_| VecDeque::new()).collect(),
             acks: (0..cores).map(|_| Vec::new()).collect(),
+            turn: 0,
         }
     }
 
@@ -187,10 +202,23 @@ impl<X> Outbox<X> {
         self.batch(core).extra.push(msg);
     }
 
-    /// True while some batch waits for room in another core's queue (the core then stops
-    /// reading its sockets until they drain).
+    /// Hands the framed datagram `entry` to `core` to route whole (see `ship` for when).
+    fn delegate(&mut self, core: usize, entry: u64, frame: &[u8], exclude: Option<Pid>) {
+        let batch = self.batch(core);
+        let off = batch.push_bytes(frame);
+        batch.msgs.push(Msg::Route {
+            entry,
+            off,
+            len: frame.len() as u32,
+            exclude,
+        });
+        self.delegating[core] = true;
+    }
+
+    /// True while some batch waits to be handed over (the core then stops reading its
+    /// sockets until they drain).
     pub fn is_stalled(&self) -> bool {
-        self.stalled.iter().any(|q| !q.is_empty())
+        self.waiting.iter().any(|q| !q.is_empty())
     }
 
     /// True when nothing waits to be shipped (for tests).
@@ -206,34 +234,58 @@ impl<X> Outbox<X> {
         self.acks[core].push(entry);
     }
 
-    /// End of a loop turn: hands each other core its batch through `send` (which gives a
+    /// End of a loop turn: hands each other core its batch through `send`, which gives a
     /// batch back when that core's queue is full; it then waits, in order, and goes first next
-    /// time). The acknowledgements go last, and only once every batch before them is in its
-    /// queue: a core that reads an acknowledgement may then send to any core, and what this
-    /// core delivered for the delegated datagram must already be ahead of that.
+    /// time. Two kinds of message wait for others, so that no core can deliver ahead of what
+    /// this one queued earlier:
+    /// * a batch that delegates a datagram goes only once every batch made no later than it
+    ///   for the other cores is in its queue (the delegate may deliver to any core as soon as
+    ///   it reads the datagram, and what this core dispatched before must be ahead of that);
+    /// * the acknowledgements go last, and only once every batch is in its queue (a core that
+    ///   reads an acknowledgement may then send to any core, and what this core delivered for
+    ///   the delegated datagram must be ahead of that).
     pub fn ship(&mut self, mut send: impl FnMut(usize, Batch<X>) -> Result<(), Batch<X>>) {
         let me = self.me;
+        self.turn += 1;
         for core in 0..self.batches.len() {
-            if core == me {
+            if core == me || self.batches[core].is_empty() {
                 continue;
             }
-            if !self.batches[core].is_empty() {
-                // The next batch will likely be as large: size it so it does not regrow.
-                let (m, d) = (self.batches[core].msgs.len(), self.batches[core].data.len());
-                let next = Batch {
-                    from: me,
-                    msgs: Vec::with_capacity(m),
-                    data: Vec::with_capacity(d),
-                    extra: Vec::new(),
-                };
-                let batch = std::mem::replace(&mut self.batches[core], next);
-                self.stalled[core].push_back(batch);
-            }
-            while let Some(batch) = self.stalled[core].pop_front() {
-                if let Err(batch) = send(core, batch) {
-                    self.stalled[core].push_front(batch);
-                    break;
+            // The next batch will likely be as large: size it so it does not regrow.
+            let (m, d) = (self.batches[core].msgs.len(), self.batches[core].data.len());
+            let next = Batch {
+                from: me,
+                msgs: Vec::with_capacity(m),
+                data: Vec::with_capacity(d),
+                extra: Vec::new(),
+            };
+            let batch = std::mem::replace(&mut self.batches[core], next);
+            self.waiting[core].push_back(Waiting {
+                batch,
+                turn: self.turn,
+                delegates: std::mem::take(&mut self.delegating[core]),
+            });
+        }
+        // Core by core, in order; once more whenever that let a delegating batch go.
+        loop {
+            let mut progress = false;
+            for core in 0..self.waiting.len() {
+                while let Some(front) = self.waiting[core].front() {
+                    if front.delegates && !self.shipped_elsewhere(core, front.turn) {
+                        break;
+                    }
+                    let w = self.waiting[core].pop_front().expect("front exists");
+                    match send(core, w.batch) {
+                        Ok(()) => progress = true,
+                        Err(batch) => {
+                            self.waiting[core].push_front(Waiting { batch, ..w });
+                            break;
+                        }
+                    }
                 }
+            }
+            if !progress {
+                break;
             }
         }
         if self.is_stalled() {
@@ -248,9 +300,22 @@ impl<X> Outbox<X> {
                 .msgs
                 .extend(self.acks[core].drain(..).map(|entry| Msg::Routed { entry }));
             if let Err(batch) = send(core, batch) {
-                self.stalled[core].push_back(batch);
+                self.waiting[core].push_back(Waiting {
+                    batch,
+                    turn: self.turn,
+                    delegates: false,
+                });
             }
         }
+    }
+
+    /// True when every batch made in or before `turn` for a core other than `core` is handed
+    /// over.
+    fn shipped_elsewhere(&self, core: usize, turn: u64) -> bool {
+        self.waiting
+            .iter()
+            .enumerate()
+            .all(|(c, q)| c == core || q.front().is_none_or(|w| w.turn > turn))
     }
 }
 
@@ -541,14 +606,7 @@ impl Router {
         self.routed += 1;
         if let Some(home) = self.delegation_target(recipients) {
             let entry = self.base + self.in_flight.len() as u64;
-            let batch = host.outbox().batch(home);
-            let off = batch.push_bytes(frame);
-            batch.msgs.push(Msg::Route {
-                entry,
-                off,
-                len: frame.len() as u32,
-                exclude,
-            });
+            host.outbox().delegate(home, entry, frame, exclude);
             let at = self.arena_base + self.arena.len() as u64;
             self.in_flight.push_back(InFlight {
                 delegated: true,

@@ -271,6 +271,30 @@ fn delegation_never_spans_two_cores_at_once() {
 }
 
 #[test]
+fn a_delegation_waits_for_earlier_deliveries_to_other_cores() {
+    // Core 0 delivers one datagram to core 2 itself and hands the next to core 1 whole. While
+    // core 2's queue is full, the batch that delegates waits too: else core 1 could deliver
+    // the second to core 2 ahead of the first (found by `the_routing_guarantees_hold`).
+    let mut sim = Sim::new(3, false, 1);
+    let (x, y) = (channel_on(0, 3, 0), channel_on(1, 3, 0));
+    let receiver = Sim::pid(2, 1);
+    let (r, h) = sim.at(2);
+    r.subscribe(receiver, x, h);
+    r.subscribe(receiver, y, h);
+    sim.settle();
+    sim.inboxes[2].push_back(Batch::new(0)); // core 2's queue is full
+    sim.send(0, 0, 1, &[x], None);
+    sim.send(0, 0, 2, &[y], None);
+    sim.turn(0, 0);
+    assert!(sim.inboxes[1].is_empty(), "the delegation waits");
+    sim.turn(1, 64);
+    sim.turn(2, 1);
+    sim.turn(1, 64);
+    sim.settle();
+    assert_eq!(sim.got(), vec![(receiver, 0, 1), (receiver, 0, 2)]);
+}
+
+#[test]
 fn acknowledgements_wait_for_every_stalled_batch() {
     let mut out: Outbox<()> = Outbox::new(0, 3);
     out.push(
@@ -737,7 +761,7 @@ fn check_settled(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(ProptestConfig::with_cases(2000))]
 
     /// Guarantees 1 to 6 of the module documentation, over random processes of one to four
     /// cores, random queue sizes, and random interleavings of sends, subscription changes,
