@@ -6,6 +6,7 @@
 use super::conn::{Conn, ConnKind};
 use super::upstream::Upstream;
 use super::{Batch, CoreMsg, Shared};
+use crate::md::participant::{self, Effect, Verdict};
 use crate::md::router::{self, Outbox, Router};
 use crate::md::{home_core, Pid};
 use crate::roles::{Output, Role, Subscription};
@@ -13,7 +14,7 @@ use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use otp_wire::msgtypes::*;
-use otp_wire::{FrameError, InternalDatagram, Reader, Recipients, RoutableHeader, Writer};
+use otp_wire::{FrameError, InternalDatagram, Recipients, RoutableHeader, Writer};
 use slab::Slab;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -529,121 +530,41 @@ impl Core {
     }
 
     fn handle_control(&mut self, slot: usize, frame: &[u8], msgtype: u16, payload: &[u8]) -> Flow {
-        let mut r = Reader::new(payload);
         let md = &self.shared.config.messagedirector;
-        let (max_subs, max_prs) = (
-            md.max_subscriptions_per_participant,
-            md.max_post_removes_per_participant,
-        );
-        let truncated = |name: &str| Flow::Close(format!("truncated {name} control message"));
+        let limits = participant::Limits {
+            subscriptions: md.max_subscriptions_per_participant,
+            post_removes: md.max_post_removes_per_participant,
+        };
+        let mut effects = participant::Effects::new();
+        let verdict = self.conns[slot]
+            .md
+            .control(msgtype, payload, limits, &mut effects);
         let pid = self.conns[slot].pid;
-        match msgtype {
-            CONTROL_ADD_CHANNEL => {
-                let Ok(channel) = r.u64() else {
-                    return truncated("CONTROL_ADD_CHANNEL");
-                };
-                let c = &mut self.conns[slot];
-                if c.singles.len() + c.ranges >= max_subs && !c.singles.contains(&channel) {
-                    return Flow::Close(format!(
-                        "over max_subscriptions_per_participant = {max_subs}"
-                    ));
-                }
-                if c.singles.insert(channel) {
-                    self.subscribe(pid, channel);
-                }
-            }
-            CONTROL_REMOVE_CHANNEL => {
-                let Ok(channel) = r.u64() else {
-                    return truncated("CONTROL_REMOVE_CHANNEL");
-                };
-                if self.conns[slot].singles.remove(&channel) {
-                    self.unsubscribe(pid, channel);
-                }
-            }
-            CONTROL_ADD_RANGE => {
-                let (Ok(lo), Ok(hi)) = (r.u64(), r.u64()) else {
-                    return truncated("CONTROL_ADD_RANGE");
-                };
-                if lo > hi {
-                    log::warn!("messagedirector: {} asked for range {lo}-{hi} with bounds reversed; ignored", self.conns[slot].label());
-                    return Flow::Continue;
-                }
-                let c = &mut self.conns[slot];
-                if c.singles.len() + c.ranges >= max_subs {
-                    return Flow::Close(format!(
-                        "over max_subscriptions_per_participant = {max_subs}"
-                    ));
-                }
-                c.ranges += 1;
-                self.range_op(pid, lo, hi, true);
-            }
-            CONTROL_REMOVE_RANGE => {
-                let (Ok(lo), Ok(hi)) = (r.u64(), r.u64()) else {
-                    return truncated("CONTROL_REMOVE_RANGE");
-                };
-                if lo > hi {
-                    return Flow::Continue;
-                }
-                let inside: Vec<u64> = self.conns[slot]
-                    .singles
-                    .iter()
-                    .copied()
-                    .filter(|c| (lo..=hi).contains(c))
-                    .collect();
-                for channel in inside {
-                    self.conns[slot].singles.remove(&channel);
-                    self.unsubscribe(pid, channel);
-                }
-                self.range_op(pid, lo, hi, false);
-            }
-            CONTROL_ADD_POST_REMOVE => {
-                let (Ok(sender), Ok(dg)) = (r.u64(), r.blob()) else {
-                    return truncated("CONTROL_ADD_POST_REMOVE");
-                };
-                let c = &mut self.conns[slot];
-                if c.post_removes.len() >= max_prs {
-                    return Flow::Close(format!(
-                        "over max_post_removes_per_participant = {max_prs}"
-                    ));
-                }
-                c.post_removes.push((sender, dg.to_vec()));
-                self.send_upstream(frame);
-            }
-            CONTROL_CLEAR_POST_REMOVES => {
-                let Ok(sender) = r.u64() else {
-                    return truncated("CONTROL_CLEAR_POST_REMOVES");
-                };
-                self.conns[slot].post_removes.retain(|(s, _)| *s != sender);
-                self.send_upstream(frame);
-            }
-            CONTROL_SET_CON_NAME => {
-                let Ok(name) = r.blob() else {
-                    return truncated("CONTROL_SET_CON_NAME");
-                };
-                let c = &mut self.conns[slot];
-                c.name = String::from_utf8_lossy(name).into_owned();
-                log::debug!("messagedirector: {} is named '{}'", c.addr, c.name);
-            }
-            CONTROL_SET_CON_URL => {
-                let Ok(url) = r.blob() else {
-                    return truncated("CONTROL_SET_CON_URL");
-                };
-                self.conns[slot].url = String::from_utf8_lossy(url).into_owned();
-            }
-            CONTROL_LOG_MESSAGE => {
-                let Ok(event) = r.blob() else {
-                    return truncated("CONTROL_LOG_MESSAGE");
-                };
-                self.send_event(event);
-            }
-            other => {
-                log::warn!(
-                    "messagedirector: {} sent unknown control message type {other}; ignored",
-                    self.conns[slot].label()
-                );
+        for effect in effects {
+            match effect {
+                Effect::Subscribe(c) => self.subscribe(pid, c),
+                Effect::Unsubscribe(c) => self.unsubscribe(pid, c),
+                Effect::AddRange(lo, hi) => self.range_op(pid, lo, hi, true),
+                Effect::RemoveRange(lo, hi) => self.range_op(pid, lo, hi, false),
+                Effect::Upstream => self.send_upstream(frame),
+                Effect::Log(event) => self.send_event(event),
             }
         }
-        Flow::Continue
+        match verdict {
+            Verdict::Done => {
+                if msgtype == CONTROL_SET_CON_NAME {
+                    let c = &self.conns[slot];
+                    log::debug!("messagedirector: {} is named '{}'", c.addr, c.md.name);
+                }
+                Flow::Continue
+            }
+            Verdict::Ignored(why) => {
+                let label = self.conns[slot].label();
+                log::warn!("messagedirector: {label} {why}; ignored");
+                Flow::Continue
+            }
+            Verdict::Close(reason) => Flow::Close(reason),
+        }
     }
 
     fn mark_close(&mut self, slot: usize, reason: impl Into<String>) {
@@ -695,49 +616,38 @@ impl Core {
             let _ = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));
         }
         // Unsubscribe everything.
-        for channel in c.singles.drain() {
+        for channel in c.md.singles.drain() {
             self.unsubscribe(c.pid, channel);
         }
-        if c.ranges > 0 {
+        if c.md.ranges > 0 {
             self.with_router(|r, core| r.drop_ranges(c.pid, core));
         }
         let label = c.label();
-        self.fire_post_removes(c.pid, &label, &c.post_removes);
+        self.fire_post_removes(c.pid, &label, &c.md.post_removes);
     }
 
     /// Routes a departed participant's post-removes as if it had sent them, then clears them
     /// upstream.
     fn fire_post_removes(&mut self, pid: Pid, label: &str, post_removes: &[(u64, Vec<u8>)]) {
-        let mut senders: Vec<u64> = Vec::new();
-        let mut frame = Vec::new();
-        for (sender, dg) in post_removes {
-            if !senders.contains(sender) {
-                senders.push(*sender);
-            }
-            frame.clear();
-            let mut w = Writer::begin(&mut frame);
-            w.bytes(dg);
-            if w.finish().is_err() || dg.is_empty() {
-                continue;
-            }
-            let recipients = match RoutableHeader::parse(dg) {
-                Ok(h) if !h.is_control() => h.recipients,
-                _ => {
-                    log::warn!(
-                        "messagedirector: post-remove of {label} is not a routable datagram; dropped"
-                    );
-                    continue;
-                }
-            };
-            self.send_upstream(&frame);
-            self.route(&frame, recipients, Some(pid));
+        if post_removes.is_empty() {
+            return;
         }
-        for sender in senders {
-            frame.clear();
-            let mut w = Writer::control(&mut frame, CONTROL_CLEAR_POST_REMOVES);
-            w.u64(sender);
-            w.finish().expect("small control datagram");
-            self.send_upstream(&frame);
+        let (mut routes, mut clears) = (Vec::new(), Vec::new());
+        let dropped = participant::post_remove_frames(post_removes, &mut routes, &mut clears);
+        for _ in 0..dropped {
+            log::warn!(
+                "messagedirector: post-remove of {label} is not a routable datagram; dropped"
+            );
+        }
+        for frame in otp_wire::frames(&routes) {
+            let Ok(header) = RoutableHeader::parse(&frame[otp_wire::LENGTH_TAG_BYTES..]) else {
+                continue;
+            };
+            self.send_upstream(frame);
+            self.route(frame, header.recipients, Some(pid));
+        }
+        for frame in otp_wire::frames(&clears) {
+            self.send_upstream(frame);
         }
     }
 
