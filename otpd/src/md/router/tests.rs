@@ -1,8 +1,10 @@
 //! Tests of the router's guarantees (see the module documentation): a few directed cases, and
 //! a simulated process of several cores, each a `Router` with an `Outbox`, joined by bounded
-//! FIFO queues and run turn by turn in an order proptest chooses, checked against a model.
+//! FIFO queues and run turn by turn in an order proptest chooses, checked against a model;
+//! departing participants fire their post-removes (`md::participant`) as the runtime does.
 
 use super::*;
+use crate::md::participant::{post_remove_frames, Limits, Participant};
 use otp_wire::Writer;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -395,7 +397,11 @@ enum Op {
         hi: u64,
         add: bool,
     },
-    /// `p` disconnects: it leaves every channel and range.
+    /// `p` registers a post-remove to `to` under sender key `key`...
+    PostRemove { p: usize, to: Vec<u64>, key: u64 },
+    /// ...or clears those of `key`.
+    ClearPostRemoves { p: usize, key: u64 },
+    /// `p` disconnects: it leaves every channel and range, and its post-removes fire.
     Leave { p: usize },
     /// One loop turn of a core, reading up to `batches` batches.
     Turn { core: usize, batches: usize },
@@ -418,6 +424,9 @@ fn op(cores: usize) -> impl Strategy<Value = Op> {
             }),
         1 => (p.clone(), ch.clone(), 0..4u64, proptest::bool::weighted(0.6))
             .prop_map(|(p, lo, w, add)| Op::Range { p, lo, hi: (lo + w).min(FIRST_CHANNEL + CHANNELS - 1), add }),
+        1 => (p.clone(), proptest::collection::vec(ch.clone(), 1..3), 0..2u64)
+            .prop_map(|(p, to, key)| Op::PostRemove { p, to, key }),
+        1 => (p.clone(), 0..2u64).prop_map(|(p, key)| Op::ClearPostRemoves { p, key }),
         1 => p.prop_map(|p| Op::Leave { p }),
         6 => (0..cores, 1..4usize).prop_map(|(core, batches)| Op::Turn { core, batches }),
         1 => Just(Op::Settle),
@@ -444,15 +453,22 @@ enum Known {
     Unknown,
 }
 
-/// One datagram sent, and when.
+/// One datagram sent, and when: its sender as its tag names it (`PARTICIPANTS + p` for the
+/// post-removes of `p`), the core that routed it, and the participant it must not reach.
 struct Sent {
     t: usize,
-    p: usize,
+    from: usize,
     core: usize,
     seq: u32,
     to: Vec<u64>,
-    echo: bool,
+    excluded: Option<usize>,
 }
+
+/// Post-remove limits in the simulation (a fifth is refused).
+const PR_LIMITS: Limits = Limits {
+    subscriptions: usize::MAX,
+    post_removes: 4,
+};
 
 /// Every single-channel subscription change, by (participant, channel): (time, the core that
 /// made it, subscribed or not).
@@ -478,8 +494,10 @@ fn run_scenario(
     ops.push(Op::Settle);
 
     let mut sent: Vec<Sent> = Vec::new();
-    let mut seq = [0u32; PARTICIPANTS];
+    let mut seq = [0u32; 2 * PARTICIPANTS];
     let mut left = [None::<usize>; PARTICIPANTS];
+    let mut post_removes: Vec<Participant> =
+        (0..PARTICIPANTS).map(|_| Participant::default()).collect();
     let mut singles: Changes = BTreeMap::new();
     // Every range change, by participant: its time; and the coverage it must end with.
     let mut range_ops: Vec<Vec<usize>> = vec![Vec::new(); PARTICIPANTS];
@@ -498,11 +516,11 @@ fn run_scenario(
                 sim.send(homes[p], p, seq[p], to, exclude);
                 sent.push(Sent {
                     t,
-                    p,
+                    from: p,
                     core: homes[p],
                     seq: seq[p],
                     to: to.clone(),
-                    echo,
+                    excluded: (!echo).then_some(p),
                 });
             }
             Op::Single {
@@ -555,7 +573,40 @@ fn run_scenario(
                 r.drop_ranges(pid(p), h);
                 range_ops[p].push(t);
                 coverage[p].clear();
+                // Its post-removes, routed as if it had sent them (upstream too).
+                let (mut routes, mut clears) = (Vec::new(), Vec::new());
+                let kept = &post_removes[p].post_removes;
+                prop_assert_eq!(post_remove_frames(kept, &mut routes, &mut clears), 0);
+                let keys: BTreeSet<u64> = kept.iter().map(|(k, _)| *k).collect();
+                prop_assert_eq!(otp_wire::frames(&clears).count(), keys.len());
+                for frame in otp_wire::frames(&routes) {
+                    let header = RoutableHeader::parse(&frame[2..]).unwrap();
+                    r.send_upstream(frame, h);
+                    r.route(frame, header.recipients, Some(pid(p)), h);
+                    let (from, n) = read_tag(frame);
+                    sent.push(Sent {
+                        t,
+                        from,
+                        core: home,
+                        seq: n,
+                        to: header.recipients.iter().collect(),
+                        excluded: Some(p),
+                    });
+                }
             }
+            Op::PostRemove { p, ref to, key } => {
+                if left[p].is_some() {
+                    continue;
+                }
+                let from = PARTICIPANTS + p;
+                seq[from] += 1;
+                let mut frame = Vec::new();
+                let mut w = Writer::internal(&mut frame, to, 1000 + from as u64, 2000);
+                w.u32(from as u32).u32(seq[from]);
+                w.finish().unwrap();
+                post_removes[p].add_post_remove(key, frame[2..].to_vec(), PR_LIMITS);
+            }
+            Op::ClearPostRemoves { p, key } => post_removes[p].clear_post_removes(key),
             Op::Turn { core, batches } => sim.turn(core, batches),
             Op::Settle => {
                 sim.settle();
@@ -574,6 +625,18 @@ fn run_scenario(
             prop_assert!(
                 prev < n,
                 "{to} got {n} from {from} after {prev} (order or duplicate)"
+            );
+        }
+    }
+    // A participant's post-removes reach each participant after everything it sent.
+    let mut fired: HashSet<(Pid, usize)> = HashSet::new();
+    for &(to, from, n) in &got {
+        if from >= PARTICIPANTS {
+            fired.insert((to, from - PARTICIPANTS));
+        } else {
+            prop_assert!(
+                !fired.contains(&(to, from)),
+                "{to} got {n} from {from} after its post-removes"
             );
         }
     }
@@ -611,20 +674,20 @@ fn run_scenario(
                     };
                 }
             }
-            if q == s.p && !s.echo {
+            if s.excluded == Some(q) {
                 verdict = Known::No;
             }
             // A participant that leaves before the next settle may lose what was on its way.
             if verdict == Known::Yes && left[q].is_some_and(|t| t < end) {
                 verdict = Known::Unknown;
             }
-            let reached = got.contains(&(pid(q), s.p, s.seq));
+            let reached = got.contains(&(pid(q), s.from, s.seq));
             match verdict {
                 Known::Yes => prop_assert!(
                     reached,
                     "datagram {} of {} (t={}) to {:?} missed participant {}",
                     s.seq,
-                    s.p,
+                    s.from,
                     s.t,
                     s.to,
                     q
@@ -633,7 +696,7 @@ fn run_scenario(
                     !reached,
                     "datagram {} of {} (t={}) to {:?} reached participant {}",
                     s.seq,
-                    s.p,
+                    s.from,
                     s.t,
                     s.to,
                     q
@@ -647,7 +710,7 @@ fn run_scenario(
     let up = &sim.cores[0].host.upstream.datagrams;
     if upstream {
         prop_assert_eq!(up.len(), sent.len());
-        let mut latest = [0u32; PARTICIPANTS];
+        let mut latest = [0u32; 2 * PARTICIPANTS];
         for &(from, n) in up {
             prop_assert!(
                 latest[from] < n,
