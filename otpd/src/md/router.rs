@@ -23,7 +23,9 @@
 //! 1. **Order per sender.** Datagrams routed by one core for one sender reach every
 //!    participant in the order they were routed, whatever channels they name and wherever those
 //!    are homed, with lookups pending and datagrams delegated. (The core routes a connection's
-//!    datagrams in the order read, so this is the per-connection order rule of Astron.)
+//!    datagrams in the order read, so this is the per-connection order rule of Astron; and a
+//!    departed participant's post-removes, routed by its core after everything it sent, reach
+//!    everyone after what it sent.)
 //! 2. **Exactly once, never back.** A datagram reaches a participant at most once, however
 //!    many of its recipients (channels and ranges) it subscribes, and never the `exclude`d
 //!    sender.
