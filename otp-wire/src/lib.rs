@@ -11,7 +11,7 @@ pub mod toontown2003;
 pub mod writer;
 
 pub use deframe::{Deframer, FrameError};
-pub use internal::{InternalDatagram, Recipients};
+pub use internal::{HeaderError, InternalDatagram, Recipients, RoutableHeader};
 pub use reader::{Reader, WireError};
 pub use writer::{Writer, WriterError};
 

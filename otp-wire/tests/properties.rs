@@ -1,7 +1,8 @@
 //! Property tests: writer/reader round trips, parsing truncated datagrams never panics,
-//! and the de-framer returns the same datagrams whatever the read sizes.
+//! the de-framer returns the same datagrams whatever the read sizes, and the routable-header
+//! check agrees with the full parser.
 
-use otp_wire::{Deframer, InternalDatagram, Reader, Writer};
+use otp_wire::{Deframer, HeaderError, InternalDatagram, Reader, RoutableHeader, Writer};
 use proptest::prelude::*;
 
 proptest! {
@@ -85,5 +86,32 @@ proptest! {
             }
         }
         prop_assert_eq!(got, bodies);
+    }
+
+    #[test]
+    fn routable_header_agrees_with_the_parser(bytes in proptest::collection::vec(any::<u8>(), 0..60),
+                                              count in 0u8..4, control in any::<bool>()) {
+        // Steer the first bytes towards plausible headers, control messages included.
+        let mut body = bytes;
+        if !body.is_empty() {
+            body[0] = count;
+        }
+        if control && body.len() >= 9 {
+            body[0] = 1;
+            body[1..9].copy_from_slice(&1u64.to_le_bytes());
+        }
+        let full = InternalDatagram::parse(&body);
+        match RoutableHeader::parse(&body) {
+            Ok(h) => {
+                let d = full.expect("a routable header is a parsable datagram");
+                prop_assert!(!h.recipients.is_empty());
+                prop_assert_eq!(h.recipients.iter().collect::<Vec<_>>(), d.recipients.iter().collect::<Vec<_>>());
+                prop_assert_eq!(h.sender, d.sender);
+                prop_assert_eq!(h.msgtype, d.msgtype);
+                prop_assert_eq!(h.len + d.payload.len(), body.len());
+            }
+            Err(HeaderError::NoRecipients) => prop_assert!(body.first().copied().unwrap_or(0) == 0),
+            Err(HeaderError::Truncated) => prop_assert!(full.is_err()),
+        }
     }
 }

@@ -1,7 +1,11 @@
-//! The MessageDirector's routing state, free of I/O: participant ids, the single-channel
-//! subscriber shard a core owns, and the range map with the upstream messages its changes imply.
+//! The MessageDirector, free of I/O: participant ids, the single-channel subscriber shard a
+//! core owns, the range map with the upstream messages its changes imply, the ordered routing
+//! protocol between cores (`router`) that drives them, and what the MD keeps for each
+//! participant with the handling of its control messages (`participant`).
 
+pub mod participant;
 pub mod ranges;
+pub mod router;
 pub mod singles;
 
 pub use ranges::RangeMap;

@@ -10,7 +10,7 @@ use crate::clientagent::session::{JobResult, Session, SessionOut};
 use crate::md::Pid;
 use crate::roles::Subscription;
 use crate::runtime::conn::{Conn, ConnKind};
-use crate::runtime::jobs::JobRequest;
+use crate::runtime::workers::JobRequest;
 use crate::runtime::CoreMsg;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
@@ -61,11 +61,14 @@ impl Core {
                     if core == self.id {
                         self.adopt_client(stream, addr, ca_index);
                     } else {
-                        self.outbox[core].msgs.push(CoreMsg::NewClient {
-                            stream,
-                            addr,
-                            ca: ca_index,
-                        });
+                        self.outbox.push_extra(
+                            core,
+                            CoreMsg::NewClient {
+                                stream,
+                                addr,
+                                ca: ca_index,
+                            },
+                        );
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -166,7 +169,7 @@ impl Core {
             l.read_buffer_bytes,
             l.max_datagram_bytes,
         );
-        c.name = format!("Client ({addr}, {channel})");
+        c.md.name = format!("Client ({addr}, {channel})");
         c.tls = tls;
         c.client = Some(client);
         c.in_ready = true;
@@ -278,7 +281,7 @@ impl Core {
                     let remote = h.source.unwrap_or(c.addr);
                     let local = h.destination.unwrap_or(cl.local);
                     if h.source.is_some() {
-                        c.name = format!("Client ({remote}, {})", cl.channel);
+                        c.md.name = format!("Client ({remote}, {})", cl.channel);
                     }
                     self.start_session(slot, remote, local, h.tlvs, h.local, now);
                     bytes = &rest_owned;
@@ -433,12 +436,12 @@ impl Core {
                     if let Some(cl) = self.conns[slot].client.as_mut() {
                         cl.left.remove(&ch);
                     }
-                    if self.conns[slot].singles.insert(ch) {
+                    if self.conns[slot].md.singles.insert(ch) {
                         self.subscribe(pid, ch);
                     }
                 }
                 Subscription::Remove(ch) => {
-                    if self.conns[slot].singles.remove(&ch) {
+                    if self.conns[slot].md.singles.remove(&ch) {
                         self.unsubscribe(pid, ch);
                     }
                     if let Some(cl) = self.conns[slot].client.as_mut() {
@@ -451,11 +454,11 @@ impl Core {
                 Subscription::AddRange(..) | Subscription::RemoveRange(..) => {}
             }
         }
-        let max_prs = self
-            .shared
-            .config
-            .messagedirector
-            .max_post_removes_per_participant;
+        let md = &self.shared.config.messagedirector;
+        let limits = crate::md::participant::Limits {
+            subscriptions: md.max_subscriptions_per_participant,
+            post_removes: md.max_post_removes_per_participant,
+        };
         for pr in out.post_removes.drain(..) {
             let channel = self.conns[slot]
                 .client
@@ -465,22 +468,23 @@ impl Core {
             let mut frame = Vec::new();
             match pr {
                 crate::clientagent::session::PostRemove::Add(dg) => {
-                    if self.conns[slot].post_removes.len() >= max_prs {
+                    let mut w = Writer::control(&mut frame, CONTROL_ADD_POST_REMOVE);
+                    w.u64(channel).blob(&dg);
+                    let framed = w.finish().is_ok();
+                    if !self.conns[slot].md.add_post_remove(channel, dg, limits) {
                         log::warn!(
-                            "{}: over max_post_removes_per_participant = {max_prs}; post-remove dropped",
-                            self.conns[slot].label()
+                            "{}: over max_post_removes_per_participant = {}; post-remove dropped",
+                            self.conns[slot].label(),
+                            limits.post_removes
                         );
                         continue;
                     }
-                    let mut w = Writer::control(&mut frame, CONTROL_ADD_POST_REMOVE);
-                    w.u64(channel).blob(&dg);
-                    if w.finish().is_ok() {
+                    if framed {
                         self.send_upstream(&frame);
                     }
-                    self.conns[slot].post_removes.push((channel, dg));
                 }
                 crate::clientagent::session::PostRemove::Clear => {
-                    self.conns[slot].post_removes.retain(|(s, _)| *s != channel);
+                    self.conns[slot].md.clear_post_removes(channel);
                     let mut w = Writer::control(&mut frame, CONTROL_CLEAR_POST_REMOVES);
                     w.u64(channel);
                     if w.finish().is_ok() {
@@ -579,7 +583,7 @@ impl Core {
             s.on_closed(lost, &mut out);
             // Dropping the session frees its channel and its address count.
         }
-        let singles: Vec<u64> = self.conns[slot].singles.drain().collect();
+        let singles: Vec<u64> = self.conns[slot].md.singles.drain().collect();
         for ch in singles {
             self.unsubscribe(pid, ch);
         }
@@ -591,7 +595,7 @@ impl Core {
         let datagrams = std::mem::take(&mut out.datagrams);
         self.route_own(pid, &datagrams);
         self.session_out = out;
-        let post_removes = std::mem::take(&mut self.conns[slot].post_removes);
+        let post_removes = std::mem::take(&mut self.conns[slot].md.post_removes);
         let label = self.conns[slot].label();
         self.fire_post_removes(pid, &label, &post_removes);
     }
@@ -770,16 +774,13 @@ impl Core {
         if cl.left.is_empty() {
             return true;
         }
-        let count = frame.get(2).copied().unwrap_or(0) as usize;
-        let Some(raw) = frame.get(3..3 + 8 * count) else {
+        let Ok(header) = otp_wire::RoutableHeader::parse(&frame[otp_wire::LENGTH_TAG_BYTES..])
+        else {
             return false;
         };
         let mut left = false;
-        for ch in raw
-            .chunks_exact(8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-        {
-            if c.singles.contains(&ch) {
+        for ch in header.recipients.iter() {
+            if c.md.singles.contains(&ch) {
                 return true;
             }
             left |= cl.left.contains(&ch);

@@ -1,10 +1,11 @@
 //! One TCP connection owned by a core: its read de-framer, its queue of unsent bytes, and the
-//! MD state that belongs to the participant (its single channels, post-removes, name).
+//! MD state that belongs to the participant (`md::participant`: its channels, post-removes,
+//! name).
 
+use crate::md::participant::Participant;
 use crate::md::Pid;
 use mio::net::TcpStream;
 use otp_wire::Deframer;
-use rustc_hash::FxHashSet;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
@@ -27,12 +28,7 @@ pub struct Conn {
     pub deframer: Option<Deframer>,
     pub out: Vec<u8>,
     pub sent: usize,
-    pub singles: FxHashSet<u64>,
-    pub ranges: usize,
-    /// (sender key, datagram body without length tag), in the order added.
-    pub post_removes: Vec<(u64, Vec<u8>)>,
-    pub name: String,
-    pub url: String,
+    pub md: Participant,
     /// Set when the connection must be closed at the end of this loop turn.
     pub closing: Option<String>,
     pub in_ready: bool,
@@ -60,11 +56,7 @@ impl Conn {
             deframer: Some(Deframer::new(read_buf, max_dg)),
             out: Vec::new(),
             sent: 0,
-            singles: FxHashSet::default(),
-            ranges: 0,
-            post_removes: Vec::new(),
-            name: String::new(),
-            url: String::new(),
+            md: Participant::default(),
             closing: None,
             in_ready: false,
             in_dirty: false,
@@ -75,10 +67,10 @@ impl Conn {
 
     /// A name for logs: the CONTROL_SET_CON_NAME label if given, else the peer address.
     pub fn label(&self) -> String {
-        if self.name.is_empty() {
+        if self.md.name.is_empty() {
             format!("{} ({})", self.addr, self.pid)
         } else {
-            format!("'{}' {} ({})", self.name, self.addr, self.pid)
+            format!("'{}' {} ({})", self.md.name, self.addr, self.pid)
         }
     }
 

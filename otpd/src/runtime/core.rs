@@ -1,20 +1,21 @@
-//! One core thread: its event loop, the connections it owns, its shard of single-channel
-//! subscriptions, its replica of the range map, and the datagrams it read that still await
-//! lookups on other cores. Core 0 also accepts connections, owns the upstream link and is the
-//! range authority.
+//! One core thread: its event loop, the connections and roles it owns, and the I/O around its
+//! `md::router::Router` (which holds its subscriptions and the datagrams awaiting lookups): the
+//! core feeds it what it reads and delivers what it answers. Core 0 also accepts connections and
+//! owns the upstream link.
 
 use super::conn::{Conn, ConnKind};
 use super::upstream::Upstream;
 use super::{Batch, CoreMsg, Shared};
-use crate::md::{home_core, Pid, RangeMap, SingleShard};
+use crate::md::participant::{self, Effect, Verdict};
+use crate::md::router::{self, Outbox, Router};
+use crate::md::{home_core, Pid};
 use crate::roles::{Output, Role, Subscription};
 use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use otp_wire::msgtypes::*;
-use otp_wire::{FrameError, InternalDatagram, Reader, Writer};
+use otp_wire::{FrameError, InternalDatagram, Recipients, RoutableHeader, Writer};
 use slab::Slab;
-use smallvec::SmallVec;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, ErrorKind};
@@ -52,20 +53,7 @@ struct HostedRole {
     work_waiting: VecDeque<crate::roles::Work>,
 }
 
-/// A datagram read here, waiting for subscriber lookups on other cores, or (when `delegated`)
-/// a datagram handed to its home core, waiting for that core's acknowledgement.
-struct Pending {
-    delegated: bool,
-    /// Where the framed datagram (length tag included) sits in the pending arena, as an
-    /// absolute position (see `Core::arena_base`), and its length.
-    at: u64,
-    len: u32,
-    exclude: Option<Pid>,
-    waiting: u32,
-    targets: SmallVec<[Pid; 8]>,
-}
-
-pub struct Core {
+pub(crate) struct Core {
     id: usize,
     shared: Arc<Shared>,
     poll: Poll,
@@ -73,23 +61,11 @@ pub struct Core {
     listener: Option<TcpListener>,
     conns: Slab<Conn>,
     generations: Vec<u32>,
-    singles: SingleShard,
-    ranges: RangeMap,
-    /// Outgoing batches, one per core (own slot unused), and batches a full queue refused.
-    outbox: Vec<Batch>,
-    stalled: Vec<VecDeque<Batch>>,
-    pending: VecDeque<Pending>,
-    /// Id of `pending[0]`.
-    pending_base: u64,
-    /// How many entries of `pending` are delegations, and to which core (all go to one).
-    delegated: usize,
-    delegate_core: usize,
-    /// Acknowledgements of delegated datagrams, per core; sent after every other batch.
-    acks: Vec<Vec<u64>>,
-    /// Bytes of pending datagrams, in FIFO order; `arena_base` is the absolute position of
-    /// `arena[0]`. Consumed from the front, compacted once the consumed part is half of it.
-    arena: Vec<u8>,
-    arena_base: u64,
+    /// The routing protocol's state on this core; taken out while it runs with this core as
+    /// its host (see `with_router`).
+    router: Option<Box<Router>>,
+    /// What this core sends the others this turn.
+    outbox: Outbox<CoreMsg>,
     ready: Vec<usize>,
     dirty: Vec<usize>,
     /// Clients whose output waits to be coalesced, by when it is due (`flush_delay_ms`).
@@ -97,12 +73,7 @@ pub struct Core {
     next_accept_core: usize,
     upstream: Option<Upstream>,
     el_socket: Option<UdpSocket>,
-    /// Scratch: channels to look up, per home core.
-    lookups: Vec<SmallVec<[u64; 4]>>,
-    scratch_targets: Vec<Pid>,
     to_close: Vec<usize>,
-    routed: u64,
-    delivered: u64,
     roles: Vec<HostedRole>,
     roles_waiting: bool,
     next_tick: Instant,
@@ -179,28 +150,15 @@ impl Core {
             listener,
             conns: Slab::new(),
             generations: Vec::new(),
-            singles: SingleShard::default(),
-            ranges: RangeMap::default(),
-            outbox: (0..cores).map(|_| Batch::new(id)).collect(),
-            stalled: (0..cores).map(|_| VecDeque::new()).collect(),
-            pending: VecDeque::new(),
-            pending_base: 0,
-            delegated: 0,
-            delegate_core: 0,
-            acks: (0..cores).map(|_| Vec::new()).collect(),
-            arena: Vec::new(),
-            arena_base: 0,
+            router: Some(Box::new(Router::new(id, cores, shared.upstream.is_some()))),
+            outbox: Outbox::new(id, cores),
             ready: Vec::new(),
             dirty: Vec::new(),
             deferred: BinaryHeap::new(),
             next_accept_core: 0,
             upstream,
             el_socket,
-            lookups: (0..cores).map(|_| SmallVec::new()).collect(),
-            scratch_targets: Vec::new(),
             to_close: Vec::new(),
-            routed: 0,
-            delivered: 0,
             roles: Vec::new(),
             roles_waiting: false,
             next_tick: Instant::now() + ROLE_TICK,
@@ -258,7 +216,7 @@ impl Core {
                 || !self.jobs_refused.is_empty()
                 || (!self.ready.is_empty() && !self.held_back())
                 || !self.inbox.is_empty()
-                || self.stalled.iter().any(|q| !q.is_empty());
+                || self.outbox.is_stalled();
             if busy || !events.is_empty() {
                 last_work = Instant::now();
             }
@@ -378,9 +336,8 @@ impl Core {
                     if core == self.id {
                         self.adopt(stream, addr, ConnKind::Participant);
                     } else {
-                        self.outbox[core]
-                            .msgs
-                            .push(CoreMsg::NewConn { stream, addr });
+                        self.outbox
+                            .push_extra(core, CoreMsg::NewConn { stream, addr });
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -437,8 +394,8 @@ impl Core {
     /// True while other cores are behind (a full queue, or too many unanswered lookups):
     /// this core then stops reading its sockets until they catch up.
     fn held_back(&self) -> bool {
-        self.pending.len() >= self.shared.config.messagedirector.max_pending_lookups
-            || self.stalled.iter().any(|q| !q.is_empty())
+        self.router().in_flight() >= self.shared.config.messagedirector.max_pending_lookups
+            || self.outbox.is_stalled()
             || self.roles.iter().any(|r| !r.work_waiting.is_empty())
     }
 
@@ -526,30 +483,18 @@ impl Core {
     }
 
     fn handle_datagram(&mut self, slot: usize, frame: &[u8]) -> Flow {
-        let body = &frame[2..];
-        let count = body[0] as usize;
-        if count == 0 {
-            return Flow::Close("datagram with zero recipients".into());
-        }
-        let header = 1 + 8 * count;
-        if body.len() < header + 2 {
-            return Flow::Close("truncated datagram header".into());
-        }
-        let recipients = &body[1..header];
+        let header = match RoutableHeader::parse(&frame[otp_wire::LENGTH_TAG_BYTES..]) {
+            Ok(h) => h,
+            Err(e) => return Flow::Close(e.to_string()),
+        };
         let (kind, pid) = (self.conns[slot].kind, self.conns[slot].pid);
-        if count == 1
-            && u64::from_le_bytes(recipients[..8].try_into().unwrap())
-                == otp_wire::channels::CONTROL_CHANNEL
-        {
+        if header.is_control() {
             if kind == ConnKind::Upstream {
                 log::warn!("messagedirector: ignoring a control message from the upstream MD");
                 return Flow::Continue;
             }
-            let msgtype = u16::from_le_bytes([body[header], body[header + 1]]);
-            return self.handle_control(slot, frame, msgtype, &body[header + 2..]);
-        }
-        if body.len() < header + 10 {
-            return Flow::Close("truncated datagram header".into());
+            let payload = &frame[otp_wire::LENGTH_TAG_BYTES + header.len..];
+            return self.handle_control(slot, frame, header.msgtype, payload);
         }
         if kind == ConnKind::Participant {
             self.send_upstream(frame);
@@ -557,13 +502,14 @@ impl Core {
         if !self.roles.is_empty() {
             self.presubscribe(frame);
         }
-        if !self.shared.client_agents.is_empty() && count == 1 {
-            let msgtype = u16::from_le_bytes([body[header + 8], body[header + 9]]);
-            if msgtype == CLIENTAGENT_OPEN_CHANNEL || msgtype == CLIENTAGENT_SET_CLIENT_ID {
-                self.client_presubscribe(frame);
-            }
+        if !self.shared.client_agents.is_empty()
+            && header.recipients.len() == 1
+            && (header.msgtype == CLIENTAGENT_OPEN_CHANNEL
+                || header.msgtype == CLIENTAGENT_SET_CLIENT_ID)
+        {
+            self.client_presubscribe(frame);
         }
-        self.route(frame, Some(pid));
+        self.route(frame, header.recipients, Some(pid));
         Flow::Continue
     }
 
@@ -584,121 +530,41 @@ impl Core {
     }
 
     fn handle_control(&mut self, slot: usize, frame: &[u8], msgtype: u16, payload: &[u8]) -> Flow {
-        let mut r = Reader::new(payload);
         let md = &self.shared.config.messagedirector;
-        let (max_subs, max_prs) = (
-            md.max_subscriptions_per_participant,
-            md.max_post_removes_per_participant,
-        );
-        let truncated = |name: &str| Flow::Close(format!("truncated {name} control message"));
+        let limits = participant::Limits {
+            subscriptions: md.max_subscriptions_per_participant,
+            post_removes: md.max_post_removes_per_participant,
+        };
+        let mut effects = participant::Effects::new();
+        let verdict = self.conns[slot]
+            .md
+            .control(msgtype, payload, limits, &mut effects);
         let pid = self.conns[slot].pid;
-        match msgtype {
-            CONTROL_ADD_CHANNEL => {
-                let Ok(channel) = r.u64() else {
-                    return truncated("CONTROL_ADD_CHANNEL");
-                };
-                let c = &mut self.conns[slot];
-                if c.singles.len() + c.ranges >= max_subs && !c.singles.contains(&channel) {
-                    return Flow::Close(format!(
-                        "over max_subscriptions_per_participant = {max_subs}"
-                    ));
-                }
-                if c.singles.insert(channel) {
-                    self.subscribe(pid, channel);
-                }
-            }
-            CONTROL_REMOVE_CHANNEL => {
-                let Ok(channel) = r.u64() else {
-                    return truncated("CONTROL_REMOVE_CHANNEL");
-                };
-                if self.conns[slot].singles.remove(&channel) {
-                    self.unsubscribe(pid, channel);
-                }
-            }
-            CONTROL_ADD_RANGE => {
-                let (Ok(lo), Ok(hi)) = (r.u64(), r.u64()) else {
-                    return truncated("CONTROL_ADD_RANGE");
-                };
-                if lo > hi {
-                    log::warn!("messagedirector: {} asked for range {lo}-{hi} with bounds reversed; ignored", self.conns[slot].label());
-                    return Flow::Continue;
-                }
-                let c = &mut self.conns[slot];
-                if c.singles.len() + c.ranges >= max_subs {
-                    return Flow::Close(format!(
-                        "over max_subscriptions_per_participant = {max_subs}"
-                    ));
-                }
-                c.ranges += 1;
-                self.range_op(pid, lo, hi, true);
-            }
-            CONTROL_REMOVE_RANGE => {
-                let (Ok(lo), Ok(hi)) = (r.u64(), r.u64()) else {
-                    return truncated("CONTROL_REMOVE_RANGE");
-                };
-                if lo > hi {
-                    return Flow::Continue;
-                }
-                let inside: Vec<u64> = self.conns[slot]
-                    .singles
-                    .iter()
-                    .copied()
-                    .filter(|c| (lo..=hi).contains(c))
-                    .collect();
-                for channel in inside {
-                    self.conns[slot].singles.remove(&channel);
-                    self.unsubscribe(pid, channel);
-                }
-                self.range_op(pid, lo, hi, false);
-            }
-            CONTROL_ADD_POST_REMOVE => {
-                let (Ok(sender), Ok(dg)) = (r.u64(), r.blob()) else {
-                    return truncated("CONTROL_ADD_POST_REMOVE");
-                };
-                let c = &mut self.conns[slot];
-                if c.post_removes.len() >= max_prs {
-                    return Flow::Close(format!(
-                        "over max_post_removes_per_participant = {max_prs}"
-                    ));
-                }
-                c.post_removes.push((sender, dg.to_vec()));
-                self.send_upstream(frame);
-            }
-            CONTROL_CLEAR_POST_REMOVES => {
-                let Ok(sender) = r.u64() else {
-                    return truncated("CONTROL_CLEAR_POST_REMOVES");
-                };
-                self.conns[slot].post_removes.retain(|(s, _)| *s != sender);
-                self.send_upstream(frame);
-            }
-            CONTROL_SET_CON_NAME => {
-                let Ok(name) = r.blob() else {
-                    return truncated("CONTROL_SET_CON_NAME");
-                };
-                let c = &mut self.conns[slot];
-                c.name = String::from_utf8_lossy(name).into_owned();
-                log::debug!("messagedirector: {} is named '{}'", c.addr, c.name);
-            }
-            CONTROL_SET_CON_URL => {
-                let Ok(url) = r.blob() else {
-                    return truncated("CONTROL_SET_CON_URL");
-                };
-                self.conns[slot].url = String::from_utf8_lossy(url).into_owned();
-            }
-            CONTROL_LOG_MESSAGE => {
-                let Ok(event) = r.blob() else {
-                    return truncated("CONTROL_LOG_MESSAGE");
-                };
-                self.send_event(event);
-            }
-            other => {
-                log::warn!(
-                    "messagedirector: {} sent unknown control message type {other}; ignored",
-                    self.conns[slot].label()
-                );
+        for effect in effects {
+            match effect {
+                Effect::Subscribe(c) => self.subscribe(pid, c),
+                Effect::Unsubscribe(c) => self.unsubscribe(pid, c),
+                Effect::AddRange(lo, hi) => self.range_op(pid, lo, hi, true),
+                Effect::RemoveRange(lo, hi) => self.range_op(pid, lo, hi, false),
+                Effect::Upstream => self.send_upstream(frame),
+                Effect::Log(event) => self.send_event(event),
             }
         }
-        Flow::Continue
+        match verdict {
+            Verdict::Done => {
+                if msgtype == CONTROL_SET_CON_NAME {
+                    let c = &self.conns[slot];
+                    log::debug!("messagedirector: {} is named '{}'", c.addr, c.md.name);
+                }
+                Flow::Continue
+            }
+            Verdict::Ignored(why) => {
+                let label = self.conns[slot].label();
+                log::warn!("messagedirector: {label} {why}; ignored");
+                Flow::Continue
+            }
+            Verdict::Close(reason) => Flow::Close(reason),
+        }
     }
 
     fn mark_close(&mut self, slot: usize, reason: impl Into<String>) {
@@ -750,297 +616,78 @@ impl Core {
             let _ = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));
         }
         // Unsubscribe everything.
-        for channel in c.singles.drain() {
+        for channel in c.md.singles.drain() {
             self.unsubscribe(c.pid, channel);
         }
-        if c.ranges > 0 {
-            self.send_to(0, CoreMsg::RangeDrop { pid: c.pid });
+        if c.md.ranges > 0 {
+            self.with_router(|r, core| r.drop_ranges(c.pid, core));
         }
         let label = c.label();
-        self.fire_post_removes(c.pid, &label, &c.post_removes);
+        self.fire_post_removes(c.pid, &label, &c.md.post_removes);
     }
 
     /// Routes a departed participant's post-removes as if it had sent them, then clears them
     /// upstream.
     fn fire_post_removes(&mut self, pid: Pid, label: &str, post_removes: &[(u64, Vec<u8>)]) {
-        let mut senders: Vec<u64> = Vec::new();
-        let mut frame = Vec::new();
-        for (sender, dg) in post_removes {
-            if !senders.contains(sender) {
-                senders.push(*sender);
-            }
-            frame.clear();
-            let mut w = Writer::begin(&mut frame);
-            w.bytes(dg);
-            if w.finish().is_err() || dg.is_empty() {
-                continue;
-            }
-            let body = &frame[2..];
-            let count = body[0] as usize;
-            let ok = count > 0
-                && body.len() >= 1 + 8 * count + 10
-                && !(count == 1 && body[1..9] == 1u64.to_le_bytes());
-            if !ok {
-                log::warn!(
-                    "messagedirector: post-remove of {label} is not a routable datagram; dropped"
-                );
-                continue;
-            }
-            self.send_upstream(&frame);
-            self.route(&frame, Some(pid));
+        if post_removes.is_empty() {
+            return;
         }
-        for sender in senders {
-            frame.clear();
-            let mut w = Writer::control(&mut frame, CONTROL_CLEAR_POST_REMOVES);
-            w.u64(sender);
-            w.finish().expect("small control datagram");
-            self.send_upstream(&frame);
+        let (mut routes, mut clears) = (Vec::new(), Vec::new());
+        let dropped = participant::post_remove_frames(post_removes, &mut routes, &mut clears);
+        for _ in 0..dropped {
+            log::warn!(
+                "messagedirector: post-remove of {label} is not a routable datagram; dropped"
+            );
+        }
+        for frame in otp_wire::frames(&routes) {
+            let Ok(header) = RoutableHeader::parse(&frame[otp_wire::LENGTH_TAG_BYTES..]) else {
+                continue;
+            };
+            self.send_upstream(frame);
+            self.route(frame, header.recipients, Some(pid));
+        }
+        for frame in otp_wire::frames(&clears) {
+            self.send_upstream(frame);
         }
     }
 
-    // ---- subscriptions -------------------------------------------------------------------
+    // ---- the router ----------------------------------------------------------------------
+
+    /// Runs `f` on the router with this core as its host; the router is taken out meanwhile
+    /// (a host callback never routes, so it is never needed twice at once).
+    #[inline(always)]
+    fn with_router<R>(&mut self, f: impl FnOnce(&mut Router, &mut Core) -> R) -> R {
+        let mut router = self.router.take().expect("the router is not re-entered");
+        let r = f(&mut router, self);
+        // The slot is empty: nothing to drop (and no drop for the compiler to emit).
+        std::mem::forget(self.router.replace(router));
+        r
+    }
+
+    fn router(&self) -> &Router {
+        self.router.as_ref().expect("the router is not re-entered")
+    }
 
     fn subscribe(&mut self, pid: Pid, channel: u64) {
-        let home = home_core(channel, self.shared.cores);
-        if home == self.id {
-            self.home_subscribe(pid, channel);
-        } else {
-            self.send_to(home, CoreMsg::Subscribe { pid, channel });
-        }
+        self.with_router(|r, core| r.subscribe(pid, channel, core));
     }
 
     fn unsubscribe(&mut self, pid: Pid, channel: u64) {
-        let home = home_core(channel, self.shared.cores);
-        if home == self.id {
-            self.home_unsubscribe(pid, channel);
-        } else {
-            self.send_to(home, CoreMsg::Unsubscribe { pid, channel });
-        }
-    }
-
-    fn home_subscribe(&mut self, pid: Pid, channel: u64) {
-        if self.singles.subscribe(pid, channel) && self.shared.upstream.is_some() {
-            self.send_to(0, CoreMsg::UpstreamSub { channel });
-        }
-    }
-
-    fn home_unsubscribe(&mut self, pid: Pid, channel: u64) {
-        if self.singles.unsubscribe(pid, channel) && self.shared.upstream.is_some() {
-            self.send_to(0, CoreMsg::UpstreamUnsub { channel });
-        }
+        self.with_router(|r, core| r.unsubscribe(pid, channel, core));
     }
 
     fn range_op(&mut self, pid: Pid, lo: u64, hi: u64, add: bool) {
-        if self.id == 0 {
-            self.authority_range(pid, lo, hi, add);
-        } else {
-            self.send_to(0, CoreMsg::RangeOp { pid, lo, hi, add });
-        }
+        self.with_router(|r, core| r.range(pid, lo, hi, add, core));
     }
-
-    /// Core 0: apply a range change, replay it to every replica, tell the upstream MD.
-    fn authority_range(&mut self, pid: Pid, lo: u64, hi: u64, add: bool) {
-        for core in 1..self.shared.cores {
-            self.send_to(core, CoreMsg::RangeApply { pid, lo, hi, add });
-        }
-        if add {
-            if self.ranges.add(pid, lo, hi) {
-                self.upstream_control(CONTROL_ADD_RANGE, &[lo, hi]);
-            }
-        } else {
-            for (a, b) in self.ranges.remove(pid, lo, hi) {
-                self.upstream_range_removed(a, b);
-            }
-        }
-    }
-
-    fn authority_drop(&mut self, pid: Pid) {
-        for (lo, hi) in self.ranges.coverage_of(pid) {
-            self.authority_range(pid, lo, hi, false);
-        }
-    }
-
-    // ---- routing -------------------------------------------------------------------------
 
     /// Routes a framed datagram to every subscriber of its recipients, except `exclude`.
-    fn route(&mut self, frame: &[u8], exclude: Option<Pid>) {
-        self.routed += 1;
-        let count = frame[2] as usize;
-        let recipients = &frame[3..3 + 8 * count];
-        if let Some(home) = self.delegation_target(recipients) {
-            let entry = self.pending_base + self.pending.len() as u64;
-            let batch = &mut self.outbox[home];
-            let off = batch.data.len() as u32;
-            batch.data.extend_from_slice(frame);
-            batch.msgs.push(CoreMsg::Route {
-                entry,
-                off,
-                len: frame.len() as u32,
-                exclude,
-            });
-            let at = self.arena_base + self.arena.len() as u64;
-            self.pending.push_back(Pending {
-                delegated: true,
-                at,
-                len: 0,
-                exclude: None,
-                waiting: 1,
-                targets: SmallVec::new(),
-            });
-            self.delegated += 1;
-            self.delegate_core = home;
-            return;
-        }
-        let mut targets = std::mem::take(&mut self.scratch_targets);
-        targets.clear();
-        let mut remote = 0u32;
-        for raw in recipients.chunks_exact(8) {
-            let channel = u64::from_le_bytes(raw.try_into().unwrap());
-            targets.extend_from_slice(self.ranges.lookup(channel));
-            let home = home_core(channel, self.shared.cores);
-            if home == self.id {
-                targets.extend_from_slice(self.singles.lookup(channel));
-            } else {
-                if self.lookups[home].is_empty() {
-                    remote += 1;
-                }
-                if !self.lookups[home].contains(&channel) {
-                    self.lookups[home].push(channel);
-                }
-            }
-        }
-        if remote == 0 && self.pending.is_empty() {
-            self.dispatch(frame, &mut targets, exclude);
-        } else {
-            let entry = self.pending_base + self.pending.len() as u64;
-            for core in 0..self.shared.cores {
-                if !self.lookups[core].is_empty() {
-                    let channels = std::mem::take(&mut self.lookups[core]);
-                    self.outbox[core]
-                        .msgs
-                        .push(CoreMsg::Lookup { entry, channels });
-                }
-            }
-            let at = self.arena_base + self.arena.len() as u64;
-            self.arena.extend_from_slice(frame);
-            let len = frame.len() as u32;
-            self.pending.push_back(Pending {
-                delegated: false,
-                at,
-                len,
-                exclude,
-                waiting: remote,
-                targets: SmallVec::from_slice(&targets),
-            });
-            if remote == 0 {
-                self.drain_pending();
-            }
-        }
-        self.scratch_targets = targets;
-    }
-
-    /// The core to hand this datagram to whole, if that keeps the order: every recipient is
-    /// homed on that one other core, and nothing read earlier is still in flight except
-    /// datagrams handed to that same core.
-    fn delegation_target(&self, recipients: &[u8]) -> Option<usize> {
-        if self.pending.len() != self.delegated {
-            return None;
-        }
-        let mut home = None;
-        for raw in recipients.chunks_exact(8) {
-            let h = home_core(
-                u64::from_le_bytes(raw.try_into().unwrap()),
-                self.shared.cores,
-            );
-            match home {
-                None if h != self.id => home = Some(h),
-                Some(x) if x == h => {}
-                _ => return None,
-            }
-        }
-        let home = home?;
-        (self.delegated == 0 || self.delegate_core == home).then_some(home)
-    }
-
-    /// Routes a datagram another core delegated to this one (its home), for that core.
-    fn route_delegated(&mut self, frame: &[u8], exclude: Option<Pid>) {
-        let count = frame[2] as usize;
-        let mut targets = std::mem::take(&mut self.scratch_targets);
-        targets.clear();
-        for raw in frame[3..3 + 8 * count].chunks_exact(8) {
-            let channel = u64::from_le_bytes(raw.try_into().unwrap());
-            targets.extend_from_slice(self.ranges.lookup(channel));
-            targets.extend_from_slice(self.singles.lookup(channel));
-        }
-        self.dispatch(frame, &mut targets, exclude);
-        self.scratch_targets = targets;
+    #[inline]
+    fn route(&mut self, frame: &[u8], recipients: Recipients<'_>, exclude: Option<Pid>) {
+        self.with_router(|r, core| r.route(frame, recipients, exclude, core));
     }
 
     fn drain_pending(&mut self) {
-        while self.pending.front().is_some_and(|p| p.waiting == 0) {
-            let p = self.pending.pop_front().expect("front exists");
-            self.pending_base += 1;
-            if p.delegated {
-                self.delegated -= 1;
-                continue;
-            }
-            let mut targets = std::mem::take(&mut self.scratch_targets);
-            targets.clear();
-            targets.extend_from_slice(&p.targets);
-            let arena = std::mem::take(&mut self.arena);
-            let start = (p.at - self.arena_base) as usize;
-            self.dispatch(
-                &arena[start..start + p.len as usize],
-                &mut targets,
-                p.exclude,
-            );
-            self.arena = arena;
-            self.scratch_targets = targets;
-        }
-        // Release consumed bytes: all of them when nothing is pending, else once they are
-        // half the arena (so each byte is moved at most once on average).
-        let consumed = match self.pending.front() {
-            None => self.arena.len(),
-            Some(p) => (p.at - self.arena_base) as usize,
-        };
-        if consumed == self.arena.len() {
-            self.arena.clear();
-            self.arena_base += consumed as u64;
-        } else if consumed > self.arena.len() / 2 {
-            self.arena.drain(..consumed);
-            self.arena_base += consumed as u64;
-        }
-    }
-
-    /// Delivers to each target once: local ones straight into their write queue, others into
-    /// one batch per core (the bytes once per core, whatever the number of targets there).
-    fn dispatch(&mut self, frame: &[u8], targets: &mut Vec<Pid>, exclude: Option<Pid>) {
-        if targets.len() > 1 {
-            targets.sort_unstable();
-            targets.dedup();
-        }
-        let mut last_core = usize::MAX;
-        let (mut off, len) = (0u32, frame.len() as u32);
-        let mut delivered = 0u64;
-        for &pid in targets.iter() {
-            if Some(pid) == exclude {
-                continue;
-            }
-            delivered += 1;
-            let core = pid.core();
-            if core == self.id {
-                self.deliver_local(pid, frame);
-            } else {
-                let batch = &mut self.outbox[core];
-                if core != last_core {
-                    off = batch.data.len() as u32;
-                    batch.data.extend_from_slice(frame);
-                    last_core = core;
-                }
-                batch.msgs.push(CoreMsg::Deliver { pid, off, len });
-            }
-        }
-        self.delivered += delivered;
+        self.with_router(|r, core| r.dispatch_resolved(core));
     }
 
     fn deliver_local(&mut self, pid: Pid, frame: &[u8]) {
@@ -1101,31 +748,13 @@ impl Core {
         }
     }
 
-    fn send_to(&mut self, core: usize, msg: CoreMsg) {
-        if core == self.id {
-            self.handle_msg(msg, &[], self.id);
-        } else {
-            self.outbox[core].msgs.push(msg);
-        }
-    }
-
     // ---- upstream ------------------------------------------------------------------------
 
     /// Queues a framed datagram for the upstream MD (from any core).
+    #[inline]
     fn send_upstream(&mut self, frame: &[u8]) {
-        if self.shared.upstream.is_none() {
-            return;
-        }
-        if self.id == 0 {
-            self.upstream_write(frame);
-        } else {
-            let batch = &mut self.outbox[0];
-            let off = batch.data.len() as u32;
-            batch.data.extend_from_slice(frame);
-            batch.msgs.push(CoreMsg::UpstreamSend {
-                off,
-                len: frame.len() as u32,
-            });
+        if self.shared.upstream.is_some() {
+            self.with_router(|r, core| r.send_upstream(frame, core));
         }
     }
 
@@ -1234,7 +863,13 @@ impl Core {
                 self.send_event(&event);
                 let u = self.upstream.as_mut().expect("upstream core");
                 let mut replay = Vec::new();
-                u.replay(&self.ranges.covered_runs(), &mut replay);
+                let ranges = self
+                    .router
+                    .as_ref()
+                    .expect("the router is not re-entered")
+                    .ranges()
+                    .covered_runs();
+                u.replay(&ranges, &mut replay);
                 let c = &mut self.conns[slot];
                 c.out.extend_from_slice(&replay);
                 if !c.in_dirty {
@@ -1303,37 +938,18 @@ impl Core {
         limits: crate::roles::WorkerLimits,
     ) -> io::Result<crossbeam_channel::Sender<crate::roles::Work>> {
         let (tx, rx) = crossbeam_channel::bounded::<crate::roles::Work>(limits.queue.max(1));
-        let batch_max = limits.batch.max(1);
-        let shared = self.shared.clone();
         let core = self.id;
-        std::thread::Builder::new()
-            .name(format!("otpd-{name}-{core}"))
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = Vec::with_capacity(batch_max);
-                    batch.push(first);
-                    while batch.len() < batch_max {
-                        match rx.try_recv() {
-                            Ok(w) => batch.push(w),
-                            Err(_) => break,
-                        }
-                    }
-                    let answers = worker.run(batch);
-                    let mut msg = Batch::new(core);
-                    msg.msgs.push(CoreMsg::WorkDone {
-                        role: index,
-                        answers,
-                    });
-                    // The core's queue is bounded: wait for room rather than lose answers.
-                    let mut msg = Some(msg);
-                    while let Some(m) = msg.take() {
-                        if let Err(back) = shared.send(core, m) {
-                            msg = Some(back);
-                            std::thread::sleep(Duration::from_micros(200));
-                        }
-                    }
-                }
-            })?;
+        let name = format!("otpd-{name}-{core}");
+        super::workers::spawn(name, self.shared.clone(), rx, limits.batch, move |batch| {
+            let answers = worker.run(batch);
+            vec![(
+                core,
+                CoreMsg::WorkDone {
+                    role: index,
+                    answers,
+                },
+            )]
+        })?;
         Ok(tx)
     }
 
@@ -1483,14 +1099,12 @@ impl Core {
     fn route_frames(&mut self, datagrams: &[u8], exclude: Option<Pid>) -> usize {
         let mut dropped = 0;
         for frame in otp_wire::frames(datagrams) {
-            let body = &frame[2..];
-            let count = body.first().copied().unwrap_or(0) as usize;
-            if count == 0 || body.len() < 1 + 8 * count + 10 {
+            let Ok(header) = RoutableHeader::parse(&frame[otp_wire::LENGTH_TAG_BYTES..]) else {
                 dropped += 1;
                 continue;
-            }
+            };
             self.send_upstream(frame);
-            self.route(frame, exclude);
+            self.route(frame, header.recipients, exclude);
         }
         dropped
     }
@@ -1505,103 +1119,37 @@ impl Core {
             };
             let Batch {
                 from,
-                mut msgs,
+                msgs,
                 data,
+                extra,
             } = batch;
-            for msg in msgs.drain(..) {
-                self.handle_msg(msg, &data, from);
+            if !msgs.is_empty() {
+                self.with_router(|r, core| {
+                    for msg in &msgs {
+                        r.handle(from, msg, &data, core);
+                    }
+                });
+            }
+            for msg in extra {
+                self.handle_msg(msg);
             }
         }
         self.drain_pending();
     }
 
-    fn handle_msg(&mut self, msg: CoreMsg, data: &[u8], from: usize) {
+    /// Handles one of the runtime's own messages from another core or a worker thread.
+    fn handle_msg(&mut self, msg: CoreMsg) {
         match msg {
             CoreMsg::NewConn { stream, addr } => {
                 self.adopt(stream, addr, ConnKind::Participant);
             }
             CoreMsg::NewClient { stream, addr, ca } => self.adopt_client(stream, addr, ca),
-            CoreMsg::Subscribe { pid, channel } => self.home_subscribe(pid, channel),
-            CoreMsg::Unsubscribe { pid, channel } => self.home_unsubscribe(pid, channel),
-            CoreMsg::Lookup { entry, channels } => {
-                let mut pids: SmallVec<[Pid; 8]> = SmallVec::new();
-                for c in channels {
-                    pids.extend_from_slice(self.singles.lookup(c));
-                }
-                self.outbox[from]
-                    .msgs
-                    .push(CoreMsg::Resolved { entry, pids });
-            }
-            CoreMsg::Resolved { entry, pids } => {
-                let Some(idx) = entry.checked_sub(self.pending_base) else {
-                    return;
-                };
-                let Some(p) = self.pending.get_mut(idx as usize) else {
-                    return;
-                };
-                p.targets.extend_from_slice(&pids);
-                p.waiting -= 1;
-            }
-            CoreMsg::Route {
-                entry,
-                off,
-                len,
-                exclude,
-            } => {
-                let (off, len) = (off as usize, len as usize);
-                self.route_delegated(&data[off..off + len], exclude);
-                self.acks[from].push(entry);
-            }
             CoreMsg::ClientJobDone {
                 slot,
                 pid,
                 id,
                 result,
             } => self.client_job_done(slot, pid, id, result),
-            CoreMsg::Routed { entry } => {
-                let Some(idx) = entry.checked_sub(self.pending_base) else {
-                    return;
-                };
-                if let Some(p) = self.pending.get_mut(idx as usize) {
-                    debug_assert!(p.delegated);
-                    p.waiting = 0;
-                }
-            }
-            CoreMsg::Deliver { pid, off, len } => {
-                let (off, len) = (off as usize, len as usize);
-                self.deliver_local(pid, &data[off..off + len]);
-            }
-            CoreMsg::RangeOp { pid, lo, hi, add } => self.authority_range(pid, lo, hi, add),
-            CoreMsg::RangeDrop { pid } => self.authority_drop(pid),
-            CoreMsg::RangeApply { pid, lo, hi, add } => {
-                if add {
-                    self.ranges.add(pid, lo, hi);
-                } else {
-                    self.ranges.remove(pid, lo, hi);
-                }
-            }
-            CoreMsg::UpstreamSub { channel } => {
-                let newly = self
-                    .upstream
-                    .as_mut()
-                    .is_some_and(|u| u.channels.insert(channel));
-                if newly {
-                    self.upstream_control(CONTROL_ADD_CHANNEL, &[channel]);
-                }
-            }
-            CoreMsg::UpstreamUnsub { channel } => {
-                let gone = self
-                    .upstream
-                    .as_mut()
-                    .is_some_and(|u| u.channels.remove(&channel));
-                if gone {
-                    self.upstream_control(CONTROL_REMOVE_CHANNEL, &[channel]);
-                }
-            }
-            CoreMsg::UpstreamSend { off, len } => {
-                let (off, len) = (off as usize, len as usize);
-                self.upstream_write(&data[off..off + len]);
-            }
             CoreMsg::WorkDone { role, answers } => {
                 if role >= self.roles.len() {
                     return;
@@ -1622,47 +1170,8 @@ impl Core {
         self.drain_pending();
         self.run_roles();
         self.run_clients();
-        for core in 0..self.shared.cores {
-            if core == self.id {
-                continue;
-            }
-            if !self.outbox[core].is_empty() {
-                // The next batch will likely be as large: size it so it does not regrow.
-                let (m, d) = (self.outbox[core].msgs.len(), self.outbox[core].data.len());
-                let next = Batch {
-                    from: self.id,
-                    msgs: Vec::with_capacity(m),
-                    data: Vec::with_capacity(d),
-                };
-                let batch = std::mem::replace(&mut self.outbox[core], next);
-                self.stalled[core].push_back(batch);
-            }
-            while let Some(batch) = self.stalled[core].pop_front() {
-                if let Err(batch) = self.shared.send(core, batch) {
-                    self.stalled[core].push_front(batch);
-                    break;
-                }
-            }
-        }
-        // Acknowledgements go last, and only once every batch before them is in its queue:
-        // a core that reads an acknowledgement may then send to any core, and what this core
-        // delivered for the delegated datagram must already be ahead of that.
-        if self.stalled.iter().all(|q| q.is_empty()) {
-            for core in 0..self.shared.cores {
-                if self.acks[core].is_empty() {
-                    continue;
-                }
-                let mut batch = Batch::new(self.id);
-                batch.msgs.extend(
-                    self.acks[core]
-                        .drain(..)
-                        .map(|entry| CoreMsg::Routed { entry }),
-                );
-                if let Err(batch) = self.shared.send(core, batch) {
-                    self.stalled[core].push_back(batch);
-                }
-            }
-        }
+        let shared = &self.shared;
+        self.outbox.ship(|core, batch| shared.send(core, batch));
         let now = Instant::now();
         let dirty = std::mem::take(&mut self.dirty);
         for slot in dirty {
@@ -1687,12 +1196,58 @@ impl Core {
         }
         self.flush_due_clients(now);
         self.close_marked();
+        let router = self.router();
         let mine = &self.shared.stats.per_core[self.id];
-        mine.datagrams_routed.store(self.routed, Ordering::Relaxed);
-        mine.deliveries.store(self.delivered, Ordering::Relaxed);
+        mine.datagrams_routed
+            .store(router.routed(), Ordering::Relaxed);
+        mine.deliveries.store(router.delivered(), Ordering::Relaxed);
         mine.pending
-            .store(self.pending.len() as u64, Ordering::Relaxed);
+            .store(router.in_flight() as u64, Ordering::Relaxed);
         mine.channels
-            .store(self.singles.len() as u64, Ordering::Relaxed);
+            .store(router.channels() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The router's view of its core: the outbox, deliveries to this core's participants and
+/// roles, and (core 0) the upstream link.
+impl router::Host for Core {
+    type Extra = CoreMsg;
+
+    #[inline]
+    fn outbox(&mut self) -> &mut Outbox<CoreMsg> {
+        &mut self.outbox
+    }
+
+    #[inline]
+    fn deliver(&mut self, pid: Pid, frame: &[u8]) {
+        self.deliver_local(pid, frame);
+    }
+
+    fn upstream(&mut self, event: router::Upstream<'_>) {
+        match event {
+            router::Upstream::Subscribed(channel) => {
+                let newly = self
+                    .upstream
+                    .as_mut()
+                    .is_some_and(|u| u.channels.insert(channel));
+                if newly {
+                    self.upstream_control(CONTROL_ADD_CHANNEL, &[channel]);
+                }
+            }
+            router::Upstream::Unsubscribed(channel) => {
+                let gone = self
+                    .upstream
+                    .as_mut()
+                    .is_some_and(|u| u.channels.remove(&channel));
+                if gone {
+                    self.upstream_control(CONTROL_REMOVE_CHANNEL, &[channel]);
+                }
+            }
+            router::Upstream::RangeAdded(lo, hi) => {
+                self.upstream_control(CONTROL_ADD_RANGE, &[lo, hi]);
+            }
+            router::Upstream::RangeRemoved(lo, hi) => self.upstream_range_removed(lo, hi),
+            router::Upstream::Datagram(frame) => self.upstream_write(frame),
+        }
     }
 }

@@ -2,112 +2,43 @@
 //! routing table, exchanging batches through bounded crossbeam queues. Only this module touches
 //! sockets, threads and clocks; the routing state it drives lives in `crate::md`.
 //!
-//! Routing a datagram read on core A: ranges are resolved from A's replica of the range map;
-//! single channels are resolved on their home cores (a batched lookup when the home is not A).
-//! A keeps datagrams awaiting lookups in read order and dispatches each once resolved, so every
-//! delivery from one connection to one destination core passes through one FIFO queue in the
-//! order it was read: the per-connection order rule holds across channels and cores.
+//! The routing protocol between the cores (lookups on home cores, datagrams kept in read order
+//! until resolved, delegation, the range authority) is `crate::md::router`, free of I/O; a
+//! core hands it what it reads and ships the `Batch`es it fills, and its guarantees (the
+//! per-connection order rule across channels and cores first) are stated and tested there.
 
 mod client;
 mod conn;
 mod core;
-mod jobs;
 mod upstream;
+mod workers;
 
 use crate::config::ClusterConfig;
 use crate::md::Pid;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
-use smallvec::SmallVec;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// A message between core threads. Bulk bytes travel in the enclosing `Batch::data`.
+/// A message between core threads besides the routing protocol's (`crate::md::router::Msg`);
+/// both travel in a `Batch`.
 pub(crate) enum CoreMsg {
     /// A freshly accepted participant for this core to own.
-    NewConn {
-        stream: TcpStream,
-        addr: SocketAddr,
-    },
+    NewConn { stream: TcpStream, addr: SocketAddr },
     /// A freshly accepted client of ClientAgent `ca` (its address already counted).
     NewClient {
         stream: TcpStream,
         addr: SocketAddr,
         ca: usize,
     },
-    /// Single-channel subscription changes, sent to the channel's home core.
-    Subscribe {
-        pid: Pid,
-        channel: u64,
-    },
-    Unsubscribe {
-        pid: Pid,
-        channel: u64,
-    },
-    /// Who subscribes these channels (homed on the receiving core)? Answer with `Resolved`.
-    Lookup {
-        entry: u64,
-        channels: SmallVec<[u64; 4]>,
-    },
-    Resolved {
-        entry: u64,
-        pids: SmallVec<[Pid; 8]>,
-    },
-    /// Route `data[off..off+len]` (a framed datagram whose recipients are all homed on the
-    /// receiving core) on behalf of the sending core, then acknowledge it with `Routed`.
-    Route {
-        entry: u64,
-        off: u32,
-        len: u32,
-        exclude: Option<Pid>,
-    },
-    /// Sent only after every delivery of the delegated datagram was queued ahead of it.
-    Routed {
-        entry: u64,
-    },
-    /// A client session's job, done by the job worker (see `jobs`): for the client in `slot`
+    /// A client session's job, done by the job worker (see `workers`): for the client in `slot`
     /// if it is still participant `pid`.
     ClientJobDone {
         slot: usize,
         pid: Pid,
         id: u32,
         result: crate::clientagent::session::JobResult,
-    },
-    /// Write `data[off..off+len]` (a framed datagram) to participant `pid`.
-    Deliver {
-        pid: Pid,
-        off: u32,
-        len: u32,
-    },
-    /// Range subscription changes, sent to the range authority (core 0)...
-    RangeOp {
-        pid: Pid,
-        lo: u64,
-        hi: u64,
-        add: bool,
-    },
-    RangeDrop {
-        pid: Pid,
-    },
-    /// ...which applies them and replays them, in its order, to every other core's replica.
-    RangeApply {
-        pid: Pid,
-        lo: u64,
-        hi: u64,
-        add: bool,
-    },
-    /// A channel gained its first / lost its last local subscriber (to core 0, for upstream).
-    UpstreamSub {
-        channel: u64,
-    },
-    UpstreamUnsub {
-        channel: u64,
-    },
-    /// A framed datagram `data[off..off+len]` for the upstream MD (to core 0).
-    UpstreamSend {
-        off: u32,
-        len: u32,
     },
     /// Answers from a role's worker thread, in the order the work was queued.
     WorkDone {
@@ -116,24 +47,7 @@ pub(crate) enum CoreMsg {
     },
 }
 
-pub(crate) struct Batch {
-    pub from: usize,
-    pub msgs: Vec<CoreMsg>,
-    pub data: Vec<u8>,
-}
-
-impl Batch {
-    fn new(from: usize) -> Batch {
-        Batch {
-            from,
-            msgs: Vec::new(),
-            data: Vec::new(),
-        }
-    }
-    fn is_empty(&self) -> bool {
-        self.msgs.is_empty()
-    }
-}
+pub(crate) type Batch = crate::md::router::Batch<CoreMsg>;
 
 /// One core's counters, on a cache line of their own: written only by that core, once per
 /// loop turn, so counting costs the routing path no shared writes.
@@ -178,8 +92,9 @@ pub(crate) struct Shared {
     /// read when a CLIENTAGENT_OPEN_CHANNEL or SET_CLIENT_ID is routed, to subscribe the new
     /// channel at once (see `Core::client_presubscribe`).
     pub client_channels: parking_lot::Mutex<rustc_hash::FxHashMap<u64, Pid>>,
-    /// The job worker's queue (client sessions' slow work, such as password hashing).
-    pub jobs: Sender<jobs::JobRequest>,
+    /// The job worker's queue (client sessions' slow work, such as password hashing; see
+    /// `workers`).
+    pub jobs: Sender<workers::JobRequest>,
 }
 
 impl Stats {
@@ -336,7 +251,7 @@ impl Runtime {
             client_agents: client_agents.clone(),
             ..Stats::default()
         });
-        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(jobs::MAX_QUEUED_JOBS);
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(workers::MAX_QUEUED_JOBS);
         let shared = Arc::new(Shared {
             jobs: jobs_tx,
             cores,
@@ -350,7 +265,7 @@ impl Runtime {
             client_agents,
             client_channels: Default::default(),
         });
-        jobs::spawn_worker(shared.clone(), jobs_rx)
+        workers::spawn_job_worker(shared.clone(), jobs_rx)
             .map_err(|e| StartError(format!("cannot spawn the job worker: {e}")))?;
         let core_ids = if config.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()
