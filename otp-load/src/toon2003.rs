@@ -177,8 +177,17 @@ pub fn run_client(args: &[String]) -> Result<(), String> {
     let toon = dc
         .class_by_name("DistributedToon")
         .ok_or("the DC file has no DistributedToon")?;
-    // The 2003 client's own numbers: per class, along the first parent.
-    let field = |n: &str| dc.legacy_number(toon, n);
+    let _ = toon;
+    // The 2003 client's own numbers, read from the DC text by the test kit's reader (not by
+    // otp-dc, which numbers the server's side).
+    let path = arg(args, "--dc").ok_or("--dc FILE is needed")?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    let numbers = otp_testkit::dc2003::client_numbers_2003(&text);
+    let field = |n: &str| {
+        numbers
+            .get(&("DistributedToon".to_string(), n.to_string()))
+            .copied()
+    };
     let wait = Duration::from_secs(20);
 
     let (mut c, avatars) = login(&ca, &token, &version, hash, wait)?;

@@ -783,9 +783,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let toon = dc
         .class_by_name("DistributedToon")
         .ok_or(format!("{}: no class DistributedToon", o.dc))?;
+    let _ = toon;
+    // The 2003 client's own numbers, read from the DC text by the test kit's reader (not by
+    // otp-dc, which numbers the server's side).
+    let text = std::fs::read_to_string(&o.dc).map_err(|e| format!("{}: {e}", o.dc))?;
+    let numbers = otp_testkit::dc2003::client_numbers_2003(&text);
     let field = |n: &str| {
-        // The 2003 client's own numbers: per class, along the first parent.
-        dc.legacy_number(toon, n)
+        numbers
+            .get(&("DistributedToon".to_string(), n.to_string()))
+            .copied()
             .ok_or(format!("{}: no field DistributedToon.{n}", o.dc))
     };
     let f = Fields {
