@@ -297,14 +297,15 @@ fn signed_tokens_refuse_short_secrets_and_unknown_keys() {
             "",
         ),
     );
-    let mut child = Command::new(otpd_bin())
-        .args(["--cluster", path.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Stopped(
+        Command::new(otpd_bin())
+            .args(["--cluster", path.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_port(md);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let (code, out, err) = run(&[
         "account",
         "token",
@@ -347,9 +348,6 @@ fn signed_tokens_refuse_short_secrets_and_unknown_keys() {
 #[test]
 fn exposed_development_settings_are_warned_about_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("token.key");
-    std::fs::write(&key, GOOD_KEY).unwrap();
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let md = free_port();
     let (open, local, proxied, safe) = (free_port(), free_port(), free_port(), free_port());
     let el = std::net::UdpSocket::bind("0.0.0.0:0")
@@ -369,7 +367,7 @@ fn exposed_development_settings_are_warned_about_at_start_up() {
         toon_listener(
             &format!("0.0.0.0:{safe}"),
             3,
-            "tokens: Signed(secret_file: \"token.key\"), passwords: Disabled",
+            &format!("tokens: Signed(secret: \"{}\"), passwords: Disabled", GOOD_KEY.trim_end()),
             "",
         ),
         // An Astron listener has no play tokens: nothing to say about it.
@@ -382,19 +380,20 @@ fn exposed_development_settings_are_warned_about_at_start_up() {
     .concat();
     let path = toon_cluster(dir.path(), md, &roles);
     let log = dir.path().join("otpd.log");
-    let mut child = Command::new(otpd_bin())
-        .args([
-            "--cluster",
-            path.to_str().unwrap(),
-            "--log",
-            log.to_str().unwrap(),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Stopped(
+        Command::new(otpd_bin())
+            .args([
+                "--cluster",
+                path.to_str().unwrap(),
+                "--log",
+                log.to_str().unwrap(),
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_port(md);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let text = std::fs::read_to_string(&log).unwrap();
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
     let about = |what: &str| warnings.iter().filter(|l| l.contains(what)).count();
@@ -431,4 +430,14 @@ fn exposed_development_settings_are_warned_about_at_start_up() {
         "signed tokens, no creation: {text}"
     );
     assert_eq!(about("passwords"), 1, "{text}");
+}
+
+/// A child process stopped when dropped, so that a failing test leaves no otpd behind.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -810,15 +810,17 @@ fn database_files_logs_and_exports_are_private_whatever_the_umask() {
     )
     .unwrap();
     let log = dir.path().join("otpd.log");
-    let mut child = otpd_with_umask_000(&[
-        "--cluster".as_ref(),
-        conf.as_os_str(),
-        "--log".as_ref(),
-        log.as_os_str(),
-    ])
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
+    let child = Stopped(
+        otpd_with_umask_000(&[
+            "--cluster".as_ref(),
+            conf.as_os_str(),
+            "--log".as_ref(),
+            log.as_os_str(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
     wait_for_port(port);
     let mut probe = Md::connect(port);
     let mut client = listener(port, &mut probe, &[CLIENT]);
@@ -860,8 +862,7 @@ fn database_files_logs_and_exports_are_private_whatever_the_umask() {
     for d in [dir.path().join("new"), db.clone()] {
         assert_eq!(mode(&d), 0o700, "{}", d.display());
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     // An export to a new file, and over an existing one that others could read.
     let fresh = dir.path().join("backup.jsonl");
     let old = dir.path().join("old.jsonl");
@@ -882,5 +883,15 @@ fn database_files_logs_and_exports_are_private_whatever_the_umask() {
         let text = std::fs::read_to_string(out).unwrap();
         assert!(text.contains(hash) && !text.contains("stale"), "{text}");
         assert_eq!(mode(out), 0o600, "{}", out.display());
+    }
+}
+
+/// A child process stopped when dropped, so that a failing test leaves no otpd behind.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

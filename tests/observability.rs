@@ -503,15 +503,17 @@ fn event_logs_are_private_whatever_the_umask() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("umask 000 && exec \"$0\" \"$@\"")
-        .arg(otpd_bin())
-        .arg("--cluster")
-        .arg(&conf)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _child = Stopped(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 000 && exec \"$0\" \"$@\"")
+            .arg(otpd_bin())
+            .arg("--cluster")
+            .arg(&conf)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_port(port);
     let logs = dir.path().join("new/logs");
     wait_event(&logs, "log-opened");
@@ -523,6 +525,14 @@ fn event_logs_are_private_whatever_the_umask() {
         let f = f.unwrap().path();
         assert_eq!(mode(&f), 0o600, "{}", f.display());
     }
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// A child process stopped when dropped, so that a failing test leaves no otpd behind.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
