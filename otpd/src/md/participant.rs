@@ -1,7 +1,6 @@
-//! What the MessageDirector keeps for one participant beside the routing tables: the channels
-//! and ranges it subscribed (undone when it leaves), its post-removes and its name; and the
-//! handling of its control messages. Free of I/O: the core applies the `Effect`s through its
-//! router and sends the frames built here.
+//! What the MessageDirector keeps for one participant beside the routing tables (the channels
+//! and ranges it subscribed, its post-removes, its name) and its control messages, as `Effect`s
+//! the core applies through its router. Free of I/O.
 
 use otp_wire::msgtypes::*;
 use otp_wire::{Reader, RoutableHeader, Writer};

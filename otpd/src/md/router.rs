@@ -1,10 +1,10 @@
-//! The ordered routing protocol between cores, free of I/O. One `Router` per core owns that
-//! core's shard of single-channel subscriptions, its replica of the range map (core 0 holds the
-//! authority) and the datagrams read there that await lookups on other cores; an `Outbox`
-//! holds what the core sends the others in one loop turn and ships it in the order the
-//! protocol needs. The core feeds the router datagrams from its participants and messages
-//! from other cores; the router answers through a `Host`: the outbox, deliveries to the core's
-//! own participants, and (core 0) what the upstream MD must hear.
+//! The ordered routing protocol between cores, free of I/O: each core's `Router` (its shard of
+//! subscriptions, its range-map replica, the datagrams awaiting lookups) and `Outbox` (what it
+//! sends the other cores in a loop turn, shipped in the order the protocol needs).
+//!
+//! The core feeds the router datagrams from its participants and messages from other cores;
+//! the router answers through a `Host`: the outbox, deliveries to the core's own participants,
+//! and (core 0, the range authority) what the upstream MD must hear.
 //!
 //! # The protocol
 //!

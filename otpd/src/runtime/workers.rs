@@ -1,7 +1,6 @@
-//! Worker threads, one mechanism for all blocking work (a role's database queries, client
-//! sessions' password hashing), so that no core's event loop waits on it: a thread takes
-//! requests from a bounded queue a batch at a time, runs them, and posts each answer to the
-//! inbox of the core it belongs to, waiting for room rather than dropping it.
+//! Worker threads, one mechanism for all blocking work (roles' database queries, sessions'
+//! password hashing): a thread takes requests from a bounded queue a batch at a time, runs them
+//! and posts each answer to its core's inbox, waiting for room rather than dropping it.
 
 use super::{Batch, CoreMsg, Shared};
 use crate::clientagent::session::SessionJob;

@@ -1,7 +1,6 @@
-//! Tests of the router's guarantees (see the module documentation): a few directed cases, and
-//! a simulated process of several cores, each a `Router` with an `Outbox`, joined by bounded
-//! FIFO queues and run turn by turn in an order proptest chooses, checked against a model;
-//! departing participants fire their post-removes (`md::participant`) as the runtime does.
+//! Tests of the router's guarantees: directed cases, and a simulated process of several cores
+//! (routers joined by bounded FIFO queues, run turn by turn in an order proptest chooses, with
+//! participants that come, subscribe, send and leave) checked against a model.
 
 use super::*;
 use crate::md::participant::{post_remove_frames, Limits, Participant};
