@@ -4,7 +4,7 @@
 //! creates, durable field writes (SET_FIELD_IF_EQUALS, acknowledged), and GET_ALLs.
 
 use otp_wire::msgtypes::*;
-use otp_wire::Writer;
+use otp_wire::{RoutableHeader, Writer};
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -72,10 +72,10 @@ impl Conn {
                 let len = u16::from_le_bytes([self.buf[0], self.buf[1]]) as usize;
                 if self.have >= 2 + len {
                     let body = &self.buf[2..2 + len];
-                    let n = body[0] as usize;
-                    let at = 1 + 8 * n + 8;
-                    let t = u16::from_le_bytes([body[at], body[at + 1]]);
-                    let payload = body[at + 2..].to_vec();
+                    let header =
+                        RoutableHeader::parse(body).map_err(|e| format!("from the server: {e}"))?;
+                    let t = header.msgtype;
+                    let payload = body[header.len..].to_vec();
                     self.buf.copy_within(2 + len..self.have, 0);
                     self.have -= 2 + len;
                     return Ok((t, payload));

@@ -823,7 +823,10 @@ fn check_settled(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    // ROUTER_SIM_CASES=100000 searches deeper (100,000 take about 16 s in release).
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("ROUTER_SIM_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(2000)
+    ))]
 
     /// Guarantees 1 to 6 of the module documentation, over random processes of one to four
     /// cores, random queue sizes, and random interleavings of sends, subscription changes,
