@@ -1,7 +1,8 @@
 //! Roles: the cluster's services (StateServer, DBSS, Database, ClientAgent, EventLogger) as
 //! sans-IO state machines. A role takes datagrams and time and returns datagrams and
 //! subscription changes in an `Output`; the runtime hosts one instance per core as an MD
-//! participant, so a whole cluster can also be driven from a single test thread.
+//! participant, so a whole cluster can also be driven from a single test thread
+//! (`otp_testkit::cluster_sim` does).
 
 pub mod database;
 pub mod dbss;
