@@ -772,6 +772,78 @@ fn account_records_are_stored_by_name(backend: &str) {
     assert_eq!(got[4], 1);
 }
 
+/// Issue 17, item 7: an avatar and its account's slot are made in one step
+/// (DBSERVER_ACCOUNT_CREATE_AVATAR): the slot names the new object; a slot that is not free,
+/// an unknown account or a slot past the account's end makes nothing (not even a doid).
+#[test]
+fn sqlite_avatars_are_made_in_their_accounts_slot_in_one_step() {
+    let dir = tempfile::tempdir().unwrap();
+    avatars_are_made_in_their_accounts_slot_in_one_step(&sqlite(dir.path()));
+}
+
+#[test]
+fn postgres_avatars_are_made_in_their_accounts_slot_in_one_step() {
+    let pg = PgServer::start();
+    avatars_are_made_in_their_accounts_slot_in_one_step(&pg.backend());
+}
+
+fn avatars_are_made_in_their_accounts_slot_in_one_step(backend: &str) {
+    use otpd::roles::account::Account;
+    let mut db = Db::start(backend);
+    let record = Account::new(6, 1).encode();
+    let got = db.ask(
+        DBSERVER_ACCOUNT_SET,
+        P::new()
+            .u32(1)
+            .string("flippy")
+            .u16(record.len() as u16)
+            .bytes(&record),
+    );
+    assert_eq!(got, P::new().u32(1).u8(0).0);
+    let thing = db.dc.class("Thing");
+    let fname = db.f("setName");
+    let make = |db: &mut Db, ctx: u32, account: &str, slot: u8| -> u32 {
+        let p = P::new()
+            .u32(ctx)
+            .string(account)
+            .u8(slot)
+            .u8(6)
+            .u16(thing)
+            .u16(1)
+            .u16(fname)
+            .string("Flippy");
+        let got = db.ask(DBSERVER_ACCOUNT_CREATE_AVATAR, p);
+        assert_eq!(&got[..4], &ctx.to_le_bytes());
+        assert_eq!(got.len(), 8);
+        u32::from_le_bytes(got[4..8].try_into().unwrap())
+    };
+    let doid = make(&mut db, 2, "flippy", 2);
+    assert!((1_000_000..=1_999_999).contains(&doid), "{doid}");
+    let got = db.ask(DBSERVER_ACCOUNT_GET, P::new().u32(3).string("flippy"));
+    assert_eq!(got[4], 0);
+    let account = Account::decode(&got[7..], 6).unwrap();
+    assert_eq!(account.slots[2].doid, doid);
+    assert!(account
+        .slots
+        .iter()
+        .enumerate()
+        .all(|(i, s)| i == 2 || s.doid == 0));
+    let got = db.ask(
+        DBSERVER_OBJECT_GET_FIELD,
+        P::new().u32(4).u32(doid).u16(fname),
+    );
+    assert_eq!(got, P::new().u32(4).u8(1).u16(fname).string("Flippy").0);
+
+    // Refused: the slot is taken, the account unknown, the slot past the end.
+    assert_eq!(make(&mut db, 5, "flippy", 2), 0);
+    assert_eq!(make(&mut db, 6, "nobody", 0), 0);
+    assert_eq!(make(&mut db, 7, "flippy", 6), 0);
+    // None of them made an object: the next doid is the one after the avatar's.
+    assert_eq!(db.create(8, &[(fname, P::new().string("x"))]), doid + 1);
+    let got = db.ask(DBSERVER_ACCOUNT_GET, P::new().u32(9).string("flippy"));
+    assert_eq!(Account::decode(&got[7..], 6).unwrap(), account);
+}
+
 /// Runs otpd (`args`) with umask 000, the most permissive one: whatever mode a file ends up
 /// with is then otpd's own doing.
 fn otpd_with_umask_000(args: &[&std::ffi::OsStr]) -> std::process::Command {

@@ -132,6 +132,12 @@ pub const DBSERVER_ACCOUNT_SET_RESP: MsgType = 3903;
 /// record); the answer is uint32 context, uint8 0 made / 1 the name is taken / 2 failed.
 pub const DBSERVER_ACCOUNT_CREATE: MsgType = 3904;
 pub const DBSERVER_ACCOUNT_CREATE_RESP: MsgType = 3905;
+/// otpd's own: a new avatar in a free slot of an account, in one transaction (uint32 context,
+/// string account name, uint8 slot, uint8 slots an account has, then as DBSERVER_CREATE_OBJECT:
+/// uint16 dclass, uint16 field count, fields); the answer is uint32 context, uint32 doid (0:
+/// unknown account, slot not free, or failed: then nothing was created).
+pub const DBSERVER_ACCOUNT_CREATE_AVATAR: MsgType = 3906;
+pub const DBSERVER_ACCOUNT_CREATE_AVATAR_RESP: MsgType = 3907;
 pub const DBSS_OBJECT_DELETE_FIELD_DISK: MsgType = 2230;
 pub const DBSS_OBJECT_DELETE_FIELDS_DISK: MsgType = 2231;
 

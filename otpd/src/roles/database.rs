@@ -158,8 +158,8 @@ impl Database {
             internal_name(msgtype)
         );
         let resp = match msgtype {
-            DBSERVER_CREATE_OBJECT => {
-                let mut w = out.datagram(&[sender], self.control, DBSERVER_CREATE_OBJECT_RESP);
+            DBSERVER_CREATE_OBJECT | DBSERVER_ACCOUNT_CREATE_AVATAR => {
+                let mut w = out.datagram(&[sender], self.control, msgtype + 1);
                 w.u32(context).u32(0);
                 let _ = w.finish();
                 return;
@@ -177,6 +177,58 @@ impl Database {
         let _ = w.finish();
     }
 
+    /// Reads the new object of a create request (class, field count, fields), with the DC
+    /// defaults of the db fields left out; None when it was refused (answered already).
+    fn read_new_object(
+        &mut self,
+        r: &mut otp_wire::Reader<'_>,
+        t: u16,
+        sender: u64,
+        context: u32,
+        out: &mut Output,
+    ) -> Result<Option<(u16, Vec<(u16, Vec<u8>)>)>, WireError> {
+        let class = r.u16()?;
+        let count = r.u16()?;
+        if self.schema.class(class).is_none() {
+            self.refuse(t, sender, context, &format!("unknown dclass {class}"), out);
+            return Ok(None);
+        }
+        let scope = if self.schema.per_class_numbering() {
+            class
+        } else {
+            ANY_CLASS
+        };
+        let mut fields = match self.read_pairs(r, scope, count)? {
+            Ok(f) => f,
+            Err(why) => {
+                self.refuse(t, sender, context, &why, out);
+                return Ok(None);
+            }
+        };
+        if let Some((f, _)) = fields
+            .iter()
+            .find(|(f, _)| !self.schema.class_has_field(class, *f))
+        {
+            let why = format!(
+                "{} is not a field of {}",
+                self.schema.field_name(class, *f),
+                self.schema.class_name(class)
+            );
+            self.refuse(t, sender, context, &why, out);
+            return Ok(None);
+        }
+        // Fields left out that have a DC default are stored with it.
+        let info = self.schema.class(class).expect("checked");
+        for &f in &info.fields {
+            let fl = self.schema.flags(class, f);
+            if fl.db && fl.has_default && !fl.molecular && !fields.iter().any(|(x, _)| *x == f) {
+                fields.push((f, self.schema.default_value(class, f).to_vec()));
+            }
+        }
+        fields.sort_by_key(|(f, _)| *f);
+        Ok(Some((class, fields)))
+    }
+
     fn request(&mut self, dg: &InternalDatagram<'_>, out: &mut Output) -> Result<(), WireError> {
         let sender = dg.sender.unwrap_or(0);
         let mut r = dg.payload_reader();
@@ -184,50 +236,28 @@ impl Database {
         match t {
             DBSERVER_CREATE_OBJECT => {
                 let context = r.u32()?;
-                let class = r.u16()?;
-                let count = r.u16()?;
-                if self.schema.class(class).is_none() {
-                    self.refuse(t, sender, context, &format!("unknown dclass {class}"), out);
-                    return Ok(());
-                }
-                let scope = if self.schema.per_class_numbering() {
-                    class
-                } else {
-                    ANY_CLASS
-                };
-                let mut fields = match self.read_pairs(&mut r, scope, count)? {
-                    Ok(f) => f,
-                    Err(why) => {
-                        self.refuse(t, sender, context, &why, out);
-                        return Ok(());
-                    }
-                };
-                if let Some((f, _)) = fields
-                    .iter()
-                    .find(|(f, _)| !self.schema.class_has_field(class, *f))
+                if let Some((class, fields)) =
+                    self.read_new_object(&mut r, t, sender, context, out)?
                 {
-                    let why = format!(
-                        "{} is not a field of {}",
-                        self.schema.field_name(class, *f),
-                        self.schema.class_name(class)
-                    );
-                    self.refuse(t, sender, context, &why, out);
-                    return Ok(());
+                    self.job(Op::Create { class, fields }, sender, context, t, out);
                 }
-                // Fields left out that have a DC default are stored with it.
-                let info = self.schema.class(class).expect("checked");
-                for &f in &info.fields {
-                    let fl = self.schema.flags(class, f);
-                    if fl.db
-                        && fl.has_default
-                        && !fl.molecular
-                        && !fields.iter().any(|(x, _)| *x == f)
-                    {
-                        fields.push((f, self.schema.default_value(class, f).to_vec()));
-                    }
+            }
+            DBSERVER_ACCOUNT_CREATE_AVATAR => {
+                let context = r.u32()?;
+                let name = String::from_utf8_lossy(r.blob()?).into_owned();
+                let (slot, slots) = (r.u8()?, r.u8()?);
+                if let Some((class, fields)) =
+                    self.read_new_object(&mut r, t, sender, context, out)?
+                {
+                    let op = Op::AvatarCreate {
+                        name,
+                        slot,
+                        slots,
+                        class,
+                        fields,
+                    };
+                    self.job(op, sender, context, t, out);
                 }
-                fields.sort_by_key(|(f, _)| *f);
-                self.job(Op::Create { class, fields }, sender, context, t, out);
             }
             DBSERVER_ACCOUNT_GET => {
                 let context = r.u32()?;
@@ -413,9 +443,10 @@ impl Database {
             return;
         }
         match (&op, outcome) {
-            (Op::Create { .. }, o) => {
+            (Op::Create { .. } | Op::AvatarCreate { .. }, o) => {
+                // DBSERVER_CREATE_OBJECT_RESP or DBSERVER_ACCOUNT_CREATE_AVATAR_RESP.
                 let doid = if let Outcome::Created(d) = o { d } else { 0 };
-                let mut w = out.datagram(&[sender], self.control, DBSERVER_CREATE_OBJECT_RESP);
+                let mut w = out.datagram(&[sender], self.control, msgtype + 1);
                 w.u32(context).u32(doid);
                 let _ = w.finish();
             }
@@ -620,6 +651,7 @@ fn doid_needing_class(dg: &InternalDatagram<'_>) -> Option<u32> {
 fn op_doid(op: &Op) -> u32 {
     match op {
         Op::Create { .. }
+        | Op::AvatarCreate { .. }
         | Op::AccountGet { .. }
         | Op::AccountSet { .. }
         | Op::AccountCreate { .. } => 0,

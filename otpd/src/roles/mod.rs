@@ -4,6 +4,7 @@
 //! participant, so a whole cluster can also be driven from a single test thread
 //! (`otp_testkit::cluster_sim` does).
 
+pub mod account;
 pub mod database;
 pub mod dbss;
 pub mod event;

@@ -8,6 +8,7 @@
 pub mod postgres;
 pub mod sqlite;
 
+use super::account::{Account, Slot, NAME_NONE};
 use super::{Schema, Work, Worker};
 use std::sync::Arc;
 
@@ -60,6 +61,17 @@ pub enum Op {
     AccountCreate {
         name: String,
         data: Vec<u8>,
+    },
+    /// A new object put in free slot `slot` of account `name` (read with `slots` slots), in
+    /// one transaction: both happen or neither (no avatar without its slot, whatever fails or
+    /// whoever disconnects). `Created(doid)`, or `Failed` when the account is unknown or the
+    /// slot is not free.
+    AvatarCreate {
+        name: String,
+        slot: u8,
+        slots: u8,
+        class: u16,
+        fields: Vec<(u16, Vec<u8>)>,
     },
 }
 
@@ -203,40 +215,22 @@ impl<B: Backend> Store<B> {
 
     fn apply_one(&mut self, op: &Op) -> Result<Outcome, String> {
         let schema = Arc::clone(&self.schema);
+        if let Op::AvatarCreate {
+            name,
+            slot,
+            slots,
+            class,
+            fields,
+        } = op
+        {
+            return self.create_avatar(name, *slot, *slots, *class, fields);
+        }
+        if let Op::Create { class, fields } = op {
+            return self.create_object(*class, fields);
+        }
         let b = &mut self.backend;
         Ok(match op {
-            Op::Create { class, fields } => {
-                let doid = if self.next_doid != 0 && self.next_doid <= self.max_doid {
-                    let d = self.next_doid;
-                    self.next_doid = self.next_doid.wrapping_add(1);
-                    if b.class_of(d)?.is_some() {
-                        // A doid stored by other means (an import): never overwrite it.
-                        log::error!("database: doid {d} exists already; create refused");
-                        return Ok(Outcome::Failed);
-                    }
-                    d
-                } else {
-                    // The range is used up: reuse the lowest doid of a deleted object (as
-                    // astrond does), or fail when every doid is live.
-                    match b.free_doid(self.min_doid, self.max_doid)? {
-                        Some(d) => {
-                            log::warn!(
-                                "database: generate range used up; reusing deleted doid {d}"
-                            );
-                            d
-                        }
-                        None => {
-                            log::error!("database: every doid of the generate range is in use; create refused");
-                            return Ok(Outcome::Failed);
-                        }
-                    }
-                };
-                b.insert_object(doid, *class, schema.class_name(*class))?;
-                for (f, v) in fields {
-                    b.write(doid, *f, schema.field_name(*class, *f), Some(v))?;
-                }
-                Outcome::Created(doid)
-            }
+            Op::Create { .. } | Op::AvatarCreate { .. } => unreachable!("handled above"),
             Op::Get { doid, fields } => {
                 let Some(class) = b.class_of(*doid)? else {
                     return Ok(Outcome::Failed);
@@ -324,6 +318,73 @@ impl<B: Backend> Store<B> {
                 Outcome::AccountCreated(b.account_insert(name, data)?)
             }
         })
+    }
+
+    /// A new object of `class` with `fields`, on the next free doid of the generate range.
+    fn create_object(&mut self, class: u16, fields: &[(u16, Vec<u8>)]) -> Result<Outcome, String> {
+        let schema = Arc::clone(&self.schema);
+        let b = &mut self.backend;
+        let doid = if self.next_doid != 0 && self.next_doid <= self.max_doid {
+            let d = self.next_doid;
+            self.next_doid = self.next_doid.wrapping_add(1);
+            if b.class_of(d)?.is_some() {
+                // A doid stored by other means (an import): never overwrite it.
+                log::error!("database: doid {d} exists already; create refused");
+                return Ok(Outcome::Failed);
+            }
+            d
+        } else {
+            // The range is used up: reuse the lowest doid of a deleted object (as astrond
+            // does), or fail when every doid is live.
+            match b.free_doid(self.min_doid, self.max_doid)? {
+                Some(d) => {
+                    log::warn!("database: generate range used up; reusing deleted doid {d}");
+                    d
+                }
+                None => {
+                    log::error!(
+                        "database: every doid of the generate range is in use; create refused"
+                    );
+                    return Ok(Outcome::Failed);
+                }
+            }
+        };
+        b.insert_object(doid, class, schema.class_name(class))?;
+        for (f, v) in fields {
+            b.write(doid, *f, schema.field_name(class, *f), Some(v))?;
+        }
+        Ok(Outcome::Created(doid))
+    }
+
+    /// `Op::AvatarCreate`: the object and the account's slot, in the batch's transaction.
+    fn create_avatar(
+        &mut self,
+        name: &str,
+        slot: u8,
+        slots: u8,
+        class: u16,
+        fields: &[(u16, Vec<u8>)],
+    ) -> Result<Outcome, String> {
+        let Some(data) = self.backend.account_get(name)? else {
+            return Ok(Outcome::Failed);
+        };
+        let Some(mut account) = Account::decode(&data, slots) else {
+            log::error!("database: the record of account {name:?} is unreadable");
+            return Ok(Outcome::Failed);
+        };
+        if account.slots.get(slot as usize).is_none_or(|s| s.doid != 0) {
+            return Ok(Outcome::Failed);
+        }
+        let Outcome::Created(doid) = self.create_object(class, fields)? else {
+            return Ok(Outcome::Failed);
+        };
+        account.slots[slot as usize] = Slot {
+            doid,
+            wish_name: String::new(),
+            name_state: NAME_NONE,
+        };
+        self.backend.account_put(name, &account.encode())?;
+        Ok(Outcome::Created(doid))
     }
 }
 
