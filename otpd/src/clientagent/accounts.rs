@@ -111,7 +111,12 @@ const PASSWORD_MAX_T_COST: u32 = 16;
 /// Longest password hashed (the 2003 client's entry field is far shorter).
 pub const MAX_PASSWORD: usize = 256;
 
+/// Argon2 computations done by this process (hashes made and checked, dummy checks
+/// included): `otpd_password_hashes_total`.
+pub static PASSWORD_HASHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn argon2_hasher() -> argon2::Argon2<'static> {
+    PASSWORD_HASHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let params = argon2::Params::new(PASSWORD_M_COST_KIB, PASSWORD_T_COST, PASSWORD_P_COST, None)
         .expect("valid Argon2 costs");
     argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
