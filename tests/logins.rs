@@ -261,3 +261,37 @@ fn a_busy_hashing_queue_is_no_strike_against_the_player() {
     assert_eq!(t.login("player", "right", false).code, 0);
     assert!(c.metric_with("otpd_client_logins_refused_total", "cause=\"busy\"") >= 7);
 }
+
+/// Issue 17, item 11: a wrong password, an account that does not exist and an account that has
+/// no password (made by a play token) get byte-identical answers (but for the server time the
+/// answer ends with), and each costs exactly one password hash (the unknown ones a dummy
+/// check), so their timing is the same too. Before, an unknown name was answered 129 "User
+/// name not found" at once, without hashing.
+#[test]
+fn an_unknown_account_is_answered_as_a_wrong_password_after_as_much_hashing() {
+    let c = start("", "");
+    assert_eq!(
+        Client::connect(c.port).login("known", "right", true).code,
+        0
+    );
+    let mut token = Client::connect(c.port);
+    token.m.send(&msg(
+        16,
+        P::new().string("tokened").string(VERSION).u32(HASH).u32(2),
+    ));
+    let f = token.m.recv_within(WAIT).expect("LOGIN_2_RESP");
+    assert_eq!((u16::from_le_bytes([f[2], f[3]]), f[4]), (17, 0));
+    drop(token);
+
+    let mut t = Client::connect(c.port);
+    let mut answers = Vec::new();
+    for name in ["known", "unknown", "tokened"] {
+        let before = c.metric("otpd_password_hashes_total");
+        let r = t.login(name, "guess", false);
+        let hashes = c.metric("otpd_password_hashes_total") - before;
+        assert_eq!((r.code, hashes), (12, 1), "{name}: {}", r.text);
+        answers.push(r.head);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0], answers[2]);
+}

@@ -152,6 +152,17 @@ pub fn check_password(password: &[u8], hash: &str) -> bool {
     argon2_hasher().verify_password(password, &parsed).is_ok()
 }
 
+/// A hash no password matches in practice, with the costs of a new hash: a login of an account
+/// that does not exist (or has no password) is checked against it, so that it costs the same
+/// time as a wrong password and cannot be told apart (issue 17, item 11).
+pub const DUMMY_PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$b3RwZC1kdW1teS1zYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// Checks `password` against `DUMMY_PASSWORD_HASH` (one full hash), and says no.
+pub fn check_dummy_password(password: &[u8]) -> bool {
+    let _ = check_password(password, DUMMY_PASSWORD_HASH);
+    false
+}
+
 /// What the Database role keeps for an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -388,5 +399,15 @@ mod tests {
         let big = h.replace("m=19456", "m=4000000");
         assert!(!check_password(b"hunter2", &big));
         eprintln!("one password hash: {took:?}");
+        // The dummy hash is computed in full, at the costs of a real one.
+        let before = PASSWORD_HASHES.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(!check_dummy_password(b"hunter2"));
+        assert!(PASSWORD_HASHES.load(std::sync::atomic::Ordering::Relaxed) > before);
+        let parsed = argon2::PasswordHash::new(DUMMY_PASSWORD_HASH).unwrap();
+        let p = argon2::Params::try_from(&parsed).unwrap();
+        assert_eq!(
+            (p.m_cost(), p.t_cost(), p.p_cost()),
+            (PASSWORD_M_COST_KIB, PASSWORD_T_COST, PASSWORD_P_COST)
+        );
     }
 }

@@ -38,6 +38,8 @@ pub const MAX_BAD_LOGINS: u8 = 5;
 
 /// The 2003 client shows its own "bad password, try again" dialog for code 12, whatever the
 /// text; these texts are for logs, events and other clients.
+/// A wrong password and an unknown account get the same code and text (no enumeration).
+const BAD_CREDENTIALS_TEXT: &str = "The name or the password is not right.";
 const BUSY_TEXT: &str = "The server is busy; please try again.";
 
 fn throttled_text(t: Throttled) -> &'static str {
@@ -364,8 +366,7 @@ impl Session {
         out: &mut SessionOut,
     ) {
         let slots = self.ca.toontown.max_avatars;
-        let name = self.toon_ref().account.clone().unwrap_or_default();
-        let refused = match status {
+        match status {
             0 => match Account::decode(data, slots) {
                 Some(a) => match a.password.clone() {
                     Some(hash) => {
@@ -379,10 +380,8 @@ impl Session {
                         });
                         return;
                     }
-                    None => (
-                        LOGIN_BAD_PASSWORD,
-                        "This account has no password (it logs in with a play token).",
-                    ),
+                    // It logs in with a play token: answered as a wrong password.
+                    None => self.toon_dummy_check(now, password, out),
                 },
                 None => {
                     self.password_attempt_end(Outcome::Undecided, now);
@@ -412,7 +411,8 @@ impl Session {
                 });
                 return;
             }
-            1 => (LOGIN_NO_SUCH_NAME, "There is no account of that name."),
+            // No such account: answered as a wrong password, after as long a check.
+            1 => self.toon_dummy_check(now, password, out),
             _ => {
                 self.password_attempt_end(Outcome::Undecided, now);
                 self.eject(
@@ -420,13 +420,19 @@ impl Session {
                     false,
                     out,
                 );
-                return;
             }
-        };
-        self.password_attempt_end(Outcome::Failure, now);
-        if let Err(e) = self.toon_login_refused(now, refused.0, refused.1, &name, out) {
-            self.eject(e, true, out);
         }
+    }
+
+    /// A login of an account that does not exist or has no password: checked against a dummy
+    /// hash (never a match), so that its answer and its time are those of a wrong password.
+    fn toon_dummy_check(&mut self, now: Instant, password: &[u8], out: &mut SessionOut) {
+        let account = Box::new(Account::new(0, 0));
+        let id = self.toon_request(Pending::PasswordCheck { account }, now);
+        out.jobs.push(SessionJob::CheckDummy {
+            id,
+            password: password.to_vec(),
+        });
     }
 
     /// A password checked or hashed off the event loop (`SessionJob`).
@@ -449,7 +455,7 @@ impl Session {
             }
             (Pending::PasswordCheck { .. }, JobResult::Checked(false)) => {
                 self.password_attempt_end(Outcome::Failure, now);
-                (LOGIN_BAD_PASSWORD, "The password is not right.")
+                (LOGIN_BAD_PASSWORD, BAD_CREDENTIALS_TEXT)
             }
             (
                 Pending::PasswordHash {
