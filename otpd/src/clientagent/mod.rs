@@ -137,6 +137,8 @@ pub struct ClientAgent {
     /// How long outgoing datagrams may wait to be coalesced into one write; None = no wait.
     pub flush_delay: Option<Duration>,
     pub haproxy: bool,
+    /// Peers whose PROXY headers are believed (with `haproxy`).
+    pub proxy_from: proxy::TrustedProxies,
     pub limits: ClientLimits,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub dialect: crate::config::Dialect,
@@ -269,6 +271,7 @@ impl ClientAgent {
             write_timeout: ms(config.write_timeout_ms),
             flush_delay: ms(config.flush_delay_ms),
             haproxy: config.haproxy,
+            proxy_from: proxy::TrustedProxies::parse(&config.proxy_from)?,
             limits: config.limits,
             tls,
             dialect: config.dialect,

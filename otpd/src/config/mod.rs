@@ -358,6 +358,11 @@ pub struct ClientAgentConfig {
     pub manual_dc_hash: Option<u32>,
     #[serde(default)]
     pub haproxy: bool,
+    /// With `haproxy`: the peers (addresses, `"10.0.0.0/8"` networks) whose PROXY headers
+    /// are believed; a connection from any other peer is refused. Empty = loopback only (a
+    /// proxy on this host).
+    #[serde(default)]
+    pub proxy_from: Vec<String>,
     pub channels: ChannelRange,
     /// Raw client-section settings, interpreted by the ClientAgent issue.
     #[serde(default)]

@@ -41,7 +41,27 @@ impl Core {
                 Ok((mut stream, addr)) => {
                     let ca = &self.shared.client_agents[ca_index];
                     ca.stats.connections.fetch_add(1, Ordering::Relaxed);
-                    if !ca.admit_address(addr.ip()) {
+                    if ca.haproxy && !ca.proxy_from.allows(addr.ip()) {
+                        // Its PROXY header would name any address it likes.
+                        ca.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        log::debug!("{}: refused {addr}: not in proxy_from", ca.label());
+                        let event = crate::roles::event::encode(
+                            "client-proxy-refused",
+                            &[
+                                ("role", crate::roles::event::Ev::Str("clientagent")),
+                                ("listener", crate::roles::event::Ev::Str(&ca.bind)),
+                                (
+                                    "remote_address",
+                                    crate::roles::event::Ev::Str(&addr.to_string()),
+                                ),
+                            ],
+                        );
+                        self.send_event(&event);
+                        continue;
+                    }
+                    // Behind a proxy, the client's own address is counted once its header
+                    // names it (`client_bytes`).
+                    if !ca.haproxy && !ca.admit_address(addr.ip()) {
                         ca.stats.refused.fetch_add(1, Ordering::Relaxed);
                         log::debug!(
                             "{}: refused {addr}: over max_connections_per_address",
@@ -119,18 +139,15 @@ impl Core {
                     "Client capacity reached",
                 ));
             }
-            ca.release_address(addr.ip());
+            if !ca.haproxy {
+                ca.release_address(addr.ip());
+            }
             return;
         };
         let now = Instant::now();
         let local = stream.local_addr().unwrap_or(addr);
-        let mut client = Box::new(ClientConn::new(
-            ca.clone(),
-            channel,
-            Some(addr.ip()),
-            local,
-            now,
-        ));
+        let admitted = (!ca.haproxy).then(|| addr.ip());
+        let mut client = Box::new(ClientConn::new(ca.clone(), channel, admitted, local, now));
         let tls = match &ca.tls {
             Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
                 Ok(mut t) => {
@@ -279,6 +296,24 @@ impl Core {
                     cl.proxy = None;
                     cl.proxy_deadline = None;
                     let remote = h.source.unwrap_or(c.addr);
+                    // `max_connections_per_address` counts the client the header names.
+                    if !cl.ca.admit_address(remote.ip()) {
+                        cl.ca.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        log::debug!(
+                            "{}: refused {remote} (through {}): over max_connections_per_address",
+                            cl.ca.label(),
+                            c.addr
+                        );
+                        if cl.ca.tls.is_none() {
+                            let _ = c.stream.write(&eject_frame(
+                                CLIENT_DISCONNECT_GENERIC,
+                                "Too many connections from this address.",
+                            ));
+                        }
+                        self.mark_close(slot, "over max_connections_per_address");
+                        return;
+                    }
+                    cl.admitted = Some(remote.ip());
                     let local = h.destination.unwrap_or(cl.local);
                     if h.source.is_some() {
                         c.md.name = format!("Client ({remote}, {})", cl.channel);
