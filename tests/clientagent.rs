@@ -1387,3 +1387,77 @@ fn a_proxy_header_from_an_unlisted_peer_is_refused() {
             .is_some_and(|a| a.starts_with("127.0.0.1:"))
     });
 }
+
+/// Issue 17, item 9: with a low open-file limit (otpd under `prlimit --nofile=160`), 300 idle
+/// client connections take what the clients may have (the limit minus `reserved_fds`, 64
+/// here) and no more; an MD participant can still connect and have datagrams routed to it.
+/// Before, the clients took every descriptor and the MD listener could accept nobody.
+#[test]
+fn idle_clients_cannot_take_the_descriptors_md_participants_need() {
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no prlimit");
+        return;
+    }
+    let dc = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/dc/client.dc")
+        .canonicalize()
+        .unwrap();
+    let (md, ca) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.ron");
+    std::fs::write(
+        &path,
+        format!(
+            "(cores: 2, pin_cores: false, reserved_fds: 64, dc_files: [\"{}\"], \
+             messagedirector: (bind: Some(\"127.0.0.1:{md}\")), roles: [ClientAgent((bind: \
+             \"127.0.0.1:{ca}\", version: \"{VERSION}\", channels: (min: 1000000, max: 1099999), \
+             limits: (max_connections_per_address: 0)))])",
+            dc.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--nofile=160:160")
+        .arg(otpd_bin())
+        .arg("--cluster")
+        .arg(&path)
+        .arg("--log")
+        .arg(dir.path().join("otpd.log"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    wait_for_port(md);
+    wait_for_port(ca);
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", ca)) {
+            clients.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "otpd still runs");
+    let child = Kill(child);
+    // Two participants: one listens on a channel, the other sends to it.
+    let mut probe = Md::connect(md);
+    let mut l = listener(md, &mut probe, &[777]);
+    probe.send(&dg(&[777], 1, 1234, b"still routed"));
+    let got = l
+        .recv_within(WAIT)
+        .expect("the MD routes for a new participant");
+    assert!(got.ends_with(b"still routed"));
+    let log = std::fs::read_to_string(dir.path().join("otpd.log")).unwrap_or_default();
+    assert!(log.contains("reserved_fds"), "the refusals are logged");
+    drop((clients, child));
+}

@@ -989,7 +989,8 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         write_buffer_size: 262_144,
         write_timeout_ms: 5_000,
         flush_delay_ms: 0,
-        heartbeat_timeout_ms: 0,
+        // astrond's default is 0 (never); otpd's is a minute.
+        heartbeat_timeout_ms: super::DEFAULT_HEARTBEAT_TIMEOUT_MS,
         interest_timeout_ms: 500,
         tls: None,
         limits: ClientLimits::default(),
@@ -1451,6 +1452,8 @@ mod tests {
             ),
             (262_144, 5_000, 500)
         );
+        // Heartbeats are checked by default (astrond: never), issue 17 item 9.
+        assert_eq!(ca.heartbeat_timeout_ms, 60_000);
         assert!(ca.send_hash && ca.send_version && !ca.relocate && !ca.haproxy);
         assert_eq!(ca.add_interest, "visible");
 

@@ -40,6 +40,10 @@ pub struct ClusterConfig {
     /// Password jobs waiting for those threads at most; past it a login is answered "busy"
     /// at once (never counted against the player or the account).
     pub password_queue: usize,
+    /// File descriptors kept for everything but client connections (MD participants, the
+    /// database, log files): client connections are refused once RLIMIT_NOFILE minus this
+    /// many are open.
+    pub reserved_fds: usize,
 }
 
 impl Default for ClusterConfig {
@@ -58,6 +62,7 @@ impl Default for ClusterConfig {
             roles: Vec::new(),
             password_workers: 0,
             password_queue: 256,
+            reserved_fds: 256,
         }
     }
 }
@@ -381,7 +386,9 @@ pub struct ClientAgentConfig {
     /// of the event-loop turn that produced them).
     #[serde(default)]
     pub flush_delay_ms: u64,
-    #[serde(default)]
+    /// A client silent (no CLIENT_HEARTBEAT) this long is ejected (345). 0 = never (astrond's
+    /// default); otpd's is `DEFAULT_HEARTBEAT_TIMEOUT_MS`.
+    #[serde(default = "heartbeat_timeout")]
     pub heartbeat_timeout_ms: u64,
     #[serde(default = "interest_timeout")]
     pub interest_timeout_ms: u64,
@@ -630,6 +637,13 @@ fn write_buffer() -> u64 {
 }
 fn write_timeout() -> u64 {
     5_000
+}
+/// The default `heartbeat_timeout_ms`: 60 s, six heartbeats of Panda3D's and the 2003
+/// client's (`heartbeat-interval`, 10 s).
+pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 60_000;
+
+fn heartbeat_timeout() -> u64 {
+    DEFAULT_HEARTBEAT_TIMEOUT_MS
 }
 fn interest_timeout() -> u64 {
     500

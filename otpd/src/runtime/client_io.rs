@@ -75,6 +75,15 @@ impl Core {
                         }
                         continue;
                     }
+                    if !self.shared.client_budget.take() {
+                        // Descriptors past the cap are kept for MD participants.
+                        ca.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        if !ca.haproxy {
+                            ca.release_address(addr.ip());
+                        }
+                        self.refused_for_descriptors(ca_index, addr);
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let core = self.next_accept_core % self.shared.cores;
                     self.next_accept_core = self.next_accept_core.wrapping_add(1);
@@ -93,12 +102,39 @@ impl Core {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if crate::runtime::fds::out_of_descriptors(&e) => {
+                    // Take the waiting client off the backlog with the spare descriptor and
+                    // close it, rather than leave it there to wake us again.
+                    let listener = &self.client_listeners[i].0;
+                    let shed = self.spare.shed(|| listener.accept().is_ok());
+                    self.refused_for_descriptors(ca_index, "0.0.0.0:0".parse().unwrap());
+                    if !shed {
+                        self.accept_retry_at = Some(Instant::now() + Duration::from_millis(50));
+                        return;
+                    }
+                }
                 Err(e) => {
                     log::warn!("clientagent: accept failed: {e}; retrying in 50 ms");
                     self.accept_retry_at = Some(Instant::now() + Duration::from_millis(50));
                     return;
                 }
             }
+        }
+    }
+
+    /// A client connection closed at once for want of descriptors (the cap, or EMFILE): at most
+    /// one warning a second.
+    fn refused_for_descriptors(&mut self, ca_index: usize, addr: SocketAddr) {
+        let ca = &self.shared.client_agents[ca_index];
+        let now = Instant::now();
+        if now >= self.descriptor_warn_at {
+            self.descriptor_warn_at = now + Duration::from_secs(1);
+            log::warn!(
+                "{}: refused {addr} and maybe others: {} client connections open, the cap is {} (open-file limit minus reserved_fds)",
+                ca.label(),
+                self.shared.client_budget.open(),
+                self.shared.client_budget.max
+            );
         }
     }
 
@@ -142,6 +178,7 @@ impl Core {
             if !ca.haproxy {
                 ca.release_address(addr.ip());
             }
+            self.shared.client_budget.give_back();
             return;
         };
         let now = Instant::now();
@@ -157,6 +194,7 @@ impl Core {
                 Err(e) => {
                     log::warn!("{}: cannot start TLS for {addr}: {e}", ca.label());
                     client.release_unstarted();
+                    self.shared.client_budget.give_back();
                     return;
                 }
             },
@@ -175,6 +213,7 @@ impl Core {
         ) {
             log::warn!("{}: cannot register {addr}: {e}", ca.label());
             client.release_unstarted();
+            self.shared.client_budget.give_back();
             return;
         }
         let l = &ca.limits;
@@ -638,6 +677,7 @@ impl Core {
     /// A client connection left the slab (after `client_end`).
     pub(super) fn client_removed(&mut self, c: Conn, reason: &str) {
         self.clients -= 1;
+        self.shared.client_budget.give_back();
         if reason.starts_with("write") {
             // It stopped reading: do not leave its unread bytes to the kernel.
             let _ = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));

@@ -10,6 +10,7 @@
 mod client;
 mod conn;
 mod core;
+mod fds;
 mod upstream;
 mod workers;
 
@@ -95,6 +96,8 @@ pub(crate) struct Shared {
     /// The job worker's queue (client sessions' slow work, such as password hashing; see
     /// `workers`).
     pub jobs: Sender<workers::JobRequest>,
+    /// Client connections open, capped below the open-file limit (`reserved_fds`).
+    pub client_budget: fds::ClientBudget,
 }
 
 impl Stats {
@@ -264,6 +267,7 @@ impl Runtime {
             stats: stats.clone(),
             client_agents,
             client_channels: Default::default(),
+            client_budget: fds::ClientBudget::from_rlimit(config.reserved_fds),
         });
         let job_workers = match config.password_workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
