@@ -378,7 +378,6 @@ impl Session {
                             password: password.to_vec(),
                             hash,
                         });
-                        return;
                     }
                     // It logs in with a play token: answered as a wrong password.
                     None => self.toon_dummy_check(now, password, out),
@@ -390,7 +389,6 @@ impl Session {
                         false,
                         out,
                     );
-                    return;
                 }
             },
             1 if create && self.ca.toontown.passwords == PasswordPolicy::CreateOnLogin => {
@@ -409,7 +407,6 @@ impl Session {
                     id,
                     password: password.to_vec(),
                 });
-                return;
             }
             // No such account: answered as a wrong password, after as long a check.
             1 => self.toon_dummy_check(now, password, out),
