@@ -1299,3 +1299,144 @@ fn a_huge_version_string_is_not_copied_into_logs_and_events() {
     let msg = e.get("reason_msg").unwrap_or_default();
     assert!(msg.len() <= 256, "{} bytes in the event", msg.len());
 }
+
+/// A client behind the proxy: `header` (a PROXY v1 line) sent first, then HELLO.
+fn proxied_hello(c: &Cluster, port: u16, src: &str) -> Client {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let header = format!("PROXY TCP4 {src} 198.51.100.77 5000 7198\r\n");
+    std::io::Write::write_all(&mut s, header.as_bytes()).unwrap();
+    let mut cl = Client {
+        m: Md::from_stream(s),
+        channel: 0,
+    };
+    cl.hello(c);
+    cl
+}
+
+/// Issue 17, item 14: behind a proxy, `max_connections_per_address` counts the address each
+/// PROXY header gives. Five players behind one proxy, with a limit of 2, all get in; a third
+/// connection of one player's address is refused. Before, the proxy's own address was counted,
+/// and the third player was refused.
+#[test]
+fn behind_a_proxy_the_per_address_limit_counts_the_clients_address() {
+    let c = start(&["haproxy: true, limits: (max_connections_per_address: 2)"]);
+    let port = c.ports[0];
+    let players: Vec<Client> = (1..=5)
+        .map(|i| proxied_hello(&c, port, &format!("203.0.113.{i}")))
+        .collect();
+    let second = proxied_hello(&c, port, "203.0.113.1");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"PROXY TCP4 203.0.113.1 198.51.100.77 5000 7198\r\n",
+    )
+    .unwrap();
+    let mut third = Client {
+        m: Md::from_stream(s),
+        channel: 0,
+    };
+    let reason = third.expect_eject(CLIENT_DISCONNECT_GENERIC);
+    assert!(reason.contains("Too many connections"), "{reason}");
+    drop((players, second));
+}
+
+/// Issue 17, item 14: PROXY headers are believed only from `proxy_from`. A peer not listed
+/// (here: 127.0.0.1, when only 192.0.2.1 is) is refused before its header is read, with an
+/// event; it cannot claim another address. Before, any peer's header was believed (and
+/// `proxy_from` did not exist).
+#[test]
+fn a_proxy_header_from_an_unlisted_peer_is_refused() {
+    let c = start(&["haproxy: true, proxy_from: [\"192.0.2.1\", \"10.0.0.0/8\"]"]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", c.ports[0])).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"PROXY TCP4 203.0.113.9 198.51.100.77 5000 7198\r\n",
+    )
+    .unwrap();
+    let mut m = Md::from_stream(s);
+    let hello = {
+        let mut body = CLIENT_HELLO.to_le_bytes().to_vec();
+        body.extend_from_slice(&P::new().u32(c.dc.hash()).string(VERSION).0);
+        frame(&body)
+    };
+    let _ = std::io::Write::write_all(&mut m.s, &hello);
+    assert!(m.closed_within(WAIT), "refused");
+    c.event("client-proxy-refused", |e| {
+        e.get("remote_address")
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+    });
+}
+
+/// Issue 17, item 9: with a low open-file limit (otpd under `prlimit --nofile=160`), 300 idle
+/// client connections take what the clients may have (the limit minus `reserved_fds`, 64
+/// here) and no more; an MD participant can still connect and have datagrams routed to it.
+/// Before, the clients took every descriptor and the MD listener could accept nobody.
+#[test]
+fn idle_clients_cannot_take_the_descriptors_md_participants_need() {
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no prlimit");
+        return;
+    }
+    let dc = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/dc/client.dc")
+        .canonicalize()
+        .unwrap();
+    let (md, ca) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.ron");
+    std::fs::write(
+        &path,
+        format!(
+            "(cores: 2, pin_cores: false, reserved_fds: 64, dc_files: [\"{}\"], \
+             messagedirector: (bind: Some(\"127.0.0.1:{md}\")), roles: [ClientAgent((bind: \
+             \"127.0.0.1:{ca}\", version: \"{VERSION}\", channels: (min: 1000000, max: 1099999), \
+             limits: (max_connections_per_address: 0)))])",
+            dc.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--nofile=160:160")
+        .arg(otpd_bin())
+        .arg("--cluster")
+        .arg(&path)
+        .arg("--log")
+        .arg(dir.path().join("otpd.log"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    wait_for_port(md);
+    wait_for_port(ca);
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", ca)) {
+            clients.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "otpd still runs");
+    let child = Kill(child);
+    // Two participants: one listens on a channel, the other sends to it.
+    let mut probe = Md::connect(md);
+    let mut l = listener(md, &mut probe, &[777]);
+    probe.send(&dg(&[777], 1, 1234, b"still routed"));
+    let got = l
+        .recv_within(WAIT)
+        .expect("the MD routes for a new participant");
+    assert!(got.ends_with(b"still routed"));
+    let log = std::fs::read_to_string(dir.path().join("otpd.log")).unwrap_or_default();
+    assert!(log.contains("reserved_fds"), "the refusals are logged");
+    drop((clients, child));
+}

@@ -1004,10 +1004,10 @@ fn password_logins_make_check_and_refuse_accounts() {
     assert_ne!(t.expect_including_lost(17)[0], 0);
     t.expect_lost(122);
 
-    // Unknown name without createFlag: 129; a name no account may have: 14; an empty
-    // password: 12; each with a retry.
+    // Unknown name without createFlag: 12, as a wrong password (no enumeration); a name no
+    // account may have: 14; an empty password: 12; each with a retry.
     let mut t = Toon::connect(port);
-    assert_eq!(t.password_login("nobody", "x", false), 129);
+    assert_eq!(t.password_login("nobody", "x", false), 12);
     assert_eq!(t.password_login("bad:name", "x", true), 14);
     assert_eq!(t.password_login("quinn", "", true), 12);
     t.send(3, P::new());

@@ -680,6 +680,8 @@ impl<'a> Harness<'a> {
                 _ if self.inp.u8() & 7 == 7 => JobResult::Unavailable,
                 SessionJob::HashPassword { .. } => JobResult::Hashed(Ok(password_hash().into())),
                 SessionJob::CheckPassword { .. } => job.run(),
+                // The dummy check always says no (its full-cost hash is skipped here).
+                SessionJob::CheckDummy { .. } => JobResult::Checked(false),
             };
             self.out.clear();
             let now = self.now;

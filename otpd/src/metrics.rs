@@ -32,6 +32,8 @@ struct Families {
     client_connections: Family<Labels, Counter<u64, AtomicU64>>,
     client_refused: Family<Labels, Counter<u64, AtomicU64>>,
     client_ejects: Family<Labels, Counter<u64, AtomicU64>>,
+    logins_refused: Family<Labels, Counter<u64, AtomicU64>>,
+    password_hashes: Counter<u64, AtomicU64>,
     http_connections: Gauge,
     http_dropped: Family<Labels, Counter<u64, AtomicU64>>,
 }
@@ -59,6 +61,8 @@ pub fn render(stats: &Stats) -> String {
         client_connections: Family::default(),
         client_refused: Family::default(),
         client_ejects: Family::default(),
+        logins_refused: Family::default(),
+        password_hashes: Counter::default(),
         http_connections: Gauge::default(),
         http_dropped: Family::default(),
     };
@@ -138,6 +142,16 @@ pub fn render(stats: &Stats) -> String {
         f.client_ejects.clone(),
     );
     registry.register(
+        "client_logins_refused",
+        "Password logins refused, by ClientAgent listener and cause (credentials, throttled, busy)",
+        f.logins_refused.clone(),
+    );
+    registry.register(
+        "password_hashes",
+        "Argon2 password hashes computed (made, checked, and dummy checks of unknown accounts)",
+        f.password_hashes.clone(),
+    );
+    registry.register(
         "metrics_http_connections",
         "Connections open to this metrics endpoint",
         f.http_connections.clone(),
@@ -148,6 +162,10 @@ pub fn render(stats: &Stats) -> String {
         f.http_dropped.clone(),
     );
     f.http_connections.set(http::open_connections() as i64);
+    f.password_hashes.inner().store(
+        crate::clientagent::accounts::PASSWORD_HASHES.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
     for reason in http::Dropped::ALL {
         f.http_dropped
             .get_or_create(&vec![("reason".into(), reason.label().into())])
@@ -172,6 +190,15 @@ pub fn render(stats: &Stats) -> String {
             .get_or_create(&vec![listener()])
             .inner()
             .store(ca.stats.refused.load(Ordering::Relaxed), Ordering::Relaxed);
+        for why in crate::clientagent::LoginRefusal::ALL {
+            f.logins_refused
+                .get_or_create(&vec![listener(), ("cause".into(), why.label().into())])
+                .inner()
+                .store(
+                    ca.stats.logins_refused[why as usize].load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+        }
         for (code, n) in ca.stats.ejects.lock().iter() {
             f.client_ejects
                 .get_or_create(&vec![listener(), ("code".into(), code.to_string())])

@@ -99,7 +99,12 @@ const PASSWORD_MAX_T_COST: u32 = 16;
 /// Longest password hashed (the 2003 client's entry field is far shorter).
 pub const MAX_PASSWORD: usize = 256;
 
+/// Argon2 computations done by this process (hashes made and checked, dummy checks
+/// included): `otpd_password_hashes_total`.
+pub static PASSWORD_HASHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn argon2_hasher() -> argon2::Argon2<'static> {
+    PASSWORD_HASHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let params = argon2::Params::new(PASSWORD_M_COST_KIB, PASSWORD_T_COST, PASSWORD_P_COST, None)
         .expect("valid Argon2 costs");
     argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
@@ -133,6 +138,17 @@ pub fn check_password(password: &[u8], hash: &str) -> bool {
         _ => return false,
     }
     argon2_hasher().verify_password(password, &parsed).is_ok()
+}
+
+/// A hash no password matches in practice, with the costs of a new hash: a login of an account
+/// that does not exist (or has no password) is checked against it, so that it costs the same
+/// time as a wrong password and cannot be told apart (issue 17, item 11).
+pub const DUMMY_PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$b3RwZC1kdW1teS1zYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// Checks `password` against `DUMMY_PASSWORD_HASH` (one full hash), and says no.
+pub fn check_dummy_password(password: &[u8]) -> bool {
+    let _ = check_password(password, DUMMY_PASSWORD_HASH);
+    false
 }
 
 /// `otpd account token NAME [--hours H] (--cluster FILE | --secret-file FILE | --secret S)`:
@@ -271,5 +287,15 @@ mod tests {
         let big = h.replace("m=19456", "m=4000000");
         assert!(!check_password(b"hunter2", &big));
         eprintln!("one password hash: {took:?}");
+        // The dummy hash is computed in full, at the costs of a real one.
+        let before = PASSWORD_HASHES.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(!check_dummy_password(b"hunter2"));
+        assert!(PASSWORD_HASHES.load(std::sync::atomic::Ordering::Relaxed) > before);
+        let parsed = argon2::PasswordHash::new(DUMMY_PASSWORD_HASH).unwrap();
+        let p = argon2::Params::try_from(&parsed).unwrap();
+        assert_eq!(
+            (p.m_cost(), p.t_cost(), p.p_cost()),
+            (PASSWORD_M_COST_KIB, PASSWORD_T_COST, PASSWORD_P_COST)
+        );
     }
 }

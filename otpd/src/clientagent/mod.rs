@@ -5,6 +5,7 @@
 //! numbers. The session's fuzz harnesses live outside the product, in `otp-testkit`.
 
 pub mod accounts;
+pub mod login_limits;
 pub mod numbering;
 pub mod proxy;
 pub mod session;
@@ -66,6 +67,35 @@ pub struct ClientAgentStats {
     pub refused: AtomicU64,
     /// Ejects by code (rare: a lock is fine).
     pub ejects: Mutex<BTreeMap<u16, u64>>,
+    /// Refused password logins by cause: wrong name or password, throttled, busy.
+    pub logins_refused: [AtomicU64; 3],
+}
+
+/// Why a password login was refused (the index of `ClientAgentStats::logins_refused`, and
+/// the `cause` of its `client-login-refused` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRefusal {
+    /// A wrong name or password (and the other checks of what the client typed).
+    Credentials = 0,
+    /// Too many failures from the address or for the account: refused without a hash.
+    Throttled = 1,
+    /// The hashing queue was full: nothing counted against the player.
+    Busy = 2,
+}
+
+impl LoginRefusal {
+    pub const ALL: [LoginRefusal; 3] = [
+        LoginRefusal::Credentials,
+        LoginRefusal::Throttled,
+        LoginRefusal::Busy,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            LoginRefusal::Credentials => "credentials",
+            LoginRefusal::Throttled => "throttled",
+            LoginRefusal::Busy => "busy",
+        }
+    }
 }
 
 /// One client listener and everything its sessions share.
@@ -107,6 +137,8 @@ pub struct ClientAgent {
     /// How long outgoing datagrams may wait to be coalesced into one write; None = no wait.
     pub flush_delay: Option<Duration>,
     pub haproxy: bool,
+    /// Peers whose PROXY headers are believed (with `haproxy`).
+    pub proxy_from: proxy::TrustedProxies,
     pub limits: ClientLimits,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub dialect: crate::config::Dialect,
@@ -121,6 +153,8 @@ pub struct ClientAgent {
     pub numbering: Option<numbering::ClientNumbering>,
     channels: Mutex<ChannelTracker>,
     per_address: Mutex<FxHashMap<IpAddr, usize>>,
+    /// Password-login throttling (`toontown.password_limits`).
+    pub logins: Mutex<login_limits::LoginLimiter>,
     pub stats: ClientAgentStats,
     /// The wall clock sessions read time from (see `WallClock`).
     pub clock: WallClock,
@@ -237,6 +271,7 @@ impl ClientAgent {
             write_timeout: ms(config.write_timeout_ms),
             flush_delay: ms(config.flush_delay_ms),
             haproxy: config.haproxy,
+            proxy_from: proxy::TrustedProxies::parse(&config.proxy_from)?,
             limits: config.limits,
             tls,
             dialect: config.dialect,
@@ -251,6 +286,9 @@ impl ClientAgent {
                 free: VecDeque::new(),
             }),
             per_address: Mutex::new(FxHashMap::default()),
+            logins: Mutex::new(login_limits::LoginLimiter::new(
+                config.toontown.password_limits,
+            )),
             stats: ClientAgentStats::default(),
             clock,
         })
@@ -290,6 +328,10 @@ impl ClientAgent {
                 map.remove(&ip);
             }
         }
+    }
+
+    pub fn count_login_refusal(&self, why: LoginRefusal) {
+        self.stats.logins_refused[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_eject(&self, code: u16) {

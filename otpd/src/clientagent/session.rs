@@ -83,6 +83,9 @@ pub enum SessionJob {
     },
     /// A new salted hash of `password`. Answered with `JobResult::Hashed`.
     HashPassword { id: u32, password: Vec<u8> },
+    /// A check against a dummy hash, for an account that does not exist: as long as a real
+    /// one, answered `JobResult::Checked(false)`.
+    CheckDummy { id: u32, password: Vec<u8> },
 }
 
 impl std::fmt::Debug for SessionJob {
@@ -91,6 +94,7 @@ impl std::fmt::Debug for SessionJob {
         match self {
             SessionJob::CheckPassword { id, .. } => write!(f, "CheckPassword({id})"),
             SessionJob::HashPassword { id, .. } => write!(f, "HashPassword({id})"),
+            SessionJob::CheckDummy { id, .. } => write!(f, "CheckDummy({id})"),
         }
     }
 }
@@ -98,7 +102,9 @@ impl std::fmt::Debug for SessionJob {
 impl SessionJob {
     pub fn id(&self) -> u32 {
         match self {
-            SessionJob::CheckPassword { id, .. } | SessionJob::HashPassword { id, .. } => *id,
+            SessionJob::CheckPassword { id, .. }
+            | SessionJob::HashPassword { id, .. }
+            | SessionJob::CheckDummy { id, .. } => *id,
         }
     }
 
@@ -110,6 +116,9 @@ impl SessionJob {
             }
             SessionJob::HashPassword { password, .. } => {
                 JobResult::Hashed(super::accounts::hash_password(password))
+            }
+            SessionJob::CheckDummy { password, .. } => {
+                JobResult::Checked(super::accounts::check_dummy_password(password))
             }
         }
     }

@@ -938,6 +938,7 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
             "bind",
             "version",
             "haproxy",
+            "proxy_from",
             "manual_dc_hash",
             "channels",
             "client",
@@ -950,6 +951,17 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         .unwrap_or_else(|| format!("0.0.0.0:{CA_DEFAULT_PORT}"));
     let version = sec.string(cx, "version")?.unwrap_or_else(|| "dev".into());
     let haproxy = sec.loose_bool(cx, "haproxy")?.unwrap_or(false);
+    // otpd's own key (astrond believes any peer's PROXY header).
+    let mut proxy_from = Vec::new();
+    if let Some(n) = sec.get("proxy_from") {
+        let what = sec.key("proxy_from");
+        for a in items(cx, n, &what)? {
+            let text = string(cx, a, &format!("an entry of {what}"))?;
+            crate::eventlogger::Network::parse(&text)
+                .map_err(|e| cx.err(a, format!("{what}: {e}")))?;
+            proxy_from.push(text);
+        }
+    }
     let manual_dc_hash = sec
         .uint(cx, "manual_dc_hash", u32::MAX as u64)?
         .map(|h| h as u32)
@@ -968,6 +980,7 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         version,
         manual_dc_hash,
         haproxy,
+        proxy_from,
         channels: ChannelRange { min: 0, max: 0 },
         relocate: false,
         add_interest: "visible".into(),
@@ -976,7 +989,8 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         write_buffer_size: 262_144,
         write_timeout_ms: 5_000,
         flush_delay_ms: 0,
-        heartbeat_timeout_ms: 0,
+        // astrond's default is 0 (never); otpd's is a minute.
+        heartbeat_timeout_ms: super::DEFAULT_HEARTBEAT_TIMEOUT_MS,
         interest_timeout_ms: 500,
         tls: None,
         limits: ClientLimits::default(),
@@ -1398,6 +1412,18 @@ mod tests {
             RoleConfig::ClientAgent(ca) => assert!(ca.haproxy),
             r => panic!("{r:?}"),
         }
+        // otpd's own proxy_from: addresses and networks, checked.
+        let c = parse_ok("roles:\n  - type: clientagent\n    haproxy: true\n    proxy_from: [10.0.0.0/8, \"::1\"]\n    channels: {min: 3100, max: 3999}\n");
+        match &c.roles[0] {
+            RoleConfig::ClientAgent(ca) => assert_eq!(ca.proxy_from, ["10.0.0.0/8", "::1"]),
+            r => panic!("{r:?}"),
+        }
+        assert!(parse(
+            "t.yml",
+            "roles:\n  - type: clientagent\n    proxy_from: [nonsense]\n    channels: {min: 3100, max: 3999}\n",
+            &base()
+        )
+        .is_err());
     }
 
     #[test]
@@ -1426,6 +1452,8 @@ mod tests {
             ),
             (262_144, 5_000, 500)
         );
+        // Heartbeats are checked by default (astrond: never), issue 17 item 9.
+        assert_eq!(ca.heartbeat_timeout_ms, 60_000);
         assert!(ca.send_hash && ca.send_version && !ca.relocate && !ca.haproxy);
         assert_eq!(ca.add_interest, "visible");
 

@@ -34,6 +34,16 @@ pub struct ClusterConfig {
     pub messagedirector: MessageDirectorConfig,
     /// Roles run inside this process.
     pub roles: Vec<RoleConfig>,
+    /// Threads hashing and checking passwords (Argon2, about 20-40 ms and 19 MiB each); 0 =
+    /// one per available CPU.
+    pub password_workers: usize,
+    /// Password jobs waiting for those threads at most; past it a login is answered "busy"
+    /// at once (never counted against the player or the account).
+    pub password_queue: usize,
+    /// File descriptors kept for everything but client connections (MD participants, the
+    /// database, log files): client connections are refused once RLIMIT_NOFILE minus this
+    /// many are open.
+    pub reserved_fds: usize,
 }
 
 impl Default for ClusterConfig {
@@ -50,6 +60,9 @@ impl Default for ClusterConfig {
             uberdogs: Vec::new(),
             messagedirector: MessageDirectorConfig::default(),
             roles: Vec::new(),
+            password_workers: 0,
+            password_queue: 256,
+            reserved_fds: 256,
         }
     }
 }
@@ -350,6 +363,11 @@ pub struct ClientAgentConfig {
     pub manual_dc_hash: Option<u32>,
     #[serde(default)]
     pub haproxy: bool,
+    /// With `haproxy`: the peers (addresses, `"10.0.0.0/8"` networks) whose PROXY headers
+    /// are believed; a connection from any other peer is refused. Empty = loopback only (a
+    /// proxy on this host).
+    #[serde(default)]
+    pub proxy_from: Vec<String>,
     pub channels: ChannelRange,
     /// Raw client-section settings, interpreted by the ClientAgent issue.
     #[serde(default)]
@@ -368,7 +386,9 @@ pub struct ClientAgentConfig {
     /// of the event-loop turn that produced them).
     #[serde(default)]
     pub flush_delay_ms: u64,
-    #[serde(default)]
+    /// A client silent (no CLIENT_HEARTBEAT) this long is ejected (345). 0 = never (astrond's
+    /// default); otpd's is `DEFAULT_HEARTBEAT_TIMEOUT_MS`.
+    #[serde(default = "heartbeat_timeout")]
     pub heartbeat_timeout_ms: u64,
     #[serde(default = "interest_timeout")]
     pub interest_timeout_ms: u64,
@@ -491,6 +511,42 @@ pub struct ToontownConfig {
     /// DNA, whatever the DC file allows (its chat, names and DNA are far shorter); over it the
     /// update ejects with 109. 0 = only the DC file's limits.
     pub max_string_bytes: u32,
+    /// Throttling of password logins (CLIENT_LOGIN) per address and per account.
+    pub password_limits: PasswordLimits,
+}
+
+/// Password logins refused without a hash once an address or an account has failed too
+/// often (docs/security.md). A key reaching its failures within `failure_window_ms` is
+/// blocked for `backoff_ms`, doubled at each block in a row up to `max_backoff_ms`; attempts
+/// still being checked count as failures until they end, and a "busy" answer (the hashing
+/// queue full) counts as nothing.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordLimits {
+    /// Failed password logins from one address (IPv6: one /64) per window. 0 = no limit.
+    pub max_failures_per_address: u32,
+    /// Failed password logins of one account name, from anywhere, per window. 0 = no limit.
+    pub max_failures_per_account: u32,
+    pub failure_window_ms: u64,
+    /// The first block; each further one in a row lasts twice the one before.
+    pub backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Addresses, and account names, remembered at most (each; the oldest unblocked one is
+    /// forgotten first).
+    pub max_tracked: usize,
+}
+
+impl Default for PasswordLimits {
+    fn default() -> Self {
+        PasswordLimits {
+            max_failures_per_address: 20,
+            max_failures_per_account: 10,
+            failure_window_ms: 300_000,
+            backoff_ms: 30_000,
+            max_backoff_ms: 900_000,
+            max_tracked: 65_536,
+        }
+    }
 }
 
 impl Default for ToontownConfig {
@@ -512,6 +568,7 @@ impl Default for ToontownConfig {
             shard_channel: 4662,
             visibility: None,
             max_string_bytes: 1024,
+            password_limits: PasswordLimits::default(),
         }
     }
 }
@@ -580,6 +637,13 @@ fn write_buffer() -> u64 {
 }
 fn write_timeout() -> u64 {
     5_000
+}
+/// The default `heartbeat_timeout_ms`: 60 s, six heartbeats of Panda3D's and the 2003
+/// client's (`heartbeat-interval`, 10 s).
+pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 60_000;
+
+fn heartbeat_timeout() -> u64 {
+    DEFAULT_HEARTBEAT_TIMEOUT_MS
 }
 fn interest_timeout() -> u64 {
     500

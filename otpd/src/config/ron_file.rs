@@ -36,6 +36,22 @@ mod tests {
     }
 
     #[test]
+    fn client_heartbeats_and_descriptor_reserve_are_on_by_default() {
+        let c = parse(
+            "t.ron",
+            "(roles: [ClientAgent((bind: \"127.0.0.1:1\", version: \"v\", channels: (min: 1, max: 2)))])",
+        )
+        .unwrap();
+        match &c.roles[0] {
+            crate::config::RoleConfig::ClientAgent(ca) => {
+                assert_eq!(ca.heartbeat_timeout_ms, 60_000)
+            }
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(c.reserved_fds, 256);
+    }
+
+    #[test]
     fn unknown_key_names_key_and_line() {
         let e = parse(
             "t.ron",

@@ -41,7 +41,27 @@ impl Core {
                 Ok((mut stream, addr)) => {
                     let ca = &self.shared.client_agents[ca_index];
                     ca.stats.connections.fetch_add(1, Ordering::Relaxed);
-                    if !ca.admit_address(addr.ip()) {
+                    if ca.haproxy && !ca.proxy_from.allows(addr.ip()) {
+                        // Its PROXY header would name any address it likes.
+                        ca.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        log::debug!("{}: refused {addr}: not in proxy_from", ca.label());
+                        let event = crate::roles::event::encode(
+                            "client-proxy-refused",
+                            &[
+                                ("role", crate::roles::event::Ev::Str("clientagent")),
+                                ("listener", crate::roles::event::Ev::Str(&ca.bind)),
+                                (
+                                    "remote_address",
+                                    crate::roles::event::Ev::Str(&addr.to_string()),
+                                ),
+                            ],
+                        );
+                        self.send_event(&event);
+                        continue;
+                    }
+                    // Behind a proxy, the client's own address is counted once its header
+                    // names it (`client_bytes`).
+                    if !ca.haproxy && !ca.admit_address(addr.ip()) {
                         ca.stats.refused.fetch_add(1, Ordering::Relaxed);
                         log::debug!(
                             "{}: refused {addr}: over max_connections_per_address",
@@ -53,6 +73,15 @@ impl Core {
                                 "Too many connections from this address.",
                             ));
                         }
+                        continue;
+                    }
+                    if !self.shared.client_budget.take() {
+                        // Descriptors past the cap are kept for MD participants.
+                        ca.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        if !ca.haproxy {
+                            ca.release_address(addr.ip());
+                        }
+                        self.refused_for_descriptors(ca_index, addr);
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
@@ -73,12 +102,39 @@ impl Core {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if crate::runtime::fds::out_of_descriptors(&e) => {
+                    // Take the waiting client off the backlog with the spare descriptor and
+                    // close it, rather than leave it there to wake us again.
+                    let listener = &self.client_listeners[i].0;
+                    let shed = self.spare.shed(|| listener.accept().is_ok());
+                    self.refused_for_descriptors(ca_index, "0.0.0.0:0".parse().unwrap());
+                    if !shed {
+                        self.accept_retry_at = Some(Instant::now() + Duration::from_millis(50));
+                        return;
+                    }
+                }
                 Err(e) => {
                     log::warn!("clientagent: accept failed: {e}; retrying in 50 ms");
                     self.accept_retry_at = Some(Instant::now() + Duration::from_millis(50));
                     return;
                 }
             }
+        }
+    }
+
+    /// A client connection closed at once for want of descriptors (the cap, or EMFILE): at most
+    /// one warning a second.
+    fn refused_for_descriptors(&mut self, ca_index: usize, addr: SocketAddr) {
+        let ca = &self.shared.client_agents[ca_index];
+        let now = Instant::now();
+        if now >= self.descriptor_warn_at {
+            self.descriptor_warn_at = now + Duration::from_secs(1);
+            log::warn!(
+                "{}: refused {addr} and maybe others: {} client connections open, the cap is {} (open-file limit minus reserved_fds)",
+                ca.label(),
+                self.shared.client_budget.open(),
+                self.shared.client_budget.max
+            );
         }
     }
 
@@ -119,18 +175,16 @@ impl Core {
                     "Client capacity reached",
                 ));
             }
-            ca.release_address(addr.ip());
+            if !ca.haproxy {
+                ca.release_address(addr.ip());
+            }
+            self.shared.client_budget.give_back();
             return;
         };
         let now = Instant::now();
         let local = stream.local_addr().unwrap_or(addr);
-        let mut client = Box::new(ClientConn::new(
-            ca.clone(),
-            channel,
-            Some(addr.ip()),
-            local,
-            now,
-        ));
+        let admitted = (!ca.haproxy).then(|| addr.ip());
+        let mut client = Box::new(ClientConn::new(ca.clone(), channel, admitted, local, now));
         let tls = match &ca.tls {
             Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
                 Ok(mut t) => {
@@ -140,6 +194,7 @@ impl Core {
                 Err(e) => {
                     log::warn!("{}: cannot start TLS for {addr}: {e}", ca.label());
                     client.release_unstarted();
+                    self.shared.client_budget.give_back();
                     return;
                 }
             },
@@ -158,6 +213,7 @@ impl Core {
         ) {
             log::warn!("{}: cannot register {addr}: {e}", ca.label());
             client.release_unstarted();
+            self.shared.client_budget.give_back();
             return;
         }
         let l = &ca.limits;
@@ -279,6 +335,24 @@ impl Core {
                     cl.proxy = None;
                     cl.proxy_deadline = None;
                     let remote = h.source.unwrap_or(c.addr);
+                    // `max_connections_per_address` counts the client the header names.
+                    if !cl.ca.admit_address(remote.ip()) {
+                        cl.ca.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        log::debug!(
+                            "{}: refused {remote} (through {}): over max_connections_per_address",
+                            cl.ca.label(),
+                            c.addr
+                        );
+                        if cl.ca.tls.is_none() {
+                            let _ = c.stream.write(&eject_frame(
+                                CLIENT_DISCONNECT_GENERIC,
+                                "Too many connections from this address.",
+                            ));
+                        }
+                        self.mark_close(slot, "over max_connections_per_address");
+                        return;
+                    }
+                    cl.admitted = Some(remote.ip());
                     let local = h.destination.unwrap_or(cl.local);
                     if h.source.is_some() {
                         c.md.name = format!("Client ({remote}, {})", cl.channel);
@@ -603,6 +677,7 @@ impl Core {
     /// A client connection left the slab (after `client_end`).
     pub(super) fn client_removed(&mut self, c: Conn, reason: &str) {
         self.clients -= 1;
+        self.shared.client_budget.give_back();
         if reason.starts_with("write") {
             // It stopped reading: do not leave its unread bytes to the kernel.
             let _ = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));

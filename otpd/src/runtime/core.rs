@@ -78,6 +78,9 @@ pub(crate) struct Core {
     roles_waiting: bool,
     next_tick: Instant,
     accept_retry_at: Option<Instant>,
+    /// A descriptor kept to shed a waiting client when accept runs out of them.
+    pub(super) spare: super::fds::Spare,
+    pub(super) descriptor_warn_at: Instant,
     refused: u64,
     refusal_log_at: Instant,
     /// Core 0: the client listeners, with their ClientAgent's index.
@@ -163,6 +166,8 @@ impl Core {
             roles_waiting: false,
             next_tick: Instant::now() + ROLE_TICK,
             accept_retry_at: None,
+            spare: super::fds::Spare::new(),
+            descriptor_warn_at: Instant::now(),
             refused: 0,
             refusal_log_at: Instant::now(),
             client_listeners,

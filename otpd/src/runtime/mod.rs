@@ -10,6 +10,7 @@
 mod client;
 mod conn;
 mod core;
+mod fds;
 mod upstream;
 mod workers;
 
@@ -95,6 +96,8 @@ pub(crate) struct Shared {
     /// The job worker's queue (client sessions' slow work, such as password hashing; see
     /// `workers`).
     pub jobs: Sender<workers::JobRequest>,
+    /// Client connections open, capped below the open-file limit (`reserved_fds`).
+    pub client_budget: fds::ClientBudget,
 }
 
 impl Stats {
@@ -251,7 +254,7 @@ impl Runtime {
             client_agents: client_agents.clone(),
             ..Stats::default()
         });
-        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(workers::MAX_QUEUED_JOBS);
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(config.password_queue.max(1));
         let shared = Arc::new(Shared {
             jobs: jobs_tx,
             cores,
@@ -264,9 +267,20 @@ impl Runtime {
             stats: stats.clone(),
             client_agents,
             client_channels: Default::default(),
+            client_budget: fds::ClientBudget::from_rlimit(config.reserved_fds),
         });
-        workers::spawn_job_worker(shared.clone(), jobs_rx)
-            .map_err(|e| StartError(format!("cannot spawn the job worker: {e}")))?;
+        let job_workers = match config.password_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        for i in 0..job_workers {
+            workers::spawn_job_worker(i, shared.clone(), jobs_rx.clone())
+                .map_err(|e| StartError(format!("cannot spawn job worker {i}: {e}")))?;
+        }
+        log::info!(
+            "password hashing: {job_workers} worker threads, up to {} jobs queued",
+            config.password_queue.max(1)
+        );
         let core_ids = if config.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {

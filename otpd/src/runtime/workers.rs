@@ -13,10 +13,6 @@ use std::time::Duration;
 /// full queue drains within a loop turn).
 const RETRY: Duration = Duration::from_micros(200);
 
-/// Jobs waiting for the job worker at most; past it a job is answered
-/// `JobResult::Unavailable` at once (a login then gets "busy, try again").
-pub const MAX_QUEUED_JOBS: usize = 256;
-
 /// One client session's job, and where its answer goes.
 pub struct JobRequest {
     pub core: usize,
@@ -67,14 +63,17 @@ fn post(shared: &Shared, core: usize, msg: CoreMsg) {
     }
 }
 
-/// Starts the job worker: client sessions' slow work, one job at a time, each answered as a
-/// `CoreMsg::ClientJobDone` to the core of its client. It runs for the life of the process
-/// (the shared state keeps its queue open).
+/// Starts job worker `i` of the pool (`password_workers` threads sharing one queue of
+/// `password_queue` jobs; past it a job is answered `JobResult::Unavailable` at once, and the
+/// login gets "busy, try again"): client sessions' slow work, one job at a time, each answered
+/// as a `CoreMsg::ClientJobDone` to the core of its client. It runs for the life of the
+/// process (the shared state keeps its queue open).
 pub fn spawn_job_worker(
+    i: usize,
     shared: Arc<Shared>,
     jobs: Receiver<JobRequest>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    spawn("otpd-jobs".into(), shared, jobs, 1, |requests| {
+    spawn(format!("otpd-jobs-{i}"), shared, jobs, 1, |requests| {
         requests
             .into_iter()
             .map(|req| {

@@ -2,6 +2,8 @@
 //! a password (hashed on a worker thread), the account record read, made and saved.
 
 use super::*;
+use crate::clientagent::login_limits::{Outcome, Throttled};
+use crate::clientagent::LoginRefusal;
 
 /// How a login names its account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +32,22 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Refused password logins (bad password, bad name, unknown name) one connection may make;
-/// the last one ends it (GO_GET_LOST 122).
+/// Refused password logins (bad password, bad name, unknown name, throttled) one connection
+/// may make; the last one ends it (GO_GET_LOST 122). "Busy" answers do not count.
 pub const MAX_BAD_LOGINS: u8 = 5;
+
+/// The 2003 client shows its own "bad password, try again" dialog for code 12, whatever the
+/// text; these texts are for logs, events and other clients.
+/// A wrong password and an unknown account get the same code and text (no enumeration).
+const BAD_CREDENTIALS_TEXT: &str = "The name or the password is not right.";
+const BUSY_TEXT: &str = "The server is busy; please try again.";
+
+fn throttled_text(t: Throttled) -> &'static str {
+    match t {
+        Throttled::Address => "Too many failed logins from this address; please wait.",
+        Throttled::Account => "Too many failed logins of this account; please wait.",
+    }
+}
 
 impl Session {
     pub(in crate::clientagent) fn toon_login(
@@ -155,6 +170,18 @@ impl Session {
                 out,
             );
         }
+        // Throttled per address and per account (`toontown.password_limits`), before any hash.
+        let verdict = self.ca.logins.lock().begin(self.remote.ip(), &name, now);
+        if let Err(t) = verdict {
+            return self.toon_login_refused_as(
+                now,
+                LOGIN_BAD_PASSWORD,
+                throttled_text(t),
+                &name,
+                LoginRefusal::Throttled,
+                out,
+            );
+        }
         self.toon_mut().account = Some(name.clone());
         self.toon_mut().method = Some(LoginMethod::Password);
         let ctx = self.toon_request(
@@ -180,11 +207,28 @@ impl Session {
         name: &str,
         out: &mut SessionOut,
     ) -> Result<(), Refusal> {
+        self.toon_login_refused_as(now, code, why, name, LoginRefusal::Credentials, out)
+    }
+
+    /// `toon_login_refused` for a `cause`: a busy server is not the player's refusal (not
+    /// counted against `MAX_BAD_LOGINS`), and each cause is named in the event.
+    pub(in crate::clientagent) fn toon_login_refused_as(
+        &mut self,
+        now: Instant,
+        code: u8,
+        why: &str,
+        name: &str,
+        cause: LoginRefusal,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        self.ca.count_login_refusal(cause);
         let t = self.toon_mut();
         t.account = None;
         t.record = None;
         t.method = None;
-        t.bad_logins = t.bad_logins.saturating_add(1);
+        if cause != LoginRefusal::Busy {
+            t.bad_logins = t.bad_logins.saturating_add(1);
+        }
         let bad = t.bad_logins;
         log::info!(
             "{}: password login for {name:?} refused ({code}): {why}",
@@ -197,6 +241,7 @@ impl Session {
                 ("sender", crate::roles::event::Ev::Str(&self.sender_name())),
                 ("account", crate::roles::event::Ev::Str(name)),
                 ("code", crate::roles::event::Ev::U64(code as u64)),
+                ("cause", crate::roles::event::Ev::Str(cause.label())),
                 ("reason", crate::roles::event::Ev::Str(why)),
             ],
         ));
@@ -250,6 +295,16 @@ impl Session {
         let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_SET, out);
         w.u32(ctx).string(&name).blob(&data);
         let _ = w.finish();
+    }
+
+    /// Ends a password attempt `toon_password_login` let through the throttle.
+    fn password_attempt_end(&self, outcome: Outcome, now: Instant) {
+        if let Some(name) = &self.toon_ref().account {
+            self.ca
+                .logins
+                .lock()
+                .end(self.remote.ip(), name, outcome, now);
+        }
     }
 
     pub(in crate::clientagent) fn toon_logged_in(&mut self, now: Instant, out: &mut SessionOut) {
@@ -311,8 +366,7 @@ impl Session {
         out: &mut SessionOut,
     ) {
         let slots = self.ca.toontown.max_avatars;
-        let name = self.toon_ref().account.clone().unwrap_or_default();
-        let refused = match status {
+        match status {
             0 => match Account::decode(data, slots) {
                 Some(a) => match a.password.clone() {
                     Some(hash) => {
@@ -324,23 +378,22 @@ impl Session {
                             password: password.to_vec(),
                             hash,
                         });
-                        return;
                     }
-                    None => (
-                        LOGIN_BAD_PASSWORD,
-                        "This account has no password (it logs in with a play token).",
-                    ),
+                    // It logs in with a play token: answered as a wrong password.
+                    None => self.toon_dummy_check(now, password, out),
                 },
                 None => {
+                    self.password_attempt_end(Outcome::Undecided, now);
                     self.eject(
                         refuse(LOST_LOGIN_PROBLEM, "The account record is unreadable."),
                         false,
                         out,
                     );
-                    return;
                 }
             },
             1 if create && self.ca.toontown.passwords == PasswordPolicy::CreateOnLogin => {
+                // Making an account is no failed guess.
+                self.password_attempt_end(Outcome::Undecided, now);
                 let created_unix = self.ca.clock.unix_at(now).as_secs();
                 // Hashed on a worker thread: see `toon_job_done`.
                 let id = self.toon_request(
@@ -354,21 +407,29 @@ impl Session {
                     id,
                     password: password.to_vec(),
                 });
-                return;
             }
-            1 => (LOGIN_NO_SUCH_NAME, "There is no account of that name."),
+            // No such account: answered as a wrong password, after as long a check.
+            1 => self.toon_dummy_check(now, password, out),
             _ => {
+                self.password_attempt_end(Outcome::Undecided, now);
                 self.eject(
                     refuse(LOST_LOGIN_PROBLEM, "The account database failed."),
                     false,
                     out,
                 );
-                return;
             }
-        };
-        if let Err(e) = self.toon_login_refused(now, refused.0, refused.1, &name, out) {
-            self.eject(e, true, out);
         }
+    }
+
+    /// A login of an account that does not exist or has no password: checked against a dummy
+    /// hash (never a match), so that its answer and its time are those of a wrong password.
+    fn toon_dummy_check(&mut self, now: Instant, password: &[u8], out: &mut SessionOut) {
+        let account = Box::new(Account::new(0, 0));
+        let id = self.toon_request(Pending::PasswordCheck { account }, now);
+        out.jobs.push(SessionJob::CheckDummy {
+            id,
+            password: password.to_vec(),
+        });
     }
 
     /// A password checked or hashed off the event loop (`SessionJob`).
@@ -384,12 +445,14 @@ impl Session {
         };
         let refused = match (why, result) {
             (Pending::PasswordCheck { account }, JobResult::Checked(true)) => {
+                self.password_attempt_end(Outcome::Success, now);
                 self.toon_mut().record = Some(*account);
                 self.toon_logged_in(now, out);
                 return;
             }
             (Pending::PasswordCheck { .. }, JobResult::Checked(false)) => {
-                (LOGIN_BAD_PASSWORD, "The password is not right.")
+                self.password_attempt_end(Outcome::Failure, now);
+                (LOGIN_BAD_PASSWORD, BAD_CREDENTIALS_TEXT)
             }
             (
                 Pending::PasswordHash {
@@ -413,8 +476,27 @@ impl Session {
                 );
                 return;
             }
-            (Pending::PasswordCheck { .. } | Pending::PasswordHash { .. }, _) => {
-                (LOGIN_BAD_PASSWORD, "The server is busy; please try again.")
+            (Pending::PasswordCheck { .. }, _) => {
+                // The hashing queue was full: not the player's failure.
+                self.password_attempt_end(Outcome::Undecided, now);
+                let name = self.toon_ref().account.clone().unwrap_or_default();
+                let busy = LoginRefusal::Busy;
+                if let Err(e) =
+                    self.toon_login_refused_as(now, LOGIN_BAD_PASSWORD, BUSY_TEXT, &name, busy, out)
+                {
+                    self.eject(e, true, out);
+                }
+                return;
+            }
+            (Pending::PasswordHash { .. }, _) => {
+                let name = self.toon_ref().account.clone().unwrap_or_default();
+                let busy = LoginRefusal::Busy;
+                if let Err(e) =
+                    self.toon_login_refused_as(now, LOGIN_BAD_PASSWORD, BUSY_TEXT, &name, busy, out)
+                {
+                    self.eject(e, true, out);
+                }
+                return;
             }
             (other, _) => {
                 // Not a job's context: put it back as it was.
