@@ -1,15 +1,19 @@
 //! The ClientAgent: the only door for untrusted clients. `ClientAgent` is what every session of
 //! one client listener shares (its settings, the schema and hash, the UberDOGs, its channel
-//! range, its counters); `session` is one client's sans-IO state machine; `proxy` reads the
-//! HAProxy PROXY header some listeners expect first; `numbering` the 2003 client's field
-//! numbers. The session's fuzz harnesses live outside the product, in `otp-testkit`.
+//! range, its counters); `session` is one client's sans-IO state machine (its core), `dialect`
+//! the seam between it and the two client protocols (`dialect/astron.rs`,
+//! `dialect/toontown/`); `proxy` reads the HAProxy PROXY header some listeners expect first;
+//! `numbering` the 2003 client's field numbers. The session's fuzz harnesses live outside the
+//! product, in `otp-testkit`.
 
 pub mod accounts;
+pub mod dialect;
 pub mod numbering;
 pub mod proxy;
 pub mod session;
 pub mod tls;
-pub mod toontown;
+
+pub use dialect::toontown;
 
 use crate::config::{ClientAgentConfig, ClientLimits, UberDog};
 use crate::roles::Schema;

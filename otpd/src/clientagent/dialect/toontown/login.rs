@@ -34,8 +34,8 @@ impl std::fmt::Debug for Secret {
 /// the last one ends it (GO_GET_LOST 122).
 pub const MAX_BAD_LOGINS: u8 = 5;
 
-impl Session {
-    pub(in crate::clientagent) fn toon_login(
+impl Ctx<'_> {
+    pub(super) fn token_login(
         &mut self,
         now: Instant,
         r: &mut Reader<'_>,
@@ -71,10 +71,10 @@ impl Session {
                 return Err(refuse(LOST_LOGIN_PROBLEM, format!("Login refused: {why}.")));
             }
         };
-        self.toon_mut().account = Some(name.clone());
-        self.toon_mut().method = Some(LoginMethod::Token);
-        let ctx = self.toon_request(Pending::Account, now);
-        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_GET, out);
+        self.t.account = Some(name.clone());
+        self.t.method = Some(LoginMethod::Token);
+        let ctx = self.request(Pending::Account, now);
+        let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_GET, out);
         w.u32(ctx).string(&name);
         let _ = w.finish();
         Ok(())
@@ -83,12 +83,12 @@ impl Session {
     /// CLIENT_LOGIN: the name and password typed on the 2003 client's login screen
     /// (`account-old-auth #t`).
     /// What both logins check first: not logged in yet, the server's version and DC hash.
-    pub(in crate::clientagent) fn login_allowed(
+    pub(super) fn login_allowed(
         &self,
         version: &[u8],
         hash: u32,
     ) -> Result<(), Refusal> {
-        if self.toon_ref().account.is_some() {
+        if self.t.account.is_some() {
             return Err(refuse(LOST_GENERIC, "Logged in already."));
         }
         if version != self.ca.version.as_bytes() {
@@ -109,7 +109,7 @@ impl Session {
         Ok(())
     }
 
-    pub(in crate::clientagent) fn toon_password_login(
+    pub(super) fn password_login(
         &mut self,
         now: Instant,
         r: &mut Reader<'_>,
@@ -126,7 +126,7 @@ impl Session {
         // The client keeps its login screen up while it waits: so may the server.
         self.extend_hello(now);
         if self.ca.toontown.passwords == PasswordPolicy::Disabled {
-            return self.toon_login_refused(
+            return self.login_refused(
                 now,
                 LOGIN_NO_SUCH_NAME,
                 "Password logins are disabled on this server.",
@@ -137,7 +137,7 @@ impl Session {
         let name = match String::from_utf8(name) {
             Ok(n) if accounts::valid_name(&n) => n,
             _ => {
-                return self.toon_login_refused(
+                return self.login_refused(
                     now,
                     LOGIN_BAD_NAME,
                     "That name cannot be an account name.",
@@ -147,7 +147,7 @@ impl Session {
             }
         };
         if password.is_empty() || password.len() > accounts::MAX_PASSWORD {
-            return self.toon_login_refused(
+            return self.login_refused(
                 now,
                 LOGIN_BAD_PASSWORD,
                 "The password is empty or too long.",
@@ -155,16 +155,16 @@ impl Session {
                 out,
             );
         }
-        self.toon_mut().account = Some(name.clone());
-        self.toon_mut().method = Some(LoginMethod::Password);
-        let ctx = self.toon_request(
+        self.t.account = Some(name.clone());
+        self.t.method = Some(LoginMethod::Password);
+        let ctx = self.request(
             Pending::PasswordAccount {
                 password: Secret(password),
                 create,
             },
             now,
         );
-        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_GET, out);
+        let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_GET, out);
         w.u32(ctx).string(&name);
         let _ = w.finish();
         Ok(())
@@ -172,7 +172,7 @@ impl Session {
 
     /// A refused password login: LOGIN_RESP `code` (the client offers a retry), or, at the
     /// `MAX_BAD_LOGINS`th on this connection, GO_GET_LOST 122. The session stays logged out.
-    pub(in crate::clientagent) fn toon_login_refused(
+    pub(super) fn login_refused(
         &mut self,
         now: Instant,
         code: u8,
@@ -180,7 +180,7 @@ impl Session {
         name: &str,
         out: &mut SessionOut,
     ) -> Result<(), Refusal> {
-        let t = self.toon_mut();
+        let t = &mut *self.t;
         t.account = None;
         t.record = None;
         t.method = None;
@@ -219,41 +219,41 @@ impl Session {
 
     /// The account's name and its record as stored.
     fn account_record(&self) -> (String, Vec<u8>) {
-        let t = self.toon_ref();
+        let t = &*self.t;
         let data = t.record.as_ref().map(Account::encode).unwrap_or_default();
         (t.account.clone().unwrap_or_default(), data)
     }
 
     /// Stores the new account record only if no account has the name yet (one step in the
     /// database): two logins racing to create one account cannot both win.
-    pub(in crate::clientagent::toontown) fn toon_create_account(
+    pub(super) fn create_account(
         &mut self,
         now: Instant,
         password: bool,
         out: &mut SessionOut,
     ) {
         let (name, data) = self.account_record();
-        let ctx = self.toon_request(Pending::AccountCreated { password }, now);
-        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_CREATE, out);
+        let ctx = self.request(Pending::AccountCreated { password }, now);
+        let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_CREATE, out);
         w.u32(ctx).string(&name).blob(&data);
         let _ = w.finish();
     }
 
-    pub(in crate::clientagent::toontown) fn toon_save(
+    pub(super) fn save_account(
         &mut self,
         now: Instant,
         then: AfterSave,
         out: &mut SessionOut,
     ) {
         let (name, data) = self.account_record();
-        let ctx = self.toon_request(Pending::SaveThen(then), now);
-        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_SET, out);
+        let ctx = self.request(Pending::SaveThen(then), now);
+        let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_SET, out);
         w.u32(ctx).string(&name).blob(&data);
         let _ = w.finish();
     }
 
-    pub(in crate::clientagent) fn toon_logged_in(&mut self, now: Instant, out: &mut SessionOut) {
-        let name = self.toon_ref().account.clone().unwrap_or_default();
+    pub(super) fn logged_in(&mut self, now: Instant, out: &mut SessionOut) {
+        let name = self.t.account.clone().unwrap_or_default();
         // One session per account: whoever holds it now is told to leave. The channel is a
         // hash of the name; the name itself travels along, and only its holder leaves.
         let channel = accounts::account_channel(&name);
@@ -263,7 +263,7 @@ impl Session {
         out.subscriptions.push(Subscription::Add(channel));
         self.set_state(STATE_ESTABLISHED);
         let since = self.ca.clock.unix_at(now);
-        let method = self.toon_ref().method.unwrap_or(LoginMethod::Token);
+        let method = self.t.method.unwrap_or(LoginMethod::Token);
         if method == LoginMethod::Password {
             // The client treats old-auth logins as paid (setIsPaid(1)) and ignores the code.
             let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_RESP);
@@ -285,7 +285,7 @@ impl Session {
                 .i32(-1);
             let _ = w.finish();
         }
-        let remote = self.remote.to_string();
+        let remote = self.remote().to_string();
         out.events.push(crate::roles::event::encode(
             "client-login",
             &[
@@ -301,7 +301,7 @@ impl Session {
 
     /// The account of a password login, as the Database role read it (`status` 0 found, 1
     /// not found): check the password, or create the account, or refuse.
-    pub(in crate::clientagent) fn toon_password_account(
+    pub(super) fn password_account(
         &mut self,
         now: Instant,
         status: u8,
@@ -311,14 +311,14 @@ impl Session {
         out: &mut SessionOut,
     ) {
         let slots = self.ca.toontown.max_avatars;
-        let name = self.toon_ref().account.clone().unwrap_or_default();
+        let name = self.t.account.clone().unwrap_or_default();
         let refused = match status {
             0 => match Account::decode(data, slots) {
                 Some(a) => match a.password.clone() {
                     Some(hash) => {
-                        // Checked on a worker thread: see `toon_job_done`.
+                        // Checked on a worker thread: see `on_job_done`.
                         let account = Box::new(a);
-                        let id = self.toon_request(Pending::PasswordCheck { account }, now);
+                        let id = self.request(Pending::PasswordCheck { account }, now);
                         out.jobs.push(SessionJob::CheckPassword {
                             id,
                             password: password.to_vec(),
@@ -342,8 +342,8 @@ impl Session {
             },
             1 if create && self.ca.toontown.passwords == PasswordPolicy::CreateOnLogin => {
                 let created_unix = self.ca.clock.unix_at(now).as_secs();
-                // Hashed on a worker thread: see `toon_job_done`.
-                let id = self.toon_request(
+                // Hashed on a worker thread: see `on_job_done`.
+                let id = self.request(
                     Pending::PasswordHash {
                         slots,
                         created_unix,
@@ -366,26 +366,26 @@ impl Session {
                 return;
             }
         };
-        if let Err(e) = self.toon_login_refused(now, refused.0, refused.1, &name, out) {
+        if let Err(e) = self.login_refused(now, refused.0, refused.1, &name, out) {
             self.eject(e, true, out);
         }
     }
 
     /// A password checked or hashed off the event loop (`SessionJob`).
-    pub(in crate::clientagent) fn toon_job_done(
+    pub(in crate::clientagent::dialect) fn on_job_done(
         &mut self,
         now: Instant,
         id: u32,
         result: JobResult,
         out: &mut SessionOut,
     ) {
-        let Some((why, deadline)) = self.toon_mut().pending.remove(&id) else {
+        let Some((why, deadline)) = self.t.pending.remove(&id) else {
             return; // timed out meanwhile (the session was told then)
         };
         let refused = match (why, result) {
             (Pending::PasswordCheck { account }, JobResult::Checked(true)) => {
-                self.toon_mut().record = Some(*account);
-                self.toon_logged_in(now, out);
+                self.t.record = Some(*account);
+                self.logged_in(now, out);
                 return;
             }
             (Pending::PasswordCheck { .. }, JobResult::Checked(false)) => {
@@ -400,8 +400,8 @@ impl Session {
             ) => {
                 let mut a = Account::new(slots, created_unix);
                 a.password = Some(hash);
-                self.toon_mut().record = Some(a);
-                self.toon_create_account(now, true, out);
+                self.t.record = Some(a);
+                self.create_account(now, true, out);
                 return;
             }
             (Pending::PasswordHash { .. }, JobResult::Hashed(Err(e))) => {
@@ -418,12 +418,12 @@ impl Session {
             }
             (other, _) => {
                 // Not a job's context: put it back as it was.
-                self.toon_mut().pending.insert(id, (other, deadline));
+                self.t.pending.insert(id, (other, deadline));
                 return;
             }
         };
-        let name = self.toon_ref().account.clone().unwrap_or_default();
-        if let Err(e) = self.toon_login_refused(now, refused.0, refused.1, &name, out) {
+        let name = self.t.account.clone().unwrap_or_default();
+        if let Err(e) = self.login_refused(now, refused.0, refused.1, &name, out) {
             self.eject(e, true, out);
         }
     }

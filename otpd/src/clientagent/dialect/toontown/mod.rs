@@ -1,21 +1,22 @@
-//! The Toontown 2003 dialect of a client session: Disney's original client messages, and the
-//! work the server itself does for that client (accounts and login, the avatar list, creating
-//! and naming toons, the district list, activating the chosen toon, SET_ZONE). The object
-//! side (interests, visibility, field checks) is the Astron session's, with the 2003 message
-//! forms; see docs/toontown-2003.md for the sequence and the choices made. This module holds
-//! the dialect's state (`Toon`), its dispatch of client messages and of the cluster's answers;
-//! the work is split by concern: `login`, `avatars`, `friends`, `zones`, `districts`.
+//! The Toontown 2003 dialect: Disney's original client messages, and the work the server
+//! itself does for that client (accounts and login, the avatar list, creating and naming toons,
+//! the district list, activating the chosen toon, SET_ZONE). The object side (interests,
+//! visibility, field checks) is the session core's; `objects` writes it in the 2003 forms. See
+//! docs/toontown-2003.md for the sequence and the choices made. This module holds the dialect's
+//! `State`, the `Ctx` its handlers run in, and its dispatch of client messages and of the
+//! cluster's answers; the work is split by concern: `login`, `avatars`, `friends`, `zones`,
+//! `districts`, `objects`.
 
-use super::accounts::{self, Account};
-use super::session::{
-    refuse, JobResult, Refusal, Session, SessionJob, SessionOut, STATE_ESTABLISHED,
-};
+use crate::clientagent::accounts::{self, Account};
+use crate::clientagent::session::core::{refuse, Interest, Refusal, SessionCore};
+use crate::clientagent::session::{JobResult, SessionJob, SessionOut, STATE_ESTABLISHED};
 use crate::config::PasswordPolicy;
 use crate::roles::Subscription;
 use otp_wire::msgtypes::*;
 use otp_wire::{Reader, WireError, Writer};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 pub use otp_wire::toontown2003::*;
@@ -24,6 +25,7 @@ mod avatars;
 mod districts;
 mod friends;
 mod login;
+mod objects;
 mod zones;
 
 use avatars::ListJob;
@@ -119,9 +121,9 @@ enum AfterSave {
     Nothing,
 }
 
-/// What a Toontown 2003 session knows beyond the Astron session.
+/// What a Toontown 2003 session knows beyond the session core.
 #[derive(Debug, Default)]
-pub struct Toon {
+pub(in crate::clientagent) struct State {
     account: Option<String>,
     record: Option<Account>,
     /// How the login under way (or done) names its account.
@@ -161,16 +163,48 @@ fn string_bytes(s: &str) -> Vec<u8> {
     v
 }
 
-impl Session {
-    pub(in crate::clientagent) fn toon_mut(&mut self) -> &mut Toon {
-        self.toon.as_mut().expect("a Toontown session")
+/// One 2003 session as its handlers see it: the session core (through `Deref`) and the
+/// dialect's own state `t`.
+pub(in crate::clientagent) struct Ctx<'a> {
+    pub(super) core: &'a mut SessionCore,
+    pub(super) t: &'a mut State,
+}
+
+impl Deref for Ctx<'_> {
+    type Target = SessionCore;
+
+    fn deref(&self) -> &SessionCore {
+        self.core
+    }
+}
+
+impl DerefMut for Ctx<'_> {
+    fn deref_mut(&mut self) -> &mut SessionCore {
+        self.core
+    }
+}
+
+impl State {
+    /// The earliest time an answer the dialect waits for is late.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.pending.values().map(|(_, at)| *at).min()
     }
 
-    pub(in crate::clientagent) fn toon_ref(&self) -> &Toon {
-        self.toon.as_ref().expect("a Toontown session")
+    /// A client datagram held during a SET_ZONE, once it is answered.
+    pub(super) fn next_held(&mut self) -> Option<Vec<u8>> {
+        if !self.replay || self.zone_pending.is_some() {
+            return None;
+        }
+        let body = self.held.pop_front();
+        if body.is_none() {
+            self.replay = false;
+        }
+        body
     }
+}
 
-    pub(in crate::clientagent::toontown) fn toon_request(
+impl Ctx<'_> {
+    fn request(
         &mut self,
         why: Pending,
         now: Instant,
@@ -181,43 +215,34 @@ impl Session {
             | Pending::Unfriend { .. } => DETAILS_TIMEOUT,
             _ => REQUEST_TIMEOUT,
         };
-        let t = self.toon_mut();
+        let t = &mut *self.t;
         t.next_ctx = t.next_ctx.wrapping_add(1).max(1);
         let ctx = t.next_ctx;
         t.pending.insert(ctx, (why, now + timeout));
         ctx
     }
 
-    pub(in crate::clientagent) fn toon_deadline(&self) -> Option<Instant> {
-        self.toon
-            .as_ref()
-            .and_then(|t| t.pending.values().map(|(_, at)| *at).min())
-    }
-
-    pub(in crate::clientagent) fn toon_time(&mut self, now: Instant, out: &mut SessionOut) {
+    pub(in crate::clientagent::dialect) fn on_time(&mut self, now: Instant, out: &mut SessionOut) {
         // Details of a toon nobody plays now: "no information" (the client shows none).
         let unanswered: Vec<(u32, u32)> = self
-            .toon
-            .as_ref()
-            .map(|t| {
-                t.pending
-                    .iter()
-                    .filter_map(|(&ctx, (why, at))| match why {
-                        Pending::OtherDetails { doid } if *at <= now => Some((ctx, *doid)),
-                        _ => None,
-                    })
-                    .collect()
+            .t
+            .pending
+            .iter()
+            .filter_map(|(&ctx, (why, at))| match why {
+                Pending::OtherDetails { doid } if *at <= now => Some((ctx, *doid)),
+                _ => None,
             })
-            .unwrap_or_default();
+            .collect();
         for (ctx, doid) in unanswered {
-            self.toon_mut().pending.remove(&ctx);
+            self.t.pending.remove(&ctx);
             let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
             w.u32(doid).u8(1);
             let _ = w.finish();
         }
         // Friends' names not read in time: the friends list fails (error 1); a former
         // friend's list not read: it keeps this toon (logged).
-        if let Some(t) = self.toon.as_mut() {
+        {
+            let t = &mut *self.t;
             let mut failed_jobs = Vec::new();
             t.pending.retain(|_, (why, at)| match why {
                 Pending::FriendFields { job, .. } if *at <= now => {
@@ -246,10 +271,7 @@ impl Session {
                 }
             }
         }
-        let late = self
-            .toon
-            .as_ref()
-            .is_some_and(|t| t.pending.values().any(|(_, at)| *at <= now));
+        let late = self.t.pending.values().any(|(_, at)| *at <= now);
         if late {
             self.eject(
                 refuse(
@@ -262,21 +284,21 @@ impl Session {
         }
     }
 
-    pub(in crate::clientagent) fn toon_db(&self) -> u64 {
+    fn db(&self) -> u64 {
         self.ca.toontown.database
     }
 
     /// A client datagram of the 2003 dialect.
-    pub(in crate::clientagent) fn toon_client(
+    pub(in crate::clientagent::dialect) fn on_client(
         &mut self,
         now: Instant,
         body: &[u8],
         r: &mut Reader<'_>,
         out: &mut SessionOut,
     ) -> Result<(), Refusal> {
-        if self.toon_ref().zone_pending.is_some() {
+        if self.t.zone_pending.is_some() {
             // Answer one SET_ZONE completely before the next datagram (the client relies on it).
-            let t = self.toon_mut();
+            let t = &mut *self.t;
             if t.held.len() >= MAX_HELD {
                 return Err(refuse(
                     LOST_GENERIC,
@@ -288,7 +310,7 @@ impl Session {
             return Ok(());
         }
         let msgtype = r.u16()?;
-        let logged_in = self.toon_ref().account.is_some() && self.toon_ref().record.is_some();
+        let logged_in = self.t.account.is_some() && self.t.record.is_some();
         match msgtype {
             CLIENT_HEARTBEAT_2003 => {
                 self.heartbeat(now);
@@ -302,8 +324,8 @@ impl Session {
                 self.client_disconnect(out);
                 return Ok(());
             }
-            CLIENT_LOGIN_2 => return self.toon_login(now, r, out),
-            CLIENT_LOGIN => return self.toon_password_login(now, r, out),
+            CLIENT_LOGIN_2 => return self.token_login(now, r, out),
+            CLIENT_LOGIN => return self.password_login(now, r, out),
             _ if !logged_in => {
                 return Err(refuse(
                     LOST_NOT_LOGGED_IN,
@@ -313,16 +335,16 @@ impl Session {
             _ => {}
         }
         match msgtype {
-            CLIENT_GET_SHARD_LIST => self.toon_shard_list(out),
-            CLIENT_GET_AVATARS => self.toon_list(now, CLIENT_GET_AVATARS_RESP, out),
-            CLIENT_CREATE_AVATAR => return self.toon_create(now, r, out),
-            CLIENT_SET_NAME_PATTERN => return self.toon_name_pattern(now, r, out),
-            CLIENT_SET_WISHNAME => return self.toon_wish(now, r, out),
+            CLIENT_GET_SHARD_LIST => self.shard_list(out),
+            CLIENT_GET_AVATARS => self.avatar_list(now, CLIENT_GET_AVATARS_RESP, out),
+            CLIENT_CREATE_AVATAR => return self.create_avatar(now, r, out),
+            CLIENT_SET_NAME_PATTERN => return self.name_pattern(now, r, out),
+            CLIENT_SET_WISHNAME => return self.wish_name(now, r, out),
             CLIENT_SET_WISHNAME_CLEAR => {
                 let doid = r.u32()?;
                 let action = r.u8()?;
                 let slot = self.own_slot(doid)?;
-                let rec = self.toon_mut().record.as_mut().expect("logged in");
+                let rec = self.t.record.as_mut().expect("logged in");
                 let s = &mut rec.slots[slot];
                 s.name_state = match (action, s.name_state) {
                     (1, accounts::NAME_APPROVED) => accounts::NAME_NAMED,
@@ -332,26 +354,26 @@ impl Session {
                 if s.name_state == accounts::NAME_NONE {
                     s.wish_name.clear();
                 }
-                self.toon_save(now, AfterSave::Nothing, out);
+                self.save_account(now, AfterSave::Nothing, out);
             }
             CLIENT_DELETE_AVATAR => {
                 let doid = r.u32()?;
                 let slot = self.own_slot(doid)?;
-                if self.toon_ref().avatar == doid {
+                if self.t.avatar == doid {
                     return Err(refuse(
                         LOST_LOGIN_PROBLEM,
                         "Cannot delete the avatar in play.",
                     ));
                 }
-                self.toon_mut().record.as_mut().expect("logged in").slots[slot] =
+                self.t.record.as_mut().expect("logged in").slots[slot] =
                     accounts::Slot::default();
-                let mut w = self.send_to(self.toon_db(), DBSERVER_OBJECT_DELETE, out);
+                let mut w = self.send_to(self.db(), DBSERVER_OBJECT_DELETE, out);
                 w.u32(doid);
                 let _ = w.finish();
-                self.toon_event("avatar-deleted", doid, out);
-                self.toon_save(now, AfterSave::Deleted, out);
+                self.event("avatar-deleted", doid, out);
+                self.save_account(now, AfterSave::Deleted, out);
             }
-            CLIENT_SET_AVATAR => return self.toon_set_avatar(now, r, out),
+            CLIENT_SET_AVATAR => return self.set_avatar(now, r, out),
             CLIENT_GET_AVATAR_DETAILS => {
                 let doid = r.u32()?;
                 if !is_object_channel(doid) {
@@ -360,27 +382,27 @@ impl Session {
                     let _ = w.finish();
                     return Ok(());
                 }
-                let ctx = self.toon_request(Pending::OtherDetails { doid }, now);
+                let ctx = self.request(Pending::OtherDetails { doid }, now);
                 let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_GET_ALL, out);
                 w.u32(ctx).u32(doid);
                 let _ = w.finish();
             }
-            CLIENT_GET_FRIEND_LIST => self.toon_friend_list(now, out),
+            CLIENT_GET_FRIEND_LIST => self.friend_list(now, out),
             CLIENT_REMOVE_FRIEND => {
                 let doid = r.u32()?;
-                self.toon_remove_friend(now, doid, out);
+                self.remove_friend(now, doid, out);
             }
             CLIENT_GET_STATE => {
-                let zone = self.toon_ref().zone_pending.unwrap_or(0);
+                let zone = self.t.zone_pending.unwrap_or(0);
                 self.state_resp(zone, out);
             }
             CLIENT_SET_SECURITY => {
                 r.blob()?;
                 r.i32()?;
             }
-            CLIENT_SET_SHARD => return self.toon_set_shard(r, out),
-            CLIENT_SET_ZONE => return self.toon_set_zone(now, r, out),
-            CLIENT_OBJECT_UPDATE_FIELD => return self.toon_update(r, out),
+            CLIENT_SET_SHARD => return self.set_shard(r, out),
+            CLIENT_SET_ZONE => return self.set_zone(now, r, out),
+            CLIENT_OBJECT_UPDATE_FIELD => return self.update_field(r, out),
             other => {
                 return Err(refuse(
                     LOST_INVALID_MSGTYPE,
@@ -391,8 +413,8 @@ impl Session {
         Ok(())
     }
 
-    pub(in crate::clientagent) fn toon_event(&self, kind: &str, doid: u32, out: &mut SessionOut) {
-        let account = self.toon_ref().account.clone().unwrap_or_default();
+    fn event(&self, kind: &str, doid: u32, out: &mut SessionOut) {
+        let account = self.t.account.clone().unwrap_or_default();
         out.events.push(crate::roles::event::encode(
             kind,
             &[
@@ -405,8 +427,8 @@ impl Session {
     }
 
     /// The slot of one of this account's avatars, or a refusal.
-    pub(in crate::clientagent) fn own_slot(&self, doid: u32) -> Result<usize, Refusal> {
-        let rec = self.toon_ref().record.as_ref().expect("logged in");
+    fn own_slot(&self, doid: u32) -> Result<usize, Refusal> {
+        let rec = self.t.record.as_ref().expect("logged in");
         rec.slots
             .iter()
             .position(|s| s.doid == doid && doid != 0)
@@ -422,7 +444,7 @@ impl Session {
 
     /// The avatar class's friends field, if the DC files have one.
     /// The avatar class's id (`ANY_CLASS` if the DC files lack it; checked at start-up).
-    pub(in crate::clientagent) fn avatar_class_id(&self) -> u16 {
+    fn avatar_class_id(&self) -> u16 {
         self.ca
             .schema
             .dc()
@@ -430,38 +452,9 @@ impl Session {
             .map_or(crate::roles::ANY_CLASS, |c| c.id())
     }
 
-    /// Another toon's details (a GET_ALL answer's body after the class) as a stranger may see
-    /// them: each required field the client reads, with its value if it is `broadcast` (what
-    /// anyone near the toon receives) and its DC default otherwise; never the account name.
-    /// Then an empty OTHER section. False if the body does not parse.
-    fn toon_write_public_details(&self, class: u16, body: &[u8], w: &mut Writer<'_>) -> bool {
-        let schema = &self.ca.schema;
-        let Some(info) = schema.class(class) else {
-            return false;
-        };
-        let mut r = Reader::new(body);
-        for &f in &info.required {
-            let Ok(n) = schema.value_len(class, f, r.rest_peek()) else {
-                return false;
-            };
-            let Ok(v) = r.take(n) else {
-                return false;
-            };
-            let public = schema.flags(class, f).broadcast
-                && schema.field_name(class, f) != ACCOUNT_NAME_FIELD;
-            if public {
-                w.bytes(v);
-            } else {
-                w.bytes(schema.default_value(class, f));
-            }
-        }
-        w.u16(0);
-        true
-    }
-
     /// How a 2003 client's values are checked: the DC file, 7-bit strings unless allowed, and
     /// no string or blob over `toontown.max_string_bytes`.
-    pub(in crate::clientagent) fn toon_validate(
+    fn validate_options(
         &self,
         ascii_only: bool,
     ) -> otp_dc::ValidateOptions {
@@ -472,7 +465,7 @@ impl Session {
     }
 
     /// An internal datagram for the 2003 dialect's own requests; true when handled.
-    pub(in crate::clientagent) fn toon_internal(
+    pub(in crate::clientagent::dialect) fn on_internal(
         &mut self,
         now: Instant,
         msgtype: u16,
@@ -482,7 +475,7 @@ impl Session {
         // A district up or down, from this process's directory: the client's SERVER_UP/DOWN.
         if msgtype == CLIENTAGENT_SHARD_UP || msgtype == CLIENTAGENT_SHARD_DOWN {
             let id = r.u32()?;
-            if self.toon_ref().account.is_some() {
+            if self.t.account.is_some() {
                 if msgtype == CLIENTAGENT_SHARD_UP {
                     let name = String::from_utf8_lossy(r.blob()?).into_owned();
                     let mut w = Writer::client(&mut out.to_client, CLIENT_SERVER_UP);
@@ -500,7 +493,7 @@ impl Session {
         if msgtype == CLIENTAGENT_TOON_ACCOUNT_TAKEN {
             let name = r.blob()?;
             r.rest();
-            let mine = self.toon_ref().account.as_deref().map(str::as_bytes) == Some(name);
+            let mine = self.t.account.as_deref().map(str::as_bytes) == Some(name);
             if mine && self.state() == STATE_ESTABLISHED {
                 self.eject(
                     refuse(
@@ -516,9 +509,9 @@ impl Session {
         if msgtype == CLIENTAGENT_TOON_FRIEND_ONLINE {
             let online = r.u32()?;
             r.rest();
-            let me = self.toon_ref().avatar;
+            let me = self.t.avatar;
             let listed = self
-                .toon_ref()
+                .t
                 .friends
                 .as_ref()
                 .is_some_and(|l| l.iter().any(|&(d, _)| d == online));
@@ -538,7 +531,7 @@ impl Session {
             // The avatar's own friends list changed (an AI's FriendManager, or a former
             // friend's REMOVE_FRIEND): keep it; the update goes on to the client as usual.
             if let Some(list) = self.own_friends_update(msgtype, r.rest_peek()) {
-                self.toon_friends_set(now, list, out);
+                self.friends_set(now, list, out);
             }
             return Ok(false);
         }
@@ -552,7 +545,7 @@ impl Session {
             _ => return Ok(false),
         }
         let ctx = r.u32()?;
-        let Some((why, _)) = self.toon_mut().pending.remove(&ctx) else {
+        let Some((why, _)) = self.t.pending.remove(&ctx) else {
             r.rest();
             return Ok(msgtype != STATESERVER_OBJECT_GET_ALL_RESP);
         };
@@ -588,8 +581,8 @@ impl Session {
                             );
                         }
                         Some(a) => {
-                            self.toon_mut().record = Some(a);
-                            self.toon_logged_in(now, out);
+                            self.t.record = Some(a);
+                            self.logged_in(now, out);
                         }
                         None => self.eject(
                             refuse(LOST_LOGIN_PROBLEM, "The account record is unreadable."),
@@ -598,8 +591,8 @@ impl Session {
                         ),
                     },
                     1 => {
-                        self.toon_mut().record = Some(Account::new(slots, unix));
-                        self.toon_create_account(now, false, out);
+                        self.t.record = Some(Account::new(slots, unix));
+                        self.create_account(now, false, out);
                     }
                     _ => self.eject(
                         refuse(LOST_LOGIN_PROBLEM, "The account database failed."),
@@ -611,25 +604,25 @@ impl Session {
             (Pending::PasswordAccount { password, create }, DBSERVER_ACCOUNT_GET_RESP) => {
                 let status = r.u8()?;
                 let data = r.blob()?;
-                self.toon_password_account(now, status, data, &password.0, create, out);
+                self.password_account(now, status, data, &password.0, create, out);
             }
             (Pending::AccountCreated { password }, DBSERVER_ACCOUNT_CREATE_RESP) => {
                 match r.u8()? {
-                    0 => self.toon_logged_in(now, out),
+                    0 => self.logged_in(now, out),
                     1 if password => {
                         // Someone made it first, with a password this login never checked.
-                        self.toon_mut().record = None;
-                        let name = self.toon_ref().account.clone().unwrap_or_default();
+                        self.t.record = None;
+                        let name = self.t.account.clone().unwrap_or_default();
                         let why = "the account was just made by another login";
-                        self.toon_login_refused(now, LOGIN_BAD_NAME, why, &name, out)
+                        self.login_refused(now, LOGIN_BAD_NAME, why, &name, out)
                             .unwrap_or_else(|e| self.eject(e, false, out));
                     }
                     1 => {
                         // A token login raced another for a new account: log in to the one
                         // that won, as if it had been there.
-                        let name = self.toon_ref().account.clone().unwrap_or_default();
-                        let ctx = self.toon_request(Pending::Account, now);
-                        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_GET, out);
+                        let name = self.t.account.clone().unwrap_or_default();
+                        let ctx = self.request(Pending::Account, now);
+                        let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_GET, out);
                         w.u32(ctx).string(&name);
                         let _ = w.finish();
                     }
@@ -654,7 +647,7 @@ impl Session {
                         let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
                         w.u16(0).u8(0).u32(doid);
                         let _ = w.finish();
-                        self.toon_event("avatar-created", doid, out);
+                        self.event("avatar-created", doid, out);
                     }
                     AfterSave::Pattern { doid } => {
                         let mut w =
@@ -676,7 +669,7 @@ impl Session {
                             .string(&rejected);
                         let _ = w.finish();
                     }
-                    AfterSave::Deleted => self.toon_list(now, CLIENT_DELETE_AVATAR_RESP, out),
+                    AfterSave::Deleted => self.avatar_list(now, CLIENT_DELETE_AVATAR_RESP, out),
                     AfterSave::Nothing => {}
                 }
             }
@@ -688,13 +681,13 @@ impl Session {
                     let _ = w.finish();
                     return Ok(true);
                 }
-                let rec = self.toon_mut().record.as_mut().expect("logged in");
+                let rec = self.t.record.as_mut().expect("logged in");
                 rec.slots[slot] = accounts::Slot {
                     doid,
                     wish_name: String::new(),
                     name_state: accounts::NAME_NONE,
                 };
-                self.toon_save(now, AfterSave::Created { doid }, out);
+                self.save_account(now, AfterSave::Created { doid }, out);
             }
             (Pending::ListFields { job, slot, doid }, DBSERVER_OBJECT_GET_FIELDS_RESP) => {
                 let ok = r.u8()?;
@@ -727,13 +720,13 @@ impl Session {
                     }
                 }
                 let _ = doid;
-                if let Some(j) = self.toon_mut().jobs.get_mut(&job) {
+                if let Some(j) = self.t.jobs.get_mut(&job) {
                     j.waiting -= 1;
                     if let (Some(n), Some(d)) = (name, dna) {
                         j.found[slot] = Some((n, d));
                     }
                     if j.waiting == 0 {
-                        self.toon_list_done(job, out);
+                        self.avatar_list_done(job, out);
                     }
                 }
             }
@@ -744,7 +737,7 @@ impl Session {
                 r.u32()?;
                 let class = r.u16()?;
                 let rest = r.rest();
-                let own = matches!(why, Pending::OwnDetails) || doid == self.toon_ref().avatar;
+                let own = matches!(why, Pending::OwnDetails) || doid == self.t.avatar;
                 if !own && class != self.avatar_class_id() {
                     // Details are of toons only.
                     let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
@@ -758,9 +751,9 @@ impl Session {
                 // numbering. Another toon: what any viewer of it sees, the other required
                 // fields at their DC defaults (the layout the client parses is the same).
                 let written = if own {
-                    self.toon_write_sections(class, rest, true, false, &mut w)
+                    objects::write_sections(&self.ca, class, rest, true, false, &mut w)
                 } else {
-                    self.toon_write_public_details(class, rest, &mut w)
+                    objects::write_public_details(&self.ca, class, rest, &mut w)
                 };
                 if written {
                     let _ = w.finish();
@@ -768,9 +761,9 @@ impl Session {
                     w.abandon();
                     log::warn!("{}: details of {doid} do not parse; not sent", self.label());
                 }
-                if matches!(why, Pending::OwnDetails) && doid == self.toon_ref().avatar {
+                if matches!(why, Pending::OwnDetails) && doid == self.t.avatar {
                     let list = self.required_friends(class, rest).unwrap_or_default();
-                    self.toon_friends_set(now, list, out);
+                    self.friends_set(now, list, out);
                 }
             }
             (Pending::FriendFields { job, index }, DBSERVER_OBJECT_GET_FIELDS_RESP) => {
@@ -786,13 +779,13 @@ impl Session {
                         dna = Some(v);
                     }
                 }
-                if let Some(j) = self.toon_mut().friend_jobs.get_mut(&job) {
+                if let Some(j) = self.t.friend_jobs.get_mut(&job) {
                     j.waiting = j.waiting.saturating_sub(1);
                     if let (Some(n), Some(d), Some(e)) = (name, dna, j.found.get_mut(index)) {
                         e.1 = Some((n, d));
                     }
                     if j.waiting == 0 {
-                        self.toon_friend_list_done(job, out);
+                        self.friend_list_done(job, out);
                     }
                 }
             }
@@ -829,7 +822,7 @@ impl Session {
 
     /// A DBSERVER_OBJECT_GET_FIELDS_RESP's fields (after the context), or None when the
     /// object or a field was not found or the answer does not parse.
-    pub(in crate::clientagent) fn read_db_fields(
+    fn read_db_fields(
         &self,
         r: &mut Reader<'_>,
     ) -> Option<Vec<(u16, Vec<u8>)>> {

@@ -105,16 +105,16 @@ impl NameParts {
     }
 }
 
-impl Session {
+impl Ctx<'_> {
     /// Gathers the avatar list from the database, answering with `msgtype` (5).
-    pub(in crate::clientagent) fn toon_list(
+    pub(super) fn avatar_list(
         &mut self,
         now: Instant,
         msgtype: u16,
         out: &mut SessionOut,
     ) {
         let slots: Vec<(usize, u32)> = self
-            .toon_ref()
+            .t
             .record
             .as_ref()
             .map(|r| {
@@ -126,7 +126,7 @@ impl Session {
                     .collect()
             })
             .unwrap_or_default();
-        let t = self.toon_mut();
+        let t = &mut *self.t;
         t.next_ctx = t.next_ctx.wrapping_add(1).max(1);
         let job = t.next_ctx;
         let n = t.record.as_ref().map_or(0, |r| r.slots.len());
@@ -139,7 +139,7 @@ impl Session {
             },
         );
         if slots.is_empty() {
-            self.toon_list_done(job, out);
+            self.avatar_list_done(job, out);
             return;
         }
         let schema = self.ca.schema.clone();
@@ -156,23 +156,23 @@ impl Session {
                 "{}: the avatar class or its name/DNA field is not in the DC files",
                 self.label()
             );
-            self.toon_mut().jobs.remove(&job);
+            self.t.jobs.remove(&job);
             return;
         };
         for (slot, doid) in slots {
-            let ctx = self.toon_request(Pending::ListFields { job, slot, doid }, now);
-            let mut w = self.send_to(self.toon_db(), DBSERVER_OBJECT_GET_FIELDS, out);
+            let ctx = self.request(Pending::ListFields { job, slot, doid }, now);
+            let mut w = self.send_to(self.db(), DBSERVER_OBJECT_GET_FIELDS, out);
             w.u32(ctx).u32(doid).u16(2).u16(fname).u16(fdna);
             let _ = w.finish();
         }
     }
 
-    pub(in crate::clientagent) fn toon_list_done(&mut self, job: u32, out: &mut SessionOut) {
-        let Some(j) = self.toon_mut().jobs.remove(&job) else {
+    pub(super) fn avatar_list_done(&mut self, job: u32, out: &mut SessionOut) {
+        let Some(j) = self.t.jobs.remove(&job) else {
             return;
         };
         let rec = self
-            .toon_ref()
+            .t
             .record
             .clone()
             .unwrap_or_else(|| Account::new(0, 0));
@@ -202,7 +202,7 @@ impl Session {
         let _ = w.finish();
     }
 
-    pub(in crate::clientagent) fn toon_create(
+    pub(super) fn create_avatar(
         &mut self,
         now: Instant,
         r: &mut Reader<'_>,
@@ -211,10 +211,10 @@ impl Session {
         let context = r.u16()?;
         let dna = r.blob()?.to_vec();
         let slot = r.u8()? as usize;
-        let rec = self.toon_ref().record.as_ref().expect("logged in");
+        let rec = self.t.record.as_ref().expect("logged in");
         // A slot being created is taken: a second avatar would be orphaned in the database.
         let creating = self
-            .toon_ref()
+            .t
             .pending
             .values()
             .any(|(p, _)| matches!(p, Pending::Created { slot: s } if *s == slot));
@@ -246,7 +246,7 @@ impl Session {
         let mut dna_packed = (dna.len() as u16).to_le_bytes().to_vec();
         dna_packed.extend_from_slice(&dna);
         let _ = dna_value;
-        let o = self.toon_validate(false);
+        let o = self.validate_options(false);
         if let Err(e) = schema.value_len_with(class.id(), fdna, &dna_packed, o) {
             return Err(refuse(
                 LOST_TRUNCATED,
@@ -266,11 +266,11 @@ impl Session {
             }
         }
         if let Some(f) = field(ACCOUNT_NAME_FIELD) {
-            let name = self.toon_ref().account.clone().unwrap_or_default();
+            let name = self.t.account.clone().unwrap_or_default();
             fields.push((f, string_bytes(&name)));
         }
-        let ctx = self.toon_request(Pending::Created { slot }, now);
-        let mut w = self.send_to(self.toon_db(), DBSERVER_CREATE_OBJECT, out);
+        let ctx = self.request(Pending::Created { slot }, now);
+        let mut w = self.send_to(self.db(), DBSERVER_CREATE_OBJECT, out);
         w.u32(ctx).u16(class.id()).u16(fields.len() as u16);
         for (f, v) in &fields {
             w.u16(*f).bytes(v);
@@ -280,7 +280,7 @@ impl Session {
         Ok(())
     }
 
-    pub(in crate::clientagent) fn set_name(&mut self, doid: u32, name: &str, out: &mut SessionOut) {
+    pub(super) fn set_name(&mut self, doid: u32, name: &str, out: &mut SessionOut) {
         let schema = self.ca.schema.clone();
         let tt = &self.ca.toontown;
         let Some(f) = schema
@@ -291,12 +291,12 @@ impl Session {
         else {
             return;
         };
-        let mut w = self.send_to(self.toon_db(), DBSERVER_OBJECT_SET_FIELD, out);
+        let mut w = self.send_to(self.db(), DBSERVER_OBJECT_SET_FIELD, out);
         w.u32(doid).u16(f).string(name);
         let _ = w.finish();
     }
 
-    pub(in crate::clientagent) fn toon_name_pattern(
+    pub(super) fn name_pattern(
         &mut self,
         now: Instant,
         r: &mut Reader<'_>,
@@ -316,22 +316,22 @@ impl Session {
         match name {
             Some(name) => {
                 self.set_name(doid, &name, out);
-                let s = &mut self.toon_mut().record.as_mut().expect("logged in").slots[slot];
+                let s = &mut self.t.record.as_mut().expect("logged in").slots[slot];
                 s.wish_name = name;
                 s.name_state = accounts::NAME_NAMED;
-                self.toon_save(now, AfterSave::Pattern { doid }, out);
+                self.save_account(now, AfterSave::Pattern { doid }, out);
             }
             None => {
                 let mut w = Writer::client(&mut out.to_client, CLIENT_SET_NAME_PATTERN_ANSWER);
                 w.u32(doid).u8(1);
                 let _ = w.finish();
-                self.toon_event("name-refused", doid, out);
+                self.event("name-refused", doid, out);
             }
         }
         Ok(())
     }
 
-    pub(in crate::clientagent) fn toon_wish(
+    pub(super) fn wish_name(
         &mut self,
         now: Instant,
         r: &mut Reader<'_>,
@@ -357,14 +357,14 @@ impl Session {
             let mut w = Writer::client(&mut out.to_client, CLIENT_SET_WISHNAME_RESP);
             w.u32(doid).u16(0).string("").string("").string(&name);
             let _ = w.finish();
-            self.toon_event("name-refused", doid, out);
+            self.event("name-refused", doid, out);
             return Ok(());
         }
         let auto = self.ca.toontown.auto_approve_names;
         if auto {
             self.set_name(doid, &name, out);
         }
-        let s = &mut self.toon_mut().record.as_mut().expect("logged in").slots[slot];
+        let s = &mut self.t.record.as_mut().expect("logged in").slots[slot];
         s.wish_name = name.clone();
         s.name_state = if auto {
             accounts::NAME_NAMED
@@ -376,7 +376,7 @@ impl Session {
         } else {
             (name, String::new())
         };
-        self.toon_save(
+        self.save_account(
             now,
             AfterSave::Wish {
                 doid,
@@ -390,32 +390,26 @@ impl Session {
     }
 
     /// Takes the avatar in play out of the world (SET_AVATAR 0, or another avatar chosen).
-    pub(in crate::clientagent) fn toon_leave_world(&mut self, out: &mut SessionOut) {
-        let avatar = self.toon_ref().avatar;
+    pub(super) fn leave_world(&mut self, out: &mut SessionOut) {
+        let avatar = self.t.avatar;
         if avatar == 0 {
             return;
         }
-        let shard = self.toon_ref().shard;
-        if let Some(i) = self.interests.remove(&ZONE_INTEREST) {
-            let zones: Vec<u32> = i.zones.to_vec();
-            self.close_zones_quietly(i.parent, &zones, out);
-        }
-        let _ = shard;
-        self.toon_friends_offline(out);
+        self.close_interest_quietly(ZONE_INTEREST, out);
+        self.friends_offline(out);
         out.subscriptions
             .push(Subscription::Remove(puppet_channel(avatar)));
-        self.session_objects.remove(&avatar);
-        self.owned.remove(&avatar);
+        self.disown(avatar);
         let mut w = self.send_to(avatar as u64, STATESERVER_OBJECT_DELETE_RAM, out);
         w.u32(avatar);
         let _ = w.finish();
-        self.toon_event("avatar-left", avatar, out);
-        let t = self.toon_mut();
+        self.event("avatar-left", avatar, out);
+        let t = &mut *self.t;
         t.avatar = 0;
         t.shard = 0;
     }
 
-    pub(in crate::clientagent) fn toon_set_avatar(
+    pub(super) fn set_avatar(
         &mut self,
         now: Instant,
         r: &mut Reader<'_>,
@@ -423,33 +417,33 @@ impl Session {
     ) -> Result<(), Refusal> {
         let doid = r.u32()?;
         if doid == 0 {
-            self.toon_leave_world(out);
+            self.leave_world(out);
             return Ok(());
         }
         self.own_slot(doid)?;
-        if self.toon_ref().avatar == doid {
+        if self.t.avatar == doid {
             return Ok(());
         }
-        self.toon_leave_world(out);
+        self.leave_world(out);
         // Activate the stored avatar, owned by this client, out of every zone until SET_SHARD.
         let mut w = self.send_to(doid as u64, DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS, out);
         w.u32(doid).u32(0).u32(0);
         let _ = w.finish();
         let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_SET_OWNER, out);
-        w.u64(self.channel);
+        w.u64(self.channel());
         let _ = w.finish();
-        let ctx = self.toon_request(Pending::OwnDetails, now);
+        let ctx = self.request(Pending::OwnDetails, now);
         let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_GET_ALL, out);
         w.u32(ctx).u32(doid);
         let _ = w.finish();
-        self.session_objects.insert(doid);
+        self.add_session_object(doid);
         out.subscriptions
             .push(Subscription::Add(puppet_channel(doid)));
-        let t = self.toon_mut();
+        let t = &mut *self.t;
         t.avatar = doid;
         t.friends = None;
         t.friends_wanted = 0;
-        self.toon_event("avatar-chosen", doid, out);
+        self.event("avatar-chosen", doid, out);
         Ok(())
     }
 }
