@@ -174,18 +174,21 @@ impl ClientAgent {
             _ => FxHashMap::default(),
         };
         if config.dialect == crate::config::Dialect::Toontown2003 {
-            let tt = &config.toontown;
-            let class = schema.dc().class_by_name(&tt.avatar_class).ok_or_else(|| {
-                format!(
-                    "toontown.avatar_class '{}' is not in the DC files",
-                    tt.avatar_class
-                )
-            })?;
-            for f in [&tt.name_field, &tt.dna_field] {
+            let toontown = &config.toontown;
+            let class = schema
+                .dc()
+                .class_by_name(&toontown.avatar_class)
+                .ok_or_else(|| {
+                    format!(
+                        "toontown.avatar_class '{}' is not in the DC files",
+                        toontown.avatar_class
+                    )
+                })?;
+            for f in [&toontown.name_field, &toontown.dna_field] {
                 if schema.dc().field_by_name(class, f).is_none() {
                     return Err(format!(
                         "toontown: '{}' has no field '{f}'",
-                        tt.avatar_class
+                        toontown.avatar_class
                     ));
                 }
             }

@@ -2,7 +2,7 @@
 //! updates, relocation and interests from the client; the ENTER/LEAVING/SET_FIELD family
 //! and interest echoes to it.
 
-use super::{ClientView, Entrance};
+use super::{doid_message, ClientView, Entrance};
 use crate::clientagent::session::core::{refuse, Interest, Refusal, SessionCore};
 use crate::clientagent::session::{SessionOut, STATE_ANONYMOUS, STATE_ESTABLISHED, STATE_NEW};
 use crate::clientagent::InterestPolicy;
@@ -340,13 +340,6 @@ fn client_location(
     w.u32(parent).u32(zone);
     let _ = w.finish();
     Ok(())
-}
-
-/// Writes one client message that carries a doid only.
-fn doid_message(msgtype: u16, doid: u32, out: &mut SessionOut) {
-    let mut w = Writer::client(&mut out.to_client, msgtype);
-    w.u32(doid);
-    let _ = w.finish();
 }
 
 impl ClientView for State {

@@ -9,7 +9,7 @@ pub mod toontown;
 
 use super::session::core::{Interest, Refusal, SessionCore};
 use super::session::{JobResult, SessionOut};
-use otp_wire::{Reader, WireError};
+use otp_wire::{Reader, WireError, Writer};
 use std::time::Instant;
 
 /// An object coming into the client's view, as the cluster announced it.
@@ -28,8 +28,7 @@ pub(in crate::clientagent) struct Entrance<'a> {
 /// messages (or none, where its client has no such message).
 pub(in crate::clientagent) trait ClientView {
     /// `e` enters the client's view; false when it is not shown (the core then forgets it).
-    fn enter_object(&mut self, core: &SessionCore, e: Entrance<'_>, out: &mut SessionOut)
-        -> bool;
+    fn enter_object(&mut self, core: &SessionCore, e: Entrance<'_>, out: &mut SessionOut) -> bool;
     /// The client now owns `e` (ENTER_OWNER).
     fn enter_owned(&mut self, e: Entrance<'_>, out: &mut SessionOut);
     /// `doid` left the client's interests.
@@ -57,6 +56,13 @@ pub(in crate::clientagent) trait ClientView {
     fn interest_added(&mut self, id: u16, context: u32, i: &Interest, out: &mut SessionOut);
     /// The cluster closed interest `id` for the client (CLIENTAGENT_REMOVE_INTEREST).
     fn interest_removed(&mut self, id: u16, context: u32, out: &mut SessionOut);
+}
+
+/// Writes one client message that carries a doid only.
+fn doid_message(msgtype: u16, doid: u32, out: &mut SessionOut) {
+    let mut w = Writer::client(&mut out.to_client, msgtype);
+    w.u32(doid);
+    let _ = w.finish();
 }
 
 /// The protocol one session speaks, with that protocol's own state.
@@ -157,7 +163,11 @@ impl Dialect {
     }
 
     /// The connection is gone: the dialect's goodbyes.
-    pub(in crate::clientagent) fn on_closed(&mut self, core: &mut SessionCore, out: &mut SessionOut) {
+    pub(in crate::clientagent) fn on_closed(
+        &mut self,
+        core: &mut SessionCore,
+        out: &mut SessionOut,
+    ) {
         if let Dialect::Toontown2003(t) = self {
             // The toon's friends hear it went offline (its puppet channel goes with the
             // connection's subscriptions).

@@ -47,7 +47,9 @@ impl Session {
             }
             STATESERVER_OBJECT_DELETE_RAM => self.object_deleted(r, body, out),
             STATESERVER_OBJECT_ENTER_OWNER_WITH_REQUIRED
-            | STATESERVER_OBJECT_ENTER_OWNER_WITH_REQUIRED_OTHER => self.enter_owner(msgtype, r, out),
+            | STATESERVER_OBJECT_ENTER_OWNER_WITH_REQUIRED_OTHER => {
+                self.enter_owner(msgtype, r, out)
+            }
             STATESERVER_OBJECT_ENTER_LOCATION_WITH_REQUIRED
             | STATESERVER_OBJECT_ENTER_LOCATION_WITH_REQUIRED_OTHER
             | STATESERVER_OBJECT_ENTER_INTEREST_WITH_REQUIRED
@@ -176,7 +178,8 @@ impl Session {
                 }
             };
         view.interest_added(id, context, &i, out);
-        self.core.add_interest(now, id, i, context, sender, view, out);
+        self.core
+            .add_interest(now, id, i, context, sender, view, out);
         Ok(())
     }
 
@@ -460,7 +463,11 @@ impl Session {
     }
 
     /// STATESERVER_OBJECT_CHANGING_OWNER of an object the client owns: it loses it.
-    fn changing_owner(&mut self, r: &mut Reader<'_>, out: &mut SessionOut) -> Result<(), WireError> {
+    fn changing_owner(
+        &mut self,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), WireError> {
         let doid = r.u32()?;
         let new_owner = r.u64()?;
         r.rest();

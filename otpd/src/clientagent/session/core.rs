@@ -244,7 +244,12 @@ impl SessionCore {
 
     /// The hello, login and heartbeat timers: ejects the client (and true) when one is due.
     /// `login_code` is the dialect's eject code for a client not logged in in time.
-    pub(super) fn timers_due(&mut self, now: Instant, login_code: u16, out: &mut SessionOut) -> bool {
+    pub(super) fn timers_due(
+        &mut self,
+        now: Instant,
+        login_code: u16,
+        out: &mut SessionOut,
+    ) -> bool {
         if self.state == STATE_NEW && self.hello_deadline.is_some_and(|d| d <= now) {
             let ms = self.ca.limits.hello_timeout_ms;
             self.eject(
@@ -550,7 +555,11 @@ impl SessionCore {
                 "{}: client gone; deleting session object {doid}",
                 self.label()
             );
-            let mut w = self.send_to(doid as u64, otp_wire::msgtypes::STATESERVER_OBJECT_DELETE_RAM, out);
+            let mut w = self.send_to(
+                doid as u64,
+                otp_wire::msgtypes::STATESERVER_OBJECT_DELETE_RAM,
+                out,
+            );
             w.u32(doid);
             let _ = w.finish();
         }

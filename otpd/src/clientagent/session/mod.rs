@@ -129,7 +129,6 @@ pub enum JobResult {
     Unavailable,
 }
 
-
 /// One client's session: the core every dialect shares, and the dialect it speaks.
 pub struct Session {
     core: SessionCore,
@@ -364,8 +363,7 @@ impl Session {
         self.dialect.on_closed(&mut self.core, out);
         self.core.delete_session_objects(out);
         for (_, op) in std::mem::take(&mut self.core.ops) {
-            self.core
-                .notify_done(op.interest_id, &op.callers, out);
+            self.core.notify_done(op.interest_id, &op.callers, out);
         }
     }
 

@@ -107,12 +107,7 @@ impl NameParts {
 
 impl Ctx<'_> {
     /// Gathers the avatar list from the database, answering with `msgtype` (5).
-    pub(super) fn avatar_list(
-        &mut self,
-        now: Instant,
-        msgtype: u16,
-        out: &mut SessionOut,
-    ) {
+    pub(super) fn avatar_list(&mut self, now: Instant, msgtype: u16, out: &mut SessionOut) {
         let slots: Vec<(usize, u32)> = self
             .t
             .record
@@ -142,16 +137,7 @@ impl Ctx<'_> {
             self.avatar_list_done(job, out);
             return;
         }
-        let schema = self.ca.schema.clone();
-        let tt = &self.ca.toontown;
-        let class = schema.dc().class_by_name(&tt.avatar_class);
-        let fields = class.and_then(|c| {
-            Some((
-                schema.dc().field_by_name(c, &tt.name_field)?.id(),
-                schema.dc().field_by_name(c, &tt.dna_field)?.id(),
-            ))
-        });
-        let Some((fname, fdna)) = fields else {
+        let Some((fname, fdna)) = self.name_dna_fields() else {
             log::error!(
                 "{}: the avatar class or its name/DNA field is not in the DC files",
                 self.label()
@@ -160,7 +146,7 @@ impl Ctx<'_> {
             return;
         };
         for (slot, doid) in slots {
-            let ctx = self.request(Pending::ListFields { job, slot, doid }, now);
+            let ctx = self.request(Pending::ListFields { job, slot }, now);
             let mut w = self.send_to(self.db(), DBSERVER_OBJECT_GET_FIELDS, out);
             w.u32(ctx).u32(doid).u16(2).u16(fname).u16(fdna);
             let _ = w.finish();
@@ -171,11 +157,7 @@ impl Ctx<'_> {
         let Some(j) = self.t.jobs.remove(&job) else {
             return;
         };
-        let rec = self
-            .t
-            .record
-            .clone()
-            .unwrap_or_else(|| Account::new(0, 0));
+        let rec = self.t.record.clone().unwrap_or_else(|| Account::new(0, 0));
         let count = j.found.iter().filter(|f| f.is_some()).count();
         let mut w = Writer::client(&mut out.to_client, j.msgtype);
         w.u8(0).u16(count as u16);
@@ -228,15 +210,16 @@ impl Ctx<'_> {
             ));
         }
         let schema = self.ca.schema.clone();
-        let tt = &self.ca.toontown;
-        let Some(class) = schema.dc().class_by_name(&tt.avatar_class) else {
+        let toontown = &self.ca.toontown;
+        let Some(class) = schema.dc().class_by_name(&toontown.avatar_class) else {
             return Err(refuse(
                 LOST_LOGIN_PROBLEM,
                 "No avatar class in the DC files.",
             ));
         };
         let field = |n: &str| schema.dc().field_by_name(class, n).map(|f| f.id());
-        let (Some(fname), Some(fdna)) = (field(&tt.name_field), field(&tt.dna_field)) else {
+        let (Some(fname), Some(fdna)) = (field(&toontown.name_field), field(&toontown.dna_field))
+        else {
             return Err(refuse(
                 LOST_LOGIN_PROBLEM,
                 "The avatar class lacks its name or DNA field.",
@@ -253,8 +236,10 @@ impl Ctx<'_> {
                 format!("Invalid DNA: {}", e.message),
             ));
         }
-        let mut fields: Vec<(u16, Vec<u8>)> =
-            vec![(fname, string_bytes(&tt.default_name)), (fdna, dna_packed)];
+        let mut fields: Vec<(u16, Vec<u8>)> = vec![
+            (fname, string_bytes(&toontown.default_name)),
+            (fdna, dna_packed),
+        ];
         if let Some(f) = field("setTutorialAck") {
             if schema.value_len(class.id(), f, &[1]).is_ok() {
                 fields.push((f, vec![1]));
@@ -281,14 +266,7 @@ impl Ctx<'_> {
     }
 
     pub(super) fn set_name(&mut self, doid: u32, name: &str, out: &mut SessionOut) {
-        let schema = self.ca.schema.clone();
-        let tt = &self.ca.toontown;
-        let Some(f) = schema
-            .dc()
-            .class_by_name(&tt.avatar_class)
-            .and_then(|c| schema.dc().field_by_name(c, &tt.name_field))
-            .map(|f| f.id())
-        else {
+        let Some((f, _)) = self.name_dna_fields() else {
             return;
         };
         let mut w = self.send_to(self.db(), DBSERVER_OBJECT_SET_FIELD, out);
@@ -445,6 +423,138 @@ impl Ctx<'_> {
         t.friends_wanted = 0;
         self.event("avatar-chosen", doid, out);
         Ok(())
+    }
+
+    /// The avatar class's name and DNA fields (None if the DC files lack them: checked at
+    /// start-up).
+    pub(super) fn name_dna_fields(&self) -> Option<(u16, u16)> {
+        let dc = self.ca.schema.dc();
+        let toontown = &self.ca.toontown;
+        let class = dc.class_by_name(&toontown.avatar_class)?;
+        Some((
+            dc.field_by_name(class, &toontown.name_field)?.id(),
+            dc.field_by_name(class, &toontown.dna_field)?.id(),
+        ))
+    }
+
+    /// A toon's name and DNA among fields read from the database, when both are there.
+    pub(super) fn name_dna(&self, fields: &[(u16, Vec<u8>)]) -> Option<NameDna> {
+        let (fname, fdna) = self.name_dna_fields()?;
+        let get = |id: u16| {
+            fields
+                .iter()
+                .rev()
+                .find(|(f, _)| *f == id)
+                .map(|(_, v)| v.clone())
+        };
+        Some((get(fname)?, get(fdna)?))
+    }
+
+    /// One avatar's name and DNA read (or not) for avatar list `job`.
+    pub(super) fn avatar_list_entry(
+        &mut self,
+        job: u32,
+        slot: usize,
+        found: Option<NameDna>,
+        out: &mut SessionOut,
+    ) {
+        if let Some(j) = self.t.jobs.get_mut(&job) {
+            j.waiting -= 1;
+            if let Some(nd) = found {
+                j.found[slot] = Some(nd);
+            }
+            if j.waiting == 0 {
+                self.avatar_list_done(job, out);
+            }
+        }
+    }
+
+    /// The database made the avatar for `slot` (`doid` 0: it could not): store it in the
+    /// account, or tell the client it failed.
+    pub(super) fn avatar_created(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        doid: u32,
+        out: &mut SessionOut,
+    ) {
+        if doid == 0 {
+            let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
+            w.u16(0).u8(1);
+            let _ = w.finish();
+            return;
+        }
+        let rec = self.t.record.as_mut().expect("logged in");
+        rec.slots[slot] = accounts::Slot {
+            doid,
+            wish_name: String::new(),
+            name_state: accounts::NAME_NONE,
+        };
+        self.save_account(now, AfterSave::Created { doid }, out);
+    }
+
+    /// SET_WISHNAME_CLEAR: the client acknowledges its wish name's verdict (`action` 1: it
+    /// takes an approved name).
+    pub(super) fn wish_name_clear(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let doid = r.u32()?;
+        let action = r.u8()?;
+        let slot = self.own_slot(doid)?;
+        let rec = self.t.record.as_mut().expect("logged in");
+        let s = &mut rec.slots[slot];
+        s.name_state = match (action, s.name_state) {
+            (1, accounts::NAME_APPROVED) => accounts::NAME_NAMED,
+            (_, accounts::NAME_NAMED) => accounts::NAME_NAMED,
+            _ => accounts::NAME_NONE,
+        };
+        if s.name_state == accounts::NAME_NONE {
+            s.wish_name.clear();
+        }
+        self.save_account(now, AfterSave::Nothing, out);
+        Ok(())
+    }
+
+    /// DELETE_AVATAR: one of the account's avatars (not the one in play) is deleted.
+    pub(super) fn delete_avatar(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let doid = r.u32()?;
+        let slot = self.own_slot(doid)?;
+        if self.t.avatar == doid {
+            return Err(refuse(
+                LOST_LOGIN_PROBLEM,
+                "Cannot delete the avatar in play.",
+            ));
+        }
+        self.t.record.as_mut().expect("logged in").slots[slot] = accounts::Slot::default();
+        let mut w = self.send_to(self.db(), DBSERVER_OBJECT_DELETE, out);
+        w.u32(doid);
+        let _ = w.finish();
+        self.event("avatar-deleted", doid, out);
+        self.save_account(now, AfterSave::Deleted, out);
+        Ok(())
+    }
+
+    /// GET_AVATAR_DETAILS of another toon: asked of its StateServer (answered in `details`,
+    /// or "no information" when it does not answer in time).
+    pub(super) fn ask_details(&mut self, now: Instant, doid: u32, out: &mut SessionOut) {
+        if !is_object_channel(doid) {
+            let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
+            w.u32(doid).u8(1);
+            let _ = w.finish();
+            return;
+        }
+        let ctx = self.request(Pending::OtherDetails { doid }, now);
+        let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_GET_ALL, out);
+        w.u32(ctx).u32(doid);
+        let _ = w.finish();
     }
 }
 

@@ -49,4 +49,29 @@ impl Ctx<'_> {
         self.state_resp(0, out);
         Ok(())
     }
+
+    /// A district up or down, from this process's directory: the client's SERVER_UP/DOWN
+    /// (once it is logged in).
+    pub(super) fn district_news(
+        &mut self,
+        msgtype: u16,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), WireError> {
+        let id = r.u32()?;
+        if self.t.account.is_some() {
+            if msgtype == CLIENTAGENT_SHARD_UP {
+                let name = String::from_utf8_lossy(r.blob()?).into_owned();
+                let mut w = Writer::client(&mut out.to_client, CLIENT_SERVER_UP);
+                w.u32(id).string(&name);
+                let _ = w.finish();
+            } else {
+                let mut w = Writer::client(&mut out.to_client, CLIENT_SERVER_DOWN);
+                w.u32(id);
+                let _ = w.finish();
+            }
+        }
+        r.rest();
+        Ok(())
+    }
 }

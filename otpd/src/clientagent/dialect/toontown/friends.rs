@@ -87,15 +87,7 @@ impl Ctx<'_> {
         }
         let me = t.avatar;
         let ids = friend_ids(t.friends.as_deref().unwrap_or_default(), me);
-        let schema = self.ca.schema.clone();
-        let tt = &self.ca.toontown;
-        let fields = schema.dc().class_by_name(&tt.avatar_class).and_then(|c| {
-            Some((
-                schema.dc().field_by_name(c, &tt.name_field)?.id(),
-                schema.dc().field_by_name(c, &tt.dna_field)?.id(),
-            ))
-        });
-        let (Some((fname, fdna)), false) = (fields, ids.is_empty()) else {
+        let (Some((fname, fdna)), false) = (self.name_dna_fields(), ids.is_empty()) else {
             let mut w = Writer::client(&mut out.to_client, CLIENT_GET_FRIEND_LIST_RESP);
             w.u8(0).u16(0);
             let _ = w.finish();
@@ -146,12 +138,7 @@ impl Ctx<'_> {
 
     /// REMOVE_FRIEND: `doid` leaves the avatar's friends list, and the avatar leaves `doid`'s
     /// (read from the database, written through the DBSS, live or stored).
-    pub(super) fn remove_friend(
-        &mut self,
-        now: Instant,
-        doid: u32,
-        out: &mut SessionOut,
-    ) {
+    pub(super) fn remove_friend(&mut self, now: Instant, doid: u32, out: &mut SessionOut) {
         let me = self.t.avatar;
         let field = self.friends_field();
         let listed = self
@@ -183,12 +170,7 @@ impl Ctx<'_> {
     /// The avatar in play's friends list is known (its details) or changed (an update from
     /// the server): answer waiting GET_FRIEND_LISTs, and tell friends not told yet that
     /// the avatar is online.
-    pub(super) fn friends_set(
-        &mut self,
-        now: Instant,
-        list: Vec<(u32, u8)>,
-        out: &mut SessionOut,
-    ) {
+    pub(super) fn friends_set(&mut self, now: Instant, list: Vec<(u32, u8)>, out: &mut SessionOut) {
         let me = self.t.avatar;
         let old = self.t.friends.replace(list);
         let new = friend_ids(self.t.friends.as_deref().unwrap_or_default(), me);
@@ -227,11 +209,7 @@ impl Ctx<'_> {
 
     /// The friends list among an object's `required` values (a GET_ALL answer's body after
     /// the class), when `class` is the avatar class and has the friends field.
-    pub(super) fn required_friends(
-        &self,
-        class: u16,
-        body: &[u8],
-    ) -> Option<Vec<(u32, u8)>> {
+    pub(super) fn required_friends(&self, class: u16, body: &[u8]) -> Option<Vec<(u32, u8)>> {
         let field = self.friends_field()?;
         let schema = &self.ca.schema;
         let c = schema.dc().class(class)?;
@@ -250,11 +228,7 @@ impl Ctx<'_> {
     }
 
     /// The new friends list, when a SET_FIELD(S) body sets the avatar in play's.
-    pub(super) fn own_friends_update(
-        &self,
-        msgtype: u16,
-        body: &[u8],
-    ) -> Option<Vec<(u32, u8)>> {
+    pub(super) fn own_friends_update(&self, msgtype: u16, body: &[u8]) -> Option<Vec<(u32, u8)>> {
         let t = &*self.t;
         let me = t.avatar;
         if me == 0 || t.friends.is_none() {
@@ -284,5 +258,77 @@ impl Ctx<'_> {
             }
         }
         found
+    }
+
+    /// CLIENTAGENT_TOON_FRIEND_ONLINE: a friend's toon came online; the client hears it, and
+    /// the friend's client hears this toon is online too.
+    pub(super) fn friend_online(
+        &mut self,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), WireError> {
+        let online = r.u32()?;
+        r.rest();
+        let me = self.t.avatar;
+        let listed = self
+            .t
+            .friends
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|&(d, _)| d == online));
+        if me != 0 && online != me && listed {
+            let mut w = Writer::client(&mut out.to_client, CLIENT_FRIEND_ONLINE);
+            w.u32(online);
+            let _ = w.finish();
+            let mut dg = CLIENT_FRIEND_ONLINE.to_le_bytes().to_vec();
+            dg.extend_from_slice(&me.to_le_bytes());
+            let mut w = self.send_to(puppet_channel(online), CLIENTAGENT_SEND_DATAGRAM, out);
+            w.blob(&dg);
+            let _ = w.finish();
+        }
+        Ok(())
+    }
+
+    /// One friend's name and DNA read (or not) for GET_FRIEND_LIST job `job`.
+    pub(super) fn friend_list_entry(
+        &mut self,
+        job: u32,
+        index: usize,
+        found: Option<NameDna>,
+        out: &mut SessionOut,
+    ) {
+        if let Some(j) = self.t.friend_jobs.get_mut(&job) {
+            j.waiting = j.waiting.saturating_sub(1);
+            if let (Some(nd), Some(e)) = (found, j.found.get_mut(index)) {
+                e.1 = Some(nd);
+            }
+            if j.waiting == 0 {
+                self.friend_list_done(job, out);
+            }
+        }
+    }
+
+    /// A former friend's stored fields: take `me` out of its friends list.
+    pub(super) fn unfriend(
+        &mut self,
+        other: u32,
+        me: u32,
+        fields: Vec<(u16, Vec<u8>)>,
+        out: &mut SessionOut,
+    ) {
+        let field = self.friends_field();
+        let list = fields
+            .into_iter()
+            .find(|(f, _)| Some(*f) == field)
+            .and_then(|(_, v)| decode_friends(&v));
+        if let (Some(field), Some(mut list)) = (field, list) {
+            let n = list.len();
+            list.retain(|&(d, _)| d != me);
+            if list.len() != n {
+                // Through the DBSS: the live toon and its player, or the stored one.
+                let mut w = self.send_to(other as u64, STATESERVER_OBJECT_SET_FIELD, out);
+                w.u32(other).u16(field).bytes(&encode_friends(&list));
+                let _ = w.finish();
+            }
+        }
     }
 }

@@ -58,17 +58,7 @@ impl Ctx<'_> {
             Err(why) => {
                 // The client quits on a nonzero answer; the GO_GET_LOST that follows carries
                 // the reason for the log and the EventLogger.
-                let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_2_RESP);
-                w.u8(1)
-                    .string(why)
-                    .string("")
-                    .u8(0)
-                    .u32(0)
-                    .u32(0)
-                    .u8(0)
-                    .i32(-1);
-                let _ = w.finish();
-                return Err(refuse(LOST_LOGIN_PROBLEM, format!("Login refused: {why}.")));
+                return Err(self.refuse_login_2(why, out));
             }
         };
         self.t.account = Some(name.clone());
@@ -83,11 +73,7 @@ impl Ctx<'_> {
     /// CLIENT_LOGIN: the name and password typed on the 2003 client's login screen
     /// (`account-old-auth #t`).
     /// What both logins check first: not logged in yet, the server's version and DC hash.
-    pub(super) fn login_allowed(
-        &self,
-        version: &[u8],
-        hash: u32,
-    ) -> Result<(), Refusal> {
+    pub(super) fn login_allowed(&self, version: &[u8], hash: u32) -> Result<(), Refusal> {
         if self.t.account.is_some() {
             return Err(refuse(LOST_GENERIC, "Logged in already."));
         }
@@ -226,12 +212,7 @@ impl Ctx<'_> {
 
     /// Stores the new account record only if no account has the name yet (one step in the
     /// database): two logins racing to create one account cannot both win.
-    pub(super) fn create_account(
-        &mut self,
-        now: Instant,
-        password: bool,
-        out: &mut SessionOut,
-    ) {
+    pub(super) fn create_account(&mut self, now: Instant, password: bool, out: &mut SessionOut) {
         let (name, data) = self.account_record();
         let ctx = self.request(Pending::AccountCreated { password }, now);
         let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_CREATE, out);
@@ -239,12 +220,7 @@ impl Ctx<'_> {
         let _ = w.finish();
     }
 
-    pub(super) fn save_account(
-        &mut self,
-        now: Instant,
-        then: AfterSave,
-        out: &mut SessionOut,
-    ) {
+    pub(super) fn save_account(&mut self, now: Instant, then: AfterSave, out: &mut SessionOut) {
         let (name, data) = self.account_record();
         let ctx = self.request(Pending::SaveThen(then), now);
         let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_SET, out);
@@ -425,6 +401,148 @@ impl Ctx<'_> {
         let name = self.t.account.clone().unwrap_or_default();
         if let Err(e) = self.login_refused(now, refused.0, refused.1, &name, out) {
             self.eject(e, true, out);
+        }
+    }
+
+    /// Refuses a LOGIN_2: the nonzero answer the client quits on, and the refusal whose
+    /// GO_GET_LOST carries the reason for the log and the EventLogger.
+    pub(super) fn refuse_login_2(&self, why: &str, out: &mut SessionOut) -> Refusal {
+        let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_2_RESP);
+        w.u8(1)
+            .string(why)
+            .string("")
+            .u8(0)
+            .u32(0)
+            .u32(0)
+            .u8(0)
+            .i32(-1);
+        let _ = w.finish();
+        refuse(LOST_LOGIN_PROBLEM, format!("Login refused: {why}."))
+    }
+
+    /// The account of a token login, as the Database role read it (`status` 0 found, 1 not
+    /// found): log in, or make the account.
+    pub(super) fn token_account(
+        &mut self,
+        now: Instant,
+        status: u8,
+        data: &[u8],
+        out: &mut SessionOut,
+    ) {
+        let slots = self.ca.toontown.max_avatars;
+        let unix = self.ca.clock.unix_at(now).as_secs();
+        match status {
+            0 => match Account::decode(data, slots) {
+                Some(a)
+                    if a.password.is_some()
+                        && self.ca.toontown.tokens == crate::config::TokenPolicy::Open =>
+                {
+                    // Anyone can name an account with an open token: one with a password
+                    // opens only with its password (or a signed token).
+                    let e = self.refuse_login_2("this account logs in with its password", out);
+                    self.eject(e, false, out);
+                }
+                Some(a) => {
+                    self.t.record = Some(a);
+                    self.logged_in(now, out);
+                }
+                None => self.eject(
+                    refuse(LOST_LOGIN_PROBLEM, "The account record is unreadable."),
+                    false,
+                    out,
+                ),
+            },
+            1 => {
+                self.t.record = Some(Account::new(slots, unix));
+                self.create_account(now, false, out);
+            }
+            _ => self.eject(
+                refuse(LOST_LOGIN_PROBLEM, "The account database failed."),
+                false,
+                out,
+            ),
+        }
+    }
+
+    /// A new account stored (`status` 0), or its name taken meanwhile (1), or a failure.
+    pub(super) fn account_created(
+        &mut self,
+        now: Instant,
+        status: u8,
+        password: bool,
+        out: &mut SessionOut,
+    ) {
+        match status {
+            0 => self.logged_in(now, out),
+            1 if password => {
+                // Someone made it first, with a password this login never checked.
+                self.t.record = None;
+                let name = self.t.account.clone().unwrap_or_default();
+                let why = "the account was just made by another login";
+                self.login_refused(now, LOGIN_BAD_NAME, why, &name, out)
+                    .unwrap_or_else(|e| self.eject(e, false, out));
+            }
+            1 => {
+                // A token login raced another for a new account: log in to the one that
+                // won, as if it had been there.
+                let name = self.t.account.clone().unwrap_or_default();
+                let ctx = self.request(Pending::Account, now);
+                let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_GET, out);
+                w.u32(ctx).string(&name);
+                let _ = w.finish();
+            }
+            _ => self.eject(
+                refuse(LOST_LOGIN_PROBLEM, "The account could not be made."),
+                false,
+                out,
+            ),
+        }
+    }
+
+    /// The account record saved (`status` 0): what waited for it answers the client.
+    pub(super) fn account_saved(
+        &mut self,
+        now: Instant,
+        status: u8,
+        then: AfterSave,
+        out: &mut SessionOut,
+    ) {
+        if status != 0 {
+            self.eject(
+                refuse(LOST_LOGIN_PROBLEM, "The account could not be saved."),
+                false,
+                out,
+            );
+            return;
+        }
+        match then {
+            AfterSave::Created { doid } => {
+                let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
+                w.u16(0).u8(0).u32(doid);
+                let _ = w.finish();
+                self.event("avatar-created", doid, out);
+            }
+            AfterSave::Pattern { doid } => {
+                let mut w = Writer::client(&mut out.to_client, CLIENT_SET_NAME_PATTERN_ANSWER);
+                w.u32(doid).u8(0);
+                let _ = w.finish();
+            }
+            AfterSave::Wish {
+                doid,
+                pending,
+                approved,
+                rejected,
+            } => {
+                let mut w = Writer::client(&mut out.to_client, CLIENT_SET_WISHNAME_RESP);
+                w.u32(doid)
+                    .u16(0)
+                    .string(&pending)
+                    .string(&approved)
+                    .string(&rejected);
+                let _ = w.finish();
+            }
+            AfterSave::Deleted => self.avatar_list(now, CLIENT_DELETE_AVATAR_RESP, out),
+            AfterSave::Nothing => {}
         }
     }
 }

@@ -31,7 +31,7 @@ mod zones;
 use avatars::ListJob;
 pub use avatars::NameParts;
 pub use districts::Shards;
-use friends::{decode_friends, encode_friends, FriendJob};
+use friends::FriendJob;
 pub use friends::{FRIENDS_FIELD, MAX_FRIENDS};
 pub use login::MAX_BAD_LOGINS;
 use login::{LoginMethod, Secret};
@@ -67,10 +67,10 @@ enum Pending {
     AccountCreated {
         password: bool,
     },
+    /// An avatar's name and DNA, for avatar list `job`, account slot `slot`.
     ListFields {
         job: u32,
         slot: usize,
-        doid: u32,
     },
     Created {
         slot: usize,
@@ -204,11 +204,7 @@ impl State {
 }
 
 impl Ctx<'_> {
-    fn request(
-        &mut self,
-        why: Pending,
-        now: Instant,
-    ) -> u32 {
+    fn request(&mut self, why: Pending, now: Instant) -> u32 {
         let timeout = match why {
             Pending::OtherDetails { .. }
             | Pending::FriendFields { .. }
@@ -332,60 +328,30 @@ impl Ctx<'_> {
                     format!("Message type {msgtype} before login."),
                 ))
             }
-            _ => {}
+            _ => self.play_message(now, msgtype, r, out),
         }
+    }
+
+    /// A client datagram after login (`msgtype` read).
+    fn play_message(
+        &mut self,
+        now: Instant,
+        msgtype: u16,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
         match msgtype {
             CLIENT_GET_SHARD_LIST => self.shard_list(out),
             CLIENT_GET_AVATARS => self.avatar_list(now, CLIENT_GET_AVATARS_RESP, out),
             CLIENT_CREATE_AVATAR => return self.create_avatar(now, r, out),
             CLIENT_SET_NAME_PATTERN => return self.name_pattern(now, r, out),
             CLIENT_SET_WISHNAME => return self.wish_name(now, r, out),
-            CLIENT_SET_WISHNAME_CLEAR => {
-                let doid = r.u32()?;
-                let action = r.u8()?;
-                let slot = self.own_slot(doid)?;
-                let rec = self.t.record.as_mut().expect("logged in");
-                let s = &mut rec.slots[slot];
-                s.name_state = match (action, s.name_state) {
-                    (1, accounts::NAME_APPROVED) => accounts::NAME_NAMED,
-                    (_, accounts::NAME_NAMED) => accounts::NAME_NAMED,
-                    _ => accounts::NAME_NONE,
-                };
-                if s.name_state == accounts::NAME_NONE {
-                    s.wish_name.clear();
-                }
-                self.save_account(now, AfterSave::Nothing, out);
-            }
-            CLIENT_DELETE_AVATAR => {
-                let doid = r.u32()?;
-                let slot = self.own_slot(doid)?;
-                if self.t.avatar == doid {
-                    return Err(refuse(
-                        LOST_LOGIN_PROBLEM,
-                        "Cannot delete the avatar in play.",
-                    ));
-                }
-                self.t.record.as_mut().expect("logged in").slots[slot] =
-                    accounts::Slot::default();
-                let mut w = self.send_to(self.db(), DBSERVER_OBJECT_DELETE, out);
-                w.u32(doid);
-                let _ = w.finish();
-                self.event("avatar-deleted", doid, out);
-                self.save_account(now, AfterSave::Deleted, out);
-            }
+            CLIENT_SET_WISHNAME_CLEAR => return self.wish_name_clear(now, r, out),
+            CLIENT_DELETE_AVATAR => return self.delete_avatar(now, r, out),
             CLIENT_SET_AVATAR => return self.set_avatar(now, r, out),
             CLIENT_GET_AVATAR_DETAILS => {
                 let doid = r.u32()?;
-                if !is_object_channel(doid) {
-                    let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
-                    w.u32(doid).u8(1);
-                    let _ = w.finish();
-                    return Ok(());
-                }
-                let ctx = self.request(Pending::OtherDetails { doid }, now);
-                let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_GET_ALL, out);
-                w.u32(ctx).u32(doid);
-                let _ = w.finish();
+                self.ask_details(now, doid, out);
             }
             CLIENT_GET_FRIEND_LIST => self.friend_list(now, out),
             CLIENT_REMOVE_FRIEND => {
@@ -454,17 +420,15 @@ impl Ctx<'_> {
 
     /// How a 2003 client's values are checked: the DC file, 7-bit strings unless allowed, and
     /// no string or blob over `toontown.max_string_bytes`.
-    fn validate_options(
-        &self,
-        ascii_only: bool,
-    ) -> otp_dc::ValidateOptions {
+    fn validate_options(&self, ascii_only: bool) -> otp_dc::ValidateOptions {
         otp_dc::ValidateOptions {
             ascii_strings_only: ascii_only,
             max_string_bytes: self.ca.toontown.max_string_bytes,
         }
     }
 
-    /// An internal datagram for the 2003 dialect's own requests; true when handled.
+    /// An internal datagram for the 2003 dialect's own messages and requests; true when
+    /// handled, false when the session core handles it.
     pub(in crate::clientagent::dialect) fn on_internal(
         &mut self,
         now: Instant,
@@ -472,78 +436,38 @@ impl Ctx<'_> {
         r: &mut Reader<'_>,
         out: &mut SessionOut,
     ) -> Result<bool, WireError> {
-        // A district up or down, from this process's directory: the client's SERVER_UP/DOWN.
-        if msgtype == CLIENTAGENT_SHARD_UP || msgtype == CLIENTAGENT_SHARD_DOWN {
-            let id = r.u32()?;
-            if self.t.account.is_some() {
-                if msgtype == CLIENTAGENT_SHARD_UP {
-                    let name = String::from_utf8_lossy(r.blob()?).into_owned();
-                    let mut w = Writer::client(&mut out.to_client, CLIENT_SERVER_UP);
-                    w.u32(id).string(&name);
-                    let _ = w.finish();
-                } else {
-                    let mut w = Writer::client(&mut out.to_client, CLIENT_SERVER_DOWN);
-                    w.u32(id);
-                    let _ = w.finish();
-                }
-            }
-            r.rest();
-            return Ok(true);
-        }
-        if msgtype == CLIENTAGENT_TOON_ACCOUNT_TAKEN {
-            let name = r.blob()?;
-            r.rest();
-            let mine = self.t.account.as_deref().map(str::as_bytes) == Some(name);
-            if mine && self.state() == STATE_ESTABLISHED {
-                self.eject(
-                    refuse(
-                        LOST_LOGGED_IN_ELSEWHERE,
-                        "Someone else has logged in with this account.",
-                    ),
-                    false,
-                    out,
-                );
-            }
-            return Ok(true);
-        }
-        if msgtype == CLIENTAGENT_TOON_FRIEND_ONLINE {
-            let online = r.u32()?;
-            r.rest();
-            let me = self.t.avatar;
-            let listed = self
-                .t
-                .friends
-                .as_ref()
-                .is_some_and(|l| l.iter().any(|&(d, _)| d == online));
-            if me != 0 && online != me && listed {
-                let mut w = Writer::client(&mut out.to_client, CLIENT_FRIEND_ONLINE);
-                w.u32(online);
-                let _ = w.finish();
-                let mut dg = CLIENT_FRIEND_ONLINE.to_le_bytes().to_vec();
-                dg.extend_from_slice(&me.to_le_bytes());
-                let mut w = self.send_to(puppet_channel(online), CLIENTAGENT_SEND_DATAGRAM, out);
-                w.blob(&dg);
-                let _ = w.finish();
-            }
-            return Ok(true);
-        }
-        if msgtype == STATESERVER_OBJECT_SET_FIELD || msgtype == STATESERVER_OBJECT_SET_FIELDS {
-            // The avatar's own friends list changed (an AI's FriendManager, or a former
-            // friend's REMOVE_FRIEND): keep it; the update goes on to the client as usual.
-            if let Some(list) = self.own_friends_update(msgtype, r.rest_peek()) {
-                self.friends_set(now, list, out);
-            }
-            return Ok(false);
-        }
         match msgtype {
+            CLIENTAGENT_SHARD_UP | CLIENTAGENT_SHARD_DOWN => self.district_news(msgtype, r, out)?,
+            CLIENTAGENT_TOON_ACCOUNT_TAKEN => self.account_taken(r, out)?,
+            CLIENTAGENT_TOON_FRIEND_ONLINE => self.friend_online(r, out)?,
+            STATESERVER_OBJECT_SET_FIELD | STATESERVER_OBJECT_SET_FIELDS => {
+                // The avatar's own friends list changed (an AI's FriendManager, or a former
+                // friend's REMOVE_FRIEND): keep it; the update goes on to the client as usual.
+                if let Some(list) = self.own_friends_update(msgtype, r.rest_peek()) {
+                    self.friends_set(now, list, out);
+                }
+                return Ok(false);
+            }
             DBSERVER_ACCOUNT_GET_RESP
             | DBSERVER_ACCOUNT_SET_RESP
             | DBSERVER_ACCOUNT_CREATE_RESP
             | DBSERVER_CREATE_OBJECT_RESP
             | DBSERVER_OBJECT_GET_FIELDS_RESP
-            | STATESERVER_OBJECT_GET_ALL_RESP => {}
+            | STATESERVER_OBJECT_GET_ALL_RESP => return self.answer(now, msgtype, r, out),
             _ => return Ok(false),
         }
+        Ok(true)
+    }
+
+    /// The answer to one of the dialect's requests (by its context); false for a GET_ALL
+    /// answer that is not the dialect's (the core may be waiting for it).
+    fn answer(
+        &mut self,
+        now: Instant,
+        msgtype: u16,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<bool, WireError> {
         let ctx = r.u32()?;
         let Some((why, _)) = self.t.pending.remove(&ctx) else {
             r.rest();
@@ -553,53 +477,7 @@ impl Ctx<'_> {
             (Pending::Account, DBSERVER_ACCOUNT_GET_RESP) => {
                 let status = r.u8()?;
                 let data = r.blob()?;
-                let slots = self.ca.toontown.max_avatars;
-                let unix = self.ca.clock.unix_at(now).as_secs();
-                match status {
-                    0 => match Account::decode(data, slots) {
-                        Some(a)
-                            if a.password.is_some()
-                                && self.ca.toontown.tokens == crate::config::TokenPolicy::Open =>
-                        {
-                            // Anyone can name an account with an open token: one with a
-                            // password opens only with its password (or a signed token).
-                            let why = "this account logs in with its password";
-                            let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_2_RESP);
-                            w.u8(1)
-                                .string(why)
-                                .string("")
-                                .u8(0)
-                                .u32(0)
-                                .u32(0)
-                                .u8(0)
-                                .i32(-1);
-                            let _ = w.finish();
-                            self.eject(
-                                refuse(LOST_LOGIN_PROBLEM, format!("Login refused: {why}.")),
-                                false,
-                                out,
-                            );
-                        }
-                        Some(a) => {
-                            self.t.record = Some(a);
-                            self.logged_in(now, out);
-                        }
-                        None => self.eject(
-                            refuse(LOST_LOGIN_PROBLEM, "The account record is unreadable."),
-                            false,
-                            out,
-                        ),
-                    },
-                    1 => {
-                        self.t.record = Some(Account::new(slots, unix));
-                        self.create_account(now, false, out);
-                    }
-                    _ => self.eject(
-                        refuse(LOST_LOGIN_PROBLEM, "The account database failed."),
-                        false,
-                        out,
-                    ),
-                }
+                self.token_account(now, status, data, out);
             }
             (Pending::PasswordAccount { password, create }, DBSERVER_ACCOUNT_GET_RESP) => {
                 let status = r.u8()?;
@@ -607,206 +485,35 @@ impl Ctx<'_> {
                 self.password_account(now, status, data, &password.0, create, out);
             }
             (Pending::AccountCreated { password }, DBSERVER_ACCOUNT_CREATE_RESP) => {
-                match r.u8()? {
-                    0 => self.logged_in(now, out),
-                    1 if password => {
-                        // Someone made it first, with a password this login never checked.
-                        self.t.record = None;
-                        let name = self.t.account.clone().unwrap_or_default();
-                        let why = "the account was just made by another login";
-                        self.login_refused(now, LOGIN_BAD_NAME, why, &name, out)
-                            .unwrap_or_else(|e| self.eject(e, false, out));
-                    }
-                    1 => {
-                        // A token login raced another for a new account: log in to the one
-                        // that won, as if it had been there.
-                        let name = self.t.account.clone().unwrap_or_default();
-                        let ctx = self.request(Pending::Account, now);
-                        let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_GET, out);
-                        w.u32(ctx).string(&name);
-                        let _ = w.finish();
-                    }
-                    _ => self.eject(
-                        refuse(LOST_LOGIN_PROBLEM, "The account could not be made."),
-                        false,
-                        out,
-                    ),
-                }
+                let status = r.u8()?;
+                self.account_created(now, status, password, out);
             }
             (Pending::SaveThen(then), DBSERVER_ACCOUNT_SET_RESP) => {
-                if r.u8()? != 0 {
-                    self.eject(
-                        refuse(LOST_LOGIN_PROBLEM, "The account could not be saved."),
-                        false,
-                        out,
-                    );
-                    return Ok(true);
-                }
-                match then {
-                    AfterSave::Created { doid } => {
-                        let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
-                        w.u16(0).u8(0).u32(doid);
-                        let _ = w.finish();
-                        self.event("avatar-created", doid, out);
-                    }
-                    AfterSave::Pattern { doid } => {
-                        let mut w =
-                            Writer::client(&mut out.to_client, CLIENT_SET_NAME_PATTERN_ANSWER);
-                        w.u32(doid).u8(0);
-                        let _ = w.finish();
-                    }
-                    AfterSave::Wish {
-                        doid,
-                        pending,
-                        approved,
-                        rejected,
-                    } => {
-                        let mut w = Writer::client(&mut out.to_client, CLIENT_SET_WISHNAME_RESP);
-                        w.u32(doid)
-                            .u16(0)
-                            .string(&pending)
-                            .string(&approved)
-                            .string(&rejected);
-                        let _ = w.finish();
-                    }
-                    AfterSave::Deleted => self.avatar_list(now, CLIENT_DELETE_AVATAR_RESP, out),
-                    AfterSave::Nothing => {}
-                }
+                let status = r.u8()?;
+                self.account_saved(now, status, then, out);
             }
             (Pending::Created { slot }, DBSERVER_CREATE_OBJECT_RESP) => {
                 let doid = r.u32()?;
-                if doid == 0 {
-                    let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
-                    w.u16(0).u8(1);
-                    let _ = w.finish();
-                    return Ok(true);
-                }
-                let rec = self.t.record.as_mut().expect("logged in");
-                rec.slots[slot] = accounts::Slot {
-                    doid,
-                    wish_name: String::new(),
-                    name_state: accounts::NAME_NONE,
-                };
-                self.save_account(now, AfterSave::Created { doid }, out);
+                self.avatar_created(now, slot, doid, out);
             }
-            (Pending::ListFields { job, slot, doid }, DBSERVER_OBJECT_GET_FIELDS_RESP) => {
-                let ok = r.u8()?;
-                let mut name = None;
-                let mut dna = None;
-                if ok == 1 {
-                    let count = r.u16()?;
-                    for _ in 0..count {
-                        let f = r.u16()?;
-                        let n = self
-                            .ca
-                            .schema
-                            .value_len(self.avatar_class_id(), f, r.rest_peek())
-                            .map_err(|_| WireError::Truncated {
-                                at: r.position(),
-                                wanted: 1,
-                                remaining: r.remaining(),
-                            })?;
-                        let v = r.take(n)?.to_vec();
-                        let schema = &self.ca.schema;
-                        if schema.field_name(self.avatar_class_id(), f)
-                            == self.ca.toontown.name_field
-                        {
-                            name = Some(v);
-                        } else if schema.field_name(self.avatar_class_id(), f)
-                            == self.ca.toontown.dna_field
-                        {
-                            dna = Some(v);
-                        }
-                    }
-                }
-                let _ = doid;
-                if let Some(j) = self.t.jobs.get_mut(&job) {
-                    j.waiting -= 1;
-                    if let (Some(n), Some(d)) = (name, dna) {
-                        j.found[slot] = Some((n, d));
-                    }
-                    if j.waiting == 0 {
-                        self.avatar_list_done(job, out);
-                    }
-                }
+            (Pending::ListFields { job, slot }, DBSERVER_OBJECT_GET_FIELDS_RESP) => {
+                let found = self.read_db_fields(r).and_then(|f| self.name_dna(&f));
+                self.avatar_list_entry(job, slot, found, out);
             }
-            (why @ Pending::OwnDetails, STATESERVER_OBJECT_GET_ALL_RESP)
-            | (why @ Pending::OtherDetails { .. }, STATESERVER_OBJECT_GET_ALL_RESP) => {
-                let doid = r.u32()?;
-                r.u32()?;
-                r.u32()?;
-                let class = r.u16()?;
-                let rest = r.rest();
-                let own = matches!(why, Pending::OwnDetails) || doid == self.t.avatar;
-                if !own && class != self.avatar_class_id() {
-                    // Details are of toons only.
-                    let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
-                    w.u32(doid).u8(1);
-                    let _ = w.finish();
-                    return Ok(true);
-                }
-                let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
-                w.u32(doid).u8(0);
-                // Its own toon: every required field in order, then OTHER in the client's
-                // numbering. Another toon: what any viewer of it sees, the other required
-                // fields at their DC defaults (the layout the client parses is the same).
-                let written = if own {
-                    objects::write_sections(&self.ca, class, rest, true, false, &mut w)
-                } else {
-                    objects::write_public_details(&self.ca, class, rest, &mut w)
-                };
-                if written {
-                    let _ = w.finish();
-                } else {
-                    w.abandon();
-                    log::warn!("{}: details of {doid} do not parse; not sent", self.label());
-                }
-                if matches!(why, Pending::OwnDetails) && doid == self.t.avatar {
-                    let list = self.required_friends(class, rest).unwrap_or_default();
-                    self.friends_set(now, list, out);
-                }
+            (
+                why @ (Pending::OwnDetails | Pending::OtherDetails { .. }),
+                STATESERVER_OBJECT_GET_ALL_RESP,
+            ) => {
+                let own = matches!(why, Pending::OwnDetails);
+                self.details(now, own, r, out)?;
             }
             (Pending::FriendFields { job, index }, DBSERVER_OBJECT_GET_FIELDS_RESP) => {
-                let fields = self.read_db_fields(r);
-                let (mut name, mut dna) = (None, None);
-                for (f, v) in fields.unwrap_or_default() {
-                    let schema = &self.ca.schema;
-                    if schema.field_name(self.avatar_class_id(), f) == self.ca.toontown.name_field {
-                        name = Some(v);
-                    } else if schema.field_name(self.avatar_class_id(), f)
-                        == self.ca.toontown.dna_field
-                    {
-                        dna = Some(v);
-                    }
-                }
-                if let Some(j) = self.t.friend_jobs.get_mut(&job) {
-                    j.waiting = j.waiting.saturating_sub(1);
-                    if let (Some(n), Some(d), Some(e)) = (name, dna, j.found.get_mut(index)) {
-                        e.1 = Some((n, d));
-                    }
-                    if j.waiting == 0 {
-                        self.friend_list_done(job, out);
-                    }
-                }
+                let found = self.read_db_fields(r).and_then(|f| self.name_dna(&f));
+                self.friend_list_entry(job, index, found, out);
             }
             (Pending::Unfriend { other, me }, DBSERVER_OBJECT_GET_FIELDS_RESP) => {
-                let field = self.friends_field();
-                let list = self
-                    .read_db_fields(r)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|(f, _)| Some(*f) == field)
-                    .and_then(|(_, v)| decode_friends(&v));
-                if let (Some(field), Some(mut list)) = (field, list) {
-                    let n = list.len();
-                    list.retain(|&(d, _)| d != me);
-                    if list.len() != n {
-                        // Through the DBSS: the live toon and its player, or the stored one.
-                        let mut w = self.send_to(other as u64, STATESERVER_OBJECT_SET_FIELD, out);
-                        w.u32(other).u16(field).bytes(&encode_friends(&list));
-                        let _ = w.finish();
-                    }
-                }
+                let fields = self.read_db_fields(r).unwrap_or_default();
+                self.unfriend(other, me, fields, out);
             }
             (why, t) => {
                 log::warn!(
@@ -820,12 +527,71 @@ impl Ctx<'_> {
         Ok(true)
     }
 
+    /// CLIENTAGENT_TOON_ACCOUNT_TAKEN: a newer login to this session's account ends it.
+    fn account_taken(&mut self, r: &mut Reader<'_>, out: &mut SessionOut) -> Result<(), WireError> {
+        let name = r.blob()?;
+        r.rest();
+        let mine = self.t.account.as_deref().map(str::as_bytes) == Some(name);
+        if mine && self.state() == STATE_ESTABLISHED {
+            self.eject(
+                refuse(
+                    LOST_LOGGED_IN_ELSEWHERE,
+                    "Someone else has logged in with this account.",
+                ),
+                false,
+                out,
+            );
+        }
+        Ok(())
+    }
+
+    /// A toon's details (a GET_ALL answer after the context): GET_AVATAR_DETAILS_RESP. `own`:
+    /// asked for by SET_AVATAR (the avatar in play, whose friends list comes with it).
+    fn details(
+        &mut self,
+        now: Instant,
+        own: bool,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), WireError> {
+        let doid = r.u32()?;
+        r.u32()?;
+        r.u32()?;
+        let class = r.u16()?;
+        let rest = r.rest();
+        let mine = own || doid == self.t.avatar;
+        let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
+        if !mine && class != self.avatar_class_id() {
+            // Details are of toons only.
+            w.u32(doid).u8(1);
+            let _ = w.finish();
+            return Ok(());
+        }
+        w.u32(doid).u8(0);
+        // Its own toon: every required field in order, then OTHER in the client's
+        // numbering. Another toon: what any viewer of it sees, the other required
+        // fields at their DC defaults (the layout the client parses is the same).
+        let written = if mine {
+            objects::write_sections(&self.ca, class, rest, true, false, &mut w)
+        } else {
+            objects::write_public_details(&self.ca, class, rest, &mut w)
+        };
+        if written {
+            let _ = w.finish();
+        } else {
+            w.abandon();
+            log::warn!("{}: details of {doid} do not parse; not sent", self.label());
+        }
+        if own && doid == self.t.avatar {
+            let list = self.required_friends(class, rest).unwrap_or_default();
+            self.friends_set(now, list, out);
+        }
+        Ok(())
+    }
+
     /// A DBSERVER_OBJECT_GET_FIELDS_RESP's fields (after the context), or None when the
     /// object or a field was not found or the answer does not parse.
-    fn read_db_fields(
-        &self,
-        r: &mut Reader<'_>,
-    ) -> Option<Vec<(u16, Vec<u8>)>> {
+    fn read_db_fields(&self, r: &mut Reader<'_>) -> Option<Vec<(u16, Vec<u8>)>> {
         let all = r.rest();
         let mut r = Reader::new(all);
         if r.u8().ok()? != 1 {

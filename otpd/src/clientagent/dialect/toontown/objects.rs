@@ -3,15 +3,8 @@
 //! numbers, avatar details; and DONE_SET_ZONE_RESP for the one interest the client knows of.
 
 use super::*;
-use crate::clientagent::dialect::{ClientView, Entrance};
+use crate::clientagent::dialect::{doid_message, ClientView, Entrance};
 use crate::clientagent::ClientAgent;
-
-/// Writes one client message that carries a doid only.
-fn doid_message(msgtype: u16, doid: u32, out: &mut SessionOut) {
-    let mut w = Writer::client(&mut out.to_client, msgtype);
-    w.u32(doid);
-    let _ = w.finish();
-}
 
 impl ClientView for State {
     fn enter_object(&mut self, core: &SessionCore, e: Entrance<'_>, out: &mut SessionOut) -> bool {
