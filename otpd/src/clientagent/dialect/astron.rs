@@ -342,6 +342,17 @@ fn client_location(
     Ok(())
 }
 
+/// CLIENT_ENTER_OBJECT_REQUIRED(_OTHER)(_OWNER): doid, location, class, then the values.
+fn write_entrance(msgtype: u16, e: &Entrance<'_>, out: &mut SessionOut) {
+    let mut w = Writer::client(&mut out.to_client, msgtype);
+    w.u32(e.doid)
+        .u32(e.parent)
+        .u32(e.zone)
+        .u16(e.class)
+        .bytes(e.body);
+    let _ = w.finish();
+}
+
 impl ClientView for State {
     fn enter_object(&mut self, _: &SessionCore, e: Entrance<'_>, out: &mut SessionOut) -> bool {
         let msgtype = if e.other {
@@ -349,13 +360,7 @@ impl ClientView for State {
         } else {
             CLIENT_ENTER_OBJECT_REQUIRED
         };
-        let mut w = Writer::client(&mut out.to_client, msgtype);
-        w.u32(e.doid)
-            .u32(e.parent)
-            .u32(e.zone)
-            .u16(e.class)
-            .bytes(e.body);
-        let _ = w.finish();
+        write_entrance(msgtype, &e, out);
         true
     }
 
@@ -365,13 +370,7 @@ impl ClientView for State {
         } else {
             CLIENT_ENTER_OBJECT_REQUIRED_OWNER
         };
-        let mut w = Writer::client(&mut out.to_client, msgtype);
-        w.u32(e.doid)
-            .u32(e.parent)
-            .u32(e.zone)
-            .u16(e.class)
-            .bytes(e.body);
-        let _ = w.finish();
+        write_entrance(msgtype, &e, out);
     }
 
     fn leave_object(&mut self, doid: u32, out: &mut SessionOut) {
