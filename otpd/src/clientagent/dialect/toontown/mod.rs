@@ -314,20 +314,18 @@ impl Ctx<'_> {
                     // The client connects before its login screen: heartbeats keep it waiting.
                     self.extend_hello(now);
                 }
-                return Ok(());
+                Ok(())
             }
             CLIENT_DISCONNECT_2003 => {
                 self.client_disconnect(out);
-                return Ok(());
+                Ok(())
             }
-            CLIENT_LOGIN_2 => return self.token_login(now, r, out),
-            CLIENT_LOGIN => return self.password_login(now, r, out),
-            _ if !logged_in => {
-                return Err(refuse(
-                    LOST_NOT_LOGGED_IN,
-                    format!("Message type {msgtype} before login."),
-                ))
-            }
+            CLIENT_LOGIN_2 => self.token_login(now, r, out),
+            CLIENT_LOGIN => self.password_login(now, r, out),
+            _ if !logged_in => Err(refuse(
+                LOST_NOT_LOGGED_IN,
+                format!("Message type {msgtype} before login."),
+            )),
             _ => self.play_message(now, msgtype, r, out),
         }
     }
