@@ -357,7 +357,7 @@ fn expect(c: &mut Conn, t: u16, wait: Duration) -> Result<Vec<u8>, String> {
 
 /// GET_STATE_RESP(zone), creates, DONE_SET_ZONE_RESP(zone): the objects created.
 fn zone_answer(c: &mut Conn, zone: u16, wait: Duration) -> Result<Vec<(u16, u32)>, String> {
-    expect(c, 47, wait)?;
+    expect(c, CLIENT_GET_STATE_RESP, wait)?;
     let mut objects = Vec::new();
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
@@ -365,12 +365,14 @@ fn zone_answer(c: &mut Conn, zone: u16, wait: Duration) -> Result<Vec<(u16, u32)
             break;
         };
         match u16::from_le_bytes([b[0], b[1]]) {
-            34 | 35 => objects.push((
+            CLIENT_CREATE_OBJECT_REQUIRED | CLIENT_CREATE_OBJECT_REQUIRED_OTHER => objects.push((
                 u16::from_le_bytes([b[2], b[3]]),
                 u32::from_le_bytes(b[4..8].try_into().unwrap()),
             )),
-            48 if u16::from_le_bytes([b[2], b[3]]) == zone => return Ok(objects),
-            4 => return Err(format!("kicked during SET_ZONE {zone}")),
+            CLIENT_DONE_SET_ZONE_RESP if u16::from_le_bytes([b[2], b[3]]) == zone => {
+                return Ok(objects)
+            }
+            CLIENT_GO_GET_LOST => return Err(format!("kicked during SET_ZONE {zone}")),
             _ => {}
         }
     }

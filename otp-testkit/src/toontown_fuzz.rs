@@ -23,6 +23,7 @@ use crate::client_fuzz::{
 };
 use otp_wire::channels::{BCHAN_CLIENTS, CONTROL_CHANNEL};
 use otp_wire::msgtypes::*;
+use otp_wire::toontown2003::*;
 use otp_wire::{InternalDatagram, Reader};
 use otpd::clientagent::accounts::{self, Account};
 use otpd::clientagent::session::{

@@ -1,16 +1,20 @@
 //! The ClientAgent: the only door for untrusted clients. `ClientAgent` is what every session of
 //! one client listener shares (its settings, the schema and hash, the UberDOGs, its channel
-//! range, its counters); `session` is one client's sans-IO state machine; `proxy` reads the
-//! HAProxy PROXY header some listeners expect first; `numbering` the 2003 client's field
-//! numbers. The session's fuzz harnesses live outside the product, in `otp-testkit`.
+//! range, its counters); `session` is one client's sans-IO state machine (its core), `dialect`
+//! the seam between it and the two client protocols (`dialect/astron.rs`,
+//! `dialect/toontown/`); `proxy` reads the HAProxy PROXY header some listeners expect first;
+//! `numbering` the 2003 client's field numbers. The session's fuzz harnesses live outside the
+//! product, in `otp-testkit`.
 
 pub mod accounts;
+pub mod dialect;
 pub mod login_limits;
 pub mod numbering;
 pub mod proxy;
 pub mod session;
 pub mod tls;
-pub mod toontown;
+
+pub use dialect::toontown;
 
 use crate::config::{ClientAgentConfig, ClientLimits, UberDog};
 use crate::roles::Schema;
@@ -204,18 +208,21 @@ impl ClientAgent {
             _ => FxHashMap::default(),
         };
         if config.dialect == crate::config::Dialect::Toontown2003 {
-            let tt = &config.toontown;
-            let class = schema.dc().class_by_name(&tt.avatar_class).ok_or_else(|| {
-                format!(
-                    "toontown.avatar_class '{}' is not in the DC files",
-                    tt.avatar_class
-                )
-            })?;
-            for f in [&tt.name_field, &tt.dna_field] {
+            let toontown = &config.toontown;
+            let class = schema
+                .dc()
+                .class_by_name(&toontown.avatar_class)
+                .ok_or_else(|| {
+                    format!(
+                        "toontown.avatar_class '{}' is not in the DC files",
+                        toontown.avatar_class
+                    )
+                })?;
+            for f in [&toontown.name_field, &toontown.dna_field] {
                 if schema.dc().field_by_name(class, f).is_none() {
                     return Err(format!(
                         "toontown: '{}' has no field '{f}'",
-                        tt.avatar_class
+                        toontown.avatar_class
                     ));
                 }
             }

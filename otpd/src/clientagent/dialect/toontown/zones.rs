@@ -36,14 +36,14 @@ pub(super) const ZONE_INTEREST: u16 = 1;
 /// Client datagrams held while a SET_ZONE is answered.
 pub(super) const MAX_HELD: usize = 256;
 
-impl Session {
-    pub(in crate::clientagent) fn state_resp(&self, zone: u32, out: &mut SessionOut) {
+impl Ctx<'_> {
+    pub(super) fn state_resp(&self, zone: u32, out: &mut SessionOut) {
         let mut w = Writer::client(&mut out.to_client, CLIENT_GET_STATE_RESP);
         w.bytes(&[0; 12]).u16(zone as u16);
         let _ = w.finish();
     }
 
-    pub(in crate::clientagent) fn toon_set_zone(
+    pub(super) fn set_zone(
         &mut self,
         now: Instant,
         r: &mut Reader<'_>,
@@ -76,7 +76,7 @@ impl Session {
                 }
             }
         }
-        let (avatar, shard) = (self.toon_ref().avatar, self.toon_ref().shard);
+        let (avatar, shard) = (self.t.avatar, self.t.shard);
         if avatar == 0 || shard == 0 {
             return Err(refuse(
                 LOST_GENERIC,
@@ -93,93 +93,19 @@ impl Session {
         self.state_resp(zone, out);
         if zone == quiet {
             // The client dropped everything but its managers: so does its view.
-            if let Some(i) = self.interests.remove(&ZONE_INTEREST) {
-                let gone: Vec<u32> = i.zones.iter().copied().filter(|z| *z != quiet).collect();
-                self.close_zones_quietly(i.parent, &gone, out);
-                let mut keep = i.clone();
-                keep.zones.retain(|z| *z == quiet);
-                if !keep.zones.is_empty() {
-                    self.interests.insert(ZONE_INTEREST, keep);
-                }
-            }
+            self.narrow_interest_quietly(ZONE_INTEREST, quiet, out);
         }
-        self.toon_mut().zone_pending = Some(zone);
-        let interest = crate::clientagent::session::Interest {
+        self.t.zone_pending = Some(zone);
+        let interest = Interest {
             parent: shard,
             zones,
         };
-        self.add_interest(now, ZONE_INTEREST, interest, zone, 0, out);
+        let Ctx { core, t } = self;
+        core.add_interest(now, ZONE_INTEREST, interest, zone, 0, &mut **t, out);
         Ok(())
     }
 
-    /// An interest finished: for the SET_ZONE interest, DONE_SET_ZONE_RESP.
-    pub(in crate::clientagent) fn toon_done(
-        &mut self,
-        id: u16,
-        context: u32,
-        out: &mut SessionOut,
-    ) {
-        if id != ZONE_INTEREST {
-            return;
-        }
-        let mut w = Writer::client(&mut out.to_client, CLIENT_DONE_SET_ZONE_RESP);
-        w.u16(context as u16);
-        let _ = w.finish();
-        let t = self.toon_mut();
-        t.zone_pending = None;
-        t.replay = !t.held.is_empty();
-    }
-
-    /// Handles client datagrams held during a SET_ZONE, once it is answered.
-    pub(in crate::clientagent) fn toon_replay(&mut self, now: Instant, out: &mut SessionOut) {
-        while !self.is_closed() {
-            let Some(t) = self.toon.as_mut() else {
-                return;
-            };
-            if !t.replay || t.zone_pending.is_some() {
-                return;
-            }
-            let Some(body) = t.held.pop_front() else {
-                t.replay = false;
-                return;
-            };
-            self.on_client_unmetered(now, &body, out);
-        }
-    }
-
-    /// Forgets what the client saw through `parent`'s `zones`, without telling it (it already
-    /// dropped those objects itself), so that coming back re-sends them.
-    pub(in crate::clientagent) fn close_zones_quietly(
-        &mut self,
-        parent: u32,
-        zones: &[u32],
-        out: &mut SessionOut,
-    ) {
-        let gone: Vec<u32> = self
-            .visible
-            .iter()
-            .filter(|(_, o)| o.parent == parent && zones.contains(&o.zone))
-            .map(|(&d, _)| d)
-            .collect();
-        for doid in gone {
-            if self.session_objects.contains(&doid) {
-                continue;
-            }
-            self.seen.remove(&doid);
-            self.historical.insert(doid);
-            self.visible.remove(&doid);
-        }
-        for &z in zones {
-            if self.interests_seeing(parent, z) == 0 {
-                out.subscriptions
-                    .push(Subscription::Remove(otp_wire::channels::location_channel(
-                        parent, z,
-                    )));
-            }
-        }
-    }
-
-    pub(in crate::clientagent) fn toon_update(
+    pub(super) fn update_field(
         &mut self,
         r: &mut Reader<'_>,
         out: &mut SessionOut,
@@ -188,7 +114,6 @@ impl Session {
         // The client's own number for the field, in the object's class.
         let number = r.u16()?;
         let schema = self.ca.schema.clone();
-        let owned = self.owned.contains_key(&doid);
         let Some(class) = self.lookup_object(doid) else {
             // A p2p field to a toon out of view goes to whoever plays it, but only to a toon
             // the client can know without seeing it: one of its friends (whispers, teleport
@@ -196,31 +121,31 @@ impl Session {
             // (an AI object it never saw, a stranger's toon) is dropped here.
             let avatar = self.avatar_class_id();
             let friend = self
-                .toon_ref()
+                .t
                 .friends
                 .as_ref()
                 .is_some_and(|l| l.iter().any(|&(d, _)| d == doid));
             if let Some(field) = self.ca.field_from_client(avatar, number) {
                 let flags = schema.flags(avatar, field);
                 if flags.p2p && flags.clsend && friend && is_object_channel(doid) {
-                    return self.toon_p2p(avatar, doid, field, r, out);
+                    return self.p2p(avatar, doid, field, r, out);
                 }
             }
             r.rest();
-            self.toon_event("client-update-dropped", doid, out);
+            self.event("client-update-dropped", doid, out);
             return Ok(());
         };
         let Some(field) = self.ca.field_from_client(class, number) else {
             r.rest();
-            self.toon_event("client-update-dropped", doid, out);
+            self.event("client-update-dropped", doid, out);
             return Ok(());
         };
         let flags = schema.flags(class, field);
-        if !schema.class_has_field(class, field) || !self.may_send(doid, field, flags, owned) {
+        if !schema.class_has_field(class, field) || !self.may_send(doid, field, flags) {
             // The 2003 client sends such updates in normal play (its shared AI code); the
             // update is dropped, not the client.
             r.rest();
-            self.toon_event("client-update-dropped", doid, out);
+            self.event("client-update-dropped", doid, out);
             return Ok(());
         }
         let start = r.rest_peek();
@@ -233,7 +158,7 @@ impl Session {
         Ok(())
     }
 
-    pub(in crate::clientagent) fn toon_p2p(
+    pub(super) fn p2p(
         &mut self,
         class: u16,
         doid: u32,
@@ -251,7 +176,7 @@ impl Session {
     }
 
     /// Validates one value of `field` at the reader and steps over it.
-    pub(in crate::clientagent) fn check_value(
+    pub(super) fn check_value(
         &self,
         class: u16,
         field: u16,
@@ -262,7 +187,7 @@ impl Session {
             class,
             field,
             r.rest_peek(),
-            self.toon_validate(ascii_only),
+            self.validate_options(ascii_only),
         ) {
             Ok(n) => {
                 r.skip(n)?;

@@ -49,8 +49,8 @@ fn throttled_text(t: Throttled) -> &'static str {
     }
 }
 
-impl Session {
-    pub(in crate::clientagent) fn toon_login(
+impl Ctx<'_> {
+    pub(super) fn token_login(
         &mut self,
         now: Instant,
         r: &mut Reader<'_>,
@@ -73,23 +73,13 @@ impl Session {
             Err(why) => {
                 // The client quits on a nonzero answer; the GO_GET_LOST that follows carries
                 // the reason for the log and the EventLogger.
-                let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_2_RESP);
-                w.u8(1)
-                    .string(why)
-                    .string("")
-                    .u8(0)
-                    .u32(0)
-                    .u32(0)
-                    .u8(0)
-                    .i32(-1);
-                let _ = w.finish();
-                return Err(refuse(LOST_LOGIN_PROBLEM, format!("Login refused: {why}.")));
+                return Err(self.refuse_login_2(why, out));
             }
         };
-        self.toon_mut().account = Some(name.clone());
-        self.toon_mut().method = Some(LoginMethod::Token);
-        let ctx = self.toon_request(Pending::Account, now);
-        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_GET, out);
+        self.t.account = Some(name.clone());
+        self.t.method = Some(LoginMethod::Token);
+        let ctx = self.request(Pending::Account, now);
+        let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_GET, out);
         w.u32(ctx).string(&name);
         let _ = w.finish();
         Ok(())
@@ -98,12 +88,8 @@ impl Session {
     /// CLIENT_LOGIN: the name and password typed on the 2003 client's login screen
     /// (`account-old-auth #t`).
     /// What both logins check first: not logged in yet, the server's version and DC hash.
-    pub(in crate::clientagent) fn login_allowed(
-        &self,
-        version: &[u8],
-        hash: u32,
-    ) -> Result<(), Refusal> {
-        if self.toon_ref().account.is_some() {
+    pub(super) fn login_allowed(&self, version: &[u8], hash: u32) -> Result<(), Refusal> {
+        if self.t.account.is_some() {
             return Err(refuse(LOST_GENERIC, "Logged in already."));
         }
         if version != self.ca.version.as_bytes() {
@@ -124,7 +110,7 @@ impl Session {
         Ok(())
     }
 
-    pub(in crate::clientagent) fn toon_password_login(
+    pub(super) fn password_login(
         &mut self,
         now: Instant,
         r: &mut Reader<'_>,
@@ -141,7 +127,7 @@ impl Session {
         // The client keeps its login screen up while it waits: so may the server.
         self.extend_hello(now);
         if self.ca.toontown.passwords == PasswordPolicy::Disabled {
-            return self.toon_login_refused(
+            return self.login_refused(
                 now,
                 LOGIN_NO_SUCH_NAME,
                 "Password logins are disabled on this server.",
@@ -152,7 +138,7 @@ impl Session {
         let name = match String::from_utf8(name) {
             Ok(n) if accounts::valid_name(&n) => n,
             _ => {
-                return self.toon_login_refused(
+                return self.login_refused(
                     now,
                     LOGIN_BAD_NAME,
                     "That name cannot be an account name.",
@@ -162,7 +148,7 @@ impl Session {
             }
         };
         if password.is_empty() || password.len() > accounts::MAX_PASSWORD {
-            return self.toon_login_refused(
+            return self.login_refused(
                 now,
                 LOGIN_BAD_PASSWORD,
                 "The password is empty or too long.",
@@ -171,9 +157,9 @@ impl Session {
             );
         }
         // Throttled per address and per account (`toontown.password_limits`), before any hash.
-        let verdict = self.ca.logins.lock().begin(self.remote.ip(), &name, now);
+        let verdict = self.ca.logins.lock().begin(self.remote().ip(), &name, now);
         if let Err(t) = verdict {
-            return self.toon_login_refused_as(
+            return self.login_refused_as(
                 now,
                 LOGIN_BAD_PASSWORD,
                 throttled_text(t),
@@ -182,16 +168,16 @@ impl Session {
                 out,
             );
         }
-        self.toon_mut().account = Some(name.clone());
-        self.toon_mut().method = Some(LoginMethod::Password);
-        let ctx = self.toon_request(
+        self.t.account = Some(name.clone());
+        self.t.method = Some(LoginMethod::Password);
+        let ctx = self.request(
             Pending::PasswordAccount {
                 password: Secret(password),
                 create,
             },
             now,
         );
-        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_GET, out);
+        let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_GET, out);
         w.u32(ctx).string(&name);
         let _ = w.finish();
         Ok(())
@@ -199,7 +185,7 @@ impl Session {
 
     /// A refused password login: LOGIN_RESP `code` (the client offers a retry), or, at the
     /// `MAX_BAD_LOGINS`th on this connection, GO_GET_LOST 122. The session stays logged out.
-    pub(in crate::clientagent) fn toon_login_refused(
+    pub(super) fn login_refused(
         &mut self,
         now: Instant,
         code: u8,
@@ -207,12 +193,12 @@ impl Session {
         name: &str,
         out: &mut SessionOut,
     ) -> Result<(), Refusal> {
-        self.toon_login_refused_as(now, code, why, name, LoginRefusal::Credentials, out)
+        self.login_refused_as(now, code, why, name, LoginRefusal::Credentials, out)
     }
 
-    /// `toon_login_refused` for a `cause`: a busy server is not the player's refusal (not
-    /// counted against `MAX_BAD_LOGINS`), and each cause is named in the event.
-    pub(in crate::clientagent) fn toon_login_refused_as(
+    /// `login_refused` for a `cause`: a busy server is not the player's refusal (not counted
+    /// against `MAX_BAD_LOGINS`), and each cause is named in the event.
+    pub(super) fn login_refused_as(
         &mut self,
         now: Instant,
         code: u8,
@@ -222,7 +208,7 @@ impl Session {
         out: &mut SessionOut,
     ) -> Result<(), Refusal> {
         self.ca.count_login_refusal(cause);
-        let t = self.toon_mut();
+        let t = &mut *self.t;
         t.account = None;
         t.record = None;
         t.method = None;
@@ -264,51 +250,41 @@ impl Session {
 
     /// The account's name and its record as stored.
     fn account_record(&self) -> (String, Vec<u8>) {
-        let t = self.toon_ref();
+        let t = &*self.t;
         let data = t.record.as_ref().map(Account::encode).unwrap_or_default();
         (t.account.clone().unwrap_or_default(), data)
     }
 
     /// Stores the new account record only if no account has the name yet (one step in the
     /// database): two logins racing to create one account cannot both win.
-    pub(in crate::clientagent::toontown) fn toon_create_account(
-        &mut self,
-        now: Instant,
-        password: bool,
-        out: &mut SessionOut,
-    ) {
+    pub(super) fn create_account(&mut self, now: Instant, password: bool, out: &mut SessionOut) {
         let (name, data) = self.account_record();
-        let ctx = self.toon_request(Pending::AccountCreated { password }, now);
-        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_CREATE, out);
+        let ctx = self.request(Pending::AccountCreated { password }, now);
+        let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_CREATE, out);
         w.u32(ctx).string(&name).blob(&data);
         let _ = w.finish();
     }
 
-    pub(in crate::clientagent::toontown) fn toon_save(
-        &mut self,
-        now: Instant,
-        then: AfterSave,
-        out: &mut SessionOut,
-    ) {
+    pub(super) fn save_account(&mut self, now: Instant, then: AfterSave, out: &mut SessionOut) {
         let (name, data) = self.account_record();
-        let ctx = self.toon_request(Pending::SaveThen(then), now);
-        let mut w = self.send_to(self.toon_db(), DBSERVER_ACCOUNT_SET, out);
+        let ctx = self.request(Pending::SaveThen(then), now);
+        let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_SET, out);
         w.u32(ctx).string(&name).blob(&data);
         let _ = w.finish();
     }
 
-    /// Ends a password attempt `toon_password_login` let through the throttle.
+    /// Ends a password attempt `password_login` let through the throttle.
     fn password_attempt_end(&self, outcome: Outcome, now: Instant) {
-        if let Some(name) = &self.toon_ref().account {
+        if let Some(name) = &self.t.account {
             self.ca
                 .logins
                 .lock()
-                .end(self.remote.ip(), name, outcome, now);
+                .end(self.remote().ip(), name, outcome, now);
         }
     }
 
-    pub(in crate::clientagent) fn toon_logged_in(&mut self, now: Instant, out: &mut SessionOut) {
-        let name = self.toon_ref().account.clone().unwrap_or_default();
+    pub(super) fn logged_in(&mut self, now: Instant, out: &mut SessionOut) {
+        let name = self.t.account.clone().unwrap_or_default();
         // One session per account: whoever holds it now is told to leave. The channel is a
         // hash of the name; the name itself travels along, and only its holder leaves.
         let channel = accounts::account_channel(&name);
@@ -318,7 +294,7 @@ impl Session {
         out.subscriptions.push(Subscription::Add(channel));
         self.set_state(STATE_ESTABLISHED);
         let since = self.ca.clock.unix_at(now);
-        let method = self.toon_ref().method.unwrap_or(LoginMethod::Token);
+        let method = self.t.method.unwrap_or(LoginMethod::Token);
         if method == LoginMethod::Password {
             // The client treats old-auth logins as paid (setIsPaid(1)) and ignores the code.
             let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_RESP);
@@ -340,7 +316,7 @@ impl Session {
                 .i32(-1);
             let _ = w.finish();
         }
-        let remote = self.remote.to_string();
+        let remote = self.remote().to_string();
         out.events.push(crate::roles::event::encode(
             "client-login",
             &[
@@ -356,7 +332,7 @@ impl Session {
 
     /// The account of a password login, as the Database role read it (`status` 0 found, 1
     /// not found): check the password, or create the account, or refuse.
-    pub(in crate::clientagent) fn toon_password_account(
+    pub(super) fn password_account(
         &mut self,
         now: Instant,
         status: u8,
@@ -370,9 +346,9 @@ impl Session {
             0 => match Account::decode(data, slots) {
                 Some(a) => match a.password.clone() {
                     Some(hash) => {
-                        // Checked on a worker thread: see `toon_job_done`.
+                        // Checked on a worker thread: see `on_job_done`.
                         let account = Box::new(a);
-                        let id = self.toon_request(Pending::PasswordCheck { account }, now);
+                        let id = self.request(Pending::PasswordCheck { account }, now);
                         out.jobs.push(SessionJob::CheckPassword {
                             id,
                             password: password.to_vec(),
@@ -380,7 +356,7 @@ impl Session {
                         });
                     }
                     // It logs in with a play token: answered as a wrong password.
-                    None => self.toon_dummy_check(now, password, out),
+                    None => self.dummy_check(now, password, out),
                 },
                 None => {
                     self.password_attempt_end(Outcome::Undecided, now);
@@ -395,8 +371,8 @@ impl Session {
                 // Making an account is no failed guess.
                 self.password_attempt_end(Outcome::Undecided, now);
                 let created_unix = self.ca.clock.unix_at(now).as_secs();
-                // Hashed on a worker thread: see `toon_job_done`.
-                let id = self.toon_request(
+                // Hashed on a worker thread: see `on_job_done`.
+                let id = self.request(
                     Pending::PasswordHash {
                         slots,
                         created_unix,
@@ -409,7 +385,7 @@ impl Session {
                 });
             }
             // No such account: answered as a wrong password, after as long a check.
-            1 => self.toon_dummy_check(now, password, out),
+            1 => self.dummy_check(now, password, out),
             _ => {
                 self.password_attempt_end(Outcome::Undecided, now);
                 self.eject(
@@ -423,9 +399,9 @@ impl Session {
 
     /// A login of an account that does not exist or has no password: checked against a dummy
     /// hash (never a match), so that its answer and its time are those of a wrong password.
-    fn toon_dummy_check(&mut self, now: Instant, password: &[u8], out: &mut SessionOut) {
+    fn dummy_check(&mut self, now: Instant, password: &[u8], out: &mut SessionOut) {
         let account = Box::new(Account::new(0, 0));
-        let id = self.toon_request(Pending::PasswordCheck { account }, now);
+        let id = self.request(Pending::PasswordCheck { account }, now);
         out.jobs.push(SessionJob::CheckDummy {
             id,
             password: password.to_vec(),
@@ -433,21 +409,21 @@ impl Session {
     }
 
     /// A password checked or hashed off the event loop (`SessionJob`).
-    pub(in crate::clientagent) fn toon_job_done(
+    pub(in crate::clientagent::dialect) fn on_job_done(
         &mut self,
         now: Instant,
         id: u32,
         result: JobResult,
         out: &mut SessionOut,
     ) {
-        let Some((why, deadline)) = self.toon_mut().pending.remove(&id) else {
+        let Some((why, deadline)) = self.t.pending.remove(&id) else {
             return; // timed out meanwhile (the session was told then)
         };
         let refused = match (why, result) {
             (Pending::PasswordCheck { account }, JobResult::Checked(true)) => {
                 self.password_attempt_end(Outcome::Success, now);
-                self.toon_mut().record = Some(*account);
-                self.toon_logged_in(now, out);
+                self.t.record = Some(*account);
+                self.logged_in(now, out);
                 return;
             }
             (Pending::PasswordCheck { .. }, JobResult::Checked(false)) => {
@@ -463,8 +439,8 @@ impl Session {
             ) => {
                 let mut a = Account::new(slots, created_unix);
                 a.password = Some(hash);
-                self.toon_mut().record = Some(a);
-                self.toon_create_account(now, true, out);
+                self.t.record = Some(a);
+                self.create_account(now, true, out);
                 return;
             }
             (Pending::PasswordHash { .. }, JobResult::Hashed(Err(e))) => {
@@ -479,20 +455,20 @@ impl Session {
             (Pending::PasswordCheck { .. }, _) => {
                 // The hashing queue was full: not the player's failure.
                 self.password_attempt_end(Outcome::Undecided, now);
-                let name = self.toon_ref().account.clone().unwrap_or_default();
+                let name = self.t.account.clone().unwrap_or_default();
                 let busy = LoginRefusal::Busy;
                 if let Err(e) =
-                    self.toon_login_refused_as(now, LOGIN_BAD_PASSWORD, BUSY_TEXT, &name, busy, out)
+                    self.login_refused_as(now, LOGIN_BAD_PASSWORD, BUSY_TEXT, &name, busy, out)
                 {
                     self.eject(e, true, out);
                 }
                 return;
             }
             (Pending::PasswordHash { .. }, _) => {
-                let name = self.toon_ref().account.clone().unwrap_or_default();
+                let name = self.t.account.clone().unwrap_or_default();
                 let busy = LoginRefusal::Busy;
                 if let Err(e) =
-                    self.toon_login_refused_as(now, LOGIN_BAD_PASSWORD, BUSY_TEXT, &name, busy, out)
+                    self.login_refused_as(now, LOGIN_BAD_PASSWORD, BUSY_TEXT, &name, busy, out)
                 {
                     self.eject(e, true, out);
                 }
@@ -500,13 +476,155 @@ impl Session {
             }
             (other, _) => {
                 // Not a job's context: put it back as it was.
-                self.toon_mut().pending.insert(id, (other, deadline));
+                self.t.pending.insert(id, (other, deadline));
                 return;
             }
         };
-        let name = self.toon_ref().account.clone().unwrap_or_default();
-        if let Err(e) = self.toon_login_refused(now, refused.0, refused.1, &name, out) {
+        let name = self.t.account.clone().unwrap_or_default();
+        if let Err(e) = self.login_refused(now, refused.0, refused.1, &name, out) {
             self.eject(e, true, out);
+        }
+    }
+
+    /// Refuses a LOGIN_2: the nonzero answer the client quits on, and the refusal whose
+    /// GO_GET_LOST carries the reason for the log and the EventLogger.
+    pub(super) fn refuse_login_2(&self, why: &str, out: &mut SessionOut) -> Refusal {
+        let mut w = Writer::client(&mut out.to_client, CLIENT_LOGIN_2_RESP);
+        w.u8(1)
+            .string(why)
+            .string("")
+            .u8(0)
+            .u32(0)
+            .u32(0)
+            .u8(0)
+            .i32(-1);
+        let _ = w.finish();
+        refuse(LOST_LOGIN_PROBLEM, format!("Login refused: {why}."))
+    }
+
+    /// The account of a token login, as the Database role read it (`status` 0 found, 1 not
+    /// found): log in, or make the account.
+    pub(super) fn token_account(
+        &mut self,
+        now: Instant,
+        status: u8,
+        data: &[u8],
+        out: &mut SessionOut,
+    ) {
+        let slots = self.ca.toontown.max_avatars;
+        let unix = self.ca.clock.unix_at(now).as_secs();
+        match status {
+            0 => match Account::decode(data, slots) {
+                Some(a)
+                    if a.password.is_some()
+                        && self.ca.toontown.tokens == crate::config::TokenPolicy::Open =>
+                {
+                    // Anyone can name an account with an open token: one with a password
+                    // opens only with its password (or a signed token).
+                    let e = self.refuse_login_2("this account logs in with its password", out);
+                    self.eject(e, false, out);
+                }
+                Some(a) => {
+                    self.t.record = Some(a);
+                    self.logged_in(now, out);
+                }
+                None => self.eject(
+                    refuse(LOST_LOGIN_PROBLEM, "The account record is unreadable."),
+                    false,
+                    out,
+                ),
+            },
+            1 => {
+                self.t.record = Some(Account::new(slots, unix));
+                self.create_account(now, false, out);
+            }
+            _ => self.eject(
+                refuse(LOST_LOGIN_PROBLEM, "The account database failed."),
+                false,
+                out,
+            ),
+        }
+    }
+
+    /// A new account stored (`status` 0), or its name taken meanwhile (1), or a failure.
+    pub(super) fn account_created(
+        &mut self,
+        now: Instant,
+        status: u8,
+        password: bool,
+        out: &mut SessionOut,
+    ) {
+        match status {
+            0 => self.logged_in(now, out),
+            1 if password => {
+                // Someone made it first, with a password this login never checked.
+                self.t.record = None;
+                let name = self.t.account.clone().unwrap_or_default();
+                let why = "the account was just made by another login";
+                self.login_refused(now, LOGIN_BAD_NAME, why, &name, out)
+                    .unwrap_or_else(|e| self.eject(e, false, out));
+            }
+            1 => {
+                // A token login raced another for a new account: log in to the one that
+                // won, as if it had been there.
+                let name = self.t.account.clone().unwrap_or_default();
+                let ctx = self.request(Pending::Account, now);
+                let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_GET, out);
+                w.u32(ctx).string(&name);
+                let _ = w.finish();
+            }
+            _ => self.eject(
+                refuse(LOST_LOGIN_PROBLEM, "The account could not be made."),
+                false,
+                out,
+            ),
+        }
+    }
+
+    /// The account record saved (`status` 0): what waited for it answers the client.
+    pub(super) fn account_saved(
+        &mut self,
+        now: Instant,
+        status: u8,
+        then: AfterSave,
+        out: &mut SessionOut,
+    ) {
+        if status != 0 {
+            self.eject(
+                refuse(LOST_LOGIN_PROBLEM, "The account could not be saved."),
+                false,
+                out,
+            );
+            return;
+        }
+        match then {
+            AfterSave::Created { doid } => {
+                let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
+                w.u16(0).u8(0).u32(doid);
+                let _ = w.finish();
+                self.event("avatar-created", doid, out);
+            }
+            AfterSave::Pattern { doid } => {
+                let mut w = Writer::client(&mut out.to_client, CLIENT_SET_NAME_PATTERN_ANSWER);
+                w.u32(doid).u8(0);
+                let _ = w.finish();
+            }
+            AfterSave::Wish {
+                doid,
+                pending,
+                approved,
+                rejected,
+            } => {
+                let mut w = Writer::client(&mut out.to_client, CLIENT_SET_WISHNAME_RESP);
+                w.u32(doid)
+                    .u16(0)
+                    .string(&pending)
+                    .string(&approved)
+                    .string(&rejected);
+                let _ = w.finish();
+            }
+            AfterSave::Deleted => self.avatar_list(now, CLIENT_DELETE_AVATAR_RESP, out),
+            AfterSave::Nothing => {}
         }
     }
 }

@@ -8,8 +8,8 @@ use super::*;
 pub type Shards =
     std::sync::Arc<parking_lot::Mutex<std::collections::BTreeMap<u32, (String, u32)>>>;
 
-impl Session {
-    pub(in crate::clientagent) fn toon_shard_list(&mut self, out: &mut SessionOut) {
+impl Ctx<'_> {
+    pub(super) fn shard_list(&mut self, out: &mut SessionOut) {
         let shards = self.ca.shards.lock();
         let mut w = Writer::client(&mut out.to_client, CLIENT_GET_SHARD_LIST_RESP);
         w.u16(shards.len().min(u16::MAX as usize) as u16);
@@ -19,13 +19,13 @@ impl Session {
         let _ = w.finish();
     }
 
-    pub(in crate::clientagent) fn toon_set_shard(
+    pub(super) fn set_shard(
         &mut self,
         r: &mut Reader<'_>,
         out: &mut SessionOut,
     ) -> Result<(), Refusal> {
         let asked = r.u32()?;
-        let avatar = self.toon_ref().avatar;
+        let avatar = self.t.avatar;
         if avatar == 0 {
             return Err(refuse(LOST_GENERIC, "SET_SHARD without an avatar in play."));
         }
@@ -40,16 +40,38 @@ impl Session {
         let Some(shard) = shard else {
             return Err(refuse(153, "No district is available."));
         };
-        if let Some(i) = self.interests.remove(&ZONE_INTEREST) {
-            let zones: Vec<u32> = i.zones.to_vec();
-            self.close_zones_quietly(i.parent, &zones, out);
-        }
+        self.close_interest_quietly(ZONE_INTEREST, out);
         let quiet = self.ca.toontown.quiet_zone;
         let mut w = self.send_to(avatar as u64, STATESERVER_OBJECT_SET_LOCATION, out);
         w.u32(shard).u32(quiet);
         let _ = w.finish();
-        self.toon_mut().shard = shard;
+        self.t.shard = shard;
         self.state_resp(0, out);
+        Ok(())
+    }
+
+    /// A district up or down, from this process's directory: the client's SERVER_UP/DOWN
+    /// (once it is logged in).
+    pub(super) fn district_news(
+        &mut self,
+        msgtype: u16,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), WireError> {
+        let id = r.u32()?;
+        if self.t.account.is_some() {
+            if msgtype == CLIENTAGENT_SHARD_UP {
+                let name = String::from_utf8_lossy(r.blob()?).into_owned();
+                let mut w = Writer::client(&mut out.to_client, CLIENT_SERVER_UP);
+                w.u32(id).string(&name);
+                let _ = w.finish();
+            } else {
+                let mut w = Writer::client(&mut out.to_client, CLIENT_SERVER_DOWN);
+                w.u32(id);
+                let _ = w.finish();
+            }
+        }
+        r.rest();
         Ok(())
     }
 }

@@ -105,16 +105,11 @@ impl NameParts {
     }
 }
 
-impl Session {
+impl Ctx<'_> {
     /// Gathers the avatar list from the database, answering with `msgtype` (5).
-    pub(in crate::clientagent) fn toon_list(
-        &mut self,
-        now: Instant,
-        msgtype: u16,
-        out: &mut SessionOut,
-    ) {
+    pub(super) fn avatar_list(&mut self, now: Instant, msgtype: u16, out: &mut SessionOut) {
         let slots: Vec<(usize, u32)> = self
-            .toon_ref()
+            .t
             .record
             .as_ref()
             .map(|r| {
@@ -126,7 +121,7 @@ impl Session {
                     .collect()
             })
             .unwrap_or_default();
-        let t = self.toon_mut();
+        let t = &mut *self.t;
         t.next_ctx = t.next_ctx.wrapping_add(1).max(1);
         let job = t.next_ctx;
         let n = t.record.as_ref().map_or(0, |r| r.slots.len());
@@ -139,43 +134,30 @@ impl Session {
             },
         );
         if slots.is_empty() {
-            self.toon_list_done(job, out);
+            self.avatar_list_done(job, out);
             return;
         }
-        let schema = self.ca.schema.clone();
-        let tt = &self.ca.toontown;
-        let class = schema.dc().class_by_name(&tt.avatar_class);
-        let fields = class.and_then(|c| {
-            Some((
-                schema.dc().field_by_name(c, &tt.name_field)?.id(),
-                schema.dc().field_by_name(c, &tt.dna_field)?.id(),
-            ))
-        });
-        let Some((fname, fdna)) = fields else {
+        let Some((fname, fdna)) = self.name_dna_fields() else {
             log::error!(
                 "{}: the avatar class or its name/DNA field is not in the DC files",
                 self.label()
             );
-            self.toon_mut().jobs.remove(&job);
+            self.t.jobs.remove(&job);
             return;
         };
         for (slot, doid) in slots {
-            let ctx = self.toon_request(Pending::ListFields { job, slot, doid }, now);
-            let mut w = self.send_to(self.toon_db(), DBSERVER_OBJECT_GET_FIELDS, out);
+            let ctx = self.request(Pending::ListFields { job, slot }, now);
+            let mut w = self.send_to(self.db(), DBSERVER_OBJECT_GET_FIELDS, out);
             w.u32(ctx).u32(doid).u16(2).u16(fname).u16(fdna);
             let _ = w.finish();
         }
     }
 
-    pub(in crate::clientagent) fn toon_list_done(&mut self, job: u32, out: &mut SessionOut) {
-        let Some(j) = self.toon_mut().jobs.remove(&job) else {
+    pub(super) fn avatar_list_done(&mut self, job: u32, out: &mut SessionOut) {
+        let Some(j) = self.t.jobs.remove(&job) else {
             return;
         };
-        let rec = self
-            .toon_ref()
-            .record
-            .clone()
-            .unwrap_or_else(|| Account::new(0, 0));
+        let rec = self.t.record.clone().unwrap_or_else(|| Account::new(0, 0));
         let count = j.found.iter().filter(|f| f.is_some()).count();
         let mut w = Writer::client(&mut out.to_client, j.msgtype);
         w.u8(0).u16(count as u16);
@@ -202,7 +184,7 @@ impl Session {
         let _ = w.finish();
     }
 
-    pub(in crate::clientagent) fn toon_create(
+    pub(super) fn create_avatar(
         &mut self,
         now: Instant,
         r: &mut Reader<'_>,
@@ -211,10 +193,10 @@ impl Session {
         let context = r.u16()?;
         let dna = r.blob()?.to_vec();
         let slot = r.u8()? as usize;
-        let rec = self.toon_ref().record.as_ref().expect("logged in");
+        let rec = self.t.record.as_ref().expect("logged in");
         // A slot being created is taken: a second avatar would be orphaned in the database.
         let creating = self
-            .toon_ref()
+            .t
             .pending
             .values()
             .any(|(p, _)| matches!(p, Pending::Created { slot: s } if *s == slot));
@@ -228,15 +210,16 @@ impl Session {
             ));
         }
         let schema = self.ca.schema.clone();
-        let tt = &self.ca.toontown;
-        let Some(class) = schema.dc().class_by_name(&tt.avatar_class) else {
+        let toontown = &self.ca.toontown;
+        let Some(class) = schema.dc().class_by_name(&toontown.avatar_class) else {
             return Err(refuse(
                 LOST_LOGIN_PROBLEM,
                 "No avatar class in the DC files.",
             ));
         };
         let field = |n: &str| schema.dc().field_by_name(class, n).map(|f| f.id());
-        let (Some(fname), Some(fdna)) = (field(&tt.name_field), field(&tt.dna_field)) else {
+        let (Some(fname), Some(fdna)) = (field(&toontown.name_field), field(&toontown.dna_field))
+        else {
             return Err(refuse(
                 LOST_LOGIN_PROBLEM,
                 "The avatar class lacks its name or DNA field.",
@@ -246,15 +229,17 @@ impl Session {
         let mut dna_packed = (dna.len() as u16).to_le_bytes().to_vec();
         dna_packed.extend_from_slice(&dna);
         let _ = dna_value;
-        let o = self.toon_validate(false);
+        let o = self.validate_options(false);
         if let Err(e) = schema.value_len_with(class.id(), fdna, &dna_packed, o) {
             return Err(refuse(
                 LOST_TRUNCATED,
                 format!("Invalid DNA: {}", e.message),
             ));
         }
-        let mut fields: Vec<(u16, Vec<u8>)> =
-            vec![(fname, string_bytes(&tt.default_name)), (fdna, dna_packed)];
+        let mut fields: Vec<(u16, Vec<u8>)> = vec![
+            (fname, string_bytes(&toontown.default_name)),
+            (fdna, dna_packed),
+        ];
         if let Some(f) = field("setTutorialAck") {
             if schema.value_len(class.id(), f, &[1]).is_ok() {
                 fields.push((f, vec![1]));
@@ -266,11 +251,11 @@ impl Session {
             }
         }
         if let Some(f) = field(ACCOUNT_NAME_FIELD) {
-            let name = self.toon_ref().account.clone().unwrap_or_default();
+            let name = self.t.account.clone().unwrap_or_default();
             fields.push((f, string_bytes(&name)));
         }
-        let ctx = self.toon_request(Pending::Created { slot }, now);
-        let mut w = self.send_to(self.toon_db(), DBSERVER_CREATE_OBJECT, out);
+        let ctx = self.request(Pending::Created { slot }, now);
+        let mut w = self.send_to(self.db(), DBSERVER_CREATE_OBJECT, out);
         w.u32(ctx).u16(class.id()).u16(fields.len() as u16);
         for (f, v) in &fields {
             w.u16(*f).bytes(v);
@@ -280,23 +265,16 @@ impl Session {
         Ok(())
     }
 
-    pub(in crate::clientagent) fn set_name(&mut self, doid: u32, name: &str, out: &mut SessionOut) {
-        let schema = self.ca.schema.clone();
-        let tt = &self.ca.toontown;
-        let Some(f) = schema
-            .dc()
-            .class_by_name(&tt.avatar_class)
-            .and_then(|c| schema.dc().field_by_name(c, &tt.name_field))
-            .map(|f| f.id())
-        else {
+    pub(super) fn set_name(&mut self, doid: u32, name: &str, out: &mut SessionOut) {
+        let Some((f, _)) = self.name_dna_fields() else {
             return;
         };
-        let mut w = self.send_to(self.toon_db(), DBSERVER_OBJECT_SET_FIELD, out);
+        let mut w = self.send_to(self.db(), DBSERVER_OBJECT_SET_FIELD, out);
         w.u32(doid).u16(f).string(name);
         let _ = w.finish();
     }
 
-    pub(in crate::clientagent) fn toon_name_pattern(
+    pub(super) fn name_pattern(
         &mut self,
         now: Instant,
         r: &mut Reader<'_>,
@@ -316,22 +294,22 @@ impl Session {
         match name {
             Some(name) => {
                 self.set_name(doid, &name, out);
-                let s = &mut self.toon_mut().record.as_mut().expect("logged in").slots[slot];
+                let s = &mut self.t.record.as_mut().expect("logged in").slots[slot];
                 s.wish_name = name;
                 s.name_state = accounts::NAME_NAMED;
-                self.toon_save(now, AfterSave::Pattern { doid }, out);
+                self.save_account(now, AfterSave::Pattern { doid }, out);
             }
             None => {
                 let mut w = Writer::client(&mut out.to_client, CLIENT_SET_NAME_PATTERN_ANSWER);
                 w.u32(doid).u8(1);
                 let _ = w.finish();
-                self.toon_event("name-refused", doid, out);
+                self.event("name-refused", doid, out);
             }
         }
         Ok(())
     }
 
-    pub(in crate::clientagent) fn toon_wish(
+    pub(super) fn wish_name(
         &mut self,
         now: Instant,
         r: &mut Reader<'_>,
@@ -357,14 +335,14 @@ impl Session {
             let mut w = Writer::client(&mut out.to_client, CLIENT_SET_WISHNAME_RESP);
             w.u32(doid).u16(0).string("").string("").string(&name);
             let _ = w.finish();
-            self.toon_event("name-refused", doid, out);
+            self.event("name-refused", doid, out);
             return Ok(());
         }
         let auto = self.ca.toontown.auto_approve_names;
         if auto {
             self.set_name(doid, &name, out);
         }
-        let s = &mut self.toon_mut().record.as_mut().expect("logged in").slots[slot];
+        let s = &mut self.t.record.as_mut().expect("logged in").slots[slot];
         s.wish_name = name.clone();
         s.name_state = if auto {
             accounts::NAME_NAMED
@@ -376,7 +354,7 @@ impl Session {
         } else {
             (name, String::new())
         };
-        self.toon_save(
+        self.save_account(
             now,
             AfterSave::Wish {
                 doid,
@@ -390,32 +368,26 @@ impl Session {
     }
 
     /// Takes the avatar in play out of the world (SET_AVATAR 0, or another avatar chosen).
-    pub(in crate::clientagent) fn toon_leave_world(&mut self, out: &mut SessionOut) {
-        let avatar = self.toon_ref().avatar;
+    pub(super) fn leave_world(&mut self, out: &mut SessionOut) {
+        let avatar = self.t.avatar;
         if avatar == 0 {
             return;
         }
-        let shard = self.toon_ref().shard;
-        if let Some(i) = self.interests.remove(&ZONE_INTEREST) {
-            let zones: Vec<u32> = i.zones.to_vec();
-            self.close_zones_quietly(i.parent, &zones, out);
-        }
-        let _ = shard;
-        self.toon_friends_offline(out);
+        self.close_interest_quietly(ZONE_INTEREST, out);
+        self.friends_offline(out);
         out.subscriptions
             .push(Subscription::Remove(puppet_channel(avatar)));
-        self.session_objects.remove(&avatar);
-        self.owned.remove(&avatar);
+        self.disown(avatar);
         let mut w = self.send_to(avatar as u64, STATESERVER_OBJECT_DELETE_RAM, out);
         w.u32(avatar);
         let _ = w.finish();
-        self.toon_event("avatar-left", avatar, out);
-        let t = self.toon_mut();
+        self.event("avatar-left", avatar, out);
+        let t = &mut *self.t;
         t.avatar = 0;
         t.shard = 0;
     }
 
-    pub(in crate::clientagent) fn toon_set_avatar(
+    pub(super) fn set_avatar(
         &mut self,
         now: Instant,
         r: &mut Reader<'_>,
@@ -423,34 +395,166 @@ impl Session {
     ) -> Result<(), Refusal> {
         let doid = r.u32()?;
         if doid == 0 {
-            self.toon_leave_world(out);
+            self.leave_world(out);
             return Ok(());
         }
         self.own_slot(doid)?;
-        if self.toon_ref().avatar == doid {
+        if self.t.avatar == doid {
             return Ok(());
         }
-        self.toon_leave_world(out);
+        self.leave_world(out);
         // Activate the stored avatar, owned by this client, out of every zone until SET_SHARD.
         let mut w = self.send_to(doid as u64, DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS, out);
         w.u32(doid).u32(0).u32(0);
         let _ = w.finish();
         let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_SET_OWNER, out);
-        w.u64(self.channel);
+        w.u64(self.channel());
         let _ = w.finish();
-        let ctx = self.toon_request(Pending::OwnDetails, now);
+        let ctx = self.request(Pending::OwnDetails, now);
         let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_GET_ALL, out);
         w.u32(ctx).u32(doid);
         let _ = w.finish();
-        self.session_objects.insert(doid);
+        self.add_session_object(doid);
         out.subscriptions
             .push(Subscription::Add(puppet_channel(doid)));
-        let t = self.toon_mut();
+        let t = &mut *self.t;
         t.avatar = doid;
         t.friends = None;
         t.friends_wanted = 0;
-        self.toon_event("avatar-chosen", doid, out);
+        self.event("avatar-chosen", doid, out);
         Ok(())
+    }
+
+    /// The avatar class's name and DNA fields (None if the DC files lack them: checked at
+    /// start-up).
+    pub(super) fn name_dna_fields(&self) -> Option<(u16, u16)> {
+        let dc = self.ca.schema.dc();
+        let toontown = &self.ca.toontown;
+        let class = dc.class_by_name(&toontown.avatar_class)?;
+        Some((
+            dc.field_by_name(class, &toontown.name_field)?.id(),
+            dc.field_by_name(class, &toontown.dna_field)?.id(),
+        ))
+    }
+
+    /// A toon's name and DNA among fields read from the database, when both are there.
+    pub(super) fn name_dna(&self, fields: &[(u16, Vec<u8>)]) -> Option<NameDna> {
+        let (fname, fdna) = self.name_dna_fields()?;
+        let get = |id: u16| {
+            fields
+                .iter()
+                .rev()
+                .find(|(f, _)| *f == id)
+                .map(|(_, v)| v.clone())
+        };
+        Some((get(fname)?, get(fdna)?))
+    }
+
+    /// One avatar's name and DNA read (or not) for avatar list `job`.
+    pub(super) fn avatar_list_entry(
+        &mut self,
+        job: u32,
+        slot: usize,
+        found: Option<NameDna>,
+        out: &mut SessionOut,
+    ) {
+        if let Some(j) = self.t.jobs.get_mut(&job) {
+            j.waiting -= 1;
+            if let Some(nd) = found {
+                j.found[slot] = Some(nd);
+            }
+            if j.waiting == 0 {
+                self.avatar_list_done(job, out);
+            }
+        }
+    }
+
+    /// The database made the avatar for `slot` (`doid` 0: it could not): store it in the
+    /// account, or tell the client it failed.
+    pub(super) fn avatar_created(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        doid: u32,
+        out: &mut SessionOut,
+    ) {
+        if doid == 0 {
+            let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
+            w.u16(0).u8(1);
+            let _ = w.finish();
+            return;
+        }
+        let rec = self.t.record.as_mut().expect("logged in");
+        rec.slots[slot] = accounts::Slot {
+            doid,
+            wish_name: String::new(),
+            name_state: accounts::NAME_NONE,
+        };
+        self.save_account(now, AfterSave::Created { doid }, out);
+    }
+
+    /// SET_WISHNAME_CLEAR: the client acknowledges its wish name's verdict (`action` 1: it
+    /// takes an approved name).
+    pub(super) fn wish_name_clear(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let doid = r.u32()?;
+        let action = r.u8()?;
+        let slot = self.own_slot(doid)?;
+        let rec = self.t.record.as_mut().expect("logged in");
+        let s = &mut rec.slots[slot];
+        s.name_state = match (action, s.name_state) {
+            (1, accounts::NAME_APPROVED) => accounts::NAME_NAMED,
+            (_, accounts::NAME_NAMED) => accounts::NAME_NAMED,
+            _ => accounts::NAME_NONE,
+        };
+        if s.name_state == accounts::NAME_NONE {
+            s.wish_name.clear();
+        }
+        self.save_account(now, AfterSave::Nothing, out);
+        Ok(())
+    }
+
+    /// DELETE_AVATAR: one of the account's avatars (not the one in play) is deleted.
+    pub(super) fn delete_avatar(
+        &mut self,
+        now: Instant,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
+        let doid = r.u32()?;
+        let slot = self.own_slot(doid)?;
+        if self.t.avatar == doid {
+            return Err(refuse(
+                LOST_LOGIN_PROBLEM,
+                "Cannot delete the avatar in play.",
+            ));
+        }
+        self.t.record.as_mut().expect("logged in").slots[slot] = accounts::Slot::default();
+        let mut w = self.send_to(self.db(), DBSERVER_OBJECT_DELETE, out);
+        w.u32(doid);
+        let _ = w.finish();
+        self.event("avatar-deleted", doid, out);
+        self.save_account(now, AfterSave::Deleted, out);
+        Ok(())
+    }
+
+    /// GET_AVATAR_DETAILS of another toon: asked of its StateServer (answered in `details`,
+    /// or "no information" when it does not answer in time).
+    pub(super) fn ask_details(&mut self, now: Instant, doid: u32, out: &mut SessionOut) {
+        if !is_object_channel(doid) {
+            let mut w = Writer::client(&mut out.to_client, CLIENT_GET_AVATAR_DETAILS_RESP);
+            w.u32(doid).u8(1);
+            let _ = w.finish();
+            return;
+        }
+        let ctx = self.request(Pending::OtherDetails { doid }, now);
+        let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_GET_ALL, out);
+        w.u32(ctx).u32(doid);
+        let _ = w.finish();
     }
 }
 

@@ -58,16 +58,16 @@ pub const FRIENDS_FIELD: &str = "setFriendsList";
 /// or going offline (the 2003 game allows 50; a longer list is served up to this many).
 pub const MAX_FRIENDS: usize = 200;
 
-impl Session {
-    pub(in crate::clientagent) fn friends_field(&self) -> Option<u16> {
+impl Ctx<'_> {
+    pub(super) fn friends_field(&self) -> Option<u16> {
         let dc = self.ca.schema.dc();
         let class = dc.class_by_name(&self.ca.toontown.avatar_class)?;
         Some(dc.field_by_name(class, FRIENDS_FIELD)?.id())
     }
 
     /// GET_FRIEND_LIST: each friend's name and DNA, read from the database.
-    pub(in crate::clientagent) fn toon_friend_list(&mut self, now: Instant, out: &mut SessionOut) {
-        let t = self.toon_mut();
+    pub(super) fn friend_list(&mut self, now: Instant, out: &mut SessionOut) {
+        let t = &mut *self.t;
         if t.avatar == 0 {
             let mut w = Writer::client(&mut out.to_client, CLIENT_GET_FRIEND_LIST_RESP);
             w.u8(1);
@@ -87,21 +87,13 @@ impl Session {
         }
         let me = t.avatar;
         let ids = friend_ids(t.friends.as_deref().unwrap_or_default(), me);
-        let schema = self.ca.schema.clone();
-        let tt = &self.ca.toontown;
-        let fields = schema.dc().class_by_name(&tt.avatar_class).and_then(|c| {
-            Some((
-                schema.dc().field_by_name(c, &tt.name_field)?.id(),
-                schema.dc().field_by_name(c, &tt.dna_field)?.id(),
-            ))
-        });
-        let (Some((fname, fdna)), false) = (fields, ids.is_empty()) else {
+        let (Some((fname, fdna)), false) = (self.name_dna_fields(), ids.is_empty()) else {
             let mut w = Writer::client(&mut out.to_client, CLIENT_GET_FRIEND_LIST_RESP);
             w.u8(0).u16(0);
             let _ = w.finish();
             return;
         };
-        let t = self.toon_mut();
+        let t = &mut *self.t;
         t.next_ctx = t.next_ctx.wrapping_add(1).max(1);
         let job = t.next_ctx;
         t.friend_job = Some(job);
@@ -114,15 +106,15 @@ impl Session {
             },
         );
         for (index, doid) in ids.into_iter().enumerate() {
-            let ctx = self.toon_request(Pending::FriendFields { job, index }, now);
-            let mut w = self.send_to(self.toon_db(), DBSERVER_OBJECT_GET_FIELDS, out);
+            let ctx = self.request(Pending::FriendFields { job, index }, now);
+            let mut w = self.send_to(self.db(), DBSERVER_OBJECT_GET_FIELDS, out);
             w.u32(ctx).u32(doid).u16(2).u16(fname).u16(fdna);
             let _ = w.finish();
         }
     }
 
-    pub(in crate::clientagent) fn toon_friend_list_done(&mut self, job: u32, out: &mut SessionOut) {
-        let t = self.toon_mut();
+    pub(super) fn friend_list_done(&mut self, job: u32, out: &mut SessionOut) {
+        let t = &mut *self.t;
         let Some(j) = t.friend_jobs.remove(&job) else {
             return;
         };
@@ -146,35 +138,30 @@ impl Session {
 
     /// REMOVE_FRIEND: `doid` leaves the avatar's friends list, and the avatar leaves `doid`'s
     /// (read from the database, written through the DBSS, live or stored).
-    pub(in crate::clientagent) fn toon_remove_friend(
-        &mut self,
-        now: Instant,
-        doid: u32,
-        out: &mut SessionOut,
-    ) {
-        let me = self.toon_ref().avatar;
+    pub(super) fn remove_friend(&mut self, now: Instant, doid: u32, out: &mut SessionOut) {
+        let me = self.t.avatar;
         let field = self.friends_field();
         let listed = self
-            .toon_ref()
+            .t
             .friends
             .as_ref()
             .is_some_and(|l| l.iter().any(|&(d, _)| d == doid));
         let Some(field) = field.filter(|_| listed && me != 0) else {
-            self.toon_event("friend-remove-dropped", doid, out);
+            self.event("friend-remove-dropped", doid, out);
             return;
         };
         let list = {
-            let l = self.toon_mut().friends.as_mut().expect("listed");
+            let l = self.t.friends.as_mut().expect("listed");
             l.retain(|&(d, _)| d != doid);
             encode_friends(l)
         };
         let mut w = self.send_to(me as u64, STATESERVER_OBJECT_SET_FIELD, out);
         w.u32(me).u16(field).bytes(&list);
         let _ = w.finish();
-        self.toon_event("friend-removed", doid, out);
+        self.event("friend-removed", doid, out);
         if is_object_channel(doid) {
-            let ctx = self.toon_request(Pending::Unfriend { other: doid, me }, now);
-            let mut w = self.send_to(self.toon_db(), DBSERVER_OBJECT_GET_FIELDS, out);
+            let ctx = self.request(Pending::Unfriend { other: doid, me }, now);
+            let mut w = self.send_to(self.db(), DBSERVER_OBJECT_GET_FIELDS, out);
             w.u32(ctx).u32(doid).u16(1).u16(field);
             let _ = w.finish();
         }
@@ -183,15 +170,10 @@ impl Session {
     /// The avatar in play's friends list is known (its details) or changed (an update from
     /// the server): answer waiting GET_FRIEND_LISTs, and tell friends not told yet that
     /// the avatar is online.
-    pub(in crate::clientagent) fn toon_friends_set(
-        &mut self,
-        now: Instant,
-        list: Vec<(u32, u8)>,
-        out: &mut SessionOut,
-    ) {
-        let me = self.toon_ref().avatar;
-        let old = self.toon_mut().friends.replace(list);
-        let new = friend_ids(self.toon_ref().friends.as_deref().unwrap_or_default(), me);
+    pub(super) fn friends_set(&mut self, now: Instant, list: Vec<(u32, u8)>, out: &mut SessionOut) {
+        let me = self.t.avatar;
+        let old = self.t.friends.replace(list);
+        let new = friend_ids(self.t.friends.as_deref().unwrap_or_default(), me);
         for f in new {
             if old.as_ref().is_some_and(|o| o.iter().any(|&(d, _)| d == f)) {
                 continue;
@@ -200,19 +182,19 @@ impl Session {
             w.u32(me);
             let _ = w.finish();
         }
-        let wanted = std::mem::take(&mut self.toon_mut().friends_wanted);
+        let wanted = std::mem::take(&mut self.t.friends_wanted);
         for _ in 0..wanted {
-            self.toon_friend_list(now, out);
+            self.friend_list(now, out);
         }
     }
 
     /// The avatar in play leaves the world: its friends' clients hear it went offline.
-    pub(in crate::clientagent) fn toon_friends_offline(&mut self, out: &mut SessionOut) {
-        let me = self.toon_ref().avatar;
-        let Some(list) = self.toon_mut().friends.take() else {
+    pub(in crate::clientagent::dialect) fn friends_offline(&mut self, out: &mut SessionOut) {
+        let me = self.t.avatar;
+        let Some(list) = self.t.friends.take() else {
             return;
         };
-        self.toon_mut().friends_wanted = 0;
+        self.t.friends_wanted = 0;
         if me == 0 {
             return;
         }
@@ -227,11 +209,7 @@ impl Session {
 
     /// The friends list among an object's `required` values (a GET_ALL answer's body after
     /// the class), when `class` is the avatar class and has the friends field.
-    pub(in crate::clientagent) fn required_friends(
-        &self,
-        class: u16,
-        body: &[u8],
-    ) -> Option<Vec<(u32, u8)>> {
+    pub(super) fn required_friends(&self, class: u16, body: &[u8]) -> Option<Vec<(u32, u8)>> {
         let field = self.friends_field()?;
         let schema = &self.ca.schema;
         let c = schema.dc().class(class)?;
@@ -250,12 +228,8 @@ impl Session {
     }
 
     /// The new friends list, when a SET_FIELD(S) body sets the avatar in play's.
-    pub(in crate::clientagent) fn own_friends_update(
-        &self,
-        msgtype: u16,
-        body: &[u8],
-    ) -> Option<Vec<(u32, u8)>> {
-        let t = self.toon_ref();
+    pub(super) fn own_friends_update(&self, msgtype: u16, body: &[u8]) -> Option<Vec<(u32, u8)>> {
+        let t = &*self.t;
         let me = t.avatar;
         if me == 0 || t.friends.is_none() {
             return None;
@@ -284,5 +258,77 @@ impl Session {
             }
         }
         found
+    }
+
+    /// CLIENTAGENT_TOON_FRIEND_ONLINE: a friend's toon came online; the client hears it, and
+    /// the friend's client hears this toon is online too.
+    pub(super) fn friend_online(
+        &mut self,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), WireError> {
+        let online = r.u32()?;
+        r.rest();
+        let me = self.t.avatar;
+        let listed = self
+            .t
+            .friends
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|&(d, _)| d == online));
+        if me != 0 && online != me && listed {
+            let mut w = Writer::client(&mut out.to_client, CLIENT_FRIEND_ONLINE);
+            w.u32(online);
+            let _ = w.finish();
+            let mut dg = CLIENT_FRIEND_ONLINE.to_le_bytes().to_vec();
+            dg.extend_from_slice(&me.to_le_bytes());
+            let mut w = self.send_to(puppet_channel(online), CLIENTAGENT_SEND_DATAGRAM, out);
+            w.blob(&dg);
+            let _ = w.finish();
+        }
+        Ok(())
+    }
+
+    /// One friend's name and DNA read (or not) for GET_FRIEND_LIST job `job`.
+    pub(super) fn friend_list_entry(
+        &mut self,
+        job: u32,
+        index: usize,
+        found: Option<NameDna>,
+        out: &mut SessionOut,
+    ) {
+        if let Some(j) = self.t.friend_jobs.get_mut(&job) {
+            j.waiting = j.waiting.saturating_sub(1);
+            if let (Some(nd), Some(e)) = (found, j.found.get_mut(index)) {
+                e.1 = Some(nd);
+            }
+            if j.waiting == 0 {
+                self.friend_list_done(job, out);
+            }
+        }
+    }
+
+    /// A former friend's stored fields: take `me` out of its friends list.
+    pub(super) fn unfriend(
+        &mut self,
+        other: u32,
+        me: u32,
+        fields: Vec<(u16, Vec<u8>)>,
+        out: &mut SessionOut,
+    ) {
+        let field = self.friends_field();
+        let list = fields
+            .into_iter()
+            .find(|(f, _)| Some(*f) == field)
+            .and_then(|(_, v)| decode_friends(&v));
+        if let (Some(field), Some(mut list)) = (field, list) {
+            let n = list.len();
+            list.retain(|&(d, _)| d != me);
+            if list.len() != n {
+                // Through the DBSS: the live toon and its player, or the stored one.
+                let mut w = self.send_to(other as u64, STATESERVER_OBJECT_SET_FIELD, out);
+                w.u32(other).u16(field).bytes(&encode_friends(&list));
+                let _ = w.finish();
+            }
+        }
     }
 }
