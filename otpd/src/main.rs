@@ -209,10 +209,11 @@ fn main() -> ExitCode {
     for warning in config.exposure_warnings() {
         log::warn!("{warning}");
     }
+    let events = Arc::new(otpd::eventlogger::Counters::default());
     for role in &config.roles {
         if let RoleConfig::EventLogger { .. } = role {
-            let started =
-                otpd::eventlogger::Settings::from_role(role).and_then(otpd::eventlogger::spawn);
+            let started = otpd::eventlogger::Settings::from_role(role)
+                .and_then(|s| otpd::eventlogger::spawn(s, Arc::clone(&events)));
             if let Err(e) = started {
                 log::error!("{e}");
                 eprintln!("otpd: {e}");
@@ -223,7 +224,9 @@ fn main() -> ExitCode {
     match otpd::runtime::Runtime::start_full(config, roles, client_agents) {
         Ok(rt) => {
             if let Some(addr) = &metrics {
-                if let Err(e) = otpd::metrics::serve(addr, &metrics_limits, rt.stats.clone()) {
+                if let Err(e) =
+                    otpd::metrics::serve(addr, &metrics_limits, rt.stats.clone(), events)
+                {
                     log::error!("{e}");
                     eprintln!("otpd: {e}");
                     return ExitCode::from(1);
@@ -274,7 +277,7 @@ fn check_config(
         }
     }
     let mut client_agents = Vec::new();
-    let shards: otpd::clientagent::toontown::Shards = Default::default();
+    let shards: otpd::roles::shards::Shards = Default::default();
     let mut shard_channels: Vec<u64> = Vec::new();
     for role in &config.roles {
         if let RoleConfig::ClientAgent(ca) = role {

@@ -5,6 +5,7 @@
 pub mod http;
 
 use crate::config::MetricsLimits;
+use crate::eventlogger::Counters;
 use crate::runtime::Stats;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -41,7 +42,7 @@ fn core_label(core: usize) -> Labels {
 }
 
 /// Renders every metric, as of now.
-pub fn render(stats: &Stats) -> String {
+pub fn render(stats: &Stats, events: &Counters) -> String {
     let mut registry = Registry::with_prefix("otpd");
     let f = Families {
         routed: Family::default(),
@@ -217,27 +218,30 @@ pub fn render(stats: &Stats) -> String {
         stats.upstream_dropped.load(Ordering::Relaxed),
         Ordering::Relaxed,
     );
-    f.el_written.inner().store(
-        crate::eventlogger::WRITTEN.load(Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
-    f.el_dropped.inner().store(
-        crate::eventlogger::DROPPED.load(Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
+    f.el_written
+        .inner()
+        .store(events.written(), Ordering::Relaxed);
+    f.el_dropped
+        .inner()
+        .store(events.dropped(), Ordering::Relaxed);
     let mut out = String::new();
     encode(&mut out, &registry).expect("writing to a String");
     out
 }
 
 /// Serves `/metrics` on `addr` from a thread of its own, within `limits` (see [`http`]).
-pub fn serve(addr: &str, limits: &MetricsLimits, stats: Arc<Stats>) -> Result<(), String> {
+pub fn serve(
+    addr: &str,
+    limits: &MetricsLimits,
+    stats: Arc<Stats>,
+    events: Arc<Counters>,
+) -> Result<(), String> {
     http::serve(addr, limits, move |path| {
         if path == "/metrics" {
             http::Answer {
                 status: 200,
                 content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                body: render(&stats),
+                body: render(&stats, &events),
             }
         } else {
             http::Answer {

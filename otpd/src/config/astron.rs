@@ -749,7 +749,7 @@ fn role(cx: &Cx, item: &Node, i: usize) -> Res<RoleConfig> {
                 let what = sec.key("allow_from");
                 for a in items(cx, n, &what)? {
                     let text = string(cx, a, &format!("an entry of {what}"))?;
-                    crate::eventlogger::Network::parse(&text)
+                    super::eventlogger::Network::parse(&text)
                         .map_err(|e| cx.err(a, format!("{what}: {e}")))?;
                     allow_from.push(text);
                 }

@@ -3,6 +3,7 @@
 
 pub mod addr;
 pub mod astron;
+pub mod eventlogger;
 pub mod ron_file;
 
 use serde::Deserialize;
@@ -866,7 +867,7 @@ impl ClusterConfig {
                     }
                 }
                 RoleConfig::EventLogger { .. } => {
-                    crate::eventlogger::Settings::from_role(role)?;
+                    eventlogger::Settings::from_role(role)?;
                 }
             }
         }

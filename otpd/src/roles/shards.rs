@@ -4,10 +4,15 @@
 //! Toontown listener of this process answers CLIENT_GET_SHARD_LIST from the list kept here.
 
 use super::{Output, Role};
-use crate::clientagent::toontown::{Shards, CLIENTAGENT_SHARD_DOWN, CLIENTAGENT_SHARD_UP};
 use otp_wire::channels::BCHAN_CLIENTS;
+use otp_wire::toontown2003::{CLIENTAGENT_SHARD_DOWN, CLIENTAGENT_SHARD_UP};
 use otp_wire::InternalDatagram;
 use std::time::Instant;
+
+/// The districts announced to this process (CLIENTAGENT_SHARD_UP / _DOWN): id → (name,
+/// population), kept here and read by every Toontown listener.
+pub type Shards =
+    std::sync::Arc<parking_lot::Mutex<std::collections::BTreeMap<u32, (String, u32)>>>;
 
 /// Most districts kept; more announcements are ignored (with a log line).
 pub const MAX_SHARDS: usize = 1024;
