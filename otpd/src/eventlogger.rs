@@ -355,6 +355,16 @@ impl EventLog {
         now: Instant,
         wall: DateTime<Local>,
     ) -> Result<EventLog, String> {
+        Self::open_counted(settings, Arc::default(), now, wall)
+    }
+
+    /// `open`, publishing what it writes and drops in `counters`.
+    pub fn open_counted(
+        settings: Settings,
+        counters: Arc<Counters>,
+        now: Instant,
+        wall: DateTime<Local>,
+    ) -> Result<EventLog, String> {
         let (file, path) = Self::create(&settings.output, wall, None)?;
         let names = NamePattern::new(&settings.output);
         let mut log = EventLog {
@@ -374,7 +384,7 @@ impl EventLog {
             dropped_total: 0,
             refused_total: 0,
             written_total: 0,
-            counters: Arc::default(),
+            counters,
         };
         log.note("log-opened", "Log opened upon Event Logger startup.", wall);
         log.retain(wall);
@@ -640,8 +650,7 @@ pub fn spawn(
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|e| e.to_string())?;
-    let mut log = EventLog::open(settings, Instant::now(), Local::now())?;
-    log.counters = counters;
+    let mut log = EventLog::open_counted(settings, counters, Instant::now(), Local::now())?;
     log::info!(
         "eventlogger: listening on {}, writing {}",
         socket
