@@ -1,0 +1,229 @@
+//! The cluster's wiring: from a checked configuration to what the runtime hosts: the DC files
+//! and UberDOG classes checked, the ClientAgent listeners built, the Database stores opened,
+//! and the roles each core hosts.
+
+use crate::clientagent::ClientAgent;
+use crate::config::{ClusterConfig, ConfigError, DatabaseBackend, RoleConfig};
+use crate::roles::database::Database;
+use crate::roles::dbss::Dbss;
+use crate::roles::stateserver::StateServer;
+use crate::roles::{store, Placement, Role, Worker};
+use std::sync::Arc;
+
+/// Loads the DC files (if any) and checks that every UberDOG's class exists in them.
+pub fn check_dc_and_uberdogs(
+    config: &ClusterConfig,
+) -> Result<Option<otp_dc::DcFile>, ConfigError> {
+    if config.dc_files.is_empty() {
+        if let Some(u) = config.uberdogs.first() {
+            return Err(ConfigError::new(
+                "uberdogs",
+                format!(
+                    "UberDOG {} has class '{}' but no dc_files are configured",
+                    u.id, u.class
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    let dc = otp_dc::DcFile::parse_files_with(&config.dc_files, config.dc_settings.options())
+        .map_err(|e| ConfigError::new("dc_files", e.to_string()))?;
+    for u in &config.uberdogs {
+        if dc.class_by_name(&u.class).is_none() {
+            return Err(ConfigError::new(
+                "uberdogs",
+                format!(
+                    "UberDOG {} has class '{}', which is not in the DC files",
+                    u.id, u.class
+                ),
+            ));
+        }
+    }
+    log::info!(
+        "dc: {} files loaded, hash 0x{:08x}, fields numbered {}",
+        config.dc_files.len(),
+        dc.hash(),
+        if dc.global_numbering() {
+            "file-wide"
+        } else {
+            "per class (the 2003 rule)"
+        }
+    );
+    Ok(Some(dc))
+}
+
+/// A cluster ready to start: its configuration, the roles each core hosts, and the
+/// ClientAgent listeners.
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub roles: RoleFactory,
+    pub client_agents: ClientAgents,
+}
+
+/// Checks what needs more than the file itself: the DC files, UberDOG classes, and roles
+/// this build can run; builds the roles each core hosts.
+pub fn check_config(config: ClusterConfig) -> Result<Cluster, ConfigError> {
+    let dc = check_dc_and_uberdogs(&config)?;
+    let schema = dc.map(|dc| Arc::new(crate::roles::Schema::new(dc)));
+    for role in &config.roles {
+        match role {
+            RoleConfig::StateServer { .. }
+            | RoleConfig::Dbss { .. }
+            | RoleConfig::Database { .. } => {
+                if schema.is_none() {
+                    return Err(ConfigError::new(
+                        "dc_files",
+                        format!(
+                            "the {} role needs the DC files (dc_files is empty)",
+                            role.kind()
+                        ),
+                    ));
+                }
+            }
+            RoleConfig::EventLogger { .. } => {}
+            RoleConfig::ClientAgent(_) => {
+                if schema.is_none() {
+                    return Err(ConfigError::new(
+                        "dc_files",
+                        "the clientagent role needs the DC files (dc_files is empty)",
+                    ));
+                }
+            }
+        }
+    }
+    let mut client_agents = Vec::new();
+    let shards: crate::roles::shards::Shards = Default::default();
+    let mut shard_channels: Vec<u64> = Vec::new();
+    for role in &config.roles {
+        if let RoleConfig::ClientAgent(ca) = role {
+            let schema = Arc::clone(schema.as_ref().expect("checked above"));
+            if ca.dialect == crate::config::Dialect::Toontown2003
+                && !shard_channels.contains(&ca.toontown.shard_channel)
+            {
+                shard_channels.push(ca.toontown.shard_channel);
+            }
+            let agent = ClientAgent::new(
+                client_agents.len(),
+                ca,
+                schema,
+                &config.uberdogs,
+                shards.clone(),
+                // The one reading of the wall clock sessions work from.
+                crate::clientagent::WallClock {
+                    at: std::time::Instant::now(),
+                    unix: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default(),
+                },
+            )
+            .map_err(|e| ConfigError::new("clientagent", e))?;
+            client_agents.push(Arc::new(agent));
+        }
+    }
+    // Database stores are opened now, so that a file that cannot be used stops otpd at once.
+    let mut stores = Vec::new();
+    for role in &config.roles {
+        if let RoleConfig::Database {
+            generate, backend, ..
+        } = role
+        {
+            let schema = Arc::clone(schema.as_ref().expect("checked above"));
+            let store: Box<dyn Worker> = match backend {
+                DatabaseBackend::Sqlite { directory } => Box::new(
+                    store::sqlite::open(directory, schema, generate.min, generate.max)
+                        .map_err(|e| ConfigError::new("database", e.to_string()))?,
+                ),
+                DatabaseBackend::Postgres {
+                    address,
+                    database,
+                    username,
+                    password,
+                } => Box::new(
+                    store::postgres::open(
+                        address,
+                        database,
+                        username,
+                        password,
+                        schema,
+                        generate.min,
+                        generate.max,
+                    )
+                    .map_err(|e| ConfigError::new("database", e.to_string()))?,
+                ),
+            };
+            stores.push(parking_lot::Mutex::new(Some(store)));
+        }
+    }
+    let roles = config.roles.clone();
+    let factory: RoleFactory = Box::new(move |p: Placement| {
+        let mut next_store = 0;
+        let mut v: Vec<Box<dyn Role>> = Vec::new();
+        if p.core == 0 && !shard_channels.is_empty() {
+            v.push(Box::new(crate::roles::shards::ShardDirectory::new(
+                shard_channels.clone(),
+                shards.clone(),
+            )));
+        }
+        for role in &roles {
+            // Every role but the EventLogger needs the schema; checked above.
+            let Some(schema) = schema.as_ref().map(Arc::clone) else {
+                continue;
+            };
+            match role {
+                RoleConfig::StateServer { control } => {
+                    v.push(Box::new(StateServer::new(*control, schema, p)));
+                }
+                RoleConfig::Dbss {
+                    database,
+                    ranges,
+                    limits,
+                } => {
+                    let ranges = ranges.iter().map(|r| (r.min, r.max)).collect();
+                    v.push(Box::new(Dbss::new(*database, ranges, *limits, schema, p)));
+                }
+                RoleConfig::Database {
+                    control,
+                    broadcast,
+                    max_batch,
+                    max_queued,
+                    ..
+                } => {
+                    // One instance, on core 0: it owns the doid counter and the store.
+                    let store = &stores[next_store];
+                    next_store += 1;
+                    if p.core == 0 {
+                        let store = store.lock().take().expect("core 0 starts once");
+                        let limits = crate::roles::WorkerLimits {
+                            queue: *max_queued,
+                            batch: *max_batch,
+                        };
+                        v.push(Box::new(
+                            Database::new(
+                                *control,
+                                *broadcast,
+                                schema,
+                                store,
+                                std::time::Instant::now(),
+                            )
+                            .with_limits(limits),
+                        ));
+                    }
+                }
+                RoleConfig::EventLogger { .. } => {} // its own thread, started by `otpd run`
+                RoleConfig::ClientAgent(_) => {}     // served by the runtime's client listeners
+            }
+        }
+        v
+    });
+    Ok(Cluster {
+        config,
+        roles: factory,
+        client_agents,
+    })
+}
+
+/// The ClientAgent listeners, in configuration order.
+pub type ClientAgents = Vec<Arc<ClientAgent>>;
+
+/// Builds the roles one core hosts.
+pub type RoleFactory = Box<dyn Fn(Placement) -> Vec<Box<dyn Role>> + Send + Sync>;
