@@ -128,7 +128,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut buf = Vec::new();
     let mut w = Writer::control(&mut buf, CONTROL_ADD_CHANNEL);
     w.u64(location);
-    w.finish().ok();
+    w.finish_bounded();
     watcher.write_all(&buf).map_err(|e| e.to_string())?;
     // Barrier: the watcher sees a probe on the zone before the clock starts.
     let mut probe = Vec::new();
@@ -167,7 +167,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             STATESERVER_CREATE_OBJECT_WITH_REQUIRED,
         );
         w.u32(o.first + i).u32(parent).u32(zone).u16(class).u32(i);
-        w.finish().ok();
+        w.finish_bounded();
         if (i as usize + 1).is_multiple_of(o.batch) || i + 1 == n {
             ai.write_all(&creates).map_err(|e| e.to_string())?;
             creates.clear();
@@ -205,7 +205,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 STATESERVER_OBJECT_SET_FIELD,
             );
             w.u32(doid).u16(field).u32(i);
-            w.finish().ok();
+            w.finish_bounded();
             if (i as usize + 1).is_multiple_of(o.batch) || i + 1 == m {
                 ai.write_all(&updates).map_err(|e| e.to_string())?;
                 updates.clear();

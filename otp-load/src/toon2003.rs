@@ -36,7 +36,7 @@ fn frame_client(msgtype: u16, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
     let mut w = Writer::client(&mut v, msgtype);
     w.bytes(payload);
-    w.finish().expect("small datagram");
+    w.finish_bounded();
     v
 }
 
@@ -132,10 +132,10 @@ pub fn run_ai(args: &[String]) -> Result<(), String> {
     let create = |out: &mut Vec<u8>, doid: u32, parent: u32, zone: u32, class: u16| {
         let mut w = Writer::internal1(out, control, ai, STATESERVER_CREATE_OBJECT_WITH_REQUIRED);
         w.u32(doid).u32(parent).u32(zone).u16(class);
-        w.finish().expect("small datagram");
+        w.finish_bounded();
         let mut w = Writer::internal1(out, doid as u64, ai, STATESERVER_OBJECT_SET_AI);
         w.u64(ai);
-        w.finish().expect("small datagram");
+        w.finish_bounded();
     };
     create(&mut out, district, 0, 0, class("DistributedObject")?);
     create(&mut out, district + 1, district, 1, class("TimeManager")?);
@@ -143,7 +143,7 @@ pub fn run_ai(args: &[String]) -> Result<(), String> {
     let mut down = Vec::new();
     let mut w = Writer::internal1(&mut down, shard_channel, ai, CLIENTAGENT_SHARD_DOWN);
     w.u32(district);
-    w.finish().expect("small datagram");
+    w.finish_bounded();
     let mut w = Writer::control(&mut out, CONTROL_ADD_POST_REMOVE);
     w.u64(ai).blob(&down[2..]);
     w.finish().map_err(|e| e.to_string())?;
@@ -153,7 +153,7 @@ pub fn run_ai(args: &[String]) -> Result<(), String> {
         let mut up = Vec::new();
         let mut w = Writer::internal1(&mut up, shard_channel, ai, CLIENTAGENT_SHARD_UP);
         w.u32(district).string(&name).u32(0);
-        w.finish().expect("small datagram");
+        w.finish_bounded();
         c.send(&up)?;
         // Drain what the cluster sends the AI, re-announcing every 10 s.
         let until = Instant::now() + Duration::from_secs(10);
@@ -174,10 +174,8 @@ pub fn run_client(args: &[String]) -> Result<(), String> {
     let toon_name = arg(args, "--toon-name").unwrap_or_else(|| "Flippy".into());
     let stay: u64 =
         arg(args, "--stay").map_or(Ok(2), |v| v.parse().map_err(|e| format!("--stay: {e}")))?;
-    let toon = dc
-        .class_by_name("DistributedToon")
+    dc.class_by_name("DistributedToon")
         .ok_or("the DC file has no DistributedToon")?;
-    let _ = toon;
     // The 2003 client's own numbers, read from the DC text by the test kit's reader (not by
     // otp-dc, which numbers the server's side).
     let path = arg(args, "--dc").ok_or("--dc FILE is needed")?;

@@ -262,7 +262,7 @@ impl State {
     fn send(&mut self, msgtype: u16, f: impl FnOnce(&mut Writer)) {
         let mut w = Writer::client(&mut self.out, msgtype);
         f(&mut w);
-        let _ = w.finish();
+        w.finish_bounded();
     }
 
     fn step(&mut self, phase: Phase, cx: &Ctx) {
@@ -535,7 +535,7 @@ impl Worker {
                 .u16(cx.f.set_x)
                 .i16(((now / 1000) % 2000) as i16 - 1000);
         }
-        let _ = w.finish();
+        w.finish_bounded();
         cx.r.counters.msgs_out += 1;
         if now >= cx.window.0 && now < cx.window.1 {
             cx.r.counters.out_window += 1;
@@ -780,10 +780,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let epoch = Instant::now();
     let dc = crate::load_dc(std::path::Path::new(&o.dc))?;
-    let toon = dc
-        .class_by_name("DistributedToon")
+    dc.class_by_name("DistributedToon")
         .ok_or(format!("{}: no class DistributedToon", o.dc))?;
-    let _ = toon;
     // The 2003 client's own numbers, read from the DC text by the test kit's reader (not by
     // otp-dc, which numbers the server's side).
     let text = std::fs::read_to_string(&o.dc).map_err(|e| format!("{}: {e}", o.dc))?;

@@ -172,7 +172,11 @@ impl<'a> Writer<'a> {
         self.blob(v.as_bytes())
     }
 
-    /// Patches the length tag; returns the whole datagram's size including the tag.
+    /// Patches the length tag; returns the whole datagram's size including the tag. A datagram
+    /// that does not fit (a body past 16 bits, a blob past 64 KiB, more than 255 recipients) is
+    /// removed and the error returned: use this where a size comes from input (field values,
+    /// stored objects, lists), and drop or refuse what does not fit, saying so.
+    #[must_use = "an error means the datagram was too big and has been removed"]
     pub fn finish(self) -> Result<usize, WriterError> {
         let body = self.body_len();
         let err = self.error.or(if body > MAX_DATAGRAM_BODY {
@@ -186,6 +190,21 @@ impl<'a> Writer<'a> {
         }
         self.out[self.start..self.start + 2].copy_from_slice(&(body as u16).to_le_bytes());
         Ok(body + 2)
+    }
+
+    /// `finish` for a datagram whose size is bounded by construction (fixed-size fields, a few
+    /// recipients, strings of our own). A misfit is a bug: it panics in debug builds; in release
+    /// builds the datagram is removed, as `finish` does, and 0 returned.
+    pub fn finish_bounded(self) -> usize {
+        match self.finish() {
+            Ok(n) => n,
+            Err(e) => {
+                if cfg!(debug_assertions) {
+                    panic!("a datagram bounded by construction did not fit: {e}");
+                }
+                0
+            }
+        }
     }
 
     /// Removes the partly built datagram.

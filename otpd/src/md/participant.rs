@@ -211,12 +211,12 @@ pub fn post_remove_frames(
         }
         let mut w = Writer::begin(routes);
         w.bytes(dg);
-        w.finish().expect("a body a length tag can describe");
+        w.finish_bounded();
     }
     for sender in senders {
         let mut w = Writer::control(clears, CONTROL_CLEAR_POST_REMOVES);
         w.u64(sender);
-        w.finish().expect("small control datagram");
+        w.finish_bounded();
     }
     dropped
 }

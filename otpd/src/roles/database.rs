@@ -3,6 +3,7 @@
 //! hands it to its store's worker thread as a job, and answers once the job's transaction is
 //! durable; changes are re-broadcast on `(2 << 32) | doid` when `broadcast` is on.
 
+use super::finish_or_drop;
 use super::store::{Job, Op, Outcome};
 use super::{Output, Role, Schema, Work, Worker, ANY_CLASS};
 use otp_wire::channels::{database_channel, BCHAN_DBSERVERS};
@@ -104,7 +105,7 @@ impl Database {
             .schema
             .value_len(class, f, rest)
             .map_err(|e| format!("{}: {e}", self.schema.field_name(class, f)))?;
-        let _ = r.skip(len);
+        r.skip(len).map_err(|e| e.to_string())?;
         Ok(rest[..len].to_vec())
     }
 
@@ -161,7 +162,7 @@ impl Database {
             DBSERVER_CREATE_OBJECT => {
                 let mut w = out.datagram(&[sender], self.control, DBSERVER_CREATE_OBJECT_RESP);
                 w.u32(context).u32(0);
-                let _ = w.finish();
+                w.finish_bounded();
                 return;
             }
             DBSERVER_OBJECT_GET_FIELD
@@ -174,7 +175,7 @@ impl Database {
         };
         let mut w = out.datagram(&[sender], self.control, resp);
         w.u32(context).u8(0);
-        let _ = w.finish();
+        w.finish_bounded();
     }
 
     fn request(&mut self, dg: &InternalDatagram<'_>, out: &mut Output) -> Result<(), WireError> {
@@ -417,7 +418,7 @@ impl Database {
                 let doid = if let Outcome::Created(d) = o { d } else { 0 };
                 let mut w = out.datagram(&[sender], self.control, DBSERVER_CREATE_OBJECT_RESP);
                 w.u32(context).u32(doid);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             (Op::Get { .. }, Outcome::Object { class, fields }) => {
                 let mut w = out.datagram(&[sender], self.control, msgtype + 1);
@@ -455,7 +456,7 @@ impl Database {
             (Op::Update { doid, fields, .. }, Outcome::Done) => {
                 let mut w = out.datagram(&[sender], self.control, msgtype + 1);
                 w.u32(context).u8(1);
-                let _ = w.finish();
+                w.finish_bounded();
                 self.announce(
                     *doid,
                     sender,
@@ -472,7 +473,7 @@ impl Database {
                 for (f, v) in &current {
                     w.u16(*f).bytes(v);
                 }
-                let _ = w.finish();
+                finish_or_drop(w, "database: the answer to a conditional set");
             }
             (Op::AccountGet { .. }, Outcome::Account(data)) => {
                 let mut w = out.datagram(&[sender], self.control, DBSERVER_ACCOUNT_GET_RESP);
@@ -480,24 +481,24 @@ impl Database {
                     Some(d) => w.u32(context).u8(0).blob(&d),
                     None => w.u32(context).u8(1).blob(&[]),
                 };
-                let _ = w.finish();
+                finish_or_drop(w, "database: DBSERVER_ACCOUNT_GET_RESP");
             }
             (Op::AccountCreate { .. }, Outcome::AccountCreated(made)) => {
                 let mut w = out.datagram(&[sender], self.control, DBSERVER_ACCOUNT_CREATE_RESP);
                 w.u32(context).u8(if made { 0 } else { 1 });
-                let _ = w.finish();
+                w.finish_bounded();
             }
             (Op::AccountSet { .. }, Outcome::Done) => {
                 let mut w = out.datagram(&[sender], self.control, DBSERVER_ACCOUNT_SET_RESP);
                 w.u32(context).u8(0);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             (Op::Delete { doid }, Outcome::Deleted) => {
                 if self.broadcast {
                     let mut w =
                         out.datagram(&[database_channel(*doid)], sender, DBSERVER_OBJECT_DELETE);
                     w.u32(*doid);
-                    let _ = w.finish();
+                    w.finish_bounded();
                 }
             }
             (_, outcome) => {
@@ -522,11 +523,11 @@ impl Database {
                     if resp == DBSERVER_ACCOUNT_GET_RESP {
                         w.blob(&[]);
                     }
-                    let _ = w.finish();
+                    finish_or_drop(w, "database: DBSERVER_ACCOUNT_GET_RESP");
                 } else if matches!(op, Op::Get { .. } | Op::Update { .. }) {
                     let mut w = out.datagram(&[sender], self.control, msgtype + 1);
                     w.u32(context).u8(0);
-                    let _ = w.finish();
+                    w.finish_bounded();
                 } else {
                     log::warn!("database: {} from {sender} failed (unknown object, or a field of another class)", internal_name(msgtype));
                 }
@@ -569,7 +570,7 @@ impl Database {
             for f in deleted {
                 w.u16(f);
             }
-            let _ = w.finish();
+            finish_or_drop(w, "database: the broadcast of deleted fields");
         }
         if !set.is_empty() {
             set.sort_by_key(|(f, _)| *f);
@@ -587,7 +588,7 @@ impl Database {
             for (f, v) in set {
                 w.u16(f).bytes(v);
             }
-            let _ = w.finish();
+            finish_or_drop(w, "database: the broadcast of set fields");
         }
     }
 }

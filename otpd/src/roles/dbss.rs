@@ -4,6 +4,7 @@
 //! objects to the database, and writes `db` fields back on every update.
 
 use super::event::{self, Ev};
+use super::finish_or_drop;
 use super::objects::{read_field_ids, Doid, FieldStore, Objects, Zone};
 use super::{Output, Placement, Role, Schema, ANY_CLASS};
 use otp_wire::msgtypes::*;
@@ -190,7 +191,7 @@ impl Dbss {
                     let mut w =
                         out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_GET_ALL);
                     w.u32(ctx).u32(doid);
-                    let _ = w.finish();
+                    w.finish_bounded();
                 }
                 self.loading.insert(
                     doid,
@@ -212,7 +213,7 @@ impl Dbss {
                 }
                 let mut w = out.datagram(&[sender], doid as u64, DBSS_OBJECT_GET_ACTIVATED_RESP);
                 w.u32(context).u32(doid).u8(active as u8);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             DBSS_OBJECT_DELETE_DISK => {
                 if r.u32()? != doid {
@@ -222,11 +223,11 @@ impl Dbss {
                 if !t.is_empty() {
                     let mut w = out.datagram(&t, sender, DBSS_OBJECT_DELETE_DISK);
                     w.u32(doid);
-                    let _ = w.finish();
+                    w.finish_bounded();
                 }
                 let mut w = out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_DELETE);
                 w.u32(doid);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             STATESERVER_OBJECT_SET_FIELD | STATESERVER_OBJECT_SET_FIELDS => {
                 if r.u32()? != doid {
@@ -268,7 +269,7 @@ impl Dbss {
                 for &f in &ids {
                     w.u16(f);
                 }
-                let _ = w.finish();
+                finish_or_drop(w, "dbss: a request to the database");
                 if active {
                     // Tell those who see each field; the live copy keeps its value in RAM.
                     for &f in &ids {
@@ -313,13 +314,13 @@ impl Dbss {
                     let mut w =
                         out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_GET_FIELD);
                     w.u32(ctx).u32(doid).u16(f);
-                    let _ = w.finish();
+                    w.finish_bounded();
                 } else if flags.has_default {
                     let v = self.objects.schema.default_value(ANY_CLASS, f);
                     let mut w =
                         out.datagram(&[sender], doid as u64, STATESERVER_OBJECT_GET_FIELD_RESP);
                     w.u32(context).u8(1).u16(f).bytes(v);
-                    let _ = w.finish();
+                    finish_or_drop(w, "dbss: STATESERVER_OBJECT_GET_FIELD_RESP");
                 } else {
                     self.get_field_failed(sender, context, doid, out);
                 }
@@ -342,7 +343,7 @@ impl Dbss {
                             STATESERVER_OBJECT_GET_FIELDS_RESP,
                         );
                         w.u32(context).u8(0);
-                        let _ = w.finish();
+                        w.finish_bounded();
                         return Ok(());
                     }
                     if flags.required || flags.ram {
@@ -366,7 +367,7 @@ impl Dbss {
                             w.u16(*f).bytes(v);
                         }
                     }
-                    let _ = w.finish();
+                    finish_or_drop(w, "dbss: STATESERVER_OBJECT_GET_FIELDS_RESP");
                     return Ok(());
                 }
                 let ctx = self.context();
@@ -375,7 +376,7 @@ impl Dbss {
                 for f in &db_fields {
                     w.u16(*f);
                 }
-                let _ = w.finish();
+                finish_or_drop(w, "dbss: DBSERVER_OBJECT_GET_FIELDS");
                 self.queries.insert(
                     ctx,
                     (
@@ -409,7 +410,7 @@ impl Dbss {
                 self.inactive_loads.entry(doid).or_default().push(ctx);
                 let mut w = out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_GET_ALL);
                 w.u32(ctx).u32(doid);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             DBSERVER_OBJECT_GET_FIELD_RESP | DBSERVER_OBJECT_GET_FIELDS_RESP => {
                 let ctx = r.u32()?;
@@ -425,7 +426,7 @@ impl Dbss {
                         if ok {
                             w.bytes(r.rest());
                         }
-                        let _ = w.finish();
+                        finish_or_drop(w, "dbss: STATESERVER_OBJECT_GET_FIELD_RESP");
                     }
                     Query::Fields {
                         to,
@@ -444,7 +445,7 @@ impl Dbss {
                             }
                             w.bytes(r.rest());
                         }
-                        let _ = w.finish();
+                        finish_or_drop(w, "dbss: STATESERVER_OBJECT_GET_FIELDS_RESP");
                     }
                     Query::All { .. } => {
                         log::warn!(
@@ -501,7 +502,7 @@ impl Dbss {
     fn get_field_failed(&self, to: u64, context: u32, doid: Doid, out: &mut Output) {
         let mut w = out.datagram(&[to], doid as u64, STATESERVER_OBJECT_GET_FIELD_RESP);
         w.u32(context).u8(0);
-        let _ = w.finish();
+        w.finish_bounded();
     }
 
     fn refuse(&self, doid: Doid, sender: u64, kind: &str, reason: &str, out: &mut Output) {
@@ -604,7 +605,7 @@ impl Dbss {
         for (f, v) in others {
             w.u16(f).bytes(v);
         }
-        let _ = w.finish();
+        finish_or_drop(w, "dbss: STATESERVER_OBJECT_GET_ALL_RESP");
     }
 
     /// The database answered an activation: bring the object to life (or give up), then
@@ -690,7 +691,7 @@ impl Dbss {
         for (f, s, e) in db {
             w.u16(f).bytes(&all[s..e]);
         }
-        let _ = w.finish();
+        finish_or_drop(w, "dbss: a request to the database");
     }
 }
 
@@ -741,7 +742,7 @@ impl Role for Dbss {
                         let mut w =
                             out.datagram(&[to], doid as u64, STATESERVER_OBJECT_GET_FIELDS_RESP);
                         w.u32(context).u8(0);
-                        let _ = w.finish();
+                        w.finish_bounded();
                     }
                     Query::All { doid, .. } => self.forget_inactive_load(doid, c),
                 }

@@ -57,6 +57,19 @@ pub struct Output {
     pub events: Vec<Vec<u8>>,
 }
 
+/// Finishes a datagram whose size depends on input (field values, stored objects, lists): one
+/// that does not fit is dropped with a log line naming `what`, never sent truncated. Returns
+/// whether it was kept.
+pub fn finish_or_drop(w: Writer<'_>, what: &str) -> bool {
+    match w.finish() {
+        Ok(_) => true,
+        Err(e) => {
+            log::warn!("{what}: {e}; not sent");
+            false
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subscription {
     Add(Channel),
@@ -66,8 +79,8 @@ pub enum Subscription {
 }
 
 impl Output {
-    /// Starts a datagram; finish it with `Writer::finish` (an error drops it and is logged by
-    /// the caller).
+    /// Starts a datagram; finish it with `Writer::finish_bounded` when its size is bounded by
+    /// construction, else with [`finish_or_drop`].
     pub fn datagram(
         &mut self,
         recipients: &[Channel],

@@ -4,6 +4,7 @@
 //! the StateServer and the DBSS both keep theirs in one.
 
 use super::event::{self, Ev};
+use super::finish_or_drop;
 use super::{Output, Schema};
 use otp_wire::channels::{location_channel, parent_channel};
 use otp_wire::msgtypes::*;
@@ -303,7 +304,7 @@ impl Objects {
             STATESERVER_OBJECT_GET_LOCATION,
         );
         w.u32(STATESERVER_CONTEXT_WAKE_CHILDREN);
-        let _ = w.finish();
+        w.finish_bounded();
     }
 
     // ---- dispatch -----------------------------------------------------------------------
@@ -388,7 +389,7 @@ impl Objects {
                     if known {
                         let mut w = out.datagram(&[parent_channel(doid)], sender, dg.msgtype);
                         w.bytes(dg.payload);
-                        let _ = w.finish();
+                        finish_or_drop(w, "objects: a relay to the children");
                         let obj = self.objects.get_mut(&doid).expect("exists");
                         if let Some(z) = obj.zones.as_mut() {
                             for zone in &zones {
@@ -448,7 +449,7 @@ impl Objects {
                         STATESERVER_OBJECT_LOCATION_ACK,
                     );
                     w.u32(doid).u32(new_zone);
-                    let _ = w.finish();
+                    w.finish_bounded();
                 } else if old_parent == doid {
                     obj.remove_child(old_zone, child);
                 } else {
@@ -472,7 +473,7 @@ impl Objects {
                 let mut w =
                     out.datagram(&[sender], doid as u64, STATESERVER_OBJECT_GET_LOCATION_RESP);
                 w.u32(context).u32(doid).u32(obj.parent).u32(obj.zone);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             STATESERVER_OBJECT_GET_LOCATION_RESP => {
                 let context = r.u32()?;
@@ -506,7 +507,7 @@ impl Objects {
                 let ai = self.objects[&doid].ai;
                 let mut w = out.datagram(&[sender], doid as u64, STATESERVER_OBJECT_GET_AI_RESP);
                 w.u32(context).u32(doid).u64(ai);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             STATESERVER_OBJECT_GET_AI_RESP => {
                 let _context = r.u32()?;
@@ -526,7 +527,7 @@ impl Objects {
                 let owner = self.objects[&doid].owner;
                 let mut w = out.datagram(&[sender], doid as u64, STATESERVER_OBJECT_GET_OWNER_RESP);
                 w.u32(context).u32(doid).u64(owner);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             STATESERVER_OBJECT_GET_ALL => {
                 let context = r.u32()?;
@@ -554,7 +555,7 @@ impl Objects {
                 if ok {
                     w.bytes(&buf);
                 }
-                let _ = w.finish();
+                finish_or_drop(w, "objects: STATESERVER_OBJECT_GET_FIELD_RESP");
                 self.scratch = buf;
             }
             STATESERVER_OBJECT_GET_FIELDS => {
@@ -627,7 +628,7 @@ impl Objects {
                     };
                     let mut w = out.datagram(&[sender], doid as u64, resp);
                     w.u32(context).u32(count as u32);
-                    let _ = w.finish();
+                    w.finish_bounded();
                     if count > 0 {
                         let relay = if children {
                             STATESERVER_OBJECT_GET_CHILDREN
@@ -642,7 +643,7 @@ impl Objects {
                                 w.u32(*z);
                             }
                         }
-                        let _ = w.finish();
+                        finish_or_drop(w, "objects: a relay to the children");
                     }
                 }
             }
@@ -664,7 +665,7 @@ impl Objects {
                 };
                 let mut w = out.datagram(&[sender], doid as u64, dg.msgtype + 1);
                 w.u32(context).u32(count as u32);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             STATESERVER_GET_ACTIVE_ZONES => {
                 let context = r.u32()?;
@@ -680,7 +681,7 @@ impl Objects {
                 for z in zones {
                     w.u32(z);
                 }
-                let _ = w.finish();
+                finish_or_drop(w, "objects: STATESERVER_GET_ACTIVE_ZONES_RESP");
             }
             other => {
                 log::trace!(
@@ -729,7 +730,6 @@ impl Objects {
     ) {
         let class = self.objects[&doid].class;
         let mut updates: SmallVec<[(u16, usize, usize); 8]> = SmallVec::new();
-        let base = r.position();
         let all = r.rest_peek();
         let mut at = 0usize;
         for _ in 0..count {
@@ -767,7 +767,6 @@ impl Objects {
                 }
             }
         }
-        let _ = base;
         for &(f, start, end) in &updates {
             let value = &all[start..end];
             self.store(doid, f, value);
@@ -842,7 +841,7 @@ impl Objects {
         if let Some(v) = value {
             w.bytes(v);
         }
-        let _ = w.finish();
+        finish_or_drop(w, "objects: a field update");
     }
 
     /// DELETE_FIELD(S)_RAM: `ram` fields are forgotten, `required` fields go back to their DC
@@ -1066,7 +1065,7 @@ impl Objects {
                     let mut w =
                         out.datagram(&[new_parent as u64], doid as u64, STATESERVER_OBJECT_GET_AI);
                     w.u32(ctx);
-                    let _ = w.finish();
+                    w.finish_bounded();
                 }
                 push_target(&mut t, new_parent as u64);
             }
@@ -1086,7 +1085,7 @@ impl Objects {
                 .u32(new_zone)
                 .u32(old_parent)
                 .u32(old_zone);
-            let _ = w.finish();
+            w.finish_bounded();
         }
         self.objects.get_mut(&doid).expect("exists").parent_synced = false;
         if new_parent != 0 {
@@ -1135,7 +1134,7 @@ impl Objects {
         if !t.is_empty() {
             let mut w = out.datagram(&t, sender, STATESERVER_OBJECT_CHANGING_AI);
             w.u32(doid).u64(new_ai).u64(old_ai);
-            let _ = w.finish();
+            w.finish_bounded();
         }
         if new_ai != 0 {
             self.send_snapshot(
@@ -1159,7 +1158,7 @@ impl Objects {
         if old != 0 {
             let mut w = out.datagram(&[old], sender, STATESERVER_OBJECT_CHANGING_OWNER);
             w.u32(doid).u64(new_owner).u64(old);
-            let _ = w.finish();
+            w.finish_bounded();
         }
         if new_owner != 0 {
             self.send_snapshot(
@@ -1205,7 +1204,7 @@ impl Objects {
                     STATESERVER_OBJECT_CHANGING_LOCATION,
                 );
                 w.u32(doid).u32(0).u32(0).u32(parent).u32(zone);
-                let _ = w.finish();
+                w.finish_bounded();
             }
         }
         push_target(&mut t, obj.owner);
@@ -1213,7 +1212,7 @@ impl Objects {
         if !t.is_empty() {
             let mut w = out.datagram(&t, sender, STATESERVER_OBJECT_DELETE_RAM);
             w.u32(doid);
-            let _ = w.finish();
+            w.finish_bounded();
         }
         self.delete_children(doid, sender, out);
         if parent != 0 {
@@ -1234,7 +1233,7 @@ impl Objects {
                 STATESERVER_OBJECT_DELETE_CHILDREN,
             );
             w.u32(doid);
-            let _ = w.finish();
+            w.finish_bounded();
         }
     }
 

@@ -3,6 +3,7 @@
 //! u32 district doid, best sent as a post-remove) on the configured channel, and every
 //! Toontown listener of this process answers CLIENT_GET_SHARD_LIST from the list kept here.
 
+use super::finish_or_drop;
 use super::{Output, Role};
 use otp_wire::channels::BCHAN_CLIENTS;
 use otp_wire::toontown2003::{CLIENTAGENT_SHARD_DOWN, CLIENTAGENT_SHARD_UP};
@@ -67,7 +68,7 @@ impl Role for ShardDirectory {
                     // Every client session of this process hears it (CLIENT_SERVER_UP).
                     let mut w = out.datagram(&[BCHAN_CLIENTS], 0, CLIENTAGENT_SHARD_UP);
                     w.u32(id).string(&name).u32(population);
-                    let _ = w.finish();
+                    finish_or_drop(w, "shards: CLIENTAGENT_SHARD_UP");
                 }
             }
             CLIENTAGENT_SHARD_DOWN => {
@@ -76,7 +77,7 @@ impl Role for ShardDirectory {
                         log::info!("shards: district {id} is down");
                         let mut w = out.datagram(&[BCHAN_CLIENTS], 0, CLIENTAGENT_SHARD_DOWN);
                         w.u32(id);
-                        let _ = w.finish();
+                        w.finish_bounded();
                     }
                 }
             }

@@ -96,6 +96,6 @@ pub fn eject_frame(code: u16, reason: &str) -> Vec<u8> {
     let mut v = Vec::with_capacity(8 + reason.len());
     let mut w = otp_wire::Writer::client(&mut v, otp_wire::msgtypes::CLIENT_EJECT);
     w.u16(code).string(reason);
-    let _ = w.finish();
+    w.finish_bounded();
     v
 }

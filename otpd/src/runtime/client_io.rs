@@ -263,7 +263,7 @@ impl Core {
         if cl.linger_until.is_some() {
             return; // ejected: its input no longer matters
         }
-        let mut rest_owned = Vec::new();
+        let rest_owned: Vec<u8>;
         let mut bytes = bytes;
         if let Some(buf) = cl.proxy.as_mut() {
             buf.extend_from_slice(bytes);
@@ -291,7 +291,6 @@ impl Core {
                 }
             }
         }
-        let _ = &rest_owned;
         let Some(mut deframer) = self.conns[slot].deframer.take() else {
             return;
         };

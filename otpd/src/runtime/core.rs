@@ -790,7 +790,7 @@ impl Core {
         for &a in args {
             w.u64(a);
         }
-        w.finish().expect("small control datagram");
+        w.finish_bounded();
         self.upstream_write(&frame);
     }
 

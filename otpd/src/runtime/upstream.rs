@@ -101,12 +101,12 @@ impl Upstream {
         for &c in &self.channels {
             let mut w = Writer::control(out, CONTROL_ADD_CHANNEL);
             w.u64(c);
-            w.finish().expect("small control datagram");
+            w.finish_bounded();
         }
         for &(lo, hi) in ranges {
             let mut w = Writer::control(out, CONTROL_ADD_RANGE);
             w.u64(lo).u64(hi);
-            w.finish().expect("small control datagram");
+            w.finish_bounded();
         }
         for (_, frame) in &self.post_removes {
             out.extend_from_slice(frame);
