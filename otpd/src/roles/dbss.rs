@@ -153,8 +153,37 @@ impl Dbss {
         dg: &InternalDatagram<'_>,
         out: &mut Output,
     ) -> Result<(), WireError> {
+        let r = &mut dg.payload_reader();
+        match dg.msgtype {
+            DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS
+            | DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS_OTHER
+            | DBSS_OBJECT_GET_ACTIVATED => self.handle_activation(now, doid, dg, r, out),
+            DBSS_OBJECT_DELETE_DISK
+            | STATESERVER_OBJECT_SET_FIELD
+            | STATESERVER_OBJECT_SET_FIELDS
+            | DBSS_OBJECT_DELETE_FIELD_DISK
+            | DBSS_OBJECT_DELETE_FIELDS_DISK => self.handle_disk_writes(doid, dg, r, out),
+            STATESERVER_OBJECT_GET_FIELD | STATESERVER_OBJECT_GET_ALL => {
+                self.handle_inactive_get_one(now, doid, dg, r, out)
+            }
+            STATESERVER_OBJECT_GET_FIELDS => self.handle_inactive_get_fields(now, doid, dg, r, out),
+            DBSERVER_OBJECT_GET_FIELD_RESP
+            | DBSERVER_OBJECT_GET_FIELDS_RESP
+            | DBSERVER_OBJECT_GET_ALL_RESP => self.handle_database_answers(now, doid, dg, r, out),
+            _ => Ok(()),
+        }
+    }
+
+    /// Activating an object from the database, and asking whether one is active.
+    fn handle_activation(
+        &mut self,
+        now: Instant,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
         let sender = dg.sender.unwrap_or(0);
-        let mut r = dg.payload_reader();
         let active = self.objects.contains(doid);
         match dg.msgtype {
             DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS | DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS_OTHER => {
@@ -173,7 +202,7 @@ impl Dbss {
                         log::warn!("dbss: activate of {doid} with unknown dclass {class}; ignored");
                         return Ok(());
                     };
-                    match self.read_updates(class, &mut r) {
+                    match self.read_updates(class, r) {
                         Ok(u) => (Some(class), u),
                         Err(reason) => {
                             self.refuse(doid, sender, "invalid-activate", &reason, out);
@@ -215,6 +244,22 @@ impl Dbss {
                 w.u32(context).u32(doid).u8(active as u8);
                 w.finish_bounded();
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Writes to the stored object: deleting it, setting or deleting its fields.
+    fn handle_disk_writes(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        let active = self.objects.contains(doid);
+        match dg.msgtype {
             DBSS_OBJECT_DELETE_DISK => {
                 if r.u32()? != doid {
                     return Ok(());
@@ -238,13 +283,13 @@ impl Dbss {
                 } else {
                     1
                 };
-                self.write_back(doid, sender, &mut r, count, out);
+                self.write_back(doid, sender, r, count, out);
             }
             DBSS_OBJECT_DELETE_FIELD_DISK | DBSS_OBJECT_DELETE_FIELDS_DISK => {
                 if r.u32()? != doid {
                     return Ok(());
                 }
-                let ids = read_field_ids(&mut r, dg.msgtype == DBSS_OBJECT_DELETE_FIELDS_DISK)?;
+                let ids = read_field_ids(r, dg.msgtype == DBSS_OBJECT_DELETE_FIELDS_DISK)?;
                 let schema = Arc::clone(&self.objects.schema);
                 let class = self
                     .objects
@@ -284,6 +329,23 @@ impl Dbss {
                     }
                 }
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Reading one field, or all, of an object that is not active: from the database.
+    fn handle_inactive_get_one(
+        &mut self,
+        now: Instant,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        let active = self.objects.contains(doid);
+        match dg.msgtype {
             STATESERVER_OBJECT_GET_FIELD if !active => {
                 let context = r.u32()?;
                 if r.u32()? != doid {
@@ -325,6 +387,45 @@ impl Dbss {
                     self.get_field_failed(sender, context, doid, out);
                 }
             }
+            STATESERVER_OBJECT_GET_ALL if !active => {
+                let context = r.u32()?;
+                if r.u32()? != doid || !self.room_for_query() {
+                    return Ok(());
+                }
+                let ctx = self.context();
+                self.queries.insert(
+                    ctx,
+                    (
+                        Query::All {
+                            to: sender,
+                            context,
+                            doid,
+                        },
+                        now,
+                    ),
+                );
+                self.inactive_loads.entry(doid).or_default().push(ctx);
+                let mut w = out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_GET_ALL);
+                w.u32(ctx).u32(doid);
+                w.finish_bounded();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Reading some fields of an object that is not active: from the database.
+    fn handle_inactive_get_fields(
+        &mut self,
+        now: Instant,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        let active = self.objects.contains(doid);
+        match dg.msgtype {
             STATESERVER_OBJECT_GET_FIELDS if !active => {
                 let context = r.u32()?;
                 if r.u32()? != doid {
@@ -390,28 +491,21 @@ impl Dbss {
                     ),
                 );
             }
-            STATESERVER_OBJECT_GET_ALL if !active => {
-                let context = r.u32()?;
-                if r.u32()? != doid || !self.room_for_query() {
-                    return Ok(());
-                }
-                let ctx = self.context();
-                self.queries.insert(
-                    ctx,
-                    (
-                        Query::All {
-                            to: sender,
-                            context,
-                            doid,
-                        },
-                        now,
-                    ),
-                );
-                self.inactive_loads.entry(doid).or_default().push(ctx);
-                let mut w = out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_GET_ALL);
-                w.u32(ctx).u32(doid);
-                w.finish_bounded();
-            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The database's answers to loads and reads this DBSS asked for.
+    fn handle_database_answers(
+        &mut self,
+        now: Instant,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        match dg.msgtype {
             DBSERVER_OBJECT_GET_FIELD_RESP | DBSERVER_OBJECT_GET_FIELDS_RESP => {
                 let ctx = r.u32()?;
                 let Some((q, _)) = self.queries.remove(&ctx) else {

@@ -351,8 +351,57 @@ impl Objects {
         dg: &InternalDatagram<'_>,
         out: &mut Output,
     ) -> Result<(), WireError> {
+        let r = &mut dg.payload_reader();
+        match dg.msgtype {
+            STATESERVER_DELETE_AI_OBJECTS
+            | STATESERVER_OBJECT_DELETE_RAM
+            | STATESERVER_OBJECT_DELETE_CHILDREN
+            | STATESERVER_OBJECT_DELETE_ZONE
+            | STATESERVER_OBJECT_DELETE_ZONES => self.handle_deletes(doid, dg, r, out),
+            STATESERVER_OBJECT_SET_FIELD
+            | STATESERVER_OBJECT_SET_FIELDS
+            | STATESERVER_OBJECT_DELETE_FIELD_RAM
+            | STATESERVER_OBJECT_DELETE_FIELDS_RAM => self.handle_field_updates(doid, dg, r, out),
+            STATESERVER_OBJECT_SET_LOCATION
+            | STATESERVER_OBJECT_CHANGING_LOCATION
+            | STATESERVER_OBJECT_LOCATION_ACK
+            | STATESERVER_OBJECT_GET_LOCATION
+            | STATESERVER_OBJECT_GET_LOCATION_RESP => self.handle_location(doid, dg, r, out),
+            STATESERVER_OBJECT_SET_AI
+            | STATESERVER_OBJECT_CHANGING_AI
+            | STATESERVER_OBJECT_GET_AI
+            | STATESERVER_OBJECT_GET_AI_RESP
+            | STATESERVER_OBJECT_SET_OWNER
+            | STATESERVER_OBJECT_GET_OWNER => self.handle_ai_owner(doid, dg, r, out),
+            STATESERVER_OBJECT_GET_ALL
+            | STATESERVER_OBJECT_GET_FIELD
+            | STATESERVER_OBJECT_GET_FIELDS => self.handle_field_queries(doid, dg, r, out),
+            STATESERVER_OBJECT_GET_ZONE_OBJECTS
+            | STATESERVER_OBJECT_GET_ZONES_OBJECTS
+            | STATESERVER_OBJECT_GET_CHILDREN => self.handle_children_listing(doid, dg, r, out),
+            STATESERVER_OBJECT_GET_ZONE_COUNT
+            | STATESERVER_OBJECT_GET_ZONES_COUNT
+            | STATESERVER_OBJECT_GET_CHILD_COUNT
+            | STATESERVER_GET_ACTIVE_ZONES => self.handle_children_counts(doid, dg, r, out),
+            other => {
+                log::trace!(
+                    "{}: object {doid}: message type {other} ignored",
+                    self.label
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Deleting objects: by AI, by doid, an object's children, zones of children.
+    fn handle_deletes(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
         let sender = dg.sender.unwrap_or(0);
-        let mut r = dg.payload_reader();
         match dg.msgtype {
             STATESERVER_DELETE_AI_OBJECTS => {
                 let ai = r.u64()?;
@@ -380,7 +429,7 @@ impl Objects {
             }
             STATESERVER_OBJECT_DELETE_ZONE | STATESERVER_OBJECT_DELETE_ZONES => {
                 let parent = r.u32()?;
-                let zones = read_zones(&mut r, dg.msgtype == STATESERVER_OBJECT_DELETE_ZONES)?;
+                let zones = read_zones(r, dg.msgtype == STATESERVER_OBJECT_DELETE_ZONES)?;
                 let obj = &self.objects[&doid];
                 if parent == doid {
                     // Forward to the children; forget those zones' children now (they will
@@ -404,6 +453,21 @@ impl Objects {
                     self.annihilate(doid, sender, false, out);
                 }
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Setting and deleting an object's fields.
+    fn handle_field_updates(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        match dg.msgtype {
             STATESERVER_OBJECT_SET_FIELD | STATESERVER_OBJECT_SET_FIELDS => {
                 if r.u32()? != doid {
                     return Ok(());
@@ -413,16 +477,30 @@ impl Objects {
                 } else {
                     1
                 };
-                self.set_fields(doid, sender, &mut r, count, out);
+                self.set_fields(doid, sender, r, count, out);
             }
             STATESERVER_OBJECT_DELETE_FIELD_RAM | STATESERVER_OBJECT_DELETE_FIELDS_RAM => {
                 if r.u32()? != doid {
                     return Ok(());
                 }
-                let ids =
-                    read_field_ids(&mut r, dg.msgtype == STATESERVER_OBJECT_DELETE_FIELDS_RAM)?;
+                let ids = read_field_ids(r, dg.msgtype == STATESERVER_OBJECT_DELETE_FIELDS_RAM)?;
                 self.delete_fields(doid, sender, &ids, out);
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// An object's location: moves, the parent's side of them, and queries.
+    fn handle_location(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        match dg.msgtype {
             STATESERVER_OBJECT_SET_LOCATION => {
                 let parent = r.u32()?;
                 let zone = r.u32()?;
@@ -490,6 +568,21 @@ impl Objects {
                         .add_child(zone, child);
                 }
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// An object's AI and owner: changes and queries.
+    fn handle_ai_owner(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        match dg.msgtype {
             STATESERVER_OBJECT_SET_AI => {
                 let ai = r.u64()?;
                 self.ai_change(doid, ai, sender, true, out);
@@ -529,6 +622,21 @@ impl Objects {
                 w.u32(context).u32(doid).u64(owner);
                 w.finish_bounded();
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Reading an object's fields.
+    fn handle_field_queries(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        match dg.msgtype {
             STATESERVER_OBJECT_GET_ALL => {
                 let context = r.u32()?;
                 if r.u32()? != doid {
@@ -594,6 +702,21 @@ impl Objects {
                 }
                 self.scratch = buf;
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Listing an object's children (or those in some zones): the count, then each child's entry.
+    fn handle_children_listing(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        match dg.msgtype {
             STATESERVER_OBJECT_GET_ZONE_OBJECTS
             | STATESERVER_OBJECT_GET_ZONES_OBJECTS
             | STATESERVER_OBJECT_GET_CHILDREN => {
@@ -603,7 +726,7 @@ impl Objects {
                 let zones = if children {
                     SmallVec::new()
                 } else {
-                    read_zones(&mut r, dg.msgtype == STATESERVER_OBJECT_GET_ZONES_OBJECTS)?
+                    read_zones(r, dg.msgtype == STATESERVER_OBJECT_GET_ZONES_OBJECTS)?
                 };
                 let obj = &self.objects[&doid];
                 if queried == obj.parent && queried != doid {
@@ -647,6 +770,21 @@ impl Objects {
                     }
                 }
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Counting an object's children, and the zones that have any.
+    fn handle_children_counts(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        match dg.msgtype {
             STATESERVER_OBJECT_GET_ZONE_COUNT
             | STATESERVER_OBJECT_GET_ZONES_COUNT
             | STATESERVER_OBJECT_GET_CHILD_COUNT => {
@@ -658,7 +796,7 @@ impl Objects {
                 let obj = &self.objects[&doid];
                 let count = match dg.msgtype {
                     STATESERVER_OBJECT_GET_CHILD_COUNT => obj.child_count(),
-                    t => read_zones(&mut r, t == STATESERVER_OBJECT_GET_ZONES_COUNT)?
+                    t => read_zones(r, t == STATESERVER_OBJECT_GET_ZONES_COUNT)?
                         .iter()
                         .map(|z| obj.zone_count(*z))
                         .sum(),
@@ -683,12 +821,7 @@ impl Objects {
                 }
                 finish_or_drop(w, "objects: STATESERVER_GET_ACTIVE_ZONES_RESP");
             }
-            other => {
-                log::trace!(
-                    "{}: object {doid}: message type {other} ignored",
-                    self.label
-                );
-            }
+            _ => {}
         }
         Ok(())
     }
