@@ -10,6 +10,7 @@ use crate::clientagent::accounts::{Account, Slot};
 use crate::config::{ClusterConfig, DatabaseBackend, RoleConfig};
 use crate::roles::store::{self, Backend};
 use crate::roles::Schema;
+use otp_wire::Doid;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -182,7 +183,7 @@ fn open(config: &ClusterConfig) -> Result<Opened, String> {
 fn object_json(
     schema: &Schema,
     b: &mut dyn Backend,
-    doid: u32,
+    doid: Doid,
 ) -> Result<Option<serde_json::Value>, String> {
     let Some(class) = b.class_of(doid)? else {
         return Ok(None);

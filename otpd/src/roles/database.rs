@@ -5,9 +5,10 @@
 
 use super::finish_or_drop;
 use super::store::{Job, Op, Outcome};
-use super::{Output, Role, Schema, Work, Worker, ANY_CLASS};
+use super::{AnyJob, Output, Role, Schema, Worker, ANY_CLASS};
 use otp_wire::channels::{database_channel, BCHAN_DBSERVERS};
 use otp_wire::msgtypes::*;
+use otp_wire::Doid;
 use otp_wire::{InternalDatagram, Reader, WireError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -139,7 +140,7 @@ impl Database {
 
     fn job(&mut self, op: Op, sender: u64, context: u32, msgtype: u16, out: &mut Output) {
         self.in_flight += 1;
-        out.work(Box::new(Job {
+        out.job(Box::new(Job {
             op,
             sender,
             context,
@@ -539,7 +540,7 @@ impl Database {
     /// values set as SET_FIELD(S), the fields removed as DELETE_FIELD(S).
     fn announce<'a>(
         &self,
-        doid: u32,
+        doid: Doid,
         sender: u64,
         fields: impl Iterator<Item = (u16, Option<&'a [u8]>)>,
         out: &mut Output,
@@ -684,7 +685,7 @@ impl Role for Database {
         self.limits
     }
 
-    fn work_done(&mut self, now: Instant, answer: Work, out: &mut Output) {
+    fn job_done(&mut self, now: Instant, answer: AnyJob, out: &mut Output) {
         self.now = now;
         match answer.downcast::<Job>() {
             Ok(job) => self.answer(*job, out),

@@ -13,8 +13,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 use std::sync::Arc;
 
-pub type Doid = u32;
-pub type Zone = u32;
+pub use otp_wire::{Doid, Zone};
 
 /// An object's stored field values, packed into one buffer as `[u16 id][u16 len][value]`
 /// entries in ascending field id: one allocation per object, updates in place when the

@@ -43,7 +43,7 @@ pub(crate) enum CoreMsg {
     /// Answers from a role's worker thread, in the order the work was queued.
     WorkDone {
         role: usize,
-        answers: Vec<crate::roles::Work>,
+        answers: Vec<crate::roles::AnyJob>,
     },
 }
 
