@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
     otp-load clients  --md HOST:PORT --ca HOST:PORT --dc FILE --version STR
                       [--clients N] [--zone-size M] [--rate|--move-rate R] [--chat-rate C]
                       [--duration SECS] [--warmup SECS] [--threads T] [--login-rate L]
@@ -668,6 +668,7 @@ impl Worker {
 }
 
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
 fn client_thread(
     o: &Opts,
     shared: &Shared,
@@ -974,7 +975,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 use report::json_str;
 
-pub fn run(args: &[String]) -> Result<(), String> {
+#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let epoch = Instant::now();
     let dc = crate::load_dc(std::path::Path::new(&o.dc))?;

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
     otp-load db       --dc FILE [--class NAME] [--field NAME] [--control CHANNEL]
                       [--requests N] [--window W] [--addr HOST:PORT]
 
@@ -151,7 +151,7 @@ fn phase(
     Ok(())
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let dc = crate::load_dc(std::path::Path::new(&o.dc))?;
     let class = dc

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
     otp-load objects  --dc FILE [--class NAME] [--field NAME] [--control CHANNEL]
                       [--objects N] [--updates M] [--first-doid D] [--batch B]
                       [--addr HOST:PORT] [--pid PID]
@@ -105,7 +105,8 @@ fn count_until(s: &mut TcpStream, want: u64) -> Result<Instant, String> {
     Ok(Instant::now())
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
+#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let dc = crate::load_dc(std::path::Path::new(&o.dc))?;
     let class = dc

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
     otp-load toon2003-ai     --md HOST:PORT --dc FILE [--district DOID] [--name NAME]
                              [--shard-channel CHANNEL] [--control CHANNEL] [--ai CHANNEL]
     otp-load toon2003-client --ca HOST:PORT --dc FILE --token TOKEN [--version V]
@@ -106,7 +106,7 @@ fn dc_file(args: &[String]) -> Result<otp_dc::DcFile, String> {
     crate::load_dc(std::path::Path::new(&path))
 }
 
-pub fn run_ai(args: &[String]) -> Result<(), String> {
+pub(crate) fn run_ai(args: &[String]) -> Result<(), String> {
     let md = arg(args, "--md").unwrap_or_else(|| "127.0.0.1:7199".into());
     let dc = dc_file(args)?;
     let num = |name: &str, default: u64| -> Result<u64, String> {
@@ -163,7 +163,8 @@ pub fn run_ai(args: &[String]) -> Result<(), String> {
     }
 }
 
-pub fn run_client(args: &[String]) -> Result<(), String> {
+#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+pub(crate) fn run_client(args: &[String]) -> Result<(), String> {
     let ca = arg(args, "--ca").unwrap_or_else(|| "127.0.0.1:7198".into());
     let dc = dc_file(args)?;
     let token = arg(args, "--token").ok_or("--token TOKEN is needed")?;

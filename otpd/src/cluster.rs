@@ -62,6 +62,7 @@ pub struct Cluster {
 
 /// Checks what needs more than the file itself: the DC files, UberDOG classes, and roles
 /// this build can run; builds the roles each core hosts.
+#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
 pub fn check_config(config: ClusterConfig) -> Result<Cluster, ConfigError> {
     let dc = check_dc_and_uberdogs(&config)?;
     let schema = dc.map(|dc| Arc::new(crate::roles::Schema::new(dc)));

@@ -56,6 +56,7 @@ pub enum Verdict {
 
 impl Participant {
     /// Handles control message `msgtype` with `payload` (the bytes after the msgtype).
+    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
     pub fn control<'a>(
         &mut self,
         msgtype: u16,

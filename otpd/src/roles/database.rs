@@ -179,6 +179,7 @@ impl Database {
         w.finish_bounded();
     }
 
+    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
     fn request(&mut self, dg: &InternalDatagram<'_>, out: &mut Output) -> Result<(), WireError> {
         let sender = dg.sender.unwrap_or(0);
         let mut r = dg.payload_reader();
@@ -382,6 +383,7 @@ impl Database {
         Ok(())
     }
 
+    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
     fn answer(&mut self, job: Job, out: &mut Output) {
         let Job {
             op,

@@ -27,12 +27,12 @@ use std::time::{Duration, Instant};
 #[path = "client_io.rs"]
 mod client_io;
 
-pub const WAKER: Token = Token(0);
+pub(super) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
 /// Client listeners take tokens 2..FIRST_CONN.
 const FIRST_CLIENT_LISTENER: usize = 2;
 const FIRST_CONN: usize = 16;
-pub const MAX_CLIENT_LISTENERS: usize = FIRST_CONN - FIRST_CLIENT_LISTENER;
+pub(super) const MAX_CLIENT_LISTENERS: usize = FIRST_CONN - FIRST_CLIENT_LISTENER;
 /// Reads per connection per loop turn before others get a go.
 const READS_PER_TURN: usize = 4;
 /// Slots at and above this are in-process roles, not connections.
@@ -193,7 +193,8 @@ impl Core {
         Ok(core)
     }
 
-    pub fn run(&mut self) {
+    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+    pub(super) fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         let spin = Duration::from_micros(self.shared.config.messagedirector.idle_spin_us);
         let mut last_work = Instant::now();

@@ -114,7 +114,7 @@ impl Stats {
 
 impl Shared {
     /// Sends a batch to `core`, waking it if it sleeps. Gives the batch back if the queue is full.
-    pub fn send(&self, core: usize, batch: Batch) -> Result<(), Batch> {
+    pub(crate) fn send(&self, core: usize, batch: Batch) -> Result<(), Batch> {
         match self.inboxes[core].try_send(batch) {
             Ok(()) => {
                 if self.sleeping[core].swap(false, Ordering::SeqCst) {
@@ -166,6 +166,7 @@ impl Runtime {
     }
 
     /// As `start_with_roles`, also serving the given ClientAgents' client listeners.
+    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
     pub fn start_full<F>(
         config: ClusterConfig,
         roles: F,

@@ -15,10 +15,10 @@ const RETRY: Duration = Duration::from_micros(200);
 
 /// Jobs waiting for the job worker at most; past it a job is answered
 /// `JobResult::Unavailable` at once (a login then gets "busy, try again").
-pub const MAX_QUEUED_JOBS: usize = 256;
+pub(super) const MAX_QUEUED_JOBS: usize = 256;
 
 /// One client session's job, and where its answer goes.
-pub struct JobRequest {
+pub(crate) struct JobRequest {
     pub core: usize,
     pub slot: usize,
     pub pid: Pid,
@@ -70,7 +70,7 @@ fn post(shared: &Shared, core: usize, msg: CoreMsg) {
 /// Starts the job worker: client sessions' slow work, one job at a time, each answered as a
 /// `CoreMsg::ClientJobDone` to the core of its client. It runs for the life of the process
 /// (the shared state keeps its queue open).
-pub fn spawn_job_worker(
+pub(super) fn spawn_job_worker(
     shared: Arc<Shared>,
     jobs: Receiver<JobRequest>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {

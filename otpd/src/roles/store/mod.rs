@@ -202,6 +202,7 @@ impl<B: Backend> Store<B> {
         }
     }
 
+    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
     fn apply_one(&mut self, op: &Op) -> Result<Outcome, String> {
         let schema = Arc::clone(&self.schema);
         let b = &mut self.backend;
