@@ -1,6 +1,10 @@
 //! Message-type numbers of the internal protocol and of Astron's client protocol, named as
 //! Astron names them (src/core/msgtypes.h, src/clientagent/ClientMessages.h), with client eject codes.
 
+// The constants are named as the protocol names them (Astron's internal message types); each name is its
+// documentation, and the protocol's own notes give the payloads.
+#![allow(missing_docs)]
+
 use crate::MsgType;
 
 // Msgtype ranges.

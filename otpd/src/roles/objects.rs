@@ -413,10 +413,9 @@ impl Objects {
                     );
                 }
             }
-            STATESERVER_OBJECT_DELETE_RAM
-                if r.u32()? == doid => {
-                    self.annihilate(doid, sender, true, out);
-                }
+            STATESERVER_OBJECT_DELETE_RAM if r.u32()? == doid => {
+                self.annihilate(doid, sender, true, out);
+            }
             STATESERVER_OBJECT_DELETE_CHILDREN => {
                 let id = r.u32()?;
                 if id == doid {
