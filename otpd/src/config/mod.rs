@@ -352,7 +352,7 @@ pub struct ClientAgentConfig {
     #[serde(default)]
     pub haproxy: bool,
     pub channels: ChannelRange,
-    /// Raw client-section settings, interpreted by the ClientAgent issue.
+    /// The client section's settings, as astrond names them; the ClientAgent acts on them.
     #[serde(default)]
     pub relocate: bool,
     #[serde(default = "visible")]

@@ -609,8 +609,6 @@ impl Core {
         log::debug!("clientagent: {} closed: {reason}", c.label());
     }
 
-    /// Writes a client's queued bytes; shuts the socket for writing once an ended session's
-    /// last bytes are out.
     /// With `flush_delay_ms`, keeps a client's new output back to share a write with what
     /// follows; true = it waits (until `flush_due_clients` writes it). Output that must not
     /// wait: an ejected client's last words, a socket that took only part of the last write,
@@ -657,6 +655,8 @@ impl Core {
         }
     }
 
+    /// Writes a client's queued bytes; shuts the socket for writing once an ended session's
+    /// last bytes are out.
     pub(super) fn flush_client(&mut self, slot: usize) {
         let now = Instant::now();
         let c = &mut self.conns[slot];
@@ -684,7 +684,6 @@ impl Core {
         }
     }
 
-    /// Hands queued internal datagrams to their sessions, and looks at client timers.
     /// The job worker's answer for the client in `slot`, if it is still that participant.
     pub(super) fn client_job_done(&mut self, slot: usize, pid: Pid, id: u32, result: JobResult) {
         if self.conns.get(slot).is_none_or(|c| c.pid != pid) {
@@ -694,6 +693,7 @@ impl Core {
         self.with_session(slot, |s, out| s.on_job_done(now, id, result, out));
     }
 
+    /// Hands queued internal datagrams to their sessions, and looks at client timers.
     pub(super) fn run_clients(&mut self) {
         let now = Instant::now();
         for (slot, pid, id) in std::mem::take(&mut self.jobs_refused) {
