@@ -50,7 +50,7 @@ fn start(port: u16) -> Runtime {
         ..ClusterConfig::default()
     };
     config.messagedirector.bind = Some(format!("127.0.0.1:{port}"));
-    Runtime::start_with_roles(config, |p: Placement| {
+    Runtime::start_with_roles(config, |p: Placement, _now| {
         let me = 500_000 + p.core as u64;
         let other = 500_000 + ((p.core + 1) % p.cores) as u64;
         vec![Box::new(Echo {

@@ -2,7 +2,7 @@
 //! A '-' directly followed by a digit starts a negative number, as in Panda3D's lexer.
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Tok {
+pub(crate) enum Tok {
     Ident(String),
     /// Unsigned integer literal (decimal, hex or octal).
     UInt(u64),
@@ -18,19 +18,20 @@ pub enum Tok {
 }
 
 #[derive(Debug, Clone)]
-pub struct Token {
+pub(crate) struct Token {
     pub tok: Tok,
     pub line: usize,
     pub col: usize,
 }
 
-pub struct LexError {
+pub(crate) struct LexError {
     pub line: usize,
     pub col: usize,
     pub message: String,
 }
 
-pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
+#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+pub(crate) fn lex(src: &str) -> Result<Vec<Token>, LexError> {
     let b = src.as_bytes();
     let mut out = Vec::new();
     let (mut i, mut line, mut line_start) = (0usize, 1usize, 0usize);

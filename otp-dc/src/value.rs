@@ -179,6 +179,7 @@ pub(crate) fn struct_fields<'a>(
         .chain(dc.inherited(c).filter(|f| !f.is_molecular()))
 }
 
+#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
 fn pack_simple(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
     let ranges = s.int_ranges();
     let d = s.divisor as f64;
@@ -432,6 +433,7 @@ pub(crate) fn validate_field_at(
     }
 }
 
+#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
 fn validate_simple(
     s: &Simple,
     bytes: &[u8],

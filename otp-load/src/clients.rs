@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
     otp-load clients  --md HOST:PORT --ca HOST:PORT --dc FILE --version STR
                       [--clients N] [--zone-size M] [--rate|--move-rate R] [--chat-rate C]
                       [--duration SECS] [--warmup SECS] [--threads T] [--login-rate L]
@@ -368,7 +368,7 @@ impl Client {
             CLIENT_HELLO_RESP if st.phase == Phase::Hello => {
                 let mut w = Writer::client(&mut st.out, CLIENT_OBJECT_SET_FIELD);
                 w.u32(UBERDOG).u16(cx.login_field).u32(index);
-                let _ = w.finish();
+                w.finish_bounded();
                 st.phase = Phase::Login;
             }
             MSG_ESTABLISHED if st.phase == Phase::Login => {
@@ -377,7 +377,7 @@ impl Client {
                     .u16(INTEREST_ID)
                     .u32(SHARD)
                     .u32(zone_of(cx.o, index));
-                let _ = w.finish();
+                w.finish_bounded();
                 st.phase = Phase::Interest;
             }
             CLIENT_ENTER_OBJECT_REQUIRED | CLIENT_ENTER_OBJECT_REQUIRED_OTHER => st.enters += 1,
@@ -600,7 +600,7 @@ impl Worker {
             .i16(c.index as i16)
             .i16(round as i16)
             .u64(now);
-        let _ = w.finish();
+        w.finish_bounded();
         cx.r.sent_total += 1;
         cx.r.counters.msgs_out += 1;
         if now >= cx.window.0 && now < cx.window.1 {
@@ -628,7 +628,7 @@ impl Worker {
             .u16(cx.say)
             .string("hello, zone")
             .u64(now);
-        let _ = w.finish();
+        w.finish_bounded();
         cx.r.sent_total += 1;
         cx.r.counters.msgs_out += 1;
         if now >= cx.window.0 && now < cx.window.1 {
@@ -653,7 +653,7 @@ impl Worker {
                 continue;
             };
             let w = Writer::client(&mut c.st.out, CLIENT_DISCONNECT);
-            let _ = w.finish();
+            w.finish_bounded();
             cx.r.counters.msgs_out += 1;
             cx.shared.live.held.fetch_sub(1, Ordering::Relaxed);
             c.st.phase = Phase::LoggingOut;
@@ -668,6 +668,7 @@ impl Worker {
 }
 
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
 fn client_thread(
     o: &Opts,
     shared: &Shared,
@@ -974,7 +975,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 use report::json_str;
 
-pub fn run(args: &[String]) -> Result<(), String> {
+#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let epoch = Instant::now();
     let dc = crate::load_dc(std::path::Path::new(&o.dc))?;
@@ -996,8 +998,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         Err(_) if o.chat_rate == 0.0 => u16::MAX,
         Err(e) => return Err(e),
     };
-    let _ = field("LoadAvatar", "setName")?;
-    let _ = field("LoadShard", "setName")?;
+    // The classes the clients name must have these fields.
+    field("LoadAvatar", "setName")?;
+    field("LoadShard", "setName")?;
     let shard_class = class("LoadShard")?.id();
     let avatar_class = class("LoadAvatar")?.id();
     let ca_addr =
@@ -1019,7 +1022,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for ch in [UBERDOG as u64, ai.channel] {
         let mut w = Writer::control(&mut buf, CONTROL_ADD_CHANNEL);
         w.u64(ch);
-        w.finish().ok();
+        w.finish_bounded();
     }
     let mut w = Writer::internal1(
         &mut buf,
@@ -1032,7 +1035,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .u32(0)
         .u16(shard_class)
         .string("load shard");
-    w.finish().ok();
+    w.finish_bounded();
     ai.sock.write_all(&buf).map_err(|e| e.to_string())?;
     buf.clear();
     let mut found = None;
@@ -1044,7 +1047,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             STATESERVER_OBJECT_GET_ALL,
         );
         w.u32(attempt).u32(SHARD);
-        w.finish().ok();
+        w.finish_bounded();
         ai.sock.write_all(&buf).map_err(|e| e.to_string())?;
         buf.clear();
         found = ai.wait_for(Duration::from_millis(200), |dg| {
@@ -1073,7 +1076,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .u32(zone_of(&o, i))
             .u16(avatar_class)
             .string(&format!("avatar {i}"));
-        w.finish().ok();
+        w.finish_bounded();
         if buf.len() > 32_768 || i + 1 == o.clients {
             ai.sock.write_all(&buf).map_err(|e| e.to_string())?;
             buf.clear();
@@ -1193,14 +1196,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     let mut w =
                         Writer::internal1(&mut out, client, ai.channel, CLIENTAGENT_SET_STATE);
                     w.u16(2);
-                    w.finish().ok();
+                    w.finish_bounded();
                     let mut body = Vec::with_capacity(6);
                     body.extend_from_slice(&MSG_ESTABLISHED.to_le_bytes());
                     body.extend_from_slice(&index.to_le_bytes());
                     let mut w =
                         Writer::internal1(&mut out, client, ai.channel, CLIENTAGENT_SEND_DATAGRAM);
                     w.blob(&body);
-                    w.finish().ok();
+                    w.finish_bounded();
                     logins.fetch_add(1, Ordering::Relaxed);
                 }
                 if !out.is_empty() {

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
     otp-load db       --dc FILE [--class NAME] [--field NAME] [--control CHANNEL]
                       [--requests N] [--window W] [--addr HOST:PORT]
 
@@ -151,7 +151,7 @@ fn phase(
     Ok(())
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let dc = crate::load_dc(std::path::Path::new(&o.dc))?;
     let class = dc
@@ -173,7 +173,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut sub = Vec::new();
     let mut w = Writer::control(&mut sub, CONTROL_ADD_CHANNEL);
     w.u64(me);
-    w.finish().ok();
+    w.finish_bounded();
     c.s.write_all(&sub).map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_millis(200));
     let n = o.requests;
@@ -186,7 +186,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         |i, out| {
             let mut w = Writer::internal1(out, o.control, me, DBSERVER_CREATE_OBJECT);
             w.u32(i).u16(class).u16(1).u16(field).u32(0);
-            w.finish().ok();
+            w.finish_bounded();
             true
         },
         |i, p| doids[i as usize] = u32::from_le_bytes(p[4..8].try_into().unwrap()),
@@ -213,7 +213,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 .u16(field)
                 .u32(value[k])
                 .u32(value[k] + 1);
-            w.finish().ok();
+            w.finish_bounded();
             value[k] += 1;
             true
         },
@@ -232,7 +232,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         |i, out| {
             let mut w = Writer::internal1(out, o.control, me, DBSERVER_OBJECT_GET_ALL);
             w.u32(i).u32(doids[(i % n) as usize]);
-            w.finish().ok();
+            w.finish_bounded();
             true
         },
         |_, _| {},

@@ -105,14 +105,14 @@ fn subscribe(s: &mut TcpStream, channel: u64) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut w = Writer::control(&mut buf, CONTROL_ADD_CHANNEL);
     w.u64(channel);
-    w.finish().expect("small datagram");
+    w.finish_bounded();
     s.write_all(&buf)
 }
 
 fn datagram(out: &mut Vec<u8>, channel: u64, size: usize, tag: u8) {
     let mut w = Writer::internal1(out, channel, 0xB00, 20000 + tag as u16);
     w.bytes(&vec![tag; size - 21]);
-    w.finish().expect("size checked");
+    w.finish_bounded();
 }
 
 /// CPU seconds (user + system) a process has used, from /proc.
@@ -187,7 +187,6 @@ fn flood_once(o: &Opts) -> Result<FloodResult, String> {
     let per_receiver = (o.messages / targets) as u64;
     let expected = per_receiver * receivers.len() as u64;
     let size = o.size as u64;
-    let start = Instant::now();
     let handles: Vec<_> = receivers
         .into_iter()
         .map(|mut r| {
@@ -223,7 +222,6 @@ fn flood_once(o: &Opts) -> Result<FloodResult, String> {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
-    let _ = start;
     Ok(FloodResult {
         seconds: (last - t0).as_secs_f64(),
         deliveries,

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
     otp-load objects  --dc FILE [--class NAME] [--field NAME] [--control CHANNEL]
                       [--objects N] [--updates M] [--first-doid D] [--batch B]
                       [--addr HOST:PORT] [--pid PID]
@@ -105,7 +105,8 @@ fn count_until(s: &mut TcpStream, want: u64) -> Result<Instant, String> {
     Ok(Instant::now())
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
+#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let dc = crate::load_dc(std::path::Path::new(&o.dc))?;
     let class = dc
@@ -128,7 +129,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut buf = Vec::new();
     let mut w = Writer::control(&mut buf, CONTROL_ADD_CHANNEL);
     w.u64(location);
-    w.finish().ok();
+    w.finish_bounded();
     watcher.write_all(&buf).map_err(|e| e.to_string())?;
     // Barrier: the watcher sees a probe on the zone before the clock starts.
     let mut probe = Vec::new();
@@ -167,7 +168,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             STATESERVER_CREATE_OBJECT_WITH_REQUIRED,
         );
         w.u32(o.first + i).u32(parent).u32(zone).u16(class).u32(i);
-        w.finish().ok();
+        w.finish_bounded();
         if (i as usize + 1).is_multiple_of(o.batch) || i + 1 == n {
             ai.write_all(&creates).map_err(|e| e.to_string())?;
             creates.clear();
@@ -205,7 +206,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 STATESERVER_OBJECT_SET_FIELD,
             );
             w.u32(doid).u16(field).u32(i);
-            w.finish().ok();
+            w.finish_bounded();
             if (i as usize + 1).is_multiple_of(o.batch) || i + 1 == m {
                 ai.write_all(&updates).map_err(|e| e.to_string())?;
                 updates.clear();

@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A latency histogram: 1 µs to 1 hour, 3 significant digits.
-pub fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
 }
 
 /// What the client threads publish while they run (for the progress line and the final counts).
-pub struct Live {
+pub(crate) struct Live {
     pub connected: AtomicU64,
     /// Clients ready and connected right now.
     pub held: AtomicU64,
@@ -37,7 +37,7 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new() -> Arc<Live> {
+    pub(crate) fn new() -> Arc<Live> {
         Arc::new(Live {
             connected: AtomicU64::new(0),
             held: AtomicU64::new(0),
@@ -50,7 +50,7 @@ impl Live {
     }
 
     /// Adds a thread's latencies and clears them.
-    pub fn merge(&self, h: &mut Histogram<u64>) {
+    pub(crate) fn merge(&self, h: &mut Histogram<u64>) {
         if h.is_empty() {
             return;
         }
@@ -63,7 +63,7 @@ impl Live {
 
 /// A client thread's message counters, published to `Live` in batches.
 #[derive(Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub msgs_in: u64,
     pub msgs_out: u64,
     pub in_window: u64,
@@ -73,7 +73,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn publish(&mut self, live: &Live) {
+    pub(crate) fn publish(&mut self, live: &Live) {
         live.msgs_in
             .fetch_add(self.msgs_in - self.published_in, Ordering::Relaxed);
         live.msgs_out
@@ -85,7 +85,7 @@ impl Counters {
 
 /// Errors by kind, per thread; merged at the end.
 #[derive(Default)]
-pub struct Errors {
+pub(crate) struct Errors {
     pub connect: BTreeMap<String, u64>,
     pub ejects: BTreeMap<(u16, String), u64>,
     pub protocol: BTreeMap<String, u64>,
@@ -93,23 +93,23 @@ pub struct Errors {
 }
 
 impl Errors {
-    pub fn connect(&mut self, live: &Live, what: String) {
+    pub(crate) fn connect(&mut self, live: &Live, what: String) {
         live.errors.fetch_add(1, Ordering::Relaxed);
         *self.connect.entry(what).or_default() += 1;
     }
-    pub fn eject(&mut self, live: &Live, code: u16, reason: String) {
+    pub(crate) fn eject(&mut self, live: &Live, code: u16, reason: String) {
         live.errors.fetch_add(1, Ordering::Relaxed);
         *self.ejects.entry((code, reason)).or_default() += 1;
     }
-    pub fn protocol(&mut self, live: &Live, what: &str) {
+    pub(crate) fn protocol(&mut self, live: &Live, what: &str) {
         live.errors.fetch_add(1, Ordering::Relaxed);
         *self.protocol.entry(what.to_owned()).or_default() += 1;
     }
-    pub fn timeout(&mut self, live: &Live, what: &str) {
+    pub(crate) fn timeout(&mut self, live: &Live, what: &str) {
         live.errors.fetch_add(1, Ordering::Relaxed);
         *self.timeouts.entry(what.to_owned()).or_default() += 1;
     }
-    pub fn merge(&mut self, o: Errors) {
+    pub(crate) fn merge(&mut self, o: Errors) {
         for (k, v) in o.connect {
             *self.connect.entry(k).or_default() += v;
         }
@@ -123,7 +123,7 @@ impl Errors {
             *self.timeouts.entry(k).or_default() += v;
         }
     }
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.connect.values().sum::<u64>()
             + self.ejects.values().sum::<u64>()
             + self.protocol.values().sum::<u64>()
@@ -132,7 +132,7 @@ impl Errors {
 }
 
 /// The final numbers.
-pub struct Report {
+pub(crate) struct Report {
     pub clients_wanted: u64,
     pub clients_connected: u64,
     pub clients_held: u64,
@@ -150,7 +150,7 @@ impl Report {
     }
 
     /// The report's text lines (each starts with two spaces).
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let l = &self.latency;
         let per_s = |n: u64| n as f64 / self.window_s.max(1e-9);
         let mut s = format!(
@@ -213,7 +213,7 @@ impl Report {
     }
 
     /// The report's JSON members, without braces: `"clients_wanted":10,...`.
-    pub fn json_fields(&self) -> String {
+    pub(crate) fn json_fields(&self) -> String {
         let l = &self.latency;
         let per_s = |n: u64| n as f64 / self.window_s.max(1e-9);
         let details: Vec<String> = self
@@ -259,7 +259,7 @@ impl Report {
 
 /// Prints `  12s  9,800/10,000 held  in 480,112/s  out 20,004/s  p99 12.3 ms  errors 0` on
 /// stderr once a second until `live.stop` is set.
-pub fn progress(live: Arc<Live>, wanted: u64) -> std::thread::JoinHandle<()> {
+pub(crate) fn progress(live: Arc<Live>, wanted: u64) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let t0 = Instant::now();
         let (mut last_in, mut last_out, mut last_t) = (0u64, 0u64, Instant::now());
@@ -297,7 +297,7 @@ pub fn progress(live: Arc<Live>, wanted: u64) -> std::thread::JoinHandle<()> {
 }
 
 /// 1234567 -> "1,234,567".
-pub fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, ch) in s.chars().enumerate() {
@@ -309,7 +309,7 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-pub fn json_str(s: &str) -> String {
+pub(crate) fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for ch in s.chars() {
         match ch {

@@ -23,7 +23,7 @@ use otpd::clientagent::ClientAgent;
 use otpd::md::participant::{self, Effect, Participant, Verdict};
 use otpd::md::router::{Host, Outbox, Router, Upstream};
 use otpd::md::Pid;
-use otpd::roles::{Output, Role, Subscription, Work, Worker};
+use otpd::roles::{AnyJob, Output, Role, Subscription, Worker};
 use rustc_hash::FxHashSet;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -51,7 +51,7 @@ pub struct ClientId(usize);
 struct HostedRole {
     role: Box<dyn Role>,
     worker: Option<Box<dyn Worker>>,
-    work: Vec<Work>,
+    jobs: Vec<AnyJob>,
     singles: FxHashSet<u64>,
 }
 
@@ -144,7 +144,7 @@ impl Sim {
         self.endpoints.push(Endpoint::Role(Box::new(HostedRole {
             role,
             worker,
-            work: Vec::new(),
+            jobs: Vec::new(),
             singles: FxHashSet::default(),
         })));
         let mut out = std::mem::take(&mut self.out);
@@ -422,15 +422,15 @@ impl Sim {
         let mut ran = false;
         for i in 0..self.endpoints.len() {
             match &mut self.endpoints[i] {
-                Endpoint::Role(r) if !r.work.is_empty() => {
+                Endpoint::Role(r) if !r.jobs.is_empty() => {
                     ran = true;
-                    let batch = std::mem::take(&mut r.work);
+                    let batch = std::mem::take(&mut r.jobs);
                     let worker = r.worker.as_mut().expect("a role with work has a worker");
                     let answers = worker.run(batch);
                     for answer in answers {
                         let mut out = std::mem::take(&mut self.out);
                         if let Endpoint::Role(r) = &mut self.endpoints[i] {
-                            r.role.work_done(now, answer, &mut out);
+                            r.role.job_done(now, answer, &mut out);
                         }
                         self.apply_role_output(i, &mut out);
                         self.out = out;
@@ -495,7 +495,7 @@ impl Sim {
         };
         let exclude = (!r.role.hears_itself()).then_some(pid);
         self.events.append(&mut out.events);
-        r.work.append(&mut out.work);
+        r.jobs.append(&mut out.jobs);
         for sub in out.subscriptions.drain(..) {
             match sub {
                 Subscription::Add(c) => {
@@ -674,88 +674,19 @@ fn still_subscribed(md: &Participant, frame: &[u8]) -> bool {
     subscribed
 }
 
-/// A cluster read from a `cluster.ron` text, wired as `otpd` wires it on one core, with the
-/// ClientAgents its listeners would serve (in the order configured). Client sessions read the
-/// wall clock as `unix` at `start`.
+/// A cluster read from a `cluster.ron` text, wired by `otpd::cluster` as `otpd` wires it, on
+/// one core, with the ClientAgents its listeners would serve (in the order configured).
+/// Client sessions read the wall clock as `unix` at `start`.
 ///
 /// # Panics
 /// On a configuration otpd would refuse (the message names the key).
 pub fn from_ron(text: &str, start: Instant, unix: Duration) -> (Sim, Vec<Arc<ClientAgent>>) {
-    use otpd::config::{DatabaseBackend, RoleConfig};
-    use otpd::roles::{database::Database, dbss::Dbss, stateserver::StateServer, store};
     let config = otpd::config::ron_file::parse("sim.ron", text).unwrap_or_else(|e| panic!("{e}"));
-    let dc = otpd::dcload::check_dc_and_uberdogs(&config)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .expect("the simulated cluster has DC files");
-    let schema = Arc::new(otpd::roles::Schema::new(dc));
-    let shards = otpd::clientagent::toontown::Shards::default();
-    let mut shard_channels = Vec::new();
-    let mut agents = Vec::new();
-    for role in &config.roles {
-        if let RoleConfig::ClientAgent(ca) = role {
-            if ca.dialect == otpd::config::Dialect::Toontown2003
-                && !shard_channels.contains(&ca.toontown.shard_channel)
-            {
-                shard_channels.push(ca.toontown.shard_channel);
-            }
-            let clock = otpd::clientagent::WallClock { at: start, unix };
-            let agent = ClientAgent::new(
-                agents.len(),
-                ca,
-                Arc::clone(&schema),
-                &config.uberdogs,
-                shards.clone(),
-                clock,
-            )
-            .unwrap_or_else(|e| panic!("clientagent: {e}"));
-            agents.push(Arc::new(agent));
-        }
-    }
+    let clock = otpd::clientagent::WallClock { at: start, unix };
+    let cluster = otpd::cluster::check_config(config, clock).unwrap_or_else(|e| panic!("{e}"));
     let mut sim = Sim::new(start);
-    let placement = otpd::roles::Placement { core: 0, cores: 1 };
-    if !shard_channels.is_empty() {
-        sim.add_role(Box::new(otpd::roles::shards::ShardDirectory::new(
-            shard_channels,
-            shards,
-        )));
+    for role in (cluster.roles)(otpd::roles::Placement { core: 0, cores: 1 }, start) {
+        sim.add_role(role);
     }
-    for role in &config.roles {
-        let schema = Arc::clone(&schema);
-        match role {
-            RoleConfig::StateServer { control } => {
-                sim.add_role(Box::new(StateServer::new(*control, schema, placement)));
-            }
-            RoleConfig::Dbss {
-                database,
-                ranges,
-                limits,
-            } => {
-                let ranges = ranges.iter().map(|r| (r.min, r.max)).collect();
-                sim.add_role(Box::new(Dbss::new(
-                    *database, ranges, *limits, schema, placement,
-                )));
-            }
-            RoleConfig::Database {
-                control,
-                broadcast,
-                generate,
-                backend: DatabaseBackend::Sqlite { directory },
-                ..
-            } => {
-                let store =
-                    store::sqlite::open(directory, Arc::clone(&schema), generate.min, generate.max)
-                        .unwrap_or_else(|e| panic!("database: {e}"));
-                sim.add_role(Box::new(Database::new(
-                    *control,
-                    *broadcast,
-                    schema,
-                    Box::new(store),
-                    start,
-                )));
-            }
-            RoleConfig::Database { .. } => panic!("the simulated cluster's database is SQLite"),
-            RoleConfig::EventLogger { .. } | RoleConfig::ClientAgent(_) => {}
-        }
-    }
-    (sim, agents)
+    (sim, cluster.client_agents)
 }

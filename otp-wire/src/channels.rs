@@ -3,16 +3,25 @@
 
 use crate::{Channel, Doid, Zone};
 
+/// No channel: never routed to.
 pub const INVALID_CHANNEL: Channel = 0;
+/// The MessageDirector's own channel: control messages (subscriptions, post-removes).
 pub const CONTROL_CHANNEL: Channel = 1;
+/// Broadcast to every ClientAgent.
 pub const BCHAN_CLIENTS: Channel = 10;
+/// Broadcast to every StateServer.
 pub const BCHAN_STATESERVERS: Channel = 12;
+/// Broadcast to every Database role.
 pub const BCHAN_DBSERVERS: Channel = 13;
 
+/// No object.
 pub const INVALID_DOID: Doid = 0;
+/// No zone.
 pub const INVALID_ZONE: Zone = 0;
 
+/// High word of a parent's children channel (`PARENT_PREFIX | doid`).
 pub const PARENT_PREFIX: Channel = 1 << 32;
+/// High word of a stored object's database channel (`DATABASE_PREFIX | doid`).
 pub const DATABASE_PREFIX: Channel = 2 << 32;
 
 /// Channels 1..=999 are reserved, as are `(1 << 32) ..= (999 << 32)`.

@@ -11,9 +11,15 @@ use crate::LENGTH_TAG_BYTES;
 const MIN_ROOM: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a stream of datagrams cannot be read on.
 pub enum FrameError {
     /// A length tag announced a datagram larger than this stream allows.
-    Oversized { len: usize, max: usize },
+    Oversized {
+        /// The length announced.
+        len: usize,
+        /// The stream's limit.
+        max: usize,
+    },
     /// A zero-length datagram, which carries nothing at all.
     Empty,
 }
@@ -31,6 +37,7 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+/// Splits a byte stream into datagrams by their 16-bit length tags, within a size limit.
 pub struct Deframer {
     /// Allocated on first use, so a connection that never sends costs no buffer.
     buf: Box<[u8]>,
@@ -64,6 +71,7 @@ impl Deframer {
         self.end - self.start
     }
 
+    /// The largest datagram body this stream accepts.
     pub fn max_datagram(&self) -> usize {
         self.max_datagram
     }

@@ -14,14 +14,17 @@ pub struct Recipients<'a> {
 
 impl<'a> Recipients<'a> {
     #[inline]
+    /// How many recipients.
     pub fn len(&self) -> usize {
         self.raw.len() / 8
     }
     #[inline]
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.raw.is_empty()
     }
     #[inline]
+    /// The `i`th recipient, if there is one.
     pub fn get(&self, i: usize) -> Option<Channel> {
         let b = self.raw.get(i * 8..i * 8 + 8)?;
         let mut a = [0u8; 8];
@@ -29,6 +32,7 @@ impl<'a> Recipients<'a> {
         Some(u64::from_le_bytes(a))
     }
     #[inline]
+    /// The recipients, in order.
     pub fn iter(&self) -> impl Iterator<Item = Channel> + 'a {
         self.raw.chunks_exact(8).map(|c| {
             let mut a = [0u8; 8];
@@ -64,9 +68,11 @@ impl std::error::Error for HeaderError {}
 /// reads a datagram's header asks this one parser, so every site gives a body the same verdict.
 #[derive(Debug, Clone, Copy)]
 pub struct RoutableHeader<'a> {
+    /// The channels it is addressed to.
     pub recipients: Recipients<'a>,
     /// `None` for a control message.
     pub sender: Option<Channel>,
+    /// Its message type.
     pub msgtype: MsgType,
     /// Bytes of the header: the payload starts here.
     pub len: usize,
@@ -107,17 +113,23 @@ impl<'a> RoutableHeader<'a> {
     }
 
     #[inline]
+    /// Whether this is a control message (one recipient: the control channel).
     pub fn is_control(&self) -> bool {
         self.sender.is_none()
     }
 }
 
 #[derive(Debug, Clone, Copy)]
+/// An internal datagram, parsed: recipients, sender (absent on control messages), message
+/// type and payload.
 pub struct InternalDatagram<'a> {
+    /// The channels it is addressed to.
     pub recipients: Recipients<'a>,
     /// `None` for control messages (recipients exactly `[1]`).
     pub sender: Option<Channel>,
+    /// Its message type.
     pub msgtype: MsgType,
+    /// What follows the message type.
     pub payload: &'a [u8],
 }
 
@@ -141,10 +153,12 @@ impl<'a> InternalDatagram<'a> {
         })
     }
 
+    /// Whether this is a control message (one recipient: the control channel).
     pub fn is_control(&self) -> bool {
         self.sender.is_none()
     }
 
+    /// A reader over the payload.
     pub fn payload_reader(&self) -> Reader<'a> {
         Reader::new(self.payload)
     }

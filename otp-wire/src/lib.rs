@@ -2,6 +2,8 @@
 //! a non-panicking reader, an appending writer, a stream de-framer, and the message-type and
 //! well-known channel constants of the Astron protocols.
 
+#![warn(missing_docs)]
+
 pub mod channels;
 pub mod deframe;
 pub mod internal;

@@ -4,19 +4,34 @@
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a datagram could not be read.
 pub enum WireError {
     /// A read wanted `wanted` bytes at offset `at` but only `remaining` were left.
     Truncated {
+        /// Offset of the read.
         at: usize,
+        /// Bytes it wanted.
         wanted: usize,
+        /// Bytes that were left.
         remaining: usize,
     },
     /// A string was not valid UTF-8.
-    BadUtf8 { at: usize },
+    BadUtf8 {
+        /// Offset of the string.
+        at: usize,
+    },
     /// A datagram declared more recipients than it can hold.
-    BadRecipientCount { count: usize },
+    BadRecipientCount {
+        /// The count declared.
+        count: usize,
+    },
     /// Bytes were left over where a message should have ended.
-    TrailingBytes { at: usize, remaining: usize },
+    TrailingBytes {
+        /// Where the message should have ended.
+        at: usize,
+        /// Bytes left over.
+        remaining: usize,
+    },
 }
 
 impl fmt::Display for WireError {
@@ -44,6 +59,7 @@ impl fmt::Display for WireError {
 impl std::error::Error for WireError {}
 
 #[derive(Debug, Clone)]
+/// Reads little-endian values from a datagram; every read is checked, none panics.
 pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -52,6 +68,7 @@ pub struct Reader<'a> {
 macro_rules! read_le {
     ($($name:ident: $ty:ty),* $(,)?) => {$(
         #[inline]
+        /// Reads one value of this type.
         pub fn $name(&mut self) -> Result<$ty, WireError> {
             const N: usize = std::mem::size_of::<$ty>();
             let bytes = self.take(N)?;
@@ -63,6 +80,7 @@ macro_rules! read_le {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
@@ -72,10 +90,12 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    /// Bytes not yet read.
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
+    /// Whether everything has been read.
     pub fn is_empty(&self) -> bool {
         self.remaining() == 0
     }
@@ -96,6 +116,7 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// Skips `n` bytes.
     pub fn skip(&mut self, n: usize) -> Result<(), WireError> {
         self.take(n).map(|_| ())
     }

@@ -6,11 +6,18 @@ use crate::{Channel, MsgType, MAX_DATAGRAM_BODY};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a datagram could not be finished.
 pub enum WriterError {
     /// The datagram body grew past what a 16-bit length tag can describe.
-    TooLong { len: usize },
+    TooLong {
+        /// The length it reached.
+        len: usize,
+    },
     /// More than 255 recipients.
-    TooManyRecipients { count: usize },
+    TooManyRecipients {
+        /// The recipients given.
+        count: usize,
+    },
 }
 
 impl fmt::Display for WriterError {
@@ -120,37 +127,47 @@ impl<'a> Writer<'a> {
         self.out.len() - self.start - 2
     }
 
+    /// Appends a u8.
     pub fn u8(&mut self, v: u8) -> &mut Self {
         self.out.push(v);
         self
     }
+    /// Appends a little-endian u16.
     pub fn u16(&mut self, v: u16) -> &mut Self {
         self.out.extend_from_slice(&v.to_le_bytes());
         self
     }
+    /// Appends a little-endian u32.
     pub fn u32(&mut self, v: u32) -> &mut Self {
         self.out.extend_from_slice(&v.to_le_bytes());
         self
     }
+    /// Appends a little-endian u64.
     pub fn u64(&mut self, v: u64) -> &mut Self {
         self.out.extend_from_slice(&v.to_le_bytes());
         self
     }
+    /// Appends an i8.
     pub fn i8(&mut self, v: i8) -> &mut Self {
         self.u8(v as u8)
     }
+    /// Appends a little-endian i16.
     pub fn i16(&mut self, v: i16) -> &mut Self {
         self.u16(v as u16)
     }
+    /// Appends a little-endian i32.
     pub fn i32(&mut self, v: i32) -> &mut Self {
         self.u32(v as u32)
     }
+    /// Appends a little-endian i64.
     pub fn i64(&mut self, v: i64) -> &mut Self {
         self.u64(v as u64)
     }
+    /// Appends a little-endian f32.
     pub fn f32(&mut self, v: f32) -> &mut Self {
         self.u32(v.to_bits())
     }
+    /// Appends a little-endian f64.
     pub fn f64(&mut self, v: f64) -> &mut Self {
         self.u64(v.to_bits())
     }
@@ -172,7 +189,11 @@ impl<'a> Writer<'a> {
         self.blob(v.as_bytes())
     }
 
-    /// Patches the length tag; returns the whole datagram's size including the tag.
+    /// Patches the length tag; returns the whole datagram's size including the tag. A datagram
+    /// that does not fit (a body past 16 bits, a blob past 64 KiB, more than 255 recipients) is
+    /// removed and the error returned: use this where a size comes from input (field values,
+    /// stored objects, lists), and drop or refuse what does not fit, saying so.
+    #[must_use = "an error means the datagram was too big and has been removed"]
     pub fn finish(self) -> Result<usize, WriterError> {
         let body = self.body_len();
         let err = self.error.or(if body > MAX_DATAGRAM_BODY {
@@ -186,6 +207,21 @@ impl<'a> Writer<'a> {
         }
         self.out[self.start..self.start + 2].copy_from_slice(&(body as u16).to_le_bytes());
         Ok(body + 2)
+    }
+
+    /// `finish` for a datagram whose size is bounded by construction (fixed-size fields, a few
+    /// recipients, strings of our own). A misfit is a bug: it panics in debug builds; in release
+    /// builds the datagram is removed, as `finish` does, and 0 returned.
+    pub fn finish_bounded(self) -> usize {
+        match self.finish() {
+            Ok(n) => n,
+            Err(e) => {
+                if cfg!(debug_assertions) {
+                    panic!("a datagram bounded by construction did not fit: {e}");
+                }
+                0
+            }
+        }
     }
 
     /// Removes the partly built datagram.

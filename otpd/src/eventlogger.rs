@@ -6,158 +6,41 @@
 //! and folders 0700. The formatting and the file handling are plain functions and a struct
 //! driven with explicit times; `spawn` adds the socket and the thread.
 
-use crate::config::RoleConfig;
+use crate::config::eventlogger::strftime;
+pub use crate::config::eventlogger::{Network, Settings};
 use chrono::{DateTime, Local};
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Events written and dropped by this process's EventLogger (for the metrics endpoint). Dropped
-/// counts events over a cap, from senders not allowed, and those that could not be written.
-pub static WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Events written and dropped by this process's EventLoggers, published for the metrics
+/// endpoint (the cluster wiring hands one `Arc` to each logger and to `metrics::serve`).
+/// Dropped counts events over a cap, from senders not allowed, and those that could not be
+/// written.
+#[derive(Debug, Default)]
+pub struct Counters {
+    written: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Counters {
+    /// Events written so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Events dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
 
 /// How often retention looks for files past `max_age` while nothing rotates.
 const RETENTION_CHECK: Duration = Duration::from_secs(60);
-
-/// What the EventLogger is told by the configuration.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub bind: String,
-    /// strftime pattern of the output file name.
-    pub output: String,
-    pub rotate_every: Option<Duration>,
-    pub max_file_bytes: u64,
-    pub max_events_per_second: u32,
-    pub max_bytes_per_second: u64,
-    /// Files kept, the current one included; 0 = all.
-    pub max_files: usize,
-    /// Files last written longer ago are deleted; None = never.
-    pub max_age: Option<Duration>,
-    /// Senders events are taken from; empty = anyone.
-    pub allow_from: Vec<Network>,
-}
-
-impl Settings {
-    /// The settings of an `EventLogger` role, checked (errors name the key). Panics on another
-    /// role.
-    pub fn from_role(role: &RoleConfig) -> Result<Settings, String> {
-        let RoleConfig::EventLogger {
-            bind,
-            output,
-            rotate_interval,
-            max_file_bytes,
-            max_events_per_second,
-            max_bytes_per_second,
-            max_files,
-            max_age,
-            allow_from,
-        } = role
-        else {
-            panic!("Settings::from_role of a {} role", role.kind());
-        };
-        let rotate_every = parse_interval(rotate_interval)
-            .map_err(|e| format!("eventlogger rotate_interval: {e}"))?;
-        let max_age = parse_interval(max_age).map_err(|e| format!("eventlogger max_age: {e}"))?;
-        strftime(output, Local::now()).map_err(|e| format!("eventlogger output: {e}"))?;
-        if *max_file_bytes < 4096 || *max_events_per_second == 0 || *max_bytes_per_second < 4096 {
-            return Err(
-                "eventlogger: max_file_bytes and max_bytes_per_second must be at least 4096, and max_events_per_second at least 1"
-                    .into(),
-            );
-        }
-        let allow_from = allow_from
-            .iter()
-            .map(|a| Network::parse(a).map_err(|e| format!("eventlogger allow_from: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Settings {
-            bind: bind.clone(),
-            output: output.clone(),
-            rotate_every,
-            max_file_bytes: *max_file_bytes,
-            max_events_per_second: *max_events_per_second,
-            max_bytes_per_second: *max_bytes_per_second,
-            max_files: *max_files,
-            max_age,
-            allow_from,
-        })
-    }
-}
-
-/// An address (`10.0.0.5`, `::1`) or a network (`10.0.0.0/8`, `fd00::/8`) of an allow-list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Network {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Network {
-    pub fn parse(s: &str) -> Result<Network, String> {
-        let (ip, prefix) = match s.split_once('/') {
-            Some((ip, p)) => (ip, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = ip.trim().parse().map_err(|_| {
-            format!("'{s}' is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/8, ::1)")
-        })?;
-        let addr = addr.to_canonical();
-        let bits = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => bits,
-            Some(p) => match p.trim().parse::<u8>() {
-                Ok(n) if n <= bits => n,
-                _ => return Err(format!("'{s}': the prefix length must be 0-{bits}")),
-            },
-        };
-        Ok(Network { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        let (a, b, bits) = match (self.addr, ip) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, 32),
-            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
-            _ => return false,
-        };
-        let shift = bits - self.prefix as u32;
-        shift >= bits || (a >> shift) == (b >> shift)
-    }
-}
-
-/// Parses `rotate_interval`: "0" or "" = never; else a number with an optional unit
-/// (s, m, h, d; seconds without one).
-pub fn parse_interval(s: &str) -> Result<Option<Duration>, String> {
-    let s = s.trim();
-    if s.is_empty() || s == "0" {
-        return Ok(None);
-    }
-    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => (&s[..i], s[i..].trim()),
-        None => (s, "s"),
-    };
-    let n: u64 = num.parse().map_err(|_| {
-        format!("'{s}' is not an interval (e.g. 3600, 30m, 12h, 1d, or 0 for never)")
-    })?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("'{s}': unknown unit '{unit}' (s, m, h or d)")),
-    };
-    Ok((secs > 0).then(|| Duration::from_secs(secs)))
-}
-
-/// Formats `pattern` with strftime at `now`; an invalid pattern is an error, not a panic.
-pub fn strftime(pattern: &str, now: DateTime<Local>) -> Result<String, String> {
-    let mut s = String::new();
-    write!(s, "{}", now.format(pattern))
-        .map_err(|_| format!("'{pattern}' is not a valid strftime pattern"))?;
-    Ok(s)
-}
 
 /// A character class of a strftime field, as it appears in a file name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -462,11 +345,23 @@ pub struct EventLog {
     pub dropped_total: u64,
     pub refused_total: u64,
     pub written_total: u64,
+    /// What the metrics endpoint reads.
+    counters: Arc<Counters>,
 }
 
 impl EventLog {
     pub fn open(
         settings: Settings,
+        now: Instant,
+        wall: DateTime<Local>,
+    ) -> Result<EventLog, String> {
+        Self::open_counted(settings, Arc::default(), now, wall)
+    }
+
+    /// `open`, publishing what it writes and drops in `counters`.
+    pub fn open_counted(
+        settings: Settings,
+        counters: Arc<Counters>,
         now: Instant,
         wall: DateTime<Local>,
     ) -> Result<EventLog, String> {
@@ -489,6 +384,7 @@ impl EventLog {
             dropped_total: 0,
             refused_total: 0,
             written_total: 0,
+            counters,
         };
         log.note("log-opened", "Log opened upon Event Logger startup.", wall);
         log.retain(wall);
@@ -550,7 +446,7 @@ impl EventLog {
             Ok(()) => {
                 self.bytes += line.len() as u64 + 1;
                 self.written_total += 1;
-                WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.counters.written.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 self.drop_one();
@@ -562,7 +458,7 @@ impl EventLog {
     fn drop_one(&mut self) {
         self.dropped += 1;
         self.dropped_total += 1;
-        DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     fn next_second(&mut self, now: Instant, wall: DateTime<Local>) {
@@ -594,7 +490,7 @@ impl EventLog {
             self.refused += 1;
             self.refused_total += 1;
             self.last_refused = Some(from);
-            DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         if self.in_second >= self.settings.max_events_per_second
@@ -744,13 +640,17 @@ impl EventLog {
 
 /// Binds the socket and opens the first file (errors stop start-up), then runs the logger on
 /// a thread of its own.
-pub fn spawn(settings: Settings) -> Result<std::thread::JoinHandle<()>, String> {
+/// `counters` is where it publishes what it wrote and dropped.
+pub fn spawn(
+    settings: Settings,
+    counters: Arc<Counters>,
+) -> Result<std::thread::JoinHandle<()>, String> {
     let socket = UdpSocket::bind(&settings.bind)
         .map_err(|e| format!("eventlogger bind {}: {e}", settings.bind))?;
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|e| e.to_string())?;
-    let mut log = EventLog::open(settings, Instant::now(), Local::now())?;
+    let mut log = EventLog::open_counted(settings, counters, Instant::now(), Local::now())?;
     log::info!(
         "eventlogger: listening on {}, writing {}",
         socket
@@ -839,22 +739,6 @@ mod tests {
     }
 
     #[test]
-    fn intervals() {
-        assert_eq!(parse_interval("0").unwrap(), None);
-        assert_eq!(parse_interval("").unwrap(), None);
-        assert_eq!(parse_interval("90").unwrap(), Some(Duration::from_secs(90)));
-        assert_eq!(
-            parse_interval("30m").unwrap(),
-            Some(Duration::from_secs(1800))
-        );
-        assert_eq!(
-            parse_interval("1d").unwrap(),
-            Some(Duration::from_secs(86_400))
-        );
-        assert!(parse_interval("1w").is_err() && parse_interval("x").is_err());
-    }
-
-    #[test]
     fn the_size_cap_starts_a_new_file_and_the_rate_cap_counts_drops() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
@@ -938,23 +822,6 @@ mod tests {
             text.contains("\"events-refused\"") && text.contains("\"count\":3"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn networks() {
-        let n = Network::parse("192.168.0.0/24").unwrap();
-        assert!(n.contains("192.168.0.77".parse().unwrap()));
-        assert!(!n.contains("192.168.1.77".parse().unwrap()));
-        assert!(!n.contains("::1".parse().unwrap()));
-        assert!(Network::parse("0.0.0.0/0")
-            .unwrap()
-            .contains("8.8.8.8".parse().unwrap()));
-        assert!(Network::parse("::/0")
-            .unwrap()
-            .contains("2001:db8::1".parse().unwrap()));
-        for bad in ["", "10.0.0.0/33", "host.example", "10.0.0.0/x", "::/129"] {
-            assert!(Network::parse(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

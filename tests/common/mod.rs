@@ -8,24 +8,24 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const CONTROL_ADD_CHANNEL: u16 = 9000;
-pub const CONTROL_REMOVE_CHANNEL: u16 = 9001;
-pub const CONTROL_ADD_RANGE: u16 = 9002;
-pub const CONTROL_REMOVE_RANGE: u16 = 9003;
-pub const CONTROL_ADD_POST_REMOVE: u16 = 9010;
-pub const CONTROL_CLEAR_POST_REMOVES: u16 = 9011;
-pub const CONTROL_SET_CON_NAME: u16 = 9012;
-pub const CONTROL_SET_CON_URL: u16 = 9013;
-pub const CONTROL_LOG_MESSAGE: u16 = 9014;
+pub(crate) const CONTROL_ADD_CHANNEL: u16 = 9000;
+pub(crate) const CONTROL_REMOVE_CHANNEL: u16 = 9001;
+pub(crate) const CONTROL_ADD_RANGE: u16 = 9002;
+pub(crate) const CONTROL_REMOVE_RANGE: u16 = 9003;
+pub(crate) const CONTROL_ADD_POST_REMOVE: u16 = 9010;
+pub(crate) const CONTROL_CLEAR_POST_REMOVES: u16 = 9011;
+pub(crate) const CONTROL_SET_CON_NAME: u16 = 9012;
+pub(crate) const CONTROL_SET_CON_URL: u16 = 9013;
+pub(crate) const CONTROL_LOG_MESSAGE: u16 = 9014;
 
 /// How long "nothing arrives" is watched for.
-pub const QUIET: Duration = Duration::from_millis(150);
+pub(crate) const QUIET: Duration = Duration::from_millis(150);
 
-pub fn otpd_bin() -> &'static str {
+pub(crate) fn otpd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_otpd")
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -33,7 +33,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub struct Otpd {
+pub(crate) struct Otpd {
     pub child: Child,
     pub port: u16,
     pub dir: tempfile::TempDir,
@@ -42,11 +42,11 @@ pub struct Otpd {
 
 impl Otpd {
     /// Starts otpd with a cluster.ron whose messagedirector section gets `md_extra` appended.
-    pub fn start(port: u16, md_extra: &str) -> Otpd {
+    pub(crate) fn start(port: u16, md_extra: &str) -> Otpd {
         Self::start_full(port, md_extra, "")
     }
 
-    pub fn start_full(port: u16, md_extra: &str, top_extra: &str) -> Otpd {
+    pub(crate) fn start_full(port: u16, md_extra: &str, top_extra: &str) -> Otpd {
         let dir = tempfile::tempdir().unwrap();
         let ron = format!(
             "(cores: 2, pin_cores: false, {top_extra}\n messagedirector: (bind: Some(\"127.0.0.1:{port}\"), {md_extra}))"
@@ -74,20 +74,20 @@ impl Otpd {
         }
     }
 
-    pub fn connect(&self) -> Md {
+    pub(crate) fn connect(&self) -> Md {
         Md::connect(self.port)
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
 }
@@ -98,7 +98,7 @@ impl Drop for Otpd {
     }
 }
 
-pub fn wait_for_port(port: u16) {
+pub(crate) fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -110,7 +110,7 @@ pub fn wait_for_port(port: u16) {
 }
 
 /// A datagram, framed (length tag included).
-pub fn dg(recipients: &[u64], sender: u64, msgtype: u16, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn dg(recipients: &[u64], sender: u64, msgtype: u16, payload: &[u8]) -> Vec<u8> {
     let mut body = vec![recipients.len() as u8];
     for r in recipients {
         body.extend_from_slice(&r.to_le_bytes());
@@ -121,13 +121,13 @@ pub fn dg(recipients: &[u64], sender: u64, msgtype: u16, payload: &[u8]) -> Vec<
     frame(&body)
 }
 
-pub fn frame(body: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(body: &[u8]) -> Vec<u8> {
     let mut v = (body.len() as u16).to_le_bytes().to_vec();
     v.extend_from_slice(body);
     v
 }
 
-pub fn control(msgtype: u16, args: &[u64]) -> Vec<u8> {
+pub(crate) fn control(msgtype: u16, args: &[u64]) -> Vec<u8> {
     let mut body = vec![1u8];
     body.extend_from_slice(&1u64.to_le_bytes());
     body.extend_from_slice(&msgtype.to_le_bytes());
@@ -137,22 +137,22 @@ pub fn control(msgtype: u16, args: &[u64]) -> Vec<u8> {
     frame(&body)
 }
 
-pub fn add_channel(c: u64) -> Vec<u8> {
+pub(crate) fn add_channel(c: u64) -> Vec<u8> {
     control(CONTROL_ADD_CHANNEL, &[c])
 }
-pub fn remove_channel(c: u64) -> Vec<u8> {
+pub(crate) fn remove_channel(c: u64) -> Vec<u8> {
     control(CONTROL_REMOVE_CHANNEL, &[c])
 }
-pub fn add_range(lo: u64, hi: u64) -> Vec<u8> {
+pub(crate) fn add_range(lo: u64, hi: u64) -> Vec<u8> {
     control(CONTROL_ADD_RANGE, &[lo, hi])
 }
-pub fn remove_range(lo: u64, hi: u64) -> Vec<u8> {
+pub(crate) fn remove_range(lo: u64, hi: u64) -> Vec<u8> {
     control(CONTROL_REMOVE_RANGE, &[lo, hi])
 }
-pub fn clear_post_removes(sender: u64) -> Vec<u8> {
+pub(crate) fn clear_post_removes(sender: u64) -> Vec<u8> {
     control(CONTROL_CLEAR_POST_REMOVES, &[sender])
 }
-pub fn add_post_remove(sender: u64, datagram: &[u8]) -> Vec<u8> {
+pub(crate) fn add_post_remove(sender: u64, datagram: &[u8]) -> Vec<u8> {
     let body = &datagram[2..];
     let mut f = control(CONTROL_ADD_POST_REMOVE, &[sender]);
     let mut payload = (body.len() as u16).to_le_bytes().to_vec();
@@ -164,29 +164,29 @@ pub fn add_post_remove(sender: u64, datagram: &[u8]) -> Vec<u8> {
 }
 
 /// One connection speaking the internal protocol.
-pub struct Md {
+pub(crate) struct Md {
     pub s: TcpStream,
     buf: Vec<u8>,
 }
 
 impl Md {
-    pub fn connect(port: u16) -> Md {
+    pub(crate) fn connect(port: u16) -> Md {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_nodelay(true).unwrap();
         Md { s, buf: Vec::new() }
     }
 
-    pub fn from_stream(s: TcpStream) -> Md {
+    pub(crate) fn from_stream(s: TcpStream) -> Md {
         s.set_nodelay(true).unwrap();
         Md { s, buf: Vec::new() }
     }
 
-    pub fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         self.s.write_all(bytes).unwrap();
     }
 
     /// The next framed datagram, or None if none arrives within `timeout`.
-    pub fn recv_within(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+    pub(crate) fn recv_within(&mut self, timeout: Duration) -> Option<Vec<u8>> {
         let deadline = Instant::now() + timeout;
         loop {
             if self.buf.len() >= 2 {
@@ -212,18 +212,18 @@ impl Md {
         }
     }
 
-    pub fn recv(&mut self) -> Vec<u8> {
+    pub(crate) fn recv(&mut self) -> Vec<u8> {
         self.recv_within(Duration::from_secs(5))
             .expect("a datagram within 5 s")
     }
 
-    pub fn expect(&mut self, want: &[u8]) {
+    pub(crate) fn expect(&mut self, want: &[u8]) {
         let got = self.recv();
         assert_eq!(got, want, "datagram differs");
     }
 
     /// Expects exactly these datagrams, in any order.
-    pub fn expect_many(&mut self, want: &[Vec<u8>]) {
+    pub(crate) fn expect_many(&mut self, want: &[Vec<u8>]) {
         let mut got: Vec<Vec<u8>> = (0..want.len()).map(|_| self.recv()).collect();
         let mut want = want.to_vec();
         got.sort();
@@ -231,18 +231,18 @@ impl Md {
         assert_eq!(got, want);
     }
 
-    pub fn expect_none(&mut self) {
+    pub(crate) fn expect_none(&mut self) {
         if let Some(d) = self.recv_within(QUIET) {
             panic!("expected nothing, got {d:?}");
         }
     }
 
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         while self.recv_within(Duration::from_millis(50)).is_some() {}
     }
 
     /// True if the peer closed the connection within `timeout`.
-    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+    pub(crate) fn closed_within(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut chunk = [0u8; 65536];
         loop {
@@ -264,7 +264,7 @@ impl Md {
 
     /// Subscribes and waits until the subscription is surely in place (a control message
     /// has no reply, so a probe through the MD from another connection confirms it).
-    pub fn subscribe_confirmed(&mut self, via: &mut Md, channel: u64) {
+    pub(crate) fn subscribe_confirmed(&mut self, via: &mut Md, channel: u64) {
         self.send(&add_channel(channel));
         let probe = dg(&[channel], 0xBEEF, 4242, b"probe");
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -284,19 +284,19 @@ impl Md {
 }
 
 /// A stand-in upstream MD: a listener that otpd connects to.
-pub struct FakeUpstream {
+pub(crate) struct FakeUpstream {
     pub listener: TcpListener,
     pub port: u16,
 }
 
 impl FakeUpstream {
-    pub fn new() -> FakeUpstream {
+    pub(crate) fn new() -> FakeUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         FakeUpstream { listener, port }
     }
 
-    pub fn accept(&self) -> Md {
+    pub(crate) fn accept(&self) -> Md {
         self.listener.set_nonblocking(false).unwrap();
         let (s, _) = self.listener.accept().unwrap();
         Md::from_stream(s)
@@ -305,67 +305,67 @@ impl FakeUpstream {
 
 /// A payload builder for the tests' datagrams (little-endian, as on the wire).
 #[derive(Default, Clone)]
-pub struct P(pub Vec<u8>);
+pub(crate) struct P(pub Vec<u8>);
 
 impl P {
-    pub fn new() -> P {
+    pub(crate) fn new() -> P {
         P(Vec::new())
     }
-    pub fn u8(mut self, v: u8) -> P {
+    pub(crate) fn u8(mut self, v: u8) -> P {
         self.0.push(v);
         self
     }
-    pub fn u16(mut self, v: u16) -> P {
+    pub(crate) fn u16(mut self, v: u16) -> P {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    pub fn u32(mut self, v: u32) -> P {
+    pub(crate) fn u32(mut self, v: u32) -> P {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    pub fn u64(mut self, v: u64) -> P {
+    pub(crate) fn u64(mut self, v: u64) -> P {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    pub fn i16(mut self, v: i16) -> P {
+    pub(crate) fn i16(mut self, v: i16) -> P {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    pub fn string(mut self, s: &str) -> P {
+    pub(crate) fn string(mut self, s: &str) -> P {
         self.0.extend_from_slice(&(s.len() as u16).to_le_bytes());
         self.0.extend_from_slice(s.as_bytes());
         self
     }
-    pub fn bytes(mut self, b: &[u8]) -> P {
+    pub(crate) fn bytes(mut self, b: &[u8]) -> P {
         self.0.extend_from_slice(b);
         self
     }
 }
 
 /// The project's test schema, for class and field ids by name.
-pub struct TestDc {
+pub(crate) struct TestDc {
     pub path: PathBuf,
     pub dc: otp_dc::DcFile,
 }
 
 impl TestDc {
-    pub fn load() -> TestDc {
+    pub(crate) fn load() -> TestDc {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/dc/objects.dc");
         let path = path.canonicalize().unwrap();
         let dc = otp_dc::DcFile::parse_files(&[&path]).unwrap();
         TestDc { path, dc }
     }
-    pub fn class(&self, name: &str) -> u16 {
+    pub(crate) fn class(&self, name: &str) -> u16 {
         self.dc.class_by_name(name).unwrap().id()
     }
-    pub fn field(&self, class: &str, name: &str) -> u16 {
+    pub(crate) fn field(&self, class: &str, name: &str) -> u16 {
         let c = self.dc.class_by_name(class).unwrap();
         self.dc.field_by_name(c, name).unwrap().id()
     }
 }
 
 /// Connects a participant subscribed to `channels`, each confirmed through `probe`.
-pub fn listener(port: u16, probe: &mut Md, channels: &[u64]) -> Md {
+pub(crate) fn listener(port: u16, probe: &mut Md, channels: &[u64]) -> Md {
     let mut m = Md::connect(port);
     for &c in channels {
         m.subscribe_confirmed(probe, c);
@@ -376,7 +376,7 @@ pub fn listener(port: u16, probe: &mut Md, channels: &[u64]) -> Md {
 /// A private PostgreSQL server for one test: initdb into a temporary folder, started on a free
 /// loopback port with trust authentication; stopped (and removed) on drop. Run as root, the
 /// server runs as the `postgres` user, as PostgreSQL requires.
-pub struct PgServer {
+pub(crate) struct PgServer {
     pub port: u16,
     dir: tempfile::TempDir,
     bin: PathBuf,
@@ -384,7 +384,7 @@ pub struct PgServer {
 }
 
 impl PgServer {
-    pub fn start() -> PgServer {
+    pub(crate) fn start() -> PgServer {
         let bin = pg_bindir().expect(
             "PostgreSQL is not installed (initdb not found): install the distribution's \
              postgresql package (scripts/test does)",
@@ -449,7 +449,7 @@ impl PgServer {
     }
 
     /// The cluster.ron backend for this server's `postgres` database.
-    pub fn backend(&self) -> String {
+    pub(crate) fn backend(&self) -> String {
         format!(
             "Postgres(address: \"127.0.0.1:{}\", database: \"postgres\", username: \"postgres\", password: \"\")",
             self.port
@@ -505,4 +505,4 @@ fn pg_bindir() -> Option<PathBuf> {
 
 /// The 2003 client's field numbers from the DC text (the fuzz harness's own reader).
 #[allow(unused_imports)]
-pub use otp_testkit::dc2003::client_numbers_2003;
+pub(crate) use otp_testkit::dc2003::client_numbers_2003;

@@ -3,6 +3,7 @@
 
 pub mod addr;
 pub mod astron;
+pub mod eventlogger;
 pub mod ron_file;
 
 use serde::Deserialize;
@@ -369,7 +370,7 @@ pub struct ClientAgentConfig {
     #[serde(default)]
     pub proxy_from: Vec<String>,
     pub channels: ChannelRange,
-    /// Raw client-section settings, interpreted by the ClientAgent issue.
+    /// The client section's settings, as astrond names them; the ClientAgent acts on them.
     #[serde(default)]
     pub relocate: bool,
     #[serde(default = "visible")]
@@ -801,6 +802,7 @@ impl ClusterConfig {
     }
 
     /// Constraints shared by both file formats (Astron's reserved channels and doids).
+    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
     pub fn validate(&self) -> Result<(), String> {
         use otp_wire::channels::{is_reserved_channel, is_reserved_doid};
         let channel_ok = |what: &str, c: u64| -> Result<(), String> {
@@ -930,7 +932,7 @@ impl ClusterConfig {
                     }
                 }
                 RoleConfig::EventLogger { .. } => {
-                    crate::eventlogger::Settings::from_role(role)?;
+                    eventlogger::Settings::from_role(role)?;
                 }
             }
         }

@@ -56,6 +56,7 @@ pub enum Verdict {
 
 impl Participant {
     /// Handles control message `msgtype` with `payload` (the bytes after the msgtype).
+    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
     pub fn control<'a>(
         &mut self,
         msgtype: u16,
@@ -211,12 +212,12 @@ pub fn post_remove_frames(
         }
         let mut w = Writer::begin(routes);
         w.bytes(dg);
-        w.finish().expect("a body a length tag can describe");
+        w.finish_bounded();
     }
     for sender in senders {
         let mut w = Writer::control(clears, CONTROL_CLEAR_POST_REMOVES);
         w.u64(sender);
-        w.finish().expect("small control datagram");
+        w.finish_bounded();
     }
     dropped
 }

@@ -3,10 +3,12 @@
 //! hands it to its store's worker thread as a job, and answers once the job's transaction is
 //! durable; changes are re-broadcast on `(2 << 32) | doid` when `broadcast` is on.
 
+use super::finish_or_drop;
 use super::store::{Job, Op, Outcome};
-use super::{Output, Role, Schema, Work, Worker, ANY_CLASS};
+use super::{AnyJob, Output, Role, Schema, Worker, ANY_CLASS};
 use otp_wire::channels::{database_channel, BCHAN_DBSERVERS};
 use otp_wire::msgtypes::*;
+use otp_wire::Doid;
 use otp_wire::{InternalDatagram, Reader, WireError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +37,9 @@ pub struct Database {
 type Refusal = String;
 /// `(field, value)` pairs of a request.
 type Pairs = Vec<(u16, Vec<u8>)>;
+
+/// A new object's dclass and its fields (id, packed value), as a create request gives them.
+type NewObject = (u16, Vec<(u16, Vec<u8>)>);
 
 impl Database {
     pub fn new(
@@ -104,7 +109,7 @@ impl Database {
             .schema
             .value_len(class, f, rest)
             .map_err(|e| format!("{}: {e}", self.schema.field_name(class, f)))?;
-        let _ = r.skip(len);
+        r.skip(len).map_err(|e| e.to_string())?;
         Ok(rest[..len].to_vec())
     }
 
@@ -138,7 +143,7 @@ impl Database {
 
     fn job(&mut self, op: Op, sender: u64, context: u32, msgtype: u16, out: &mut Output) {
         self.in_flight += 1;
-        out.work(Box::new(Job {
+        out.job(Box::new(Job {
             op,
             sender,
             context,
@@ -161,7 +166,7 @@ impl Database {
             DBSERVER_CREATE_OBJECT | DBSERVER_ACCOUNT_CREATE_AVATAR => {
                 let mut w = out.datagram(&[sender], self.control, msgtype + 1);
                 w.u32(context).u32(0);
-                let _ = w.finish();
+                w.finish_bounded();
                 return;
             }
             DBSERVER_OBJECT_GET_FIELD
@@ -174,7 +179,7 @@ impl Database {
         };
         let mut w = out.datagram(&[sender], self.control, resp);
         w.u32(context).u8(0);
-        let _ = w.finish();
+        w.finish_bounded();
     }
 
     /// Reads the new object of a create request (class, field count, fields), with the DC
@@ -186,7 +191,7 @@ impl Database {
         sender: u64,
         context: u32,
         out: &mut Output,
-    ) -> Result<Option<(u16, Vec<(u16, Vec<u8>)>)>, WireError> {
+    ) -> Result<Option<NewObject>, WireError> {
         let class = r.u16()?;
         let count = r.u16()?;
         if self.schema.class(class).is_none() {
@@ -229,6 +234,7 @@ impl Database {
         Ok(Some((class, fields)))
     }
 
+    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
     fn request(&mut self, dg: &InternalDatagram<'_>, out: &mut Output) -> Result<(), WireError> {
         let sender = dg.sender.unwrap_or(0);
         let mut r = dg.payload_reader();
@@ -410,6 +416,7 @@ impl Database {
         Ok(())
     }
 
+    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
     fn answer(&mut self, job: Job, out: &mut Output) {
         let Job {
             op,
@@ -448,7 +455,7 @@ impl Database {
                 let doid = if let Outcome::Created(d) = o { d } else { 0 };
                 let mut w = out.datagram(&[sender], self.control, msgtype + 1);
                 w.u32(context).u32(doid);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             (Op::Get { .. }, Outcome::Object { class, fields }) => {
                 let mut w = out.datagram(&[sender], self.control, msgtype + 1);
@@ -486,7 +493,7 @@ impl Database {
             (Op::Update { doid, fields, .. }, Outcome::Done) => {
                 let mut w = out.datagram(&[sender], self.control, msgtype + 1);
                 w.u32(context).u8(1);
-                let _ = w.finish();
+                w.finish_bounded();
                 self.announce(
                     *doid,
                     sender,
@@ -503,7 +510,7 @@ impl Database {
                 for (f, v) in &current {
                     w.u16(*f).bytes(v);
                 }
-                let _ = w.finish();
+                finish_or_drop(w, "database: the answer to a conditional set");
             }
             (Op::AccountGet { .. }, Outcome::Account(data)) => {
                 let mut w = out.datagram(&[sender], self.control, DBSERVER_ACCOUNT_GET_RESP);
@@ -511,24 +518,24 @@ impl Database {
                     Some(d) => w.u32(context).u8(0).blob(&d),
                     None => w.u32(context).u8(1).blob(&[]),
                 };
-                let _ = w.finish();
+                finish_or_drop(w, "database: DBSERVER_ACCOUNT_GET_RESP");
             }
             (Op::AccountCreate { .. }, Outcome::AccountCreated(made)) => {
                 let mut w = out.datagram(&[sender], self.control, DBSERVER_ACCOUNT_CREATE_RESP);
                 w.u32(context).u8(if made { 0 } else { 1 });
-                let _ = w.finish();
+                w.finish_bounded();
             }
             (Op::AccountSet { .. }, Outcome::Done) => {
                 let mut w = out.datagram(&[sender], self.control, DBSERVER_ACCOUNT_SET_RESP);
                 w.u32(context).u8(0);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             (Op::Delete { doid }, Outcome::Deleted) => {
                 if self.broadcast {
                     let mut w =
                         out.datagram(&[database_channel(*doid)], sender, DBSERVER_OBJECT_DELETE);
                     w.u32(*doid);
-                    let _ = w.finish();
+                    w.finish_bounded();
                 }
             }
             (_, outcome) => {
@@ -553,11 +560,11 @@ impl Database {
                     if resp == DBSERVER_ACCOUNT_GET_RESP {
                         w.blob(&[]);
                     }
-                    let _ = w.finish();
+                    finish_or_drop(w, "database: DBSERVER_ACCOUNT_GET_RESP");
                 } else if matches!(op, Op::Get { .. } | Op::Update { .. }) {
                     let mut w = out.datagram(&[sender], self.control, msgtype + 1);
                     w.u32(context).u8(0);
-                    let _ = w.finish();
+                    w.finish_bounded();
                 } else {
                     log::warn!("database: {} from {sender} failed (unknown object, or a field of another class)", internal_name(msgtype));
                 }
@@ -569,7 +576,7 @@ impl Database {
     /// values set as SET_FIELD(S), the fields removed as DELETE_FIELD(S).
     fn announce<'a>(
         &self,
-        doid: u32,
+        doid: Doid,
         sender: u64,
         fields: impl Iterator<Item = (u16, Option<&'a [u8]>)>,
         out: &mut Output,
@@ -600,7 +607,7 @@ impl Database {
             for f in deleted {
                 w.u16(f);
             }
-            let _ = w.finish();
+            finish_or_drop(w, "database: the broadcast of deleted fields");
         }
         if !set.is_empty() {
             set.sort_by_key(|(f, _)| *f);
@@ -618,7 +625,7 @@ impl Database {
             for (f, v) in set {
                 w.u16(f).bytes(v);
             }
-            let _ = w.finish();
+            finish_or_drop(w, "database: the broadcast of set fields");
         }
     }
 }
@@ -715,7 +722,7 @@ impl Role for Database {
         self.limits
     }
 
-    fn work_done(&mut self, now: Instant, answer: Work, out: &mut Output) {
+    fn job_done(&mut self, now: Instant, answer: AnyJob, out: &mut Output) {
         self.now = now;
         match answer.downcast::<Job>() {
             Ok(job) => self.answer(*job, out),

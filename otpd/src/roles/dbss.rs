@@ -4,6 +4,7 @@
 //! objects to the database, and writes `db` fields back on every update.
 
 use super::event::{self, Ev};
+use super::finish_or_drop;
 use super::objects::{read_field_ids, Doid, FieldStore, Objects, Zone};
 use super::{Output, Placement, Role, Schema, ANY_CLASS};
 use otp_wire::msgtypes::*;
@@ -152,8 +153,37 @@ impl Dbss {
         dg: &InternalDatagram<'_>,
         out: &mut Output,
     ) -> Result<(), WireError> {
+        let r = &mut dg.payload_reader();
+        match dg.msgtype {
+            DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS
+            | DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS_OTHER
+            | DBSS_OBJECT_GET_ACTIVATED => self.handle_activation(now, doid, dg, r, out),
+            DBSS_OBJECT_DELETE_DISK
+            | STATESERVER_OBJECT_SET_FIELD
+            | STATESERVER_OBJECT_SET_FIELDS
+            | DBSS_OBJECT_DELETE_FIELD_DISK
+            | DBSS_OBJECT_DELETE_FIELDS_DISK => self.handle_disk_writes(doid, dg, r, out),
+            STATESERVER_OBJECT_GET_FIELD | STATESERVER_OBJECT_GET_ALL => {
+                self.handle_inactive_get_one(now, doid, dg, r, out)
+            }
+            STATESERVER_OBJECT_GET_FIELDS => self.handle_inactive_get_fields(now, doid, dg, r, out),
+            DBSERVER_OBJECT_GET_FIELD_RESP
+            | DBSERVER_OBJECT_GET_FIELDS_RESP
+            | DBSERVER_OBJECT_GET_ALL_RESP => self.handle_database_answers(now, doid, dg, r, out),
+            _ => Ok(()),
+        }
+    }
+
+    /// Activating an object from the database, and asking whether one is active.
+    fn handle_activation(
+        &mut self,
+        now: Instant,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
         let sender = dg.sender.unwrap_or(0);
-        let mut r = dg.payload_reader();
         let active = self.objects.contains(doid);
         match dg.msgtype {
             DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS | DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS_OTHER => {
@@ -172,7 +202,7 @@ impl Dbss {
                         log::warn!("dbss: activate of {doid} with unknown dclass {class}; ignored");
                         return Ok(());
                     };
-                    match self.read_updates(class, &mut r) {
+                    match self.read_updates(class, r) {
                         Ok(u) => (Some(class), u),
                         Err(reason) => {
                             self.refuse(doid, sender, "invalid-activate", &reason, out);
@@ -190,7 +220,7 @@ impl Dbss {
                     let mut w =
                         out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_GET_ALL);
                     w.u32(ctx).u32(doid);
-                    let _ = w.finish();
+                    w.finish_bounded();
                 }
                 self.loading.insert(
                     doid,
@@ -212,8 +242,24 @@ impl Dbss {
                 }
                 let mut w = out.datagram(&[sender], doid as u64, DBSS_OBJECT_GET_ACTIVATED_RESP);
                 w.u32(context).u32(doid).u8(active as u8);
-                let _ = w.finish();
+                w.finish_bounded();
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Writes to the stored object: deleting it, setting or deleting its fields.
+    fn handle_disk_writes(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        let active = self.objects.contains(doid);
+        match dg.msgtype {
             DBSS_OBJECT_DELETE_DISK => {
                 if r.u32()? != doid {
                     return Ok(());
@@ -222,11 +268,11 @@ impl Dbss {
                 if !t.is_empty() {
                     let mut w = out.datagram(&t, sender, DBSS_OBJECT_DELETE_DISK);
                     w.u32(doid);
-                    let _ = w.finish();
+                    w.finish_bounded();
                 }
                 let mut w = out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_DELETE);
                 w.u32(doid);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             STATESERVER_OBJECT_SET_FIELD | STATESERVER_OBJECT_SET_FIELDS => {
                 if r.u32()? != doid {
@@ -237,13 +283,13 @@ impl Dbss {
                 } else {
                     1
                 };
-                self.write_back(doid, sender, &mut r, count, out);
+                self.write_back(doid, sender, r, count, out);
             }
             DBSS_OBJECT_DELETE_FIELD_DISK | DBSS_OBJECT_DELETE_FIELDS_DISK => {
                 if r.u32()? != doid {
                     return Ok(());
                 }
-                let ids = read_field_ids(&mut r, dg.msgtype == DBSS_OBJECT_DELETE_FIELDS_DISK)?;
+                let ids = read_field_ids(r, dg.msgtype == DBSS_OBJECT_DELETE_FIELDS_DISK)?;
                 let schema = Arc::clone(&self.objects.schema);
                 let class = self
                     .objects
@@ -268,7 +314,7 @@ impl Dbss {
                 for &f in &ids {
                     w.u16(f);
                 }
-                let _ = w.finish();
+                finish_or_drop(w, "dbss: a request to the database");
                 if active {
                     // Tell those who see each field; the live copy keeps its value in RAM.
                     for &f in &ids {
@@ -283,6 +329,23 @@ impl Dbss {
                     }
                 }
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Reading one field, or all, of an object that is not active: from the database.
+    fn handle_inactive_get_one(
+        &mut self,
+        now: Instant,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        let active = self.objects.contains(doid);
+        match dg.msgtype {
             STATESERVER_OBJECT_GET_FIELD if !active => {
                 let context = r.u32()?;
                 if r.u32()? != doid {
@@ -313,17 +376,56 @@ impl Dbss {
                     let mut w =
                         out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_GET_FIELD);
                     w.u32(ctx).u32(doid).u16(f);
-                    let _ = w.finish();
+                    w.finish_bounded();
                 } else if flags.has_default {
                     let v = self.objects.schema.default_value(ANY_CLASS, f);
                     let mut w =
                         out.datagram(&[sender], doid as u64, STATESERVER_OBJECT_GET_FIELD_RESP);
                     w.u32(context).u8(1).u16(f).bytes(v);
-                    let _ = w.finish();
+                    finish_or_drop(w, "dbss: STATESERVER_OBJECT_GET_FIELD_RESP");
                 } else {
                     self.get_field_failed(sender, context, doid, out);
                 }
             }
+            STATESERVER_OBJECT_GET_ALL if !active => {
+                let context = r.u32()?;
+                if r.u32()? != doid || !self.room_for_query() {
+                    return Ok(());
+                }
+                let ctx = self.context();
+                self.queries.insert(
+                    ctx,
+                    (
+                        Query::All {
+                            to: sender,
+                            context,
+                            doid,
+                        },
+                        now,
+                    ),
+                );
+                self.inactive_loads.entry(doid).or_default().push(ctx);
+                let mut w = out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_GET_ALL);
+                w.u32(ctx).u32(doid);
+                w.finish_bounded();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Reading some fields of an object that is not active: from the database.
+    fn handle_inactive_get_fields(
+        &mut self,
+        now: Instant,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        let active = self.objects.contains(doid);
+        match dg.msgtype {
             STATESERVER_OBJECT_GET_FIELDS if !active => {
                 let context = r.u32()?;
                 if r.u32()? != doid {
@@ -342,7 +444,7 @@ impl Dbss {
                             STATESERVER_OBJECT_GET_FIELDS_RESP,
                         );
                         w.u32(context).u8(0);
-                        let _ = w.finish();
+                        w.finish_bounded();
                         return Ok(());
                     }
                     if flags.required || flags.ram {
@@ -366,7 +468,7 @@ impl Dbss {
                             w.u16(*f).bytes(v);
                         }
                     }
-                    let _ = w.finish();
+                    finish_or_drop(w, "dbss: STATESERVER_OBJECT_GET_FIELDS_RESP");
                     return Ok(());
                 }
                 let ctx = self.context();
@@ -375,7 +477,7 @@ impl Dbss {
                 for f in &db_fields {
                     w.u16(*f);
                 }
-                let _ = w.finish();
+                finish_or_drop(w, "dbss: DBSERVER_OBJECT_GET_FIELDS");
                 self.queries.insert(
                     ctx,
                     (
@@ -389,28 +491,21 @@ impl Dbss {
                     ),
                 );
             }
-            STATESERVER_OBJECT_GET_ALL if !active => {
-                let context = r.u32()?;
-                if r.u32()? != doid || !self.room_for_query() {
-                    return Ok(());
-                }
-                let ctx = self.context();
-                self.queries.insert(
-                    ctx,
-                    (
-                        Query::All {
-                            to: sender,
-                            context,
-                            doid,
-                        },
-                        now,
-                    ),
-                );
-                self.inactive_loads.entry(doid).or_default().push(ctx);
-                let mut w = out.datagram(&[self.database], doid as u64, DBSERVER_OBJECT_GET_ALL);
-                w.u32(ctx).u32(doid);
-                let _ = w.finish();
-            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The database's answers to loads and reads this DBSS asked for.
+    fn handle_database_answers(
+        &mut self,
+        now: Instant,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        match dg.msgtype {
             DBSERVER_OBJECT_GET_FIELD_RESP | DBSERVER_OBJECT_GET_FIELDS_RESP => {
                 let ctx = r.u32()?;
                 let Some((q, _)) = self.queries.remove(&ctx) else {
@@ -425,7 +520,7 @@ impl Dbss {
                         if ok {
                             w.bytes(r.rest());
                         }
-                        let _ = w.finish();
+                        finish_or_drop(w, "dbss: STATESERVER_OBJECT_GET_FIELD_RESP");
                     }
                     Query::Fields {
                         to,
@@ -444,7 +539,7 @@ impl Dbss {
                             }
                             w.bytes(r.rest());
                         }
-                        let _ = w.finish();
+                        finish_or_drop(w, "dbss: STATESERVER_OBJECT_GET_FIELDS_RESP");
                     }
                     Query::All { .. } => {
                         log::warn!(
@@ -501,7 +596,7 @@ impl Dbss {
     fn get_field_failed(&self, to: u64, context: u32, doid: Doid, out: &mut Output) {
         let mut w = out.datagram(&[to], doid as u64, STATESERVER_OBJECT_GET_FIELD_RESP);
         w.u32(context).u8(0);
-        let _ = w.finish();
+        w.finish_bounded();
     }
 
     fn refuse(&self, doid: Doid, sender: u64, kind: &str, reason: &str, out: &mut Output) {
@@ -604,7 +699,7 @@ impl Dbss {
         for (f, v) in others {
             w.u16(f).bytes(v);
         }
-        let _ = w.finish();
+        finish_or_drop(w, "dbss: STATESERVER_OBJECT_GET_ALL_RESP");
     }
 
     /// The database answered an activation: bring the object to life (or give up), then
@@ -690,7 +785,7 @@ impl Dbss {
         for (f, s, e) in db {
             w.u16(f).bytes(&all[s..e]);
         }
-        let _ = w.finish();
+        finish_or_drop(w, "dbss: a request to the database");
     }
 }
 
@@ -741,7 +836,7 @@ impl Role for Dbss {
                         let mut w =
                             out.datagram(&[to], doid as u64, STATESERVER_OBJECT_GET_FIELDS_RESP);
                         w.u32(context).u8(0);
-                        let _ = w.finish();
+                        w.finish_bounded();
                     }
                     Query::All { doid, .. } => self.forget_inactive_load(doid, c),
                 }

@@ -16,19 +16,21 @@ pub mod store;
 
 pub use schema::{FieldFlags, Schema, ANY_CLASS};
 
+use otp_wire::Doid;
 use otp_wire::{Channel, InternalDatagram, MsgType, Writer};
 use std::any::Any;
 use std::time::Instant;
 
-/// A unit of blocking work (a database query, a file write) a role hands to its worker, or
-/// the worker's answer to one. Each role knows the concrete types it sends and gets back.
-pub type Work = Box<dyn Any + Send>;
+/// A job: a unit of blocking work (a database query, a file write) a role hands to its worker,
+/// or the worker's answer to one. Each role knows the concrete types it sends and gets back.
+/// (Sessions' jobs are `SessionJob`s; the same words, job and worker, name both.)
+pub type AnyJob = Box<dyn Any + Send>;
 
 /// Runs a role's blocking work on a thread of its own. The runtime gives it everything queued
 /// (up to the batch limit) at once, so a database can commit a whole batch in one transaction;
 /// it answers with exactly one result per item, in order, once the batch is durable.
 pub trait Worker: Send + 'static {
-    fn run(&mut self, batch: Vec<Work>) -> Vec<Work>;
+    fn run(&mut self, batch: Vec<AnyJob>) -> Vec<AnyJob>;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -53,10 +55,23 @@ pub struct Output {
     /// Framed datagrams (length tag included), routed as sent by the role.
     pub datagrams: Vec<u8>,
     pub subscriptions: Vec<Subscription>,
-    /// Blocking work for the role's worker; answers come back through `Role::work_done`.
-    pub work: Vec<Work>,
+    /// Jobs for the role's worker; answers come back through `Role::job_done`.
+    pub jobs: Vec<AnyJob>,
     /// MessagePack events for the EventLogger (see `event::Event`).
     pub events: Vec<Vec<u8>>,
+}
+
+/// Finishes a datagram whose size depends on input (field values, stored objects, lists): one
+/// that does not fit is dropped with a log line naming `what`, never sent truncated. Returns
+/// whether it was kept.
+pub fn finish_or_drop(w: Writer<'_>, what: &str) -> bool {
+    match w.finish() {
+        Ok(_) => true,
+        Err(e) => {
+            log::warn!("{what}: {e}; not sent");
+            false
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +83,8 @@ pub enum Subscription {
 }
 
 impl Output {
-    /// Starts a datagram; finish it with `Writer::finish` (an error drops it and is logged by
-    /// the caller).
+    /// Starts a datagram; finish it with `Writer::finish_bounded` when its size is bounded by
+    /// construction, else with [`finish_or_drop`].
     pub fn datagram(
         &mut self,
         recipients: &[Channel],
@@ -91,22 +106,22 @@ impl Output {
         self.subscriptions.push(Subscription::AddRange(lo, hi));
     }
 
-    /// Queues blocking work for the role's worker.
-    pub fn work(&mut self, item: Work) {
-        self.work.push(item);
+    /// Queues a job for the role's worker.
+    pub fn job(&mut self, item: AnyJob) {
+        self.jobs.push(item);
     }
 
     pub fn is_empty(&self) -> bool {
         self.datagrams.is_empty()
             && self.subscriptions.is_empty()
-            && self.work.is_empty()
+            && self.jobs.is_empty()
             && self.events.is_empty()
     }
 
     pub fn clear(&mut self) {
         self.datagrams.clear();
         self.subscriptions.clear();
-        self.work.clear();
+        self.jobs.clear();
         self.events.clear();
     }
 
@@ -151,8 +166,8 @@ pub trait Role: Send {
     fn worker_limits(&self) -> WorkerLimits {
         WorkerLimits::default()
     }
-    /// The answer to one item of work, in the order the work was queued.
-    fn work_done(&mut self, _now: Instant, _answer: Work, _out: &mut Output) {}
+    /// The answer to one job, in the order the jobs were queued.
+    fn job_done(&mut self, _now: Instant, _answer: AnyJob, _out: &mut Output) {}
 }
 
 /// Which core hosts what: each role instance knows its core and whether a doid is its own.
@@ -164,7 +179,7 @@ pub struct Placement {
 
 impl Placement {
     /// True when objects with this doid live on this instance's core.
-    pub fn owns_doid(&self, doid: u32) -> bool {
+    pub fn owns_doid(&self, doid: Doid) -> bool {
         crate::md::home_core(doid as u64, self.cores) == self.core
     }
 }

@@ -4,6 +4,7 @@
 //! the StateServer and the DBSS both keep theirs in one.
 
 use super::event::{self, Ev};
+use super::finish_or_drop;
 use super::{Output, Schema};
 use otp_wire::channels::{location_channel, parent_channel};
 use otp_wire::msgtypes::*;
@@ -12,8 +13,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 use std::sync::Arc;
 
-pub type Doid = u32;
-pub type Zone = u32;
+pub use otp_wire::{Doid, Zone};
 
 /// An object's stored field values, packed into one buffer as `[u16 id][u16 len][value]`
 /// entries in ascending field id: one allocation per object, updates in place when the
@@ -303,7 +303,7 @@ impl Objects {
             STATESERVER_OBJECT_GET_LOCATION,
         );
         w.u32(STATESERVER_CONTEXT_WAKE_CHILDREN);
-        let _ = w.finish();
+        w.finish_bounded();
     }
 
     // ---- dispatch -----------------------------------------------------------------------
@@ -350,8 +350,57 @@ impl Objects {
         dg: &InternalDatagram<'_>,
         out: &mut Output,
     ) -> Result<(), WireError> {
+        let r = &mut dg.payload_reader();
+        match dg.msgtype {
+            STATESERVER_DELETE_AI_OBJECTS
+            | STATESERVER_OBJECT_DELETE_RAM
+            | STATESERVER_OBJECT_DELETE_CHILDREN
+            | STATESERVER_OBJECT_DELETE_ZONE
+            | STATESERVER_OBJECT_DELETE_ZONES => self.handle_deletes(doid, dg, r, out),
+            STATESERVER_OBJECT_SET_FIELD
+            | STATESERVER_OBJECT_SET_FIELDS
+            | STATESERVER_OBJECT_DELETE_FIELD_RAM
+            | STATESERVER_OBJECT_DELETE_FIELDS_RAM => self.handle_field_updates(doid, dg, r, out),
+            STATESERVER_OBJECT_SET_LOCATION
+            | STATESERVER_OBJECT_CHANGING_LOCATION
+            | STATESERVER_OBJECT_LOCATION_ACK
+            | STATESERVER_OBJECT_GET_LOCATION
+            | STATESERVER_OBJECT_GET_LOCATION_RESP => self.handle_location(doid, dg, r, out),
+            STATESERVER_OBJECT_SET_AI
+            | STATESERVER_OBJECT_CHANGING_AI
+            | STATESERVER_OBJECT_GET_AI
+            | STATESERVER_OBJECT_GET_AI_RESP
+            | STATESERVER_OBJECT_SET_OWNER
+            | STATESERVER_OBJECT_GET_OWNER => self.handle_ai_owner(doid, dg, r, out),
+            STATESERVER_OBJECT_GET_ALL
+            | STATESERVER_OBJECT_GET_FIELD
+            | STATESERVER_OBJECT_GET_FIELDS => self.handle_field_queries(doid, dg, r, out),
+            STATESERVER_OBJECT_GET_ZONE_OBJECTS
+            | STATESERVER_OBJECT_GET_ZONES_OBJECTS
+            | STATESERVER_OBJECT_GET_CHILDREN => self.handle_children_listing(doid, dg, r, out),
+            STATESERVER_OBJECT_GET_ZONE_COUNT
+            | STATESERVER_OBJECT_GET_ZONES_COUNT
+            | STATESERVER_OBJECT_GET_CHILD_COUNT
+            | STATESERVER_GET_ACTIVE_ZONES => self.handle_children_counts(doid, dg, r, out),
+            other => {
+                log::trace!(
+                    "{}: object {doid}: message type {other} ignored",
+                    self.label
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Deleting objects: by AI, by doid, an object's children, zones of children.
+    fn handle_deletes(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
         let sender = dg.sender.unwrap_or(0);
-        let mut r = dg.payload_reader();
         match dg.msgtype {
             STATESERVER_DELETE_AI_OBJECTS => {
                 let ai = r.u64()?;
@@ -364,10 +413,8 @@ impl Objects {
                     );
                 }
             }
-            STATESERVER_OBJECT_DELETE_RAM => {
-                if r.u32()? == doid {
-                    self.annihilate(doid, sender, true, out);
-                }
+            STATESERVER_OBJECT_DELETE_RAM if r.u32()? == doid => {
+                self.annihilate(doid, sender, true, out);
             }
             STATESERVER_OBJECT_DELETE_CHILDREN => {
                 let id = r.u32()?;
@@ -379,7 +426,7 @@ impl Objects {
             }
             STATESERVER_OBJECT_DELETE_ZONE | STATESERVER_OBJECT_DELETE_ZONES => {
                 let parent = r.u32()?;
-                let zones = read_zones(&mut r, dg.msgtype == STATESERVER_OBJECT_DELETE_ZONES)?;
+                let zones = read_zones(r, dg.msgtype == STATESERVER_OBJECT_DELETE_ZONES)?;
                 let obj = &self.objects[&doid];
                 if parent == doid {
                     // Forward to the children; forget those zones' children now (they will
@@ -388,7 +435,7 @@ impl Objects {
                     if known {
                         let mut w = out.datagram(&[parent_channel(doid)], sender, dg.msgtype);
                         w.bytes(dg.payload);
-                        let _ = w.finish();
+                        finish_or_drop(w, "objects: a relay to the children");
                         let obj = self.objects.get_mut(&doid).expect("exists");
                         if let Some(z) = obj.zones.as_mut() {
                             for zone in &zones {
@@ -403,6 +450,21 @@ impl Objects {
                     self.annihilate(doid, sender, false, out);
                 }
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Setting and deleting an object's fields.
+    fn handle_field_updates(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        match dg.msgtype {
             STATESERVER_OBJECT_SET_FIELD | STATESERVER_OBJECT_SET_FIELDS => {
                 if r.u32()? != doid {
                     return Ok(());
@@ -412,16 +474,30 @@ impl Objects {
                 } else {
                     1
                 };
-                self.set_fields(doid, sender, &mut r, count, out);
+                self.set_fields(doid, sender, r, count, out);
             }
             STATESERVER_OBJECT_DELETE_FIELD_RAM | STATESERVER_OBJECT_DELETE_FIELDS_RAM => {
                 if r.u32()? != doid {
                     return Ok(());
                 }
-                let ids =
-                    read_field_ids(&mut r, dg.msgtype == STATESERVER_OBJECT_DELETE_FIELDS_RAM)?;
+                let ids = read_field_ids(r, dg.msgtype == STATESERVER_OBJECT_DELETE_FIELDS_RAM)?;
                 self.delete_fields(doid, sender, &ids, out);
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// An object's location: moves, the parent's side of them, and queries.
+    fn handle_location(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        match dg.msgtype {
             STATESERVER_OBJECT_SET_LOCATION => {
                 let parent = r.u32()?;
                 let zone = r.u32()?;
@@ -448,7 +524,7 @@ impl Objects {
                         STATESERVER_OBJECT_LOCATION_ACK,
                     );
                     w.u32(doid).u32(new_zone);
-                    let _ = w.finish();
+                    w.finish_bounded();
                 } else if old_parent == doid {
                     obj.remove_child(old_zone, child);
                 } else {
@@ -472,7 +548,7 @@ impl Objects {
                 let mut w =
                     out.datagram(&[sender], doid as u64, STATESERVER_OBJECT_GET_LOCATION_RESP);
                 w.u32(context).u32(doid).u32(obj.parent).u32(obj.zone);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             STATESERVER_OBJECT_GET_LOCATION_RESP => {
                 let context = r.u32()?;
@@ -489,6 +565,21 @@ impl Objects {
                         .add_child(zone, child);
                 }
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// An object's AI and owner: changes and queries.
+    fn handle_ai_owner(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        match dg.msgtype {
             STATESERVER_OBJECT_SET_AI => {
                 let ai = r.u64()?;
                 self.ai_change(doid, ai, sender, true, out);
@@ -506,7 +597,7 @@ impl Objects {
                 let ai = self.objects[&doid].ai;
                 let mut w = out.datagram(&[sender], doid as u64, STATESERVER_OBJECT_GET_AI_RESP);
                 w.u32(context).u32(doid).u64(ai);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             STATESERVER_OBJECT_GET_AI_RESP => {
                 let _context = r.u32()?;
@@ -526,8 +617,23 @@ impl Objects {
                 let owner = self.objects[&doid].owner;
                 let mut w = out.datagram(&[sender], doid as u64, STATESERVER_OBJECT_GET_OWNER_RESP);
                 w.u32(context).u32(doid).u64(owner);
-                let _ = w.finish();
+                w.finish_bounded();
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Reading an object's fields.
+    fn handle_field_queries(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        match dg.msgtype {
             STATESERVER_OBJECT_GET_ALL => {
                 let context = r.u32()?;
                 if r.u32()? != doid {
@@ -554,7 +660,7 @@ impl Objects {
                 if ok {
                     w.bytes(&buf);
                 }
-                let _ = w.finish();
+                finish_or_drop(w, "objects: STATESERVER_OBJECT_GET_FIELD_RESP");
                 self.scratch = buf;
             }
             STATESERVER_OBJECT_GET_FIELDS => {
@@ -593,6 +699,21 @@ impl Objects {
                 }
                 self.scratch = buf;
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Listing an object's children (or those in some zones): the count, then each child's entry.
+    fn handle_children_listing(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        match dg.msgtype {
             STATESERVER_OBJECT_GET_ZONE_OBJECTS
             | STATESERVER_OBJECT_GET_ZONES_OBJECTS
             | STATESERVER_OBJECT_GET_CHILDREN => {
@@ -602,7 +723,7 @@ impl Objects {
                 let zones = if children {
                     SmallVec::new()
                 } else {
-                    read_zones(&mut r, dg.msgtype == STATESERVER_OBJECT_GET_ZONES_OBJECTS)?
+                    read_zones(r, dg.msgtype == STATESERVER_OBJECT_GET_ZONES_OBJECTS)?
                 };
                 let obj = &self.objects[&doid];
                 if queried == obj.parent && queried != doid {
@@ -627,7 +748,7 @@ impl Objects {
                     };
                     let mut w = out.datagram(&[sender], doid as u64, resp);
                     w.u32(context).u32(count as u32);
-                    let _ = w.finish();
+                    w.finish_bounded();
                     if count > 0 {
                         let relay = if children {
                             STATESERVER_OBJECT_GET_CHILDREN
@@ -642,10 +763,25 @@ impl Objects {
                                 w.u32(*z);
                             }
                         }
-                        let _ = w.finish();
+                        finish_or_drop(w, "objects: a relay to the children");
                     }
                 }
             }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Counting an object's children, and the zones that have any.
+    fn handle_children_counts(
+        &mut self,
+        doid: Doid,
+        dg: &InternalDatagram<'_>,
+        r: &mut Reader<'_>,
+        out: &mut Output,
+    ) -> Result<(), WireError> {
+        let sender = dg.sender.unwrap_or(0);
+        match dg.msgtype {
             STATESERVER_OBJECT_GET_ZONE_COUNT
             | STATESERVER_OBJECT_GET_ZONES_COUNT
             | STATESERVER_OBJECT_GET_CHILD_COUNT => {
@@ -657,14 +793,14 @@ impl Objects {
                 let obj = &self.objects[&doid];
                 let count = match dg.msgtype {
                     STATESERVER_OBJECT_GET_CHILD_COUNT => obj.child_count(),
-                    t => read_zones(&mut r, t == STATESERVER_OBJECT_GET_ZONES_COUNT)?
+                    t => read_zones(r, t == STATESERVER_OBJECT_GET_ZONES_COUNT)?
                         .iter()
                         .map(|z| obj.zone_count(*z))
                         .sum(),
                 };
                 let mut w = out.datagram(&[sender], doid as u64, dg.msgtype + 1);
                 w.u32(context).u32(count as u32);
-                let _ = w.finish();
+                w.finish_bounded();
             }
             STATESERVER_GET_ACTIVE_ZONES => {
                 let context = r.u32()?;
@@ -680,14 +816,9 @@ impl Objects {
                 for z in zones {
                     w.u32(z);
                 }
-                let _ = w.finish();
+                finish_or_drop(w, "objects: STATESERVER_GET_ACTIVE_ZONES_RESP");
             }
-            other => {
-                log::trace!(
-                    "{}: object {doid}: message type {other} ignored",
-                    self.label
-                );
-            }
+            _ => {}
         }
         Ok(())
     }
@@ -729,7 +860,6 @@ impl Objects {
     ) {
         let class = self.objects[&doid].class;
         let mut updates: SmallVec<[(u16, usize, usize); 8]> = SmallVec::new();
-        let base = r.position();
         let all = r.rest_peek();
         let mut at = 0usize;
         for _ in 0..count {
@@ -767,7 +897,6 @@ impl Objects {
                 }
             }
         }
-        let _ = base;
         for &(f, start, end) in &updates {
             let value = &all[start..end];
             self.store(doid, f, value);
@@ -842,7 +971,7 @@ impl Objects {
         if let Some(v) = value {
             w.bytes(v);
         }
-        let _ = w.finish();
+        finish_or_drop(w, "objects: a field update");
     }
 
     /// DELETE_FIELD(S)_RAM: `ram` fields are forgotten, `required` fields go back to their DC
@@ -1066,7 +1195,7 @@ impl Objects {
                     let mut w =
                         out.datagram(&[new_parent as u64], doid as u64, STATESERVER_OBJECT_GET_AI);
                     w.u32(ctx);
-                    let _ = w.finish();
+                    w.finish_bounded();
                 }
                 push_target(&mut t, new_parent as u64);
             }
@@ -1086,7 +1215,7 @@ impl Objects {
                 .u32(new_zone)
                 .u32(old_parent)
                 .u32(old_zone);
-            let _ = w.finish();
+            w.finish_bounded();
         }
         self.objects.get_mut(&doid).expect("exists").parent_synced = false;
         if new_parent != 0 {
@@ -1135,7 +1264,7 @@ impl Objects {
         if !t.is_empty() {
             let mut w = out.datagram(&t, sender, STATESERVER_OBJECT_CHANGING_AI);
             w.u32(doid).u64(new_ai).u64(old_ai);
-            let _ = w.finish();
+            w.finish_bounded();
         }
         if new_ai != 0 {
             self.send_snapshot(
@@ -1159,7 +1288,7 @@ impl Objects {
         if old != 0 {
             let mut w = out.datagram(&[old], sender, STATESERVER_OBJECT_CHANGING_OWNER);
             w.u32(doid).u64(new_owner).u64(old);
-            let _ = w.finish();
+            w.finish_bounded();
         }
         if new_owner != 0 {
             self.send_snapshot(
@@ -1205,7 +1334,7 @@ impl Objects {
                     STATESERVER_OBJECT_CHANGING_LOCATION,
                 );
                 w.u32(doid).u32(0).u32(0).u32(parent).u32(zone);
-                let _ = w.finish();
+                w.finish_bounded();
             }
         }
         push_target(&mut t, obj.owner);
@@ -1213,7 +1342,7 @@ impl Objects {
         if !t.is_empty() {
             let mut w = out.datagram(&t, sender, STATESERVER_OBJECT_DELETE_RAM);
             w.u32(doid);
-            let _ = w.finish();
+            w.finish_bounded();
         }
         self.delete_children(doid, sender, out);
         if parent != 0 {
@@ -1234,7 +1363,7 @@ impl Objects {
                 STATESERVER_OBJECT_DELETE_CHILDREN,
             );
             w.u32(doid);
-            let _ = w.finish();
+            w.finish_bounded();
         }
     }
 

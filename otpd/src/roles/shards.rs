@@ -3,11 +3,17 @@
 //! u32 district doid, best sent as a post-remove) on the configured channel, and every
 //! Toontown listener of this process answers CLIENT_GET_SHARD_LIST from the list kept here.
 
+use super::finish_or_drop;
 use super::{Output, Role};
-use crate::clientagent::toontown::{Shards, CLIENTAGENT_SHARD_DOWN, CLIENTAGENT_SHARD_UP};
 use otp_wire::channels::BCHAN_CLIENTS;
+use otp_wire::toontown2003::{CLIENTAGENT_SHARD_DOWN, CLIENTAGENT_SHARD_UP};
 use otp_wire::InternalDatagram;
 use std::time::Instant;
+
+/// The districts announced to this process (CLIENTAGENT_SHARD_UP / _DOWN): id → (name,
+/// population), kept here and read by every Toontown listener.
+pub type Shards =
+    std::sync::Arc<parking_lot::Mutex<std::collections::BTreeMap<u32, (String, u32)>>>;
 
 /// Most districts kept; more announcements are ignored (with a log line).
 pub const MAX_SHARDS: usize = 1024;
@@ -62,7 +68,7 @@ impl Role for ShardDirectory {
                     // Every client session of this process hears it (CLIENT_SERVER_UP).
                     let mut w = out.datagram(&[BCHAN_CLIENTS], 0, CLIENTAGENT_SHARD_UP);
                     w.u32(id).string(&name).u32(population);
-                    let _ = w.finish();
+                    finish_or_drop(w, "shards: CLIENTAGENT_SHARD_UP");
                 }
             }
             CLIENTAGENT_SHARD_DOWN => {
@@ -71,7 +77,7 @@ impl Role for ShardDirectory {
                         log::info!("shards: district {id} is down");
                         let mut w = out.datagram(&[BCHAN_CLIENTS], 0, CLIENTAGENT_SHARD_DOWN);
                         w.u32(id);
-                        let _ = w.finish();
+                        w.finish_bounded();
                     }
                 }
             }

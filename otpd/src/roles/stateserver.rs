@@ -7,6 +7,7 @@ use super::objects::Objects;
 use super::{Output, Placement, Role, Schema};
 use otp_wire::channels::BCHAN_STATESERVERS;
 use otp_wire::msgtypes::*;
+use otp_wire::Doid;
 use otp_wire::InternalDatagram;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,7 +29,7 @@ impl StateServer {
 
     /// Doid 0 is invalid, and the control channel cannot be an object too. (Reserved doids
     /// 1-999 are refused in configurations only: astrond creates them, and AIs rely on it.)
-    fn creatable(&self, doid: u32) -> bool {
+    fn creatable(&self, doid: Doid) -> bool {
         doid != 0 && doid as u64 != self.control && doid as u64 != BCHAN_STATESERVERS
     }
 

@@ -10,9 +10,9 @@ use std::time::Instant;
 
 /// How long an ejected client's connection is kept open, discarding input, so that it can
 /// read its CLIENT_EJECT before the socket closes.
-pub const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+pub(super) const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
-pub struct ClientConn {
+pub(super) struct ClientConn {
     pub ca: Arc<ClientAgent>,
     /// The channel allocated to this client; the session owns it once it exists.
     pub channel: u64,
@@ -41,10 +41,10 @@ pub struct ClientConn {
 }
 
 /// Channels remembered in `ClientConn::left`.
-pub const MAX_LEFT: usize = 1024;
+pub(super) const MAX_LEFT: usize = 1024;
 
 impl ClientConn {
-    pub fn new(
+    pub(super) fn new(
         ca: Arc<ClientAgent>,
         channel: u64,
         admitted: Option<IpAddr>,
@@ -74,7 +74,7 @@ impl ClientConn {
     }
 
     /// Frees the channel and the address count when no session took them over.
-    pub fn release_unstarted(&mut self) {
+    pub(super) fn release_unstarted(&mut self) {
         if self.session.is_none() && self.channel != 0 {
             self.ca.free_channel(self.channel);
             if let Some(ip) = self.admitted.take() {
@@ -92,10 +92,10 @@ impl Drop for ClientConn {
 }
 
 /// A CLIENT_EJECT datagram, framed, for connections refused before they have a session.
-pub fn eject_frame(code: u16, reason: &str) -> Vec<u8> {
+pub(super) fn eject_frame(code: u16, reason: &str) -> Vec<u8> {
     let mut v = Vec::with_capacity(8 + reason.len());
     let mut w = otp_wire::Writer::client(&mut v, otp_wire::msgtypes::CLIENT_EJECT);
     w.u16(code).string(reason);
-    let _ = w.finish();
+    w.finish_bounded();
     v
 }

@@ -310,6 +310,53 @@ impl Core {
                 .is_some_and(|cl| cl.linger_until.is_some())
     }
 
+    /// Bytes of a client that must begin with a PROXY header: buffers them until the header is
+    /// whole, then admits the client by the address it names and starts its session. Returns
+    /// the bytes after the header, or None (incomplete, or the connection is being closed).
+    fn client_proxy_header(&mut self, slot: usize, bytes: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let c = &mut self.conns[slot];
+        let cl = c.client.as_mut()?;
+        let buf = cl.proxy.as_mut()?;
+        buf.extend_from_slice(bytes);
+        let h = match proxy::parse(buf, MAX_PROXY_V2) {
+            proxy::Parse::Incomplete => return None,
+            proxy::Parse::Invalid(e) => {
+                let reason = format!("bad PROXY header: {e}");
+                self.mark_close(slot, reason);
+                return None;
+            }
+            proxy::Parse::Done(h) => h,
+        };
+        let rest = buf[h.consumed..].to_vec();
+        cl.proxy = None;
+        cl.proxy_deadline = None;
+        let remote = h.source.unwrap_or(c.addr);
+        // `max_connections_per_address` counts the client the header names.
+        if !cl.ca.admit_address(remote.ip()) {
+            cl.ca.stats.refused.fetch_add(1, Ordering::Relaxed);
+            log::debug!(
+                "{}: refused {remote} (through {}): over max_connections_per_address",
+                cl.ca.label(),
+                c.addr
+            );
+            if cl.ca.tls.is_none() {
+                let _ = c.stream.write(&eject_frame(
+                    CLIENT_DISCONNECT_GENERIC,
+                    "Too many connections from this address.",
+                ));
+            }
+            self.mark_close(slot, "over max_connections_per_address");
+            return None;
+        }
+        cl.admitted = Some(remote.ip());
+        let local = h.destination.unwrap_or(cl.local);
+        if h.source.is_some() {
+            c.md.name = format!("Client ({remote}, {})", cl.channel);
+        }
+        self.start_session(slot, remote, local, h.tlvs, h.local, now);
+        Some(rest)
+    }
+
     /// Bytes read from a client's socket.
     fn client_bytes(&mut self, slot: usize, bytes: &[u8], now: Instant) {
         let c = &mut self.conns[slot];
@@ -319,53 +366,18 @@ impl Core {
         if cl.linger_until.is_some() {
             return; // ejected: its input no longer matters
         }
-        let mut rest_owned = Vec::new();
+        let rest_owned: Vec<u8>;
         let mut bytes = bytes;
-        if let Some(buf) = cl.proxy.as_mut() {
-            buf.extend_from_slice(bytes);
-            match proxy::parse(buf, MAX_PROXY_V2) {
-                proxy::Parse::Incomplete => return,
-                proxy::Parse::Invalid(e) => {
-                    let reason = format!("bad PROXY header: {e}");
-                    self.mark_close(slot, reason);
-                    return;
-                }
-                proxy::Parse::Done(h) => {
-                    rest_owned = buf[h.consumed..].to_vec();
-                    cl.proxy = None;
-                    cl.proxy_deadline = None;
-                    let remote = h.source.unwrap_or(c.addr);
-                    // `max_connections_per_address` counts the client the header names.
-                    if !cl.ca.admit_address(remote.ip()) {
-                        cl.ca.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        log::debug!(
-                            "{}: refused {remote} (through {}): over max_connections_per_address",
-                            cl.ca.label(),
-                            c.addr
-                        );
-                        if cl.ca.tls.is_none() {
-                            let _ = c.stream.write(&eject_frame(
-                                CLIENT_DISCONNECT_GENERIC,
-                                "Too many connections from this address.",
-                            ));
-                        }
-                        self.mark_close(slot, "over max_connections_per_address");
-                        return;
-                    }
-                    cl.admitted = Some(remote.ip());
-                    let local = h.destination.unwrap_or(cl.local);
-                    if h.source.is_some() {
-                        c.md.name = format!("Client ({remote}, {})", cl.channel);
-                    }
-                    self.start_session(slot, remote, local, h.tlvs, h.local, now);
-                    bytes = &rest_owned;
-                    if self.client_done_reading(slot) {
-                        return;
-                    }
-                }
+        if cl.proxy.is_some() {
+            match self.client_proxy_header(slot, bytes, now) {
+                Some(rest) => rest_owned = rest,
+                None => return,
+            }
+            bytes = &rest_owned;
+            if self.client_done_reading(slot) {
+                return;
             }
         }
-        let _ = &rest_owned;
         let Some(mut deframer) = self.conns[slot].deframer.take() else {
             return;
         };
@@ -685,8 +697,6 @@ impl Core {
         log::debug!("clientagent: {} closed: {reason}", c.label());
     }
 
-    /// Writes a client's queued bytes; shuts the socket for writing once an ended session's
-    /// last bytes are out.
     /// With `flush_delay_ms`, keeps a client's new output back to share a write with what
     /// follows; true = it waits (until `flush_due_clients` writes it). Output that must not
     /// wait: an ejected client's last words, a socket that took only part of the last write,
@@ -733,6 +743,8 @@ impl Core {
         }
     }
 
+    /// Writes a client's queued bytes; shuts the socket for writing once an ended session's
+    /// last bytes are out.
     pub(super) fn flush_client(&mut self, slot: usize) {
         let now = Instant::now();
         let c = &mut self.conns[slot];
@@ -760,7 +772,6 @@ impl Core {
         }
     }
 
-    /// Hands queued internal datagrams to their sessions, and looks at client timers.
     /// The job worker's answer for the client in `slot`, if it is still that participant.
     pub(super) fn client_job_done(&mut self, slot: usize, pid: Pid, id: u32, result: JobResult) {
         if self.conns.get(slot).is_none_or(|c| c.pid != pid) {
@@ -770,6 +781,7 @@ impl Core {
         self.with_session(slot, |s, out| s.on_job_done(now, id, result, out));
     }
 
+    /// Hands queued internal datagrams to their sessions, and looks at client timers.
     pub(super) fn run_clients(&mut self) {
         let now = Instant::now();
         for (slot, pid, id) in std::mem::take(&mut self.jobs_refused) {

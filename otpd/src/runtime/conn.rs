@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnKind {
+pub(super) enum ConnKind {
     /// An AI, UberDOG, role process or downstream MD.
     Participant,
     /// Our own link to the upstream MD (core 0 only).
@@ -19,7 +19,7 @@ pub enum ConnKind {
     Client,
 }
 
-pub struct Conn {
+pub(super) struct Conn {
     pub stream: TcpStream,
     pub addr: SocketAddr,
     pub pid: Pid,
@@ -40,7 +40,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(
+    pub(super) fn new(
         stream: TcpStream,
         addr: SocketAddr,
         pid: Pid,
@@ -66,7 +66,7 @@ impl Conn {
     }
 
     /// A name for logs: the CONTROL_SET_CON_NAME label if given, else the peer address.
-    pub fn label(&self) -> String {
+    pub(super) fn label(&self) -> String {
         if self.md.name.is_empty() {
             format!("{} ({})", self.addr, self.pid)
         } else {
@@ -74,12 +74,12 @@ impl Conn {
         }
     }
 
-    pub fn queued(&self) -> usize {
+    pub(super) fn queued(&self) -> usize {
         let tls = self.tls.as_ref().is_some_and(|t| t.wants_write());
         self.out.len() - self.sent + tls as usize
     }
 
-    pub fn close(&mut self, reason: impl Into<String>) {
+    pub(super) fn close(&mut self, reason: impl Into<String>) {
         if self.closing.is_none() {
             self.closing = Some(reason.into());
         }
@@ -87,7 +87,7 @@ impl Conn {
 
     /// Writes as much as the socket takes. Compaction moves only the unsent tail and only once
     /// half the buffer is sent, so its cost stays linear in the bytes written.
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(super) fn flush(&mut self) -> io::Result<()> {
         if self.tls.is_some() {
             return self.flush_tls();
         }

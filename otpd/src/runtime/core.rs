@@ -27,12 +27,12 @@ use std::time::{Duration, Instant};
 #[path = "client_io.rs"]
 mod client_io;
 
-pub const WAKER: Token = Token(0);
+pub(super) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
 /// Client listeners take tokens 2..FIRST_CONN.
 const FIRST_CLIENT_LISTENER: usize = 2;
 const FIRST_CONN: usize = 16;
-pub const MAX_CLIENT_LISTENERS: usize = FIRST_CONN - FIRST_CLIENT_LISTENER;
+pub(super) const MAX_CLIENT_LISTENERS: usize = FIRST_CONN - FIRST_CLIENT_LISTENER;
 /// Reads per connection per loop turn before others get a go.
 const READS_PER_TURN: usize = 4;
 /// Slots at and above this are in-process roles, not connections.
@@ -49,8 +49,8 @@ struct HostedRole {
     inbox: Vec<u8>,
     singles: rustc_hash::FxHashSet<u64>,
     /// The role's worker thread, if it has one: its bounded queue, and what did not fit yet.
-    work_tx: Option<crossbeam_channel::Sender<crate::roles::Work>>,
-    work_waiting: VecDeque<crate::roles::Work>,
+    job_tx: Option<crossbeam_channel::Sender<crate::roles::AnyJob>>,
+    jobs_waiting: VecDeque<crate::roles::AnyJob>,
 }
 
 pub(crate) struct Core {
@@ -182,7 +182,7 @@ impl Core {
         for (i, mut role) in roles.into_iter().enumerate() {
             let pid = Pid::new(id, 0, ROLE_SLOT_BASE + i);
             log::debug!("core {id}: hosting role {} as {pid}", role.name());
-            let work_tx = role
+            let job_tx = role
                 .take_worker()
                 .map(|worker| core.spawn_worker(i, role.name(), worker, role.worker_limits()))
                 .transpose()?;
@@ -191,14 +191,15 @@ impl Core {
                 pid,
                 inbox: Vec::new(),
                 singles: Default::default(),
-                work_tx,
-                work_waiting: VecDeque::new(),
+                job_tx,
+                jobs_waiting: VecDeque::new(),
             });
         }
         Ok(core)
     }
 
-    pub fn run(&mut self) {
+    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+    pub(super) fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         let spin = Duration::from_micros(self.shared.config.messagedirector.idle_spin_us);
         let mut last_work = Instant::now();
@@ -401,7 +402,7 @@ impl Core {
     fn held_back(&self) -> bool {
         self.router().in_flight() >= self.shared.config.messagedirector.max_pending_lookups
             || self.outbox.is_stalled()
-            || self.roles.iter().any(|r| !r.work_waiting.is_empty())
+            || self.roles.iter().any(|r| !r.jobs_waiting.is_empty())
     }
 
     fn process_ready(&mut self) {
@@ -795,7 +796,7 @@ impl Core {
         for &a in args {
             w.u64(a);
         }
-        w.finish().expect("small control datagram");
+        w.finish_bounded();
         self.upstream_write(&frame);
     }
 
@@ -941,8 +942,8 @@ impl Core {
         name: &'static str,
         mut worker: Box<dyn crate::roles::Worker>,
         limits: crate::roles::WorkerLimits,
-    ) -> io::Result<crossbeam_channel::Sender<crate::roles::Work>> {
-        let (tx, rx) = crossbeam_channel::bounded::<crate::roles::Work>(limits.queue.max(1));
+    ) -> io::Result<crossbeam_channel::Sender<crate::roles::AnyJob>> {
+        let (tx, rx) = crossbeam_channel::bounded::<crate::roles::AnyJob>(limits.queue.max(1));
         let core = self.id;
         let name = format!("otpd-{name}-{core}");
         super::workers::spawn(name, self.shared.clone(), rx, limits.batch, move |batch| {
@@ -961,26 +962,26 @@ impl Core {
     /// Hands queued work to the role's worker; what does not fit waits (and holds reading back).
     fn push_work(&mut self, i: usize) {
         let r = &mut self.roles[i];
-        let Some(tx) = &r.work_tx else {
-            if !r.work_waiting.is_empty() {
+        let Some(tx) = &r.job_tx else {
+            if !r.jobs_waiting.is_empty() {
                 log::error!(
                     "{}: produced work but has no worker; dropped",
                     r.role.name()
                 );
-                r.work_waiting.clear();
+                r.jobs_waiting.clear();
             }
             return;
         };
-        while let Some(w) = r.work_waiting.pop_front() {
+        while let Some(w) = r.jobs_waiting.pop_front() {
             if let Err(e) = tx.try_send(w) {
                 match e {
                     crossbeam_channel::TrySendError::Full(w) => {
-                        r.work_waiting.push_front(w);
+                        r.jobs_waiting.push_front(w);
                         break;
                     }
                     crossbeam_channel::TrySendError::Disconnected(_) => {
                         log::error!("{}: worker thread is gone; work dropped", r.role.name());
-                        r.work_waiting.clear();
+                        r.jobs_waiting.clear();
                         break;
                     }
                 }
@@ -1051,8 +1052,8 @@ impl Core {
         for event in out.events.drain(..) {
             self.send_event(&event);
         }
-        if !out.work.is_empty() {
-            self.roles[i].work_waiting.extend(out.work.drain(..));
+        if !out.jobs.is_empty() {
+            self.roles[i].jobs_waiting.extend(out.jobs.drain(..));
             self.push_work(i);
         }
         for sub in out.subscriptions.drain(..) {
@@ -1162,7 +1163,7 @@ impl Core {
                 let now = Instant::now();
                 let mut out = Output::default();
                 for answer in answers {
-                    self.roles[role].role.work_done(now, answer, &mut out);
+                    self.roles[role].role.job_done(now, answer, &mut out);
                     self.apply_role_output(role, &mut out);
                 }
                 self.push_work(role);

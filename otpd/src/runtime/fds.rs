@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Client connections open in the whole process, and their cap.
-pub struct ClientBudget {
+pub(crate) struct ClientBudget {
     open: AtomicUsize,
     pub max: usize,
 }
@@ -14,7 +14,7 @@ pub struct ClientBudget {
 impl ClientBudget {
     /// The cap from the process's soft RLIMIT_NOFILE and the reserve (`usize::MAX` when the
     /// limit is unknown or infinite).
-    pub fn from_rlimit(reserved: usize) -> ClientBudget {
+    pub(crate) fn from_rlimit(reserved: usize) -> ClientBudget {
         let limit = nofile_limit();
         let max = match limit {
             Some(n) => n.saturating_sub(reserved),
@@ -38,7 +38,7 @@ impl ClientBudget {
     }
 
     /// Counts a new client connection; false (nothing counted) at the cap.
-    pub fn take(&self) -> bool {
+    pub(crate) fn take(&self) -> bool {
         self.open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < self.max).then_some(n + 1)
@@ -46,13 +46,13 @@ impl ClientBudget {
             .is_ok()
     }
 
-    pub fn give_back(&self) {
+    pub(crate) fn give_back(&self) {
         let _ = self
             .open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 }
@@ -69,16 +69,16 @@ fn nofile_limit() -> Option<usize> {
 
 /// One descriptor held in reserve (`/dev/null`), given up for a moment when accept fails with
 /// EMFILE/ENFILE.
-pub struct Spare(Option<std::fs::File>);
+pub(super) struct Spare(Option<std::fs::File>);
 
 impl Spare {
-    pub fn new() -> Spare {
+    pub(super) fn new() -> Spare {
         Spare(std::fs::File::open("/dev/null").ok())
     }
 
     /// Frees the spare descriptor, runs `accept_and_drop` (which takes one waiting connection
     /// and closes it), and takes the spare back. Whether a connection was dropped.
-    pub fn shed<F: FnOnce() -> bool>(&mut self, accept_and_drop: F) -> bool {
+    pub(super) fn shed<F: FnOnce() -> bool>(&mut self, accept_and_drop: F) -> bool {
         self.0 = None;
         let shed = accept_and_drop();
         self.0 = std::fs::File::open("/dev/null").ok();
@@ -93,7 +93,7 @@ impl Default for Spare {
 }
 
 /// Whether an accept error means the process (or the system) is out of descriptors.
-pub fn out_of_descriptors(e: &std::io::Error) -> bool {
+pub(super) fn out_of_descriptors(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 

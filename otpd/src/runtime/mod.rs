@@ -21,6 +21,7 @@ use mio::net::{TcpListener, TcpStream};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// A message between core threads besides the routing protocol's (`crate::md::router::Msg`);
 /// both travel in a `Batch`.
@@ -44,7 +45,7 @@ pub(crate) enum CoreMsg {
     /// Answers from a role's worker thread, in the order the work was queued.
     WorkDone {
         role: usize,
-        answers: Vec<crate::roles::Work>,
+        answers: Vec<crate::roles::AnyJob>,
     },
 }
 
@@ -117,7 +118,7 @@ impl Stats {
 
 impl Shared {
     /// Sends a batch to `core`, waking it if it sleeps. Gives the batch back if the queue is full.
-    pub fn send(&self, core: usize, batch: Batch) -> Result<(), Batch> {
+    pub(crate) fn send(&self, core: usize, batch: Batch) -> Result<(), Batch> {
         match self.inboxes[core].try_send(batch) {
             Ok(()) => {
                 if self.sleeping[core].swap(false, Ordering::SeqCst) {
@@ -157,25 +158,26 @@ pub fn resolve(addr: &str, default_port: u16) -> Result<SocketAddr, String> {
 impl Runtime {
     /// Binds, spawns the core threads and returns once the cluster is serving (no roles).
     pub fn start(config: ClusterConfig) -> Result<Runtime, StartError> {
-        Self::start_with_roles(config, |_| Vec::new())
+        Self::start_with_roles(config, |_, _| Vec::new())
     }
 
-    /// As `start`, hosting on each core the roles `roles(placement)` returns for it.
+    /// As `start`, hosting on each core the roles `roles(placement, now)` returns for it.
     pub fn start_with_roles<F>(config: ClusterConfig, roles: F) -> Result<Runtime, StartError>
     where
-        F: Fn(crate::roles::Placement) -> Vec<Box<dyn crate::roles::Role>>,
+        F: Fn(crate::roles::Placement, Instant) -> Vec<Box<dyn crate::roles::Role>>,
     {
         Self::start_full(config, roles, Vec::new())
     }
 
     /// As `start_with_roles`, also serving the given ClientAgents' client listeners.
+    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
     pub fn start_full<F>(
         config: ClusterConfig,
         roles: F,
         client_agents: Vec<Arc<crate::clientagent::ClientAgent>>,
     ) -> Result<Runtime, StartError>
     where
-        F: Fn(crate::roles::Placement) -> Vec<Box<dyn crate::roles::Role>>,
+        F: Fn(crate::roles::Placement, Instant) -> Vec<Box<dyn crate::roles::Role>>,
     {
         if client_agents.len() > core::MAX_CLIENT_LISTENERS {
             return Err(StartError(format!(
@@ -298,7 +300,7 @@ impl Runtime {
                 Vec::new()
             };
             let pin = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
-            let core_roles = roles(crate::roles::Placement { core: i, cores });
+            let core_roles = roles(crate::roles::Placement { core: i, cores }, Instant::now());
             let t = std::thread::Builder::new()
                 .name(format!("otpd-core-{i}"))
                 .spawn(move || {

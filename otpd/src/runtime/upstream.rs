@@ -13,7 +13,7 @@ enum State {
     Connected,
 }
 
-pub struct Upstream {
+pub(super) struct Upstream {
     pub addr: SocketAddr,
     pub conn: Option<usize>,
     state: State,
@@ -28,7 +28,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(addr: SocketAddr, min_backoff: Duration, max_backoff: Duration) -> Upstream {
+    pub(super) fn new(addr: SocketAddr, min_backoff: Duration, max_backoff: Duration) -> Upstream {
         Upstream {
             addr,
             conn: None,
@@ -44,32 +44,32 @@ impl Upstream {
         }
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(super) fn is_connected(&self) -> bool {
         matches!(self.state, State::Connected)
     }
-    pub fn is_connecting(&self) -> bool {
+    pub(super) fn is_connecting(&self) -> bool {
         matches!(self.state, State::Connecting)
     }
-    pub fn retry_at(&self) -> Option<Instant> {
+    pub(super) fn retry_at(&self) -> Option<Instant> {
         match self.state {
             State::Down { retry_at } => Some(retry_at),
             _ => None,
         }
     }
-    pub fn retry_due(&self, now: Instant) -> bool {
+    pub(super) fn retry_due(&self, now: Instant) -> bool {
         self.retry_at().is_some_and(|t| t <= now)
     }
-    pub fn set_connecting(&mut self) {
+    pub(super) fn set_connecting(&mut self) {
         self.state = State::Connecting;
     }
     /// Returns true on the first connection of this process.
-    pub fn set_connected(&mut self) -> bool {
+    pub(super) fn set_connected(&mut self) -> bool {
         self.state = State::Connected;
         self.backoff = self.min_backoff;
         !std::mem::replace(&mut self.ever_connected, true)
     }
     /// Returns how long until the next attempt.
-    pub fn set_down(&mut self) -> Duration {
+    pub(super) fn set_down(&mut self) -> Duration {
         self.conn = None;
         let wait = self.backoff;
         self.state = State::Down {
@@ -80,7 +80,7 @@ impl Upstream {
     }
 
     /// Notes post-remove registrations passing upstream so they can be replayed.
-    pub fn track(&mut self, frame: &[u8]) {
+    pub(super) fn track(&mut self, frame: &[u8]) {
         let Ok(dg) = InternalDatagram::parse(&frame[2..]) else {
             return;
         };
@@ -97,16 +97,16 @@ impl Upstream {
     }
 
     /// Everything a freshly connected upstream MD must be told, framed, appended to `out`.
-    pub fn replay(&self, ranges: &[(u64, u64)], out: &mut Vec<u8>) {
+    pub(super) fn replay(&self, ranges: &[(u64, u64)], out: &mut Vec<u8>) {
         for &c in &self.channels {
             let mut w = Writer::control(out, CONTROL_ADD_CHANNEL);
             w.u64(c);
-            w.finish().expect("small control datagram");
+            w.finish_bounded();
         }
         for &(lo, hi) in ranges {
             let mut w = Writer::control(out, CONTROL_ADD_RANGE);
             w.u64(lo).u64(hi);
-            w.finish().expect("small control datagram");
+            w.finish_bounded();
         }
         for (_, frame) in &self.post_removes {
             out.extend_from_slice(frame);

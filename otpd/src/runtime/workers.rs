@@ -14,7 +14,7 @@ use std::time::Duration;
 const RETRY: Duration = Duration::from_micros(200);
 
 /// One client session's job, and where its answer goes.
-pub struct JobRequest {
+pub(crate) struct JobRequest {
     pub core: usize,
     pub slot: usize,
     pub pid: Pid,
@@ -68,7 +68,7 @@ fn post(shared: &Shared, core: usize, msg: CoreMsg) {
 /// login gets "busy, try again"): client sessions' slow work, one job at a time, each answered
 /// as a `CoreMsg::ClientJobDone` to the core of its client. It runs for the life of the
 /// process (the shared state keeps its queue open).
-pub fn spawn_job_worker(
+pub(super) fn spawn_job_worker(
     i: usize,
     shared: Arc<Shared>,
     jobs: Receiver<JobRequest>,

@@ -9,7 +9,8 @@ pub mod postgres;
 pub mod sqlite;
 
 use super::account::{Account, Slot, NAME_NONE};
-use super::{Schema, Work, Worker};
+use super::{AnyJob, Schema, Worker};
+use otp_wire::Doid;
 use std::sync::Arc;
 
 /// The schema version this build writes; older ones are migrated, newer ones refused.
@@ -24,28 +25,28 @@ pub enum Op {
     },
     /// `fields` None: every stored field (GET_ALL).
     Get {
-        doid: u32,
+        doid: Doid,
         fields: Option<Vec<u16>>,
     },
     /// Each field set to `Some(value)` or deleted (`None`).
     Set {
-        doid: u32,
+        doid: Doid,
         fields: Vec<(u16, Option<Vec<u8>>)>,
     },
     /// Applies `fields` only if every criterion holds: `Some(v)` = the stored value is `v`,
     /// `None` = the field is empty.
     Update {
-        doid: u32,
+        doid: Doid,
         criteria: Vec<(u16, Option<Vec<u8>>)>,
         fields: Vec<(u16, Vec<u8>)>,
     },
     Delete {
-        doid: u32,
+        doid: Doid,
     },
     /// The class of an object, for a request held until it is known (per-class numbering);
     /// `frame` is that request.
     ClassOf {
-        doid: u32,
+        doid: Doid,
         frame: Vec<u8>,
     },
     /// An account record (otpd's accounts table), by name.
@@ -126,16 +127,16 @@ pub trait Backend: Send + 'static {
     fn begin(&mut self) -> Result<(), String>;
     fn commit(&mut self) -> Result<(), String>;
     fn rollback(&mut self);
-    fn class_of(&mut self, doid: u32) -> Result<Option<u16>, String>;
-    fn insert_object(&mut self, doid: u32, class: u16, class_name: &str) -> Result<(), String>;
+    fn class_of(&mut self, doid: Doid) -> Result<Option<u16>, String>;
+    fn insert_object(&mut self, doid: Doid, class: u16, class_name: &str) -> Result<(), String>;
     /// Removes the object and its fields; false if there was none.
-    fn delete_object(&mut self, doid: u32) -> Result<bool, String>;
-    fn value(&mut self, doid: u32, field: u16) -> Result<Option<Vec<u8>>, String>;
+    fn delete_object(&mut self, doid: Doid) -> Result<bool, String>;
+    fn value(&mut self, doid: Doid, field: u16) -> Result<Option<Vec<u8>>, String>;
     /// Every stored field, ascending id.
-    fn all_fields(&mut self, doid: u32) -> Result<Vec<(u16, Vec<u8>)>, String>;
+    fn all_fields(&mut self, doid: Doid) -> Result<Vec<(u16, Vec<u8>)>, String>;
     fn write(
         &mut self,
-        doid: u32,
+        doid: Doid,
         field: u16,
         name: &str,
         value: Option<&[u8]>,
@@ -144,7 +145,7 @@ pub trait Backend: Send + 'static {
     fn free_doid(&mut self, min: u32, max: u32) -> Result<Option<u32>, String>;
     fn set_next_doid(&mut self, next: u32) -> Result<(), String>;
     /// Every stored doid, ascending (for export).
-    fn doids(&mut self) -> Result<Vec<u32>, String>;
+    fn doids(&mut self) -> Result<Vec<Doid>, String>;
     /// An account record by name.
     fn account_get(&mut self, name: &str) -> Result<Option<Vec<u8>>, String>;
     fn account_put(&mut self, name: &str, data: &[u8]) -> Result<(), String>;
@@ -160,8 +161,8 @@ pub struct Store<B: Backend> {
     backend: B,
     schema: Arc<Schema>,
     next_doid: u32,
-    min_doid: u32,
-    max_doid: u32,
+    min_doid: Doid,
+    max_doid: Doid,
 }
 
 impl<B: Backend> Store<B> {
@@ -169,8 +170,8 @@ impl<B: Backend> Store<B> {
         backend: B,
         schema: Arc<Schema>,
         stored_next: u32,
-        min_doid: u32,
-        max_doid: u32,
+        min_doid: Doid,
+        max_doid: Doid,
     ) -> Store<B> {
         Store {
             backend,
@@ -213,6 +214,7 @@ impl<B: Backend> Store<B> {
         }
     }
 
+    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
     fn apply_one(&mut self, op: &Op) -> Result<Outcome, String> {
         let schema = Arc::clone(&self.schema);
         if let Op::AvatarCreate {
@@ -389,12 +391,12 @@ impl<B: Backend> Store<B> {
 }
 
 impl<B: Backend> Worker for Store<B> {
-    fn run(&mut self, batch: Vec<Work>) -> Vec<Work> {
+    fn run(&mut self, batch: Vec<AnyJob>) -> Vec<AnyJob> {
         let mut jobs: Vec<Job> = batch
             .into_iter()
             .map(|w| *w.downcast::<Job>().expect("the database role sends jobs"))
             .collect();
         self.apply(&mut jobs);
-        jobs.into_iter().map(|j| Box::new(j) as Work).collect()
+        jobs.into_iter().map(|j| Box::new(j) as AnyJob).collect()
     }
 }

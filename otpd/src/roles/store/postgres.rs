@@ -3,6 +3,7 @@
 //! Commits are durable with the server's default `synchronous_commit = on`.
 
 use super::{Backend, Schema, Store, StoreError, SCHEMA_VERSION};
+use otp_wire::Doid;
 use postgres::{Client, NoTls};
 use std::sync::Arc;
 
@@ -38,8 +39,8 @@ pub fn open(
     username: &str,
     password: &str,
     schema: Arc<Schema>,
-    min_doid: u32,
-    max_doid: u32,
+    min_doid: Doid,
+    max_doid: Doid,
 ) -> Result<Store<PgBackend>, StoreError> {
     let (host, port) = address.rsplit_once(':').unwrap_or((address, "5432"));
     let mut config = postgres::Config::new();
@@ -151,14 +152,14 @@ impl Backend for PgBackend {
     fn rollback(&mut self) {
         let _ = self.client.batch_execute("ROLLBACK");
     }
-    fn class_of(&mut self, doid: u32) -> Result<Option<u16>, String> {
+    fn class_of(&mut self, doid: Doid) -> Result<Option<u16>, String> {
         Ok(self
             .client
             .query_opt(&self.st.class_of, &[&(doid as i64)])
             .map_err(e)?
             .map(|r| r.get::<_, i32>(0) as u16))
     }
-    fn insert_object(&mut self, doid: u32, class: u16, class_name: &str) -> Result<(), String> {
+    fn insert_object(&mut self, doid: Doid, class: u16, class_name: &str) -> Result<(), String> {
         self.client
             .execute(
                 &self.st.insert_object,
@@ -167,20 +168,20 @@ impl Backend for PgBackend {
             .map(|_| ())
             .map_err(e)
     }
-    fn delete_object(&mut self, doid: u32) -> Result<bool, String> {
+    fn delete_object(&mut self, doid: Doid) -> Result<bool, String> {
         self.client
             .execute(&self.st.delete_object, &[&(doid as i64)])
             .map(|n| n > 0)
             .map_err(e)
     }
-    fn value(&mut self, doid: u32, field: u16) -> Result<Option<Vec<u8>>, String> {
+    fn value(&mut self, doid: Doid, field: u16) -> Result<Option<Vec<u8>>, String> {
         Ok(self
             .client
             .query_opt(&self.st.value, &[&(doid as i64), &(field as i32)])
             .map_err(e)?
             .map(|r| r.get(0)))
     }
-    fn all_fields(&mut self, doid: u32) -> Result<Vec<(u16, Vec<u8>)>, String> {
+    fn all_fields(&mut self, doid: Doid) -> Result<Vec<(u16, Vec<u8>)>, String> {
         Ok(self
             .client
             .query(&self.st.all_fields, &[&(doid as i64)])
@@ -191,7 +192,7 @@ impl Backend for PgBackend {
     }
     fn write(
         &mut self,
-        doid: u32,
+        doid: Doid,
         field: u16,
         name: &str,
         value: Option<&[u8]>,
@@ -224,7 +225,7 @@ impl Backend for PgBackend {
             .map(|_| ())
             .map_err(e)
     }
-    fn doids(&mut self) -> Result<Vec<u32>, String> {
+    fn doids(&mut self) -> Result<Vec<Doid>, String> {
         Ok(self
             .client
             .query("SELECT doid FROM objects ORDER BY doid", &[])

@@ -3,6 +3,7 @@
 //! created mode 0600 in a folder created 0700 (`private_fs`).
 
 use super::{Backend, Schema, Store, StoreError, SCHEMA_VERSION};
+use otp_wire::Doid;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Arc;
@@ -20,8 +21,8 @@ fn e(err: rusqlite::Error) -> String {
 pub fn open(
     directory: &Path,
     schema: Arc<Schema>,
-    min_doid: u32,
-    max_doid: u32,
+    min_doid: Doid,
+    max_doid: Doid,
 ) -> Result<Store<SqliteBackend>, StoreError> {
     // The file holds account names and password hashes: a new folder is 0700 and a new file
     // 0600, made here before SQLite opens it (SQLite gives its -wal and -shm files the mode of
@@ -138,7 +139,7 @@ impl Backend for SqliteBackend {
     fn rollback(&mut self) {
         let _ = self.conn.execute_batch("ROLLBACK");
     }
-    fn class_of(&mut self, doid: u32) -> Result<Option<u16>, String> {
+    fn class_of(&mut self, doid: Doid) -> Result<Option<u16>, String> {
         self.conn
             .prepare_cached("SELECT dclass FROM objects WHERE doid = ?1")
             .map_err(e)?
@@ -147,7 +148,7 @@ impl Backend for SqliteBackend {
             .map(|c| c.map(|c| c as u16))
             .map_err(e)
     }
-    fn insert_object(&mut self, doid: u32, class: u16, class_name: &str) -> Result<(), String> {
+    fn insert_object(&mut self, doid: Doid, class: u16, class_name: &str) -> Result<(), String> {
         self.conn
             .prepare_cached("INSERT INTO objects (doid, dclass, class_name) VALUES (?1, ?2, ?3)")
             .map_err(e)?
@@ -155,7 +156,7 @@ impl Backend for SqliteBackend {
             .map(|_| ())
             .map_err(e)
     }
-    fn delete_object(&mut self, doid: u32) -> Result<bool, String> {
+    fn delete_object(&mut self, doid: Doid) -> Result<bool, String> {
         self.conn
             .prepare_cached("DELETE FROM objects WHERE doid = ?1")
             .map_err(e)?
@@ -163,7 +164,7 @@ impl Backend for SqliteBackend {
             .map(|n| n > 0)
             .map_err(e)
     }
-    fn value(&mut self, doid: u32, field: u16) -> Result<Option<Vec<u8>>, String> {
+    fn value(&mut self, doid: Doid, field: u16) -> Result<Option<Vec<u8>>, String> {
         self.conn
             .prepare_cached("SELECT value FROM fields WHERE doid = ?1 AND field = ?2")
             .map_err(e)?
@@ -171,7 +172,7 @@ impl Backend for SqliteBackend {
             .optional()
             .map_err(e)
     }
-    fn all_fields(&mut self, doid: u32) -> Result<Vec<(u16, Vec<u8>)>, String> {
+    fn all_fields(&mut self, doid: Doid) -> Result<Vec<(u16, Vec<u8>)>, String> {
         let mut st = self
             .conn
             .prepare_cached("SELECT field, value FROM fields WHERE doid = ?1 ORDER BY field")
@@ -185,7 +186,7 @@ impl Backend for SqliteBackend {
     }
     fn write(
         &mut self,
-        doid: u32,
+        doid: Doid,
         field: u16,
         name: &str,
         value: Option<&[u8]>,
@@ -236,7 +237,7 @@ impl Backend for SqliteBackend {
             .map(|_| ())
             .map_err(e)
     }
-    fn doids(&mut self) -> Result<Vec<u32>, String> {
+    fn doids(&mut self) -> Result<Vec<Doid>, String> {
         let mut st = self
             .conn
             .prepare_cached("SELECT doid FROM objects ORDER BY doid")

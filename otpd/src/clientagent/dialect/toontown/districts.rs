@@ -3,10 +3,7 @@
 
 use super::*;
 
-/// The districts announced to this process (CLIENTAGENT_SHARD_UP / _DOWN): id → (name,
-/// population), shared by every Toontown listener.
-pub type Shards =
-    std::sync::Arc<parking_lot::Mutex<std::collections::BTreeMap<u32, (String, u32)>>>;
+pub use crate::roles::shards::Shards;
 
 impl Ctx<'_> {
     pub(super) fn shard_list(&mut self, out: &mut SessionOut) {

@@ -5,28 +5,47 @@
 //! N, "wish_name": "...", "name_state": N}, ...], "password": "$argon2id$..."}` (`"password"` only
 //! for an account that has one; `"data_hex"` for a record otpd cannot read back byte for byte).
 
+use super::{FAILED, OK, USAGE};
 use crate::clientagent::accounts::{Account, Slot};
 use crate::config::{ClusterConfig, DatabaseBackend, RoleConfig};
 use crate::roles::store::{self, Backend};
 use crate::roles::Schema;
+use otp_wire::Doid;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-pub const USAGE: &str =
+const HOW: &str =
     "usage: otpd db (dump DOID | export [OUT] | import [IN]) (--cluster FILE | CONFIG.yml)";
 
-pub fn db_command(args: Vec<String>) -> i32 {
-    match run(args) {
-        Ok(()) => 0,
+/// What `otpd db` was asked to do.
+enum Verb {
+    Dump(u32),
+    Export(Option<String>),
+    Import(Option<String>),
+}
+
+/// Runs `otpd db ARGS...`: a wrong command line exits [`USAGE`], a store or a file that fails
+/// (or an import line that is refused) [`FAILED`].
+pub(super) fn command(args: Vec<String>) -> u8 {
+    let (path, ron, verb) = match parse(args) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("otpd db: {e}\n{HOW}");
+            return USAGE;
+        }
+    };
+    match run(&path, ron, verb) {
+        Ok(()) => OK,
         Err(e) => {
             eprintln!("otpd db: {e}");
-            1
+            FAILED
         }
     }
 }
 
-fn run(args: Vec<String>) -> Result<(), String> {
+/// The configuration file (and whether it is RON) and the verb.
+fn parse(args: Vec<String>) -> Result<(String, bool, Verb), String> {
     let mut rest = Vec::new();
     let mut config_path = None;
     let mut it = args.into_iter();
@@ -39,33 +58,41 @@ fn run(args: Vec<String>) -> Result<(), String> {
             rest.push(a);
         }
     }
-    let (path, ron) = config_path.ok_or(format!(
-        "which cluster? give --cluster FILE or a YAML file\n{USAGE}"
-    ))?;
+    let (path, ron) = config_path.ok_or("which cluster? give --cluster FILE or a YAML file")?;
+    let verb = match rest.first().map(String::as_str) {
+        Some("dump") => Verb::Dump(
+            rest.get(1)
+                .ok_or("dump needs a doid")?
+                .parse()
+                .map_err(|e| format!("doid: {e}"))?,
+        ),
+        Some("export") => Verb::Export(rest.get(1).cloned()),
+        Some("import") => Verb::Import(rest.get(1).cloned()),
+        _ => return Err("expected dump, export or import".into()),
+    };
+    Ok((path, ron, verb))
+}
+
+fn run(path: &str, ron: bool, verb: Verb) -> Result<(), String> {
     let config = if ron {
-        crate::config::ron_file::load(Path::new(&path))
+        crate::config::ron_file::load(Path::new(path))
     } else {
-        crate::config::astron::load(Path::new(&path))
+        crate::config::astron::load(Path::new(path))
     }
     .map_err(|e| e.to_string())?;
     let (schema, mut backend, next) = open(&config)?;
-    match rest.first().map(String::as_str) {
-        Some("dump") => {
-            let doid: u32 = rest
-                .get(1)
-                .ok_or("dump needs a doid")?
-                .parse()
-                .map_err(|e| format!("doid: {e}"))?;
+    match verb {
+        Verb::Dump(doid) => {
             let line = object_json(&schema, backend.as_mut(), doid)?
                 .ok_or(format!("no object {doid} in the database"))?;
             println!("{}", serde_json::to_string_pretty(&line).expect("json"));
             Ok(())
         }
-        Some("export") => {
-            let mut out: Box<dyn Write> = match rest.get(1) {
+        Verb::Export(file) => {
+            let mut out: Box<dyn Write> = match file {
                 // Password hashes and account names: the file is made (or reset to) 0600.
                 Some(f) => Box::new(std::io::BufWriter::new(
-                    crate::private_fs::create_truncate(Path::new(f))
+                    crate::private_fs::create_truncate(Path::new(&f))
                         .map_err(|e| format!("{f}: {e}"))?,
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
@@ -90,16 +117,15 @@ fn run(args: Vec<String>) -> Result<(), String> {
             );
             Ok(())
         }
-        Some("import") => {
-            let input: Box<dyn BufRead> = match rest.get(1) {
+        Verb::Import(file) => {
+            let input: Box<dyn BufRead> = match file {
                 Some(f) => Box::new(std::io::BufReader::new(
-                    std::fs::File::open(f).map_err(|e| format!("{f}: {e}"))?,
+                    std::fs::File::open(&f).map_err(|e| format!("{f}: {e}"))?,
                 )),
                 None => Box::new(std::io::BufReader::new(std::io::stdin().lock())),
             };
             import(&schema, backend.as_mut(), input, next)
         }
-        _ => Err(format!("expected dump, export or import\n{USAGE}")),
     }
 }
 
@@ -157,7 +183,7 @@ fn open(config: &ClusterConfig) -> Result<Opened, String> {
 fn object_json(
     schema: &Schema,
     b: &mut dyn Backend,
-    doid: u32,
+    doid: Doid,
 ) -> Result<Option<serde_json::Value>, String> {
     let Some(class) = b.class_of(doid)? else {
         return Ok(None);
