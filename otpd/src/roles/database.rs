@@ -186,7 +186,7 @@ impl Database {
         sender: u64,
         context: u32,
         out: &mut Output,
-    ) -> Result<Option<(u16, Vec<(u16, Vec<u8>)>)>, WireError> {
+    ) -> Result<Option<(u16, Pairs)>, WireError> {
         let class = r.u16()?;
         let count = r.u16()?;
         if self.schema.class(class).is_none() {
