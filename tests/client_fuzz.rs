@@ -631,6 +631,9 @@ mod toontown {
         run_toontown_summary(s.bytes())
     }
 
+    /// A toon DNA the 2003 client writes (AvatarDNA.makeNetString).
+    const DNA: &str = "t\x00\x01\x00\x01\x00\x01\x00\x01\x03\x03\x00\x03\x03\x03";
+
     fn count(seq: &[u16], t: u16) -> usize {
         seq.iter().filter(|&&x| x == t).count()
     }
@@ -647,13 +650,9 @@ mod toontown {
             .client(CLIENT_GET_SHARD_LIST, &[])
             .district_up(0)
             .client(CLIENT_GET_AVATARS, &[])
-            .client(
-                CLIENT_CREATE_AVATAR,
-                P::new().u16(0).string("dna!").u8(0).b(),
-            )
-            // DB create: a fresh doid; the record saved.
+            .client(CLIENT_CREATE_AVATAR, P::new().u16(0).string(DNA).u8(0).b())
+            // The database makes it in its slot, in one step: a fresh doid.
             .answer(2, &[2])
-            .answer(0, &[2])
             // "Captain Flippy Mcdoodle", saved.
             .client(
                 CLIENT_SET_NAME_PATTERN,
@@ -817,7 +816,7 @@ mod toontown {
     /// refused (122), as a taken slot is.
     #[test]
     fn toontown_one_creation_per_slot() {
-        let create = P::new().u16(0).string("dna").u8(0);
+        let create = P::new().u16(0).string(DNA).u8(0);
         let mut s = Script::new(0, 0);
         s.login("alice")
             .answer(2, &[2])
@@ -825,7 +824,11 @@ mod toontown {
             .client(CLIENT_CREATE_AVATAR, create.b())
             .client(CLIENT_CREATE_AVATAR, create.b());
         let sum = run_seed("create-twice", &s);
-        assert_eq!(count(&sum.datagrams, DBSERVER_CREATE_OBJECT), 1, "{sum:#?}");
+        assert_eq!(
+            count(&sum.datagrams, DBSERVER_ACCOUNT_CREATE_AVATAR),
+            1,
+            "{sum:#?}"
+        );
         assert!(
             matches!(
                 sum.close,
@@ -842,12 +845,13 @@ mod toontown {
             .answer(2, &[2])
             .answer(0, &[2])
             .client(CLIENT_CREATE_AVATAR, create.b())
-            .client(
-                CLIENT_CREATE_AVATAR,
-                P::new().u16(0).string("dna").u8(1).b(),
-            );
+            .client(CLIENT_CREATE_AVATAR, P::new().u16(0).string(DNA).u8(1).b());
         let sum = run_seed("create-two-slots", &s);
-        assert_eq!(count(&sum.datagrams, DBSERVER_CREATE_OBJECT), 2, "{sum:#?}");
+        assert_eq!(
+            count(&sum.datagrams, DBSERVER_ACCOUNT_CREATE_AVATAR),
+            2,
+            "{sum:#?}"
+        );
         assert!(sum.close.is_none(), "{sum:#?}");
     }
 

@@ -565,7 +565,8 @@ fn a_2003_client_logs_in_makes_a_toon_and_walks_into_the_playground() {
     assert_eq!(t.one(c, tt::CLIENT_GET_AVATARS_RESP), [0, 0, 0]);
 
     // A toon, named from the name parts.
-    let dna = "t\x05\x01\x00\x01\x00";
+    // A DNA the 2003 client writes (AvatarDNA.makeNetString: 't' and 14 table indices).
+    let dna = "t\x00\x01\x00\x01\x00\x01\x00\x01\x03\x03\x00\x03\x03\x03";
     t.send(
         c,
         tt::CLIENT_CREATE_AVATAR,

@@ -777,6 +777,7 @@ fn account_records_are_stored_by_name(backend: &str) {
 /// Issue 17, item 7: an avatar and its account's slot are made in one step
 /// (DBSERVER_ACCOUNT_CREATE_AVATAR): the slot names the new object; a slot that is not free,
 /// an unknown account or a slot past the account's end makes nothing (not even a doid).
+/// Deleting (DBSERVER_ACCOUNT_DELETE_AVATAR) is one step too: the object and its slot together.
 #[test]
 fn sqlite_avatars_are_made_in_their_accounts_slot_in_one_step() {
     let dir = tempfile::tempdir().unwrap();
@@ -844,6 +845,39 @@ fn avatars_are_made_in_their_accounts_slot_in_one_step(backend: &str) {
     assert_eq!(db.create(8, &[(fname, P::new().string("x"))]), doid + 1);
     let got = db.ask(DBSERVER_ACCOUNT_GET, P::new().u32(9).string("flippy"));
     assert_eq!(Account::decode(&got[7..], 6).unwrap(), account);
+
+    // DBSERVER_ACCOUNT_DELETE_AVATAR: refused (1) and nothing changed when the slot does not
+    // hold the doid or the account is unknown; else the object and the slot go together.
+    let delete = |db: &mut Db, ctx: u32, account: &str, slot: u8, doid: u32| -> Vec<u8> {
+        let p = P::new().u32(ctx).string(account).u8(slot).u8(6).u32(doid);
+        db.ask(DBSERVER_ACCOUNT_DELETE_AVATAR, p)
+    };
+    assert_eq!(
+        delete(&mut db, 10, "flippy", 1, doid),
+        P::new().u32(10).u8(1).0
+    );
+    assert_eq!(
+        delete(&mut db, 11, "flippy", 2, doid + 1),
+        P::new().u32(11).u8(1).0
+    );
+    assert_eq!(
+        delete(&mut db, 12, "nobody", 2, doid),
+        P::new().u32(12).u8(1).0
+    );
+    let got = db.ask(DBSERVER_ACCOUNT_GET, P::new().u32(13).string("flippy"));
+    assert_eq!(Account::decode(&got[7..], 6).unwrap(), account);
+    assert_eq!(
+        delete(&mut db, 14, "flippy", 2, doid),
+        P::new().u32(14).u8(0).0
+    );
+    let got = db.ask(DBSERVER_ACCOUNT_GET, P::new().u32(15).string("flippy"));
+    assert!(Account::decode(&got[7..], 6)
+        .unwrap()
+        .slots
+        .iter()
+        .all(|s| s.doid == 0));
+    let got = db.ask(DBSERVER_OBJECT_GET_ALL, P::new().u32(16).u32(doid));
+    assert_eq!(got, P::new().u32(16).u8(0).0, "the avatar is gone");
 }
 
 /// Runs otpd (`args`) with umask 000, the most permissive one: whatever mode a file ends up

@@ -411,7 +411,7 @@ fn walk(mut c: Cluster) {
     assert_eq!(alice.expect(5), vec![0, 0, 0]);
 
     // Make a toon and name it from the name parts.
-    let dna = "t\x05\x01\x00\x01\x00";
+    let dna = &toon_dna(5);
     let a = alice.create(0, dna);
     alice.send(
         67,
@@ -535,7 +535,7 @@ fn walk(mut c: Cluster) {
     let (_, at) = string_at(&p, at);
     let (_, at) = string_at(&p, at);
     let (got_dna, at) = string_at(&p, at);
-    assert_eq!(got_dna, dna);
+    assert_eq!(&got_dna, dna);
     assert_eq!(&p[at..], &[0, 0], "slot 0, named");
 }
 
@@ -592,12 +592,12 @@ fn every_refusal_gets_its_reason_code() {
     // A seventh avatar (slot 6), a taken slot, another account's toon.
     let mut t = Toon::connect(c.ports[0]);
     assert_eq!(t.login("erin")[0], 0);
-    t.send(6, P::new().u16(0).string("t").u8(6));
+    t.send(6, P::new().u16(0).string(&toon_dna(0)).u8(6));
     t.expect_lost(122);
     let mut t = Toon::connect(c.ports[0]);
     assert_eq!(t.login("frank")[0], 0);
-    let mine = t.create(0, "t");
-    t.send(6, P::new().u16(0).string("t").u8(0));
+    let mine = t.create(0, &toon_dna(0));
+    t.send(6, P::new().u16(0).string(&toon_dna(0)).u8(0));
     t.expect_lost(122);
     let mut t = Toon::connect(c.ports[0]);
     assert_eq!(t.login("gina")[0], 0);
@@ -608,7 +608,7 @@ fn every_refusal_gets_its_reason_code() {
     // and the client may try again.
     let mut t = Toon::connect(c.ports[0]);
     assert_eq!(t.login("hank")[0], 0);
-    let d = t.create(1, "t");
+    let d = t.create(1, &toon_dna(1));
     t.send(
         67,
         P::new()
@@ -776,7 +776,7 @@ fn a_street_shows_what_its_vis_group_sees() {
     t.expect(9);
     t.send(3, P::new());
     t.expect(5);
-    let d = t.create(0, "t");
+    let d = t.create(0, &toon_dna(0));
     t.play(d);
     // Onto the street: the playground's trolley goes, the street's visible zones come.
     t.send(29, P::new().u16(2100));
@@ -832,6 +832,16 @@ fn await_friends(c: &mut Cluster, doid: u32, list: &[u32]) {
     }
 }
 
+/// A toon DNA the 2003 client writes (AvatarDNA.makeNetString: 't', head, torso, legs,
+/// gender, top texture and colour, sleeve texture and colour, bottom texture and colour, arm,
+/// glove, leg and head colours): a boy, his body in colour `color` (< 26), so that tests can
+/// tell toons apart.
+fn toon_dna(color: u8) -> String {
+    assert!(color < 26);
+    let c = color as char;
+    format!("t\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00{c}\x00{c}{c}")
+}
+
 /// Logs in and makes a named toon; returns the client and the toon.
 fn named_toon(c: &Cluster, account: &str, name: &str, dna: &str) -> (Toon, u32) {
     let mut t = Toon::connect(c.ports[0]);
@@ -850,8 +860,8 @@ fn named_toon(c: &Cluster, account: &str, name: &str, dna: &str) -> (Toon, u32) 
 fn friends_get_their_list_see_each_other_come_and_go_and_can_part() {
     let mut c = start();
     let field = c.field("DistributedToon", "setFriendsList");
-    let (mut alice, a) = named_toon(&c, "alice", "Alice", "t\x01");
-    let (mut bob, b) = named_toon(&c, "bob", "Bob", "t\x05\x01\x00");
+    let (mut alice, a) = named_toon(&c, "alice", "Alice", &toon_dna(1));
+    let (mut bob, b) = named_toon(&c, "bob", "Bob", &toon_dna(5));
 
     // The FriendManager makes them friends (both offline: stored through the DBSS).
     for (who, friend) in [(a, b), (b, a)] {
@@ -878,7 +888,7 @@ fn friends_get_their_list_see_each_other_come_and_go_and_can_part() {
         .u16(1)
         .u32(b)
         .string("Bob")
-        .string("t\x05\x01\x00")
+        .string(&toon_dna(5))
         .0;
     assert_eq!(alice.expect(11), bobs_entry);
 
@@ -915,8 +925,8 @@ fn friends_get_their_list_see_each_other_come_and_go_and_can_part() {
 fn friends_made_and_parted_while_both_play() {
     let mut c = start();
     let field = c.field("DistributedToon", "setFriendsList");
-    let (mut alice, a) = named_toon(&c, "carol", "Carol", "t\x02");
-    let (mut bob, b) = named_toon(&c, "dan", "Dan", "t\x03");
+    let (mut alice, a) = named_toon(&c, "carol", "Carol", &toon_dna(2));
+    let (mut bob, b) = named_toon(&c, "dan", "Dan", &toon_dna(3));
     for (t, d) in [(&mut alice, a), (&mut bob, b)] {
         t.send(32, P::new().u32(d));
         t.expect(15);
@@ -953,7 +963,13 @@ fn friends_made_and_parted_while_both_play() {
     alice.send(10, P::new());
     assert_eq!(
         alice.expect(11),
-        P::new().u8(0).u16(1).u32(b).string("Dan").string("t\x03").0
+        P::new()
+            .u8(0)
+            .u16(1)
+            .u32(b)
+            .string("Dan")
+            .string(&toon_dna(3))
+            .0
     );
 
     // Dan parts: Carol's live toon loses him too, and her client is told.
@@ -981,7 +997,7 @@ fn password_logins_make_check_and_refuse_accounts() {
     );
     t.send(3, P::new());
     assert_eq!(t.expect(5), vec![0, 0, 0]);
-    let toon = t.create(0, "t");
+    let toon = t.create(0, &toon_dna(0));
     t.send(37, P::new());
     assert!(t.m.closed_within(WAIT));
 
@@ -1119,7 +1135,7 @@ fn a_colliding_account_name_kicks_nobody() {
 #[test]
 fn details_of_another_toon_hide_its_account_and_private_fields() {
     let c = start();
-    let (mut alice, a) = named_toon(&c, "secretacct", "Alice", "t\x01");
+    let (mut alice, a) = named_toon(&c, "secretacct", "Alice", &toon_dna(1));
     alice.send(32, P::new().u32(a));
     let own = alice.expect(15);
     let has = |p: &[u8], s: &str| p.windows(s.len()).any(|w| w == s.as_bytes());
@@ -1128,7 +1144,7 @@ fn details_of_another_toon_hide_its_account_and_private_fields() {
         "the owner sees everything"
     );
 
-    let (mut bob, _) = named_toon(&c, "nosy", "Nosy", "t\x02");
+    let (mut bob, _) = named_toon(&c, "nosy", "Nosy", &toon_dna(2));
     bob.send(14, P::new().u32(a));
     let p = bob.expect(15);
     assert_eq!(&p[..5], &P::new().u32(a).u8(0).0[..]);
@@ -1162,7 +1178,7 @@ fn p2p_to_an_object_out_of_view_reaches_nobody() {
     let c = start();
     let mut probe = c.o.connect();
     let mut spy = listener(c.o.port, &mut probe, &[FAR_AWAY as u64]);
-    let (mut t, d) = named_toon(&c, "prowler", "Prowler", "t\x03");
+    let (mut t, d) = named_toon(&c, "prowler", "Prowler", &toon_dna(3));
     let (_, creates) = t.play(d);
     assert!(!creates.iter().any(|&(_, o)| o == FAR_AWAY), "{creates:?}");
     let whisper = c.client_field("DistributedToon", "setWhisperFrom");
@@ -1191,8 +1207,8 @@ fn huge_strings_and_dna_from_a_2003_client_are_refused() {
     t.send(6, P::new().u16(0).string(&big).u8(0));
     t.expect_lost(109);
     // A whisper between two players in view: the normal one arrives, the huge one does not.
-    let (mut a, ad) = named_toon(&c, "ann", "Ann", "t\x01");
-    let (mut b, bd) = named_toon(&c, "ben", "Ben", "t\x02");
+    let (mut a, ad) = named_toon(&c, "ann", "Ann", &toon_dna(1));
+    let (mut b, bd) = named_toon(&c, "ben", "Ben", &toon_dna(2));
     a.play(ad);
     b.play(bd);
     let whisper = c.client_field("DistributedToon", "setWhisperFrom");
@@ -1248,4 +1264,155 @@ fn racing_account_creations_make_one_account() {
     let mut again = Toon::connect(c.ports[0]);
     assert_eq!(again.password_login("racer", loser, false), 12);
     assert_eq!(again.password_login("racer", winner, false), 0);
+}
+
+/// The first doid of the Database's generate range: the first object it makes.
+const FIRST_DOID: u32 = 100_000_000;
+
+/// Whether the database holds object `doid` (DBSERVER_OBJECT_GET_ALL, asked by the AI peer).
+fn stored(c: &mut Cluster, doid: u32) -> bool {
+    let ctx = 0x5354_0000 ^ doid;
+    c.ai.send(&dg(
+        &[DB],
+        AI,
+        DBSERVER_OBJECT_GET_ALL,
+        &P::new().u32(ctx).u32(doid).0,
+    ));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "no answer for {doid}");
+        let f = c.ai.recv_within(WAIT).expect("the database answers");
+        let at = 3 + 8 * f[2] as usize;
+        let t = u16::from_le_bytes([f[at + 8], f[at + 9]]);
+        let p = &f[at + 10..];
+        if t == DBSERVER_OBJECT_GET_ALL_RESP && p[..4] == ctx.to_le_bytes() {
+            return p[4] == 1;
+        }
+    }
+}
+
+/// The doids GET_AVATARS lists for `account` (a new connection).
+fn listed(c: &Cluster, account: &str) -> Vec<u32> {
+    let mut t = Toon::connect(c.ports[0]);
+    assert_eq!(t.login(account)[0], 0);
+    t.send(3, P::new());
+    let p = t.expect(5);
+    assert_eq!(p[0], 0);
+    let n = u16::from_le_bytes([p[1], p[2]]) as usize;
+    let mut at = 3;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(u32::from_le_bytes(p[at..at + 4].try_into().unwrap()));
+        at += 4;
+        for _ in 0..5 {
+            at = string_at(&p, at).1;
+        }
+        at += 2;
+    }
+    out
+}
+
+/// Issue 17, item 7: a client sends CREATE_AVATAR and closes its socket at once; another sends
+/// it and, in the same write, a message that ends its session at once (an unknown type), then
+/// closes. Each toon the database makes is in its account's slot when the account logs in
+/// again. Before, the object was made first and the slot saved on its answer, by a session
+/// that was gone by then: an orphan toon in the database (GET_ALL finds it) that no avatar
+/// list shows, made again and again by a client that repeats it.
+#[test]
+fn a_toon_made_by_a_client_that_leaves_at_once_is_in_its_slot() {
+    let mut c = start();
+    let mut t = Toon::connect(c.ports[0]);
+    assert_eq!(t.login("leaver")[0], 0);
+    t.send(3, P::new());
+    t.expect(5);
+    t.send(6, P::new().u16(0).string(&toon_dna(4)).u8(0));
+    drop(t);
+    let mut t = Toon::connect(c.ports[0]);
+    assert_eq!(t.login("quitter")[0], 0);
+    t.send(3, P::new());
+    t.expect(5);
+    let mut both = msg(6, P::new().u16(0).string(&toon_dna(5)).u8(0));
+    both.extend_from_slice(&msg(9999, P::new()));
+    t.m.send(&both);
+    drop(t);
+    let deadline = Instant::now() + WAIT;
+    while !(stored(&mut c, FIRST_DOID) && stored(&mut c, FIRST_DOID + 1)) {
+        assert!(Instant::now() < deadline, "the toons were never made");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut all = listed(&c, "leaver");
+    all.extend(listed(&c, "quitter"));
+    all.sort();
+    assert_eq!(
+        all,
+        vec![FIRST_DOID, FIRST_DOID + 1],
+        "every toon is in a slot"
+    );
+    assert!(!stored(&mut c, FIRST_DOID + 2));
+}
+
+/// CLIENT_DELETE_AVATAR deletes the toon and frees its slot in one step (never a slot naming a
+/// deleted toon, nor a toon in no slot): both are gone together, and the slot takes a new toon.
+#[test]
+fn deleting_a_toon_frees_its_slot_and_its_object_together() {
+    let mut c = start();
+    let (mut t, d) = named_toon(&c, "tidy", "Tidy", &toon_dna(6));
+    assert!(stored(&mut c, d));
+    t.send(49, P::new().u32(d));
+    assert_eq!(
+        t.expect(5),
+        vec![0, 0, 0],
+        "the list after the delete is empty"
+    );
+    c.event("avatar-deleted");
+    assert!(!stored(&mut c, d));
+    let again = t.create(0, &toon_dna(7));
+    assert_ne!(again, d);
+    drop(t);
+    assert_eq!(listed(&c, "tidy"), vec![again]);
+}
+
+/// Issue 17, item 5: a new toon's DNA must be one the 2003 client reads. A 60 KB DNA ejects
+/// (109); a 15-byte DNA with a head index past the client's 22 heads is refused with a failed
+/// CREATE_AVATAR_RESP (the client stays in its name shop) and a `dna-refused` event; neither
+/// stores anything; a DNA the client writes makes the toon, the first object the database
+/// makes. Before, the short bad DNA was stored and sent to every client that saw the toon.
+#[test]
+fn dnas_the_client_cannot_read_are_refused_and_nothing_is_stored() {
+    let mut c = start();
+    let mut t = Toon::connect(c.ports[0]);
+    assert_eq!(t.login("geneticist")[0], 0);
+    t.send(3, P::new());
+    t.expect(5);
+    t.send(6, P::new().u16(0).string(&"t".repeat(60_000)).u8(0));
+    t.expect_lost(109);
+
+    let mut t = Toon::connect(c.ports[0]);
+    assert_eq!(t.login("geneticist")[0], 0);
+    t.send(3, P::new());
+    t.expect(5);
+    let mut bad = toon_dna(1).into_bytes();
+    bad[1] = 22; // toonHeadTypes has 22 entries
+    let bad = String::from_utf8(bad).unwrap();
+    t.send(6, P::new().u16(0).string(&bad).u8(0));
+    assert_eq!(t.expect(7), vec![0, 0, 1], "CREATE_AVATAR_RESP failure");
+    c.event("dna-refused");
+    // A boy's bottom texture past BoyShorts (a girl's would be in range).
+    let mut bad = toon_dna(1).into_bytes();
+    bad[9] = 8;
+    let bad = String::from_utf8(bad).unwrap();
+    t.send(6, P::new().u16(0).string(&bad).u8(0));
+    assert_eq!(t.expect(7), vec![0, 0, 1], "CREATE_AVATAR_RESP failure");
+    assert!(!stored(&mut c, FIRST_DOID), "nothing was stored");
+
+    let d = t.create(0, &toon_dna(1));
+    assert_eq!(d, FIRST_DOID, "no object was made before");
+    t.send(3, P::new());
+    let p = t.expect(5);
+    assert_eq!(&p[..7], &P::new().u8(0).u16(1).u32(d).0[..]);
+    let mut at = 7;
+    for _ in 0..4 {
+        at = string_at(&p, at).1;
+    }
+    assert_eq!(string_at(&p, at).0, toon_dna(1));
 }

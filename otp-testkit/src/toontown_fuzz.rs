@@ -291,10 +291,11 @@ const TO_CLUSTER: [u16; 21] = [
     DBSERVER_ACCOUNT_GET,
     DBSERVER_ACCOUNT_SET,
     DBSERVER_ACCOUNT_CREATE,
-    DBSERVER_CREATE_OBJECT,
+    // A new toon and its slot, in one step; a toon deleted and its slot emptied, likewise.
+    DBSERVER_ACCOUNT_CREATE_AVATAR,
     DBSERVER_OBJECT_GET_FIELDS,
     DBSERVER_OBJECT_SET_FIELD,
-    DBSERVER_OBJECT_DELETE,
+    DBSERVER_ACCOUNT_DELETE_AVATAR,
     DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS,
     STATESERVER_OBJECT_SET_OWNER,
     STATESERVER_OBJECT_GET_ALL,
@@ -324,6 +325,7 @@ enum Sent {
     AccountSet { ctx: u32 },
     AccountCreate { ctx: u32 },
     Create { ctx: u32 },
+    AvatarDelete { ctx: u32 },
     GetFields { ctx: u32 },
     GetAll { ctx: u32, doid: u32 },
     Zones(Request),
@@ -448,8 +450,7 @@ struct Harness<'a> {
     granted: FxHashSet<u32>,
     /// The same, in the order learned (for the picker).
     granted_list: Vec<u32>,
-    /// DBSERVER_CREATE_OBJECTs not answered yet: context and the slot of the CREATE_AVATAR
-    /// that caused it (None: not known, a replayed one).
+    /// DBSERVER_ACCOUNT_CREATE_AVATARs not answered yet: context and the slot they fill.
     creating: Vec<(u32, Option<u8>)>,
     /// The slot of the CLIENT_CREATE_AVATAR of this step.
     create_slot: Option<u8>,
@@ -608,7 +609,8 @@ impl<'a> Harness<'a> {
                 DBSERVER_ACCOUNT_GET_RESP
                 | DBSERVER_ACCOUNT_SET_RESP
                 | DBSERVER_ACCOUNT_CREATE_RESP
-                | DBSERVER_CREATE_OBJECT_RESP
+                | DBSERVER_ACCOUNT_CREATE_AVATAR_RESP
+                | DBSERVER_ACCOUNT_DELETE_AVATAR_RESP
                 | DBSERVER_OBJECT_GET_FIELDS_RESP
                 | STATESERVER_OBJECT_GET_ALL_RESP,
                 Ok(ctx),
@@ -626,7 +628,7 @@ impl<'a> Harness<'a> {
                         }
                     }
                 }
-                DBSERVER_CREATE_OBJECT_RESP => {
+                DBSERVER_ACCOUNT_CREATE_AVATAR_RESP => {
                     if let (Ok(_), Ok(doid)) = (r.u32(), r.u32()) {
                         self.grant(doid);
                     }
@@ -991,8 +993,32 @@ impl<'a> Harness<'a> {
                     0xff => self.inp.u8(),
                     s => s % 8,
                 };
+                // Half the time a DNA the client writes (each field within its table), else
+                // any bytes (refused unless they happen to be one).
                 let n = (self.inp.u8() % 32) as usize;
-                let dna = self.inp.take(n).to_vec();
+                let dna = if n >= 16 {
+                    let sizes = [
+                        dna::HEADS,
+                        dna::TORSOS,
+                        dna::LEGS,
+                        2,
+                        dna::SHIRTS,
+                        dna::CLOTHES_COLORS,
+                        dna::SLEEVES,
+                        dna::CLOTHES_COLORS,
+                        dna::BOY_SHORTS,
+                        dna::CLOTHES_COLORS,
+                        dna::BODY_COLORS,
+                        dna::BODY_COLORS,
+                        dna::BODY_COLORS,
+                        dna::BODY_COLORS,
+                    ];
+                    let mut v = vec![b't'];
+                    v.extend(sizes.iter().map(|&k| self.inp.u8() % k));
+                    v
+                } else {
+                    self.inp.take(n).to_vec()
+                };
                 p.u16(CLIENT_CREATE_AVATAR).u16(0).blob(&dna).u8(slot);
             }
             ClientKind::NamePattern => {
@@ -1283,7 +1309,7 @@ impl<'a> Harness<'a> {
                         DBSERVER_ACCOUNT_GET_RESP,
                         DBSERVER_ACCOUNT_SET_RESP,
                         DBSERVER_ACCOUNT_CREATE_RESP,
-                        DBSERVER_CREATE_OBJECT_RESP,
+                        DBSERVER_ACCOUNT_CREATE_AVATAR_RESP,
                         DBSERVER_OBJECT_GET_FIELDS_RESP,
                         STATESERVER_OBJECT_GET_ALL_RESP,
                         CLIENTAGENT_GET_TLVS,
@@ -1331,10 +1357,11 @@ impl<'a> Harness<'a> {
         let which = self.inp.u8();
         let sent = if which == 0xff {
             let ctx = self.inp.u32();
-            match self.inp.u16() % 7 {
+            match self.inp.u16() % 8 {
                 0 => Sent::AccountGet { ctx },
                 1 => Sent::AccountSet { ctx },
                 6 => Sent::AccountCreate { ctx },
+                7 => Sent::AvatarDelete { ctx },
                 2 => Sent::Create { ctx },
                 3 => Sent::GetFields { ctx },
                 4 => Sent::GetAll { ctx, doid: 0 },
@@ -1393,7 +1420,12 @@ impl<'a> Harness<'a> {
                     }
                 };
                 p.u32(ctx).u32(doid);
-                DBSERVER_CREATE_OBJECT_RESP
+                DBSERVER_ACCOUNT_CREATE_AVATAR_RESP
+            }
+            Sent::AvatarDelete { ctx } => {
+                // Deleted, refused (the stored record differs), or failed.
+                p.u32(ctx).u8([0, 0, 1, 2][v as usize % 4]);
+                DBSERVER_ACCOUNT_DELETE_AVATAR_RESP
             }
             Sent::GetFields { ctx } => {
                 p.u32(ctx);
@@ -1616,9 +1648,7 @@ impl<'a> Harness<'a> {
             let payload = &f[1 + count * 8 + 10..];
             let mut r = Reader::new(payload);
             match t {
-                DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS
-                | DBSERVER_OBJECT_DELETE
-                | DBSERVER_OBJECT_SET_FIELD => {
+                DBSS_OBJECT_ACTIVATE_WITH_DEFAULTS | DBSERVER_OBJECT_SET_FIELD => {
                     let doid = r.u32().expect("a doid");
                     assert!(
                         self.granted.contains(&doid) && doid != 0,
@@ -1637,17 +1667,34 @@ impl<'a> Harness<'a> {
                     );
                     assert_eq!(r.u64().ok(), Some(s.channel()), "step {n}: owner");
                 }
-                DBSERVER_CREATE_OBJECT => {
-                    // One avatar created per slot at a time: a second would be orphaned in
-                    // the database when the first one's answer fills the slot.
-                    let ctx = r.u32().expect("a context");
-                    let slot = if step == Step::Client {
-                        self.create_slot
-                    } else {
-                        None
-                    };
+                DBSERVER_ACCOUNT_DELETE_AVATAR => {
+                    let doid = (|| {
+                        r.u32().ok()?;
+                        r.blob().ok()?;
+                        r.u8().ok()?;
+                        r.u8().ok()?;
+                        r.u32().ok()
+                    })()
+                    .expect("context, account, slot, slots, doid");
                     assert!(
-                        slot.is_none() || !self.creating.iter().any(|&(_, s)| s == slot),
+                        self.granted.contains(&doid),
+                        "step {n} ({step:?}): deleted avatar {doid}, not the account's ({:?})",
+                        self.granted
+                    );
+                }
+                DBSERVER_ACCOUNT_CREATE_AVATAR => {
+                    // One avatar created per slot at a time (the database would refuse the
+                    // second), for the client's own account, in the slot it asked for.
+                    let ctx = r.u32().expect("a context");
+                    r.blob().expect("an account name");
+                    let slot = Some(r.u8().expect("a slot"));
+                    assert!(
+                        step != Step::Client || slot == self.create_slot,
+                        "step {n} ({step:?}): slot {slot:?} created for a CREATE_AVATAR of {:?}",
+                        self.create_slot
+                    );
+                    assert!(
+                        !self.creating.iter().any(|&(_, s)| s == slot),
                         "step {n} ({step:?}): a second avatar created in slot {slot:?} before the first is answered"
                     );
                     if self.creating.len() >= 64 {
@@ -1758,7 +1805,8 @@ fn parse_sent(f: &[u8]) -> Option<Sent> {
         DBSERVER_ACCOUNT_GET => Sent::AccountGet { ctx },
         DBSERVER_ACCOUNT_SET => Sent::AccountSet { ctx },
         DBSERVER_ACCOUNT_CREATE => Sent::AccountCreate { ctx },
-        DBSERVER_CREATE_OBJECT => Sent::Create { ctx },
+        DBSERVER_ACCOUNT_CREATE_AVATAR => Sent::Create { ctx },
+        DBSERVER_ACCOUNT_DELETE_AVATAR => Sent::AvatarDelete { ctx },
         DBSERVER_OBJECT_GET_FIELDS => Sent::GetFields { ctx },
         STATESERVER_OBJECT_GET_ALL => Sent::GetAll {
             ctx,

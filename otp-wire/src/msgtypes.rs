@@ -142,6 +142,12 @@ pub const DBSERVER_ACCOUNT_CREATE_RESP: MsgType = 3905;
 /// unknown account, slot not free, or failed: then nothing was created).
 pub const DBSERVER_ACCOUNT_CREATE_AVATAR: MsgType = 3906;
 pub const DBSERVER_ACCOUNT_CREATE_AVATAR_RESP: MsgType = 3907;
+/// otpd's own: an account's avatar deleted and its slot emptied, in one transaction (uint32
+/// context, string account name, uint8 slot, uint8 slots an account has, uint32 doid); the
+/// answer is uint32 context, uint8 0 done / 1 refused (unknown account, or the slot does not
+/// hold that doid: then nothing changed) / 2 failed.
+pub const DBSERVER_ACCOUNT_DELETE_AVATAR: MsgType = 3908;
+pub const DBSERVER_ACCOUNT_DELETE_AVATAR_RESP: MsgType = 3909;
 pub const DBSS_OBJECT_DELETE_FIELD_DISK: MsgType = 2230;
 pub const DBSS_OBJECT_DELETE_FIELDS_DISK: MsgType = 2231;
 

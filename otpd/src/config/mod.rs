@@ -512,6 +512,10 @@ pub struct ToontownConfig {
     /// DNA, whatever the DC file allows (its chat, names and DNA are far shorter); over it the
     /// update ejects with 109. 0 = only the DC file's limits.
     pub max_string_bytes: u32,
+    /// A new toon's DNA must be one the 2003 client writes and reads ('t' and 14 indices into
+    /// its tables, `dialect/toontown/dna.rs`); any other is refused with a failed
+    /// CREATE_AVATAR_RESP and a `dna-refused` event. Off for clients with other DNA tables.
+    pub check_dna: bool,
     /// Throttling of password logins (CLIENT_LOGIN) per address and per account.
     pub password_limits: PasswordLimits,
 }
@@ -569,6 +573,7 @@ impl Default for ToontownConfig {
             shard_channel: 4662,
             visibility: None,
             max_string_bytes: 1024,
+            check_dna: true,
             password_limits: PasswordLimits::default(),
         }
     }

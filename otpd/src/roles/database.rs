@@ -39,7 +39,7 @@ type Refusal = String;
 type Pairs = Vec<(u16, Vec<u8>)>;
 
 /// A new object's dclass and its fields (id, packed value), as a create request gives them.
-type NewObject = (u16, Vec<(u16, Vec<u8>)>);
+type NewObject = (u16, Pairs);
 
 impl Database {
     pub fn new(
@@ -264,6 +264,18 @@ impl Database {
                     };
                     self.job(op, sender, context, t, out);
                 }
+            }
+            DBSERVER_ACCOUNT_DELETE_AVATAR => {
+                let context = r.u32()?;
+                let name = String::from_utf8_lossy(r.blob()?).into_owned();
+                let (slot, slots, doid) = (r.u8()?, r.u8()?, r.u32()?);
+                let op = Op::AvatarDelete {
+                    name,
+                    slot,
+                    slots,
+                    doid,
+                };
+                self.job(op, sender, context, t, out);
             }
             DBSERVER_ACCOUNT_GET => {
                 let context = r.u32()?;
@@ -530,6 +542,19 @@ impl Database {
                 w.u32(context).u8(0);
                 w.finish_bounded();
             }
+            (Op::AvatarDelete { doid, .. }, o @ (Outcome::Deleted | Outcome::Failed)) => {
+                let done = o == Outcome::Deleted;
+                let mut w =
+                    out.datagram(&[sender], self.control, DBSERVER_ACCOUNT_DELETE_AVATAR_RESP);
+                w.u32(context).u8(if done { 0 } else { 1 });
+                let _ = w.finish();
+                if done && self.broadcast {
+                    let mut w =
+                        out.datagram(&[database_channel(*doid)], sender, DBSERVER_OBJECT_DELETE);
+                    w.u32(*doid);
+                    let _ = w.finish();
+                }
+            }
             (Op::Delete { doid }, Outcome::Deleted) => {
                 if self.broadcast {
                     let mut w =
@@ -552,7 +577,10 @@ impl Database {
                     ));
                 }
                 // Failed: requests with a context get a failure answer.
-                if let Op::AccountGet { .. } | Op::AccountSet { .. } | Op::AccountCreate { .. } = op
+                if let Op::AccountGet { .. }
+                | Op::AccountSet { .. }
+                | Op::AccountCreate { .. }
+                | Op::AvatarDelete { .. } = op
                 {
                     let resp = msgtype + 1;
                     let mut w = out.datagram(&[sender], self.control, resp);
@@ -666,7 +694,8 @@ fn op_doid(op: &Op) -> u32 {
         | Op::Get { doid, .. }
         | Op::Set { doid, .. }
         | Op::Update { doid, .. }
-        | Op::Delete { doid } => *doid,
+        | Op::Delete { doid }
+        | Op::AvatarDelete { doid, .. } => *doid,
     }
 }
 

@@ -74,6 +74,16 @@ pub enum Op {
         class: u16,
         fields: Vec<(u16, Vec<u8>)>,
     },
+    /// Avatar `doid` deleted and slot `slot` of account `name` (read with `slots` slots)
+    /// emptied, in one transaction: never a slot naming a deleted object, nor an object left in
+    /// no slot. `Deleted`, or `Failed` (nothing changed) when the account is unknown or the
+    /// slot does not hold `doid`.
+    AvatarDelete {
+        name: String,
+        slot: u8,
+        slots: u8,
+        doid: u32,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -230,9 +240,20 @@ impl<B: Backend> Store<B> {
         if let Op::Create { class, fields } = op {
             return self.create_object(*class, fields);
         }
+        if let Op::AvatarDelete {
+            name,
+            slot,
+            slots,
+            doid,
+        } = op
+        {
+            return self.delete_avatar(name, *slot, *slots, *doid);
+        }
         let b = &mut self.backend;
         Ok(match op {
-            Op::Create { .. } | Op::AvatarCreate { .. } => unreachable!("handled above"),
+            Op::Create { .. } | Op::AvatarCreate { .. } | Op::AvatarDelete { .. } => {
+                unreachable!("handled above")
+            }
             Op::Get { doid, fields } => {
                 let Some(class) = b.class_of(*doid)? else {
                     return Ok(Outcome::Failed);
@@ -387,6 +408,36 @@ impl<B: Backend> Store<B> {
         };
         self.backend.account_put(name, &account.encode())?;
         Ok(Outcome::Created(doid))
+    }
+
+    /// `Op::AvatarDelete`: the object and the account's slot, in the batch's transaction.
+    fn delete_avatar(
+        &mut self,
+        name: &str,
+        slot: u8,
+        slots: u8,
+        doid: u32,
+    ) -> Result<Outcome, String> {
+        let Some(data) = self.backend.account_get(name)? else {
+            return Ok(Outcome::Failed);
+        };
+        let Some(mut account) = Account::decode(&data, slots) else {
+            log::error!("database: the record of account {name:?} is unreadable");
+            return Ok(Outcome::Failed);
+        };
+        if doid == 0
+            || account
+                .slots
+                .get(slot as usize)
+                .is_none_or(|s| s.doid != doid)
+        {
+            return Ok(Outcome::Failed);
+        }
+        // An object already gone (deleted by hand) still frees its slot.
+        self.backend.delete_object(doid)?;
+        account.slots[slot as usize] = Slot::default();
+        self.backend.account_put(name, &account.encode())?;
+        Ok(Outcome::Deleted)
     }
 }
 

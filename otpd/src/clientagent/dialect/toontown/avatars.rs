@@ -105,6 +105,11 @@ impl NameParts {
     }
 }
 
+/// The slots an account has, as the database should read its record.
+fn rec_slots(rec: Option<&Account>) -> u8 {
+    rec.map_or(0, |r| r.slots.len().min(u8::MAX as usize) as u8)
+}
+
 impl Ctx<'_> {
     /// Gathers the avatar list from the database, answering with `msgtype` (5).
     pub(super) fn avatar_list(&mut self, now: Instant, msgtype: u16, out: &mut SessionOut) {
@@ -194,7 +199,7 @@ impl Ctx<'_> {
         let dna = r.blob()?.to_vec();
         let slot = r.u8()? as usize;
         let rec = self.t.record.as_ref().expect("logged in");
-        // A slot being created is taken: a second avatar would be orphaned in the database.
+        // A slot being created is taken: a second avatar would be refused by the database.
         let creating = self
             .t
             .pending
@@ -225,16 +230,22 @@ impl Ctx<'_> {
                 "The avatar class lacks its name or DNA field.",
             ));
         };
-        let dna_value = string_bytes(&String::from_utf8_lossy(&dna));
         let mut dna_packed = (dna.len() as u16).to_le_bytes().to_vec();
         dna_packed.extend_from_slice(&dna);
-        let _ = dna_value;
         let o = self.validate_options(false);
         if let Err(e) = schema.value_len_with(class.id(), fdna, &dna_packed, o) {
             return Err(refuse(
                 LOST_TRUNCATED,
                 format!("Invalid DNA: {}", e.message),
             ));
+        }
+        if toontown.check_dna {
+            if let Err(why) = dna::check_toon_dna(&dna) {
+                // What the client's own MakeAToon never sends: refused as a failed creation
+                // (the client stays in its name shop), nothing stored.
+                self.dna_refused(slot, why, out);
+                return Ok(());
+            }
         }
         let mut fields: Vec<(u16, Vec<u8>)> = vec![
             (fname, string_bytes(&toontown.default_name)),
@@ -250,18 +261,66 @@ impl Ctx<'_> {
                 fields.push((f, first.to_le_bytes().to_vec()));
             }
         }
+        let account = self.t.account.clone().unwrap_or_default();
         if let Some(f) = field(ACCOUNT_NAME_FIELD) {
-            let name = self.t.account.clone().unwrap_or_default();
-            fields.push((f, string_bytes(&name)));
+            fields.push((f, string_bytes(&account)));
         }
+        // The object and the account's slot in one transaction: a client gone (or otpd killed)
+        // before the answer leaves either both or neither, never a toon in no slot.
+        let slots = rec_slots(self.t.record.as_ref());
         let ctx = self.request(Pending::Created { slot }, now);
-        let mut w = self.send_to(self.db(), DBSERVER_CREATE_OBJECT, out);
-        w.u32(ctx).u16(class.id()).u16(fields.len() as u16);
+        let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_CREATE_AVATAR, out);
+        w.u32(ctx)
+            .string(&account)
+            .u8(slot as u8)
+            .u8(slots)
+            .u16(class.id())
+            .u16(fields.len() as u16);
         for (f, v) in &fields {
             w.u16(*f).bytes(v);
         }
         let _ = w.finish();
         let _ = context; // always 0 from the client; echoed as 0
+        Ok(())
+    }
+
+    /// A new toon's DNA the client's parser would not take: CREATE_AVATAR_RESP failure (the
+    /// client's name shop shows a name error and stays), an event, nothing stored.
+    fn dna_refused(&mut self, slot: usize, why: &str, out: &mut SessionOut) {
+        let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
+        w.u16(0).u8(1);
+        let _ = w.finish();
+        log::info!("{}: DNA of a new toon refused: {why}", self.label());
+        let account = self.t.account.clone().unwrap_or_default();
+        out.events.push(crate::roles::event::encode(
+            "dna-refused",
+            &[
+                ("role", crate::roles::event::Ev::Str("clientagent")),
+                ("sender", crate::roles::event::Ev::Str(&self.sender_name())),
+                ("account", crate::roles::event::Ev::Str(&account)),
+                ("slot", crate::roles::event::Ev::U64(slot as u64)),
+                ("reason", crate::roles::event::Ev::Str(why)),
+            ],
+        ));
+    }
+
+    /// Refuses a save of the session's copy of the account record while the database makes
+    /// or deletes an avatar (each in one step of its own): the copy does not know the outcome
+    /// yet, and saving it meanwhile would undo the database's step (an orphan toon, or a slot
+    /// naming a deleted one). The 2003 client waits for each answer; only a hostile one gets
+    /// here.
+    pub(super) fn no_slot_change_pending(&self) -> Result<(), Refusal> {
+        let busy = self
+            .t
+            .pending
+            .values()
+            .any(|(p, _)| matches!(p, Pending::Created { .. } | Pending::AvatarDeleted { .. }));
+        if busy {
+            return Err(refuse(
+                LOST_LOGIN_PROBLEM,
+                "An avatar is being made or deleted; wait for the answer.",
+            ));
+        }
         Ok(())
     }
 
@@ -286,6 +345,7 @@ impl Ctx<'_> {
             *p = (r.u16()?, r.u16()?);
         }
         let slot = self.own_slot(doid)?;
+        self.no_slot_change_pending()?;
         let name = self
             .ca
             .name_parts
@@ -331,6 +391,7 @@ impl Ctx<'_> {
             return Ok(());
         }
         let slot = self.own_slot(doid)?;
+        self.no_slot_change_pending()?;
         if !names_ok(&name) {
             let mut w = Writer::client(&mut out.to_client, CLIENT_SET_WISHNAME_RESP);
             w.u32(doid).u16(0).string("").string("").string(&name);
@@ -469,15 +530,9 @@ impl Ctx<'_> {
         }
     }
 
-    /// The database made the avatar for `slot` (`doid` 0: it could not): store it in the
-    /// account, or tell the client it failed.
-    pub(super) fn avatar_created(
-        &mut self,
-        now: Instant,
-        slot: usize,
-        doid: u32,
-        out: &mut SessionOut,
-    ) {
+    /// The database made the avatar for `slot` and stored it there in one step (`doid` 0: it
+    /// made nothing): the session's copy of the record learns it, the client is answered.
+    pub(super) fn avatar_created(&mut self, slot: usize, doid: u32, out: &mut SessionOut) {
         if doid == 0 {
             let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
             w.u16(0).u8(1);
@@ -485,12 +540,17 @@ impl Ctx<'_> {
             return;
         }
         let rec = self.t.record.as_mut().expect("logged in");
-        rec.slots[slot] = accounts::Slot {
-            doid,
-            wish_name: String::new(),
-            name_state: accounts::NAME_NONE,
-        };
-        self.save_account(now, AfterSave::Created { doid }, out);
+        if let Some(s) = rec.slots.get_mut(slot) {
+            *s = accounts::Slot {
+                doid,
+                wish_name: String::new(),
+                name_state: accounts::NAME_NONE,
+            };
+        }
+        let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
+        w.u16(0).u8(0).u32(doid);
+        let _ = w.finish();
+        self.event("avatar-created", doid, out);
     }
 
     /// SET_WISHNAME_CLEAR: the client acknowledges its wish name's verdict (`action` 1: it
@@ -504,6 +564,7 @@ impl Ctx<'_> {
         let doid = r.u32()?;
         let action = r.u8()?;
         let slot = self.own_slot(doid)?;
+        self.no_slot_change_pending()?;
         let rec = self.t.record.as_mut().expect("logged in");
         let s = &mut rec.slots[slot];
         s.name_state = match (action, s.name_state) {
@@ -533,13 +594,47 @@ impl Ctx<'_> {
                 "Cannot delete the avatar in play.",
             ));
         }
-        self.t.record.as_mut().expect("logged in").slots[slot] = accounts::Slot::default();
-        let mut w = self.send_to(self.db(), DBSERVER_OBJECT_DELETE, out);
-        w.u32(doid);
+        // The object and its slot go in one transaction (a crash between two steps would
+        // leave a slot naming nothing, or a toon in no slot); the session's copy of the
+        // record learns it with the answer.
+        let account = self.t.account.clone().unwrap_or_default();
+        let slots = rec_slots(self.t.record.as_ref());
+        let ctx = self.request(Pending::AvatarDeleted { slot, doid }, now);
+        let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_DELETE_AVATAR, out);
+        w.u32(ctx)
+            .string(&account)
+            .u8(slot as u8)
+            .u8(slots)
+            .u32(doid);
         let _ = w.finish();
-        self.event("avatar-deleted", doid, out);
-        self.save_account(now, AfterSave::Deleted, out);
         Ok(())
+    }
+
+    /// The database deleted avatar `doid` and emptied `slot` (`status` 0), or changed nothing
+    /// (1: the stored record does not have it there; 2: it failed).
+    pub(super) fn avatar_deleted(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        doid: u32,
+        status: u8,
+        out: &mut SessionOut,
+    ) {
+        match status {
+            0 => {
+                let rec = self.t.record.as_mut().expect("logged in");
+                if let Some(s) = rec.slots.get_mut(slot) {
+                    *s = accounts::Slot::default();
+                }
+                self.event("avatar-deleted", doid, out);
+                self.avatar_list(now, CLIENT_DELETE_AVATAR_RESP, out);
+            }
+            _ => self.eject(
+                refuse(LOST_LOGIN_PROBLEM, "The avatar could not be deleted."),
+                false,
+                out,
+            ),
+        }
     }
 
     /// GET_AVATAR_DETAILS of another toon: asked of its StateServer (answered in `details`,

@@ -582,13 +582,7 @@ impl Ctx<'_> {
     }
 
     /// The account record saved (`status` 0): what waited for it answers the client.
-    pub(super) fn account_saved(
-        &mut self,
-        now: Instant,
-        status: u8,
-        then: AfterSave,
-        out: &mut SessionOut,
-    ) {
+    pub(super) fn account_saved(&mut self, status: u8, then: AfterSave, out: &mut SessionOut) {
         if status != 0 {
             self.eject(
                 refuse(LOST_LOGIN_PROBLEM, "The account could not be saved."),
@@ -598,12 +592,6 @@ impl Ctx<'_> {
             return;
         }
         match then {
-            AfterSave::Created { doid } => {
-                let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
-                w.u16(0).u8(0).u32(doid);
-                let _ = w.finish();
-                self.event("avatar-created", doid, out);
-            }
             AfterSave::Pattern { doid } => {
                 let mut w = Writer::client(&mut out.to_client, CLIENT_SET_NAME_PATTERN_ANSWER);
                 w.u32(doid).u8(0);
@@ -623,7 +611,6 @@ impl Ctx<'_> {
                     .string(&rejected);
                 let _ = w.finish();
             }
-            AfterSave::Deleted => self.avatar_list(now, CLIENT_DELETE_AVATAR_RESP, out),
             AfterSave::Nothing => {}
         }
     }

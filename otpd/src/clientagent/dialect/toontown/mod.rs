@@ -23,6 +23,7 @@ pub use otp_wire::toontown2003::*;
 
 mod avatars;
 mod districts;
+pub mod dna;
 mod friends;
 mod login;
 mod objects;
@@ -72,8 +73,14 @@ enum Pending {
         job: u32,
         slot: usize,
     },
+    /// A new avatar being made in `slot` (DBSERVER_ACCOUNT_CREATE_AVATAR).
     Created {
         slot: usize,
+    },
+    /// Avatar `doid` being deleted from `slot` (DBSERVER_ACCOUNT_DELETE_AVATAR).
+    AvatarDeleted {
+        slot: usize,
+        doid: u32,
     },
     OwnDetails,
     OtherDetails {
@@ -105,9 +112,6 @@ type NameDna = (Vec<u8>, Vec<u8>);
 
 #[derive(Debug)]
 enum AfterSave {
-    Created {
-        doid: u32,
-    },
     Pattern {
         doid: u32,
     },
@@ -117,7 +121,6 @@ enum AfterSave {
         approved: String,
         rejected: String,
     },
-    Deleted,
     Nothing,
 }
 
@@ -449,7 +452,8 @@ impl Ctx<'_> {
             DBSERVER_ACCOUNT_GET_RESP
             | DBSERVER_ACCOUNT_SET_RESP
             | DBSERVER_ACCOUNT_CREATE_RESP
-            | DBSERVER_CREATE_OBJECT_RESP
+            | DBSERVER_ACCOUNT_CREATE_AVATAR_RESP
+            | DBSERVER_ACCOUNT_DELETE_AVATAR_RESP
             | DBSERVER_OBJECT_GET_FIELDS_RESP
             | STATESERVER_OBJECT_GET_ALL_RESP => return self.answer(now, msgtype, r, out),
             _ => return Ok(false),
@@ -488,11 +492,15 @@ impl Ctx<'_> {
             }
             (Pending::SaveThen(then), DBSERVER_ACCOUNT_SET_RESP) => {
                 let status = r.u8()?;
-                self.account_saved(now, status, then, out);
+                self.account_saved(status, then, out);
             }
-            (Pending::Created { slot }, DBSERVER_CREATE_OBJECT_RESP) => {
+            (Pending::Created { slot }, DBSERVER_ACCOUNT_CREATE_AVATAR_RESP) => {
                 let doid = r.u32()?;
-                self.avatar_created(now, slot, doid, out);
+                self.avatar_created(slot, doid, out);
+            }
+            (Pending::AvatarDeleted { slot, doid }, DBSERVER_ACCOUNT_DELETE_AVATAR_RESP) => {
+                let status = r.u8()?;
+                self.avatar_deleted(now, slot, doid, status, out);
             }
             (Pending::ListFields { job, slot }, DBSERVER_OBJECT_GET_FIELDS_RESP) => {
                 let found = self.read_db_fields(r).and_then(|f| self.name_dna(&f));
