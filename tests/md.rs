@@ -146,6 +146,30 @@ fn post_removes_fire_on_disconnect_and_clear_by_sender() {
     watcher.expect_none();
 }
 
+/// A participant whose last datagrams and the end of its stream come together (one write,
+/// then close: a crashing AI, a script) is seen to go at once: its datagram is routed and its
+/// post-remove fires. When the data and the close are read in one readiness event, a short
+/// read must not end the reading (`Conn::peer_closed`): no further event would come. (That
+/// timing is not forced here; the test guards the outcome.)
+#[test]
+fn a_participant_that_writes_and_closes_at_once_is_seen_to_go() {
+    use std::io::Write;
+    let d = Otpd::start(free_port(), "");
+    let (mut watcher, mut tx) = (d.connect(), d.connect());
+    watcher.subscribe_confirmed(&mut tx, 4000000002);
+    let last = dg(&[4000000002], 9, 2010, b"last words");
+    let pr = dg(&[4000000002], 9, 2009, b"gone");
+    let mut bytes = add_post_remove(9, &pr);
+    bytes.extend_from_slice(&last);
+    for _ in 0..5 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+        s.write_all(&bytes).unwrap();
+        drop(s);
+        watcher.expect(&last);
+        watcher.expect(&pr);
+    }
+}
+
 #[test]
 fn post_removes_fire_when_the_participant_process_is_killed() {
     let d = Otpd::start(free_port(), "");

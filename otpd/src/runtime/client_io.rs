@@ -284,8 +284,9 @@ impl Core {
                 }
                 Ok(n) => {
                     self.client_bytes(slot, &scratch[..n], now);
-                    // A short read emptied the socket (see `Deframer::drained`).
-                    more = n == scratch.len();
+                    // A short read emptied the socket (see `Deframer::drained`), unless the
+                    // peer has closed (see `Conn::peer_closed`).
+                    more = n == scratch.len() || self.conns[slot].peer_closed;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => more = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,

@@ -32,6 +32,10 @@ pub(super) struct Conn {
     /// Set when the connection must be closed at the end of this loop turn.
     pub closing: Option<String>,
     pub in_ready: bool,
+    /// The peer has shut its side (a readiness event said so): read until the end of the
+    /// stream, even after a short read, or data and FIN that came together would leave the
+    /// connection open with no further event to notice the close.
+    pub peer_closed: bool,
     pub in_dirty: bool,
     /// TLS on a client connection: `out` then holds plaintext, encrypted as it is flushed.
     pub tls: Option<Box<rustls::ServerConnection>>,
@@ -59,6 +63,7 @@ impl Conn {
             md: Participant::default(),
             closing: None,
             in_ready: false,
+            peer_closed: false,
             in_dirty: false,
             tls: None,
             client: None,

@@ -283,6 +283,9 @@ impl Core {
                             }
                             continue;
                         }
+                        if ev.is_read_closed() || ev.is_error() {
+                            c.peer_closed = true;
+                        }
                         if (ev.is_readable() || ev.is_read_closed() || ev.is_error()) && !c.in_ready
                         {
                             c.in_ready = true;
@@ -448,8 +451,8 @@ impl Core {
                     more = false;
                 }
                 // A short read emptied the socket: the next readiness event says when there
-                // is more (one `read` per wakeup instead of two).
-                Ok(_) => more = !deframer.drained(),
+                // is more (one `read` per wakeup instead of two), unless the peer has closed.
+                Ok(_) => more = !deframer.drained() || self.conns[slot].peer_closed,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => more = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
