@@ -59,33 +59,15 @@ pub fn avatar_id_args(
             }
             continue;
         };
-        let FieldKind::Atomic(params) = field.kind() else {
-            return Err(format!("{key}: not an atomic field"));
+        let offset = match arg_offset(field, e.arg) {
+            Ok(o) => o,
+            Err(why) if strict => return Err(format!("{key}: {why}")),
+            Err(why) => {
+                // A DC file whose field has another shape than Toontown's: not checked.
+                log::warn!("{key} (a default): {why}; not checked");
+                continue;
+            }
         };
-        let mut offset = 0;
-        for (i, p) in params.iter().enumerate() {
-            let simple = match &p.ty {
-                Type::Simple(s) => Some(s),
-                _ => None,
-            };
-            if i == e.arg {
-                let ok = simple
-                    .is_some_and(|s| matches!(s.st, St::UInt32 | St::Int32) && s.divisor == 1);
-                if !ok {
-                    return Err(format!("{key}: argument {i} is not a uint32 (or int32)"));
-                }
-                break;
-            }
-            match simple.and_then(|s| s.st.fixed_size()) {
-                Some(n) => offset += n,
-                None => return Err(format!(
-                    "{key}: argument {i}, before it, has no fixed size (put the avatar id first)"
-                )),
-            }
-        }
-        if e.arg >= params.len() {
-            return Err(format!("{key}: the field has {} arguments", params.len()));
-        }
         let decl = field.decl_index();
         for c in dc.classes() {
             if c.is_struct() || !inherits(dc, c.id(), class.id(), 0) {
@@ -99,6 +81,40 @@ pub fn avatar_id_args(
         }
     }
     Ok(out)
+}
+
+/// The byte offset of argument `arg` of `field`, a 32-bit integer after fixed-size ones.
+fn arg_offset(field: &otp_dc::Field, arg: usize) -> Result<usize, String> {
+    let FieldKind::Atomic(params) = field.kind() else {
+        return Err("not an atomic field".into());
+    };
+    if arg >= params.len() {
+        return Err(format!("the field has {} arguments", params.len()));
+    }
+    let mut offset = 0;
+    for (i, p) in params.iter().enumerate() {
+        let simple = match &p.ty {
+            Type::Simple(s) => Some(s),
+            _ => None,
+        };
+        if i == arg {
+            let ok =
+                simple.is_some_and(|s| matches!(s.st, St::UInt32 | St::Int32) && s.divisor == 1);
+            return match ok {
+                true => Ok(offset),
+                false => Err(format!("argument {i} is not a uint32 (or int32)")),
+            };
+        }
+        match simple.and_then(|s| s.st.fixed_size()) {
+            Some(n) => offset += n,
+            None => {
+                return Err(format!(
+                    "argument {i}, before it, has no fixed size (put the avatar id first)"
+                ))
+            }
+        }
+    }
+    Err(format!("the field has {} arguments", params.len()))
 }
 
 /// Whether class `c` is `ancestor` or inherits from it.
@@ -213,6 +229,84 @@ impl Ctx<'_> {
                 true
             }
             None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DC: &str = "keyword p2p;
+dclass DistributedObject {};
+dclass DistributedAvatar : DistributedObject {
+  setWhisperFrom(uint32 fromId, string) p2p clsend;
+  friendsNotify(int32 avId, int8 status) p2p clsend;
+  teleportResponse(uint8 a, uint16 b, uint32 avId) p2p clsend;
+  setChat(string chat, uint32 to) p2p clsend;
+};
+dclass DistributedToon : DistributedAvatar {};
+dclass DistributedSuit : DistributedObject {};
+";
+
+    fn entry(class: &str, field: &str, arg: usize) -> AvatarIdField {
+        AvatarIdField {
+            class: class.into(),
+            field: field.into(),
+            arg,
+        }
+    }
+
+    fn field(dc: &DcFile, class: &str, name: &str) -> (u16, u16) {
+        let c = dc.class_by_name(class).unwrap();
+        (c.id(), dc.field_by_name(c, name).unwrap().id())
+    }
+
+    #[test]
+    fn fields_resolve_for_the_class_and_its_heirs_with_their_offsets() {
+        let dc = DcFile::parse_str("t.dc", DC).unwrap();
+        let list = [
+            entry("DistributedAvatar", "friendsNotify", 0),
+            entry("DistributedAvatar", "teleportResponse", 2),
+        ];
+        let m = avatar_id_args(&dc, Some(&list)).unwrap();
+        assert_eq!(
+            m.get(&field(&dc, "DistributedToon", "friendsNotify")),
+            Some(&0)
+        );
+        assert_eq!(
+            m.get(&field(&dc, "DistributedAvatar", "teleportResponse")),
+            Some(&3)
+        );
+        assert_eq!(m.len(), 4, "two fields × two classes");
+        // The defaults keep what this DC file has in Toontown's shape: DistributedToon's
+        // setWhisperFrom and friendsNotify (its teleportResponse starts with a uint8: left).
+        let d = avatar_id_args(&dc, None).unwrap();
+        assert_eq!(d.len(), 2);
+        assert!(d.contains_key(&field(&dc, "DistributedToon", "setWhisperFrom")));
+        assert!(d.contains_key(&field(&dc, "DistributedToon", "friendsNotify")));
+    }
+
+    #[test]
+    fn entries_that_do_not_resolve_are_errors_naming_them() {
+        let dc = DcFile::parse_str("t.dc", DC).unwrap();
+        for (e, want) in [
+            (entry("DistributedToon", "nope", 0), "no field 'nope'"),
+            (entry("Nobody", "setWhisperFrom", 0), "no class 'Nobody'"),
+            (
+                entry("DistributedToon", "setWhisperFrom", 1),
+                "not a uint32",
+            ),
+            (entry("DistributedToon", "setChat", 1), "no fixed size"),
+            (
+                entry("DistributedToon", "friendsNotify", 2),
+                "has 2 arguments",
+            ),
+        ] {
+            let err = avatar_id_args(&dc, Some(std::slice::from_ref(&e))).unwrap_err();
+            assert!(err.contains("toontown.avatar_id_fields"), "{err}");
+            assert!(err.contains(&e.field), "{err}");
+            assert!(err.contains(want), "{err}");
         }
     }
 }
