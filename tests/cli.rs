@@ -442,3 +442,45 @@ impl Drop for Stopped {
         let _ = self.0.wait();
     }
 }
+
+/// Issue 17, item 3: `toontown.avatar_id_fields` entries that name a class or field the DC
+/// files lack, or an argument that is not a 32-bit integer, stop start-up with a message
+/// naming the entry (a misspelt entry would otherwise leave impersonation unchecked).
+#[test]
+fn avatar_id_fields_that_do_not_resolve_stop_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    for (entry, want) in [
+        (
+            "(class: \"DistributedToon\", field: \"setWhisperFromm\", arg: 0)",
+            "setWhisperFromm",
+        ),
+        (
+            "(class: \"DistributedToonn\", field: \"setWhisperFrom\", arg: 0)",
+            "DistributedToonn",
+        ),
+        (
+            "(class: \"DistributedToon\", field: \"setWhisperFrom\", arg: 1)",
+            "not a uint32",
+        ),
+    ] {
+        let path = toon_cluster(
+            dir.path(),
+            free_port(),
+            &toon_listener(
+                &format!("127.0.0.1:{}", free_port()),
+                0,
+                &format!("avatar_id_fields: Some([{entry}])"),
+                "",
+            ),
+        );
+        let (code, err) = run_for(
+            &["--cluster", path.to_str().unwrap()],
+            Duration::from_secs(5),
+        );
+        assert_eq!(code, Some(1), "{entry}: otpd must refuse to start: {err}");
+        assert!(
+            err.contains("toontown.avatar_id_fields") && err.contains(want),
+            "{entry}: the message names it: {err}"
+        );
+    }
+}

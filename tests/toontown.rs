@@ -1416,3 +1416,190 @@ fn dnas_the_client_cannot_read_are_refused_and_nothing_is_stored() {
     }
     assert_eq!(string_at(&p, at).0, toon_dna(1));
 }
+
+impl Cluster {
+    /// How many events of `kind` the EventLogger gets within `within`.
+    fn count_events(&self, kind: &str, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        let mut buf = [0u8; 65536];
+        let mut n = 0;
+        while Instant::now() < deadline {
+            if let Ok(len) = self.el.recv(&mut buf) {
+                if buf[..len].windows(kind.len()).any(|w| w == kind.as_bytes()) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
+/// The sender channel and the message type of an internal datagram as a participant reads it.
+fn sender_and_type(f: &[u8]) -> (u64, u16, &[u8]) {
+    let at = 3 + 8 * f[2] as usize;
+    (
+        u64::from_le_bytes(f[at..at + 8].try_into().unwrap()),
+        u16::from_le_bytes([f[at + 8], f[at + 9]]),
+        &f[at + 10..],
+    )
+}
+
+/// Issue 17, item 3 (the sender): a 2003 client's field update reaches the AI from the
+/// avatar's puppet channel, `(1001 << 32) + avatar`, so that an AI reads the avatar as
+/// `sender & 0xffffffff` (Disney's `getAvatarIdFromSender`); an answer the AI sends back to
+/// that sender reaches the player; and the client is not sent its own updates back.
+#[test]
+fn a_2003_clients_updates_name_its_avatar_as_sender_and_answers_reach_it() {
+    let mut c = start();
+    let board = c.client_field("DistributedTrolley", "requestBoard");
+    let board_ai = c.field("DistributedTrolley", "requestBoard");
+    let movie = c.client_field("DistributedTrolley", "setMovie");
+    let set_x = c.client_field("DistributedToon", "setX");
+    let (mut t, d) = named_toon(&c, "senderacct", "Sender", &toon_dna(4));
+    t.play(d);
+    t.send(24, P::new().u32(TROLLEY).u16(board));
+    let deadline = Instant::now() + WAIT;
+    let sender = loop {
+        assert!(Instant::now() < deadline, "the AI never heard requestBoard");
+        let f = c.ai.recv_within(WAIT).expect("the AI hears requestBoard");
+        let (sender, t, p) = sender_and_type(&f);
+        if t == STATESERVER_OBJECT_SET_FIELD && p == &P::new().u32(TROLLEY).u16(board_ai).0[..] {
+            break sender;
+        }
+    };
+    assert_eq!(sender, (1001 << 32) + d as u64, "the puppet channel");
+    assert_eq!(sender & 0xffff_ffff, d as u64, "getAvatarIdFromSender");
+    // The AI answers the sender: the player gets it.
+    let answer = P::new().u16(24).u32(TROLLEY).u16(movie).u8(9).0;
+    c.ai.send(&dg(
+        &[sender],
+        AI,
+        CLIENTAGENT_SEND_DATAGRAM,
+        &P::new().u16(answer.len() as u16).bytes(&answer).0,
+    ));
+    assert_eq!(t.expect(24), answer[2..].to_vec());
+    // Its own broadcast update is not echoed to it (it comes back from the puppet channel).
+    t.send(24, P::new().u32(d).u16(set_x).i16(5));
+    while let Some(f) = t.m.recv_within(Duration::from_millis(400)) {
+        let body = &f[2..];
+        assert!(
+            !(body[..2] == 24u16.to_le_bytes() && body[2..6] == d.to_le_bytes()),
+            "the client was sent its own update: {body:?}"
+        );
+    }
+    t.send(10, P::new());
+    t.expect(11);
+}
+
+/// Issue 17, item 3 (payloads): a whisper naming another avatar as its sender
+/// (`setWhisperFrom.fromId`, one of `toontown.avatar_id_fields`) is an impersonation: the
+/// sender is sent away (GO_GET_LOST 151, a security event) and the whisper reaches nobody.
+/// A whisper naming its own avatar still arrives.
+#[test]
+fn a_whisper_naming_another_avatar_as_sender_ejects_the_impersonator() {
+    let c = start();
+    let whisper = c.client_field("DistributedToon", "setWhisperFrom");
+    let (mut a, ad) = named_toon(&c, "victima", "Victim", &toon_dna(1));
+    let (mut b, bd) = named_toon(&c, "forger", "Forger", &toon_dna(2));
+    let (_, cd) = named_toon(&c, "framed", "Framed", &toon_dna(3));
+    a.play(ad);
+    b.play(bd);
+    b.send(24, P::new().u32(ad).u16(whisper).u32(bd).string("hi"));
+    assert_eq!(
+        a.expect(24),
+        P::new().u32(ad).u16(whisper).u32(bd).string("hi").0
+    );
+    // Bob writes Carol's avatar as the whisper's sender.
+    b.send(
+        24,
+        P::new().u32(ad).u16(whisper).u32(cd).string("i am carol"),
+    );
+    b.expect_lost(151);
+    let ev = c.event("client-ejected-security");
+    assert!(
+        ev.windows(b"Impersonation".len())
+            .any(|w| w == b"Impersonation"),
+        "the event says why: {}",
+        String::from_utf8_lossy(&ev)
+    );
+    while let Some(f) = a.m.recv_within(Duration::from_millis(300)) {
+        assert!(
+            !f.windows(b"i am carol".len()).any(|w| w == b"i am carol"),
+            "the forged whisper arrived"
+        );
+    }
+}
+
+/// Issue 17, item 12: refused updates (here a field the client may not send) are reported
+/// once per window, not once each (a flood of them filled the logs and the EventLogger's
+/// budget), and a client that keeps sending them is ejected (`limits.max_refused_updates`,
+/// 20 per 10 s by default: GO_GET_LOST 151).
+#[test]
+fn refused_updates_are_reported_once_per_window_and_a_flood_ejects() {
+    let c = start();
+    let name_field = c.client_field("DistributedToon", "setName");
+    let (mut t, d) = named_toon(&c, "flooder", "Flooder", &toon_dna(4));
+    t.play(d);
+    for _ in 0..15 {
+        t.send(24, P::new().u32(d).u16(name_field).string("Hacker"));
+    }
+    t.send(10, P::new());
+    t.expect(11);
+    assert_eq!(
+        c.count_events("client-update-dropped", Duration::from_millis(700)),
+        1,
+        "one report for 15 refused updates"
+    );
+    let warnings =
+        c.o.log_text()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("refused a field it may not send"))
+            .count();
+    assert_eq!(warnings, 1, "one warning line: {}", c.o.log_text());
+    // Six more: the 21st in the window ejects.
+    for _ in 0..6 {
+        t.send(24, P::new().u32(d).u16(name_field).string("Hacker"));
+    }
+    t.expect_lost(151);
+    c.event("client-ejected-security");
+}
+
+/// Issue 17, item 5 (p2p rate): one client may send one target at most
+/// `toontown.max_p2p_per_target_per_second` (10 by default) p2p updates a second; a burst of
+/// 25 whispers delivers 10, and the rest are refused updates (no eject below the limit).
+#[test]
+fn p2p_updates_to_one_target_are_limited_per_second() {
+    let c = start();
+    let whisper = c.client_field("DistributedToon", "setWhisperFrom");
+    let (mut a, ad) = named_toon(&c, "target", "Target", &toon_dna(1));
+    let (mut b, bd) = named_toon(&c, "spammer", "Spammer", &toon_dna(2));
+    a.play(ad);
+    b.play(bd);
+    for i in 0..25 {
+        b.send(
+            24,
+            P::new()
+                .u32(ad)
+                .u16(whisper)
+                .u32(bd)
+                .string(&format!("spam {i}")),
+        );
+    }
+    let mut got = 0;
+    while let Some(f) = a.m.recv_within(Duration::from_millis(500)) {
+        if f[2..4] == 24u16.to_le_bytes() && f.windows(5).any(|w| w == b"spam ") {
+            got += 1;
+        }
+    }
+    assert_eq!(got, 10, "whispers delivered from one burst");
+    // The spammer still plays (15 refused, under `max_refused_updates`).
+    b.send(10, P::new());
+    b.expect(11);
+    // A second later, whispers go through again.
+    std::thread::sleep(Duration::from_millis(1100));
+    b.send(24, P::new().u32(ad).u16(whisper).u32(bd).string("later"));
+    assert_eq!(
+        a.expect(24),
+        P::new().u32(ad).u16(whisper).u32(bd).string("later").0
+    );
+}

@@ -155,6 +155,9 @@ pub struct ClientAgent {
     /// The client's field numbers where they are not the cluster's (Toontown 2003 listeners:
     /// the 2003 client numbers fields per class).
     pub numbering: Option<numbering::ClientNumbering>,
+    /// Where fields carry the sender's own avatar id (Toontown 2003 listeners:
+    /// `toontown.avatar_id_fields`, resolved against the DC files).
+    pub avatar_id_args: toontown::AvatarIdArgs,
     channels: Mutex<ChannelTracker>,
     per_address: Mutex<FxHashMap<IpAddr, usize>>,
     /// Password-login throttling (`toontown.password_limits`).
@@ -260,6 +263,11 @@ impl ClientAgent {
             false => schema.dc().hash(),
         });
         let numbering = toontown.then(|| numbering::ClientNumbering::legacy_2003(&schema));
+        let avatar_id_args = if toontown {
+            toontown::avatar_id_args(schema.dc(), config.toontown.avatar_id_fields.as_deref())?
+        } else {
+            Default::default()
+        };
         let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
         Ok(ClientAgent {
             index,
@@ -287,6 +295,7 @@ impl ClientAgent {
             name_parts,
             visibility,
             numbering,
+            avatar_id_args,
             channels: Mutex::new(ChannelTracker {
                 next: config.channels.min,
                 max: config.channels.max,

@@ -518,7 +518,45 @@ pub struct ToontownConfig {
     pub check_dna: bool,
     /// Throttling of password logins (CLIENT_LOGIN) per address and per account.
     pub password_limits: PasswordLimits,
+    /// p2p updates (whispers, teleport queries) one client may send to one target object per
+    /// second; past it they are dropped and count as refused updates (`limits.
+    /// max_refused_updates`). 0 = no limit.
+    pub max_p2p_per_target_per_second: u32,
+    /// Fields whose argument is the sender's own avatar id (`setWhisperFrom`'s `fromId`, ...):
+    /// a client naming another avatar there is ejected (GO_GET_LOST 151). None = Toontown's
+    /// fields (`DEFAULT_AVATAR_ID_FIELDS`, those the DC files have); `Some([])` = no check. A
+    /// listed class or field the DC files lack, or an argument that is not a 32-bit integer,
+    /// stops start-up.
+    pub avatar_id_fields: Option<Vec<AvatarIdField>>,
 }
+
+/// One argument a client must fill with its own avatar's id: `field` of `class` (and of the
+/// classes inheriting it), argument `arg` (from 0).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AvatarIdField {
+    pub class: String,
+    pub field: String,
+    pub arg: usize,
+}
+
+/// Toontown's fields where the 2003 client names its own avatar (checked in its code: each is
+/// sent with `localToon.doId` / `self.doId`): whispers, their "ignored" answer, friendsNotify
+/// (REMOVE_FRIEND), battleSOS, the teleport query, its answer and its giving up,
+/// suggestResync.
+pub const DEFAULT_AVATAR_ID_FIELDS: &[(&str, &str, usize)] = &[
+    ("DistributedToon", "setWhisperFrom", 0),
+    ("DistributedToon", "setWhisperQTFrom", 0),
+    ("DistributedToon", "setWhisperQTQuestFrom", 0),
+    ("DistributedToon", "setWhisperQTCustomFrom", 0),
+    ("DistributedToon", "setWhisperIgnored", 0),
+    ("DistributedToon", "friendsNotify", 0),
+    ("DistributedToon", "battleSOS", 0),
+    ("DistributedToon", "teleportQuery", 0),
+    ("DistributedToon", "teleportResponse", 0),
+    ("DistributedToon", "teleportGiveup", 0),
+    ("DistributedToon", "suggestResync", 0),
+];
 
 /// Password logins refused without a hash once an address or an account has failed too
 /// often (docs/security.md). A key reaching its failures within `failure_window_ms` is
@@ -575,6 +613,8 @@ impl Default for ToontownConfig {
             max_string_bytes: 1024,
             check_dna: true,
             password_limits: PasswordLimits::default(),
+            max_p2p_per_target_per_second: 10,
+            avatar_id_fields: None,
         }
     }
 }
@@ -614,6 +654,12 @@ pub struct ClientLimits {
     /// Accept string bytes >= 0x80 from clients (Astron ejects them with 127; so does otpd
     /// unless this is on).
     pub allow_utf8_strings: bool,
+    /// Refused updates (dropped, not obeyed: forbidden fields, p2p to objects out of reach,
+    /// p2p over its rate) a client may send per `refused_window_ms`; past it it is ejected
+    /// (2003: GO_GET_LOST 151). 0 = never ejected for them. Each window logs at most one
+    /// warning and one `client-update-dropped` event per client, with the count of the others.
+    pub max_refused_updates: u32,
+    pub refused_window_ms: u64,
 }
 
 impl Default for ClientLimits {
@@ -631,6 +677,8 @@ impl Default for ClientLimits {
             hello_timeout_ms: 10_000,
             login_timeout_ms: 120_000,
             allow_utf8_strings: false,
+            max_refused_updates: 20,
+            refused_window_ms: 10_000,
         }
     }
 }

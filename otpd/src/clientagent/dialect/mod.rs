@@ -140,6 +140,15 @@ impl Dialect {
         }
     }
 
+    /// Another channel the client's own datagrams go out from (the 2003 avatar's puppet
+    /// channel), whose echoes from the cluster are ignored as the session channel's are.
+    pub(in crate::clientagent) fn own_sender(&self) -> Option<u64> {
+        match self {
+            Dialect::Astron(_) => None,
+            Dialect::Toontown2003(t) => t.own_sender(),
+        }
+    }
+
     /// The eject code for a client not logged in within `login_timeout_ms`.
     pub(in crate::clientagent) fn login_timeout_code(&self) -> u16 {
         match self {

@@ -102,6 +102,17 @@ struct RateWindow {
     bytes: u64,
 }
 
+/// Counts a client's refused updates (`limits.max_refused_updates` per `refused_window_ms`)
+/// and whether this window's one report was made.
+#[derive(Debug)]
+struct RefusedUpdates {
+    start: Instant,
+    count: u32,
+    reported: bool,
+    /// Refused updates not reported since the last report.
+    suppressed: u32,
+}
+
 /// One client's state apart from its dialect (see the module comment).
 pub(in crate::clientagent) struct SessionCore {
     /// What every session of this listener shares (settings, schema, counters).
@@ -134,6 +145,7 @@ pub(in crate::clientagent) struct SessionCore {
     login_deadline: Option<Instant>,
     heartbeat_deadline: Option<Instant>,
     rate: RateWindow,
+    refused: RefusedUpdates,
     /// An end was decided (eject, drop, disconnect): input is ignored from then on.
     closed: bool,
     /// The end was the server's or the client's word, not a lost connection.
@@ -183,6 +195,12 @@ impl SessionCore {
                 start: now,
                 datagrams: 0,
                 bytes: 0,
+            },
+            refused: RefusedUpdates {
+                start: now,
+                count: 0,
+                reported: false,
+                suppressed: 0,
             },
             closed: false,
             clean: false,
@@ -425,6 +443,51 @@ impl SessionCore {
             ));
         }
         None
+    }
+
+    /// A client update dropped, not obeyed (`what` says why; about `doid`): past
+    /// `limits.max_refused_updates` in one `refused_window_ms` a refusal with `code`. Else
+    /// Some(the count of refused updates not reported since the last report) when this one is
+    /// to be reported (the caller sends its event; the warning is logged here), at most once
+    /// per window, None when it is counted quietly: a client cannot fill the logs with them.
+    pub(in crate::clientagent) fn refused_update(
+        &mut self,
+        now: Instant,
+        code: u16,
+        what: &str,
+        doid: u32,
+    ) -> Result<Option<u32>, Refusal> {
+        let l = &self.ca.limits;
+        let window = Duration::from_millis(l.refused_window_ms.max(1));
+        let r = &mut self.refused;
+        if now.duration_since(r.start) >= window {
+            r.start = now;
+            r.count = 0;
+            r.reported = false;
+        }
+        r.count = r.count.saturating_add(1);
+        if l.max_refused_updates != 0 && r.count > l.max_refused_updates {
+            return Err(refuse(
+                code,
+                format!(
+                    "More than {} refused updates in {} ms (the last: {what}).",
+                    l.max_refused_updates,
+                    window.as_millis()
+                ),
+            )
+            .about(doid));
+        }
+        if r.reported {
+            r.suppressed = r.suppressed.saturating_add(1);
+            return Ok(None);
+        }
+        r.reported = true;
+        let suppressed = std::mem::take(&mut r.suppressed);
+        log::warn!(
+            "{}: refused {what} (object {doid}); {suppressed} more refused since the last report",
+            self.label()
+        );
+        Ok(Some(suppressed))
     }
 
     /// Gives a client that has not logged in another `hello_timeout_ms` (2003 dialect).

@@ -323,7 +323,9 @@ impl Session {
         let Some(sender) = dg.sender else {
             return;
         };
-        if sender == self.core.channel() {
+        // The cluster's echo of the client's own datagrams (the StateServer sends an update
+        // to its object's owner and zone, the sender among them).
+        if sender == self.core.channel() || Some(sender) == self.dialect.own_sender() {
             return;
         }
         let mut r = dg.payload_reader();

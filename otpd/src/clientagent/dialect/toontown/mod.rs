@@ -27,6 +27,7 @@ pub mod dna;
 mod friends;
 mod login;
 mod objects;
+mod senders;
 mod zones;
 
 use avatars::ListJob;
@@ -36,6 +37,8 @@ use friends::FriendJob;
 pub use friends::{FRIENDS_FIELD, MAX_FRIENDS};
 pub use login::MAX_BAD_LOGINS;
 use login::{LoginMethod, Secret};
+use senders::P2pTarget;
+pub use senders::{avatar_id_args, AvatarIdArgs, LOST_SECURITY};
 pub use zones::load_visibility;
 use zones::{MAX_HELD, ZONE_INTEREST};
 
@@ -149,6 +152,8 @@ pub(in crate::clientagent) struct State {
     /// The GET_FRIEND_LIST being answered.
     friend_job: Option<u32>,
     friend_jobs: FxHashMap<u32, FriendJob>,
+    /// p2p targets of the last second and their counts (at most `senders::MAX_P2P_TARGETS`).
+    p2p_targets: Vec<P2pTarget>,
 }
 
 /// Whether a client-chosen doid may be sent to as a channel: not 0, and not the control
@@ -191,6 +196,12 @@ impl State {
     /// The earliest time an answer the dialect waits for is late.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.pending.values().map(|(_, at)| *at).min()
+    }
+
+    /// The sender channel of the client's own field updates when it is not the session's
+    /// channel (the avatar's puppet channel): the cluster's echoes of them are not news.
+    pub(super) fn own_sender(&self) -> Option<u64> {
+        (self.avatar != 0).then(|| puppet_channel(self.avatar))
     }
 
     /// A client datagram held during a SET_ZONE, once it is answered.
@@ -369,7 +380,7 @@ impl Ctx<'_> {
             }
             CLIENT_SET_SHARD => return self.set_shard(r, out),
             CLIENT_SET_ZONE => return self.set_zone(now, r, out),
-            CLIENT_OBJECT_UPDATE_FIELD => return self.update_field(r, out),
+            CLIENT_OBJECT_UPDATE_FIELD => return self.update_field(now, r, out),
             other => {
                 return Err(refuse(
                     LOST_INVALID_MSGTYPE,

@@ -1,5 +1,6 @@
 //! Zones and objects in the 2003 dialect: SET_ZONE (with street visibility), the client's
-//! field updates in its own numbering (p2p to other toons), what is held while a zone is answered.
+//! field updates in its own numbering (p2p to other toons; who they come from: `senders`), what
+//! is held while a zone is answered.
 
 use super::*;
 
@@ -107,6 +108,7 @@ impl Ctx<'_> {
 
     pub(super) fn update_field(
         &mut self,
+        now: Instant,
         r: &mut Reader<'_>,
         out: &mut SessionOut,
     ) -> Result<(), Refusal> {
@@ -128,50 +130,83 @@ impl Ctx<'_> {
             if let Some(field) = self.ca.field_from_client(avatar, number) {
                 let flags = schema.flags(avatar, field);
                 if flags.p2p && flags.clsend && friend && is_object_channel(doid) {
-                    return self.p2p(avatar, doid, field, r, out);
+                    return self.forward(now, avatar, doid, field, true, r, out);
                 }
             }
             r.rest();
-            self.event("client-update-dropped", doid, out);
-            return Ok(());
+            return self.refused(now, doid, "an update to an object out of reach", out);
         };
         let Some(field) = self.ca.field_from_client(class, number) else {
             r.rest();
-            self.event("client-update-dropped", doid, out);
-            return Ok(());
+            return self.refused(now, doid, "a field the object's class lacks", out);
         };
         let flags = schema.flags(class, field);
         if !schema.class_has_field(class, field) || !self.may_send(doid, field, flags) {
             // The 2003 client sends such updates in normal play (its shared AI code); the
-            // update is dropped, not the client.
+            // update is dropped, not the client (unless it keeps at it: `max_refused_updates`).
             r.rest();
-            self.event("client-update-dropped", doid, out);
-            return Ok(());
+            return self.refused(now, doid, "a field it may not send", out);
         }
+        let p2p = flags.p2p && doid != self.t.avatar;
+        self.forward(now, class, doid, field, p2p, r, out)
+    }
+
+    /// Checks one field update the client may send (its values, the avatar ids it carries,
+    /// the p2p budget of its target) and routes it from the client's sender. `p2p`: the
+    /// update goes to another player's object.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        now: Instant,
+        class: u16,
+        doid: u32,
+        field: u16,
+        p2p: bool,
+        r: &mut Reader<'_>,
+        out: &mut SessionOut,
+    ) -> Result<(), Refusal> {
         let start = r.rest_peek();
         let n = self.check_value(class, field, r)?;
-        let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_SET_FIELD, out);
-        w.u32(doid).u16(field).bytes(&start[..n]);
+        let value = &start[..n];
+        self.check_avatar_ids(class, field, doid, value)?;
+        if p2p && !self.p2p_allowed(now, doid) {
+            return self.refused(now, doid, "p2p updates to one target over its rate", out);
+        }
+        // The StateServer sends p2p fields to the object's player (or AI).
+        let mut w = self.send_from_client(doid as u64, STATESERVER_OBJECT_SET_FIELD, out);
+        w.u32(doid).u16(field).bytes(value);
         if w.finish().is_err() {
             return Err(refuse(LOST_TRUNCATED, "Update too large to route."));
         }
         Ok(())
     }
 
-    pub(super) fn p2p(
+    /// An update dropped, not obeyed: counted against `limits.max_refused_updates` (past it
+    /// the client is ejected, GO_GET_LOST 151); reported (a warning and a
+    /// `client-update-dropped` event) at most once per `limits.refused_window_ms`, with the
+    /// count of those not reported since.
+    fn refused(
         &mut self,
-        class: u16,
+        now: Instant,
         doid: u32,
-        field: u16,
-        r: &mut Reader<'_>,
+        what: &str,
         out: &mut SessionOut,
     ) -> Result<(), Refusal> {
-        let start = r.rest_peek();
-        let n = self.check_value(class, field, r)?;
-        // The StateServer sends p2p fields to the object's player (or AI).
-        let mut w = self.send_to(doid as u64, STATESERVER_OBJECT_SET_FIELD, out);
-        w.u32(doid).u16(field).bytes(&start[..n]);
-        let _ = w.finish();
+        if let Some(suppressed) = self.refused_update(now, LOST_SECURITY, what, doid)? {
+            let account = self.t.account.clone().unwrap_or_default();
+            use crate::roles::event::Ev;
+            out.events.push(crate::roles::event::encode(
+                "client-update-dropped",
+                &[
+                    ("role", Ev::Str("clientagent")),
+                    ("sender", Ev::Str(&self.sender_name())),
+                    ("account", Ev::Str(&account)),
+                    ("doid", Ev::U64(doid as u64)),
+                    ("reason", Ev::Str(what)),
+                    ("suppressed", Ev::U64(suppressed as u64)),
+                ],
+            ));
+        }
         Ok(())
     }
 
