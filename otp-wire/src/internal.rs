@@ -34,11 +34,11 @@ impl<'a> Recipients<'a> {
     #[inline]
     /// The recipients, in order.
     pub fn iter(&self) -> impl Iterator<Item = Channel> + 'a {
-        self.raw.chunks_exact(8).map(|c| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(c);
-            u64::from_le_bytes(a)
-        })
+        self.raw
+            .as_chunks::<8>()
+            .0
+            .iter()
+            .map(|c| u64::from_le_bytes(*c))
     }
 }
 

@@ -40,7 +40,7 @@ impl ClientBudget {
     /// Counts a new client connection; false (nothing counted) at the cap.
     pub(crate) fn take(&self) -> bool {
         self.open
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            .try_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < self.max).then_some(n + 1)
             })
             .is_ok()
@@ -49,7 +49,7 @@ impl ClientBudget {
     pub(crate) fn give_back(&self) {
         let _ = self
             .open
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            .try_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     pub(crate) fn open(&self) -> usize {

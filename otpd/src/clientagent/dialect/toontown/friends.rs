@@ -21,7 +21,9 @@ pub(super) fn decode_friends(v: &[u8]) -> Option<Vec<(u32, u8)>> {
         return None;
     }
     Some(
-        body.chunks_exact(5)
+        body.as_chunks::<5>()
+            .0
+            .iter()
             .map(|c| (u32::from_le_bytes([c[0], c[1], c[2], c[3]]), c[4]))
             .collect(),
     )
