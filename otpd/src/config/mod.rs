@@ -590,6 +590,12 @@ pub struct ClientLimits {
     pub max_interests: usize,
     /// Zones in one interest; over it: eject 115.
     pub max_zones_per_interest: usize,
+    /// Zones of all of a client's interests together (each interest's zones counted, a zone
+    /// two interests see counted twice); an interest the client opens or changes past it:
+    /// eject 115 (2003 clients: GO_GET_LOST 1, as for a SET_ZONE of too many zones).
+    /// Interests the cluster opens for the client (CLIENTAGENT_ADD_INTEREST) count toward
+    /// it but are never refused.
+    pub max_zones_total: usize,
     /// Interest operations a client may have waiting for the StateServer; over it: eject 115.
     pub max_pending_interests: usize,
     /// Datagrams held back for one interest operation while it opens; past it, the operation
@@ -619,6 +625,7 @@ impl Default for ClientLimits {
             max_bytes_per_second: 1 << 20,
             max_interests: 256,
             max_zones_per_interest: 1024,
+            max_zones_total: 1024,
             max_pending_interests: 64,
             max_queued_per_interest: 4096,
             max_connections_per_address: 100,
@@ -924,9 +931,20 @@ impl ClusterConfig {
                     }
                     if l.max_interests == 0
                         || l.max_zones_per_interest == 0
+                        || l.max_zones_total == 0
                         || l.max_pending_interests == 0
                     {
-                        return Err("clientagent limits: max_interests, max_zones_per_interest and max_pending_interests must be at least 1".into());
+                        return Err("clientagent limits: max_interests, max_zones_per_interest, max_zones_total and max_pending_interests must be at least 1".into());
+                    }
+                    // A SET_ZONE opens its zone, its visible zones and the quiet zone.
+                    if ca.dialect == Dialect::Toontown2003
+                        && ca.toontown.max_visible_zones.saturating_add(1) > l.max_zones_total
+                    {
+                        return Err(format!(
+                            "clientagent limits.max_zones_total = {}: a 2003 client's SET_ZONE may open toontown.max_visible_zones + 1 = {} zones; raise it or lower max_visible_zones",
+                            l.max_zones_total,
+                            ca.toontown.max_visible_zones.saturating_add(1)
+                        ));
                     }
                 }
                 RoleConfig::EventLogger { .. } => {
