@@ -534,6 +534,10 @@ pub struct PasswordLimits {
     /// Addresses, and account names, remembered at most (each; the oldest unblocked one is
     /// forgotten first).
     pub max_tracked: usize,
+    /// Addresses (IPv6: /64s) remembered per tracked account name: the last ones that logged
+    /// in to it with its password. An account's block does not apply to them, so that
+    /// guessers elsewhere cannot lock its owner out. 0 = none (the block applies to all).
+    pub known_addresses_per_account: usize,
 }
 
 impl Default for PasswordLimits {
@@ -545,6 +549,7 @@ impl Default for PasswordLimits {
             backoff_ms: 30_000,
             max_backoff_ms: 900_000,
             max_tracked: 65_536,
+            known_addresses_per_account: 4,
         }
     }
 }
