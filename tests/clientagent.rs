@@ -379,6 +379,56 @@ fn eject_event(c: &Cluster, code: u16, channel: Option<u64>) -> Event {
     })
 }
 
+/// CLIENT_ADD_INTEREST_MULTIPLE of `zones` under SHARD.
+fn zones_interest(context: u32, id: u16, zones: std::ops::Range<u32>) -> P {
+    let mut p = P::new()
+        .u32(context)
+        .u16(id)
+        .u32(SHARD)
+        .u16(zones.len() as u16);
+    for z in zones {
+        p = p.u32(z);
+    }
+    p
+}
+
+#[test]
+fn a_client_cannot_open_more_zones_than_its_budget_with_default_limits() {
+    // The attack of issue 17 item 13: many interests of many zones each made every interest
+    // change (and everyone's logins on that core) slow. Each interest is within
+    // max_zones_per_interest (1024); together they pass max_zones_total (1024).
+    let mut c = start(&[""]);
+    let mut bystander = c.client(0);
+    c.establish(&mut bystander);
+    let mut cl = c.client(0);
+    c.establish(&mut cl);
+    cl.send(CLIENT_ADD_INTEREST_MULTIPLE, zones_interest(1, 1, 0..1000));
+    cl.expect(CLIENT_DONE_INTEREST_RESP, P::new().u32(1).u16(1));
+    // Changing an interest within the budget is fine...
+    cl.send(
+        CLIENT_ADD_INTEREST_MULTIPLE,
+        zones_interest(2, 2, 1000..1024),
+    );
+    cl.expect(CLIENT_DONE_INTEREST_RESP, P::new().u32(2).u16(2));
+    cl.send(
+        CLIENT_ADD_INTEREST_MULTIPLE,
+        zones_interest(3, 2, 1000..1020),
+    );
+    cl.expect(CLIENT_DONE_INTEREST_RESP, P::new().u32(3).u16(2));
+    // ...one zone past it is not.
+    cl.send(
+        CLIENT_ADD_INTEREST_MULTIPLE,
+        zones_interest(4, 3, 2000..2005),
+    );
+    let reason = cl.expect_eject(CLIENT_DISCONNECT_FORBIDDEN_INTEREST);
+    assert!(reason.contains("1025 zones"), "{reason}");
+    let e = eject_event(&c, CLIENT_DISCONNECT_FORBIDDEN_INTEREST, Some(cl.channel));
+    assert_eq!(e.get("type").as_deref(), Some("client-ejected-security"));
+    // Nobody else is hurt.
+    bystander.send(CLIENT_ADD_INTEREST_MULTIPLE, zones_interest(5, 1, 0..1024));
+    bystander.expect(CLIENT_DONE_INTEREST_RESP, P::new().u32(5).u16(1));
+}
+
 #[test]
 fn hello_checks_version_then_hash_and_must_come_first() {
     let c = start(&["send_version: false"]);

@@ -1,7 +1,8 @@
 //! Password logins of the 2003 dialect under attack, against the real binary (issue 17,
 //! items 8 and 11): guessing is throttled per account and per address without hashing, a
 //! flood that fills the hashing queue costs the real player no strike, and an unknown account
-//! is answered exactly as a wrong password, after as much hashing.
+//! is answered exactly as a wrong password, after as much hashing; and guessers cannot lock an
+//! account's owner out from where it logged in before.
 
 mod common;
 
@@ -28,6 +29,11 @@ struct Cluster {
 /// A Database and one Toontown 2003 listener (open tokens, CreateOnLogin passwords) with
 /// `toontown` added to its `toontown` section and `top` to the cluster's.
 fn start(toontown: &str, top: &str) -> Cluster {
+    start_with("", toontown, top)
+}
+
+/// As `start`, with `ca` added to the ClientAgent's keys.
+fn start_with(ca: &str, toontown: &str, top: &str) -> Cluster {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dc = root.join("tests/dc/toon.dc").canonicalize().unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -39,7 +45,7 @@ fn start(toontown: &str, top: &str) -> Cluster {
         "{top} dc_files: [\"{}\"], eventlogger: Some(\"127.0.0.1:{}\"), metrics: Some(\"127.0.0.1:{metrics}\"), roles: [\
          Database(control: {DB}, generate: (min: 100000000, max: 399999999), backend: Sqlite(directory: \"{}\")), \
          ClientAgent((bind: \"127.0.0.1:{port}\", version: \"{VERSION}\", manual_dc_hash: Some({HASH}), \
-         channels: (min: 1000000, max: 1009999), dialect: Toontown2003, toontown: ({toontown}))), ],",
+         channels: (min: 1000000, max: 1009999), dialect: Toontown2003, {ca} toontown: ({toontown}))), ],",
         dc.display(),
         el.local_addr().unwrap().port(),
         data.path().display(),
@@ -112,6 +118,14 @@ struct LoginResp {
 impl Client {
     fn connect(port: u16) -> Client {
         let mut m = Md::connect(port);
+        m.send(&msg(52, P::new()));
+        Client { m }
+    }
+
+    /// Through a proxy on loopback (`haproxy: true`) that says the client is at `ip`.
+    fn connect_from(port: u16, ip: &str) -> Client {
+        let mut m = Md::connect(port);
+        m.send(format!("PROXY TCP4 {ip} 127.0.0.1 5000 {port}\r\n").as_bytes());
         m.send(&msg(52, P::new()));
         Client { m }
     }
@@ -202,6 +216,47 @@ fn password_guessing_is_throttled_per_account_and_per_address() {
     assert_eq!(r.code, 12, "{}", r.text);
     assert!(r.text.contains("address"), "{}", r.text);
     assert_eq!(c.metric("otpd_password_hashes_total"), hashes);
+}
+
+/// Issue 17 (its title: no player can lock out another): an attacker who knows an account's
+/// name blocks it with failures from a few addresses, and the block keeps other addresses out
+/// even with the right password, but not the address its owner logged in from before. Before,
+/// the owner was locked out with everyone else for as long as the attacker kept guessing.
+#[test]
+fn guessers_cannot_lock_the_owner_out_of_an_account_at_home() {
+    let c = start_with(
+        "haproxy: true,",
+        "password_limits: (max_failures_per_account: 3, max_failures_per_address: 20)",
+        "",
+    );
+    let home = "198.51.100.7";
+    // Made elsewhere (making an account is no login), then played from home.
+    let mut maker = Client::connect_from(c.port, "192.0.2.1");
+    assert_eq!(maker.login("owner", "right one", true).code, 0);
+    drop(maker);
+    let mut owner = Client::connect_from(c.port, home);
+    assert_eq!(owner.login("owner", "right one", false).code, 0);
+    drop(owner);
+    // The attacker fails from three addresses: the account is blocked.
+    for i in 1..=3 {
+        let mut g = Client::connect_from(c.port, &format!("203.0.113.{i}"));
+        assert_eq!(g.login("owner", "guess", false).code, 12);
+    }
+    let hashes = c.metric("otpd_password_hashes_total");
+    let mut elsewhere = Client::connect_from(c.port, "203.0.113.50");
+    let r = elsewhere.login("owner", "right one", false);
+    assert_eq!(r.code, 12, "{}", r.text);
+    assert!(r.text.contains("account"), "{}", r.text);
+    assert_eq!(c.metric("otpd_password_hashes_total"), hashes);
+    // The owner, at home, logs in.
+    let mut owner = Client::connect_from(c.port, home);
+    let r = owner.login("owner", "right one", false);
+    assert_eq!(r.code, 0, "the owner was locked out: {}", r.text);
+    // The attacker's addresses stay blocked, the right password or not.
+    let mut g = Client::connect_from(c.port, "203.0.113.1");
+    let r = g.login("owner", "right one", false);
+    assert_eq!(r.code, 12, "{}", r.text);
+    assert!(r.text.contains("account"), "{}", r.text);
 }
 
 /// Issue 17, item 8: a flood of logins fills the hashing queue (one worker, one queued job);

@@ -161,7 +161,8 @@ fn base_config() -> &'static ClientAgentConfig {
             "(bind: \"127.0.0.1:0\", version: \"{VERSION}\", \
              channels: (min: {CHANNEL_MIN}, max: {CHANNEL_MAX}), add_interest: \"enabled\", \
              relocate: true, heartbeat_timeout_ms: 1000, interest_timeout_ms: 500, \
-             limits: (max_interests: 4, max_zones_per_interest: 6, max_pending_interests: 3, \
+             limits: (max_interests: 4, max_zones_per_interest: 6, max_zones_total: 10, \
+                      max_pending_interests: 3, \
                       max_queued_per_interest: 5, max_datagrams_per_second: 64, \
                       max_bytes_per_second: 4096, max_connections_per_address: 2, \
                       hello_timeout_ms: 2000))"

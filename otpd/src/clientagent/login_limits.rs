@@ -1,7 +1,8 @@
 //! Password-login throttling of one listener: failed attempts counted per client address
 //! (IPv6 by /64) and per account name, a block with an exponentially growing length once a
-//! key reaches its limit, and a bounded memory of keys (the oldest forgotten first).
-//! Sans-IO: every call is handed `now`.
+//! key reaches its limit, and a bounded memory of keys (the oldest forgotten first). An
+//! account's block does not apply to the few addresses that last logged in to it, so that
+//! knowing a name is not enough to lock its owner out. Sans-IO: every call is handed `now`.
 
 use crate::config::PasswordLimits;
 use rustc_hash::FxHashMap;
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 /// What ended an attempt `LoginLimiter::begin` let through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The password was right: the account's failures are forgiven.
+    /// The password was right: the account's failures are forgiven, and the address is one
+    /// its block does not apply to.
     Success,
     /// A wrong password, or no such account: a strike against the address and the account.
     Failure,
@@ -40,6 +42,9 @@ struct Entry {
     /// Blocks in a row: the next one lasts `backoff × 2^blocks`.
     blocks: u32,
     last_failure: Instant,
+    /// For an account: the addresses (by `address_key`) that logged in to it last, the most
+    /// recent first, at most `known_addresses_per_account`. Its block does not apply to them.
+    known: Vec<IpAddr>,
 }
 
 impl Entry {
@@ -50,6 +55,7 @@ impl Entry {
             blocked_until: None,
             blocks: 0,
             last_failure: now,
+            known: Vec::new(),
         }
     }
 
@@ -59,7 +65,8 @@ impl Entry {
 }
 
 /// Keys with their entries, at most `cap`; a new key past it takes the place of the oldest
-/// one that is not blocked (or, if the first few are all busy, the oldest).
+/// one that is neither blocked nor remembers addresses (or, if the first few all do, the
+/// oldest).
 struct Table<K> {
     map: FxHashMap<K, Entry>,
     order: VecDeque<K>,
@@ -94,7 +101,10 @@ impl<K: Hash + Eq + Clone> Table<K> {
             let Some(k) = self.order.pop_front() else {
                 return;
             };
-            let keep = self.map.get(&k).is_some_and(|e| e.blocked(now));
+            let keep = self
+                .map
+                .get(&k)
+                .is_some_and(|e| e.blocked(now) || !e.known.is_empty());
             if !keep {
                 self.map.remove(&k);
                 return;
@@ -144,7 +154,9 @@ impl LoginLimiter {
     }
 
     /// May a password be checked for `account` from `ip` now? If so the attempt counts as a
-    /// failure of both until `end` says otherwise.
+    /// failure of both until `end` says otherwise. An account's block does not stop an
+    /// address that logged in to it lately (its attempts still count, and the address's own
+    /// limit still holds).
     pub fn begin(&mut self, ip: IpAddr, account: &str, now: Instant) -> Result<(), Throttled> {
         let ip = address_key(ip);
         let window = Duration::from_millis(self.cfg.failure_window_ms);
@@ -168,7 +180,7 @@ impl LoginLimiter {
         if max_acct != 0 {
             let key = account.to_string();
             let e = self.accounts.get_or_insert(&key, now);
-            if over(e, max_acct) {
+            if over(e, max_acct) && !e.known.contains(&ip) {
                 return Err(Throttled::Account);
             }
             e.failures += 1;
@@ -191,6 +203,11 @@ impl LoginLimiter {
         if cfg.max_failures_per_account != 0 {
             if let Some(e) = self.accounts.map.get_mut(account) {
                 finish(e, outcome, true, cfg.max_failures_per_account, &cfg, now);
+                if outcome == Outcome::Success && cfg.known_addresses_per_account != 0 {
+                    e.known.retain(|a| *a != ip);
+                    e.known.insert(0, ip);
+                    e.known.truncate(cfg.known_addresses_per_account);
+                }
             }
         }
     }
@@ -244,6 +261,7 @@ mod tests {
             backoff_ms: 1_000,
             max_backoff_ms: 5_000,
             max_tracked: 4,
+            known_addresses_per_account: 2,
         }
     }
 
@@ -323,5 +341,63 @@ mod tests {
         let (a, b) = l.tracked();
         assert!(a <= 4 && b <= 4, "{a} {b}");
         assert_eq!(l.begin(A, "victim", t), Err(Throttled::Account));
+    }
+
+    #[test]
+    fn an_address_that_logged_in_before_is_not_locked_out_by_others_failures() {
+        let mut l = LoginLimiter::new(cfg());
+        let t = Instant::now();
+        let home = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7));
+        let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 8));
+        l.begin(home, "victim", t).unwrap();
+        l.end(home, "victim", Outcome::Success, t);
+        // Guessers from elsewhere block the account...
+        for i in 0..3u8 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, i));
+            l.begin(ip, "victim", t).unwrap();
+            l.end(ip, "victim", Outcome::Failure, t);
+        }
+        assert_eq!(l.begin(A, "victim", t), Err(Throttled::Account));
+        // ...but not for the address that logged in before (an IPv6 owner: by its /64).
+        l.begin(home, "victim", t).unwrap();
+        l.end(home, "victim", Outcome::Success, t);
+        assert_eq!(l.begin(other, "victim", t), Err(Throttled::Account));
+        // A few addresses are remembered, the most recent ones.
+        let (b, c) = (
+            IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9)),
+            IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 10)),
+        );
+        let t2 = t + Duration::from_millis(1_001);
+        for ip in [b, c] {
+            l.begin(ip, "victim", t2).unwrap();
+            l.end(ip, "victim", Outcome::Success, t2);
+        }
+        for i in 0..3u8 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, i));
+            l.begin(ip, "victim", t2).unwrap();
+            l.end(ip, "victim", Outcome::Failure, t2);
+        }
+        assert_eq!(l.begin(home, "victim", t2), Err(Throttled::Account));
+        l.begin(c, "victim", t2).unwrap();
+        l.end(c, "victim", Outcome::Undecided, t2);
+        // The per-address limit still holds for a known address.
+        for i in 0..6 {
+            let name = format!("n{i}");
+            l.begin(b, &name, t2).unwrap();
+            l.end(b, &name, Outcome::Failure, t2);
+        }
+        assert_eq!(l.begin(b, "victim", t2), Err(Throttled::Address));
+        // Off: nobody is let past an account's block.
+        let mut off = LoginLimiter::new(PasswordLimits {
+            known_addresses_per_account: 0,
+            ..cfg()
+        });
+        off.begin(home, "victim", t).unwrap();
+        off.end(home, "victim", Outcome::Success, t);
+        for _ in 0..3 {
+            off.begin(A, "victim", t).unwrap();
+            off.end(A, "victim", Outcome::Failure, t);
+        }
+        assert_eq!(off.begin(home, "victim", t), Err(Throttled::Account));
     }
 }

@@ -577,6 +577,10 @@ pub struct PasswordLimits {
     /// Addresses, and account names, remembered at most (each; the oldest unblocked one is
     /// forgotten first).
     pub max_tracked: usize,
+    /// Addresses (IPv6: /64s) remembered per tracked account name: the last ones that logged
+    /// in to it with its password. An account's block does not apply to them, so that
+    /// guessers elsewhere cannot lock its owner out. 0 = none (the block applies to all).
+    pub known_addresses_per_account: usize,
 }
 
 impl Default for PasswordLimits {
@@ -588,6 +592,7 @@ impl Default for PasswordLimits {
             backoff_ms: 30_000,
             max_backoff_ms: 900_000,
             max_tracked: 65_536,
+            known_addresses_per_account: 4,
         }
     }
 }
@@ -636,6 +641,12 @@ pub struct ClientLimits {
     pub max_interests: usize,
     /// Zones in one interest; over it: eject 115.
     pub max_zones_per_interest: usize,
+    /// Zones of all of a client's interests together (each interest's zones counted, a zone
+    /// two interests see counted twice); an interest the client opens or changes past it:
+    /// eject 115 (2003 clients: GO_GET_LOST 1, as for a SET_ZONE of too many zones).
+    /// Interests the cluster opens for the client (CLIENTAGENT_ADD_INTEREST) count toward
+    /// it but are never refused.
+    pub max_zones_total: usize,
     /// Interest operations a client may have waiting for the StateServer; over it: eject 115.
     pub max_pending_interests: usize,
     /// Datagrams held back for one interest operation while it opens; past it, the operation
@@ -671,6 +682,7 @@ impl Default for ClientLimits {
             max_bytes_per_second: 1 << 20,
             max_interests: 256,
             max_zones_per_interest: 1024,
+            max_zones_total: 1024,
             max_pending_interests: 64,
             max_queued_per_interest: 4096,
             max_connections_per_address: 100,
@@ -979,9 +991,20 @@ impl ClusterConfig {
                     }
                     if l.max_interests == 0
                         || l.max_zones_per_interest == 0
+                        || l.max_zones_total == 0
                         || l.max_pending_interests == 0
                     {
-                        return Err("clientagent limits: max_interests, max_zones_per_interest and max_pending_interests must be at least 1".into());
+                        return Err("clientagent limits: max_interests, max_zones_per_interest, max_zones_total and max_pending_interests must be at least 1".into());
+                    }
+                    // A SET_ZONE opens its zone, its visible zones and the quiet zone.
+                    if ca.dialect == Dialect::Toontown2003
+                        && ca.toontown.max_visible_zones.saturating_add(1) > l.max_zones_total
+                    {
+                        return Err(format!(
+                            "clientagent limits.max_zones_total = {}: a 2003 client's SET_ZONE may open toontown.max_visible_zones + 1 = {} zones; raise it or lower max_visible_zones",
+                            l.max_zones_total,
+                            ca.toontown.max_visible_zones.saturating_add(1)
+                        ));
                     }
                 }
                 RoleConfig::EventLogger { .. } => {

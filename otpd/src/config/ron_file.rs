@@ -52,6 +52,34 @@ mod tests {
     }
 
     #[test]
+    fn the_zone_budget_must_fit_a_2003_set_zone() {
+        let ca = |limits: &str, toontown: &str| {
+            format!(
+                "(roles: [ClientAgent((bind: \"127.0.0.1:1\", version: \"v\", channels: (min: 1000000, max: 1000009), \
+                 dialect: Toontown2003, toontown: ({toontown}), limits: ({limits})))])"
+            )
+        };
+        let c = parse("t.ron", &ca("", "")).unwrap();
+        c.validate().unwrap();
+        let e = parse("t.ron", &ca("max_zones_total: 128", ""))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("max_zones_total = 128"), "{e}");
+        let c = parse(
+            "t.ron",
+            &ca("max_zones_total: 128", "max_visible_zones: 127"),
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let e = parse("t.ron", &ca("max_zones_total: 0", ""))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("max_zones_total"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_names_key_and_line() {
         let e = parse(
             "t.ron",

@@ -56,6 +56,11 @@ pub(in crate::clientagent) trait ClientView {
     fn interest_added(&mut self, id: u16, context: u32, i: &Interest, out: &mut SessionOut);
     /// The cluster closed interest `id` for the client (CLIENTAGENT_REMOVE_INTEREST).
     fn interest_removed(&mut self, id: u16, context: u32, out: &mut SessionOut);
+    /// The eject code for a client whose interests would pass `max_zones_total`: Astron's
+    /// for an interest over its limits.
+    fn zone_budget_code(&self) -> u16 {
+        otp_wire::msgtypes::eject::CLIENT_DISCONNECT_FORBIDDEN_INTEREST
+    }
 }
 
 /// Writes one client message that carries a doid only.

@@ -297,7 +297,7 @@ impl Session {
             view.leave_owned(doid, out);
         }
         core.historical.insert(doid);
-        core.visible.remove(&doid);
+        core.unshow(doid);
         Ok(())
     }
 
@@ -431,10 +431,7 @@ impl Session {
         if !visible && !owned {
             return Ok(());
         }
-        if let Some(o) = core.visible.get_mut(&doid) {
-            o.parent = parent;
-            o.zone = zone;
-        }
+        core.move_visible(doid, parent, zone);
         if let Some(o) = core.owned.get_mut(&doid) {
             o.parent = parent;
             o.zone = zone;

@@ -131,12 +131,28 @@ pub(in crate::clientagent) struct SessionCore {
     pub(super) session_objects: BTreeSet<u32>,
     /// Objects the client saw once: late messages about them are not its fault.
     pub(super) historical: FxHashSet<u32>,
+    /// Objects the client sees, with where they are (change them through `show`, `unshow`
+    /// and `move_visible`, which keep `visible_by_zone` in step).
     pub(super) visible: FxHashMap<u32, Obj>,
+    /// `visible` by location: (parent, zone, doid), so that closing a zone visits only the
+    /// objects in it.
+    pub(super) visible_by_zone: BTreeSet<(u32, u32, u32)>,
     pub(super) declared: FxHashMap<u32, u16>,
     pub(super) owned: FxHashMap<u32, Obj>,
     /// Objects whose entrance is held in a pending interest op, by that op's context.
     pub(super) pending_objects: FxHashMap<u32, u32>,
+    /// Open interests (change them through `interests.rs`, which keeps `zone_counts` and
+    /// `zones_total` in step).
     pub(super) interests: BTreeMap<u16, Interest>,
+    /// How many open interests see each (parent, zone); zones no interest sees are absent.
+    pub(super) zone_counts: FxHashMap<(u32, u32), u32>,
+    /// Zones of all open interests together (the sum of their sizes), against
+    /// `max_zones_total`.
+    pub(super) zones_total: usize,
+    /// Book-keeping steps taken (zones counted, indexed objects visited), for the tests that
+    /// show a change costs what it changes and not what else is open.
+    #[cfg(test)]
+    pub(super) work: std::cell::Cell<u64>,
     pub(super) ops: BTreeMap<u32, InterestOp>,
     pub(super) sendable: FxHashMap<u32, Vec<u16>>,
     hello_deadline: Option<Instant>,
@@ -185,10 +201,15 @@ impl SessionCore {
             session_objects: BTreeSet::new(),
             historical: FxHashSet::default(),
             visible: FxHashMap::default(),
+            visible_by_zone: BTreeSet::new(),
             declared: FxHashMap::default(),
             owned: FxHashMap::default(),
             pending_objects: FxHashMap::default(),
             interests: BTreeMap::new(),
+            zone_counts: FxHashMap::default(),
+            zones_total: 0,
+            #[cfg(test)]
+            work: std::cell::Cell::new(0),
             ops: BTreeMap::new(),
             sendable: FxHashMap::default(),
             rate: RateWindow {
@@ -578,7 +599,9 @@ impl SessionCore {
 
     /// Checks what the session keeps against itself (for tests and fuzzing): every object
     /// the client was shown is one the session knows the class and location of, and the
-    /// reverse. An error names the broken rule.
+    /// reverse; the index of visible objects by location matches them; the count of
+    /// interests seeing each zone and the total of zones match a recount of the interests.
+    /// An error names the broken rule.
     pub(super) fn check_invariants(&self) -> Result<(), String> {
         if self.seen.len() != self.visible.len()
             || !self.seen.iter().all(|d| self.visible.contains_key(d))
@@ -587,6 +610,39 @@ impl SessionCore {
                 "seen ({}) and visible ({}) disagree",
                 self.seen.len(),
                 self.visible.len()
+            ));
+        }
+        if self.visible_by_zone.len() != self.visible.len()
+            || !self
+                .visible
+                .iter()
+                .all(|(&d, o)| self.visible_by_zone.contains(&(o.parent, o.zone, d)))
+        {
+            return Err(format!(
+                "visible ({}) and its index by zone ({}) disagree",
+                self.visible.len(),
+                self.visible_by_zone.len()
+            ));
+        }
+        let mut counts: FxHashMap<(u32, u32), u32> = FxHashMap::default();
+        let mut total = 0;
+        for i in self.interests.values() {
+            total += i.zones.len();
+            for &z in &i.zones {
+                *counts.entry((i.parent, z)).or_insert(0) += 1;
+            }
+        }
+        if counts != self.zone_counts {
+            return Err(format!(
+                "zone counts ({} zones) disagree with the interests ({} zones)",
+                self.zone_counts.len(),
+                counts.len()
+            ));
+        }
+        if total != self.zones_total {
+            return Err(format!(
+                "zones_total {} but the interests hold {total} zones",
+                self.zones_total
             ));
         }
         Ok(())

@@ -101,6 +101,11 @@ impl ClientView for State {
     fn interest_added(&mut self, _: u16, _: u32, _: &Interest, _: &mut SessionOut) {}
 
     fn interest_removed(&mut self, _: u16, _: u32, _: &mut SessionOut) {}
+
+    /// As for a SET_ZONE of too many zones: GO_GET_LOST 1.
+    fn zone_budget_code(&self) -> u16 {
+        LOST_GENERIC
+    }
 }
 
 /// Writes an object's REQUIRED (and with `other`, OTHER) section (`body`, as the cluster sent
