@@ -8,7 +8,7 @@ use std::fmt;
 
 /// A literal value as written in a DC file.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Val {
+pub(crate) enum Val {
     Int(i128),
     Real(f64),
     Str(Vec<u8>),
@@ -18,6 +18,7 @@ pub enum Val {
     Repeat(Box<Val>, u32),
 }
 
+/// Limits that validation adds to the DC file's own (for values from untrusted senders).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ValidateOptions {
     /// Refuse string bytes >= 0x80 (Astron's rule).
@@ -27,9 +28,12 @@ pub struct ValidateOptions {
     pub max_string_bytes: u32,
 }
 
+/// Packed bytes that are not a valid value of their field, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValueError {
+    /// The byte offset (in the bytes given) where the fault was found.
     pub at: usize,
+    /// What is wrong (a range, a length, an unknown switch case, ...).
     pub message: String,
     /// The bytes ended before the value did (as opposed to a value that breaks its type's
     /// constraints); a client agent tells the two apart (eject 109 against 127).
@@ -49,7 +53,7 @@ fn in_ranges_i(ranges: &[(i64, i64)], v: i64) -> bool {
 }
 
 /// Packs a literal against a parameter type.
-pub fn pack_value(dc: &DcFile, p: &Param, v: &Val) -> Result<Vec<u8>, String> {
+pub(crate) fn pack_value(dc: &DcFile, p: &Param, v: &Val) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     pack_into(dc, p, v, &mut out)?;
     // What was packed must also validate.
