@@ -11,8 +11,11 @@ use std::ops::Range;
 /// divisor), as Panda3D presents them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// A negative integer or one of a signed type (`int8` to `int64`).
     Int(i64),
+    /// An integer of an unsigned type (`uint8` to `uint64`).
     UInt(u64),
+    /// `float64`, `float32`, or an integer type with a divisor.
     Float(f64),
     /// `string`, and a `char` as a one-byte string.
     Str(Vec<u8>),
@@ -472,7 +475,7 @@ pub fn value_to_json(v: &Value) -> serde_json::Value {
     }
 }
 
-pub fn json_to_value(j: &serde_json::Value) -> Result<Value, String> {
+pub(crate) fn json_to_value(j: &serde_json::Value) -> Result<Value, String> {
     use serde_json::Value as J;
     Ok(match j {
         J::Number(n) => {

@@ -30,230 +30,287 @@ pub(crate) struct LexError {
     pub message: String,
 }
 
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
-pub(crate) fn lex(src: &str) -> Result<Vec<Token>, LexError> {
-    let b = src.as_bytes();
-    let mut out = Vec::new();
-    let (mut i, mut line, mut line_start) = (0usize, 1usize, 0usize);
-    let err = |line: usize, col: usize, m: &str| LexError {
+fn err(line: usize, col: usize, m: &str) -> LexError {
+    LexError {
         line,
         col,
         message: m.to_string(),
-    };
-    while i < b.len() {
-        let c = b[i];
-        let col = i - line_start + 1;
-        if c == b'\n' {
-            line += 1;
-            i += 1;
-            line_start = i;
-            continue;
-        }
-        if c.is_ascii_whitespace() {
-            i += 1;
-            continue;
-        }
-        if c == b'/' && b.get(i + 1) == Some(&b'/') {
-            while i < b.len() && b[i] != b'\n' {
-                i += 1;
-            }
-            continue;
-        }
-        if c == b'/' && b.get(i + 1) == Some(&b'*') {
-            let (sl, sc) = (line, col);
-            i += 2;
-            loop {
-                if i + 1 >= b.len() {
-                    return Err(err(sl, sc, "unterminated comment"));
-                }
-                if b[i] == b'\n' {
-                    line += 1;
-                    line_start = i + 1;
-                }
-                if b[i] == b'*' && b[i + 1] == b'/' {
-                    i += 2;
-                    break;
-                }
-                i += 1;
-            }
-            continue;
-        }
-        let start = i;
-        let tok = if c.is_ascii_alphabetic() || c == b'_' {
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                i += 1;
-            }
-            Tok::Ident(src[start..i].to_string())
-        } else if c.is_ascii_digit()
-            || (c == b'-' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
-            || (c == b'.' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
-        {
-            let neg = c == b'-';
-            if neg {
-                i += 1;
-            }
-            let ds = i;
-            if b[i] == b'0' && matches!(b.get(i + 1), Some(b'x') | Some(b'X')) {
-                i += 2;
-                let hs = i;
-                while i < b.len() && b[i].is_ascii_hexdigit() {
-                    i += 1;
-                }
-                let v = u64::from_str_radix(&src[hs..i], 16)
-                    .map_err(|_| err(line, col, "invalid hex number"))?;
-                if neg {
-                    Tok::SInt(-(v as i128) as i64)
-                } else {
-                    Tok::UInt(v)
-                }
-            } else {
-                while i < b.len() && b[i].is_ascii_digit() {
-                    i += 1;
-                }
-                let mut real = false;
-                if i < b.len() && b[i] == b'.' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit()) {
-                    real = true;
-                    i += 1;
-                    while i < b.len() && b[i].is_ascii_digit() {
-                        i += 1;
-                    }
-                }
-                if i < b.len()
-                    && (b[i] == b'e' || b[i] == b'E')
-                    && (b.get(i + 1).is_some_and(|d| d.is_ascii_digit())
-                        || (matches!(b.get(i + 1), Some(b'-') | Some(b'+'))
-                            && b.get(i + 2).is_some_and(|d| d.is_ascii_digit())))
-                {
-                    real = true;
-                    i += 2;
-                    while i < b.len() && b[i].is_ascii_digit() {
-                        i += 1;
-                    }
-                }
-                let text = &src[ds..i];
-                if real {
-                    let v: f64 = text.parse().map_err(|_| err(line, col, "invalid number"))?;
-                    Tok::Real(if neg { -v } else { v })
-                } else {
-                    let v: u64 = if text.len() > 1 && text.starts_with('0') {
-                        u64::from_str_radix(&text[1..], 8)
-                            .map_err(|_| err(line, col, "invalid octal number"))?
-                    } else {
-                        text.parse()
-                            .map_err(|_| err(line, col, "number out of range"))?
-                    };
-                    if neg {
-                        if v > i64::MAX as u64 + 1 {
-                            return Err(err(line, col, "number out of range"));
-                        }
-                        Tok::SInt((-(v as i128)) as i64)
-                    } else {
-                        Tok::UInt(v)
-                    }
-                }
-            }
-        } else if c == b'"' || c == b'\'' {
-            let q = c;
-            i += 1;
-            let mut s = Vec::new();
-            loop {
-                if i >= b.len() || b[i] == b'\n' {
-                    return Err(err(line, col, "unterminated string"));
-                }
-                let ch = b[i];
-                if ch == q {
-                    i += 1;
-                    break;
-                }
-                if ch == b'\\' {
-                    i += 1;
-                    let e = *b
-                        .get(i)
-                        .ok_or_else(|| err(line, col, "unterminated string"))?;
-                    i += 1;
-                    match e {
-                        b'n' => s.push(b'\n'),
-                        b't' => s.push(b'\t'),
-                        b'r' => s.push(b'\r'),
-                        b'a' => s.push(7),
-                        b'b' => s.push(8),
-                        b'f' => s.push(12),
-                        b'v' => s.push(11),
-                        b'0'..=b'7' => {
-                            let mut v = (e - b'0') as u32;
-                            for _ in 0..2 {
-                                match b.get(i) {
-                                    Some(d @ b'0'..=b'7') => {
-                                        v = v * 8 + (d - b'0') as u32;
-                                        i += 1;
-                                    }
-                                    _ => break,
-                                }
-                            }
-                            s.push(v as u8);
-                        }
-                        b'x' => {
-                            let hs = i;
-                            while i < b.len() && b[i].is_ascii_hexdigit() && i - hs < 2 {
-                                i += 1;
-                            }
-                            let v = u8::from_str_radix(&src[hs..i], 16)
-                                .map_err(|_| err(line, col, "invalid \\x escape"))?;
-                            s.push(v);
-                        }
-                        other => s.push(other),
-                    }
-                    continue;
-                }
-                s.push(ch);
-                i += 1;
-            }
-            Tok::Str(s)
-        } else if c == b'<' {
-            // A hex string, if what follows is hex digits and whitespace up to '>'.
-            let mut j = i + 1;
-            let mut digits = Vec::new();
-            while j < b.len()
-                && (b[j].is_ascii_hexdigit() || b[j] == b' ' || b[j] == b'\t' || b[j] == b'\n')
-            {
-                if b[j].is_ascii_hexdigit() {
-                    digits.push(b[j]);
-                }
-                j += 1;
-            }
-            if j < b.len() && b[j] == b'>' {
-                if digits.len() % 2 != 0 {
-                    return Err(err(line, col, "odd number of digits in hex string"));
-                }
-                let bytes = digits
-                    .chunks(2)
-                    .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
-                    .collect();
-                for &ch in &b[i..j] {
-                    if ch == b'\n' {
-                        line += 1;
-                    }
-                }
-                i = j + 1;
-                Tok::Hex(bytes)
-            } else {
-                i += 1;
-                Tok::Punct('<')
-            }
-        } else if b"{}()[];:,=/%*.-<>".contains(&c) {
-            i += 1;
-            Tok::Punct(c as char)
-        } else {
-            let ch = src[i..].chars().next().unwrap_or('?');
-            return Err(err(line, col, &format!("unexpected character {ch:?}")));
-        };
-        out.push(Token { tok, line, col });
     }
-    let col = b.len() - line_start + 1;
+}
+
+pub(crate) fn lex(src: &str) -> Result<Vec<Token>, LexError> {
+    let mut lx = Lexer {
+        src,
+        b: src.as_bytes(),
+        i: 0,
+        line: 1,
+        line_start: 0,
+    };
+    let mut out = Vec::new();
+    while lx.i < lx.b.len() {
+        if lx.skip_trivia()? {
+            continue;
+        }
+        let col = lx.i - lx.line_start + 1;
+        let tok = lx.token(col)?;
+        // The line after the token (a hex string may span lines).
+        out.push(Token {
+            tok,
+            line: lx.line,
+            col,
+        });
+    }
+    let col = lx.b.len() - lx.line_start + 1;
     out.push(Token {
         tok: Tok::Eof,
-        line,
+        line: lx.line,
         col,
     });
     Ok(out)
+}
+
+/// The lexer's place in the source: byte offset, line, and where that line starts.
+struct Lexer<'a> {
+    src: &'a str,
+    b: &'a [u8],
+    i: usize,
+    line: usize,
+    line_start: usize,
+}
+
+impl Lexer<'_> {
+    /// Skips one newline, whitespace byte or comment; false if none starts here.
+    fn skip_trivia(&mut self) -> Result<bool, LexError> {
+        let (b, c) = (self.b, self.b[self.i]);
+        if c == b'\n' {
+            self.line += 1;
+            self.i += 1;
+            self.line_start = self.i;
+        } else if c.is_ascii_whitespace() {
+            self.i += 1;
+        } else if c == b'/' && b.get(self.i + 1) == Some(&b'/') {
+            while self.i < b.len() && b[self.i] != b'\n' {
+                self.i += 1;
+            }
+        } else if c == b'/' && b.get(self.i + 1) == Some(&b'*') {
+            self.skip_block_comment()?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// `/* ... */`, counting the lines it spans.
+    fn skip_block_comment(&mut self) -> Result<(), LexError> {
+        let b = self.b;
+        let (sl, sc) = (self.line, self.i - self.line_start + 1);
+        self.i += 2;
+        loop {
+            if self.i + 1 >= b.len() {
+                return Err(err(sl, sc, "unterminated comment"));
+            }
+            if b[self.i] == b'\n' {
+                self.line += 1;
+                self.line_start = self.i + 1;
+            }
+            if b[self.i] == b'*' && b[self.i + 1] == b'/' {
+                self.i += 2;
+                return Ok(());
+            }
+            self.i += 1;
+        }
+    }
+
+    /// The token starting at `i` (column `col`).
+    fn token(&mut self, col: usize) -> Result<Tok, LexError> {
+        let (b, i) = (self.b, self.i);
+        let c = b[i];
+        let digit_next = b.get(i + 1).is_some_and(|d| d.is_ascii_digit());
+        if c.is_ascii_alphabetic() || c == b'_' {
+            while self.i < b.len() && (b[self.i].is_ascii_alphanumeric() || b[self.i] == b'_') {
+                self.i += 1;
+            }
+            Ok(Tok::Ident(self.src[i..self.i].to_string()))
+        } else if c.is_ascii_digit() || ((c == b'-' || c == b'.') && digit_next) {
+            self.number(col)
+        } else if c == b'"' || c == b'\'' {
+            self.string(col)
+        } else if c == b'<' {
+            self.hex_string_or_angle(col)
+        } else if b"{}()[];:,=/%*.-<>".contains(&c) {
+            self.i += 1;
+            Ok(Tok::Punct(c as char))
+        } else {
+            let ch = self.src[i..].chars().next().unwrap_or('?');
+            Err(err(self.line, col, &format!("unexpected character {ch:?}")))
+        }
+    }
+
+    /// A number: hex, octal or decimal integer, or a real; a leading '-' makes it negative.
+    fn number(&mut self, col: usize) -> Result<Tok, LexError> {
+        let b = self.b;
+        let neg = b[self.i] == b'-';
+        if neg {
+            self.i += 1;
+        }
+        if b[self.i] == b'0' && matches!(b.get(self.i + 1), Some(b'x') | Some(b'X')) {
+            self.i += 2;
+            let hs = self.i;
+            while self.i < b.len() && b[self.i].is_ascii_hexdigit() {
+                self.i += 1;
+            }
+            let v = u64::from_str_radix(&self.src[hs..self.i], 16)
+                .map_err(|_| err(self.line, col, "invalid hex number"))?;
+            if neg {
+                Ok(Tok::SInt(-(v as i128) as i64))
+            } else {
+                Ok(Tok::UInt(v))
+            }
+        } else {
+            self.decimal(neg, col)
+        }
+    }
+
+    /// A decimal or octal integer, or a real with a fraction or an exponent.
+    fn decimal(&mut self, neg: bool, col: usize) -> Result<Tok, LexError> {
+        let (b, line) = (self.b, self.line);
+        let ds = self.i;
+        let skip_digits = |i: &mut usize| {
+            while *i < b.len() && b[*i].is_ascii_digit() {
+                *i += 1;
+            }
+        };
+        skip_digits(&mut self.i);
+        let mut i = self.i;
+        let mut real = false;
+        if i < b.len() && b[i] == b'.' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit()) {
+            real = true;
+            i += 1;
+            skip_digits(&mut i);
+        }
+        if i < b.len()
+            && (b[i] == b'e' || b[i] == b'E')
+            && (b.get(i + 1).is_some_and(|d| d.is_ascii_digit())
+                || (matches!(b.get(i + 1), Some(b'-') | Some(b'+'))
+                    && b.get(i + 2).is_some_and(|d| d.is_ascii_digit())))
+        {
+            real = true;
+            i += 2;
+            skip_digits(&mut i);
+        }
+        self.i = i;
+        let text = &self.src[ds..i];
+        if real {
+            let v: f64 = text.parse().map_err(|_| err(line, col, "invalid number"))?;
+            return Ok(Tok::Real(if neg { -v } else { v }));
+        }
+        let v: u64 = if text.len() > 1 && text.starts_with('0') {
+            u64::from_str_radix(&text[1..], 8)
+                .map_err(|_| err(line, col, "invalid octal number"))?
+        } else {
+            text.parse()
+                .map_err(|_| err(line, col, "number out of range"))?
+        };
+        if neg {
+            if v > i64::MAX as u64 + 1 {
+                return Err(err(line, col, "number out of range"));
+            }
+            Ok(Tok::SInt((-(v as i128)) as i64))
+        } else {
+            Ok(Tok::UInt(v))
+        }
+    }
+
+    /// A double- or single-quoted string on one line, escapes resolved.
+    fn string(&mut self, col: usize) -> Result<Tok, LexError> {
+        let b = self.b;
+        let q = b[self.i];
+        self.i += 1;
+        let mut s = Vec::new();
+        loop {
+            if self.i >= b.len() || b[self.i] == b'\n' {
+                return Err(err(self.line, col, "unterminated string"));
+            }
+            let ch = b[self.i];
+            self.i += 1;
+            if ch == q {
+                return Ok(Tok::Str(s));
+            }
+            if ch == b'\\' {
+                s.push(self.escape(col)?);
+            } else {
+                s.push(ch);
+            }
+        }
+    }
+
+    /// The byte an escape stands for (`i` is just past the backslash): C's letters, up to
+    /// three octal digits, `\x` with up to two hex digits, else the character itself.
+    fn escape(&mut self, col: usize) -> Result<u8, LexError> {
+        let b = self.b;
+        let e = *b
+            .get(self.i)
+            .ok_or_else(|| err(self.line, col, "unterminated string"))?;
+        self.i += 1;
+        Ok(match e {
+            b'n' => b'\n',
+            b't' => b'\t',
+            b'r' => b'\r',
+            b'a' => 7,
+            b'b' => 8,
+            b'f' => 12,
+            b'v' => 11,
+            b'0'..=b'7' => {
+                let mut v = (e - b'0') as u32;
+                for _ in 0..2 {
+                    match b.get(self.i) {
+                        Some(d @ b'0'..=b'7') => {
+                            v = v * 8 + (d - b'0') as u32;
+                            self.i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                v as u8
+            }
+            b'x' => {
+                let hs = self.i;
+                while self.i < b.len() && b[self.i].is_ascii_hexdigit() && self.i - hs < 2 {
+                    self.i += 1;
+                }
+                u8::from_str_radix(&self.src[hs..self.i], 16)
+                    .map_err(|_| err(self.line, col, "invalid \\x escape"))?
+            }
+            other => other,
+        })
+    }
+
+    /// `<hex digits>` (whitespace allowed inside) as bytes; else a lone '<'.
+    fn hex_string_or_angle(&mut self, col: usize) -> Result<Tok, LexError> {
+        let (b, i) = (self.b, self.i);
+        let mut j = i + 1;
+        let mut digits = Vec::new();
+        while j < b.len()
+            && (b[j].is_ascii_hexdigit() || b[j] == b' ' || b[j] == b'\t' || b[j] == b'\n')
+        {
+            if b[j].is_ascii_hexdigit() {
+                digits.push(b[j]);
+            }
+            j += 1;
+        }
+        if j >= b.len() || b[j] != b'>' {
+            self.i += 1;
+            return Ok(Tok::Punct('<'));
+        }
+        if digits.len() % 2 != 0 {
+            return Err(err(self.line, col, "odd number of digits in hex string"));
+        }
+        let bytes = digits
+            .chunks(2)
+            .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+            .collect();
+        self.line += b[i..j].iter().filter(|&&ch| ch == b'\n').count();
+        self.i = j + 1;
+        Ok(Tok::Hex(bytes))
+    }
 }

@@ -2,6 +2,8 @@
 //! inheritance), computes the same `DCFile.getHash()`, and packs, unpacks and validates field
 //! values. No dependency on Panda3D.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod convert;
 mod hash;
@@ -11,8 +13,10 @@ mod parse;
 pub mod value;
 
 pub use convert::Value;
-pub use model::{DClass, Field, FieldKind, Import, Param, St, Switch, Type};
-pub use value::{Val, ValidateOptions, ValueError};
+pub(crate) use model::Switch;
+pub use model::{DClass, Field, FieldKind, Import, Param};
+pub(crate) use value::Val;
+pub use value::{ValidateOptions, ValueError};
 
 use std::fmt;
 use std::path::Path;
@@ -20,8 +24,14 @@ use std::path::Path;
 /// Panda3D's three `dc-*` inheritance settings (all true by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashOptions {
+    /// `dc-multiple-inheritance`: a class may have several parents and fields are numbered
+    /// file-wide; off, one parent only and fields are numbered per class (the old way).
     pub multiple_inheritance: bool,
+    /// `dc-virtual-inheritance`: a field reached through several parents appears once, and a
+    /// class's field shadows the parent's field of the same name.
     pub virtual_inheritance: bool,
+    /// `dc-sort-inheritance-by-file`: a class's inherited fields are ordered by field number
+    /// (file order), as otp_server 1.42 did, rather than by parent order.
     pub sort_inheritance_by_file: bool,
 }
 
@@ -38,10 +48,15 @@ impl Default for HashOptions {
 /// A parse or semantic error, with where it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DcError {
+    /// The file's name (its path, or the name given to `parse_str`).
     pub file: String,
+    /// 1-based line; 0 when the error has no place in the text (a file that cannot be read).
     pub line: usize,
+    /// 1-based column on `line`.
     pub column: usize,
+    /// What is wrong, in Panda3D's words where it has some.
     pub message: String,
+    /// The text of `line`, shown under the message with a caret.
     pub source_line: String,
 }
 
@@ -119,6 +134,7 @@ impl DcFile {
         Self::parse_files_with(paths, HashOptions::default())
     }
 
+    /// Reads the files in order as one DC set under the given `dc-*` settings.
     pub fn parse_files_with<P: AsRef<Path>>(
         paths: &[P],
         options: HashOptions,
@@ -142,14 +158,16 @@ impl DcFile {
         Self::parse_strs_with(&refs, options)
     }
 
+    /// Reads one DC text (`name` is what errors call it), default Panda3D settings.
     pub fn parse_str(name: &str, text: &str) -> Result<DcFile, DcError> {
         Self::parse_strs(&[(name, text)])
     }
 
-    pub fn parse_strs(files: &[(&str, &str)]) -> Result<DcFile, DcError> {
+    pub(crate) fn parse_strs(files: &[(&str, &str)]) -> Result<DcFile, DcError> {
         Self::parse_strs_with(files, HashOptions::default())
     }
 
+    /// Reads `(name, text)` pairs in order as one DC set under the given `dc-*` settings.
     pub fn parse_strs_with(
         files: &[(&str, &str)],
         options: HashOptions,
@@ -249,24 +267,33 @@ impl DcFile {
         self.options.multiple_inheritance
     }
 
+    /// The `dc-*` settings the file was read under.
     pub fn options(&self) -> HashOptions {
         self.options
     }
+    /// Panda3D's `get_num_classes`: classes and structs (they share one id space).
     pub fn num_classes(&self) -> usize {
         self.classes.len()
     }
+    /// How many file-wide field ids there are (0 without `dc-multiple-inheritance`, where
+    /// fields are numbered per class).
     pub fn num_fields(&self) -> usize {
         self.by_id.len()
     }
+    /// Every class and struct, in id order (the order of the file).
     pub fn classes(&self) -> &[DClass] {
         &self.classes
     }
+    /// The class or struct with this id (Panda3D's `get_class`), if there is one.
     pub fn class(&self, id: u16) -> Option<&DClass> {
         self.classes.get(id as usize)
     }
+    /// The class or struct of this name (Panda3D's `get_class_by_name`).
     pub fn class_by_name(&self, name: &str) -> Option<&DClass> {
         self.classes.iter().find(|c| c.name == name)
     }
+    /// The field with this file-wide id (Panda3D's `get_field_by_index`); only meaningful with
+    /// `dc-multiple-inheritance`, else always `None` (see `class_field`).
     pub fn field(&self, id: u16) -> Option<&Field> {
         self.by_id.get(id as usize).map(|&i| &self.fields[i])
     }
@@ -274,6 +301,8 @@ impl DcFile {
     pub fn field_by_decl(&self, decl: usize) -> &Field {
         &self.fields[decl]
     }
+    /// The field of this name among `class`'s fields, inherited ones included (Panda3D's
+    /// `DCClass::get_field_by_name`).
     pub fn field_by_name(&self, class: &DClass, name: &str) -> Option<&Field> {
         class
             .inherited_idx
@@ -281,7 +310,7 @@ impl DcFile {
             .map(|&i| &self.fields[i])
             .find(|f| f.name == name)
     }
-    pub fn constructor(&self, class: &DClass) -> Option<&Field> {
+    pub(crate) fn constructor(&self, class: &DClass) -> Option<&Field> {
         class.constructor.map(|i| &self.fields[i])
     }
     /// The forward references never resolved: classes named as parents but not defined, and
@@ -306,12 +335,14 @@ impl DcFile {
         out
     }
 
-    pub fn typedefs(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn typedefs(&self) -> impl Iterator<Item = &str> {
         self.typedefs.iter().map(|(n, _)| n.as_str())
     }
+    /// The names the file declares with `keyword`, in order.
     pub fn declared_keywords(&self) -> &[String] {
         &self.declared_keywords
     }
+    /// The file's `import` and `from ... import` lines, in order.
     pub fn imports(&self) -> &[Import] {
         &self.imports
     }

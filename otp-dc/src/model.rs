@@ -3,7 +3,7 @@
 
 /// Panda3D's subatomic types, numbered as its `DCSubatomicType` (the hash uses the number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum St {
+pub(crate) enum St {
     Int8 = 0,
     Int16,
     Int32,
@@ -32,7 +32,7 @@ pub enum St {
 }
 
 impl St {
-    pub fn from_name(s: &str) -> Option<St> {
+    pub(crate) fn from_name(s: &str) -> Option<St> {
         Some(match s {
             "int8" => St::Int8,
             "int16" => St::Int16,
@@ -59,7 +59,7 @@ impl St {
         })
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             St::Int8 => "int8",
             St::Int16 => "int16",
@@ -86,7 +86,7 @@ impl St {
         }
     }
 
-    pub fn is_numeric(self) -> bool {
+    pub(crate) fn is_numeric(self) -> bool {
         !matches!(
             self,
             St::String | St::Blob | St::Blob32 | St::Char | St::Invalid
@@ -94,7 +94,7 @@ impl St {
     }
 
     /// Bytes of one fixed-size value, for scalar types.
-    pub fn fixed_size(self) -> Option<usize> {
+    pub(crate) fn fixed_size(self) -> Option<usize> {
         Some(match self {
             St::Int8 | St::UInt8 | St::Char => 1,
             St::Int16 | St::UInt16 => 2,
@@ -107,20 +107,20 @@ impl St {
 
 /// A simple (primitive) parameter type with its constraints, in declared and stored form.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Simple {
-    pub st: St,
-    pub divisor: u32,
+pub(crate) struct Simple {
+    pub(crate) st: St,
+    pub(crate) divisor: u32,
     /// The modulus as written (before scaling by the divisor).
-    pub modulus: Option<f64>,
+    pub(crate) modulus: Option<f64>,
     /// The ranges as written (before scaling).
-    pub ranges: Vec<(f64, f64)>,
+    pub(crate) ranges: Vec<(f64, f64)>,
     /// The ranges scaled by the divisor and rounded, as Panda3D stores them; kept up to date
     /// by `rescale` so that validation never computes (or allocates) them.
     scaled: Vec<(i64, i64)>,
 }
 
 impl Simple {
-    pub fn new(st: St) -> Simple {
+    pub(crate) fn new(st: St) -> Simple {
         Simple {
             st,
             divisor: 1,
@@ -130,7 +130,7 @@ impl Simple {
         }
     }
     /// Recomputes the scaled ranges after `ranges` or `divisor` changed.
-    pub fn rescale(&mut self) {
+    pub(crate) fn rescale(&mut self) {
         let d = self.divisor as f64;
         self.scaled = self
             .ranges
@@ -139,11 +139,11 @@ impl Simple {
             .collect();
     }
     /// Ranges scaled by the divisor and rounded as Panda3D stores them (integers).
-    pub fn int_ranges(&self) -> &[(i64, i64)] {
+    pub(crate) fn int_ranges(&self) -> &[(i64, i64)] {
         &self.scaled
     }
     /// For string/blob types: a single length range of one value means a fixed length.
-    pub fn fixed_length(&self) -> Option<usize> {
+    pub(crate) fn fixed_length(&self) -> Option<usize> {
         match self.st {
             St::String | St::Blob => {
                 let r = self.int_ranges();
@@ -158,8 +158,10 @@ impl Simple {
     }
 }
 
+/// A parameter's type: Panda3D's `DCSimpleParameter`, `DCArrayParameter`,
+/// `DCClassParameter` and `DCSwitchParameter`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Type {
+pub(crate) enum Type {
     Simple(Simple),
     /// `T[]`, `T[N]`, `T[lo-hi]`: element type and size ranges (empty = any size).
     Array {
@@ -171,45 +173,43 @@ pub enum Type {
     Switch(Box<Switch>),
 }
 
+/// One typed value in a DC file (Panda3D's `DCParameter`): a method's argument, a parameter
+/// field, a struct member, a typedef, or a switch's key or case member.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Param {
-    pub name: String,
-    pub ty: Type,
+    pub(crate) name: String,
+    pub(crate) ty: Type,
     /// The typedef this parameter was declared through, if any.
-    pub typedef: Option<String>,
+    pub(crate) typedef: Option<String>,
+    /// The default written after `=`, packed against the type; `None` if there is none.
     pub default: Option<Vec<u8>>,
     /// Keywords on a parameter used as a field.
-    pub keywords: Vec<String>,
+    pub(crate) keywords: Vec<String>,
 }
 
-impl Param {
-    pub fn fixed_array_size(&self) -> Option<usize> {
-        match &self.ty {
-            Type::Array { sizes, .. } if sizes.len() == 1 && sizes[0].0 == sizes[0].1 => {
-                Some(sizes[0].0 as usize)
-            }
-            _ => None,
-        }
-    }
-}
-
+/// A `switch (key) { case ...: ... }` (Panda3D's `DCSwitch`): the key's value selects the
+/// members that follow it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Switch {
-    pub name: String,
-    pub key: Param,
+pub(crate) struct Switch {
+    pub(crate) name: String,
+    pub(crate) key: Param,
     /// Each case's packed key value and its fields (cases sharing fields repeat them).
-    pub cases: Vec<(Vec<u8>, Vec<Param>)>,
-    pub default: Option<Vec<Param>>,
+    pub(crate) cases: Vec<(Vec<u8>, Vec<Param>)>,
+    pub(crate) default: Option<Vec<Param>>,
 }
 
+/// What a field is, as Panda3D's three `DCField` kinds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldKind {
+    /// A method, `name(type, ...)` (`DCAtomicField`): its parameters in order.
     Atomic(Vec<Param>),
+    /// A single typed value, `type name` (`DCParameter` used as a field; struct members).
     Parameter(Param),
     /// Component field ids.
     Molecular(Vec<u16>),
 }
 
+/// One field of a class or struct (Panda3D's `DCField`): its number, name, kind and keywords.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Field {
     pub(crate) id: i32,
@@ -229,17 +229,18 @@ pub struct Field {
     pub(crate) decl: usize,
 }
 
-pub const KW_REQUIRED: u32 = 0x0001;
-pub const KW_BROADCAST: u32 = 0x0002;
-pub const KW_OWNRECV: u32 = 0x0004;
-pub const KW_RAM: u32 = 0x0008;
-pub const KW_DB: u32 = 0x0010;
-pub const KW_CLSEND: u32 = 0x0020;
-pub const KW_CLRECV: u32 = 0x0040;
-pub const KW_OWNSEND: u32 = 0x0080;
-pub const KW_AIRECV: u32 = 0x0100;
+// The standard keywords' historical flags (Panda3D's `DCKeywordList` bits).
+pub(crate) const KW_REQUIRED: u32 = 0x0001;
+pub(crate) const KW_BROADCAST: u32 = 0x0002;
+pub(crate) const KW_OWNRECV: u32 = 0x0004;
+pub(crate) const KW_RAM: u32 = 0x0008;
+pub(crate) const KW_DB: u32 = 0x0010;
+pub(crate) const KW_CLSEND: u32 = 0x0020;
+pub(crate) const KW_CLRECV: u32 = 0x0040;
+pub(crate) const KW_OWNSEND: u32 = 0x0080;
+pub(crate) const KW_AIRECV: u32 = 0x0100;
 
-pub const STANDARD_KEYWORDS: [(&str, u32); 9] = [
+pub(crate) const STANDARD_KEYWORDS: [(&str, u32); 9] = [
     ("required", KW_REQUIRED),
     ("broadcast", KW_BROADCAST),
     ("ownrecv", KW_OWNRECV),
@@ -256,6 +257,9 @@ impl Field {
     pub fn id(&self) -> u16 {
         self.id.max(0) as u16
     }
+    /// The field's number as Panda3D gives it: file-wide, or its place in the class without
+    /// `dc-multiple-inheritance`; -1 for a field it does not number (constructors, some struct
+    /// members).
     pub fn number(&self) -> i32 {
         self.id
     }
@@ -263,53 +267,68 @@ impl Field {
     pub fn decl_index(&self) -> usize {
         self.decl
     }
+    /// The field's name (empty for an unnamed struct member).
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// The id of the class or struct that declares the field.
     pub fn class_id(&self) -> u16 {
         self.class
     }
+    /// Whether it is a method, a parameter or a molecular field, with its parameters.
     pub fn kind(&self) -> &FieldKind {
         &self.kind
     }
-    pub fn keywords(&self) -> &[String] {
+    pub(crate) fn keywords(&self) -> &[String] {
         &self.keywords
     }
+    /// Whether the field carries keyword `k` (standard or declared with `keyword`).
     pub fn has_keyword(&self, k: &str) -> bool {
         self.keywords.iter().any(|x| x == k)
     }
+    /// `required`: the object always has a value for it, sent when the object is created.
     pub fn is_required(&self) -> bool {
         self.flags & KW_REQUIRED != 0
     }
+    /// `broadcast`: an update goes to everyone with interest in the object's zone.
     pub fn is_broadcast(&self) -> bool {
         self.flags & KW_BROADCAST != 0
     }
+    /// `ownrecv`: an update goes to the object's owner.
     pub fn is_ownrecv(&self) -> bool {
         self.flags & KW_OWNRECV != 0
     }
+    /// `ram`: the StateServer keeps the last value and sends it with the object.
     pub fn is_ram(&self) -> bool {
         self.flags & KW_RAM != 0
     }
+    /// `db`: the value is stored in the database.
     pub fn is_db(&self) -> bool {
         self.flags & KW_DB != 0
     }
+    /// `clsend`: a client that sees the object may send this update.
     pub fn is_clsend(&self) -> bool {
         self.flags & KW_CLSEND != 0
     }
+    /// `clrecv`: clients receive this update.
     pub fn is_clrecv(&self) -> bool {
         self.flags & KW_CLRECV != 0
     }
+    /// `ownsend`: the object's owner client may send this update.
     pub fn is_ownsend(&self) -> bool {
         self.flags & KW_OWNSEND != 0
     }
+    /// `airecv`: the object's AI receives this update.
     pub fn is_airecv(&self) -> bool {
         self.flags & KW_AIRECV != 0
     }
+    /// A molecular field (`name : a, b, c`): several atomic fields sent as one.
     pub fn is_molecular(&self) -> bool {
         matches!(self.kind, FieldKind::Molecular(_))
     }
 }
 
+/// A `dclass` or `struct` (Panda3D's `DCClass`): its id, name, parents and fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DClass {
     pub(crate) id: u16,
@@ -330,15 +349,19 @@ pub struct DClass {
 }
 
 impl DClass {
+    /// The class's number: its place among the file's classes and structs.
     pub fn id(&self) -> u16 {
         self.id
     }
+    /// The class's name.
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// A `struct` (a type for parameters, never an object), not a `dclass`.
     pub fn is_struct(&self) -> bool {
         self.is_struct
     }
+    /// The ids of the classes named after `:`, in order.
     pub fn parents(&self) -> &[u16] {
         &self.parents
     }
@@ -353,8 +376,13 @@ impl DClass {
     }
 }
 
+/// An `import module` or `from module import a, b/AI/OV` line: the Python names a client or
+/// AI loads the classes from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Import {
+    /// The module named (`x.y`, possibly with `/AI`-style suffixes).
     pub module: String,
+    /// The names after `import` as written, suffixes kept (`*` for all); empty for a plain
+    /// `import module`.
     pub symbols: Vec<String>,
 }

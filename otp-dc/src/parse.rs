@@ -194,7 +194,6 @@ impl<'a> Parser<'a> {
     }
 
     /// `dclass Name : Parents { fields }` or `struct ...`; returns the new class id.
-    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
     fn parse_class(&mut self, is_struct: bool) -> R<u16> {
         let (line, col) = self.here();
         self.next();
@@ -205,45 +204,11 @@ impl<'a> Parser<'a> {
             }
             _ => String::new(),
         };
-        let mut parents = Vec::new();
-        if self.eat_punct(':') {
-            loop {
-                let (pl, pc) = self.here();
-                let pname = self.ident("a parent class name")?;
-                if self.dc.class_by_name(&pname).is_none() && !is_struct {
-                    // As Panda3D: a forward reference, a bogus class numbered now (before the
-                    // class naming it); defining it later is an error.
-                    self.dc.add_class(DClass {
-                        id: u16::MAX,
-                        name: pname.clone(),
-                        is_struct: false,
-                        parents: Vec::new(),
-                        constructor: None,
-                        fields: Vec::new(),
-                        inherited: Vec::new(),
-                        inherited_idx: Vec::new(),
-                        required: Vec::new(),
-                        line: pl,
-                        bogus: true,
-                    });
-                }
-                let Some(parent) = self.dc.class_by_name(&pname) else {
-                    return Err(self.error_at(pl, pc, format!("unknown class: {pname}")));
-                };
-                if parent.is_struct != is_struct {
-                    let what = if is_struct {
-                        "a struct cannot inherit from a dclass"
-                    } else {
-                        "a dclass cannot inherit from a struct"
-                    };
-                    return Err(self.error_at(pl, pc, format!("{what}: {pname}")));
-                }
-                parents.push(parent.id);
-                if !self.eat_punct(',') {
-                    break;
-                }
-            }
-        }
+        let parents = if self.eat_punct(':') {
+            self.parse_parents(is_struct)?
+        } else {
+            Vec::new()
+        };
         // Panda3D refuses a second parent without multiple inheritance for dclasses only.
         if parents.len() > 1 && !self.dc.options.multiple_inheritance && !is_struct {
             return Err(self.error_at(
@@ -268,10 +233,74 @@ impl<'a> Parser<'a> {
             bogus: false,
         };
         self.expect_punct('{')?;
+        self.parse_class_body(&mut class, class_index)?;
+        if name.is_empty() {
+            return Err(self.error_at(line, col, "a top-level class needs a name"));
+        }
+        if self.dc.class_by_name(&name).is_some_and(|c| c.bogus) {
+            return Err(self.error_at(
+                line,
+                col,
+                format!("base class defined after its first reference: {name}"),
+            ));
+        }
+        if self.dc.class_by_name(&name).is_some() || self.dc.switches.iter().any(|s| s.name == name)
+        {
+            return Err(self.error_at(line, col, format!("duplicate class name: {name}")));
+        }
+        Ok(self.dc.add_class(class))
+    }
+
+    /// The parent list after `:`: each parent's id; an unknown dclass parent becomes a bogus
+    /// forward reference, as in Panda3D.
+    fn parse_parents(&mut self, is_struct: bool) -> R<Vec<u16>> {
+        let mut parents = Vec::new();
+        loop {
+            let (pl, pc) = self.here();
+            let pname = self.ident("a parent class name")?;
+            if self.dc.class_by_name(&pname).is_none() && !is_struct {
+                // As Panda3D: a forward reference, a bogus class numbered now (before the
+                // class naming it); defining it later is an error.
+                self.dc.add_class(DClass {
+                    id: u16::MAX,
+                    name: pname.clone(),
+                    is_struct: false,
+                    parents: Vec::new(),
+                    constructor: None,
+                    fields: Vec::new(),
+                    inherited: Vec::new(),
+                    inherited_idx: Vec::new(),
+                    required: Vec::new(),
+                    line: pl,
+                    bogus: true,
+                });
+            }
+            let Some(parent) = self.dc.class_by_name(&pname) else {
+                return Err(self.error_at(pl, pc, format!("unknown class: {pname}")));
+            };
+            if parent.is_struct != is_struct {
+                let what = if is_struct {
+                    "a struct cannot inherit from a dclass"
+                } else {
+                    "a dclass cannot inherit from a struct"
+                };
+                return Err(self.error_at(pl, pc, format!("{what}: {pname}")));
+            }
+            parents.push(parent.id);
+            if !self.eat_punct(',') {
+                return Ok(parents);
+            }
+        }
+    }
+
+    /// The fields between `{` and `}`: each one checked and stored (numbered, or as the
+    /// constructor).
+    fn parse_class_body(&mut self, class: &mut DClass, class_index: u16) -> R<()> {
+        let is_struct = class.is_struct;
         let mut names: Vec<String> = Vec::new();
         loop {
             if self.eat_punct('}') {
-                break;
+                return Ok(());
             }
             if self.eat_punct(';') {
                 continue;
@@ -280,10 +309,10 @@ impl<'a> Parser<'a> {
                 return Err(self.error("unexpected end of file inside a class"));
             }
             let (fl, fc) = self.here();
-            let mut field = self.parse_field(&class, class_index, is_struct, &names)?;
+            let mut field = self.parse_field(class, class_index, is_struct, &names)?;
             self.expect_punct(';')?;
             field.line = fl;
-            let is_constructor = !field.name.is_empty() && field.name == name;
+            let is_constructor = !field.name.is_empty() && field.name == class.name;
             if !field.name.is_empty() {
                 if names.contains(&field.name) {
                     return Err(self.error_at(
@@ -303,52 +332,53 @@ impl<'a> Parser<'a> {
                 return Err(self.error_at(fl, fc, what));
             }
             if is_constructor {
-                if !matches!(field.kind, FieldKind::Atomic(_)) || class.constructor.is_some() {
-                    return Err(self.error_at(fl, fc, format!("invalid constructor for {name}")));
-                }
-                if !is_struct {
-                    return Err(self.error_at(
-                        fl,
-                        fc,
-                        "a non-network field cannot be stored on a dclass",
-                    ));
-                }
-                field.id = -1;
-                let idx = self.dc.push_field(field);
-                class.constructor = Some(idx);
+                self.store_constructor(class, field, fl, fc)?;
             } else {
-                for b in std::mem::take(&mut self.pending_bogus) {
-                    let n = self.new_number(&class, is_struct);
-                    self.dc.renumber(b, n);
-                    class.fields.push(b);
-                }
-                field.id = self.new_number(&class, is_struct);
-                if let FieldKind::Molecular(ids) = &mut field.kind {
-                    *ids = field
-                        .components
-                        .iter()
-                        .map(|&i| self.dc.fields[i].id.max(0) as u16)
-                        .collect();
-                }
-                let idx = self.dc.push_field(field);
-                class.fields.push(idx);
+                self.store_field(class, field);
             }
         }
-        if name.is_empty() {
-            return Err(self.error_at(line, col, "a top-level class needs a name"));
+    }
+
+    /// A field named as its class: the struct's constructor (unnumbered).
+    fn store_constructor(
+        &mut self,
+        class: &mut DClass,
+        mut field: Field,
+        fl: usize,
+        fc: usize,
+    ) -> R<()> {
+        if !matches!(field.kind, FieldKind::Atomic(_)) || class.constructor.is_some() {
+            let name = &class.name;
+            return Err(self.error_at(fl, fc, format!("invalid constructor for {name}")));
         }
-        if self.dc.class_by_name(&name).is_some_and(|c| c.bogus) {
-            return Err(self.error_at(
-                line,
-                col,
-                format!("base class defined after its first reference: {name}"),
-            ));
+        if !class.is_struct {
+            return Err(self.error_at(fl, fc, "a non-network field cannot be stored on a dclass"));
         }
-        if self.dc.class_by_name(&name).is_some() || self.dc.switches.iter().any(|s| s.name == name)
-        {
-            return Err(self.error_at(line, col, format!("duplicate class name: {name}")));
+        field.id = -1;
+        let idx = self.dc.push_field(field);
+        class.constructor = Some(idx);
+        Ok(())
+    }
+
+    /// A field of the class: the bogus atomics its molecule named are numbered first, then
+    /// the field (a molecule's component ids filled in).
+    fn store_field(&mut self, class: &mut DClass, mut field: Field) {
+        let is_struct = class.is_struct;
+        for b in std::mem::take(&mut self.pending_bogus) {
+            let n = self.new_number(class, is_struct);
+            self.dc.renumber(b, n);
+            class.fields.push(b);
         }
-        Ok(self.dc.add_class(class))
+        field.id = self.new_number(class, is_struct);
+        if let FieldKind::Molecular(ids) = &mut field.kind {
+            *ids = field
+                .components
+                .iter()
+                .map(|&i| self.dc.fields[i].id.max(0) as u16)
+                .collect();
+        }
+        let idx = self.dc.push_field(field);
+        class.fields.push(idx);
     }
 
     /// The number the next field of `class` gets (-1: none, for struct fields under some
@@ -371,7 +401,6 @@ impl<'a> Parser<'a> {
     }
 
     /// One field of a class or struct.
-    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
     fn parse_field(
         &mut self,
         class: &DClass,
@@ -384,122 +413,13 @@ impl<'a> Parser<'a> {
         if let (Tok::Ident(n), Tok::Punct(':')) = (self.peek().clone(), self.peek_at(1).clone()) {
             self.next();
             self.next();
-            let mut comps: Vec<usize> = Vec::new();
-            let mut keywords: Option<(Vec<String>, u32)> = None;
-            loop {
-                let (al, ac) = self.here();
-                let an = self.ident("an atomic field name")?;
-                let known = self.dc.find_field_in_class(class, &an).or_else(|| {
-                    let mut b = self.pending_bogus.iter();
-                    b.find(|&&i| self.dc.fields[i].name == an).copied()
-                });
-                let idx = match known {
-                    Some(i) => i,
-                    None => {
-                        // As Panda3D: an unknown atomic becomes a bogus one (no parameters,
-                        // no keywords), added to the class before this field.
-                        let i = self.dc.push_field(Field {
-                            id: -1,
-                            name: an.clone(),
-                            class: class_index,
-                            kind: FieldKind::Atomic(Vec::new()),
-                            keywords: Vec::new(),
-                            flags: 0,
-                            hash_flags: 0,
-                            line: al,
-                            components: Vec::new(),
-                            decl: 0,
-                        });
-                        self.pending_bogus.push(i);
-                        self.dc.bogus_atomics.push(an.clone());
-                        i
-                    }
-                };
-                let f = &self.dc.fields[idx];
-                if !matches!(f.kind, FieldKind::Atomic(_)) {
-                    return Err(self.error_at(al, ac, format!("not an atomic field: {an}")));
-                }
-                if self.pending_bogus.contains(&idx) {
-                    // Panda3D does not compare a bogus atomic's keywords.
-                    comps.push(idx);
-                    if !self.eat_punct(',') {
-                        break;
-                    }
-                    continue;
-                }
-                match &keywords {
-                    None => keywords = Some((f.keywords.clone(), f.flags)),
-                    Some((k, _)) => {
-                        let mut a = k.clone();
-                        let mut b = f.keywords.clone();
-                        a.sort();
-                        b.sort();
-                        if a != b {
-                            let first = &self.dc.fields[comps[0]].name;
-                            return Err(self.error_at(
-                                al,
-                                ac,
-                                format!("mismatched keywords in molecule between {first} and {an}"),
-                            ));
-                        }
-                    }
-                }
-                comps.push(idx);
-                if !self.eat_punct(',') {
-                    break;
-                }
-            }
-            let (keywords, flags) = keywords.unwrap_or_default();
-            let ids = comps
-                .iter()
-                .map(|&i| self.dc.fields[i].id.max(0) as u16)
-                .collect();
-            return Ok(Field {
-                id: -1,
-                name: n,
-                class: class_index,
-                kind: FieldKind::Molecular(ids),
-                keywords,
-                flags,
-                hash_flags: 0,
-                line,
-                components: comps,
-                decl: 0,
-            });
+            return self.parse_molecular(class, class_index, n, line);
         }
         // Atomic: `name(params)` (name optional).
         let atomic = matches!((self.peek(), self.peek_at(1)), (Tok::Ident(n), Tok::Punct('(')) if St::from_name(n).is_none() && n != "switch")
             || self.is_punct('(');
         if atomic {
-            let name = if self.is_punct('(') {
-                String::new()
-            } else {
-                self.ident("a field name")?
-            };
-            self.expect_punct('(')?;
-            let mut params = Vec::new();
-            if !self.eat_punct(')') {
-                loop {
-                    params.push(self.parse_parameter(true, true)?);
-                    if self.eat_punct(')') {
-                        break;
-                    }
-                    self.expect_punct(',')?;
-                }
-            }
-            let (keywords, flags, hash_flags) = self.keyword_list(is_struct)?;
-            return Ok(Field {
-                id: -1,
-                name,
-                class: class_index,
-                kind: FieldKind::Atomic(params),
-                keywords,
-                flags,
-                hash_flags,
-                line,
-                components: Vec::new(),
-                decl: 0,
-            });
+            return self.parse_atomic(class_index, is_struct, line);
         }
         let _ = (names, col);
         let mut p = if self.is_ident("switch") {
@@ -521,6 +441,137 @@ impl<'a> Parser<'a> {
             name: p.name.clone(),
             class: class_index,
             kind: FieldKind::Parameter(p),
+            keywords,
+            flags,
+            hash_flags,
+            line,
+            components: Vec::new(),
+            decl: 0,
+        })
+    }
+
+    /// The components of a molecular field `name : a, b, c` (after the ':'); they must be
+    /// atomic fields with the same keywords, which the molecule takes.
+    fn parse_molecular(
+        &mut self,
+        class: &DClass,
+        class_index: u16,
+        name: String,
+        line: usize,
+    ) -> R<Field> {
+        let mut comps: Vec<usize> = Vec::new();
+        let mut keywords: Option<(Vec<String>, u32)> = None;
+        loop {
+            let (al, ac) = self.here();
+            let an = self.ident("an atomic field name")?;
+            let idx = self.molecule_component(class, class_index, &an, al);
+            let f = &self.dc.fields[idx];
+            if !matches!(f.kind, FieldKind::Atomic(_)) {
+                return Err(self.error_at(al, ac, format!("not an atomic field: {an}")));
+            }
+            // Panda3D does not compare a bogus atomic's keywords.
+            if !self.pending_bogus.contains(&idx) {
+                match &keywords {
+                    None => keywords = Some((f.keywords.clone(), f.flags)),
+                    Some((k, _)) => {
+                        let mut a = k.clone();
+                        let mut b = f.keywords.clone();
+                        a.sort();
+                        b.sort();
+                        if a != b {
+                            let first = &self.dc.fields[comps[0]].name;
+                            return Err(self.error_at(
+                                al,
+                                ac,
+                                format!("mismatched keywords in molecule between {first} and {an}"),
+                            ));
+                        }
+                    }
+                }
+            }
+            comps.push(idx);
+            if !self.eat_punct(',') {
+                break;
+            }
+        }
+        let (keywords, flags) = keywords.unwrap_or_default();
+        let ids = comps
+            .iter()
+            .map(|&i| self.dc.fields[i].id.max(0) as u16)
+            .collect();
+        Ok(Field {
+            id: -1,
+            name,
+            class: class_index,
+            kind: FieldKind::Molecular(ids),
+            keywords,
+            flags,
+            hash_flags: 0,
+            line,
+            components: comps,
+            decl: 0,
+        })
+    }
+
+    /// The field a molecule names (the class's, its parents', or a bogus atomic named before);
+    /// as Panda3D, an unknown name becomes a bogus atomic (no parameters, no keywords), added
+    /// to the class before the molecule.
+    fn molecule_component(
+        &mut self,
+        class: &DClass,
+        class_index: u16,
+        an: &str,
+        al: usize,
+    ) -> usize {
+        let known = self.dc.find_field_in_class(class, an).or_else(|| {
+            let mut b = self.pending_bogus.iter();
+            b.find(|&&i| self.dc.fields[i].name == an).copied()
+        });
+        if let Some(i) = known {
+            return i;
+        }
+        let i = self.dc.push_field(Field {
+            id: -1,
+            name: an.to_string(),
+            class: class_index,
+            kind: FieldKind::Atomic(Vec::new()),
+            keywords: Vec::new(),
+            flags: 0,
+            hash_flags: 0,
+            line: al,
+            components: Vec::new(),
+            decl: 0,
+        });
+        self.pending_bogus.push(i);
+        self.dc.bogus_atomics.push(an.to_string());
+        i
+    }
+
+    /// An atomic field (a method), `name(type, ...) keywords`; the name may be missing in a
+    /// struct.
+    fn parse_atomic(&mut self, class_index: u16, is_struct: bool, line: usize) -> R<Field> {
+        let name = if self.is_punct('(') {
+            String::new()
+        } else {
+            self.ident("a field name")?
+        };
+        self.expect_punct('(')?;
+        let mut params = Vec::new();
+        if !self.eat_punct(')') {
+            loop {
+                params.push(self.parse_parameter(true, true)?);
+                if self.eat_punct(')') {
+                    break;
+                }
+                self.expect_punct(',')?;
+            }
+        }
+        let (keywords, flags, hash_flags) = self.keyword_list(is_struct)?;
+        Ok(Field {
+            id: -1,
+            name,
+            class: class_index,
+            kind: FieldKind::Atomic(params),
             keywords,
             flags,
             hash_flags,
@@ -646,127 +697,100 @@ impl<'a> Parser<'a> {
         Ok(param)
     }
 
-    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+    /// A type: a simple type with its constraints, an inline struct or switch, or a name (a
+    /// typedef, class or struct, or switch).
     fn type_name(&mut self) -> R<Param> {
-        let (line, col) = self.here();
         let name = match self.peek().clone() {
             Tok::Ident(n) => n,
             other => return Err(self.error(format!("expected a type, found {}", describe(&other)))),
         };
         if let Some(st) = St::from_name(&name) {
             self.next();
-            let mut s = Simple::new(st);
-            loop {
-                if self.is_punct('(') {
-                    self.next();
-                    let (rl, rc) = self.here();
-                    s.ranges = self.double_range()?;
-                    s.rescale();
-                    self.expect_punct(')')?;
-                    check_ranges(&s).map_err(|m| self.error_at(rl, rc, m))?;
-                } else if self.is_punct('/') && !matches!(self.peek_at(1), Tok::Ident(_)) {
-                    self.next();
-                    let (dl, dcol) = self.here();
-                    let d = self.small_uint()?;
-                    if !st.is_numeric() {
-                        return Err(self.error_at(
-                            dl,
-                            dcol,
-                            "a divisor is only valid on a numeric type",
-                        ));
-                    }
-                    if d == 0 {
-                        return Err(self.error_at(dl, dcol, "invalid divisor"));
-                    }
-                    s.divisor = d;
-                    s.rescale();
-                    check_simple(&s).map_err(|m| self.error_at(dl, dcol, m))?;
-                } else if self.is_punct('%') {
-                    self.next();
-                    let (ml, mc) = self.here();
-                    let m = self.number()?;
-                    if !st.is_numeric() {
-                        return Err(self.error_at(
-                            ml,
-                            mc,
-                            "a modulus is only valid on a numeric type",
-                        ));
-                    }
-                    if m <= 0.0 {
-                        return Err(self.error_at(ml, mc, "invalid modulus"));
-                    }
-                    s.modulus = Some(m);
-                    check_simple(&s).map_err(|e| self.error_at(ml, mc, e))?;
-                } else {
-                    break;
-                }
-            }
-            return Ok(Param {
-                name: String::new(),
-                ty: Type::Simple(s),
-                typedef: None,
-                default: None,
-                keywords: Vec::new(),
-            });
+            let s = self.simple_constraints(st)?;
+            return Ok(unnamed(Type::Simple(s)));
         }
         if name == "struct" {
             let id = self.parse_inline_struct()?;
-            return Ok(Param {
-                name: String::new(),
-                ty: Type::Class(id),
-                typedef: None,
-                default: None,
-                keywords: Vec::new(),
-            });
+            return Ok(unnamed(Type::Class(id)));
         }
         if name == "switch" {
             let sw = self.parse_switch()?;
-            return Ok(Param {
-                name: String::new(),
-                ty: Type::Switch(Box::new(sw)),
-                typedef: None,
-                default: None,
-                keywords: Vec::new(),
-            });
+            return Ok(unnamed(Type::Switch(Box::new(sw))));
         }
         self.next();
+        Ok(self.named_type(name))
+    }
+
+    /// A simple type's constraints after its name: `(ranges)`, `/ divisor`, `% modulus`, in
+    /// any order and number.
+    fn simple_constraints(&mut self, st: St) -> R<Simple> {
+        let mut s = Simple::new(st);
+        loop {
+            if self.is_punct('(') {
+                self.next();
+                let (rl, rc) = self.here();
+                s.ranges = self.double_range()?;
+                s.rescale();
+                self.expect_punct(')')?;
+                check_ranges(&s).map_err(|m| self.error_at(rl, rc, m))?;
+            } else if self.is_punct('/') && !matches!(self.peek_at(1), Tok::Ident(_)) {
+                self.next();
+                let (dl, dcol) = self.here();
+                let d = self.small_uint()?;
+                if !st.is_numeric() {
+                    return Err(self.error_at(
+                        dl,
+                        dcol,
+                        "a divisor is only valid on a numeric type",
+                    ));
+                }
+                if d == 0 {
+                    return Err(self.error_at(dl, dcol, "invalid divisor"));
+                }
+                s.divisor = d;
+                s.rescale();
+                check_simple(&s).map_err(|m| self.error_at(dl, dcol, m))?;
+            } else if self.is_punct('%') {
+                self.next();
+                let (ml, mc) = self.here();
+                let m = self.number()?;
+                if !st.is_numeric() {
+                    return Err(self.error_at(ml, mc, "a modulus is only valid on a numeric type"));
+                }
+                if m <= 0.0 {
+                    return Err(self.error_at(ml, mc, "invalid modulus"));
+                }
+                s.modulus = Some(m);
+                check_simple(&s).map_err(|e| self.error_at(ml, mc, e))?;
+            } else {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// A type by name: a typedef, a class or struct, or a switch; as Panda3D, an unknown name
+    /// is a bogus typedef of no valid value (a forward reference never resolved; defining the
+    /// typedef later is an error).
+    fn named_type(&mut self, name: String) -> Param {
         if let Some((_, p)) = self.dc.typedefs.iter().find(|(n, _)| *n == name) {
             let mut p = p.clone();
             p.name.clear();
             p.typedef = Some(name);
-            return Ok(p);
+            return p;
         }
         if let Some(c) = self.dc.class_by_name(&name) {
-            return Ok(Param {
-                name: String::new(),
-                ty: Type::Class(c.id),
-                typedef: None,
-                default: None,
-                keywords: Vec::new(),
-            });
+            return unnamed(Type::Class(c.id));
         }
         if let Some(sw) = self.dc.switches.iter().find(|s| s.name == name) {
-            return Ok(Param {
-                name: String::new(),
-                ty: Type::Switch(Box::new(sw.clone())),
-                typedef: None,
-                default: None,
-                keywords: Vec::new(),
-            });
+            return unnamed(Type::Switch(Box::new(sw.clone())));
         }
-        // As Panda3D: an unknown type name is a bogus typedef of no valid value (a forward
-        // reference never resolved; defining the typedef later is an error).
-        let _ = (line, col);
         let p = Param {
-            name: String::new(),
-            ty: Type::Simple(Simple::new(St::Invalid)),
             typedef: Some(name.clone()),
-            default: None,
-            keywords: Vec::new(),
+            ..unnamed(Type::Simple(Simple::new(St::Invalid)))
         };
         self.dc.typedefs.push((name.clone(), p.clone()));
         self.dc.bogus_typedefs.push(name);
-        Ok(p)
+        p
     }
 
     /// An anonymous or named struct inside a parameter: not added to the file's classes.
@@ -776,7 +800,7 @@ impl<'a> Parser<'a> {
         Err(self.error("inline struct definitions inside a parameter are not supported"))
     }
 
-    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+    /// `switch name (key) { case v: members... break; default: ... }` (the name is optional).
     fn parse_switch(&mut self) -> R<Switch> {
         self.next(); // 'switch'
         let name = match self.peek().clone() {
@@ -790,27 +814,7 @@ impl<'a> Parser<'a> {
         let key = self.parse_parameter(true, false)?;
         self.expect_punct(')')?;
         self.expect_punct('{')?;
-        // Field sets: each case points at one; fall-through shares them (Panda3D semantics).
-        let mut sets: Vec<Vec<Param>> = Vec::new();
-        let mut case_set: Vec<(Vec<u8>, usize)> = Vec::new();
-        let mut default_set: Option<usize> = None;
-        let mut current: Vec<usize> = Vec::new();
-        let mut fields_added = false;
-        let start_case = |sets: &mut Vec<Vec<Param>>,
-                          current: &mut Vec<usize>,
-                          fields_added: &mut bool,
-                          key: &Param|
-         -> usize {
-            let idx = if current.is_empty() || *fields_added {
-                sets.push(vec![key.clone()]);
-                current.push(sets.len() - 1);
-                sets.len() - 1
-            } else {
-                *current.last().unwrap()
-            };
-            *fields_added = false;
-            idx
-        };
+        let mut sets = SwitchSets::default();
         loop {
             if self.eat_punct('}') {
                 break;
@@ -826,61 +830,49 @@ impl<'a> Parser<'a> {
                 let bytes = pack_value(self.dc, &key, &v).map_err(|m| {
                     self.error_at(vl, vc, format!("invalid value for switch parameter: {m}"))
                 })?;
-                if case_set.iter().any(|(b, _)| *b == bytes) {
+                if sets.case_set.iter().any(|(b, _)| *b == bytes) {
                     return Err(self.error_at(vl, vc, "duplicate case value"));
                 }
-                let set = start_case(&mut sets, &mut current, &mut fields_added, &key);
-                case_set.push((bytes, set));
+                let set = sets.start_case(&key);
+                sets.case_set.push((bytes, set));
             } else if self.is_ident("default") {
                 let (dl, dcol) = self.here();
                 self.next();
                 self.expect_punct(':')?;
-                if default_set.is_some() {
+                if sets.default_set.is_some() {
                     return Err(self.error_at(dl, dcol, "default case already defined"));
                 }
-                default_set = Some(start_case(&mut sets, &mut current, &mut fields_added, &key));
+                sets.default_set = Some(sets.start_case(&key));
             } else if self.is_ident("break") {
                 self.next();
                 self.expect_punct(';')?;
-                current.clear();
-                fields_added = false;
+                sets.current.clear();
+                sets.fields_added = false;
             } else if matches!(self.peek(), Tok::Eof) {
                 return Err(self.error("unexpected end of file inside a switch"));
             } else {
-                let (fl, fc) = self.here();
-                if current.is_empty() {
-                    return Err(self.error_at(
-                        fl,
-                        fc,
-                        "case declaration required before first element",
-                    ));
-                }
-                let p = self.parse_parameter(true, true)?;
-                self.expect_punct(';')?;
-                for &s in &current {
-                    if !p.name.is_empty() && sets[s].iter().any(|q| q.name == p.name) {
-                        return Err(self.error_at(
-                            fl,
-                            fc,
-                            format!("duplicate field name: {}", p.name),
-                        ));
-                    }
-                    sets[s].push(p.clone());
-                }
-                fields_added = true;
+                self.switch_member(&mut sets)?;
             }
         }
-        let cases = case_set
-            .into_iter()
-            .map(|(b, s)| (b, sets[s].clone()))
-            .collect();
-        let default = default_set.map(|s| sets[s].clone());
-        Ok(Switch {
-            name,
-            key,
-            cases,
-            default,
-        })
+        Ok(sets.finish(name, key))
+    }
+
+    /// A member inside a switch: added to every case currently open.
+    fn switch_member(&mut self, sets: &mut SwitchSets) -> R<()> {
+        let (fl, fc) = self.here();
+        if sets.current.is_empty() {
+            return Err(self.error_at(fl, fc, "case declaration required before first element"));
+        }
+        let p = self.parse_parameter(true, true)?;
+        self.expect_punct(';')?;
+        for &s in &sets.current {
+            if !p.name.is_empty() && sets.sets[s].iter().any(|q| q.name == p.name) {
+                return Err(self.error_at(fl, fc, format!("duplicate field name: {}", p.name)));
+            }
+            sets.sets[s].push(p.clone());
+        }
+        sets.fields_added = true;
+        Ok(())
     }
 
     fn array_spec(&mut self) -> R<Vec<(u32, u32)>> {
@@ -1145,5 +1137,63 @@ pub(crate) fn describe(t: &Tok) -> String {
         Tok::Hex(_) => "a hex string".into(),
         Tok::Punct(c) => format!("'{c}'"),
         Tok::Eof => "end of file".into(),
+    }
+}
+
+/// A parameter of type `ty` with no name, typedef, default or keywords.
+fn unnamed(ty: Type) -> Param {
+    Param {
+        name: String::new(),
+        ty,
+        typedef: None,
+        default: None,
+        keywords: Vec::new(),
+    }
+}
+
+/// A switch's members while it is read: each case points at one set; cases that fall
+/// through share it (Panda3D semantics).
+#[derive(Default)]
+struct SwitchSets {
+    /// Each set starts with the key parameter.
+    sets: Vec<Vec<Param>>,
+    /// Each case's packed key value and its set.
+    case_set: Vec<(Vec<u8>, usize)>,
+    default_set: Option<usize>,
+    /// The sets members are added to now (the cases since the last `break`).
+    current: Vec<usize>,
+    /// Whether a member was added since the last case label.
+    fields_added: bool,
+}
+
+impl SwitchSets {
+    /// A `case` or `default` label: a new set, unless it falls through from a label with no
+    /// members yet.
+    fn start_case(&mut self, key: &Param) -> usize {
+        let idx = if self.current.is_empty() || self.fields_added {
+            self.sets.push(vec![key.clone()]);
+            self.current.push(self.sets.len() - 1);
+            self.sets.len() - 1
+        } else {
+            *self.current.last().unwrap()
+        };
+        self.fields_added = false;
+        idx
+    }
+
+    fn finish(self, name: String, key: Param) -> Switch {
+        let sets = self.sets;
+        let cases = self
+            .case_set
+            .into_iter()
+            .map(|(b, s)| (b, sets[s].clone()))
+            .collect();
+        let default = self.default_set.map(|s| sets[s].clone());
+        Switch {
+            name,
+            key,
+            cases,
+            default,
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::fmt;
 
 /// A literal value as written in a DC file.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Val {
+pub(crate) enum Val {
     Int(i128),
     Real(f64),
     Str(Vec<u8>),
@@ -18,6 +18,7 @@ pub enum Val {
     Repeat(Box<Val>, u32),
 }
 
+/// Limits that validation adds to the DC file's own (for values from untrusted senders).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ValidateOptions {
     /// Refuse string bytes >= 0x80 (Astron's rule).
@@ -27,9 +28,12 @@ pub struct ValidateOptions {
     pub max_string_bytes: u32,
 }
 
+/// Packed bytes that are not a valid value of their field, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValueError {
+    /// The byte offset (in the bytes given) where the fault was found.
     pub at: usize,
+    /// What is wrong (a range, a length, an unknown switch case, ...).
     pub message: String,
     /// The bytes ended before the value did (as opposed to a value that breaks its type's
     /// constraints); a client agent tells the two apart (eject 109 against 127).
@@ -49,7 +53,7 @@ fn in_ranges_i(ranges: &[(i64, i64)], v: i64) -> bool {
 }
 
 /// Packs a literal against a parameter type.
-pub fn pack_value(dc: &DcFile, p: &Param, v: &Val) -> Result<Vec<u8>, String> {
+pub(crate) fn pack_value(dc: &DcFile, p: &Param, v: &Val) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     pack_into(dc, p, v, &mut out)?;
     // What was packed must also validate.
@@ -179,66 +183,24 @@ pub(crate) fn struct_fields<'a>(
         .chain(dc.inherited(c).filter(|f| !f.is_molecular()))
 }
 
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+/// Packs a literal against a simple type, checking its range, length and size.
 fn pack_simple(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
-    let ranges = s.int_ranges();
-    let d = s.divisor as f64;
-    let as_num = |v: &Val| -> Result<f64, String> {
-        match v {
-            Val::Int(i) => Ok(*i as f64),
-            Val::Real(r) => Ok(*r),
-            Val::Str(b) if b.len() == 1 => Ok(b[0] as f64),
-            _ => Err("a number is needed".into()),
-        }
-    };
     if s.st == St::Invalid {
         return Err("the type is never defined in the DC file".into());
     }
     match s.st {
-        St::String | St::Blob | St::Blob32 => {
-            let owned;
-            let b = match v {
-                Val::Str(b) => b,
-                Val::List(items) => {
-                    let mut bytes = Vec::with_capacity(items.len());
-                    for it in items {
-                        match it {
-                            Val::Int(x) if (0..=255).contains(x) => bytes.push(*x as u8),
-                            Val::Str(c) if c.len() == 1 => bytes.push(c[0]),
-                            _ => return Err("a list of byte values is needed".into()),
-                        }
-                    }
-                    owned = bytes;
-                    &owned
-                }
-                _ => return Err("a string is needed".into()),
-            };
-            if !in_ranges_i(ranges, b.len() as i64) {
-                return Err("length outside the allowed range".into());
-            }
-            if s.fixed_length().is_none() {
-                if s.st == St::Blob32 {
-                    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-                } else {
-                    if b.len() > u16::MAX as usize {
-                        return Err("too long".into());
-                    }
-                    out.extend_from_slice(&(b.len() as u16).to_le_bytes());
-                }
-            }
-            out.extend_from_slice(b);
-            Ok(())
-        }
+        St::String | St::Blob | St::Blob32 => pack_bytes(s, v, out),
         St::Char => {
-            let x = as_num(v)?;
-            if !(0.0..=255.0).contains(&x) || !in_ranges_i(ranges, x as i64) {
+            let x = as_number(v)?;
+            if !(0.0..=255.0).contains(&x) || !in_ranges_i(s.int_ranges(), x as i64) {
                 return Err("character out of range".into());
             }
             out.push(x as u8);
             Ok(())
         }
         St::Float64 | St::Float32 => {
-            let x = as_num(v)? * d;
+            let d = s.divisor as f64;
+            let x = as_number(v)? * d;
             if !s.ranges.is_empty() && !s.ranges.iter().any(|&(a, b)| x >= a * d && x <= b * d) {
                 return Err("value out of range".into());
             }
@@ -255,58 +217,112 @@ fn pack_simple(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
         | St::UInt8Array
         | St::UInt16Array
         | St::UInt32Array
-        | St::UInt32UInt8Array => {
-            let Val::List(items) = v else {
-                return Err("a list is needed".into());
-            };
-            let start = out.len();
-            out.extend_from_slice(&[0, 0]);
-            let elem = match s.st {
-                St::Int8Array => St::Int8,
-                St::Int16Array => St::Int16,
-                St::Int32Array => St::Int32,
-                St::UInt8Array => St::UInt8,
-                St::UInt16Array => St::UInt16,
-                St::UInt32Array => St::UInt32,
-                _ => St::UInt32,
-            };
-            for (i, item) in items.iter().enumerate() {
-                let e = if s.st == St::UInt32UInt8Array && i % 2 == 1 {
-                    St::UInt8
-                } else {
-                    elem
-                };
-                let mut es = Simple::new(e);
-                es.ranges = s.ranges.clone();
-                es.divisor = s.divisor;
-                es.rescale();
-                pack_simple(&es, item, out)?;
+        | St::UInt32UInt8Array => pack_int_array(s, v, out),
+        _ => pack_int(s, v, out),
+    }
+}
+
+/// A literal as a number (a one-byte string counts as its byte).
+fn as_number(v: &Val) -> Result<f64, String> {
+    match v {
+        Val::Int(i) => Ok(*i as f64),
+        Val::Real(r) => Ok(*r),
+        Val::Str(b) if b.len() == 1 => Ok(b[0] as f64),
+        _ => Err("a number is needed".into()),
+    }
+}
+
+/// `string`, `blob`, `blob32`: a string or a list of byte values, with its length prefix
+/// unless the type has a fixed length.
+fn pack_bytes(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
+    let owned;
+    let b = match v {
+        Val::Str(b) => b,
+        Val::List(items) => {
+            let mut bytes = Vec::with_capacity(items.len());
+            for it in items {
+                match it {
+                    Val::Int(x) if (0..=255).contains(x) => bytes.push(*x as u8),
+                    Val::Str(c) if c.len() == 1 => bytes.push(c[0]),
+                    _ => return Err("a list of byte values is needed".into()),
+                }
             }
-            let len = out.len() - start - 2;
-            out[start..start + 2].copy_from_slice(&(len as u16).to_le_bytes());
-            Ok(())
+            owned = bytes;
+            &owned
         }
-        _ => {
-            let x = as_num(v)?;
-            let scaled = (x * d).round();
-            let iv = scaled as i128;
-            let size = s.st.fixed_size().unwrap_or(1);
-            let signed = matches!(s.st, St::Int8 | St::Int16 | St::Int32 | St::Int64);
-            let (min, max): (i128, i128) = if signed {
-                (-(1i128 << (size * 8 - 1)), (1i128 << (size * 8 - 1)) - 1)
-            } else {
-                (0, (1i128 << (size * 8)) - 1)
-            };
-            if iv < min || iv > max {
-                return Err("value out of range for its type".into());
+        _ => return Err("a string is needed".into()),
+    };
+    if !in_ranges_i(s.int_ranges(), b.len() as i64) {
+        return Err("length outside the allowed range".into());
+    }
+    if s.fixed_length().is_none() {
+        if s.st == St::Blob32 {
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        } else {
+            if b.len() > u16::MAX as usize {
+                return Err("too long".into());
             }
-            if !in_ranges_i(ranges, iv as i64) {
-                return Err("value outside the allowed range".into());
-            }
-            out.extend_from_slice(&(iv as u64).to_le_bytes()[..size]);
-            Ok(())
+            out.extend_from_slice(&(b.len() as u16).to_le_bytes());
         }
     }
+    out.extend_from_slice(b);
+    Ok(())
+}
+
+/// `int8array` ... `uint32uint8array`: a list of elements behind a 16-bit byte count, each
+/// element under the array's ranges and divisor.
+fn pack_int_array(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
+    let Val::List(items) = v else {
+        return Err("a list is needed".into());
+    };
+    let start = out.len();
+    out.extend_from_slice(&[0, 0]);
+    let elem = match s.st {
+        St::Int8Array => St::Int8,
+        St::Int16Array => St::Int16,
+        St::Int32Array => St::Int32,
+        St::UInt8Array => St::UInt8,
+        St::UInt16Array => St::UInt16,
+        St::UInt32Array => St::UInt32,
+        _ => St::UInt32,
+    };
+    for (i, item) in items.iter().enumerate() {
+        let e = if s.st == St::UInt32UInt8Array && i % 2 == 1 {
+            St::UInt8
+        } else {
+            elem
+        };
+        let mut es = Simple::new(e);
+        es.ranges = s.ranges.clone();
+        es.divisor = s.divisor;
+        es.rescale();
+        pack_simple(&es, item, out)?;
+    }
+    let len = out.len() - start - 2;
+    out[start..start + 2].copy_from_slice(&(len as u16).to_le_bytes());
+    Ok(())
+}
+
+/// An integer type: the number times the divisor, rounded, within the type and its ranges.
+fn pack_int(s: &Simple, v: &Val, out: &mut Vec<u8>) -> Result<(), String> {
+    let x = as_number(v)?;
+    let scaled = (x * s.divisor as f64).round();
+    let iv = scaled as i128;
+    let size = s.st.fixed_size().unwrap_or(1);
+    let signed = matches!(s.st, St::Int8 | St::Int16 | St::Int32 | St::Int64);
+    let (min, max): (i128, i128) = if signed {
+        (-(1i128 << (size * 8 - 1)), (1i128 << (size * 8 - 1)) - 1)
+    } else {
+        (0, (1i128 << (size * 8)) - 1)
+    };
+    if iv < min || iv > max {
+        return Err("value out of range for its type".into());
+    }
+    if !in_ranges_i(s.int_ranges(), iv as i64) {
+        return Err("value outside the allowed range".into());
+    }
+    out.extend_from_slice(&(iv as u64).to_le_bytes()[..size]);
+    Ok(())
 }
 
 fn err(at: usize, m: impl Into<String>) -> ValueError {
@@ -433,14 +449,13 @@ pub(crate) fn validate_field_at(
     }
 }
 
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+/// Validates one value of a simple type at `at`; returns the offset just past it.
 fn validate_simple(
     s: &Simple,
     bytes: &[u8],
     at: usize,
     o: ValidateOptions,
 ) -> Result<usize, ValueError> {
-    let ranges = s.int_ranges();
     if s.st == St::Invalid {
         return Err(ValueError {
             at,
@@ -449,67 +464,14 @@ fn validate_simple(
         });
     }
     match s.st {
-        St::String | St::Blob | St::Blob32 => {
-            let (len, start) = match s.fixed_length() {
-                Some(n) => (n, at),
-                None if s.st == St::Blob32 => (
-                    u32::from_le_bytes(take(bytes, at, 4)?.try_into().unwrap()) as usize,
-                    at + 4,
-                ),
-                None => (
-                    u16::from_le_bytes(take(bytes, at, 2)?.try_into().unwrap()) as usize,
-                    at + 2,
-                ),
-            };
-            let data = take(bytes, start, len)?;
-            if !in_ranges_i(ranges, len as i64) {
-                return Err(err(at, format!("length {len} outside the allowed range")));
-            }
-            if o.max_string_bytes > 0 && len > o.max_string_bytes as usize {
-                return Err(err(
-                    at,
-                    format!("length {len} over the cap of {}", o.max_string_bytes),
-                ));
-            }
-            if o.ascii_strings_only && s.st == St::String && data.iter().any(|&b| b >= 0x80) {
-                return Err(err(start, "string byte >= 0x80"));
-            }
-            Ok(start + len)
-        }
+        St::String | St::Blob | St::Blob32 => validate_bytes(s, bytes, at, o),
         St::Int8Array
         | St::Int16Array
         | St::Int32Array
         | St::UInt8Array
         | St::UInt16Array
         | St::UInt32Array
-        | St::UInt32UInt8Array => {
-            let len = u16::from_le_bytes(take(bytes, at, 2)?.try_into().unwrap()) as usize;
-            let data = take(bytes, at + 2, len)?;
-            let (size, signed) = match s.st {
-                St::Int8Array => (1, true),
-                St::Int16Array => (2, true),
-                St::Int32Array => (4, true),
-                St::UInt8Array => (1, false),
-                St::UInt16Array => (2, false),
-                St::UInt32Array => (4, false),
-                _ => (5, false),
-            };
-            if !len.is_multiple_of(size) {
-                return Err(err(
-                    at,
-                    format!("array of {len} bytes is not a whole number of {size}-byte elements"),
-                ));
-            }
-            if !ranges.is_empty() && size != 5 {
-                for chunk in data.chunks_exact(size) {
-                    let v = read_int(chunk, signed);
-                    if !in_ranges_i(ranges, v) {
-                        return Err(err(at, format!("element {v} outside the allowed range")));
-                    }
-                }
-            }
-            Ok(at + 2 + len)
-        }
+        | St::UInt32UInt8Array => validate_int_array(s, bytes, at),
         St::Float64 => {
             let v = f64::from_le_bytes(take(bytes, at, 8)?.try_into().unwrap());
             let d = s.divisor as f64;
@@ -522,25 +484,97 @@ fn validate_simple(
             take(bytes, at, 4)?;
             Ok(at + 4)
         }
-        st => {
-            let size = st.fixed_size().unwrap_or(1);
-            let raw = take(bytes, at, size)?;
-            let signed = matches!(st, St::Int8 | St::Int16 | St::Int32 | St::Int64);
-            if !ranges.is_empty() || s.modulus.is_some() {
-                let v = read_int(raw, signed);
-                if !in_ranges_i(ranges, v) {
-                    return Err(err(at, format!("{v} outside the allowed range")));
-                }
-                if let Some(m) = s.modulus {
-                    let m = (m * s.divisor as f64 + 0.5).floor() as i64;
-                    if m > 0 && (v < 0 || v >= m) && !signed {
-                        return Err(err(at, format!("{v} not below the modulus {m}")));
-                    }
-                }
+        _ => validate_int(s, bytes, at),
+    }
+}
+
+/// `string`, `blob`, `blob32`: the length (prefixed, or the type's fixed one) within the
+/// type's range and the server's cap; a string's bytes 7-bit if asked.
+fn validate_bytes(
+    s: &Simple,
+    bytes: &[u8],
+    at: usize,
+    o: ValidateOptions,
+) -> Result<usize, ValueError> {
+    let (len, start) = match s.fixed_length() {
+        Some(n) => (n, at),
+        None if s.st == St::Blob32 => (
+            u32::from_le_bytes(take(bytes, at, 4)?.try_into().unwrap()) as usize,
+            at + 4,
+        ),
+        None => (
+            u16::from_le_bytes(take(bytes, at, 2)?.try_into().unwrap()) as usize,
+            at + 2,
+        ),
+    };
+    let data = take(bytes, start, len)?;
+    if !in_ranges_i(s.int_ranges(), len as i64) {
+        return Err(err(at, format!("length {len} outside the allowed range")));
+    }
+    if o.max_string_bytes > 0 && len > o.max_string_bytes as usize {
+        return Err(err(
+            at,
+            format!("length {len} over the cap of {}", o.max_string_bytes),
+        ));
+    }
+    if o.ascii_strings_only && s.st == St::String && data.iter().any(|&b| b >= 0x80) {
+        return Err(err(start, "string byte >= 0x80"));
+    }
+    Ok(start + len)
+}
+
+/// `int8array` ... `uint32uint8array`: a 16-bit byte count that is a whole number of
+/// elements, each element within the ranges.
+fn validate_int_array(s: &Simple, bytes: &[u8], at: usize) -> Result<usize, ValueError> {
+    let ranges = s.int_ranges();
+    let len = u16::from_le_bytes(take(bytes, at, 2)?.try_into().unwrap()) as usize;
+    let data = take(bytes, at + 2, len)?;
+    let (size, signed) = match s.st {
+        St::Int8Array => (1, true),
+        St::Int16Array => (2, true),
+        St::Int32Array => (4, true),
+        St::UInt8Array => (1, false),
+        St::UInt16Array => (2, false),
+        St::UInt32Array => (4, false),
+        _ => (5, false),
+    };
+    if !len.is_multiple_of(size) {
+        return Err(err(
+            at,
+            format!("array of {len} bytes is not a whole number of {size}-byte elements"),
+        ));
+    }
+    if !ranges.is_empty() && size != 5 {
+        for chunk in data.chunks_exact(size) {
+            let v = read_int(chunk, signed);
+            if !in_ranges_i(ranges, v) {
+                return Err(err(at, format!("element {v} outside the allowed range")));
             }
-            Ok(at + size)
         }
     }
+    Ok(at + 2 + len)
+}
+
+/// An integer type (and `char`): within the ranges, and an unsigned one below the modulus.
+fn validate_int(s: &Simple, bytes: &[u8], at: usize) -> Result<usize, ValueError> {
+    let ranges = s.int_ranges();
+    let st = s.st;
+    let size = st.fixed_size().unwrap_or(1);
+    let raw = take(bytes, at, size)?;
+    let signed = matches!(st, St::Int8 | St::Int16 | St::Int32 | St::Int64);
+    if !ranges.is_empty() || s.modulus.is_some() {
+        let v = read_int(raw, signed);
+        if !in_ranges_i(ranges, v) {
+            return Err(err(at, format!("{v} outside the allowed range")));
+        }
+        if let Some(m) = s.modulus {
+            let m = (m * s.divisor as f64 + 0.5).floor() as i64;
+            if m > 0 && (v < 0 || v >= m) && !signed {
+                return Err(err(at, format!("{v} not below the modulus {m}")));
+            }
+        }
+    }
+    Ok(at + size)
 }
 
 fn read_int(raw: &[u8], signed: bool) -> i64 {
