@@ -222,7 +222,7 @@ const GOOD_KEY: &str = "5f0c3a9e1d7b2468ace013579bdf02468ace13579bdf0246813579bd
 /// tokens for any account (HMAC under a known or guessable key); a key otpd does not know in
 /// `Signed(...)` was ignored. Each such cluster must refuse to start, saying why.
 #[test]
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn signed_tokens_refuse_short_secrets_and_unknown_keys() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token.key"), GOOD_KEY).unwrap();

@@ -97,7 +97,7 @@ fn count(seq: &[u16], t: u16) -> usize {
 /// HELLO, established by the server, an interest opened, objects entering, field updates,
 /// an owned object moved, an object walking out, the interest closed, then disconnect.
 #[test]
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn login_interest_and_disconnect() {
     let set_pos = field("Avatar", "setPos");
     let level = field("Avatar", "setLevel");

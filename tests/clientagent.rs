@@ -461,7 +461,7 @@ fn hello_checks_version_then_hash_and_must_come_first() {
 }
 
 #[test]
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn each_hostile_input_gets_its_eject_code_and_event_and_no_one_else_is_hurt() {
     let mut c = start(&[
         "relocate: false, limits: (max_datagram_bytes: 1024, max_zones_per_interest: 4)",
@@ -633,7 +633,7 @@ fn each_hostile_input_gets_its_eject_code_and_event_and_no_one_else_is_hurt() {
 }
 
 #[test]
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn a_client_logs_in_opens_interest_sees_objects_and_updates_and_owns_an_avatar() {
     let mut c = start(&["relocate: true"]);
     let set_pos = c.field("Avatar", "setPos");

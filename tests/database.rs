@@ -91,7 +91,7 @@ fn postgres_objects_are_created_read_updated_and_deleted_with_broadcasts() {
     objects_are_created_read_updated_and_deleted_with_broadcasts(&pg.backend());
 }
 
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn objects_are_created_read_updated_and_deleted_with_broadcasts(backend: &str) {
     let mut s = Db::start(backend);
     let (fname, fscore, flevel) = (s.f("setName"), s.f("setScore"), s.f("setLevel"));
@@ -493,7 +493,7 @@ fn postgres_refuses_a_second_otpd_and_a_newer_schema() {
 }
 
 #[test]
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn export_from_sqlite_import_into_postgres_and_dump() {
     let dir = tempfile::tempdir().unwrap();
     let pg = PgServer::start();

@@ -290,7 +290,7 @@ fn updates_write_db_fields_back() {
 }
 
 #[test]
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn reads_of_inactive_objects_go_to_the_database() {
     let mut s = Db::start();
     let doid = 100_003;

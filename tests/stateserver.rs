@@ -207,7 +207,7 @@ fn create_announces_location_asks_ai_and_wakes_children() {
 }
 
 #[test]
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn fields_go_where_their_keywords_say_with_the_sender_kept() {
     let mut s = Ss::start();
     let doid = 200_002;
@@ -617,7 +617,7 @@ fn delete_field_ram_forgets_ram_resets_required_and_refuses_required_without_def
 }
 
 #[test]
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn location_ai_and_owner_changes_notify_everyone_concerned() {
     let mut s = Ss::start();
     let doid = 200_006;
@@ -743,7 +743,7 @@ fn location_ai_and_owner_changes_notify_everyone_concerned() {
 }
 
 #[test]
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn parents_know_their_children_by_zone() {
     let mut s = Ss::start();
     let (p, c1, c2) = (300_000u32, 300_001u32, 300_002u32);
@@ -1133,7 +1133,7 @@ fn race_an_owner_change_during_a_location_change() {
 }
 
 #[test]
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn creates_need_every_required_field_and_refuse_bad_ones() {
     let mut s = Ss::start();
     let mut client = s.listen(&[CLIENT]);

@@ -55,7 +55,7 @@ fn start_numbered(legacy: bool) -> Cluster {
 
 /// As `start`, with another DC file and another class for the playground's object (its
 /// required fields written by `required`).
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn start_full(
     dc_path: &std::path::Path,
     playground_class: &str,
@@ -374,7 +374,7 @@ fn the_2003_walk_on_a_cluster_numbering_fields_per_class() {
 
 /// The walk: every number the client sends or reads comes from the test's own 2003 table
 /// (`client_numbers_2003`), every number the AI uses from the cluster's DC settings.
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn walk(mut c: Cluster) {
     let name_field = c.client_field("DistributedToon", "setName");
     let set_x = c.client_field("DistributedToon", "setX");
@@ -540,7 +540,7 @@ fn walk(mut c: Cluster) {
 }
 
 #[test]
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn every_refusal_gets_its_reason_code() {
     let c = start();
     // Wrong version, wrong hash, unknown token type, messages before login.

@@ -187,6 +187,22 @@ pub struct Param {
     pub(crate) keywords: Vec<String>,
 }
 
+impl Param {
+    /// The bytes this parameter always packs to, when that is fixed (a number type).
+    pub fn fixed_size(&self) -> Option<usize> {
+        match &self.ty {
+            Type::Simple(s) => s.st.fixed_size(),
+            _ => None,
+        }
+    }
+
+    /// Whether this parameter is a plain 32-bit integer (`uint32` or `int32`, no divisor): how
+    /// DC files type a doid.
+    pub fn is_plain_int32(&self) -> bool {
+        matches!(&self.ty, Type::Simple(s) if matches!(s.st, St::UInt32 | St::Int32) && s.divisor == 1)
+    }
+}
+
 /// A `switch (key) { case ...: ... }` (Panda3D's `DCSwitch`): the key's value selects the
 /// members that follow it.
 #[derive(Debug, Clone, PartialEq)]

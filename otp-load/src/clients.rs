@@ -668,7 +668,7 @@ impl Worker {
 }
 
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // TODO: split by what it does (ARCHITECTURE.md, Lints)
 fn client_thread(
     o: &Opts,
     shared: &Shared,
@@ -975,7 +975,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 use report::json_str;
 
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // TODO: split by what it does (ARCHITECTURE.md, Lints)
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let epoch = Instant::now();

@@ -105,7 +105,7 @@ fn count_until(s: &mut TcpStream, want: u64) -> Result<Instant, String> {
     Ok(Instant::now())
 }
 
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // TODO: split by what it does (ARCHITECTURE.md, Lints)
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let dc = crate::load_dc(std::path::Path::new(&o.dc))?;

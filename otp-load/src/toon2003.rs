@@ -163,7 +163,7 @@ pub(crate) fn run_ai(args: &[String]) -> Result<(), String> {
     }
 }
 
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // TODO: split by what it does (ARCHITECTURE.md, Lints)
 pub(crate) fn run_client(args: &[String]) -> Result<(), String> {
     let ca = arg(args, "--ca").unwrap_or_else(|| "127.0.0.1:7198".into());
     let dc = dc_file(args)?;

@@ -271,7 +271,7 @@ impl State {
     }
 
     /// One datagram body (msgtype + payload). Err = the client is finished (true: ejected).
-    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+    #[allow(clippy::too_many_lines)] // TODO: split by what it does (ARCHITECTURE.md, Lints)
     fn on_datagram(&mut self, b: &[u8], cx: &mut Ctx) -> Result<(), bool> {
         let Some(t) = u16_at(b, 0) else {
             return Ok(());
@@ -590,7 +590,7 @@ impl Worker {
     }
 }
 
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // TODO: split by what it does (ARCHITECTURE.md, Lints)
 fn client_thread(
     o: &Opts,
     shared: &Shared,
@@ -778,7 +778,7 @@ fn wk_index(k: usize, t: usize, o: &Opts) -> u32 {
     (t + k * o.threads) as u32
 }
 
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // TODO: split by what it does (ARCHITECTURE.md, Lints)
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let epoch = Instant::now();

@@ -922,7 +922,7 @@ impl<'a> Harness<'a> {
 
     // ---- built datagrams -----------------------------------------------------------------
 
-    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+    #[allow(clippy::too_many_lines)] // one scenario, read top to bottom
     fn client_built(&mut self) {
         let b = self.inp.u8();
         let kind = CLIENT_KINDS[b as usize % CLIENT_KINDS.len()];
@@ -1153,7 +1153,7 @@ impl<'a> Harness<'a> {
         self.client_step(&body);
     }
 
-    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+    #[allow(clippy::too_many_lines)] // one scenario, read top to bottom
     fn server_built(&mut self) {
         let kind = SERVER_KINDS[self.inp.u8() as usize % SERVER_KINDS.len()];
         let sender = match self.inp.u8() {
@@ -1352,7 +1352,7 @@ impl<'a> Harness<'a> {
     }
 
     /// The cluster answers one of the session's requests (see [`op::ANSWER`]).
-    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+    #[allow(clippy::too_many_lines)] // one scenario, read top to bottom
     fn answer(&mut self) {
         let which = self.inp.u8();
         let sent = if which == 0xff {
@@ -1559,7 +1559,7 @@ impl<'a> Harness<'a> {
 
     // ---- invariants ----------------------------------------------------------------------
 
-    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+    #[allow(clippy::too_many_lines)] // one scenario, read top to bottom
     fn check(&mut self, step: Step) {
         let n = self.summary.steps;
         // Jobs are answered at the next time step (see `time`).

@@ -193,7 +193,7 @@ pub mod eject {
 }
 
 /// The name of an internal or client-agent message type, for logs.
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one table: a name per message type
 pub fn internal_name(t: MsgType) -> &'static str {
     match t {
         CONTROL_ADD_CHANNEL => "CONTROL_ADD_CHANNEL",

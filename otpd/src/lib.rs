@@ -7,8 +7,6 @@
 //! modes of the files otpd writes. ARCHITECTURE.md at the repository root has the map.
 
 pub mod cli;
-// TODO(lead): dialect step
-#[allow(unreachable_pub, clippy::too_many_lines)]
 pub mod clientagent;
 pub mod cluster;
 pub mod config;

@@ -44,7 +44,7 @@ fn core_label(core: usize) -> Labels {
 }
 
 /// Renders every metric, as of now.
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // TODO: split by what it does (ARCHITECTURE.md, Lints)
 pub fn render(stats: &Stats, events: &Counters) -> String {
     let mut registry = Registry::with_prefix("otpd");
     let f = Families {

@@ -211,39 +211,9 @@ impl ClientAgent {
             _ => FxHashMap::default(),
         };
         if config.dialect == crate::config::Dialect::Toontown2003 {
-            let toontown = &config.toontown;
-            let class = schema
-                .dc()
-                .class_by_name(&toontown.avatar_class)
-                .ok_or_else(|| {
-                    format!(
-                        "toontown.avatar_class '{}' is not in the DC files",
-                        toontown.avatar_class
-                    )
-                })?;
-            for f in [&toontown.name_field, &toontown.dna_field] {
-                if schema.dc().field_by_name(class, f).is_none() {
-                    return Err(format!(
-                        "toontown: '{}' has no field '{f}'",
-                        toontown.avatar_class
-                    ));
-                }
-            }
+            check_avatar_class(config, &schema)?;
         }
-        let mut uds = FxHashMap::default();
-        for u in uberdogs {
-            let class = schema
-                .dc()
-                .class_by_name(&u.class)
-                .ok_or_else(|| format!("UberDOG {} has unknown class '{}'", u.id, u.class))?;
-            uds.insert(
-                u.id,
-                UberDogInfo {
-                    class: class.id(),
-                    anonymous: u.anonymous,
-                },
-            );
-        }
+        let uds = uberdog_classes(uberdogs, &schema)?;
         let interests = match config.add_interest.as_str() {
             "enabled" => InterestPolicy::Enabled,
             "disabled" => InterestPolicy::Disabled,
@@ -367,4 +337,49 @@ impl ClientAgent {
     pub fn label(&self) -> String {
         format!("clientagent {}", self.bind)
     }
+}
+
+/// A 2003 listener's avatar class and its name and DNA fields exist in the DC files.
+fn check_avatar_class(config: &ClientAgentConfig, schema: &Schema) -> Result<(), String> {
+    let toontown = &config.toontown;
+    let class = schema
+        .dc()
+        .class_by_name(&toontown.avatar_class)
+        .ok_or_else(|| {
+            format!(
+                "toontown.avatar_class '{}' is not in the DC files",
+                toontown.avatar_class
+            )
+        })?;
+    for f in [&toontown.name_field, &toontown.dna_field] {
+        if schema.dc().field_by_name(class, f).is_none() {
+            return Err(format!(
+                "toontown: '{}' has no field '{f}'",
+                toontown.avatar_class
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The UberDOGs by doid, with their classes looked up in the DC files.
+fn uberdog_classes(
+    uberdogs: &[UberDog],
+    schema: &Schema,
+) -> Result<FxHashMap<u32, UberDogInfo>, String> {
+    let mut uds = FxHashMap::default();
+    for u in uberdogs {
+        let class = schema
+            .dc()
+            .class_by_name(&u.class)
+            .ok_or_else(|| format!("UberDOG {} has unknown class '{}'", u.id, u.class))?;
+        uds.insert(
+            u.id,
+            UberDogInfo {
+                class: class.id(),
+                anonymous: u.anonymous,
+            },
+        );
+    }
+    Ok(uds)
 }

@@ -867,7 +867,7 @@ impl ClusterConfig {
     }
 
     /// Constraints shared by both file formats (Astron's reserved channels and doids).
-    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+    #[allow(clippy::too_many_lines)] // TODO: split by what it does (ARCHITECTURE.md, Lints)
     pub fn validate(&self) -> Result<(), String> {
         use otp_wire::channels::{is_reserved_channel, is_reserved_doid};
         let channel_ok = |what: &str, c: u64| -> Result<(), String> {

@@ -198,7 +198,7 @@ impl Core {
         Ok(core)
     }
 
-    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+    #[allow(clippy::too_many_lines)] // TODO: split by what it does (ARCHITECTURE.md, Lints)
     pub(super) fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         let spin = Duration::from_micros(self.shared.config.messagedirector.idle_spin_us);

@@ -170,7 +170,7 @@ impl Runtime {
     }
 
     /// As `start_with_roles`, also serving the given ClientAgents' client listeners.
-    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+    #[allow(clippy::too_many_lines)] // TODO: split by what it does (ARCHITECTURE.md, Lints)
     pub fn start_full<F>(
         config: ClusterConfig,
         roles: F,

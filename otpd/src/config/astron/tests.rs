@@ -436,7 +436,7 @@ fn stateserver_and_dbss() {
 }
 
 #[test]
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn database_backends() {
     let db = |backend: &str| {
         format!("{MD}roles:\n  - type: database\n    control: 75757\n    generate:\n      min: 1000000\n      max: 1000010\n{backend}")

@@ -480,7 +480,7 @@ struct Snapshot {
     ranges: BTreeSet<(usize, u64)>,
 }
 
-#[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn run_scenario(
     cores: usize,
     homes: &[usize],

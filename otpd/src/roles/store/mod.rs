@@ -224,7 +224,7 @@ impl<B: Backend> Store<B> {
         }
     }
 
-    #[allow(clippy::too_many_lines)] // TODO(issue 21): split by what it does
+    #[allow(clippy::too_many_lines)] // one short arm per message type or key
     fn apply_one(&mut self, op: &Op) -> Result<Outcome, String> {
         let schema = Arc::clone(&self.schema);
         if let Op::AvatarCreate {

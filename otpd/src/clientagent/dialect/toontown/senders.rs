@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::config::{AvatarIdField, DEFAULT_AVATAR_ID_FIELDS};
-use otp_dc::{DcFile, FieldKind, St, Type};
+use otp_dc::{DcFile, FieldKind};
 
 /// Distinct p2p targets one session tracks at once (each with its one-second count). A new
 /// target while all are in their second is refused: no honest client whispers to this many
@@ -93,19 +93,13 @@ fn arg_offset(field: &otp_dc::Field, arg: usize) -> Result<usize, String> {
     }
     let mut offset = 0;
     for (i, p) in params.iter().enumerate() {
-        let simple = match &p.ty {
-            Type::Simple(s) => Some(s),
-            _ => None,
-        };
         if i == arg {
-            let ok =
-                simple.is_some_and(|s| matches!(s.st, St::UInt32 | St::Int32) && s.divisor == 1);
-            return match ok {
+            return match p.is_plain_int32() {
                 true => Ok(offset),
                 false => Err(format!("argument {i} is not a uint32 (or int32)")),
             };
         }
-        match simple.and_then(|s| s.st.fixed_size()) {
+        match p.fixed_size() {
             Some(n) => offset += n,
             None => {
                 return Err(format!(
