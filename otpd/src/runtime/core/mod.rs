@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[path = "client_io.rs"]
+/// Client connections: accepting, reading, sessions, writing (the same `Core`, by concern).
 mod client_io;
 
 pub(super) const WAKER: Token = Token(0);
