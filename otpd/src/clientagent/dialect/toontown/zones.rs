@@ -55,6 +55,9 @@ impl Ctx<'_> {
         let max = self.ca.toontown.max_visible_zones.max(1);
         let mut zones: smallvec::SmallVec<[u32; 4]> = smallvec::SmallVec::new();
         zones.push(zone);
+        // Each zone once (a set: a long list costs its length, not its square).
+        let mut seen = rustc_hash::FxHashSet::default();
+        seen.insert(zone);
         while r.remaining() >= 2 {
             let z = r.u16()? as u32;
             if zones.len() >= max {
@@ -63,7 +66,7 @@ impl Ctx<'_> {
                     format!("More than {max} visible zones in one SET_ZONE."),
                 ));
             }
-            if !zones.contains(&z) {
+            if seen.insert(z) {
                 zones.push(z);
             }
         }
@@ -72,7 +75,7 @@ impl Ctx<'_> {
                 if zones.len() >= max {
                     break;
                 }
-                if !zones.contains(&z) {
+                if seen.insert(z) {
                     zones.push(z);
                 }
             }
