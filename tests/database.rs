@@ -28,13 +28,17 @@ struct Db {
 
 impl Db {
     fn start(backend: &str) -> Db {
+        Db::start_with(backend, "")
+    }
+    /// With `top` added to the cluster's top-level settings.
+    fn start_with(backend: &str, top: &str) -> Db {
         let dc = TestDc::load();
         let port = free_port();
         let o = Otpd::start_full(
             port,
             "",
             &format!(
-                "dc_files: [\"{}\"], roles: [{}],",
+                "{top} dc_files: [\"{}\"], roles: [{}],",
                 dc.path.display(),
                 db_role(backend)
             ),
@@ -435,6 +439,105 @@ fn kill_9_during_writes_loses_no_acknowledged_write(backend: &str) {
         next > highest,
         "the doid counter went back: {next} after {highest}"
     );
+}
+
+/// The Database role's figure `metric` on the metrics endpoint at `port`.
+fn db_metric(port: u16, metric: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let key = format!("metric=\"{metric}\"");
+    r.lines()
+        .filter(|l| {
+            l.starts_with("otpd_role{") && l.contains("role=\"database\"") && l.contains(&key)
+        })
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<u64>().ok()))
+        .sum()
+}
+
+/// Waits (5 s at most) for the figure to read `want` (figures are published periodically).
+fn wait_metric(port: u16, metric: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = db_metric(port, metric);
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{metric}: {got}, not {want}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn postgres_restart_fails_requests_cleanly_then_reconnects() {
+    let pg = PgServer::start();
+    let metrics = free_port();
+    let mut s = Db::start_with(
+        &pg.backend(),
+        &format!("metrics: Some(\"127.0.0.1:{metrics}\"),"),
+    );
+    wait_for_port(metrics);
+    let fscore = s.f("setScore");
+    let doid = s.create(1, &[(fscore, P::new().u32(7))]);
+    assert_ne!(doid, 0);
+    pg.restart();
+    // Every request is answered: a clean failure while the connection is reopened, then
+    // success again within seconds, otpd untouched.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ctx = 100;
+    let mut failed = 0;
+    loop {
+        ctx += 1;
+        let got = s.ask(
+            DBSERVER_OBJECT_GET_FIELD,
+            P::new().u32(ctx).u32(doid).u16(fscore),
+        );
+        if got == P::new().u32(ctx).u8(1).u16(fscore).u32(7).0 {
+            break;
+        }
+        assert_eq!(got, P::new().u32(ctx).u8(0).0, "not a clean failure");
+        failed += 1;
+        assert!(
+            Instant::now() < deadline,
+            "still failing {failed} requests after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The acknowledged object is there (read above); a new one gets a fresh doid, and both
+    // are readable.
+    let next = s.create(2, &[(fscore, P::new().u32(8))]);
+    assert!(next > doid, "doid {next} after {doid}");
+    let got = s.ask(
+        DBSERVER_OBJECT_GET_FIELD,
+        P::new().u32(3).u32(next).u16(fscore),
+    );
+    assert_eq!(got, P::new().u32(3).u8(1).u16(fscore).u32(8).0);
+    // One request a batch here: each failed request is a failed batch.
+    wait_metric(metrics, "reconnects", 1);
+    assert_eq!(db_metric(metrics, "failed_batches"), failed);
+    assert!(db_metric(metrics, "connections_lost") <= 1);
+    // A second restart is survived the same way.
+    pg.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        ctx += 1;
+        let got = s.ask(
+            DBSERVER_OBJECT_GET_FIELD,
+            P::new().u32(ctx).u32(next).u16(fscore),
+        );
+        if got == P::new().u32(ctx).u8(1).u16(fscore).u32(8).0 {
+            break;
+        }
+        assert_eq!(got, P::new().u32(ctx).u8(0).0, "not a clean failure");
+        assert!(
+            Instant::now() < deadline,
+            "still failing after a second restart"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_metric(metrics, "reconnects", 2);
 }
 
 #[test]

@@ -448,6 +448,32 @@ impl PgServer {
         }
     }
 
+    /// Restarts the server on the same data directory and port (a fast shutdown: every
+    /// connection is closed), waiting until it accepts connections again.
+    pub(crate) fn restart(&self) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("pg.log");
+        let mut c = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.bin.join("pg_ctl"))
+        };
+        let st = c
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-m", "fast", "-w", "-t", "30", "restart"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "pg_ctl restart failed");
+    }
+
     /// The cluster.ron backend for this server's `postgres` database.
     pub(crate) fn backend(&self) -> String {
         format!(

@@ -4,7 +4,7 @@
 //! durable; changes are re-broadcast on `(2 << 32) | doid` when `broadcast` is on.
 
 use super::finish_or_drop;
-use super::store::{Job, Op, Outcome};
+use super::store::{BatchNote, Job, Op, Outcome};
 use super::{AnyJob, Output, Role, Schema, Worker, ANY_CLASS};
 use otp_wire::channels::{database_channel, BCHAN_DBSERVERS};
 use otp_wire::msgtypes::*;
@@ -24,6 +24,10 @@ pub struct Database {
     latency_us_sum: u64,
     latency_us_max: u64,
     in_flight: u64,
+    /// Batches failed as a whole, storage connections lost and reopened.
+    failed_batches: u64,
+    connections_lost: u64,
+    reconnects: u64,
     limits: super::WorkerLimits,
     /// The class fields are read in: `ANY_CLASS` (file-wide numbering), or while a request
     /// held for its object's class is handled, that class.
@@ -59,6 +63,9 @@ impl Database {
             latency_us_sum: 0,
             latency_us_max: 0,
             in_flight: 0,
+            failed_batches: 0,
+            connections_lost: 0,
+            reconnects: 0,
             limits: super::WorkerLimits::default(),
             scope: ANY_CLASS,
             now,
@@ -150,6 +157,7 @@ impl Database {
             msgtype,
             outcome: Outcome::Pending,
             queued: self.now,
+            note: None,
         }));
     }
 
@@ -428,6 +436,26 @@ impl Database {
         Ok(())
     }
 
+    /// Counts what befell a batch; a connection lost or reopened is an event.
+    fn batch_noted(&mut self, note: &BatchNote, out: &mut Output) {
+        use super::event::{encode, Ev};
+        self.failed_batches += u64::from(note.failed);
+        if note.reconnected {
+            self.reconnects += 1;
+            out.events.push(encode(
+                "database-reconnected",
+                &[("role", Ev::Str("database"))],
+            ));
+        }
+        if let Some(why) = &note.lost {
+            self.connections_lost += 1;
+            out.events.push(encode(
+                "database-lost",
+                &[("role", Ev::Str("database")), ("reason", Ev::Str(why))],
+            ));
+        }
+    }
+
     #[allow(clippy::too_many_lines)] // one short arm per message type or key
     fn answer(&mut self, job: Job, out: &mut Output) {
         let Job {
@@ -437,7 +465,11 @@ impl Database {
             msgtype,
             outcome,
             queued,
+            note,
         } = job;
+        if let Some(note) = note {
+            self.batch_noted(&note, out);
+        }
         let us = self.now.saturating_duration_since(queued).as_micros() as u64;
         self.requests += 1;
         self.in_flight = self.in_flight.saturating_sub(1);
@@ -741,6 +773,9 @@ impl Role for Database {
         out.push(("in_flight", self.in_flight));
         out.push(("latency_us_sum", self.latency_us_sum));
         out.push(("latency_us_max", self.latency_us_max));
+        out.push(("failed_batches", self.failed_batches));
+        out.push(("connections_lost", self.connections_lost));
+        out.push(("reconnects", self.reconnects));
     }
 
     fn take_worker(&mut self) -> Option<Box<dyn Worker>> {

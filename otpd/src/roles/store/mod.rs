@@ -119,6 +119,20 @@ pub struct Job {
     pub outcome: Outcome,
     /// When the role queued it (for the latency figures).
     pub queued: std::time::Instant,
+    /// What befell its batch, told on the batch's first job only.
+    pub note: Option<BatchNote>,
+}
+
+/// What the store tells the role about a batch beyond each job's outcome (for the metrics
+/// and the events).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BatchNote {
+    /// The batch failed as a whole (every job's outcome is `StorageError`).
+    pub failed: bool,
+    /// The engine's connection was reopened before the batch.
+    pub reconnected: bool,
+    /// The engine's connection was found lost during the batch: why.
+    pub lost: Option<String>,
 }
 
 /// Why a store cannot be opened.
@@ -163,6 +177,17 @@ pub trait Backend: Send + 'static {
     fn account_insert(&mut self, name: &str, data: &[u8]) -> Result<bool, String>;
     /// Every account name, ascending (for export).
     fn account_names(&mut self) -> Result<Vec<String>, String>;
+    /// Before each batch: `Ok(None)` the engine is as it was; `Ok(Some(next))` its connection
+    /// was reopened and `next` is the stored doid counter (a commit whose answer was lost may
+    /// have moved it); `Err` it is unavailable, and the batch fails untried.
+    fn ready(&mut self) -> Result<Option<u32>, String> {
+        Ok(None)
+    }
+    /// After a failed batch was rolled back: whether the connection itself is lost (it is
+    /// reopened by a later `ready`).
+    fn lost(&mut self) -> bool {
+        false
+    }
 }
 
 /// The database's state machine over a backend: the doid counter and the rules of each
@@ -201,8 +226,28 @@ impl<B: Backend> Store<B> {
         self.backend
     }
 
-    /// Applies every job in one transaction; on a storage error the whole batch fails.
+    /// Applies every job in one transaction; on a storage error the whole batch fails. A
+    /// commit whose answer is lost fails too: it may have landed, but is never acknowledged.
     pub fn apply(&mut self, jobs: &mut [Job]) {
+        let mut note = BatchNote::default();
+        match self.backend.ready() {
+            Ok(None) => {}
+            Ok(Some(stored)) => {
+                // Never back: a doid handed out and committed is above both.
+                self.next_doid = self.next_doid.max(stored).max(self.min_doid);
+                note.reconnected = true;
+            }
+            Err(e) => {
+                note.failed = true;
+                for job in jobs.iter_mut() {
+                    job.outcome = Outcome::StorageError(e.clone());
+                }
+                if let Some(first) = jobs.first_mut() {
+                    first.note = Some(note);
+                }
+                return;
+            }
+        }
         let start_doid = self.next_doid;
         let result = (|| -> Result<(), String> {
             self.backend.begin()?;
@@ -218,8 +263,17 @@ impl<B: Backend> Store<B> {
             log::error!("database: a batch of {} requests failed: {e}", jobs.len());
             self.backend.rollback();
             self.next_doid = start_doid;
+            note.failed = true;
+            if self.backend.lost() {
+                note.lost = Some(e.clone());
+            }
             for job in jobs.iter_mut() {
                 job.outcome = Outcome::StorageError(e.clone());
+            }
+        }
+        if note != BatchNote::default() {
+            if let Some(first) = jobs.first_mut() {
+                first.note = Some(note);
             }
         }
     }

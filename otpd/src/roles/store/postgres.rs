@@ -1,18 +1,41 @@
 //! The PostgreSQL engine: the same schema in a PostgreSQL database, one connection held by the
 //! database worker thread, an advisory lock so that two otpds never share one database.
-//! Commits are durable with the server's default `synchronous_commit = on`.
+//! Commits are durable with the server's default `synchronous_commit = on`. A connection lost
+//! (a restart, a failover) is reopened before a later batch, with backoff; batches fail
+//! meanwhile.
 
 use super::{Backend, Schema, Store, StoreError, SCHEMA_VERSION};
 use otp_wire::Doid;
 use postgres::{Client, NoTls};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The advisory lock key otpd holds on its database ("otpd" in ASCII).
 const LOCK_KEY: i64 = 0x6f747064;
+/// The wait before the second attempt to reconnect; it doubles after each failed attempt, up
+/// to `RETRY_MAX` (the first attempt is made on the first batch after the loss).
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub struct PgBackend {
     client: Client,
     st: Statements,
+    config: postgres::Config,
+    /// "address/database", for messages.
+    name: String,
+    /// Set while the connection is lost.
+    down: Option<Down>,
+    /// A rollback failed: the connection is unusable even if not yet seen closed.
+    broken: bool,
+}
+
+/// A lost connection: since when, why, and when the next attempt may be made.
+struct Down {
+    since: Instant,
+    why: String,
+    retry_at: Instant,
+    delay: Duration,
+    attempts: u32,
 }
 
 /// Every statement, prepared once (a query string costs a round trip of its own each time).
@@ -56,7 +79,28 @@ pub fn open(
     if !password.is_empty() {
         config.password(password);
     }
-    let what = |err: postgres::Error| StoreError(format!("postgres {address}/{database}: {err}"));
+    let name = format!("{address}/{database}");
+    let (client, st, next) = connect(&config, &name)?;
+    let backend = PgBackend {
+        client,
+        st,
+        config,
+        name,
+        down: None,
+        broken: false,
+    };
+    let store = Store::new(backend, schema, next, min_doid, max_doid);
+    log::info!(
+        "database: postgres {address}/{database}; next doid {}",
+        store.next_doid()
+    );
+    Ok(store)
+}
+
+/// Opens a connection: connects, takes the lock, creates the schema if needed, prepares the
+/// statements, and reads the stored doid counter.
+fn connect(config: &postgres::Config, name: &str) -> Result<(Client, Statements, u32), StoreError> {
+    let what = |err: postgres::Error| StoreError(format!("postgres {name}: {err}"));
     let mut client = config.connect(NoTls).map_err(what)?;
     let locked: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
@@ -64,7 +108,7 @@ pub fn open(
         .get(0);
     if !locked {
         return Err(StoreError(format!(
-            "postgres {address}/{database}: locked by another otpd (advisory lock {LOCK_KEY})"
+            "postgres {name}: locked by another otpd (advisory lock {LOCK_KEY})"
         )));
     }
     client
@@ -102,7 +146,7 @@ pub fn open(
         }
         Some(v) if v > SCHEMA_VERSION => {
             return Err(StoreError(format!(
-                "postgres {address}/{database}: schema version {v} is newer than this otpd's \
+                "postgres {name}: schema version {v} is newer than this otpd's \
                  ({SCHEMA_VERSION}); run a newer otpd, or export with it and import here"
             )));
         }
@@ -134,12 +178,7 @@ pub fn open(
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )?,
     };
-    let store = Store::new(PgBackend { client, st }, schema, next, min_doid, max_doid);
-    log::info!(
-        "database: postgres {address}/{database}; next doid {}",
-        store.next_doid()
-    );
-    Ok(store)
+    Ok((client, st, next))
 }
 
 impl Backend for PgBackend {
@@ -150,7 +189,74 @@ impl Backend for PgBackend {
         self.client.batch_execute("COMMIT").map_err(e)
     }
     fn rollback(&mut self) {
-        let _ = self.client.batch_execute("ROLLBACK");
+        if self.client.batch_execute("ROLLBACK").is_err() {
+            self.broken = true;
+        }
+    }
+    fn ready(&mut self) -> Result<Option<u32>, String> {
+        if self.down.is_none() && self.client.is_closed() {
+            // Closed while idle: reopen now rather than fail a batch first.
+            self.lost();
+        }
+        let Some(down) = &mut self.down else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        if now < down.retry_at {
+            return Err(format!(
+                "postgres {}: connection lost ({}); reconnecting",
+                self.name, down.why
+            ));
+        }
+        match connect(&self.config, &self.name) {
+            Ok((client, st, next)) => {
+                log::warn!(
+                    "database: postgres {} reconnected after {} ms ({} failed attempts); \
+                     stored next doid {next}",
+                    self.name,
+                    now.saturating_duration_since(down.since).as_millis(),
+                    down.attempts
+                );
+                self.client = client;
+                self.st = st;
+                self.down = None;
+                self.broken = false;
+                Ok(Some(next))
+            }
+            Err(err) => {
+                log::debug!("database: reconnect failed: {err}");
+                down.attempts += 1;
+                down.retry_at = now + down.delay;
+                down.delay = (down.delay * 2).min(RETRY_MAX);
+                Err(format!("{err}; reconnecting"))
+            }
+        }
+    }
+    fn lost(&mut self) -> bool {
+        if self.down.is_some() {
+            return true;
+        }
+        if !(self.broken || self.client.is_closed()) {
+            return false;
+        }
+        let why = if self.broken {
+            "rollback failed"
+        } else {
+            "connection closed"
+        };
+        log::error!(
+            "database: postgres {} connection lost ({why}); requests fail until it is reopened",
+            self.name
+        );
+        let now = Instant::now();
+        self.down = Some(Down {
+            since: now,
+            why: why.to_string(),
+            retry_at: now,
+            delay: RETRY_FIRST,
+            attempts: 0,
+        });
+        true
     }
     fn class_of(&mut self, doid: Doid) -> Result<Option<u16>, String> {
         Ok(self
