@@ -28,6 +28,8 @@ pub struct Database {
     failed_batches: u64,
     connections_lost: u64,
     reconnects: u64,
+    /// Whether the store's connection is up, as last told.
+    store_up: bool,
     limits: super::WorkerLimits,
     /// The class fields are read in: `ANY_CLASS` (file-wide numbering), or while a request
     /// held for its object's class is handled, that class.
@@ -66,6 +68,7 @@ impl Database {
             failed_batches: 0,
             connections_lost: 0,
             reconnects: 0,
+            store_up: true,
             limits: super::WorkerLimits::default(),
             scope: ANY_CLASS,
             now,
@@ -440,7 +443,12 @@ impl Database {
     fn batch_noted(&mut self, note: &BatchNote, out: &mut Output) {
         use super::event::{encode, Ev};
         self.failed_batches += u64::from(note.failed);
+        if note.reconnected && self.store_up {
+            // Found closed while idle and reopened at once: lost all the same.
+            self.store_lost("connection closed while idle", out);
+        }
         if note.reconnected {
+            self.store_up = true;
             self.reconnects += 1;
             out.events.push(encode(
                 "database-reconnected",
@@ -448,12 +456,18 @@ impl Database {
             ));
         }
         if let Some(why) = &note.lost {
-            self.connections_lost += 1;
-            out.events.push(encode(
-                "database-lost",
-                &[("role", Ev::Str("database")), ("reason", Ev::Str(why))],
-            ));
+            self.store_lost(why, out);
         }
+    }
+
+    fn store_lost(&mut self, why: &str, out: &mut Output) {
+        use super::event::{encode, Ev};
+        self.store_up = false;
+        self.connections_lost += 1;
+        out.events.push(encode(
+            "database-lost",
+            &[("role", Ev::Str("database")), ("reason", Ev::Str(why))],
+        ));
     }
 
     #[allow(clippy::too_many_lines)] // one short arm per message type or key
