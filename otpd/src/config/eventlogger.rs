@@ -112,6 +112,29 @@ impl Network {
     }
 }
 
+/// The peers a listener takes (`proxy_from` of a ClientAgent, `allow` of the MessageDirector):
+/// addresses and networks; an empty list means loopback only (127.0.0.0/8 and ::1).
+#[derive(Debug, Clone, Default)]
+pub struct PeerAllowList(Vec<Network>);
+
+impl PeerAllowList {
+    /// Parses the entries of `key` (the key names the error).
+    pub fn parse(key: &str, list: &[String]) -> Result<PeerAllowList, String> {
+        list.iter()
+            .map(|s| Network::parse(s).map_err(|e| format!("{key}: {e}")))
+            .collect::<Result<_, _>>()
+            .map(PeerAllowList)
+    }
+
+    /// May `peer` (the TCP peer's address) connect?
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        if self.0.is_empty() {
+            return peer.to_canonical().is_loopback();
+        }
+        self.0.iter().any(|n| n.contains(peer))
+    }
+}
+
 /// Parses `rotate_interval`: "0" or "" = never; else a number with an optional unit
 /// (s, m, h, d; seconds without one).
 pub fn parse_interval(s: &str) -> Result<Option<Duration>, String> {
