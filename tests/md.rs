@@ -724,10 +724,13 @@ fn a_peer_not_in_allow_is_closed_at_accept_and_never_routes() {
     el.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let el_port = el.local_addr().unwrap().port();
+    let metrics = free_port();
     let mut d = Otpd::start_full(
         free_port(),
         "allow: [\"10.0.0.0/8\", \"127.0.0.2\"],",
-        &format!("eventlogger: Some(\"127.0.0.1:{el_port}\"),"),
+        &format!(
+            "eventlogger: Some(\"127.0.0.1:{el_port}\"), metrics: Some(\"127.0.0.1:{metrics}\"),"
+        ),
     );
     // Allowed participants, from 127.0.0.2.
     let mut rx = Md::connect_from(d.port, "127.0.0.2");
@@ -754,6 +757,18 @@ fn a_peer_not_in_allow_is_closed_at_accept_and_never_routes() {
         d.log_text().contains("not in messagedirector.allow"),
         "no log line for the refusal"
     );
+    // Counted (wait_for_port's probe from 127.0.0.1 was refused too).
+    wait_for_port(metrics);
+    let mut http = TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut http, &mut text).unwrap();
+    let refused: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("otpd_participants_refused_total{reason=\"not_allowed\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("otpd_participants_refused_total{reason=\"not_allowed\"}");
+    assert!(refused >= 2, "{refused} refusals counted");
     // otpd lives on and serves the allowed.
     assert!(d.is_running(), "otpd exited");
     let m = dg(&[4201], 1, 2002, b"still");
