@@ -100,6 +100,11 @@ impl Network {
         Ok(Network { addr, prefix })
     }
 
+    /// Does it hold every address of its family (`0.0.0.0/0`, `::/0`)?
+    pub fn is_everyone(&self) -> bool {
+        self.prefix == 0
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         let (a, b, bits) = match (self.addr, ip) {

@@ -830,6 +830,17 @@ impl ClusterConfig {
     /// the listener: one line each, for a warning at start-up.
     pub fn exposure_warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let md = &self.messagedirector;
+        if let Some(all) = md
+            .allow
+            .iter()
+            .find(|a| eventlogger::Network::parse(a).is_ok_and(|n| n.is_everyone()))
+        {
+            out.push(format!(
+                "messagedirector.allow lists {all}: anyone who reaches the MD port is a trusted \
+                 participant; list the cluster's hosts instead (docs/security.md)"
+            ));
+        }
         for role in &self.roles {
             match role {
                 RoleConfig::ClientAgent(ca) if ca.dialect == Dialect::Toontown2003 => {

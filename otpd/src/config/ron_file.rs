@@ -109,6 +109,20 @@ mod tests {
                 .unwrap_err();
             assert!(e.contains("messagedirector.allow"), "{e}");
         }
+        // Listing everyone is allowed, with a start-up warning.
+        let c = parse(
+            "t.ron",
+            "(messagedirector: (allow: [\"10.0.0.0/8\", \"0.0.0.0/0\"]))",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let w = c.exposure_warnings();
+        assert!(
+            w.iter()
+                .any(|l| l.contains("messagedirector.allow lists 0.0.0.0/0")),
+            "{w:?}"
+        );
+        assert!(parse("t.ron", "()").unwrap().exposure_warnings().is_empty());
     }
 
     #[test]
