@@ -1156,3 +1156,34 @@ fn connect_defaults_port() {
     assert_eq!(c.messagedirector.connect.as_deref(), Some("127.0.0.1:7199"));
     assert_eq!(c.messagedirector.bind, None);
 }
+
+/// otpd's own `messagedirector.allow` (issue 20, item 8): addresses and networks of
+/// participants, absent = loopback only; a bad entry is refused naming the key and its line.
+#[test]
+fn messagedirector_allow() {
+    let c = valid(&md_bind("127.0.0.1:57123"));
+    assert!(c.messagedirector.allow.is_empty());
+    let c = valid(
+        "
+            messagedirector:
+                bind: 0.0.0.0:57123
+                allow: [10.0.0.0/8, \"::1\", 127.0.0.1]
+            ",
+    );
+    assert_eq!(c.messagedirector.allow, ["10.0.0.0/8", "::1", "127.0.0.1"]);
+    invalid(
+        "
+            messagedirector:
+                bind: 0.0.0.0:57123
+                allow: [10.0.0.0/40]
+            ",
+        "messagedirector.allow",
+    );
+    invalid(
+        "
+            messagedirector:
+                allow: 10.0.0.0/8
+            ",
+        "messagedirector.allow",
+    );
+}

@@ -687,3 +687,106 @@ fn running_out_of_file_descriptors_does_not_stop_the_md() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Issue 20, item 8: `messagedirector.allow` is empty by default, which means loopback only;
+/// any loopback address is a participant as before.
+#[test]
+fn participants_connect_from_loopback_by_default() {
+    let d = Otpd::start(free_port(), "");
+    let (mut a, mut b) = (d.connect(), Md::connect_from(d.port, "127.0.0.2"));
+    a.subscribe_confirmed(&mut b, 4101);
+    b.subscribe_confirmed(&mut a, 4102);
+}
+
+/// The next event on `el` whose bytes contain `kind` and `what`, within 5 s.
+fn event_containing(el: &UdpSocket, kind: &[u8], what: &[u8]) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        if let Ok(n) = el.recv(&mut buf) {
+            let e = &buf[..n];
+            let has = |s: &[u8]| e.windows(s.len()).any(|w| w == s);
+            if has(kind) && has(what) {
+                return Some(e.to_vec());
+            }
+        }
+    }
+    None
+}
+
+/// Issue 20, item 8: a peer whose address `allow` does not list is closed at accept, before it
+/// is a participant: its subscriptions and datagrams never take effect; the refusal is logged
+/// and sent to the EventLogger, and otpd keeps serving the allowed. (Before `allow`, anyone
+/// reaching the port was a trusted participant: the datagram below was delivered.)
+#[test]
+fn a_peer_not_in_allow_is_closed_at_accept_and_never_routes() {
+    let el = UdpSocket::bind("127.0.0.1:0").unwrap();
+    el.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let el_port = el.local_addr().unwrap().port();
+    let metrics = free_port();
+    let mut d = Otpd::start_full(
+        free_port(),
+        "allow: [\"10.0.0.0/8\", \"127.0.0.2\"],",
+        &format!(
+            "eventlogger: Some(\"127.0.0.1:{el_port}\"), metrics: Some(\"127.0.0.1:{metrics}\"),"
+        ),
+    );
+    // Allowed participants, from 127.0.0.2.
+    let mut rx = Md::connect_from(d.port, "127.0.0.2");
+    let mut tx = Md::connect_from(d.port, "127.0.0.2");
+    rx.subscribe_confirmed(&mut tx, 4201);
+
+    // From 127.0.0.1, not listed: it subscribes and writes at once, as an attacker would.
+    let mut intruder = d.connect();
+    let mut attack = add_channel(4202);
+    attack.extend_from_slice(&dg(&[4201], 1, 2001, b"forged"));
+    let _ = intruder.s.write_all(&attack);
+    assert!(
+        intruder.closed_within(Duration::from_secs(5)),
+        "a peer not in allow must be closed"
+    );
+    rx.expect_none();
+    // Its subscription never took effect (it would get this if it had).
+    tx.send(&dg(&[4202], 1, 2001, b"secret"));
+    assert!(intruder.recv_within(QUIET).is_none());
+
+    let ev = event_containing(&el, b"participant-refused", b"127.0.0.1:");
+    assert!(ev.is_some(), "no participant-refused event");
+    assert!(
+        d.log_text().contains("not in messagedirector.allow"),
+        "no log line for the refusal"
+    );
+    // Counted (wait_for_port's probe from 127.0.0.1 was refused too).
+    wait_for_port(metrics);
+    let mut http = TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut http, &mut text).unwrap();
+    let refused: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("otpd_participants_refused_total{reason=\"not_allowed\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("otpd_participants_refused_total{reason=\"not_allowed\"}");
+    assert!(refused >= 2, "{refused} refusals counted");
+    // otpd lives on and serves the allowed.
+    assert!(d.is_running(), "otpd exited");
+    let m = dg(&[4201], 1, 2002, b"still");
+    tx.send(&m);
+    rx.expect(&m);
+    let mut late = Md::connect_from(d.port, "127.0.0.2");
+    late.subscribe_confirmed(&mut tx, 4203);
+}
+
+/// An address entry lets exactly that address in: 127.0.0.1 listed, 127.0.0.2 refused.
+#[test]
+fn an_allow_entry_for_127_0_0_1_lets_a_local_participant_in() {
+    let d = Otpd::start(free_port(), "allow: [\"10.0.0.0/8\", \"127.0.0.1\"],");
+    let (mut a, mut b) = (d.connect(), d.connect());
+    a.subscribe_confirmed(&mut b, 4301);
+    let mut other = Md::connect_from(d.port, "127.0.0.2");
+    other.send(&add_channel(4302));
+    assert!(other.closed_within(Duration::from_secs(5)));
+    b.send(&dg(&[4301], 1, 1, b"ok"));
+    a.expect(&dg(&[4301], 1, 1, b"ok"));
+}

@@ -24,6 +24,7 @@ struct Families {
     channels: Family<Labels, Gauge>,
     participants: Gauge,
     cut_off: Counter<u64, AtomicU64>,
+    refused: Family<Labels, Counter<u64, AtomicU64>>,
     upstream_connected: Gauge,
     upstream_dropped: Counter<u64, AtomicU64>,
     role: Family<Labels, Gauge>,
@@ -54,6 +55,7 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         channels: Family::default(),
         participants: Gauge::default(),
         cut_off: Counter::default(),
+        refused: Family::default(),
         upstream_connected: Gauge::default(),
         upstream_dropped: Counter::default(),
         role: Family::default(),
@@ -97,6 +99,11 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         "participants_cut_off",
         "Participants disconnected for not reading",
         f.cut_off.clone(),
+    );
+    registry.register(
+        "participants_refused",
+        "Connections to the MD port closed at accept, by reason (not_allowed: not in messagedirector.allow; max_participants)",
+        f.refused.clone(),
     );
     registry.register(
         "upstream_connected",
@@ -240,6 +247,15 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         stats.participants_cut_off.load(Ordering::Relaxed),
         Ordering::Relaxed,
     );
+    for (reason, n) in [
+        ("not_allowed", &stats.participants_refused_not_allowed),
+        ("max_participants", &stats.participants_refused_limit),
+    ] {
+        f.refused
+            .get_or_create(&vec![("reason".into(), reason.into())])
+            .inner()
+            .store(n.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
     f.upstream_connected
         .set(stats.upstream_connected.load(Ordering::Relaxed) as i64);
     f.upstream_dropped.inner().store(

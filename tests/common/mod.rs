@@ -176,6 +176,18 @@ impl Md {
         Md { s, buf: Vec::new() }
     }
 
+    /// Connects from source address `ip` (any 127.x works on Linux loopback), for tests of
+    /// `messagedirector.allow`.
+    pub(crate) fn connect_from(port: u16, ip: &str) -> Md {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let src: std::net::SocketAddr = format!("{ip}:0").parse().unwrap();
+        s.bind(&src.into()).unwrap();
+        let dst: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        s.connect(&dst.into()).unwrap();
+        Md::from_stream(s.into())
+    }
+
     pub(crate) fn from_stream(s: TcpStream) -> Md {
         s.set_nodelay(true).unwrap();
         Md { s, buf: Vec::new() }

@@ -256,7 +256,7 @@ impl ClientAgent {
             write_timeout: ms(config.write_timeout_ms),
             flush_delay: ms(config.flush_delay_ms),
             haproxy: config.haproxy,
-            proxy_from: proxy::TrustedProxies::parse(&config.proxy_from)?,
+            proxy_from: proxy::TrustedProxies::parse("proxy_from", &config.proxy_from)?,
             limits: config.limits,
             tls,
             dialect: config.dialect,

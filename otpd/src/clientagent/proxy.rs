@@ -2,29 +2,10 @@
 //! expects before the first client datagram: the real client address, and v2's TLVs; and
 //! which peers such a header is believed from (`proxy_from`).
 
-use crate::eventlogger::Network;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The peers whose PROXY headers a listener believes (`proxy_from`); empty = loopback only.
-#[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<Network>);
-
-impl TrustedProxies {
-    pub fn parse(list: &[String]) -> Result<TrustedProxies, String> {
-        list.iter()
-            .map(|s| Network::parse(s).map_err(|e| format!("proxy_from: {e}")))
-            .collect::<Result<_, _>>()
-            .map(TrustedProxies)
-    }
-
-    /// May `peer` (the TCP peer, before any header) send a PROXY header?
-    pub fn allows(&self, peer: IpAddr) -> bool {
-        if self.0.is_empty() {
-            return peer.to_canonical().is_loopback();
-        }
-        self.0.iter().any(|n| n.contains(peer))
-    }
-}
+pub type TrustedProxies = crate::config::eventlogger::PeerAllowList;
 
 /// The v2 signature.
 const SIG_V2: [u8; 12] = [
@@ -201,16 +182,17 @@ mod tests {
 
     #[test]
     fn trusted_proxies_default_to_loopback() {
-        let none = TrustedProxies::parse(&[]).unwrap();
+        let none = TrustedProxies::parse("proxy_from", &[]).unwrap();
         assert!(none.allows("127.0.0.1".parse().unwrap()));
         assert!(none.allows("::1".parse().unwrap()));
         assert!(!none.allows("10.0.0.1".parse().unwrap()));
-        let some = TrustedProxies::parse(&["10.0.0.0/8".into(), "192.0.2.7".into()]).unwrap();
+        let some = TrustedProxies::parse("proxy_from", &["10.0.0.0/8".into(), "192.0.2.7".into()])
+            .unwrap();
         assert!(some.allows("10.1.2.3".parse().unwrap()));
         assert!(some.allows("192.0.2.7".parse().unwrap()));
         assert!(!some.allows("127.0.0.1".parse().unwrap()));
         assert!(!some.allows("192.0.2.8".parse().unwrap()));
-        assert!(TrustedProxies::parse(&["nonsense".into()]).is_err());
+        assert!(TrustedProxies::parse("proxy_from", &["nonsense".into()]).is_err());
     }
 
     fn v2(fam: u8, addrs: &[u8], tlvs: &[u8]) -> Vec<u8> {

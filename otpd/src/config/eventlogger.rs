@@ -100,6 +100,11 @@ impl Network {
         Ok(Network { addr, prefix })
     }
 
+    /// Does it hold every address of its family (`0.0.0.0/0`, `::/0`)?
+    pub fn is_everyone(&self) -> bool {
+        self.prefix == 0
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         let (a, b, bits) = match (self.addr, ip) {
@@ -109,6 +114,29 @@ impl Network {
         };
         let shift = bits - self.prefix as u32;
         shift >= bits || (a >> shift) == (b >> shift)
+    }
+}
+
+/// The peers a listener takes (`proxy_from` of a ClientAgent, `allow` of the MessageDirector):
+/// addresses and networks; an empty list means loopback only (127.0.0.0/8 and ::1).
+#[derive(Debug, Clone, Default)]
+pub struct PeerAllowList(Vec<Network>);
+
+impl PeerAllowList {
+    /// Parses the entries of `key` (the key names the error).
+    pub fn parse(key: &str, list: &[String]) -> Result<PeerAllowList, String> {
+        list.iter()
+            .map(|s| Network::parse(s).map_err(|e| format!("{key}: {e}")))
+            .collect::<Result<_, _>>()
+            .map(PeerAllowList)
+    }
+
+    /// May `peer` (the TCP peer's address) connect?
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        if self.0.is_empty() {
+            return peer.to_canonical().is_loopback();
+        }
+        self.0.iter().any(|n| n.contains(peer))
     }
 }
 

@@ -158,6 +158,10 @@ pub struct MessageDirectorConfig {
     pub bind: Option<String>,
     /// Address of the upstream MD; None = this MD is the root of its tree.
     pub connect: Option<String>,
+    /// Addresses (`10.0.0.5`, `::1`) and networks (`10.0.0.0/8`) participants (AIs, UberDOGs,
+    /// downstream MDs) may connect from; others are closed at accept. Participants are
+    /// trusted with the whole cluster. Empty = loopback only (127.0.0.0/8 and ::1).
+    pub allow: Vec<String>,
     /// Largest datagram body accepted from a participant (bytes after the length tag).
     pub max_datagram_bytes: usize,
     /// Read buffer per connection, bytes.
@@ -188,6 +192,7 @@ impl Default for MessageDirectorConfig {
         MessageDirectorConfig {
             bind: Some("127.0.0.1:7199".into()),
             connect: None,
+            allow: Vec::new(),
             max_datagram_bytes: otp_wire::MAX_DATAGRAM_BODY,
             read_buffer_bytes: 128 * 1024,
             max_queued_bytes_per_participant: 64 * 1024 * 1024,
@@ -825,6 +830,17 @@ impl ClusterConfig {
     /// the listener: one line each, for a warning at start-up.
     pub fn exposure_warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let md = &self.messagedirector;
+        if let Some(all) = md
+            .allow
+            .iter()
+            .find(|a| eventlogger::Network::parse(a).is_ok_and(|n| n.is_everyone()))
+        {
+            out.push(format!(
+                "messagedirector.allow lists {all}: anyone who reaches the MD port is a trusted \
+                 participant; list the cluster's hosts instead (docs/security.md)"
+            ));
+        }
         for role in &self.roles {
             match role {
                 RoleConfig::ClientAgent(ca) if ca.dialect == Dialect::Toontown2003 => {
@@ -902,6 +918,7 @@ impl ClusterConfig {
                 md.max_datagram_bytes
             ));
         }
+        eventlogger::PeerAllowList::parse("messagedirector.allow", &md.allow)?;
         if md.core_queue_batches == 0 || md.max_participants == 0 || md.max_pending_lookups == 0 {
             return Err("messagedirector: core_queue_batches, max_participants and max_pending_lookups must be at least 1".into());
         }

@@ -92,6 +92,40 @@ mod tests {
     }
 
     #[test]
+    fn messagedirector_allow_is_loopback_by_default_and_checked() {
+        let c = parse("t.ron", "()").unwrap();
+        assert!(c.messagedirector.allow.is_empty());
+        let c = parse(
+            "t.ron",
+            "(messagedirector: (allow: [\"10.0.0.0/8\", \"::1\", \"192.0.2.7\"]))",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.messagedirector.allow, ["10.0.0.0/8", "::1", "192.0.2.7"]);
+        for bad in ["10.0.0.0/33", "ai.example", ""] {
+            let e = parse("t.ron", &format!("(messagedirector: (allow: [\"{bad}\"]))"))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(e.contains("messagedirector.allow"), "{e}");
+        }
+        // Listing everyone is allowed, with a start-up warning.
+        let c = parse(
+            "t.ron",
+            "(messagedirector: (allow: [\"10.0.0.0/8\", \"0.0.0.0/0\"]))",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let w = c.exposure_warnings();
+        assert!(
+            w.iter()
+                .any(|l| l.contains("messagedirector.allow lists 0.0.0.0/0")),
+            "{w:?}"
+        );
+        assert!(parse("t.ron", "()").unwrap().exposure_warnings().is_empty());
+    }
+
+    #[test]
     fn wrong_type_names_line() {
         let e = parse("t.ron", "(\n  cores: \"two\",\n)").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");

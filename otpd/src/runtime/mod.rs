@@ -72,6 +72,10 @@ pub struct Stats {
     pub per_core: Vec<CoreStats>,
     pub participants: AtomicUsize,
     pub participants_cut_off: AtomicU64,
+    /// Connections to the MD listener closed at accept: from an address not in
+    /// `messagedirector.allow`, and over `max_participants`.
+    pub participants_refused_not_allowed: AtomicU64,
+    pub participants_refused_limit: AtomicU64,
     pub upstream_connected: AtomicBool,
     pub upstream_dropped: AtomicU64,
     /// The ClientAgents' own counters (clients by state, ejects by code).
@@ -87,6 +91,8 @@ pub(crate) struct Shared {
     pub config: ClusterConfig,
     pub eventlogger: Option<SocketAddr>,
     pub upstream: Option<SocketAddr>,
+    /// Who may connect to the MD listener as a participant (`messagedirector.allow`).
+    pub md_allow: crate::config::eventlogger::PeerAllowList,
     pub stats: Arc<Stats>,
     /// The client listeners' agents, by index.
     pub client_agents: Vec<Arc<crate::clientagent::ClientAgent>>,
@@ -210,6 +216,9 @@ impl Runtime {
             )));
         }
         let md = &config.messagedirector;
+        let md_allow =
+            crate::config::eventlogger::PeerAllowList::parse("messagedirector.allow", &md.allow)
+                .map_err(StartError)?;
         let listener = match &md.bind {
             Some(addr) => {
                 let sa = resolve(addr, 7199)
@@ -266,6 +275,7 @@ impl Runtime {
             config: config.clone(),
             eventlogger,
             upstream,
+            md_allow,
             stats: stats.clone(),
             client_agents,
             client_channels: Default::default(),

@@ -83,9 +83,11 @@ pub(super) fn convert(cx: &Cx, root: &Node) -> Res<ClusterConfig> {
         ..MessageDirectorConfig::default()
     };
     if let Some(md) = top.sub(cx, "messagedirector")? {
-        md.only(cx, &["bind", "connect", "threaded"])?;
+        // `allow` is otpd's own (astrond refuses it): see MessageDirectorConfig::allow.
+        md.only(cx, &["bind", "connect", "threaded", "allow"])?;
         config.messagedirector.bind = md_address(cx, &md, "bind")?;
         config.messagedirector.connect = md_address(cx, &md, "connect")?;
+        config.messagedirector.allow = networks(cx, &md, "allow")?;
         if let Some(threaded) = md.loose_bool(cx, "threaded")? {
             log::info!(
                 "{}: messagedirector.threaded = {threaded} is accepted and ignored: otpd routes on its own core threads (see `cores`)",
@@ -100,6 +102,22 @@ pub(super) fn convert(cx: &Cx, root: &Node) -> Res<ClusterConfig> {
         }
     }
     Ok(config)
+}
+
+/// An allow-list key (`allow`, `proxy_from`, `allow_from`): a list of addresses and networks,
+/// each checked here so that the error points at the entry; absent = empty.
+fn networks(cx: &Cx, sec: &Section, key: &str) -> Res<Vec<String>> {
+    let mut out = Vec::new();
+    if let Some(n) = sec.get(key) {
+        let what = sec.key(key);
+        for a in items(cx, n, &what)? {
+            let text = string(cx, a, &format!("an entry of {what}"))?;
+            crate::config::eventlogger::Network::parse(&text)
+                .map_err(|e| cx.err(a, format!("{what}: {e}")))?;
+            out.push(text);
+        }
+    }
+    Ok(out)
 }
 
 /// astrond treats the literal "unspecified" (its default) as "not set".
@@ -213,16 +231,7 @@ fn role(cx: &Cx, item: &Node, i: usize) -> Res<RoleConfig> {
                 Some(n) if !matches!(n.kind, Kind::Null) => string(cx, n, &sec.key("max_age"))?,
                 _ => crate::config::el_max_age(),
             };
-            let mut allow_from = Vec::new();
-            if let Some(n) = sec.get("allow_from") {
-                let what = sec.key("allow_from");
-                for a in items(cx, n, &what)? {
-                    let text = string(cx, a, &format!("an entry of {what}"))?;
-                    crate::config::eventlogger::Network::parse(&text)
-                        .map_err(|e| cx.err(a, format!("{what}: {e}")))?;
-                    allow_from.push(text);
-                }
-            }
+            let allow_from = networks(cx, &sec, "allow_from")?;
             Ok(RoleConfig::EventLogger {
                 bind,
                 output,
@@ -423,16 +432,7 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
     let version = sec.string(cx, "version")?.unwrap_or_else(|| "dev".into());
     let haproxy = sec.loose_bool(cx, "haproxy")?.unwrap_or(false);
     // otpd's own key (astrond believes any peer's PROXY header).
-    let mut proxy_from = Vec::new();
-    if let Some(n) = sec.get("proxy_from") {
-        let what = sec.key("proxy_from");
-        for a in items(cx, n, &what)? {
-            let text = string(cx, a, &format!("an entry of {what}"))?;
-            crate::config::eventlogger::Network::parse(&text)
-                .map_err(|e| cx.err(a, format!("{what}: {e}")))?;
-            proxy_from.push(text);
-        }
-    }
+    let proxy_from = networks(cx, sec, "proxy_from")?;
     let manual_dc_hash = sec
         .uint(cx, "manual_dc_hash", u32::MAX as u64)?
         .map(|h| h as u32)

@@ -83,6 +83,10 @@ pub(crate) struct Core {
     pub(super) descriptor_warn_at: Instant,
     refused: u64,
     refusal_log_at: Instant,
+    /// Participants refused for `messagedirector.allow` since the last warning, and when the
+    /// next may be logged.
+    not_allowed: u64,
+    not_allowed_log_at: Instant,
     /// Core 0: the client listeners, with their ClientAgent's index.
     client_listeners: Vec<(TcpListener, usize)>,
     /// Client connections with internal datagrams waiting in their inbox.
@@ -170,6 +174,8 @@ impl Core {
             descriptor_warn_at: Instant::now(),
             refused: 0,
             refusal_log_at: Instant::now(),
+            not_allowed: 0,
+            not_allowed_log_at: Instant::now(),
             client_listeners,
             client_waiting: Vec::new(),
             clients: 0,
@@ -319,9 +325,18 @@ impl Core {
             };
             match listener.accept() {
                 Ok((stream, addr)) => {
+                    if !self.shared.md_allow.allows(addr.ip()) {
+                        drop(stream);
+                        self.refuse_not_allowed(addr);
+                        continue;
+                    }
                     let md = &self.shared.config.messagedirector;
                     let n = self.shared.stats.participants.load(Ordering::Relaxed);
                     if n >= md.max_participants {
+                        self.shared
+                            .stats
+                            .participants_refused_limit
+                            .fetch_add(1, Ordering::Relaxed);
                         self.refused += 1;
                         let now = Instant::now();
                         if now >= self.refusal_log_at {
@@ -360,6 +375,37 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// A peer not in `messagedirector.allow` was closed at accept: counted, an event, and a
+    /// warning at most once a second (a scan of the port must not flood the log).
+    fn refuse_not_allowed(&mut self, addr: SocketAddr) {
+        self.shared
+            .stats
+            .participants_refused_not_allowed
+            .fetch_add(1, Ordering::Relaxed);
+        self.not_allowed += 1;
+        let now = Instant::now();
+        if now >= self.not_allowed_log_at {
+            log::warn!(
+                "messagedirector: refused {} connection(s), latest from {addr}: not in messagedirector.allow",
+                self.not_allowed
+            );
+            self.not_allowed = 0;
+            self.not_allowed_log_at = now + Duration::from_secs(1);
+        }
+        let event = crate::roles::event::encode(
+            "participant-refused",
+            &[
+                ("role", crate::roles::event::Ev::Str("messagedirector")),
+                (
+                    "remote_address",
+                    crate::roles::event::Ev::Str(&addr.to_string()),
+                ),
+                ("reason", crate::roles::event::Ev::Str("not in allow")),
+            ],
+        );
+        self.send_event(&event);
     }
 
     fn adopt(&mut self, mut stream: TcpStream, addr: SocketAddr, kind: ConnKind) -> Option<usize> {
