@@ -25,12 +25,25 @@ pub(crate) fn otpd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_otpd")
 }
 
+/// A port to give otpd, free when asked. Taken below Linux's ephemeral range (32768-60999):
+/// a port the kernel hands out for `:0` is also a source port it may give a test's outgoing
+/// connection before otpd binds it (tests that open hundreds of client connections made otpd
+/// fail to start now and then). Each test process walks its own sequence; a port in use is
+/// skipped.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free port left below the ephemeral range");
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub(crate) struct Otpd {
@@ -65,7 +78,20 @@ impl Otpd {
             .stderr(Stdio::null())
             .spawn()
             .expect("otpd starts");
-        wait_for_port(port);
+        let mut child = child;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                panic!(
+                    "otpd does not listen on port {port} ({exited:?}); its log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Otpd {
             child,
             port,
