@@ -114,3 +114,13 @@ mod tests {
         assert_eq!(b.open(), 2);
     }
 }
+
+/// A file size limit (`ulimit -f`) fails the write that passes it (EFBIG: the database refuses
+/// writes and keeps reading, a log line is lost) instead of killing the whole process with
+/// SIGXFSZ.
+pub(super) fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
