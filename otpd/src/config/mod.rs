@@ -912,6 +912,12 @@ impl ClusterConfig {
             return Err("metrics_limits: read_timeout_ms, write_timeout_ms and idle_timeout_ms must be at least 1".into());
         }
         let md = &self.messagedirector;
+        if md.reconnect_min_ms == 0 || md.reconnect_min_ms > md.reconnect_max_ms {
+            return Err(format!(
+                "messagedirector.reconnect_min_ms = {} must be at least 1 and at most reconnect_max_ms ({})",
+                md.reconnect_min_ms, md.reconnect_max_ms
+            ));
+        }
         if md.max_datagram_bytes == 0 || md.max_datagram_bytes > otp_wire::MAX_DATAGRAM_BODY {
             return Err(format!(
                 "messagedirector.max_datagram_bytes = {}: must be 1..=65535",
