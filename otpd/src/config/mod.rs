@@ -18,7 +18,7 @@ pub struct ClusterConfig {
     pub name: String,
     /// Core threads; 0 means one per available CPU.
     pub cores: usize,
-    /// Pin each core thread to one CPU.
+    /// Pin each core thread to one CPU (default true; false when read from an astrond YAML).
     pub pin_cores: bool,
     /// DC files, loaded in order as one set (order changes ids and the hash).
     pub dc_files: Vec<PathBuf>,
