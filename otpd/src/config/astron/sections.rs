@@ -105,35 +105,7 @@ pub(super) fn convert(cx: &Cx, root: &Node) -> Res<ClusterConfig> {
         ..MessageDirectorConfig::default()
     };
     if let Some(md) = top.sub(cx, "messagedirector")? {
-        // `allow` and the reconnect waits are otpd's own (astrond refuses them): see
-        // MessageDirectorConfig.
-        md.only(
-            cx,
-            &[
-                "bind",
-                "connect",
-                "threaded",
-                "allow",
-                "reconnect_min_ms",
-                "reconnect_max_ms",
-            ],
-        )?;
-        config.messagedirector.bind = md_address(cx, &md, "bind")?;
-        config.messagedirector.connect = md_address(cx, &md, "connect")?;
-        config.messagedirector.allow = networks(cx, &md, "allow")?;
-        let m = &mut config.messagedirector;
-        if let Some(v) = md.uint(cx, "reconnect_min_ms", 3_600_000)? {
-            m.reconnect_min_ms = v;
-        }
-        if let Some(v) = md.uint(cx, "reconnect_max_ms", 3_600_000)? {
-            m.reconnect_max_ms = v;
-        }
-        if let Some(threaded) = md.loose_bool(cx, "threaded")? {
-            log::info!(
-                "{}: messagedirector.threaded = {threaded} is accepted and ignored: otpd routes on its own core threads (see `cores`)",
-                cx.file
-            );
-        }
+        md_section(cx, &md, &mut config.messagedirector)?;
     }
 
     if let Some(metrics) = top.sub(cx, "metrics")? {
@@ -181,6 +153,39 @@ fn metrics_section(cx: &Cx, sec: &Section, config: &mut ClusterConfig) -> Res<()
     }
     if let Some(v) = sec.uint(cx, "idle_timeout_ms", 3_600_000)? {
         l.idle_timeout_ms = v;
+    }
+    Ok(())
+}
+
+/// The `messagedirector` section: astrond's keys, and otpd's `allow` and reconnect waits.
+fn md_section(cx: &Cx, md: &Section, m: &mut MessageDirectorConfig) -> Res<()> {
+    // `allow` and the reconnect waits are otpd's own (astrond refuses them): see
+    // MessageDirectorConfig.
+    md.only(
+        cx,
+        &[
+            "bind",
+            "connect",
+            "threaded",
+            "allow",
+            "reconnect_min_ms",
+            "reconnect_max_ms",
+        ],
+    )?;
+    m.bind = md_address(cx, md, "bind")?;
+    m.connect = md_address(cx, md, "connect")?;
+    m.allow = networks(cx, md, "allow")?;
+    if let Some(v) = md.uint(cx, "reconnect_min_ms", 3_600_000)? {
+        m.reconnect_min_ms = v;
+    }
+    if let Some(v) = md.uint(cx, "reconnect_max_ms", 3_600_000)? {
+        m.reconnect_max_ms = v;
+    }
+    if let Some(threaded) = md.loose_bool(cx, "threaded")? {
+        log::info!(
+            "{}: messagedirector.threaded = {threaded} is accepted and ignored: otpd routes on its own core threads (see `cores`)",
+            cx.file
+        );
     }
     Ok(())
 }

@@ -126,11 +126,16 @@ pub struct Job {
 impl Job {
     /// Whether the job changed something in its (committed) transaction.
     fn wrote(&self) -> bool {
-        match (&self.op, &self.outcome) {
-            (_, Outcome::Created(_) | Outcome::Deleted | Outcome::AccountCreated(true)) => true,
-            (Op::Set { .. } | Op::Update { .. } | Op::AccountSet { .. }, Outcome::Done) => true,
-            _ => false,
-        }
+        matches!(
+            (&self.op, &self.outcome),
+            (
+                _,
+                Outcome::Created(_) | Outcome::Deleted | Outcome::AccountCreated(true)
+            ) | (
+                Op::Set { .. } | Op::Update { .. } | Op::AccountSet { .. },
+                Outcome::Done
+            )
+        )
     }
 }
 
