@@ -10,6 +10,8 @@
 //! The configurations name the project's own DC file `tests/dc/astron-config.dc`, which has
 //! the two UberDOG classes the suite configures.
 
+mod common;
+
 use otpd::config::astron::{addr::parse_address, load};
 use otpd::config::{
     ChannelRange, ClientAgentConfig, ClusterConfig, ConfigError, DatabaseBackend, DoidRange,
@@ -1186,4 +1188,86 @@ fn messagedirector_allow() {
             ",
         "messagedirector.allow",
     );
+}
+
+/// The CPUs each core thread (`otpd-core-N`) of process `pid` may run on, and the process's.
+fn core_cpus(pid: u32) -> (Vec<String>, String) {
+    let allowed = |dir: &Path| -> String {
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let mut cores = Vec::new();
+    for t in std::fs::read_dir(proc_dir.join("task")).unwrap() {
+        let t = t.unwrap().path();
+        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+        if comm.starts_with("otpd-core-") {
+            cores.push(allowed(&t));
+        }
+    }
+    (cores, allowed(&proc_dir))
+}
+
+/// otpd's own keys in an astrond YAML, on the real binary: a `metrics` section serves
+/// /metrics, `general.cores` sets the core threads, and they are pinned only when
+/// `general.pin_cores` asks (the reader's unit tests check every key's value).
+#[test]
+fn yaml_otpd_keys_serve_metrics_and_set_cores_and_pinning() {
+    use common::{free_port, otpd_bin, wait_for_port};
+    use std::io::{Read, Write};
+    for pin in [None, Some(true)] {
+        let (md, metrics) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("astrond.yml");
+        let pin_line = pin.map_or(String::new(), |p| format!("  pin_cores: {p}\n"));
+        std::fs::write(
+            &path,
+            format!(
+                "general:\n  cores: 2\n{pin_line}messagedirector:\n  bind: 127.0.0.1:{md}\n  \
+                 reconnect_min_ms: 40\n  reconnect_max_ms: 80\nmetrics:\n  \
+                 bind: 127.0.0.1:{metrics}\n  max_connections: 3\n"
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("otpd.log");
+        let mut child = std::process::Command::new(otpd_bin())
+            .arg("--log")
+            .arg(&log)
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(md);
+        wait_for_port(metrics);
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        assert!(
+            r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"),
+            "{r}"
+        );
+        assert!(r.contains("otpd_participants"), "{r}");
+        let (cores, all) = core_cpus(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(cores.len(), 2, "cores: 2 makes two core threads");
+        let multi_cpu = all.contains('-') || all.contains(',');
+        if pin == Some(true) && multi_cpu {
+            assert!(
+                cores.iter().all(|c| *c != all),
+                "pinned: {cores:?} of {all}"
+            );
+        } else {
+            assert!(
+                cores.iter().all(|c| *c == all),
+                "unpinned: {cores:?} of {all}"
+            );
+        }
+    }
 }

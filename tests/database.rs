@@ -1107,3 +1107,256 @@ impl Drop for Stopped {
         let _ = self.0.wait();
     }
 }
+
+/// How a test takes the space under otpd's SQLite file away and gives it back.
+enum Disk {
+    /// A small tmpfs mounted on `mount` (root only), filled by `filler`: a real ENOSPC.
+    Tmpfs {
+        mount: std::path::PathBuf,
+        filler: std::path::PathBuf,
+    },
+    /// otpd's file size limit (RLIMIT_FSIZE, set with prlimit: any user may lower a limit of
+    /// their own process and raise it back): a real EFBIG from write(2).
+    FileSizeLimit { pid: libc::pid_t },
+}
+
+impl Disk {
+    /// A 4 MiB tmpfs on `at`, if this process may mount one.
+    fn tmpfs(at: &Path) -> Option<Disk> {
+        std::fs::create_dir_all(at).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        st.success().then(|| Disk::Tmpfs {
+            mount: at.to_path_buf(),
+            filler: at.join("filler"),
+        })
+    }
+
+    /// No space left (`db`: the database folder, whose files stop growing).
+    fn fill(&self, db: &Path) {
+        match self {
+            Disk::Tmpfs { filler, .. } => {
+                use std::io::Write;
+                let mut f = std::fs::File::create(filler).unwrap();
+                let chunk = vec![0u8; 4096];
+                let err = loop {
+                    if let Err(e) = f.write_all(&chunk) {
+                        break e;
+                    }
+                };
+                assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+            }
+            Disk::FileSizeLimit { pid } => {
+                // Every file of the database may not grow past its present size.
+                let largest = std::fs::read_dir(db)
+                    .unwrap()
+                    .map(|e| e.unwrap().metadata().unwrap().len())
+                    .max()
+                    .unwrap();
+                Self::limit(*pid, largest);
+            }
+        }
+    }
+
+    fn free(&self) {
+        match self {
+            Disk::Tmpfs { filler, .. } => std::fs::remove_file(filler).unwrap(),
+            Disk::FileSizeLimit { pid } => Self::limit(*pid, libc::RLIM_INFINITY),
+        }
+    }
+
+    fn limit(pid: libc::pid_t, bytes: u64) {
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit reads and writes the two structs given, nothing else.
+        let r = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut old) };
+        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+        let new = libc::rlimit {
+            rlim_cur: bytes.min(old.rlim_max),
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: as above.
+        let r = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()) };
+        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        if let Disk::Tmpfs { mount, .. } = self {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&*mount)
+                .status();
+        }
+    }
+}
+
+/// A full disk under the SQLite file: a real ENOSPC on a tmpfs when this test may mount one
+/// (root), else a real EFBIG from a file size limit. Either way otpd stays up.
+#[test]
+fn sqlite_full_disk_fails_writes_cleanly_keeps_reads_then_recovers() {
+    let root = tempfile::tempdir().unwrap();
+    let mount = root.path().join("mnt");
+    match Disk::tmpfs(&mount) {
+        Some(disk) => full_disk_scenario(&mount.join("db"), Some(disk)),
+        None => {
+            assert!(!unsafe_is_root(), "root and cannot mount a tmpfs");
+            eprintln!("not root: the disk is filled with a file size limit");
+            full_disk_scenario(&root.path().join("db"), None);
+        }
+    }
+}
+
+/// The same with a file size limit, whoever runs the test.
+#[test]
+fn sqlite_file_size_limit_fails_writes_cleanly_keeps_reads_then_recovers() {
+    let root = tempfile::tempdir().unwrap();
+    full_disk_scenario(&root.path().join("db"), None);
+}
+
+/// `disk` None: a file size limit on otpd.
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
+fn full_disk_scenario(dbdir: &Path, disk: Option<Disk>) {
+    let metrics = free_port();
+    let mut s = Db::start_with(
+        &sqlite(dbdir),
+        &format!("metrics: Some(\"127.0.0.1:{metrics}\"),"),
+    );
+    wait_for_port(metrics);
+    let disk = disk.unwrap_or(Disk::FileSizeLimit {
+        pid: s.o.child.id() as libc::pid_t,
+    });
+    let tmpfs = matches!(disk, Disk::Tmpfs { .. });
+    let fscore = s.f("setScore");
+    let first = s.create(1, &[(fscore, P::new().u32(7))]);
+    assert_ne!(first, 0);
+    disk.fill(dbdir);
+    // Writes fail with their documented answers (a create: doid 0; a conditional set:
+    // failure), again and again; reads are served; otpd stays up.
+    let big = "x".repeat(60_000);
+    let fname = s.f("setName");
+    for round in 0..5u32 {
+        let ctx = 10 + round * 4;
+        let got = s.create(
+            ctx,
+            &[(fscore, P::new().u32(8)), (fname, P::new().string(&big))],
+        );
+        assert_eq!(got, 0, "a create on a full disk");
+        let got = s.ask(
+            DBSERVER_OBJECT_SET_FIELD_IF_EQUALS,
+            P::new()
+                .u32(ctx + 1)
+                .u32(first)
+                .u16(fscore)
+                .u32(7)
+                .u32(100 + round),
+        );
+        assert_eq!(
+            got,
+            P::new().u32(ctx + 1).u8(0).0,
+            "an update on a full disk"
+        );
+        let got = s.ask(
+            DBSERVER_OBJECT_GET_FIELD,
+            P::new().u32(ctx + 2).u32(first).u16(fscore),
+        );
+        assert_eq!(
+            got,
+            P::new().u32(ctx + 2).u8(1).u16(fscore).u32(7).0,
+            "a read on a full disk"
+        );
+    }
+    // Reads queued with writes (one transaction, group commit, when the disk has room) are
+    // still served: the failed transaction is tried again one request at a time.
+    for i in 0..20u32 {
+        s.send(
+            DBSERVER_OBJECT_SET_FIELD_IF_EQUALS,
+            P::new()
+                .u32(1000 + i)
+                .u32(first)
+                .u16(fscore)
+                .u32(7)
+                .u32(200 + i),
+        );
+        s.send(
+            DBSERVER_OBJECT_GET_FIELD,
+            P::new().u32(2000 + i).u32(first).u16(fscore),
+        );
+    }
+    let (mut reads, mut writes) = (0, 0);
+    for _ in 0..40 {
+        let f = s.client.recv();
+        let at = 3 + 8 * f[2] as usize;
+        let t = u16::from_le_bytes([f[at + 8], f[at + 9]]);
+        let p = &f[at + 10..];
+        let ctx = u32::from_le_bytes(p[..4].try_into().unwrap());
+        if t == DBSERVER_OBJECT_GET_FIELD_RESP {
+            assert_eq!(
+                &p[4..],
+                &P::new().u8(1).u16(fscore).u32(7).0[..],
+                "read {ctx}"
+            );
+            reads += 1;
+        } else {
+            assert_eq!(&p[4..], &[0u8][..], "write {ctx}");
+            writes += 1;
+        }
+    }
+    assert_eq!((reads, writes), (20, 20));
+    assert!(s.o.is_running());
+    // Once per episode, however many requests failed.
+    wait_metric(metrics, "write_outages", 1);
+    assert!(db_metric(metrics, "failed_batches") >= 10);
+    assert_eq!(db_metric(metrics, "connections_lost"), 0);
+    if tmpfs {
+        // (Under a file size limit the log file cannot grow either.)
+        let log = s.o.log_text();
+        assert_eq!(log.matches("refuses writes").count(), 1, "{log}");
+        eprintln!(
+            "{}",
+            log.lines().find(|l| l.contains("refuses writes")).unwrap()
+        );
+    }
+    // Space again: writes work at once, the doid counter went on from where it was (nothing
+    // of the failed creates was kept), and what was written before is intact.
+    disk.free();
+    let second = s.create(
+        40,
+        &[(fscore, P::new().u32(9)), (fname, P::new().string(&big))],
+    );
+    assert_eq!(second, first + 1, "the failed creates left no trace");
+    let got = s.ask(
+        DBSERVER_OBJECT_SET_FIELD_IF_EQUALS,
+        P::new().u32(41).u32(first).u16(fscore).u32(7).u32(70),
+    );
+    assert_eq!(got, P::new().u32(41).u8(1).0);
+    for (ctx, doid, score) in [(42, first, 70), (43, second, 9)] {
+        let got = s.ask(
+            DBSERVER_OBJECT_GET_FIELD,
+            P::new().u32(ctx).u32(doid).u16(fscore),
+        );
+        assert_eq!(got, P::new().u32(ctx).u8(1).u16(fscore).u32(score).0);
+    }
+    assert_eq!(db_metric(metrics, "write_outages"), 1);
+    if tmpfs {
+        assert!(s.o.log_text().contains("transactions commit again"));
+    }
+    // Durable: a restart on the same file finds both objects as last acknowledged.
+    drop(s);
+    let mut s = Db::start(&sqlite(dbdir));
+    for (ctx, doid, score) in [(50, first, 70), (51, second, 9)] {
+        let got = s.ask(
+            DBSERVER_OBJECT_GET_FIELD,
+            P::new().u32(ctx).u32(doid).u16(fscore),
+        );
+        assert_eq!(got, P::new().u32(ctx).u8(1).u16(fscore).u32(score).0);
+    }
+    assert_eq!(s.create(52, &[]), second + 1);
+}

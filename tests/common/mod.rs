@@ -542,7 +542,7 @@ impl Drop for PgServer {
     }
 }
 
-fn unsafe_is_root() -> bool {
+pub(crate) fn unsafe_is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -18,7 +18,7 @@ pub struct ClusterConfig {
     pub name: String,
     /// Core threads; 0 means one per available CPU.
     pub cores: usize,
-    /// Pin each core thread to one CPU.
+    /// Pin each core thread to one CPU (default true; false when read from an astrond YAML).
     pub pin_cores: bool,
     /// DC files, loaded in order as one set (order changes ids and the hash).
     pub dc_files: Vec<PathBuf>,
@@ -912,6 +912,12 @@ impl ClusterConfig {
             return Err("metrics_limits: read_timeout_ms, write_timeout_ms and idle_timeout_ms must be at least 1".into());
         }
         let md = &self.messagedirector;
+        if md.reconnect_min_ms == 0 || md.reconnect_min_ms > md.reconnect_max_ms {
+            return Err(format!(
+                "messagedirector.reconnect_min_ms = {} must be at least 1 and at most reconnect_max_ms ({})",
+                md.reconnect_min_ms, md.reconnect_max_ms
+            ));
+        }
         if md.max_datagram_bytes == 0 || md.max_datagram_bytes > otp_wire::MAX_DATAGRAM_BODY {
             return Err(format!(
                 "messagedirector.max_datagram_bytes = {}: must be 1..=65535",

@@ -28,8 +28,13 @@ pub struct Database {
     failed_batches: u64,
     connections_lost: u64,
     reconnects: u64,
-    /// Whether the store's connection is up, as last told.
+    /// Episodes of refused writes (a full or read-only disk) on a store that still reads.
+    write_outages: u64,
+    /// Whether the store's connection is up, and whether it writes, as last told. While
+    /// either is false, failed requests are counted but not evented one by one (the episode
+    /// has its own events).
     store_up: bool,
+    store_writes: bool,
     limits: super::WorkerLimits,
     /// The class fields are read in: `ANY_CLASS` (file-wide numbering), or while a request
     /// held for its object's class is handled, that class.
@@ -68,7 +73,9 @@ impl Database {
             failed_batches: 0,
             connections_lost: 0,
             reconnects: 0,
+            write_outages: 0,
             store_up: true,
+            store_writes: true,
             limits: super::WorkerLimits::default(),
             scope: ANY_CLASS,
             now,
@@ -439,7 +446,8 @@ impl Database {
         Ok(())
     }
 
-    /// Counts what befell a batch; a connection lost or reopened is an event.
+    /// Counts what befell a batch; a connection lost or reopened, writes refused or working
+    /// again, each is an event.
     fn batch_noted(&mut self, note: &BatchNote, out: &mut Output) {
         use super::event::{encode, Ev};
         self.failed_batches += u64::from(note.failed);
@@ -449,9 +457,25 @@ impl Database {
         }
         if note.reconnected {
             self.store_up = true;
+            self.store_writes = true;
             self.reconnects += 1;
             out.events.push(encode(
                 "database-reconnected",
+                &[("role", Ev::Str("database"))],
+            ));
+        }
+        if let Some(why) = &note.unwritable {
+            self.store_writes = false;
+            self.write_outages += 1;
+            out.events.push(encode(
+                "database-unwritable",
+                &[("role", Ev::Str("database")), ("reason", Ev::Str(why))],
+            ));
+        }
+        if note.writable {
+            self.store_writes = true;
+            out.events.push(encode(
+                "database-writable",
                 &[("role", Ev::Str("database"))],
             ));
         }
@@ -610,7 +634,8 @@ impl Database {
                 }
             }
             (_, outcome) => {
-                if let Outcome::StorageError(why) = &outcome {
+                let episode = !(self.store_up && self.store_writes);
+                if let (Outcome::StorageError(why), false) = (&outcome, episode) {
                     out.events.push(super::event::encode(
                         "database-failure",
                         &[
@@ -790,6 +815,7 @@ impl Role for Database {
         out.push(("failed_batches", self.failed_batches));
         out.push(("connections_lost", self.connections_lost));
         out.push(("reconnects", self.reconnects));
+        out.push(("write_outages", self.write_outages));
     }
 
     fn take_worker(&mut self) -> Option<Box<dyn Worker>> {

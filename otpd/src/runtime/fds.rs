@@ -97,6 +97,16 @@ pub(super) fn out_of_descriptors(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
+/// A file size limit (`ulimit -f`) fails the write that passes it (EFBIG: the database refuses
+/// writes and keeps reading, a log line is lost) instead of killing the whole process with
+/// SIGXFSZ.
+pub(super) fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -266,6 +266,7 @@ impl Runtime {
             ..Stats::default()
         });
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(config.password_queue.max(1));
+        fds::ignore_file_size_signal();
         let shared = Arc::new(Shared {
             jobs: jobs_tx,
             cores,

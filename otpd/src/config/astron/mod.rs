@@ -9,6 +9,11 @@
 //! through typed accessors (`access.rs`), and converted section by section (`sections.rs`), so
 //! errors can say exactly where they are; `tests.rs` has the cases.
 //!
+//! otpd's own keys are accepted beside astrond's (`general.cores`, `general.pin_cores`, the
+//! `dc_*` settings, `messagedirector.allow` and `reconnect_min_ms`/`reconnect_max_ms`, a
+//! `metrics` section, a ClientAgent's `flush_delay_ms` and `proxy_from`); core threads are
+//! not pinned unless the file asks, as astrond pins nothing.
+//!
 //! What the file says that otpd's model cannot express is refused with a message saying so
 //! (a MongoDB or MySQL backend, TLS client-certificate checks, roles missing a channel that
 //! astrond would let default to 0). See the module's tests for each case.

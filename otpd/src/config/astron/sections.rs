@@ -12,11 +12,24 @@ use std::path::PathBuf;
 
 pub(super) fn convert(cx: &Cx, root: &Node) -> Res<ClusterConfig> {
     let top = Section::new(cx, root, "")?;
+    // `metrics` is otpd's own section (astrond refuses it): see ClusterConfig::metrics.
     top.only(
         cx,
-        &["daemon", "general", "uberdogs", "messagedirector", "roles"],
+        &[
+            "daemon",
+            "general",
+            "uberdogs",
+            "messagedirector",
+            "roles",
+            "metrics",
+        ],
     )?;
-    let mut config = ClusterConfig::default();
+    let mut config = ClusterConfig {
+        // astrond pins nothing, and its hosts usually run the AI and UberDOG processes too:
+        // core threads float unless `general: {pin_cores: true}` says otherwise.
+        pin_cores: false,
+        ..ClusterConfig::default()
+    };
 
     if let Some(daemon) = top.sub(cx, "daemon")? {
         daemon.only(cx, &["name", "url"])?;
@@ -38,9 +51,18 @@ pub(super) fn convert(cx: &Cx, root: &Node) -> Res<ClusterConfig> {
                 "dc_multiple_inheritance",
                 "dc_virtual_inheritance",
                 "dc_sort_inheritance_by_file",
+                // otpd's own: see ClusterConfig::cores and pin_cores.
+                "cores",
+                "pin_cores",
             ],
         )?;
         config.eventlogger = general.address(cx, "eventlogger", EVENTLOGGER_DEFAULT_PORT)?;
+        if let Some(v) = general.uint(cx, "cores", 1024)? {
+            config.cores = v as usize;
+        }
+        if let Some(v) = general.loose_bool(cx, "pin_cores")? {
+            config.pin_cores = v;
+        }
         // otpd's own keys: Panda3D's dc-* settings (the 2003 rule: all three false).
         let d = &mut config.dc_settings;
         if let Some(v) = general.loose_bool(cx, "dc_multiple_inheritance")? {
@@ -83,17 +105,11 @@ pub(super) fn convert(cx: &Cx, root: &Node) -> Res<ClusterConfig> {
         ..MessageDirectorConfig::default()
     };
     if let Some(md) = top.sub(cx, "messagedirector")? {
-        // `allow` is otpd's own (astrond refuses it): see MessageDirectorConfig::allow.
-        md.only(cx, &["bind", "connect", "threaded", "allow"])?;
-        config.messagedirector.bind = md_address(cx, &md, "bind")?;
-        config.messagedirector.connect = md_address(cx, &md, "connect")?;
-        config.messagedirector.allow = networks(cx, &md, "allow")?;
-        if let Some(threaded) = md.loose_bool(cx, "threaded")? {
-            log::info!(
-                "{}: messagedirector.threaded = {threaded} is accepted and ignored: otpd routes on its own core threads (see `cores`)",
-                cx.file
-            );
-        }
+        md_section(cx, &md, &mut config.messagedirector)?;
+    }
+
+    if let Some(metrics) = top.sub(cx, "metrics")? {
+        metrics_section(cx, &metrics, &mut config)?;
     }
 
     if let Some(n) = top.get("roles") {
@@ -102,6 +118,76 @@ pub(super) fn convert(cx: &Cx, root: &Node) -> Res<ClusterConfig> {
         }
     }
     Ok(config)
+}
+
+/// The default port of the metrics endpoint when `metrics.bind` leaves it out.
+const METRICS_DEFAULT_PORT: u16 = 9199;
+
+/// otpd's `metrics` section: the endpoint's address (`bind`; absent = off) and its bounds, as
+/// `metrics` and `metrics_limits` in cluster.ron.
+fn metrics_section(cx: &Cx, sec: &Section, config: &mut ClusterConfig) -> Res<()> {
+    sec.only(
+        cx,
+        &[
+            "bind",
+            "max_connections",
+            "max_request_bytes",
+            "read_timeout_ms",
+            "write_timeout_ms",
+            "idle_timeout_ms",
+        ],
+    )?;
+    config.metrics = sec.address(cx, "bind", METRICS_DEFAULT_PORT)?;
+    let l = &mut config.metrics_limits;
+    if let Some(v) = sec.uint(cx, "max_connections", 1_000_000)? {
+        l.max_connections = v as usize;
+    }
+    if let Some(v) = sec.uint(cx, "max_request_bytes", 1 << 30)? {
+        l.max_request_bytes = v as usize;
+    }
+    if let Some(v) = sec.uint(cx, "read_timeout_ms", 3_600_000)? {
+        l.read_timeout_ms = v;
+    }
+    if let Some(v) = sec.uint(cx, "write_timeout_ms", 3_600_000)? {
+        l.write_timeout_ms = v;
+    }
+    if let Some(v) = sec.uint(cx, "idle_timeout_ms", 3_600_000)? {
+        l.idle_timeout_ms = v;
+    }
+    Ok(())
+}
+
+/// The `messagedirector` section: astrond's keys, and otpd's `allow` and reconnect waits.
+fn md_section(cx: &Cx, md: &Section, m: &mut MessageDirectorConfig) -> Res<()> {
+    // `allow` and the reconnect waits are otpd's own (astrond refuses them): see
+    // MessageDirectorConfig.
+    md.only(
+        cx,
+        &[
+            "bind",
+            "connect",
+            "threaded",
+            "allow",
+            "reconnect_min_ms",
+            "reconnect_max_ms",
+        ],
+    )?;
+    m.bind = md_address(cx, md, "bind")?;
+    m.connect = md_address(cx, md, "connect")?;
+    m.allow = networks(cx, md, "allow")?;
+    if let Some(v) = md.uint(cx, "reconnect_min_ms", 3_600_000)? {
+        m.reconnect_min_ms = v;
+    }
+    if let Some(v) = md.uint(cx, "reconnect_max_ms", 3_600_000)? {
+        m.reconnect_max_ms = v;
+    }
+    if let Some(threaded) = md.loose_bool(cx, "threaded")? {
+        log::info!(
+            "{}: messagedirector.threaded = {threaded} is accepted and ignored: otpd routes on its own core threads (see `cores`)",
+            cx.file
+        );
+    }
+    Ok(())
 }
 
 /// An allow-list key (`allow`, `proxy_from`, `allow_from`): a list of addresses and networks,

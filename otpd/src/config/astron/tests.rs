@@ -683,3 +683,86 @@ fn type_errors() {
     let e = parse_err("daemon:\n  name: [a]\n");
     assert!(e.message.contains("daemon.name"), "{e}");
 }
+
+#[test]
+fn otpd_keys_metrics_reconnect_and_cores() {
+    // Without them: no metrics, cluster.ron's reconnect waits, one core thread per CPU, none
+    // pinned (astrond pins nothing; its hosts run the AIs too).
+    let c = parse_ok(MD);
+    assert_eq!(c.metrics, None);
+    assert_eq!(
+        (c.cores, c.pin_cores),
+        (0, false),
+        "a YAML cluster floats on every CPU"
+    );
+    let d = crate::config::MessageDirectorConfig::default();
+    assert_eq!(
+        (
+            c.messagedirector.reconnect_min_ms,
+            c.messagedirector.reconnect_max_ms
+        ),
+        (d.reconnect_min_ms, d.reconnect_max_ms)
+    );
+    assert_eq!(c.metrics_limits, crate::config::MetricsLimits::default());
+    let c = parse_ok(
+        "general:\n  cores: 2\n  pin_cores: true\nmessagedirector:\n  bind: 127.0.0.1:57123\n  \
+         connect: 127.0.0.1:57124\n  reconnect_min_ms: 50\n  reconnect_max_ms: 2000\n\
+         metrics:\n  bind: 127.0.0.1:57125\n  max_connections: 4\n  max_request_bytes: 4096\n  \
+         read_timeout_ms: 1000\n  write_timeout_ms: 2000\n  idle_timeout_ms: 3000\n",
+    );
+    assert_eq!((c.cores, c.pin_cores), (2, true));
+    assert_eq!(
+        (
+            c.messagedirector.reconnect_min_ms,
+            c.messagedirector.reconnect_max_ms
+        ),
+        (50, 2000)
+    );
+    assert_eq!(c.metrics.as_deref(), Some("127.0.0.1:57125"));
+    assert_eq!(
+        c.metrics_limits,
+        crate::config::MetricsLimits {
+            max_connections: 4,
+            max_request_bytes: 4096,
+            read_timeout_ms: 1000,
+            write_timeout_ms: 2000,
+            idle_timeout_ms: 3000,
+        }
+    );
+    // The port may be left out; a metrics section without bind leaves the endpoint off.
+    let c = parse_ok(&format!("{MD}metrics:\n  bind: 127.0.0.1\n"));
+    assert_eq!(c.metrics.as_deref(), Some("127.0.0.1:9199"));
+    let c = parse_ok(&format!("{MD}metrics:\n  max_connections: 2\n"));
+    assert_eq!(c.metrics, None);
+    // Unknown keys in them name the key and its line, as everywhere else.
+    let e = parse_err(&format!("{MD}metrics:\n  bind: 127.0.0.1\n  bnd: x\n"));
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(
+        e.message.contains("bnd") && e.message.contains("metrics"),
+        "{e}"
+    );
+    let e = parse_err("general:\n  core: 2\n");
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(
+        e.message.contains("core") && e.message.contains("general"),
+        "{e}"
+    );
+    let e = parse_err(&format!("{MD}  reconnect_ms: 5\n"));
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.message.contains("reconnect_ms"), "{e}");
+    // Values are checked: types, bounds, the waits' order, the metrics limits.
+    let e = parse_err("general:\n  cores: two\n");
+    assert!(e.message.contains("general.cores"), "{e}");
+    let e = parse_err("general:\n  pin_cores: maybe\n");
+    assert!(e.message.contains("pin_cores"), "{e}");
+    let e = parse_err(&format!("{MD}  reconnect_min_ms: 9000\n"));
+    assert!(e.message.contains("reconnect_min_ms"), "{e}");
+    let e = parse_err(&format!("{MD}  reconnect_min_ms: 0\n"));
+    assert!(e.message.contains("reconnect_min_ms"), "{e}");
+    let e = parse_err(&format!(
+        "{MD}metrics:\n  bind: 127.0.0.1\n  max_connections: 0\n"
+    ));
+    assert!(e.message.contains("max_connections"), "{e}");
+    let e = parse_err(&format!("{MD}metrics:\n  bind: not an address\n"));
+    assert!(e.message.contains("metrics.bind"), "{e}");
+}

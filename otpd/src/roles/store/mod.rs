@@ -123,6 +123,22 @@ pub struct Job {
     pub note: Option<BatchNote>,
 }
 
+impl Job {
+    /// Whether the job changed something in its (committed) transaction.
+    fn wrote(&self) -> bool {
+        matches!(
+            (&self.op, &self.outcome),
+            (
+                _,
+                Outcome::Created(_) | Outcome::Deleted | Outcome::AccountCreated(true)
+            ) | (
+                Op::Set { .. } | Op::Update { .. } | Op::AccountSet { .. },
+                Outcome::Done
+            )
+        )
+    }
+}
+
 /// What the store tells the role about a batch beyond each job's outcome (for the metrics
 /// and the events).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -133,6 +149,11 @@ pub struct BatchNote {
     pub reconnected: bool,
     /// The engine's connection was found lost during the batch: why.
     pub lost: Option<String>,
+    /// Writes began to fail on a connection that still reads (a full or read-only disk):
+    /// why. Told once, when the first write fails after writes worked.
+    pub unwritable: Option<String>,
+    /// A write committed again after `unwritable`.
+    pub writable: bool,
 }
 
 /// Why a store cannot be opened.
@@ -198,6 +219,10 @@ pub struct Store<B: Backend> {
     next_doid: u32,
     min_doid: Doid,
     max_doid: Doid,
+    /// Writes fail on a connection that still reads (told once per episode).
+    unwritable: bool,
+    /// Batches failed since the last one that committed (one log line per episode).
+    failing: u64,
 }
 
 impl<B: Backend> Store<B> {
@@ -214,6 +239,8 @@ impl<B: Backend> Store<B> {
             next_doid: stored_next.max(min_doid),
             min_doid,
             max_doid,
+            unwritable: false,
+            failing: 0,
         }
     }
 
@@ -226,8 +253,17 @@ impl<B: Backend> Store<B> {
         self.backend
     }
 
-    /// Applies every job in one transaction; on a storage error the whole batch fails. A
-    /// commit whose answer is lost fails too: it may have landed, but is never acknowledged.
+    /// The engine, for tests that put it in trouble.
+    #[cfg(test)]
+    pub(crate) fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// Applies every job in one transaction. A batch that fails on a connection that still
+    /// works (a full or read-only disk, one bad request) is tried again one job per
+    /// transaction, so that reads and the writes that fit are still answered; on a lost
+    /// connection the whole batch fails. A commit whose answer is lost fails too: it may
+    /// have landed, but is never acknowledged.
     pub fn apply(&mut self, jobs: &mut [Job]) {
         let mut note = BatchNote::default();
         match self.backend.ready() {
@@ -236,6 +272,8 @@ impl<B: Backend> Store<B> {
                 // Never back: a doid handed out and committed is above both.
                 self.next_doid = self.next_doid.max(stored).max(self.min_doid);
                 note.reconnected = true;
+                // A new connection: whether it writes is learnt afresh.
+                self.unwritable = false;
             }
             Err(e) => {
                 note.failed = true;
@@ -248,6 +286,38 @@ impl<B: Backend> Store<B> {
                 return;
             }
         }
+        match self.transaction(jobs) {
+            Ok(()) => self.committed(jobs, &mut note),
+            Err(e) => {
+                note.failed = true;
+                if self.failing == 0 {
+                    log::error!("database: a batch of {} requests failed: {e}", jobs.len());
+                } else {
+                    log::debug!("database: a batch of {} requests failed: {e}", jobs.len());
+                }
+                self.failing += 1;
+                if self.backend.lost() {
+                    note.lost = Some(e.clone());
+                    for job in jobs.iter_mut() {
+                        job.outcome = Outcome::StorageError(e.clone());
+                    }
+                } else if jobs.len() > 1 {
+                    self.one_by_one(jobs, &mut note);
+                } else {
+                    jobs[0].outcome = Outcome::StorageError(e.clone());
+                    self.refused_write(&e, &mut note);
+                }
+            }
+        }
+        if note != BatchNote::default() {
+            if let Some(first) = jobs.first_mut() {
+                first.note = Some(note);
+            }
+        }
+    }
+
+    /// `jobs` in one transaction, rolled back (doid counter included) on any error.
+    fn transaction(&mut self, jobs: &mut [Job]) -> Result<(), String> {
         let start_doid = self.next_doid;
         let result = (|| -> Result<(), String> {
             self.backend.begin()?;
@@ -259,22 +329,63 @@ impl<B: Backend> Store<B> {
             }
             self.backend.commit()
         })();
-        if let Err(e) = result {
-            log::error!("database: a batch of {} requests failed: {e}", jobs.len());
+        if result.is_err() {
             self.backend.rollback();
             self.next_doid = start_doid;
-            note.failed = true;
-            if self.backend.lost() {
-                note.lost = Some(e.clone());
+        }
+        result
+    }
+
+    /// A failed batch's jobs again, each in its own transaction, until the connection is
+    /// found lost (the rest then fail untried).
+    fn one_by_one(&mut self, jobs: &mut [Job], note: &mut BatchNote) {
+        let mut lost: Option<String> = None;
+        for i in 0..jobs.len() {
+            if let Some(e) = &lost {
+                jobs[i].outcome = Outcome::StorageError(e.clone());
+                continue;
             }
-            for job in jobs.iter_mut() {
-                job.outcome = Outcome::StorageError(e.clone());
+            match self.transaction(&mut jobs[i..=i]) {
+                Ok(()) => self.committed(&jobs[i..=i], note),
+                Err(e) => {
+                    jobs[i].outcome = Outcome::StorageError(e.clone());
+                    if self.backend.lost() {
+                        note.lost = Some(e.clone());
+                        lost = Some(e);
+                    } else {
+                        self.refused_write(&e, note);
+                    }
+                }
             }
         }
-        if note != BatchNote::default() {
-            if let Some(first) = jobs.first_mut() {
-                first.note = Some(note);
-            }
+    }
+
+    /// A transaction failed on a connection that still works: writes are refused (an
+    /// episode begins, told once).
+    fn refused_write(&mut self, why: &str, note: &mut BatchNote) {
+        if !self.unwritable {
+            self.unwritable = true;
+            log::error!(
+                "database: the store refuses writes ({why}); reads are served, writes fail \
+                 until it accepts them again"
+            );
+            note.unwritable = Some(why.to_string());
+        }
+    }
+
+    /// `jobs` committed: an episode of failures or refused writes is over if they wrote.
+    fn committed(&mut self, jobs: &[Job], note: &mut BatchNote) {
+        let wrote = jobs.iter().any(|j| j.wrote());
+        if self.failing > 0 && (wrote || !self.unwritable) {
+            log::warn!(
+                "database: transactions commit again after {} failed batches",
+                self.failing
+            );
+            self.failing = 0;
+        }
+        if self.unwritable && wrote {
+            self.unwritable = false;
+            note.writable = true;
         }
     }
 

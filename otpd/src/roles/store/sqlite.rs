@@ -1,15 +1,34 @@
 //! The embedded engine: one SQLite file, `otpd.sqlite3` in the configured directory, in WAL
 //! mode with synchronous=FULL (a commit is on disk before it is answered), held exclusively;
-//! created mode 0600 in a folder created 0700 (`private_fs`).
+//! created mode 0600 in a folder created 0700 (`private_fs`). A full or read-only disk fails
+//! the writes and keeps the reads; a connection that no longer reads is reopened with backoff.
 
 use super::{Backend, Schema, Store, StoreError, SCHEMA_VERSION};
 use otp_wire::Doid;
 use rusqlite::{params, Connection, OptionalExtension};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The wait before the second attempt to reopen the file; it doubles after each failed
+/// attempt, up to `RETRY_MAX` (the first attempt is made on the first batch after the loss).
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub struct SqliteBackend {
     conn: Connection,
+    path: PathBuf,
+    /// Set while the file is closed for want of a working connection.
+    down: Option<Down>,
+}
+
+/// A connection given up: since when, why, and when the next attempt to reopen may be made.
+struct Down {
+    since: Instant,
+    why: String,
+    retry_at: Instant,
+    delay: Duration,
+    attempts: u32,
 }
 
 fn e(err: rusqlite::Error) -> String {
@@ -39,8 +58,36 @@ pub fn open(
             path.display()
         );
     }
+    let (conn, next) = connect(&path)?;
+    let backend = SqliteBackend {
+        conn,
+        path: path.clone(),
+        down: None,
+    };
+    let store = Store::new(backend, schema, next, min_doid, max_doid);
+    log::info!(
+        "database: {} (SQLite {}, WAL, synchronous=FULL); next doid {}",
+        path.display(),
+        rusqlite::version(),
+        store.next_doid()
+    );
+    Ok(store)
+}
+
+/// Opens the file for writing (a file SQLite could only open read-only is refused), takes it
+/// exclusively, creates the schema if needed, and reads the stored doid counter.
+fn connect(path: &Path) -> Result<(Connection, u32), StoreError> {
     let what = |e: rusqlite::Error| StoreError(format!("{}: {e}", path.display()));
-    let conn = Connection::open(&path).map_err(what)?;
+    let conn = Connection::open(path).map_err(what)?;
+    if conn
+        .is_readonly(rusqlite::DatabaseName::Main)
+        .unwrap_or(false)
+    {
+        return Err(StoreError(format!(
+            "{}: opened read-only (a read-only file, folder or file system)",
+            path.display()
+        )));
+    }
     conn.busy_timeout(std::time::Duration::from_millis(0))
         .map_err(what)?;
     // Exclusive: a second otpd on the same file is refused instead of interleaving writes.
@@ -119,14 +166,7 @@ pub fn open(
     }
     let next = meta("next_doid")?.unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
     conn.execute_batch("COMMIT").map_err(what)?;
-    let store = Store::new(SqliteBackend { conn }, schema, next, min_doid, max_doid);
-    log::info!(
-        "database: {} (SQLite {}, WAL, synchronous=FULL); next doid {}",
-        path.display(),
-        rusqlite::version(),
-        store.next_doid()
-    );
-    Ok(store)
+    Ok((conn, next))
 }
 
 impl Backend for SqliteBackend {
@@ -137,7 +177,87 @@ impl Backend for SqliteBackend {
         self.conn.execute_batch("COMMIT").map_err(e)
     }
     fn rollback(&mut self) {
+        // SQLite may have rolled back by itself (a full disk, an I/O error): no transaction
+        // is then active, and this fails harmlessly.
         let _ = self.conn.execute_batch("ROLLBACK");
+    }
+    fn ready(&mut self) -> Result<Option<u32>, String> {
+        let Some(down) = &mut self.down else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        if now < down.retry_at {
+            return Err(format!(
+                "{}: unusable ({}); reopening",
+                self.path.display(),
+                down.why
+            ));
+        }
+        match connect(&self.path) {
+            Ok((conn, next)) => {
+                log::warn!(
+                    "database: {} reopened after {} ms ({} failed attempts); stored next doid \
+                     {next}",
+                    self.path.display(),
+                    now.saturating_duration_since(down.since).as_millis(),
+                    down.attempts
+                );
+                self.conn = conn;
+                self.down = None;
+                Ok(Some(next))
+            }
+            Err(err) => {
+                log::debug!("database: reopening failed: {err}");
+                down.attempts += 1;
+                down.retry_at = now + down.delay;
+                down.delay = (down.delay * 2).min(RETRY_MAX);
+                Err(format!("{err}; reopening"))
+            }
+        }
+    }
+    /// A failed transaction leaves the connection usable if it still reads (a full disk, a
+    /// refused write); otherwise it is closed, to be reopened by a later `ready`.
+    fn lost(&mut self) -> bool {
+        if self.down.is_some() {
+            return true;
+        }
+        let probe = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(e)
+            .and_then(|_| {
+                if self.conn.is_autocommit() {
+                    Ok(())
+                } else {
+                    Err("a transaction is still open after its rollback".to_string())
+                }
+            });
+        let Err(why) = probe else {
+            return false;
+        };
+        log::error!(
+            "database: {} unusable ({why}); closed, requests fail until it is reopened",
+            self.path.display()
+        );
+        // Closed now (the file is held exclusively, and a reopen needs it free); an
+        // in-memory stand-in holds the place meanwhile, never used while `down` is set.
+        match Connection::open_in_memory() {
+            Ok(stand_in) => drop(std::mem::replace(&mut self.conn, stand_in)),
+            Err(err) => log::error!("database: cannot close the connection: {err}"),
+        }
+        let now = Instant::now();
+        self.down = Some(Down {
+            since: now,
+            why,
+            retry_at: now,
+            delay: RETRY_FIRST,
+            attempts: 0,
+        });
+        true
     }
     fn class_of(&mut self, doid: Doid) -> Result<Option<u16>, String> {
         self.conn
@@ -283,5 +403,83 @@ impl Backend for SqliteBackend {
             .execute(params![name, data])
             .map(|_| ())
             .map_err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The store driven directly: a connection that no longer reads is closed, the file
+    //! reopened on the retry schedule, and nothing acknowledged is lost or handed out twice.
+    use super::super::{BatchNote, Job, Op, Outcome};
+    use super::*;
+
+    fn schema() -> Arc<Schema> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/dc/objects.dc");
+        Arc::new(Schema::new(otp_dc::DcFile::parse_files(&[path]).unwrap()))
+    }
+
+    fn job(op: Op) -> Job {
+        Job {
+            op,
+            sender: 1,
+            context: 0,
+            msgtype: 0,
+            outcome: Outcome::Pending,
+            queued: Instant::now(),
+            note: None,
+        }
+    }
+
+    /// One batch of `ops`: the outcomes and the batch's note.
+    fn run(store: &mut Store<SqliteBackend>, ops: Vec<Op>) -> (Vec<Outcome>, BatchNote) {
+        let mut jobs: Vec<Job> = ops.into_iter().map(job).collect();
+        store.apply(&mut jobs);
+        let note = jobs[0].note.take().unwrap_or_default();
+        (jobs.into_iter().map(|j| j.outcome).collect(), note)
+    }
+
+    #[test]
+    fn a_connection_that_no_longer_reads_is_reopened_with_backoff() {
+        let schema = schema();
+        let thing = schema.dc().class_by_name("Thing").unwrap().id();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("db");
+        let mut store = open(&dir, schema, 100, 199).unwrap();
+        let create = || Op::Create {
+            class: thing,
+            fields: Vec::new(),
+        };
+        let (out, _) = run(&mut store, vec![create()]);
+        assert_eq!(out, [Outcome::Created(100)]);
+        // The connection stops reading (here: swapped for an empty one, which frees the file),
+        // and the file's folder is gone meanwhile.
+        store.backend_mut().conn = Connection::open_in_memory().unwrap();
+        std::fs::rename(&dir, root.path().join("away")).unwrap();
+        let get = || Op::Get {
+            doid: 100,
+            fields: None,
+        };
+        let (out, note) = run(&mut store, vec![get(), create()]);
+        assert!(matches!(
+            out[..],
+            [Outcome::StorageError(_), Outcome::StorageError(_)]
+        ));
+        assert!(note.failed && note.lost.is_some(), "{note:?}");
+        // Reopening is tried at once and fails (no such folder: SQLITE_CANTOPEN); the next
+        // attempt waits for its turn, and batches fail untried meanwhile.
+        let (out, note) = run(&mut store, vec![get()]);
+        assert!(matches!(&out[0], Outcome::StorageError(e) if e.contains("reopening")));
+        assert!(note.failed && note.lost.is_none() && !note.reconnected);
+        assert_eq!(store.backend_mut().down.as_ref().unwrap().attempts, 1);
+        let (_, _) = run(&mut store, vec![get()]);
+        assert_eq!(store.backend_mut().down.as_ref().unwrap().attempts, 1);
+        // The folder is back: the next attempt reopens it, the acknowledged object is there,
+        // and the doid counter goes on from the stored one.
+        std::fs::rename(root.path().join("away"), &dir).unwrap();
+        std::thread::sleep(RETRY_FIRST * 2);
+        let (out, note) = run(&mut store, vec![get(), create()]);
+        assert!(note.reconnected && !note.failed, "{note:?}");
+        assert!(matches!(&out[0], Outcome::Object { class, .. } if *class == thing));
+        assert_eq!(out[1], Outcome::Created(101));
     }
 }
