@@ -3,6 +3,7 @@
 //! protocol between cores (`router`) that drives them, and what the MD keeps for each
 //! participant with the handling of its control messages (`participant`).
 
+pub mod link_name;
 pub mod participant;
 pub mod ranges;
 pub mod router;
