@@ -1,24 +1,27 @@
-//! The name an otpd child MD gives itself upstream (CONTROL_SET_CON_NAME): its daemon name and
-//! an incarnation, a random number drawn once per process, so the root can tell the same child
-//! re-registering on a new link from a different child. Any other name is a plain participant.
+//! The name a child MD gives itself towards its upstream MD (CONTROL_SET_CON_NAME): the
+//! daemon's configured name and the process's incarnation, so the root can tell the same child
+//! re-registering after a reconnection from another child. One format, written and read here.
 
-/// Marks a child MD's CONTROL_SET_CON_NAME text: `{name} [otpd-md {incarnation:016x}]`.
-const MARK: &str = " [otpd-md ";
+/// What marks a child MD's name: `{name} [otpd-md {incarnation:016x}]`.
+const TAG: &str = " [otpd-md ";
 
-/// The CONTROL_SET_CON_NAME text of child MD `name` in process `incarnation`.
+/// The CONTROL_SET_CON_NAME text of a child MD: `{name} [otpd-md {incarnation:016x}]`, where
+/// `incarnation` is a random number chosen once per process (the same on every reconnection).
 pub fn child_md_name(name: &str, incarnation: u64) -> String {
-    format!("{name}{MARK}{incarnation:016x}]")
+    format!("{name}{TAG}{incarnation:016x}]")
 }
 
-/// Reads a child MD's name back: `(daemon name, incarnation)`, or None for any other name.
+/// Reads back what `child_md_name` wrote: (name, incarnation). None for any other text (an AI's
+/// name, astrond's, a malformed one).
 pub fn parse_child_md_name(text: &str) -> Option<(&str, u64)> {
     let body = text.strip_suffix(']')?;
-    let at = body.rfind(MARK)?;
-    let hex = &body[at + MARK.len()..];
+    let at = body.rfind(TAG)?;
+    let hex = &body[at + TAG.len()..];
     if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    Some((&body[..at], u64::from_str_radix(hex, 16).ok()?))
+    let incarnation = u64::from_str_radix(hex, 16).ok()?;
+    Some((&body[..at], incarnation))
 }
 
 #[cfg(test)]
@@ -26,21 +29,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip_and_other_names_are_not_child_mds() {
-        let n = child_md_name("ca-host [east]", 0x0123_4567_89ab_cdef);
-        assert_eq!(n, "ca-host [east] [otpd-md 0123456789abcdef]");
+    fn round_trips() {
+        for (name, inc) in [
+            ("ca-host", 0x0123_4567_89ab_cdef_u64),
+            ("", 0),
+            ("odd ] [otpd-md name", u64::MAX),
+        ] {
+            let text = child_md_name(name, inc);
+            assert_eq!(parse_child_md_name(&text), Some((name, inc)), "{text}");
+        }
         assert_eq!(
-            parse_child_md_name(&n),
-            Some(("ca-host [east]", 0x0123_4567_89ab_cdef))
+            child_md_name("md-2", 0xab),
+            "md-2 [otpd-md 00000000000000ab]"
         );
-        for other in [
-            "AI (district 1)",
-            "x [otpd-md 123]",
-            "x [otpd-md 0123456789abcdeg]",
-            "x [otpd-md 0123456789abcdef",
+    }
+
+    #[test]
+    fn other_names_are_not_child_mds() {
+        for text in [
+            "AI district 1",
+            "md [otpd-md 1234]",
+            "md [otpd-md 0123456789abcdeg]",
+            "md [otpd-md 0123456789abcdef",
+            "md [otpd-md +123456789abcdef]",
             "",
         ] {
-            assert_eq!(parse_child_md_name(other), None, "{other}");
+            assert_eq!(parse_child_md_name(text), None, "{text}");
         }
     }
 }
