@@ -64,6 +64,9 @@ fn an_old_link_of_a_child_that_re_registered_does_not_fire_its_post_removes() {
     let mut old = root.connect();
     old.send(&set_child_name("ca-host", 0xfeed));
     old.send(&add_post_remove(77, &delete));
+    // The old link registers first (links may be served by different cores).
+    let text = metrics_until(metrics, |t| t.contains("otpd_child_mds 1"));
+    assert!(text.contains("otpd_child_mds 1"), "{text}");
     let mut new = root.connect();
     new.send(&set_child_name("ca-host", 0xfeed));
     new.send(&add_post_remove(77, &delete));

@@ -382,7 +382,7 @@ fn with_upstream() -> (Otpd, Md) {
         free_port(),
         &format!("connect: Some(\"127.0.0.1:{}\"),", up.port),
     );
-    let l1 = up.accept();
+    let (l1, _name) = up.accept_child();
     (d, l1)
 }
 
@@ -538,7 +538,7 @@ fn two_otpd_processes_form_a_tree_and_the_child_survives_losing_its_parent() {
     deliver_eventually(&mut up, &mut down, &m);
     let log = child.log_text();
     assert!(
-        log.contains("unreachable") && log.contains("regained"),
+        log.contains("lost (") && log.contains("regained"),
         "child logs the loss and the return: {log}"
     );
 }

@@ -198,7 +198,8 @@ fn the_md_reports_the_upstream_lost_and_regained_and_a_participant_cut_off() {
     );
     let first = up.accept();
     drop(first);
-    wait_event(logs.path(), "upstream-lost");
+    let e = wait_event(logs.path(), "upstream-lost");
+    assert_eq!(e["daemon"], "otpd", "events name the daemon they come from");
     let _second = up.accept();
     wait_event(logs.path(), "upstream-regained");
     // A participant that never reads, flooded on its channel.

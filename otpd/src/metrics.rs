@@ -26,7 +26,10 @@ struct Families {
     cut_off: Counter<u64, AtomicU64>,
     refused: Family<Labels, Counter<u64, AtomicU64>>,
     upstream_connected: Gauge,
+    upstream_losses: Counter<u64, AtomicU64>,
+    upstream_cut_off: Counter<u64, AtomicU64>,
     upstream_dropped: Counter<u64, AtomicU64>,
+    upstream_silent: Gauge<f64, AtomicU64>,
     role: Family<Labels, Gauge>,
     el_written: Counter<u64, AtomicU64>,
     el_dropped: Counter<u64, AtomicU64>,
@@ -57,7 +60,10 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         cut_off: Counter::default(),
         refused: Family::default(),
         upstream_connected: Gauge::default(),
+        upstream_losses: Counter::default(),
+        upstream_cut_off: Counter::default(),
         upstream_dropped: Counter::default(),
+        upstream_silent: Gauge::default(),
         role: Family::default(),
         el_written: Counter::default(),
         el_dropped: Counter::default(),
@@ -111,10 +117,28 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         f.upstream_connected.clone(),
     );
     registry.register(
-        "upstream_dropped",
-        "Times the upstream MD link was lost",
+        "upstream_losses",
+        "Times the upstream MD link was lost (failed connection attempts are not counted)",
+        f.upstream_losses.clone(),
+    );
+    registry.register(
+        "upstream_cut_off",
+        "Upstream links cut because the upstream MD stopped reading (max_queued_bytes_upstream); counted in upstream_losses too",
+        f.upstream_cut_off.clone(),
+    );
+    registry.register(
+        "upstream_dropped_datagrams",
+        "Datagrams for the upstream MD dropped: sent while the link was down, or fired post-removes past max_queued_bytes_upstream",
         f.upstream_dropped.clone(),
     );
+    let last_byte = stats.upstream_last_byte_unix_ms.load(Ordering::Relaxed);
+    if last_byte > 0 {
+        registry.register(
+            "upstream_seconds_since_last_byte",
+            "Seconds since the upstream MD link last delivered a byte (or connected); grows on a quiet link too",
+            f.upstream_silent.clone(),
+        );
+    }
     registry.register(
         "role",
         "Role figures: objects per StateServer/DBSS, database requests, failures and latency sums",
@@ -258,10 +282,22 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
     }
     f.upstream_connected
         .set(stats.upstream_connected.load(Ordering::Relaxed) as i64);
-    f.upstream_dropped.inner().store(
-        stats.upstream_dropped.load(Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
+    for (counter, n) in [
+        (&f.upstream_losses, &stats.upstream_losses),
+        (&f.upstream_cut_off, &stats.upstream_cut_off),
+        (&f.upstream_dropped, &stats.upstream_dropped_datagrams),
+    ] {
+        counter
+            .inner()
+            .store(n.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+    if last_byte > 0 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        f.upstream_silent
+            .set(now.saturating_sub(last_byte) as f64 / 1000.0);
+    }
     f.el_written
         .inner()
         .store(events.written(), Ordering::Relaxed);

@@ -339,6 +339,34 @@ impl FakeUpstream {
         let (s, _) = self.listener.accept().unwrap();
         Md::from_stream(s)
     }
+
+    /// Accepts a child otpd and reads what it sends first, CONTROL_SET_CON_NAME: returns the
+    /// link and the name.
+    pub(crate) fn accept_child(&self) -> (Md, String) {
+        let mut md = self.accept();
+        let first = md.recv();
+        let body = &first[2..];
+        assert_eq!(body[0], 1, "one recipient");
+        assert_eq!(
+            u64::from_le_bytes(body[1..9].try_into().unwrap()),
+            1,
+            "control"
+        );
+        let msgtype = u16::from_le_bytes([body[9], body[10]]);
+        assert_eq!(msgtype, CONTROL_SET_CON_NAME, "SET_CON_NAME comes first");
+        let len = u16::from_le_bytes([body[11], body[12]]) as usize;
+        let name = String::from_utf8(body[13..13 + len].to_vec()).unwrap();
+        (md, name)
+    }
+}
+
+/// Datagrams as they arrive, until `quiet` passes with nothing (for a stream of unknown size).
+pub(crate) fn drain(md: &mut Md, quiet: Duration) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    while let Some(d) = md.recv_within(quiet) {
+        got.push(d);
+    }
+    got
 }
 
 /// A payload builder for the tests' datagrams (little-endian, as on the wire).

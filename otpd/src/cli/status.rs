@@ -73,6 +73,36 @@ fn samples(text: &str) -> Vec<Sample> {
     out
 }
 
+/// The `otpd status` line about the upstream MD link.
+fn upstream_summary(s: &[Sample]) -> String {
+    let sum = |name: &str| -> f64 { s.iter().filter(|x| x.0 == name).map(|x| x.2).sum() };
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    let silent = s
+        .iter()
+        .find(|x| x.0 == "otpd_upstream_seconds_since_last_byte")
+        .map(|x| x.2);
+    match silent {
+        None => {
+            let _ = writeln!(out, "  upstream MD: none (this MD is the root of its tree)");
+        }
+        Some(silent) => {
+            let connected = s
+                .iter()
+                .any(|x| x.0 == "otpd_upstream_connected" && x.2 > 0.0);
+            let _ = writeln!(
+                out,
+                "  upstream MD: {}, last byte {silent:.1} s ago; link lost {} time(s) ({} cut for not reading); {} datagram(s) dropped while it was down",
+                if connected { "connected" } else { "NOT CONNECTED" },
+                sum("otpd_upstream_losses_total"),
+                sum("otpd_upstream_cut_off_total"),
+                sum("otpd_upstream_dropped_datagrams_total"),
+            );
+        }
+    }
+    out
+}
+
 /// The summary `otpd status` prints.
 fn summarize(text: &str) -> String {
     let s = samples(text);
@@ -101,17 +131,10 @@ fn summarize(text: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "  misbehaving: {} participants cut off for not reading; upstream MD {} (lost {} times)",
+        "  misbehaving: {} participants cut off for not reading",
         sum("otpd_participants_cut_off_total"),
-        if s.iter()
-            .any(|x| x.0 == "otpd_upstream_connected" && x.2 > 0.0)
-        {
-            "connected"
-        } else {
-            "not connected / none"
-        },
-        sum("otpd_upstream_dropped_total")
     );
+    out.push_str(&upstream_summary(&s));
     let mut roles: std::collections::BTreeMap<(String, String), f64> = Default::default();
     for (name, labels, v) in &s {
         if name == "otpd_role" {

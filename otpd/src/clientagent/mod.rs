@@ -140,6 +140,8 @@ pub struct ClientAgent {
     pub write_timeout: Option<Duration>,
     /// How long outgoing datagrams may wait to be coalesced into one write; None = no wait.
     pub flush_delay: Option<Duration>,
+    /// New clients are ejected (131) while this process's MD has lost its upstream MD.
+    pub refuse_clients_without_upstream: bool,
     pub haproxy: bool,
     /// Peers whose PROXY headers are believed (with `haproxy`).
     pub proxy_from: proxy::TrustedProxies,
@@ -255,6 +257,7 @@ impl ClientAgent {
             write_buffer_size: config.write_buffer_size.min(usize::MAX as u64) as usize,
             write_timeout: ms(config.write_timeout_ms),
             flush_delay: ms(config.flush_delay_ms),
+            refuse_clients_without_upstream: config.refuse_clients_without_upstream,
             haproxy: config.haproxy,
             proxy_from: proxy::TrustedProxies::parse("proxy_from", &config.proxy_from)?,
             limits: config.limits,

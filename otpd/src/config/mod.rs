@@ -185,6 +185,34 @@ pub struct MessageDirectorConfig {
     /// First and longest wait between attempts to reach a lost upstream MD, milliseconds.
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    /// What losing the upstream MD does: `Reconnect` (keep running, retry with backoff, eject
+    /// the client sessions whose post-removes the upstream may have fired once it is regained)
+    /// or `Exit` (astrond's behaviour: log, an `upstream-lost` event, exit with code 1).
+    pub on_upstream_lost: OnUpstreamLost,
+    /// TCP keepalive on MD links (the upstream link and accepted participants): idle time
+    /// before the first probe and between probes, milliseconds. 0 = no keepalive.
+    pub keepalive_ms: u64,
+    /// An MD link whose sent data, or keepalive probes, go unacknowledged this long is
+    /// declared dead (TCP_USER_TIMEOUT), milliseconds. 0 = the kernel's default (minutes).
+    pub link_timeout_ms: u64,
+    /// A connection attempt to the upstream MD not established within this is given up (and
+    /// retried after the backoff), milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Bytes queued for the upstream MD at most: unsent bytes of a live link (past it, the link
+    /// is cut and re-established: subscriptions and post-removes are replayed), and fired
+    /// post-removes kept for it while it is down (past it, further ones are dropped, counted).
+    pub max_queued_bytes_upstream: usize,
+}
+
+/// What losing the upstream MD does (`messagedirector.on_upstream_lost`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum OnUpstreamLost {
+    /// Keep running, retry with backoff; once regained, the sessions whose post-removes were
+    /// registered upstream at the loss are ejected (the upstream may have fired them).
+    #[default]
+    Reconnect,
+    /// Exit the process with code 1, as astrond does.
+    Exit,
 }
 
 impl Default for MessageDirectorConfig {
@@ -204,6 +232,11 @@ impl Default for MessageDirectorConfig {
             idle_spin_us: 50,
             reconnect_min_ms: 100,
             reconnect_max_ms: 5_000,
+            on_upstream_lost: OnUpstreamLost::Reconnect,
+            keepalive_ms: 5_000,
+            link_timeout_ms: 15_000,
+            connect_timeout_ms: 3_000,
+            max_queued_bytes_upstream: 64 * 1024 * 1024,
         }
     }
 }
@@ -392,6 +425,11 @@ pub struct ClientAgentConfig {
     /// of the event-loop turn that produced them).
     #[serde(default)]
     pub flush_delay_ms: u64,
+    /// While this process's MD has an upstream MD configured but not connected, new clients
+    /// are ejected at once (code 131, "cluster unavailable") rather than left waiting for
+    /// answers that cannot come.
+    #[serde(default = "yes")]
+    pub refuse_clients_without_upstream: bool,
     /// A client silent (no CLIENT_HEARTBEAT) this long is ejected (345). 0 = never (astrond's
     /// default); otpd's is `DEFAULT_HEARTBEAT_TIMEOUT_MS`.
     #[serde(default = "heartbeat_timeout")]

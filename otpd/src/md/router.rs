@@ -118,6 +118,8 @@ pub enum Msg {
     UpstreamSend {
         off: u32,
         len: u32,
+        /// `Upstream::Owed` rather than `Upstream::Datagram`.
+        owed: bool,
     },
 }
 
@@ -346,6 +348,9 @@ pub enum Upstream<'a> {
     RangeRemoved(u64, u64),
     /// A framed datagram from one of this process's participants.
     Datagram(&'a [u8]),
+    /// A framed datagram the upstream MD must get even if the link is down now (a departed
+    /// participant's fired post-removes): the host keeps it for the link's return.
+    Owed(&'a [u8]),
 }
 
 /// A datagram read here, waiting for subscriber lookups on other cores, or (when `delegated`)
@@ -565,9 +570,13 @@ impl Router {
             }
             Msg::UpstreamSub { channel } => host.upstream(Upstream::Subscribed(channel)),
             Msg::UpstreamUnsub { channel } => host.upstream(Upstream::Unsubscribed(channel)),
-            Msg::UpstreamSend { off, len } => {
-                let (off, len) = (off as usize, len as usize);
-                host.upstream(Upstream::Datagram(&data[off..off + len]));
+            Msg::UpstreamSend { off, len, owed } => {
+                let frame = &data[off as usize..off as usize + len as usize];
+                host.upstream(if owed {
+                    Upstream::Owed(frame)
+                } else {
+                    Upstream::Datagram(frame)
+                });
             }
         }
     }
@@ -579,19 +588,25 @@ impl Router {
 
     // ---- routing -------------------------------------------------------------------------
 
-    /// Queues a framed datagram for the upstream MD (if one is configured), from any core.
-    pub fn send_upstream<H: Host>(&mut self, frame: &[u8], host: &mut H) {
+    /// Queues a framed datagram for the upstream MD (if one is configured), from any core;
+    /// `owed`: one it must get even if the link is down now (see `Upstream::Owed`).
+    pub fn send_upstream<H: Host>(&mut self, frame: &[u8], owed: bool, host: &mut H) {
         if !self.upstream {
             return;
         }
         if self.me == 0 {
-            host.upstream(Upstream::Datagram(frame));
+            host.upstream(if owed {
+                Upstream::Owed(frame)
+            } else {
+                Upstream::Datagram(frame)
+            });
         } else {
             let batch = host.outbox().batch(0);
             let off = batch.push_bytes(frame);
             batch.msgs.push(Msg::UpstreamSend {
                 off,
                 len: frame.len() as u32,
+                owed,
             });
         }
     }

@@ -118,6 +118,11 @@ impl Conn {
         } else if self.sent > self.out.len() / 2 {
             self.out.drain(..self.sent);
             self.sent = 0;
+            // A backlog that never empties gives memory back too once it has shrunk well
+            // below its high-water mark (each shrink halves the capacity at least: linear).
+            if self.out.capacity() > 4 << 20 && self.out.capacity() > 4 * self.out.len() {
+                self.out.shrink_to((2 * self.out.len()).max(1 << 20));
+            }
         }
         Ok(())
     }
@@ -146,6 +151,44 @@ impl Conn {
                 return Ok(());
             }
             self.sent += n;
+        }
+    }
+}
+
+/// TCP keepalive (probes after `keepalive_ms` idle, then every `keepalive_ms`) and
+/// TCP_USER_TIMEOUT (`link_timeout_ms`: sent data or probes unacknowledged that long end the
+/// connection with an error) on an MD link, so that a dead peer or path is noticed without
+/// any message of our own (the peer may be astrond). 0 = leave that one to the kernel.
+pub(super) fn watch_link(stream: &TcpStream, keepalive_ms: u64, link_timeout_ms: u64) {
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+    let sock = socket2::SockRef::from(stream);
+    if keepalive_ms > 0 {
+        let every = Duration::from_millis(keepalive_ms.max(1000));
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(every)
+            .with_interval(every);
+        if let Err(e) = sock.set_tcp_keepalive(&ka) {
+            log::debug!("messagedirector: cannot set TCP keepalive: {e}");
+        }
+    }
+    if link_timeout_ms > 0 {
+        let ms = link_timeout_ms.min(u32::MAX as u64) as libc::c_uint;
+        // SAFETY: a valid descriptor and a c_uint option value of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_USER_TIMEOUT,
+                (&ms as *const libc::c_uint).cast(),
+                std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            log::debug!(
+                "messagedirector: cannot set TCP_USER_TIMEOUT: {}",
+                io::Error::last_os_error()
+            );
         }
     }
 }

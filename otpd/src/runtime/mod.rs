@@ -80,7 +80,16 @@ pub struct Stats {
     pub participants_refused_not_allowed: AtomicU64,
     pub participants_refused_limit: AtomicU64,
     pub upstream_connected: AtomicBool,
-    pub upstream_dropped: AtomicU64,
+    /// Times a live upstream link was lost (failed connection attempts are not counted).
+    pub upstream_losses: AtomicU64,
+    /// ...of which cut by us: the upstream stopped reading (`max_queued_bytes_upstream`).
+    pub upstream_cut_off: AtomicU64,
+    /// Datagrams for the upstream MD dropped: ordinary ones while the link was down, fired
+    /// post-removes past `max_queued_bytes_upstream`.
+    pub upstream_dropped_datagrams: AtomicU64,
+    /// When the upstream link last delivered a byte (or connected), milliseconds since the
+    /// Unix epoch; 0 = no upstream MD configured.
+    pub upstream_last_byte_unix_ms: AtomicU64,
     /// The child MDs linked to this MD, with their figures.
     pub child_mds: ChildMds,
     /// The ClientAgents' own counters (clients by state, ejects by code).
@@ -113,6 +122,14 @@ pub(crate) struct Shared {
 }
 
 impl Stats {
+    /// Notes that the upstream link delivered something now.
+    pub(crate) fn upstream_heard(&self) {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        self.upstream_last_byte_unix_ms.store(ms, Ordering::Relaxed);
+    }
+
     pub fn datagrams_routed(&self) -> u64 {
         self.per_core
             .iter()

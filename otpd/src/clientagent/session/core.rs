@@ -18,6 +18,16 @@ use std::time::{Duration, Instant};
 /// otpd's own eject code: a client sent more datagrams or bytes per second than its limits.
 pub const CLIENT_DISCONNECT_RATE_LIMITED: u16 = 129;
 
+/// otpd's own eject code: this process's MD lost its upstream MD and regained it, and the
+/// upstream may have fired the session's post-removes meanwhile (deleted its avatar). Both
+/// dialects send it as is; the 2003 client shows "An unexpected problem has occurred (error
+/// code 130) ... you should be able to connect again".
+pub const CLIENT_DISCONNECT_CLUSTER_LOST: u16 = 130;
+
+/// otpd's own eject code: a new client while this process's MD has no upstream MD
+/// (`refuse_clients_without_upstream`); the 2003 client shows it as code 130 above.
+pub const CLIENT_DISCONNECT_CLUSTER_UNAVAILABLE: u16 = 131;
+
 /// At most this many bytes of an eject reason are logged, sent as an event and to the client.
 pub const MAX_REASON_BYTES: usize = 256;
 

@@ -11,7 +11,10 @@ mod cluster;
 pub(in crate::clientagent) mod core;
 mod interests;
 
-pub use self::core::{clip_text, CLIENT_DISCONNECT_RATE_LIMITED, MAX_REASON_BYTES};
+pub use self::core::{
+    clip_text, CLIENT_DISCONNECT_CLUSTER_LOST, CLIENT_DISCONNECT_CLUSTER_UNAVAILABLE,
+    CLIENT_DISCONNECT_RATE_LIMITED, MAX_REASON_BYTES,
+};
 
 use self::core::{min_opt, refuse, SessionCore};
 use super::dialect::Dialect;

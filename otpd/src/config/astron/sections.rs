@@ -159,7 +159,7 @@ fn metrics_section(cx: &Cx, sec: &Section, config: &mut ClusterConfig) -> Res<()
 
 /// The `messagedirector` section: astrond's keys, and otpd's `allow` and reconnect waits.
 fn md_section(cx: &Cx, md: &Section, m: &mut MessageDirectorConfig) -> Res<()> {
-    // `allow` and the reconnect waits are otpd's own (astrond refuses them): see
+    // `allow`, the reconnect waits and the upstream link's keys are otpd's own (astrond refuses them): see
     // MessageDirectorConfig.
     md.only(
         cx,
@@ -170,11 +170,17 @@ fn md_section(cx: &Cx, md: &Section, m: &mut MessageDirectorConfig) -> Res<()> {
             "allow",
             "reconnect_min_ms",
             "reconnect_max_ms",
+            "on_upstream_lost",
+            "keepalive_ms",
+            "link_timeout_ms",
+            "connect_timeout_ms",
+            "max_queued_bytes_upstream",
         ],
     )?;
     m.bind = md_address(cx, md, "bind")?;
     m.connect = md_address(cx, md, "connect")?;
     m.allow = networks(cx, md, "allow")?;
+    upstream_link(cx, md, m)?;
     if let Some(v) = md.uint(cx, "reconnect_min_ms", 3_600_000)? {
         m.reconnect_min_ms = v;
     }
@@ -186,6 +192,32 @@ fn md_section(cx: &Cx, md: &Section, m: &mut MessageDirectorConfig) -> Res<()> {
             "{}: messagedirector.threaded = {threaded} is accepted and ignored: otpd routes on its own core threads (see `cores`)",
             cx.file
         );
+    }
+    Ok(())
+}
+
+/// otpd's own keys of the upstream link (astrond has none of them).
+fn upstream_link(cx: &Cx, md: &Section, out: &mut MessageDirectorConfig) -> Res<()> {
+    if let Some(n) = md.get("on_upstream_lost") {
+        let what = md.key("on_upstream_lost");
+        out.on_upstream_lost = match string(cx, n, &what)?.as_str() {
+            "Reconnect" | "reconnect" => crate::config::OnUpstreamLost::Reconnect,
+            "Exit" | "exit" => crate::config::OnUpstreamLost::Exit,
+            v => return Err(cx.err(n, format!("{what}: '{v}' is not Reconnect or Exit"))),
+        };
+    }
+    let ms = u32::MAX as u64;
+    if let Some(v) = md.uint(cx, "keepalive_ms", ms)? {
+        out.keepalive_ms = v;
+    }
+    if let Some(v) = md.uint(cx, "link_timeout_ms", ms)? {
+        out.link_timeout_ms = v;
+    }
+    if let Some(v) = md.uint(cx, "connect_timeout_ms", ms)? {
+        out.connect_timeout_ms = v;
+    }
+    if let Some(v) = md.uint(cx, "max_queued_bytes_upstream", usize::MAX as u64)? {
+        out.max_queued_bytes_upstream = v as usize;
     }
     Ok(())
 }
@@ -546,6 +578,7 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         write_buffer_size: 262_144,
         write_timeout_ms: 5_000,
         flush_delay_ms: 0,
+        refuse_clients_without_upstream: true,
         // astrond's default is 0 (never); otpd's is a minute.
         heartbeat_timeout_ms: crate::config::DEFAULT_HEARTBEAT_TIMEOUT_MS,
         interest_timeout_ms: 500,
@@ -579,8 +612,9 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
                 "write_buffer_size",
                 "write_timeout_ms",
                 "heartbeat_timeout",
-                // otpd's own (astrond refuses it): see ClientAgentConfig::flush_delay_ms.
+                // otpd's own (astrond refuses them): see ClientAgentConfig.
                 "flush_delay_ms",
+                "refuse_clients_without_upstream",
             ],
         )?;
         if let Some(v) = client.strict_bool(cx, "relocate")? {
@@ -616,6 +650,9 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         }
         if let Some(v) = client.uint(cx, "flush_delay_ms", 60_000)? {
             ca.flush_delay_ms = v;
+        }
+        if let Some(v) = client.loose_bool(cx, "refuse_clients_without_upstream")? {
+            ca.refuse_clients_without_upstream = v;
         }
     }
 

@@ -766,3 +766,38 @@ fn otpd_keys_metrics_reconnect_and_cores() {
     let e = parse_err(&format!("{MD}metrics:\n  bind: not an address\n"));
     assert!(e.message.contains("metrics.bind"), "{e}");
 }
+
+#[test]
+fn the_upstream_links_otpd_keys_are_read() {
+    let c = parse_ok(
+        "messagedirector:\n  bind: 127.0.0.1:7199\n  connect: 10.0.0.1:7199\n  on_upstream_lost: Exit\n  keepalive_ms: 2000\n  link_timeout_ms: 9000\n  connect_timeout_ms: 1500\n  max_queued_bytes_upstream: 1048576\nroles:\n  - type: clientagent\n    channels: {min: 3100, max: 3999}\n    client:\n      refuse_clients_without_upstream: false\n",
+    );
+    let md = &c.messagedirector;
+    assert_eq!(md.on_upstream_lost, crate::config::OnUpstreamLost::Exit);
+    assert_eq!(
+        (
+            md.keepalive_ms,
+            md.link_timeout_ms,
+            md.connect_timeout_ms,
+            md.max_queued_bytes_upstream
+        ),
+        (2000, 9000, 1500, 1 << 20)
+    );
+    let RoleConfig::ClientAgent(ca) = &c.roles[0] else {
+        panic!()
+    };
+    assert!(!ca.refuse_clients_without_upstream);
+    // Defaults when absent.
+    let c = parse_ok("messagedirector:\n  connect: 10.0.0.1:7199\n");
+    let md = &c.messagedirector;
+    assert_eq!(
+        md.on_upstream_lost,
+        crate::config::OnUpstreamLost::Reconnect
+    );
+    assert_eq!((md.keepalive_ms, md.link_timeout_ms), (5000, 15000));
+    assert!(
+        parse_err("messagedirector:\n  on_upstream_lost: sometimes\n")
+            .message
+            .contains("Reconnect or Exit")
+    );
+}

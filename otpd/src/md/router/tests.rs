@@ -64,7 +64,7 @@ impl Host for SimHost {
                     u.ranges.remove(&c);
                 }
             }
-            Upstream::Datagram(frame) => u.datagrams.push(read_tag(frame)),
+            Upstream::Datagram(frame) | Upstream::Owed(frame) => u.datagrams.push(read_tag(frame)),
         }
     }
 }
@@ -118,7 +118,7 @@ impl Sim {
         w.finish().unwrap();
         let c = &mut self.cores[core];
         let h = RoutableHeader::parse(&self.frame[2..]).unwrap();
-        c.router.send_upstream(&self.frame, &mut c.host);
+        c.router.send_upstream(&self.frame, false, &mut c.host);
         c.router
             .route(&self.frame, h.recipients, exclude, &mut c.host);
     }
@@ -581,7 +581,7 @@ fn run_scenario(
                 prop_assert_eq!(otp_wire::frames(&clears).count(), keys.len());
                 for frame in otp_wire::frames(&routes) {
                     let header = RoutableHeader::parse(&frame[2..]).unwrap();
-                    r.send_upstream(frame, h);
+                    r.send_upstream(frame, false, h);
                     r.route(frame, header.recipients, Some(pid(p)), h);
                     let (from, n) = read_tag(frame);
                     sent.push(Sent {

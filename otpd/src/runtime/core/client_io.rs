@@ -266,6 +266,22 @@ impl Core {
         cl.session = Some(session);
         let pid = self.conns[slot].pid;
         self.shared.client_channels.lock().insert(channel, pid);
+        if self.shared.upstream.is_some()
+            && !self.shared.stats.upstream_connected.load(Ordering::Relaxed)
+        {
+            let cl = self.conns[slot].client.as_mut().expect("a client");
+            if cl.ca.refuse_clients_without_upstream {
+                // Its logins and objects would wait for a cluster that cannot answer.
+                if let Some(session) = cl.session.as_mut() {
+                    session.eject_now(
+                        crate::clientagent::session::CLIENT_DISCONNECT_CLUSTER_UNAVAILABLE,
+                        "The server cannot reach the rest of the cluster right now; please try again in a few minutes.",
+                        false,
+                        &mut out,
+                    );
+                }
+            }
+        }
         self.apply_session_output(slot, &mut out);
         self.session_out = out;
     }
@@ -567,7 +583,7 @@ impl Core {
                         continue;
                     }
                     if framed {
-                        self.send_upstream(&frame);
+                        self.send_upstream(&frame, false);
                     }
                 }
                 crate::clientagent::session::PostRemove::Clear => {
@@ -575,7 +591,7 @@ impl Core {
                     let mut w = Writer::control(&mut frame, CONTROL_CLEAR_POST_REMOVES);
                     w.u64(channel);
                     if w.finish().is_ok() {
-                        self.send_upstream(&frame);
+                        self.send_upstream(&frame, false);
                     }
                 }
             }

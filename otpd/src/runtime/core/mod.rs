@@ -42,6 +42,9 @@ const ROLE_SLOT_BASE: usize = 0x8000_0000;
 const ROLE_ROUNDS_PER_TURN: usize = 16;
 /// How often roles are given the time.
 const ROLE_TICK: Duration = Duration::from_millis(50);
+/// The text of eject 130 (`CLIENT_DISCONNECT_CLUSTER_LOST`).
+const CLUSTER_LOST_REASON: &str =
+    "Lost contact with the cluster; your objects may have been removed. Please reconnect.";
 
 /// A role instance hosted by this core, and the datagrams delivered to it this turn.
 struct HostedRole {
@@ -88,6 +91,10 @@ pub(crate) struct Core {
     /// next may be logged.
     not_allowed: u64,
     not_allowed_log_at: Instant,
+    /// When the next "fired post-remove dropped" warning may be logged.
+    owed_warn_at: Instant,
+    /// `"daemon": name`, MessagePack, added to this process's events.
+    daemon_field: Vec<u8>,
     /// Core 0: the client listeners, with their ClientAgent's index.
     client_listeners: Vec<(TcpListener, usize)>,
     /// Client connections with internal datagrams waiting in their inbox.
@@ -128,11 +135,18 @@ impl Core {
         let upstream = if id == 0 {
             shared.upstream.map(|addr| {
                 let md = &shared.config.messagedirector;
-                Upstream::new(
-                    addr,
-                    Duration::from_millis(md.reconnect_min_ms),
-                    Duration::from_millis(md.reconnect_max_ms),
-                )
+                let timing = super::upstream::Timing {
+                    min_backoff: Duration::from_millis(md.reconnect_min_ms),
+                    max_backoff: Duration::from_millis(md.reconnect_max_ms),
+                    connect_timeout: Duration::from_millis(md.connect_timeout_ms.max(1)),
+                    max_owed: md.max_queued_bytes_upstream,
+                };
+                let name = crate::md::link_name::child_md_name(
+                    &shared.config.name,
+                    super::upstream::incarnation(),
+                );
+                shared.stats.upstream_heard();
+                Upstream::new(addr, timing, name)
             })
         } else {
             None
@@ -177,6 +191,13 @@ impl Core {
             refusal_log_at: Instant::now(),
             not_allowed: 0,
             not_allowed_log_at: Instant::now(),
+            owed_warn_at: Instant::now(),
+            daemon_field: {
+                let mut f = Vec::new();
+                let _ = rmp::encode::write_str(&mut f, "daemon");
+                let _ = rmp::encode::write_str(&mut f, &shared.config.name);
+                f
+            },
             client_listeners,
             client_waiting: Vec::new(),
             clients: 0,
@@ -242,7 +263,7 @@ impl Core {
             let timeout = if busy || spinning {
                 Some(Duration::ZERO)
             } else {
-                let mut wake_at = self.upstream.as_ref().and_then(|u| u.retry_at());
+                let mut wake_at = self.upstream.as_ref().and_then(|u| u.wake_at());
                 if !self.roles.is_empty() {
                     wake_at = Some(wake_at.map_or(self.next_tick, |w| w.min(self.next_tick)));
                 }
@@ -306,8 +327,11 @@ impl Core {
                 }
             }
             if let Some(u) = &self.upstream {
-                if u.retry_due(Instant::now()) {
+                let now = Instant::now();
+                if u.retry_due(now) {
                     self.upstream_connect();
+                } else if u.connect_overdue(now) {
+                    self.upstream_connect_timed_out();
                 }
             }
             if self.accept_retry_at.is_some_and(|at| at <= Instant::now()) {
@@ -356,6 +380,7 @@ impl Core {
                         .participants
                         .fetch_add(1, Ordering::Relaxed);
                     let _ = stream.set_nodelay(true);
+                    super::conn::watch_link(&stream, md.keepalive_ms, md.link_timeout_ms);
                     let core = self.next_accept_core % self.shared.cores;
                     self.next_accept_core = self.next_accept_core.wrapping_add(1);
                     if core == self.id {
@@ -503,6 +528,8 @@ impl Core {
                     more = !deframer.drained() || self.conns[slot].peer_closed;
                     if let Some(live) = &self.conns[slot].child {
                         live.heard_now();
+                    } else if self.conns[slot].kind == ConnKind::Upstream {
+                        self.shared.stats.upstream_heard();
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => more = false,
@@ -558,7 +585,7 @@ impl Core {
             return self.handle_control(slot, frame, header.msgtype, payload);
         }
         if kind == ConnKind::Participant {
-            self.send_upstream(frame);
+            self.send_upstream(frame, false);
         }
         if !self.roles.is_empty() {
             self.presubscribe(frame);
@@ -607,8 +634,8 @@ impl Core {
                 Effect::Unsubscribe(c) => self.unsubscribe(pid, c),
                 Effect::AddRange(lo, hi) => self.range_op(pid, lo, hi, true),
                 Effect::RemoveRange(lo, hi) => self.range_op(pid, lo, hi, false),
-                Effect::Upstream => self.send_upstream(frame),
-                Effect::Log(event) => self.send_event(event),
+                Effect::Upstream => self.send_upstream(frame, false),
+                Effect::Log(event) => self.send_event_raw(event),
             }
         }
         if let Some(live) = &self.conns[slot].child {
@@ -663,7 +690,11 @@ impl Core {
         let _ = self.poll.registry().deregister(&mut c.stream);
         let reason = c.closing.take().unwrap_or_default();
         if c.kind == ConnKind::Upstream {
-            self.upstream_lost(&reason);
+            // Unless the link was already declared lost (cut off, timed out) when it was
+            // marked.
+            if self.upstream.as_ref().is_some_and(|u| u.conn == Some(slot)) {
+                self.upstream_lost(&reason);
+            }
             return;
         }
         if c.kind == ConnKind::Client {
@@ -778,7 +809,7 @@ impl Core {
     }
 
     /// Routes a departed participant's post-removes as if it had sent them, then clears them
-    /// upstream.
+    /// upstream. The upstream MD is owed the post-removes: kept for it while the link is down.
     fn fire_post_removes(&mut self, pid: Pid, label: &str, post_removes: &[(u64, Vec<u8>)]) {
         if post_removes.is_empty() {
             return;
@@ -794,11 +825,11 @@ impl Core {
             let Ok(header) = RoutableHeader::parse(&frame[otp_wire::LENGTH_TAG_BYTES..]) else {
                 continue;
             };
-            self.send_upstream(frame);
+            self.send_upstream(frame, true);
             self.route(frame, header.recipients, Some(pid));
         }
         for frame in otp_wire::frames(&clears) {
-            self.send_upstream(frame);
+            self.send_upstream(frame, false);
         }
     }
 
@@ -901,15 +932,21 @@ impl Core {
 
     // ---- upstream ------------------------------------------------------------------------
 
-    /// Queues a framed datagram for the upstream MD (from any core).
+    /// Queues a framed datagram for the upstream MD (from any core); `owed`: one it must get
+    /// even if the link is down now (fired post-removes).
     #[inline]
-    fn send_upstream(&mut self, frame: &[u8]) {
+    fn send_upstream(&mut self, frame: &[u8], owed: bool) {
         if self.shared.upstream.is_some() {
-            self.with_router(|r, core| r.send_upstream(frame, core));
+            self.with_router(|r, core| r.send_upstream(frame, owed, core));
         }
     }
 
-    fn upstream_write(&mut self, frame: &[u8]) {
+    /// Core 0: a datagram for the upstream MD. On a live link it is queued for the socket
+    /// (past `max_queued_bytes_upstream` the link is cut: the upstream stopped reading).
+    /// While the link is down or connecting, subscriptions and post-remove registrations are
+    /// only noted (the replay restores them), what is owed is kept, and ordinary datagrams are
+    /// dropped and counted: the cluster above does not hear them (best effort, as on astrond).
+    fn upstream_write(&mut self, frame: &[u8], owed: bool) {
         let Some(u) = self.upstream.as_mut() else {
             return;
         };
@@ -922,12 +959,45 @@ impl Core {
                     c.in_dirty = true;
                     self.dirty.push(slot);
                 }
+                let limit = self.shared.config.messagedirector.max_queued_bytes_upstream;
+                if c.queued() > limit {
+                    let reason = format!(
+                        "stopped reading: {} bytes queued, over max_queued_bytes_upstream = {limit}",
+                        c.queued()
+                    );
+                    self.shared
+                        .stats
+                        .upstream_cut_off
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.upstream_lost(&reason);
+                    self.mark_close(slot, reason);
+                }
+            }
+            _ if owed => {
+                if !u.owe(frame) {
+                    self.shared
+                        .stats
+                        .upstream_dropped_datagrams
+                        .fetch_add(1, Ordering::Relaxed);
+                    let now = Instant::now();
+                    if now >= self.owed_warn_at {
+                        self.owed_warn_at = now + Duration::from_secs(1);
+                        log::warn!(
+                            "messagedirector: a fired post-remove for the upstream MD is dropped: {} bytes are kept for it already (max_queued_bytes_upstream)",
+                            u.owed_bytes()
+                        );
+                    }
+                }
             }
             _ => {
-                self.shared
-                    .stats
-                    .upstream_dropped
-                    .fetch_add(1, Ordering::Relaxed);
+                let control = RoutableHeader::parse(&frame[otp_wire::LENGTH_TAG_BYTES..])
+                    .is_ok_and(|h| h.is_control());
+                if !control {
+                    self.shared
+                        .stats
+                        .upstream_dropped_datagrams
+                        .fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -942,7 +1012,7 @@ impl Core {
             w.u64(a);
         }
         w.finish_bounded();
-        self.upstream_write(&frame);
+        self.upstream_write(&frame, false);
     }
 
     fn upstream_range_removed(&mut self, lo: u64, hi: u64) {
@@ -968,7 +1038,9 @@ impl Core {
         match TcpStream::connect(u.addr) {
             Ok(stream) => {
                 let addr = u.addr;
-                u.set_connecting();
+                u.set_connecting(Instant::now());
+                let md = &self.shared.config.messagedirector;
+                super::conn::watch_link(&stream, md.keepalive_ms, md.link_timeout_ms);
                 match self.adopt(stream, addr, ConnKind::Upstream) {
                     Some(slot) => {
                         self.conns[slot].in_ready = false;
@@ -979,6 +1051,23 @@ impl Core {
                 }
             }
             Err(e) => self.upstream_lost(&format!("connect failed: {e}")),
+        }
+    }
+
+    /// The connection attempt under way passed `connect_timeout_ms`: given up, retried later.
+    fn upstream_connect_timed_out(&mut self) {
+        let Some(u) = self.upstream.as_ref() else {
+            return;
+        };
+        let reason = format!(
+            "connect timed out after {} ms",
+            u.connect_timeout().as_millis()
+        );
+        let slot = u.conn;
+        self.upstream_lost(&reason);
+        if let Some(slot) = slot {
+            self.mark_close(slot, reason);
+            self.close_marked();
         }
     }
 
@@ -994,11 +1083,33 @@ impl Core {
                     .stats
                     .upstream_connected
                     .store(true, Ordering::Relaxed);
+                self.shared.stats.upstream_heard();
                 let addr = u.addr.to_string();
+                let mut replay = Vec::new();
+                let ranges = self
+                    .router
+                    .as_ref()
+                    .expect("the router is not re-entered")
+                    .ranges()
+                    .covered_runs();
+                let owed = u.owed_bytes();
+                u.replay(&ranges, &mut replay);
+                let at_risk = u.take_at_risk();
+                let c = &mut self.conns[slot];
+                c.out.extend_from_slice(&replay);
+                if !c.in_dirty {
+                    c.in_dirty = true;
+                    self.dirty.push(slot);
+                }
+                c.in_ready = true;
+                self.ready.push(slot);
+                let ejected = self.eject_at_risk(&at_risk);
                 if first {
                     log::info!("messagedirector: connected to upstream MD {addr}");
                 } else {
-                    log::warn!("messagedirector: upstream MD {addr} regained; re-sending subscriptions and post-removes");
+                    log::warn!(
+                        "messagedirector: upstream MD {addr} regained; re-sent subscriptions and post-removes, then {owed} bytes of post-removes fired meanwhile; ejected {ejected} client session(s) whose post-removes it may have fired"
+                    );
                 }
                 let event = crate::roles::event::encode(
                     if first {
@@ -1009,32 +1120,46 @@ impl Core {
                     &[
                         ("role", crate::roles::event::Ev::Str("messagedirector")),
                         ("address", crate::roles::event::Ev::Str(&addr)),
+                        ("owed_bytes_sent", crate::roles::event::Ev::U64(owed as u64)),
+                        ("sessions_ejected", crate::roles::event::Ev::U64(ejected)),
                     ],
                 );
                 self.send_event(&event);
-                let u = self.upstream.as_mut().expect("upstream core");
-                let mut replay = Vec::new();
-                let ranges = self
-                    .router
-                    .as_ref()
-                    .expect("the router is not re-entered")
-                    .ranges()
-                    .covered_runs();
-                u.replay(&ranges, &mut replay);
-                let c = &mut self.conns[slot];
-                c.out.extend_from_slice(&replay);
-                if !c.in_dirty {
-                    c.in_dirty = true;
-                    self.dirty.push(slot);
-                }
-                c.in_ready = true;
-                self.ready.push(slot);
             }
             (Some(e), _) => self.mark_close(slot, format!("connect failed: {e}")),
             (None, Err(e)) if e.kind() == ErrorKind::NotConnected => {}
             (None, Err(e)) => self.mark_close(slot, format!("connect failed: {e}")),
         }
         self.close_marked();
+    }
+
+    /// The link is back after a loss: the upstream MD may have fired the post-removes of these
+    /// senders meanwhile (and deleted their objects), so each of this process's client
+    /// sessions among them is ejected (code 130) through its channel. Returns how many.
+    fn eject_at_risk(&mut self, at_risk: &std::collections::BTreeSet<u64>) -> u64 {
+        if at_risk.is_empty() {
+            return 0;
+        }
+        let sessions: Vec<u64> = {
+            let clients = self.shared.client_channels.lock();
+            at_risk
+                .iter()
+                .copied()
+                .filter(|c| clients.contains_key(c))
+                .collect()
+        };
+        let mut frame = Vec::with_capacity(128);
+        for &channel in &sessions {
+            frame.clear();
+            let mut w = Writer::internal1(&mut frame, channel, 0, CLIENTAGENT_EJECT);
+            w.u16(crate::clientagent::session::CLIENT_DISCONNECT_CLUSTER_LOST)
+                .string(CLUSTER_LOST_REASON);
+            w.finish_bounded();
+            if let Ok(header) = RoutableHeader::parse(&frame[otp_wire::LENGTH_TAG_BYTES..]) {
+                self.route(&frame, header.recipients, None);
+            }
+        }
+        sessions.len() as u64
     }
 
     fn upstream_lost(&mut self, reason: &str) {
@@ -1045,30 +1170,95 @@ impl Core {
         let Some(u) = self.upstream.as_mut() else {
             return;
         };
-        let was_up = u.is_connected();
-        let wait = u.set_down();
+        let (wait, was_up) = u.set_down(Instant::now());
         let addr = u.addr.to_string();
+        let registered = u.post_removes();
+        if !was_up {
+            log::warn!(
+                "messagedirector: upstream MD {addr} unreachable ({reason}); retrying in {} ms",
+                wait.as_millis()
+            );
+            return;
+        }
+        self.shared
+            .stats
+            .upstream_losses
+            .fetch_add(1, Ordering::Relaxed);
+        let exit = self.shared.config.messagedirector.on_upstream_lost
+            == crate::config::OnUpstreamLost::Exit;
+        let event = crate::roles::event::encode(
+            "upstream-lost",
+            &[
+                ("role", crate::roles::event::Ev::Str("messagedirector")),
+                ("address", crate::roles::event::Ev::Str(&addr)),
+                ("reason", crate::roles::event::Ev::Str(reason)),
+                (
+                    "effect",
+                    crate::roles::event::Ev::Str(if exit {
+                        "exiting (on_upstream_lost: Exit)"
+                    } else {
+                        "nothing reaches the cluster above until the link is back; new clients are refused"
+                    }),
+                ),
+                (
+                    "post_removes_registered",
+                    crate::roles::event::Ev::U64(registered as u64),
+                ),
+            ],
+        );
+        self.send_event(&event);
+        if exit {
+            log::error!(
+                "messagedirector: upstream MD {addr} lost ({reason}); exiting (on_upstream_lost: Exit)"
+            );
+            log::logger().flush();
+            // 1: `cli::FAILED`, the process's exit code when what it serves fails.
+            std::process::exit(1);
+        }
         log::warn!(
-            "messagedirector: upstream MD {addr} unreachable ({reason}); retrying in {} ms",
+            "messagedirector: upstream MD {addr} lost ({reason}); nothing reaches the cluster above meanwhile; retrying in {} ms",
             wait.as_millis()
         );
-        if was_up {
-            let event = crate::roles::event::encode(
-                "upstream-lost",
-                &[
-                    ("role", crate::roles::event::Ev::Str("messagedirector")),
-                    ("address", crate::roles::event::Ev::Str(&addr)),
-                    ("reason", crate::roles::event::Ev::Str(reason)),
-                ],
-            );
-            self.send_event(&event);
-        }
     }
 
     // ---- roles -----------------------------------------------------------------------------
 
-    /// Sends one MessagePack event to the configured EventLogger (UDP, fire and forget).
+    /// Sends one of this process's MessagePack events (a map) to the configured EventLogger
+    /// (UDP, fire and forget), with `daemon`: this process's `name` added to the map.
     fn send_event(&self, event: &[u8]) {
+        let Some(s) = &self.el_socket else {
+            log::debug!("no eventlogger configured; event dropped");
+            return;
+        };
+        let mut head = [0u8; 3];
+        let (head_len, skip) = match event.first() {
+            Some(&b @ 0x80..=0x8e) => {
+                head[0] = b + 1;
+                (1, 1)
+            }
+            Some(0x8f) => {
+                head = [0xde, 0, 16];
+                (3, 1)
+            }
+            Some(0xde) if event.len() >= 3 && event[1..3] != [0xff, 0xff] => {
+                let n = u16::from_be_bytes([event[1], event[2]]) + 1;
+                head = [0xde, (n >> 8) as u8, n as u8];
+                (3, 3)
+            }
+            _ => return self.send_event_raw(event),
+        };
+        let parts = [
+            io::IoSlice::new(&head[..head_len]),
+            io::IoSlice::new(&event[skip..]),
+            io::IoSlice::new(&self.daemon_field),
+        ];
+        if let Err(e) = socket2::SockRef::from(s).send_vectored(&parts) {
+            log::debug!("event not sent to the EventLogger: {e}");
+        }
+    }
+
+    /// Sends an event as it is (one a participant asked us to log).
+    fn send_event_raw(&self, event: &[u8]) {
         match &self.el_socket {
             Some(s) => {
                 if let Err(e) = s.send(event) {
@@ -1254,7 +1444,7 @@ impl Core {
                 dropped += 1;
                 continue;
             };
-            self.send_upstream(frame);
+            self.send_upstream(frame, false);
             self.route(frame, header.recipients, exclude);
         }
         dropped
@@ -1398,7 +1588,8 @@ impl router::Host for Core {
                 self.upstream_control(CONTROL_ADD_RANGE, &[lo, hi]);
             }
             router::Upstream::RangeRemoved(lo, hi) => self.upstream_range_removed(lo, hi),
-            router::Upstream::Datagram(frame) => self.upstream_write(frame),
+            router::Upstream::Datagram(frame) => self.upstream_write(frame, false),
+            router::Upstream::Owed(frame) => self.upstream_write(frame, true),
         }
     }
 }
