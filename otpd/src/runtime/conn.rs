@@ -37,8 +37,15 @@ pub(super) struct Conn {
     /// connection open with no further event to notice the close.
     pub peer_closed: bool,
     pub in_dirty: bool,
-    /// TLS on a client connection: `out` then holds plaintext, encrypted as it is flushed.
-    pub tls: Option<Box<rustls::ServerConnection>>,
+    /// TLS (a client's, a participant's on a TLS-enabled MD listener, or the upstream link's):
+    /// `out` then holds plaintext, encrypted as it is flushed.
+    pub tls: Option<Box<rustls::Connection>>,
+    /// A participant on a TLS-enabled MD listener whose first bytes have not been looked at
+    /// yet (TLS or plain: `core/md_tls_io.rs`); nothing is read until they are.
+    pub sniff: bool,
+    /// Refused before it was a participant (TLS, `allow`): logged and counted already; closed
+    /// without an abort, so that a TLS alert reaches the peer.
+    pub refused: bool,
     /// The ClientAgent side of a client connection.
     pub client: Option<Box<super::client::ClientConn>>,
 }
@@ -66,6 +73,8 @@ impl Conn {
             peer_closed: false,
             in_dirty: false,
             tls: None,
+            sniff: false,
+            refused: false,
             client: None,
         }
     }
