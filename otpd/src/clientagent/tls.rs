@@ -9,19 +9,24 @@ use std::sync::Arc;
 
 /// The certificates in a PEM file (at least one); errors name `key`, the setting that named it.
 pub(crate) fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
+    let pem =
+        std::fs::read(path).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{key}: {}: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("{key}: {} holds no PEM certificate", path.display()));
+        return Err(format!(
+            "{key}: {} holds no PEM certificate",
+            path.display()
+        ));
     }
     Ok(certs)
 }
 
 /// The private key in a PEM file; errors name `key`, the setting that named it.
 pub(crate) fn read_key(path: &Path, key: &str) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
+    let pem =
+        std::fs::read(path).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
     rustls_pemfile::private_key(&mut &pem[..])
         .map_err(|e| format!("{key}: {}: {e}", path.display()))?
         .ok_or_else(|| format!("{key}: {} holds no PEM private key", path.display()))

@@ -1001,13 +1001,18 @@ impl ClusterConfig {
         }
         eventlogger::PeerAllowList::parse("messagedirector.allow", &md.allow)?;
         if md.tls.as_ref().is_some_and(|t| t.handshake_timeout_ms == 0)
-            || md.upstream_tls.as_ref().is_some_and(|t| t.handshake_timeout_ms == 0)
+            || md
+                .upstream_tls
+                .as_ref()
+                .is_some_and(|t| t.handshake_timeout_ms == 0)
         {
             return Err("messagedirector: tls.handshake_timeout_ms and upstream_tls.handshake_timeout_ms must be at least 1".into());
         }
         if let Some(t) = &md.upstream_tls {
             if md.connect.is_none() {
-                return Err("messagedirector.upstream_tls is set but messagedirector.connect is not".into());
+                return Err(
+                    "messagedirector.upstream_tls is set but messagedirector.connect is not".into(),
+                );
             }
             if t.certificate.is_some() != t.key.is_some() {
                 return Err("messagedirector.upstream_tls: give both certificate and key (this MD's client certificate), or neither".into());

@@ -46,6 +46,9 @@ pub(super) struct Conn {
     /// Refused before it was a participant (TLS, `allow`): logged and counted already; closed
     /// without an abort, so that a TLS alert reaches the peer.
     pub refused: bool,
+    /// The upstream link only: the upstream MD has accepted this MD's certificate (see
+    /// `core/md_tls_io.rs`); until then the link is not up.
+    pub tls_accepted: bool,
     /// The ClientAgent side of a client connection.
     pub client: Option<Box<super::client::ClientConn>>,
 }
@@ -75,6 +78,7 @@ impl Conn {
             tls: None,
             sniff: false,
             refused: false,
+            tls_accepted: false,
             client: None,
         }
     }

@@ -58,9 +58,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 fn roots(path: &Path, key: &str) -> Result<Arc<rustls::RootCertStore>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in read_certs(path, key)? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("{key}: {}: not a usable CA certificate: {e}", path.display()))?;
+        roots.add(cert).map_err(|e| {
+            format!(
+                "{key}: {}: not a usable CA certificate: {e}",
+                path.display()
+            )
+        })?;
     }
     Ok(Arc::new(roots))
 }
@@ -86,6 +89,11 @@ pub(crate) fn listener(tls: &MdTlsConfig) -> Result<ListenerTls, String> {
                 tls.key.display()
             )
         })?;
+    let mut config = config;
+    // With TLS 1.3 a client's certificate is judged after the client has finished its
+    // handshake; the session tickets sent once it is accepted are how a child MD learns that
+    // it was (`md_tls_io`). rustls's default, stated here because the link depends on it.
+    config.send_tls13_tickets = 2;
     Ok(ListenerTls {
         config: Arc::new(config),
         participants: tls.participants,

@@ -356,7 +356,9 @@ impl Runtime {
         if let Some(a) = bound {
             let tls = match config.messagedirector.tls.as_ref().map(|t| t.participants) {
                 None => "",
-                Some(crate::config::TlsParticipants::Required) => " (TLS with client certificates only)",
+                Some(crate::config::TlsParticipants::Required) => {
+                    " (TLS with client certificates only)"
+                }
                 Some(crate::config::TlsParticipants::Optional) => {
                     " (TLS with client certificates, or plain from messagedirector.allow)"
                 }

@@ -88,7 +88,14 @@ pub(super) fn convert(cx: &Cx, root: &Node) -> Res<ClusterConfig> {
         // MessageDirectorConfig.
         md.only(
             cx,
-            &["bind", "connect", "threaded", "allow", "tls", "upstream_tls"],
+            &[
+                "bind",
+                "connect",
+                "threaded",
+                "allow",
+                "tls",
+                "upstream_tls",
+            ],
         )?;
         config.messagedirector.bind = md_address(cx, &md, "bind")?;
         config.messagedirector.connect = md_address(cx, &md, "connect")?;
@@ -195,7 +202,12 @@ fn upstream_tls_section(cx: &Cx, tls: &Section) -> Res<UpstreamTlsConfig> {
     };
     let ca = file("ca")?;
     Ok(UpstreamTlsConfig {
-        ca: tls.require(cx, "ca", ca, "the CA the upstream MD's certificate chains to")?,
+        ca: tls.require(
+            cx,
+            "ca",
+            ca,
+            "the CA the upstream MD's certificate chains to",
+        )?,
         server_name: tls.string(cx, "server_name")?,
         certificate: file("certificate")?,
         key: file("key")?,

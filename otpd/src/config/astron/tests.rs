@@ -695,7 +695,10 @@ fn messagedirector_tls_sections() {
     assert_eq!(tls.certificate, dir.join("md.crt"));
     assert_eq!(tls.client_ca, dir.join("ca.crt"));
     assert_eq!(tls.participants, crate::config::TlsParticipants::Optional);
-    assert_eq!(tls.handshake_timeout_ms, crate::config::tls_handshake_timeout());
+    assert_eq!(
+        tls.handshake_timeout_ms,
+        crate::config::tls_handshake_timeout()
+    );
     let up = md.upstream_tls.as_ref().unwrap();
     assert_eq!(up.ca, dir.join("ca.crt"));
     assert_eq!(up.certificate, Some(PathBuf::from("/etc/otpd/child.crt")));
@@ -704,8 +707,14 @@ fn messagedirector_tls_sections() {
     assert_eq!(up.handshake_timeout_ms, 3000);
     for (bad, want) in [
         ("  tls:\n    certificate: a\n    key: b\n", "client_ca"),
-        ("  tls:\n    certificate: a\n    key: b\n    client_ca: c\n    participants: maybe\n", "not one of"),
-        ("  tls:\n    certificate: a\n    key: b\n    client_ca: c\n    verify: no\n", "verify"),
+        (
+            "  tls:\n    certificate: a\n    key: b\n    client_ca: c\n    participants: maybe\n",
+            "not one of",
+        ),
+        (
+            "  tls:\n    certificate: a\n    key: b\n    client_ca: c\n    verify: no\n",
+            "verify",
+        ),
         ("  upstream_tls:\n    server_name: x\n", "ca"),
     ] {
         let e = parse("t.yml", &format!("{MD}{bad}"), &dir).unwrap_err();

@@ -26,22 +26,32 @@ impl Core {
         self.tls_deadlines.push_back((at, slot, c.pid));
     }
 
-    /// The upstream link's TCP connection is made: start TLS on it, if configured. What is
-    /// queued meanwhile waits in rustls until the handshake completes.
-    pub(super) fn start_upstream_tls(&mut self, slot: usize) {
+    /// The upstream link's TCP connection is made: true if it is up now (no
+    /// `upstream_tls`, or the upstream MD has accepted our certificate). Otherwise TLS starts
+    /// here, and `tls_bytes` calls `upstream_check_connected` again once we are accepted: the
+    /// link is up (events, replay, backoff reset) only then.
+    pub(super) fn upstream_tls_ready(&mut self, slot: usize) -> bool {
         let Some(tls) = &self.shared.upstream_tls else {
-            return;
+            return true;
         };
+        let c = &mut self.conns[slot];
+        if c.tls.is_some() {
+            return c.tls_accepted;
+        }
         match rustls::ClientConnection::new(tls.config.clone(), tls.server_name.clone()) {
             Ok(mut t) => {
                 t.set_buffer_limit(Some(TLS_BUFFER));
                 let at = Instant::now() + tls.handshake_timeout;
-                let c = &mut self.conns[slot];
                 c.tls = Some(Box::new(rustls::Connection::Client(t)));
                 self.tls_deadlines.push_back((at, slot, c.pid));
+                self.mark_dirty(slot); // the ClientHello
             }
-            Err(e) => self.mark_close(slot, format!("cannot start TLS: {e}")),
+            Err(e) => {
+                self.mark_close(slot, format!("cannot start TLS: {e}"));
+                self.close_marked();
+            }
         }
+        false
     }
 
     /// Looks at a participant's first bytes without reading them: TLS starts a server
@@ -157,6 +167,8 @@ impl Core {
         let (Some(mut tls), Some(mut deframer)) = (c.tls.take(), c.deframer.take()) else {
             return;
         };
+        let upstream = c.kind == ConnKind::Upstream;
+        let mut accepted_now = false;
         let mut rd = bytes;
         while !rd.is_empty() && self.conns[slot].closing.is_none() {
             if let Err(e) = tls.read_tls(&mut rd) {
@@ -176,6 +188,16 @@ impl Core {
             }
             if handshaking && !tls.is_handshaking() {
                 self.tls_established(slot, &tls);
+            }
+            // Our certificate was accepted: with TLS 1.2 the server's Finished says so; with
+            // TLS 1.3 it is judged after our Finished, and the first record after the
+            // handshake (the root's session tickets) says so.
+            if upstream && !self.conns[slot].tls_accepted && !tls.is_handshaking() {
+                let tls12 = tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2);
+                if tls12 || !handshaking {
+                    self.conns[slot].tls_accepted = true;
+                    accepted_now = true;
+                }
             }
             loop {
                 match tls.reader().read(deframer.spare()) {
@@ -202,8 +224,12 @@ impl Core {
         c.tls = Some(tls);
         c.deframer = Some(deframer);
         // Handshake records to send, or plaintext the finished handshake lets out.
-        if c.queued() > 0 {
+        let (dirty, open) = (c.queued() > 0, c.closing.is_none());
+        if dirty {
             self.mark_dirty(slot);
+        }
+        if accepted_now && open {
+            self.upstream_check_connected(slot);
         }
     }
 
@@ -240,8 +266,8 @@ impl Core {
             .protocol_version()
             .map_or_else(|| "TLS".to_string(), |v| format!("{v:?}"));
         match c.kind {
-            ConnKind::Upstream => log::info!(
-                "messagedirector: upstream MD {} verified ({version})",
+            ConnKind::Upstream => log::debug!(
+                "messagedirector: TLS handshake with upstream MD {} done ({version}): its certificate is valid",
                 c.addr
             ),
             _ => log::info!(
@@ -315,7 +341,8 @@ impl Core {
             if c.pid != pid || c.closing.is_some() {
                 continue;
             }
-            let handshaking = c.tls.as_ref().is_some_and(|t| t.is_handshaking());
+            let handshaking = c.tls.as_ref().is_some_and(|t| t.is_handshaking())
+                || (c.kind == ConnKind::Upstream && !c.tls_accepted);
             if !c.sniff && !handshaking {
                 continue;
             }

@@ -294,7 +294,9 @@ impl Core {
                         let Some(c) = self.conns.get_mut(slot) else {
                             continue;
                         };
+                        // (Its TLS handshake, once connected, is read and written as usual.)
                         if c.kind == ConnKind::Upstream
+                            && c.tls.is_none()
                             && self.upstream.as_ref().is_some_and(|u| u.is_connecting())
                         {
                             if ev.is_writable() || ev.is_error() || ev.is_read_closed() {
@@ -920,7 +922,9 @@ impl Core {
         match (err, c.stream.peer_addr()) {
             (None, Ok(_)) => {
                 let _ = c.stream.set_nodelay(true);
-                self.start_upstream_tls(slot);
+                if !self.upstream_tls_ready(slot) {
+                    return; // md_tls_io calls again once the upstream MD has accepted us
+                }
                 let u = self.upstream.as_mut().expect("upstream core");
                 let first = u.set_connected();
                 self.shared
@@ -1264,6 +1268,7 @@ impl Core {
             };
             c.in_dirty = false;
             if c.kind == ConnKind::Upstream
+                && c.tls.is_none()
                 && !self.upstream.as_ref().is_some_and(|u| u.is_connected())
             {
                 continue;
