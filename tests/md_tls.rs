@@ -270,7 +270,9 @@ fn a_child_md_over_mutual_tls_routes_both_ways_and_required_refuses_plain() {
     let m = dg(&[810_002], 6, 77, b"up the tree, through TLS");
     deliver_eventually(&mut down, &mut up, &m);
     assert!(
-        child.log_text().contains("connected to upstream MD 127.0.0.1"),
+        child
+            .log_text()
+            .contains("connected to upstream MD 127.0.0.1"),
         "the child logs its upstream, once it has accepted the child"
     );
 
