@@ -102,7 +102,7 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
     );
     registry.register(
         "participants_refused",
-        "Connections to the MD port closed at accept, by reason (not_allowed: not in messagedirector.allow; max_participants; tls: no or a bad client certificate, a failed or late handshake, plain TCP where messagedirector.tls requires TLS)",
+        "Connections to the MD port refused, by reason (not_allowed: not in messagedirector.allow; max_participants; tls: no or a bad client certificate, a failed or late handshake, plain TCP where messagedirector.tls requires TLS)",
         f.refused.clone(),
     );
     registry.register(

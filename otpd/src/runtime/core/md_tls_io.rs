@@ -134,6 +134,7 @@ impl Core {
     pub(super) fn read_tls(&mut self, slot: usize) -> bool {
         let mut scratch = std::mem::take(&mut self.client_scratch);
         let mut more = true;
+        let mut accepted = false;
         for _ in 0..READS_PER_TURN {
             let res = self.conns[slot].stream.read(&mut scratch);
             match res {
@@ -142,7 +143,7 @@ impl Core {
                     more = false;
                 }
                 Ok(n) => {
-                    self.tls_bytes(slot, &scratch[..n]);
+                    accepted = self.tls_bytes(slot, &scratch[..n]);
                     more = n == scratch.len() || self.conns[slot].peer_closed;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => more = false,
@@ -152,20 +153,27 @@ impl Core {
                     more = false;
                 }
             }
-            if !more || self.conns[slot].closing.is_some() {
+            if !more || accepted || self.conns[slot].closing.is_some() {
                 break;
             }
         }
         self.client_scratch = scratch;
-        more && self.conns[slot].closing.is_none()
+        if accepted && self.conns[slot].closing.is_none() {
+            // The link is up now; this may close it (and free the slot) if the socket failed.
+            self.upstream_check_connected(slot);
+        }
+        self.conns
+            .get(slot)
+            .is_some_and(|c| more && c.closing.is_none())
     }
 
     /// Bytes read from a TLS connection: into the TLS session, and the plaintext that comes
-    /// out into the connection's datagrams.
-    fn tls_bytes(&mut self, slot: usize, bytes: &[u8]) {
+    /// out into the connection's datagrams. True when they tell the upstream link that the
+    /// upstream MD has just accepted this MD's certificate.
+    fn tls_bytes(&mut self, slot: usize, bytes: &[u8]) -> bool {
         let c = &mut self.conns[slot];
         let (Some(mut tls), Some(mut deframer)) = (c.tls.take(), c.deframer.take()) else {
-            return;
+            return false;
         };
         let upstream = c.kind == ConnKind::Upstream;
         let mut accepted_now = false;
@@ -224,13 +232,10 @@ impl Core {
         c.tls = Some(tls);
         c.deframer = Some(deframer);
         // Handshake records to send, or plaintext the finished handshake lets out.
-        let (dirty, open) = (c.queued() > 0, c.closing.is_none());
-        if dirty {
+        if c.queued() > 0 {
             self.mark_dirty(slot);
         }
-        if accepted_now && open {
-            self.upstream_check_connected(slot);
-        }
+        accepted_now
     }
 
     /// Handles every complete datagram, as `read_conn` does for a plain connection.
