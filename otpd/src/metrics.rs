@@ -108,7 +108,7 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
     );
     registry.register(
         "participants_refused",
-        "Connections to the MD port closed at accept, by reason (not_allowed: not in messagedirector.allow; max_participants)",
+        "Connections to the MD port refused, by reason (not_allowed: not in messagedirector.allow; max_participants; tls: no or a bad client certificate, a failed or late handshake, plain TCP where messagedirector.tls requires TLS)",
         f.refused.clone(),
     );
     registry.register(
@@ -274,6 +274,7 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
     for (reason, n) in [
         ("not_allowed", &stats.participants_refused_not_allowed),
         ("max_participants", &stats.participants_refused_limit),
+        ("tls", &stats.participants_refused_tls),
     ] {
         f.refused
             .get_or_create(&vec![("reason".into(), reason.into())])

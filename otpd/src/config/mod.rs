@@ -202,6 +202,11 @@ pub struct MessageDirectorConfig {
     /// is cut and re-established: subscriptions and post-removes are replayed), and fired
     /// post-removes kept for it while it is down (past it, further ones are dropped, counted).
     pub max_queued_bytes_upstream: usize,
+    /// TLS with client certificates on the MD listener (child MDs, and participants that can
+    /// speak it); None = plain TCP only, from `allow`.
+    pub tls: Option<MdTlsConfig>,
+    /// TLS on the link to the upstream MD (`connect`); None = plain TCP.
+    pub upstream_tls: Option<UpstreamTlsConfig>,
 }
 
 /// What losing the upstream MD does (`messagedirector.on_upstream_lost`).
@@ -213,6 +218,67 @@ pub enum OnUpstreamLost {
     Reconnect,
     /// Exit the process with code 1, as astrond does.
     Exit,
+}
+
+/// TLS on the MD listener (docs/security.md). One port serves both: a connection whose first
+/// three bytes are a TLS handshake record header (0x16 0x03 0x00-0x04) is taken as TLS, any
+/// other as a plain Astron participant. A TLS peer must present a certificate that chains to
+/// `client_ca` (mutual TLS); it is then admitted from any address, `allow` not consulted.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MdTlsConfig {
+    /// This MD's certificate chain (PEM, leaf first).
+    pub certificate: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The CA certificates (PEM bundle) a participant's certificate must chain to.
+    pub client_ca: PathBuf,
+    /// Whether plain participants are still taken (see `TlsParticipants`).
+    #[serde(default)]
+    pub participants: TlsParticipants,
+    /// A connection that has not completed its TLS handshake (or sent its first bytes) this
+    /// long after it was accepted is closed and counted as refused.
+    #[serde(default = "tls_handshake_timeout")]
+    pub handshake_timeout_ms: u64,
+}
+
+/// Who may connect to a TLS-enabled MD listener.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum TlsParticipants {
+    /// Only TLS with a valid client certificate, from any address; plain TCP is refused, from
+    /// loopback too.
+    #[default]
+    Required,
+    /// TLS with a valid client certificate from any address, and plain TCP from `allow`
+    /// (stock Panda3D AIs, unchanged, on the cluster's own hosts).
+    Optional,
+}
+
+/// TLS on the link to the upstream MD: the upstream's certificate is verified against `ca`
+/// and `server_name`; this MD presents `certificate` (an upstream with `tls` requires one).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// The CA certificates (PEM bundle) the upstream MD's certificate must chain to.
+    pub ca: PathBuf,
+    /// The name (DNS name or IP address) the upstream's certificate must be valid for; None =
+    /// the host part of `messagedirector.connect`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// This MD's client certificate chain and key (PEM); both or neither.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// The handshake must complete this long after the TCP connection is made, or the link
+    /// is counted as lost and retried.
+    #[serde(default = "tls_handshake_timeout")]
+    pub handshake_timeout_ms: u64,
+}
+
+/// Default for `handshake_timeout_ms` (both TLS sections): 10 s.
+pub fn tls_handshake_timeout() -> u64 {
+    10_000
 }
 
 impl Default for MessageDirectorConfig {
@@ -237,6 +303,8 @@ impl Default for MessageDirectorConfig {
             link_timeout_ms: 15_000,
             connect_timeout_ms: 3_000,
             max_queued_bytes_upstream: 64 * 1024 * 1024,
+            tls: None,
+            upstream_tls: None,
         }
     }
 }
@@ -780,6 +848,19 @@ impl ClusterConfig {
                 *f = base.join(&*f);
             }
         }
+        let md = &mut self.messagedirector;
+        let tls_files = md
+            .tls
+            .iter_mut()
+            .flat_map(|t| [&mut t.certificate, &mut t.key, &mut t.client_ca]);
+        let upstream_files = md.upstream_tls.iter_mut().flat_map(|t| {
+            std::iter::once(&mut t.ca).chain(t.certificate.iter_mut().chain(t.key.iter_mut()))
+        });
+        for f in tls_files.chain(upstream_files) {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
         for role in &mut self.roles {
             if let RoleConfig::Database {
                 backend: DatabaseBackend::Sqlite { directory },
@@ -963,6 +1044,24 @@ impl ClusterConfig {
             ));
         }
         eventlogger::PeerAllowList::parse("messagedirector.allow", &md.allow)?;
+        if md.tls.as_ref().is_some_and(|t| t.handshake_timeout_ms == 0)
+            || md
+                .upstream_tls
+                .as_ref()
+                .is_some_and(|t| t.handshake_timeout_ms == 0)
+        {
+            return Err("messagedirector: tls.handshake_timeout_ms and upstream_tls.handshake_timeout_ms must be at least 1".into());
+        }
+        if let Some(t) = &md.upstream_tls {
+            if md.connect.is_none() {
+                return Err(
+                    "messagedirector.upstream_tls is set but messagedirector.connect is not".into(),
+                );
+            }
+            if t.certificate.is_some() != t.key.is_some() {
+                return Err("messagedirector.upstream_tls: give both certificate and key (this MD's client certificate), or neither".into());
+            }
+        }
         if md.core_queue_batches == 0 || md.max_participants == 0 || md.max_pending_lookups == 0 {
             return Err("messagedirector: core_queue_batches, max_participants and max_pending_lookups must be at least 1".into());
         }

@@ -37,8 +37,18 @@ pub(super) struct Conn {
     /// connection open with no further event to notice the close.
     pub peer_closed: bool,
     pub in_dirty: bool,
-    /// TLS on a client connection: `out` then holds plaintext, encrypted as it is flushed.
-    pub tls: Option<Box<rustls::ServerConnection>>,
+    /// TLS (a client's, a participant's on a TLS-enabled MD listener, or the upstream link's):
+    /// `out` then holds plaintext, encrypted as it is flushed.
+    pub tls: Option<Box<rustls::Connection>>,
+    /// A participant on a TLS-enabled MD listener whose first bytes have not been looked at
+    /// yet (TLS or plain: `core/md_tls_io.rs`); nothing is read until they are.
+    pub sniff: bool,
+    /// Refused before it was a participant (TLS, `allow`): logged and counted already; closed
+    /// without an abort, so that a TLS alert reaches the peer.
+    pub refused: bool,
+    /// The upstream link only: the upstream MD has accepted this MD's certificate (see
+    /// `core/md_tls_io.rs`); until then the link is not up.
+    pub tls_accepted: bool,
     /// The ClientAgent side of a client connection.
     pub client: Option<Box<super::client::ClientConn>>,
     /// Set when the participant named itself as an otpd child MD (`md::link_name`).
@@ -68,6 +78,9 @@ impl Conn {
             peer_closed: false,
             in_dirty: false,
             tls: None,
+            sniff: false,
+            refused: false,
+            tls_accepted: false,
             client: None,
             child: None,
         }

@@ -12,6 +12,7 @@ mod client;
 mod conn;
 mod core;
 mod fds;
+mod md_tls;
 mod upstream;
 mod workers;
 
@@ -79,6 +80,9 @@ pub struct Stats {
     /// `messagedirector.allow`, and over `max_participants`.
     pub participants_refused_not_allowed: AtomicU64,
     pub participants_refused_limit: AtomicU64,
+    /// Connections refused by the MD listener's TLS (`messagedirector.tls`): no or a bad
+    /// client certificate, a failed or late handshake, plain TCP where TLS is required.
+    pub participants_refused_tls: AtomicU64,
     pub upstream_connected: AtomicBool,
     /// Times a live upstream link was lost (failed connection attempts are not counted).
     pub upstream_losses: AtomicU64,
@@ -107,6 +111,10 @@ pub(crate) struct Shared {
     pub upstream: Option<SocketAddr>,
     /// Who may connect to the MD listener as a participant (`messagedirector.allow`).
     pub md_allow: crate::config::eventlogger::PeerAllowList,
+    /// TLS on the MD listener (`messagedirector.tls`) and on the upstream link
+    /// (`messagedirector.upstream_tls`).
+    pub md_tls: Option<md_tls::ListenerTls>,
+    pub upstream_tls: Option<md_tls::UpstreamTls>,
     pub stats: Arc<Stats>,
     /// The client listeners' agents, by index.
     pub client_agents: Vec<Arc<crate::clientagent::ClientAgent>>,
@@ -241,6 +249,16 @@ impl Runtime {
         let md_allow =
             crate::config::eventlogger::PeerAllowList::parse("messagedirector.allow", &md.allow)
                 .map_err(StartError)?;
+        let md_tls = md
+            .tls
+            .as_ref()
+            .map(md_tls::listener)
+            .transpose()
+            .map_err(StartError)?;
+        let upstream_tls = match (&md.upstream_tls, &md.connect) {
+            (Some(t), Some(connect)) => Some(md_tls::upstream(t, connect).map_err(StartError)?),
+            _ => None,
+        };
         let listener = match &md.bind {
             Some(addr) => {
                 let sa = resolve(addr, 7199)
@@ -299,6 +317,8 @@ impl Runtime {
             eventlogger,
             upstream,
             md_allow,
+            md_tls,
+            upstream_tls,
             stats: stats.clone(),
             client_agents,
             client_channels: Default::default(),
@@ -357,7 +377,16 @@ impl Runtime {
             threads.push(t);
         }
         if let Some(a) = bound {
-            log::info!("messagedirector: listening on {a} with {cores} core threads");
+            let tls = match config.messagedirector.tls.as_ref().map(|t| t.participants) {
+                None => "",
+                Some(crate::config::TlsParticipants::Required) => {
+                    " (TLS with client certificates only)"
+                }
+                Some(crate::config::TlsParticipants::Optional) => {
+                    " (TLS with client certificates, or plain from messagedirector.allow)"
+                }
+            };
+            log::info!("messagedirector: listening on {a} with {cores} core threads{tls}");
         }
         Ok(Runtime {
             threads,

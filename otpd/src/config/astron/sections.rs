@@ -6,7 +6,8 @@ use super::yaml::{Kind, Node};
 use super::{CA_DEFAULT_PORT, EVENTLOGGER_DEFAULT_PORT, MD_DEFAULT_PORT};
 use crate::config::{
     ChannelRange, ClientAgentConfig, ClientLimits, ClusterConfig, DatabaseBackend, DoidRange,
-    MessageDirectorConfig, RoleConfig, TlsConfig, UberDog,
+    MdTlsConfig, MessageDirectorConfig, RoleConfig, TlsConfig, TlsParticipants, UberDog,
+    UpstreamTlsConfig,
 };
 use std::path::PathBuf;
 
@@ -159,7 +160,7 @@ fn metrics_section(cx: &Cx, sec: &Section, config: &mut ClusterConfig) -> Res<()
 
 /// The `messagedirector` section: astrond's keys, and otpd's `allow` and reconnect waits.
 fn md_section(cx: &Cx, md: &Section, m: &mut MessageDirectorConfig) -> Res<()> {
-    // `allow`, the reconnect waits and the upstream link's keys are otpd's own (astrond refuses them): see
+    // `allow`, the reconnect waits, the upstream link's keys and TLS are otpd's own (astrond refuses them): see
     // MessageDirectorConfig.
     md.only(
         cx,
@@ -175,12 +176,20 @@ fn md_section(cx: &Cx, md: &Section, m: &mut MessageDirectorConfig) -> Res<()> {
             "link_timeout_ms",
             "connect_timeout_ms",
             "max_queued_bytes_upstream",
+            "tls",
+            "upstream_tls",
         ],
     )?;
     m.bind = md_address(cx, md, "bind")?;
     m.connect = md_address(cx, md, "connect")?;
     m.allow = networks(cx, md, "allow")?;
     upstream_link(cx, md, m)?;
+    if let Some(tls) = md.sub(cx, "tls")? {
+        m.tls = Some(md_tls_section(cx, &tls)?);
+    }
+    if let Some(tls) = md.sub(cx, "upstream_tls")? {
+        m.upstream_tls = Some(upstream_tls_section(cx, &tls)?);
+    }
     if let Some(v) = md.uint(cx, "reconnect_min_ms", 3_600_000)? {
         m.reconnect_min_ms = v;
     }
@@ -236,6 +245,85 @@ fn networks(cx: &Cx, sec: &Section, key: &str) -> Res<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// `messagedirector.tls`, with the keys of `MdTlsConfig` (files relative to the YAML file).
+fn md_tls_section(cx: &Cx, tls: &Section) -> Res<MdTlsConfig> {
+    tls.only(
+        cx,
+        &[
+            "certificate",
+            "key",
+            "client_ca",
+            "participants",
+            "handshake_timeout_ms",
+        ],
+    )?;
+    let file = |key: &str| -> Res<PathBuf> {
+        let s = tls.string(cx, key)?;
+        let s = tls.require(cx, key, s, "a PEM file")?;
+        Ok(cx.resolve_path(&s))
+    };
+    let participants = match tls.get("participants") {
+        None => TlsParticipants::default(),
+        Some(n) => match string(cx, n, &tls.key("participants"))?
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "required" => TlsParticipants::Required,
+            "optional" => TlsParticipants::Optional,
+            other => {
+                return Err(cx.err(
+                    n,
+                    format!(
+                        "{}: {other:?} is not one of required, optional",
+                        tls.key("participants")
+                    ),
+                ))
+            }
+        },
+    };
+    Ok(MdTlsConfig {
+        certificate: file("certificate")?,
+        key: file("key")?,
+        client_ca: file("client_ca")?,
+        participants,
+        handshake_timeout_ms: tls
+            .uint(cx, "handshake_timeout_ms", u64::MAX)?
+            .unwrap_or_else(crate::config::tls_handshake_timeout),
+    })
+}
+
+/// `messagedirector.upstream_tls`, with the keys of `UpstreamTlsConfig`.
+fn upstream_tls_section(cx: &Cx, tls: &Section) -> Res<UpstreamTlsConfig> {
+    tls.only(
+        cx,
+        &[
+            "ca",
+            "server_name",
+            "certificate",
+            "key",
+            "handshake_timeout_ms",
+        ],
+    )?;
+    let file = |key: &str| -> Res<Option<PathBuf>> {
+        Ok(tls.string(cx, key)?.map(|s| cx.resolve_path(&s)))
+    };
+    let ca = file("ca")?;
+    Ok(UpstreamTlsConfig {
+        ca: tls.require(
+            cx,
+            "ca",
+            ca,
+            "the CA the upstream MD's certificate chains to",
+        )?,
+        server_name: tls.string(cx, "server_name")?,
+        certificate: file("certificate")?,
+        key: file("key")?,
+        handshake_timeout_ms: tls
+            .uint(cx, "handshake_timeout_ms", u64::MAX)?
+            .unwrap_or_else(crate::config::tls_handshake_timeout),
+    })
 }
 
 /// astrond treats the literal "unspecified" (its default) as "not set".

@@ -801,3 +801,41 @@ fn the_upstream_links_otpd_keys_are_read() {
             .contains("Reconnect or Exit")
     );
 }
+
+#[test]
+fn messagedirector_tls_sections() {
+    let dir = std::env::temp_dir().join(format!("otpd-astron-mdtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = "messagedirector:\n  bind: 0.0.0.0:7199\n  connect: 127.0.0.1:7199\n  tls:\n    certificate: md.crt\n    key: md.key\n    client_ca: ca.crt\n    participants: optional\n  upstream_tls:\n    ca: ca.crt\n    certificate: /etc/otpd/child.crt\n    key: child.key\n    handshake_timeout_ms: 3000\n";
+    let c = parse("t.yml", text, &dir).unwrap();
+    let md = &c.messagedirector;
+    let tls = md.tls.as_ref().unwrap();
+    assert_eq!(tls.certificate, dir.join("md.crt"));
+    assert_eq!(tls.client_ca, dir.join("ca.crt"));
+    assert_eq!(tls.participants, crate::config::TlsParticipants::Optional);
+    assert_eq!(
+        tls.handshake_timeout_ms,
+        crate::config::tls_handshake_timeout()
+    );
+    let up = md.upstream_tls.as_ref().unwrap();
+    assert_eq!(up.ca, dir.join("ca.crt"));
+    assert_eq!(up.certificate, Some(PathBuf::from("/etc/otpd/child.crt")));
+    assert_eq!(up.key, Some(dir.join("child.key")));
+    assert_eq!(up.server_name, None);
+    assert_eq!(up.handshake_timeout_ms, 3000);
+    for (bad, want) in [
+        ("  tls:\n    certificate: a\n    key: b\n", "client_ca"),
+        (
+            "  tls:\n    certificate: a\n    key: b\n    client_ca: c\n    participants: maybe\n",
+            "not one of",
+        ),
+        (
+            "  tls:\n    certificate: a\n    key: b\n    client_ca: c\n    verify: no\n",
+            "verify",
+        ),
+        ("  upstream_tls:\n    server_name: x\n", "ca"),
+    ] {
+        let e = parse("t.yml", &format!("{MD}{bad}"), &dir).unwrap_err();
+        assert!(e.message.contains(want), "{bad}: {e}");
+    }
+}

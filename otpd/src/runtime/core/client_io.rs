@@ -189,7 +189,7 @@ impl Core {
             Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
                 Ok(mut t) => {
                     t.set_buffer_limit(Some(64 * 1024));
-                    Some(Box::new(t))
+                    Some(Box::new(rustls::Connection::Server(t)))
                 }
                 Err(e) => {
                     log::warn!("{}: cannot start TLS for {addr}: {e}", ca.label());
@@ -505,7 +505,7 @@ impl Core {
         self.session_out = out;
     }
 
-    fn mark_dirty(&mut self, slot: usize) {
+    pub(super) fn mark_dirty(&mut self, slot: usize) {
         let c = &mut self.conns[slot];
         if !c.in_dirty {
             c.in_dirty = true;

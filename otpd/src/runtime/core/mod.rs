@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 /// Client connections: accepting, reading, sessions, writing (the same `Core`, by concern).
 mod client_io;
+/// TLS on MD links: participants on a TLS-enabled listener, and the upstream link.
+mod md_tls_io;
 
 pub(super) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -107,6 +109,11 @@ pub(crate) struct Core {
     /// Client jobs the worker's full queue refused: answered `Unavailable` next turn.
     jobs_refused: Vec<(usize, Pid, u32)>,
     session_out: crate::clientagent::session::SessionOut,
+    /// TLS handshakes under way (`md_tls_io`): when each must be done by, oldest first.
+    tls_deadlines: VecDeque<(Instant, usize, Pid)>,
+    /// TLS refusals since the last warning, and when the next may be logged.
+    tls_refused: u64,
+    tls_refused_log_at: Instant,
 }
 
 enum Flow {
@@ -205,6 +212,9 @@ impl Core {
             client_scratch: vec![0; 16 * 1024],
             jobs_refused: Vec::new(),
             session_out: Default::default(),
+            tls_deadlines: VecDeque::new(),
+            tls_refused: 0,
+            tls_refused_log_at: Instant::now(),
             shared,
         };
         for (i, mut role) in roles.into_iter().enumerate() {
@@ -277,6 +287,9 @@ impl Core {
                 if let Some(Reverse((at, _))) = self.deferred.peek() {
                     wake_at = Some(wake_at.map_or(*at, |w| w.min(*at)));
                 }
+                if let Some(at) = self.next_tls_deadline() {
+                    wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
+                }
                 let t = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
                 self.shared.sleeping[self.id].store(true, Ordering::SeqCst);
                 if !self.inbox.is_empty() {
@@ -303,7 +316,9 @@ impl Core {
                         let Some(c) = self.conns.get_mut(slot) else {
                             continue;
                         };
+                        // (Its TLS handshake, once connected, is read and written as usual.)
                         if c.kind == ConnKind::Upstream
+                            && c.tls.is_none()
                             && self.upstream.as_ref().is_some_and(|u| u.is_connecting())
                         {
                             if ev.is_writable() || ev.is_error() || ev.is_read_closed() {
@@ -337,6 +352,7 @@ impl Core {
             if self.accept_retry_at.is_some_and(|at| at <= Instant::now()) {
                 self.accept();
             }
+            self.expire_tls_handshakes(Instant::now());
         }
     }
 
@@ -350,7 +366,9 @@ impl Core {
             };
             match listener.accept() {
                 Ok((stream, addr)) => {
-                    if !self.shared.md_allow.allows(addr.ip()) {
+                    // With TLS, a peer is admitted by its certificate from anywhere, and a
+                    // plain one is held to `allow` once its first bytes say it is plain.
+                    if self.shared.md_tls.is_none() && !self.shared.md_allow.allows(addr.ip()) {
                         drop(stream);
                         self.refuse_not_allowed(addr);
                         continue;
@@ -468,6 +486,9 @@ impl Core {
         c.in_ready = true;
         entry.insert(c);
         self.ready.push(slot);
+        if kind == ConnKind::Participant {
+            self.expect_tls_or_plain(slot);
+        }
         log::debug!("messagedirector: participant {addr} connected as {pid}");
         Some(slot)
     }
@@ -510,6 +531,12 @@ impl Core {
     fn read_conn(&mut self, slot: usize) -> bool {
         if self.conns[slot].kind == ConnKind::Client {
             return self.read_client(slot);
+        }
+        if self.conns[slot].sniff && !self.sniff_first_bytes(slot) {
+            return false;
+        }
+        if self.conns[slot].tls.is_some() {
+            return self.read_tls(slot);
         }
         let Some(mut deframer) = self.conns[slot].deframer.take() else {
             return false;
@@ -705,6 +732,9 @@ impl Core {
             .stats
             .participants
             .fetch_sub(1, Ordering::Relaxed);
+        if c.refused {
+            return; // logged when refused; it never was a participant
+        }
         if reason == "connection closed by peer" {
             log::debug!("messagedirector: participant {} disconnected", c.label());
         } else {
@@ -1077,6 +1107,9 @@ impl Core {
         match (err, c.stream.peer_addr()) {
             (None, Ok(_)) => {
                 let _ = c.stream.set_nodelay(true);
+                if !self.upstream_tls_ready(slot) {
+                    return; // md_tls_io calls again once the upstream MD has accepted us
+                }
                 let u = self.upstream.as_mut().expect("upstream core");
                 let first = u.set_connected();
                 self.shared
@@ -1521,6 +1554,7 @@ impl Core {
             };
             c.in_dirty = false;
             if c.kind == ConnKind::Upstream
+                && c.tls.is_none()
                 && !self.upstream.as_ref().is_some_and(|u| u.is_connected())
             {
                 continue;
