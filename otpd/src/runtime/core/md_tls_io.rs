@@ -143,6 +143,11 @@ impl Core {
                     more = false;
                 }
                 Ok(n) => {
+                    if let Some(live) = &self.conns[slot].child {
+                        live.heard_now();
+                    } else if self.conns[slot].kind == ConnKind::Upstream {
+                        self.shared.stats.upstream_heard();
+                    }
                     accepted = self.tls_bytes(slot, &scratch[..n]);
                     more = n == scratch.len() || self.conns[slot].peer_closed;
                 }
