@@ -11,6 +11,7 @@ pub mod clientagent;
 pub mod cluster;
 pub mod config;
 pub mod eventlogger;
+pub mod http;
 pub mod md;
 pub mod metrics;
 pub mod private_fs;

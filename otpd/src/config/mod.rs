@@ -29,7 +29,7 @@ pub struct ClusterConfig {
     /// Address of the Prometheus metrics endpoint (`/metrics`), if any.
     pub metrics: Option<String>,
     /// Limits of the metrics endpoint's HTTP server.
-    pub metrics_limits: MetricsLimits,
+    pub metrics_limits: HttpLimits,
     /// UberDOGs: well-known objects the AI processes create.
     pub uberdogs: Vec<UberDog>,
     pub messagedirector: MessageDirectorConfig,
@@ -57,7 +57,7 @@ impl Default for ClusterConfig {
             dc_settings: DcSettings::default(),
             eventlogger: None,
             metrics: None,
-            metrics_limits: MetricsLimits::default(),
+            metrics_limits: HttpLimits::default(),
             uberdogs: Vec::new(),
             messagedirector: MessageDirectorConfig::default(),
             roles: Vec::new(),
@@ -68,13 +68,13 @@ impl Default for ClusterConfig {
     }
 }
 
-/// The metrics endpoint's HTTP server: one thread, one event loop, and these bounds on what
+/// An HTTP endpoint's server (metrics, admin API): one thread, one event loop, and these bounds on what
 /// its clients may hold. Past `max_connections`, a new connection takes the place of the
 /// longest-waiting one that is idle or still sending its request, or is answered 503 and
 /// closed; every connection closed early is counted in `otpd_metrics_http_dropped_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct MetricsLimits {
+pub struct HttpLimits {
     /// Connections open at once.
     pub max_connections: usize,
     /// Largest request head (request line and headers), bytes; a larger one is answered 431
@@ -87,16 +87,43 @@ pub struct MetricsLimits {
     /// A connection with no request under way (just opened, or kept alive after an answer) is
     /// closed after this many milliseconds.
     pub idle_timeout_ms: u64,
+    /// Largest request body, bytes; a larger one is answered 413 and the connection closed.
+    pub max_body_bytes: usize,
+    /// An answer the cluster has to give (the admin API asking ClientAgents, the Database)
+    /// must be ready within this many milliseconds, or the client gets 504.
+    pub answer_timeout_ms: u64,
 }
 
-impl Default for MetricsLimits {
+impl HttpLimits {
+    /// Checks the bounds; `key` names the section in the error.
+    pub fn check(&self, key: &str) -> Result<(), String> {
+        if self.max_connections == 0 || self.max_request_bytes < 256 {
+            return Err(format!(
+                "{key}: max_connections must be at least 1 and max_request_bytes at least 256 (have {} and {})",
+                self.max_connections, self.max_request_bytes
+            ));
+        }
+        if self.read_timeout_ms == 0
+            || self.write_timeout_ms == 0
+            || self.idle_timeout_ms == 0
+            || self.answer_timeout_ms == 0
+        {
+            return Err(format!("{key}: read_timeout_ms, write_timeout_ms, idle_timeout_ms and answer_timeout_ms must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl Default for HttpLimits {
     fn default() -> Self {
-        MetricsLimits {
+        HttpLimits {
             max_connections: 16,
             max_request_bytes: 8 * 1024,
             read_timeout_ms: 5_000,
             write_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
+            max_body_bytes: 64 * 1024,
+            answer_timeout_ms: 10_000,
         }
     }
 }
@@ -901,16 +928,7 @@ impl ClusterConfig {
                 ));
             }
         }
-        let m = &self.metrics_limits;
-        if m.max_connections == 0 || m.max_request_bytes < 256 {
-            return Err(format!(
-                "metrics_limits: max_connections must be at least 1 and max_request_bytes at least 256 (have {} and {})",
-                m.max_connections, m.max_request_bytes
-            ));
-        }
-        if m.read_timeout_ms == 0 || m.write_timeout_ms == 0 || m.idle_timeout_ms == 0 {
-            return Err("metrics_limits: read_timeout_ms, write_timeout_ms and idle_timeout_ms must be at least 1".into());
-        }
+        self.metrics_limits.check("metrics_limits")?;
         let md = &self.messagedirector;
         if md.max_datagram_bytes == 0 || md.max_datagram_bytes > otp_wire::MAX_DATAGRAM_BODY {
             return Err(format!(
