@@ -30,6 +30,8 @@ pub struct ClusterConfig {
     pub metrics: Option<String>,
     /// Limits of the metrics endpoint's HTTP server.
     pub metrics_limits: HttpLimits,
+    /// The admin API and operator page (off when None; see [`AdminConfig`]).
+    pub admin: Option<AdminConfig>,
     /// UberDOGs: well-known objects the AI processes create.
     pub uberdogs: Vec<UberDog>,
     pub messagedirector: MessageDirectorConfig,
@@ -58,6 +60,7 @@ impl Default for ClusterConfig {
             eventlogger: None,
             metrics: None,
             metrics_limits: HttpLimits::default(),
+            admin: None,
             uberdogs: Vec::new(),
             messagedirector: MessageDirectorConfig::default(),
             roles: Vec::new(),
@@ -92,6 +95,40 @@ pub struct HttpLimits {
     /// An answer the cluster has to give (the admin API asking ClientAgents, the Database)
     /// must be ready within this many milliseconds, or the client gets 504.
     pub answer_timeout_ms: u64,
+}
+
+/// The admin API (JSON over HTTP) and the operator page: who may use them and their server's
+/// bounds. Every request carries `Authorization: Bearer TOKEN`, the token read from
+/// `token_file` at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin API listens ("ip:port"): a loopback address (the API is plain HTTP;
+    /// reach it from elsewhere through an SSH tunnel or a TLS-terminating proxy).
+    pub bind: String,
+    /// A file holding the bearer token (at least 32 characters; surrounding white space is
+    /// ignored). Relative to the configuration file.
+    pub token_file: PathBuf,
+    /// The admin server's bounds (the same kinds as `metrics_limits`).
+    #[serde(default)]
+    pub limits: HttpLimits,
+}
+
+/// The shortest admin token accepted.
+pub const ADMIN_TOKEN_MIN: usize = 32;
+
+impl AdminConfig {
+    /// Checks the section (not the token file, read when the API starts).
+    pub fn check(&self) -> Result<(), String> {
+        if !addr::is_loopback_address(&self.bind) {
+            return Err(format!(
+                "admin.bind = {:?}: must be a loopback address (the admin API is plain HTTP: reach it \
+                 from elsewhere through an SSH tunnel or a TLS-terminating proxy)",
+                self.bind
+            ));
+        }
+        self.limits.check("admin.limits")
+    }
 }
 
 impl HttpLimits {
@@ -764,6 +801,11 @@ pub struct TlsConfig {
 impl ClusterConfig {
     /// Makes relative paths relative to the configuration file's folder.
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let Some(admin) = &mut self.admin {
+            if admin.token_file.is_relative() {
+                admin.token_file = base.join(&admin.token_file);
+            }
+        }
         for f in &mut self.dc_files {
             if f.is_relative() {
                 *f = base.join(&*f);
@@ -929,6 +971,9 @@ impl ClusterConfig {
             }
         }
         self.metrics_limits.check("metrics_limits")?;
+        if let Some(admin) = &self.admin {
+            admin.check()?;
+        }
         let md = &self.messagedirector;
         if md.max_datagram_bytes == 0 || md.max_datagram_bytes > otp_wire::MAX_DATAGRAM_BODY {
             return Err(format!(
