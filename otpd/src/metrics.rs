@@ -271,9 +271,73 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
     f.el_dropped
         .inner()
         .store(events.dropped(), Ordering::Relaxed);
+    register_child_mds(&mut registry, stats);
     let mut out = String::new();
     encode(&mut out, &registry).expect("writing to a String");
     out
+}
+
+/// The child MDs linked to this MD: how many, and per child (labels `child`, `address`) its
+/// subscriptions, post-removes, links registered and seconds since it was last heard.
+fn register_child_mds(registry: &mut Registry, stats: &Stats) {
+    let children = stats.child_mds.list();
+    let count = Gauge::<i64>::default();
+    count.set(children.len() as i64);
+    registry.register("child_mds", "Child MDs (otpd) linked to this MD", count);
+    let subscriptions = Family::<Labels, Gauge>::default();
+    let post_removes = Family::<Labels, Gauge>::default();
+    let links = Family::<Labels, Gauge>::default();
+    let quiet = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let now = crate::runtime::unix_ms();
+    for c in &children {
+        let labels = vec![
+            ("child".to_string(), label_value(&c.name)),
+            ("address".to_string(), c.address.to_string()),
+        ];
+        subscriptions
+            .get_or_create(&labels)
+            .set(c.subscriptions as i64);
+        post_removes
+            .get_or_create(&labels)
+            .set(c.post_removes as i64);
+        links.get_or_create(&labels).set(c.links as i64);
+        quiet
+            .get_or_create(&labels)
+            .set(now.saturating_sub(c.last_heard_ms) as f64 / 1000.0);
+    }
+    registry.register(
+        "child_md_subscriptions",
+        "Channels and ranges each child MD subscribed",
+        subscriptions,
+    );
+    registry.register(
+        "child_md_post_removes",
+        "Post-removes each child MD registered (they fire if it is lost)",
+        post_removes,
+    );
+    registry.register(
+        "child_md_links",
+        "Links each child MD registered since this MD started (over 1: it reconnected)",
+        links,
+    );
+    registry.register(
+        "child_md_seconds_since_heard",
+        "Seconds since the last bytes from each child MD",
+        quiet,
+    );
+}
+
+/// A name made safe as a label value (and for `otpd status`'s reading of it).
+fn label_value(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " _.:-()[]/".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Serves `/metrics` on `addr` from a thread of its own, within `limits` (see [`http`]).

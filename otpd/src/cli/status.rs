@@ -165,6 +165,7 @@ fn summarize(text: &str) -> String {
             new + anon + est
         );
     }
+    child_mds(&s, &mut out);
     let _ = writeln!(
         out,
         "  eventlogger: {} events written, {} dropped",
@@ -172,4 +173,39 @@ fn summarize(text: &str) -> String {
         sum("otpd_eventlogger_events_dropped_total")
     );
     out
+}
+
+/// The child MDs linked to this MD, one line each: name, address, subscriptions,
+/// post-removes, links, seconds since last heard.
+fn child_mds(s: &[Sample], out: &mut String) {
+    use std::fmt::Write as _;
+    // (child, address) -> [subscriptions, post-removes, links, quiet seconds]
+    let mut children: std::collections::BTreeMap<(String, String), [f64; 4]> = Default::default();
+    for (name, labels, v) in s {
+        let i = match name.as_str() {
+            "otpd_child_md_subscriptions" => 0,
+            "otpd_child_md_post_removes" => 1,
+            "otpd_child_md_links" => 2,
+            "otpd_child_md_seconds_since_heard" => 3,
+            _ => continue,
+        };
+        let get = |k: &str| {
+            labels
+                .iter()
+                .find(|x| x.0 == k)
+                .map(|x| x.1.clone())
+                .unwrap_or_default()
+        };
+        children.entry((get("child"), get("address"))).or_default()[i] = *v;
+    }
+    if children.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  child MDs: {}", children.len());
+    for ((child, address), [subs, prs, links, quiet]) in children {
+        let _ = writeln!(
+            out,
+            "    {child} at {address}: {subs} subscriptions, {prs} post-removes, {links} links, last heard {quiet:.1} s ago"
+        );
+    }
 }

@@ -1,8 +1,10 @@
 //! The MessageDirector, free of I/O: participant ids, the single-channel subscriber shard a
 //! core owns, the range map with the upstream messages its changes imply, the ordered routing
 //! protocol between cores (`router`) that drives them, and what the MD keeps for each
-//! participant with the handling of its control messages (`participant`).
+//! participant with the handling of its control messages (`participant`), and the name a child
+//! MD gives itself upstream (`link_name`).
 
+pub mod link_name;
 pub mod participant;
 pub mod ranges;
 pub mod router;

@@ -41,6 +41,8 @@ pub(super) struct Conn {
     pub tls: Option<Box<rustls::ServerConnection>>,
     /// The ClientAgent side of a client connection.
     pub client: Option<Box<super::client::ClientConn>>,
+    /// Set when the participant named itself as an otpd child MD (`md::link_name`).
+    pub child: Option<std::sync::Arc<super::child_mds::ChildLive>>,
 }
 
 impl Conn {
@@ -67,6 +69,7 @@ impl Conn {
             in_dirty: false,
             tls: None,
             client: None,
+            child: None,
         }
     }
 

@@ -7,12 +7,15 @@
 //! core hands it what it reads and ships the `Batch`es it fills, and its guarantees (the
 //! per-connection order rule across channels and cores first) are stated and tested there.
 
+mod child_mds;
 mod client;
 mod conn;
 mod core;
 mod fds;
 mod upstream;
 mod workers;
+
+pub use child_mds::{unix_ms, ChildFigures, ChildMds};
 
 use crate::config::ClusterConfig;
 use crate::md::Pid;
@@ -78,6 +81,8 @@ pub struct Stats {
     pub participants_refused_limit: AtomicU64,
     pub upstream_connected: AtomicBool,
     pub upstream_dropped: AtomicU64,
+    /// The child MDs linked to this MD, with their figures.
+    pub child_mds: ChildMds,
     /// The ClientAgents' own counters (clients by state, ejects by code).
     pub client_agents: Vec<Arc<crate::clientagent::ClientAgent>>,
 }

@@ -6,6 +6,7 @@
 use super::conn::{Conn, ConnKind};
 use super::upstream::Upstream;
 use super::{Batch, CoreMsg, Shared};
+use crate::md::link_name;
 use crate::md::participant::{self, Effect, Verdict};
 use crate::md::router::{self, Outbox, Router};
 use crate::md::{home_core, Pid};
@@ -498,7 +499,12 @@ impl Core {
                 }
                 // A short read emptied the socket: the next readiness event says when there
                 // is more (one `read` per wakeup instead of two), unless the peer has closed.
-                Ok(_) => more = !deframer.drained() || self.conns[slot].peer_closed,
+                Ok(_) => {
+                    more = !deframer.drained() || self.conns[slot].peer_closed;
+                    if let Some(live) = &self.conns[slot].child {
+                        live.heard_now();
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => more = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -605,11 +611,19 @@ impl Core {
                 Effect::Log(event) => self.send_event(event),
             }
         }
+        if let Some(live) = &self.conns[slot].child {
+            let md = &self.conns[slot].md;
+            let subscriptions = (md.singles.len() + md.ranges) as u64;
+            live.subscriptions.store(subscriptions, Ordering::Relaxed);
+            live.post_removes
+                .store(md.post_removes.len() as u64, Ordering::Relaxed);
+        }
         match verdict {
             Verdict::Done => {
                 if msgtype == CONTROL_SET_CON_NAME {
                     let c = &self.conns[slot];
                     log::debug!("messagedirector: {} is named '{}'", c.addr, c.md.name);
+                    self.child_md_named(slot);
                 }
                 Flow::Continue
             }
@@ -678,7 +692,89 @@ impl Core {
             self.with_router(|r, core| r.drop_ranges(c.pid, core));
         }
         let label = c.label();
+        if c.child.is_some() && !self.child_md_gone(&c, &reason) {
+            return;
+        }
         self.fire_post_removes(c.pid, &label, &c.md.post_removes);
+    }
+
+    /// A participant named itself: if the name is an otpd child MD's, registers this link as
+    /// that child's newest (a link it replaces will not fire its post-removes when it closes:
+    /// the child re-sends them on this one).
+    fn child_md_named(&mut self, slot: usize) {
+        let c = &self.conns[slot];
+        let Some((name, incarnation)) = link_name::parse_child_md_name(&c.md.name) else {
+            return;
+        };
+        if c.child.is_some() {
+            log::warn!(
+                "messagedirector: child MD {} renamed itself to '{}'; still listed under its first name",
+                c.addr,
+                c.md.name
+            );
+            return;
+        }
+        let (addr, pid) = (c.addr, c.pid);
+        let (live, replaced) = self
+            .shared
+            .stats
+            .child_mds
+            .register(name, incarnation, addr, pid);
+        let name = name.to_string();
+        self.conns[slot].child = Some(live);
+        let what = if replaced.is_some() {
+            log::warn!(
+                "messagedirector: child MD '{name}' re-registered from {addr}; its older link's post-removes will not fire"
+            );
+            "child-md-relinked"
+        } else {
+            log::info!("messagedirector: child MD '{name}' linked from {addr}");
+            "child-md-linked"
+        };
+        self.child_md_event(what, &name, addr, "");
+    }
+
+    /// A child MD's link closed: true when its post-removes are to fire (it was the child's
+    /// newest link), false when the child has re-registered on a newer link.
+    fn child_md_gone(&mut self, c: &Conn, reason: &str) -> bool {
+        let Some((name, incarnation)) = link_name::parse_child_md_name(&c.md.name) else {
+            return true;
+        };
+        let newest = self
+            .shared
+            .stats
+            .child_mds
+            .link_closed(name, incarnation, c.pid);
+        if newest {
+            log::warn!(
+                "messagedirector: child MD '{name}' {} lost; firing its {} post-removes",
+                c.addr,
+                c.md.post_removes.len()
+            );
+            self.child_md_event("child-md-lost", name, c.addr, reason);
+        } else {
+            log::warn!(
+                "messagedirector: an old link of child MD '{name}' {} closed; its {} post-removes are not fired (the child re-registered them on its newer link)",
+                c.addr,
+                c.md.post_removes.len()
+            );
+            self.child_md_event("child-md-old-link-closed", name, c.addr, reason);
+        }
+        newest
+    }
+
+    fn child_md_event(&self, what: &str, name: &str, addr: SocketAddr, reason: &str) {
+        use crate::roles::event::{encode, Ev};
+        let addr = addr.to_string();
+        let mut fields = vec![
+            ("role", Ev::Str("messagedirector")),
+            ("child", Ev::Str(name)),
+            ("address", Ev::Str(&addr)),
+        ];
+        if !reason.is_empty() {
+            fields.push(("reason", Ev::Str(reason)));
+        }
+        self.send_event(&encode(what, &fields));
     }
 
     /// Routes a departed participant's post-removes as if it had sent them, then clears them
