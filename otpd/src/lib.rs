@@ -6,6 +6,7 @@
 //! operators read, `cli` the command line (`main.rs` only calls `cli::main`), `private_fs` the
 //! modes of the files otpd writes. ARCHITECTURE.md at the repository root has the map.
 
+pub mod admin;
 pub mod cli;
 pub mod clientagent;
 pub mod cluster;

@@ -272,6 +272,21 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         .inner()
         .store(events.dropped(), Ordering::Relaxed);
     register_child_mds(&mut registry, stats);
+    let admin_dropped = Family::<Labels, Counter<u64, AtomicU64>>::default();
+    for reason in http::Dropped::ALL {
+        admin_dropped
+            .get_or_create(&vec![("reason".into(), reason.label().into())])
+            .inner()
+            .store(
+                http::dropped(http::Endpoint::Admin, reason),
+                Ordering::Relaxed,
+            );
+    }
+    registry.register(
+        "admin_http_dropped",
+        "Connections to the admin API closed or refused before the client was done, by reason",
+        admin_dropped,
+    );
     let mut out = String::new();
     encode(&mut out, &registry).expect("writing to a String");
     out
