@@ -155,6 +155,22 @@ pub(super) fn command(argv: impl Iterator<Item = String>) -> u8 {
     let metrics = config.metrics.clone();
     let metrics_limits = config.metrics_limits.clone();
     let admin = config.admin.clone();
+    // The admin API links to this process's MD (on loopback when it listens everywhere).
+    let md_bind = config
+        .messagedirector
+        .bind
+        .as_deref()
+        .and_then(|a| std::net::ToSocketAddrs::to_socket_addrs(a).ok()?.next())
+        .map(|mut a| {
+            if a.ip().is_unspecified() {
+                a.set_ip(if a.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            a
+        });
     let daemon = config.name.clone();
     let eventlogger = config
         .eventlogger
@@ -188,6 +204,7 @@ pub(super) fn command(argv: impl Iterator<Item = String>) -> u8 {
             }
             if let Some(admin) = &admin {
                 let context = crate::admin::Context {
+                    md: md_bind,
                     daemon,
                     stats: rt.stats.clone(),
                     eventlogger,

@@ -112,6 +112,23 @@ pub struct AdminConfig {
     /// The admin server's bounds (the same kinds as `metrics_limits`).
     #[serde(default)]
     pub limits: HttpLimits,
+    /// The channel the API listens on for the sessions' answers (it links to this process's
+    /// MD as a participant); unique in the MD tree.
+    #[serde(default = "default_admin_channel")]
+    pub channel: u64,
+    /// How long a client list gathers the sessions' answers, milliseconds (each ClientAgent
+    /// of the tree answers within it, or is left out).
+    #[serde(default = "default_gather_ms")]
+    pub gather_ms: u64,
+}
+
+fn default_admin_channel() -> u64 {
+    // Above 32 bits (no doid), below the 2003 puppet channels (1001 << 32).
+    999 << 32
+}
+
+fn default_gather_ms() -> u64 {
+    500
 }
 
 /// The shortest admin token accepted.
@@ -125,6 +142,12 @@ impl AdminConfig {
                 "admin.bind = {:?}: must be a loopback address (the admin API is plain HTTP: reach it \
                  from elsewhere through an SSH tunnel or a TLS-terminating proxy)",
                 self.bind
+            ));
+        }
+        if self.gather_ms == 0 || self.gather_ms >= self.limits.answer_timeout_ms {
+            return Err(format!(
+                "admin.gather_ms = {}: must be at least 1 and below admin.limits.answer_timeout_ms ({})",
+                self.gather_ms, self.limits.answer_timeout_ms
             ));
         }
         self.limits.check("admin.limits")
