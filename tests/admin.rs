@@ -252,3 +252,159 @@ fn bad_admin_settings_stop_otpd_at_start_naming_the_key() {
         assert!(err.contains(complaint), "{admin}: {err}");
     }
 }
+
+/// Starts an admin API on a root MD and a child MD with a ClientAgent (Astron protocol) under
+/// it: (root, child, admin port, client listener port, DC file).
+fn tree() -> (Admin, Otpd, u16, otp_dc::DcFile) {
+    let root = start();
+    let dc_path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/dc/client.dc")
+        .canonicalize()
+        .unwrap();
+    let dc = otp_dc::DcFile::parse_files(&[&dc_path]).unwrap();
+    let ca = free_port();
+    let child = Otpd::start_full(
+        free_port(),
+        &format!(
+            "connect: Some(\"127.0.0.1:{}\"), reconnect_min_ms: 50, reconnect_max_ms: 200,",
+            root._o.port
+        ),
+        &format!(
+            "name: \"ca-host\", dc_files: [\"{}\"], roles: [ClientAgent((bind: \"127.0.0.1:{ca}\", version: \"v1\", channels: (min: 3000000, max: 3000999)))],",
+            dc_path.display()
+        ),
+    );
+    wait_for_port(ca);
+    (root, child, ca, dc)
+}
+
+/// An Astron client past its hello (anonymous): its connection.
+fn astron_client(port: u16, dc: &otp_dc::DcFile) -> Md {
+    let mut m = Md::connect(port);
+    let mut body = otp_wire::msgtypes::CLIENT_HELLO.to_le_bytes().to_vec();
+    body.extend_from_slice(&dc.hash().to_le_bytes());
+    body.extend_from_slice(&2u16.to_le_bytes());
+    body.extend_from_slice(b"v1");
+    m.send(&frame(&body));
+    let f = m.recv_within(Duration::from_secs(5)).expect("HELLO_RESP");
+    assert_eq!(
+        u16::from_le_bytes([f[2], f[3]]),
+        otp_wire::msgtypes::CLIENT_HELLO_RESP
+    );
+    m
+}
+
+fn post(port: u16, path: &str, body: &str) -> (String, String) {
+    call(
+        port,
+        &format!(
+            "POST {path} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+fn clients(port: u16, want: usize) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (head, body) = call(
+            port,
+            &format!("GET /api/clients HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"),
+        );
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head} {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["clients"].as_array().unwrap().len() == want || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The admin API on the root sees the clients of a ClientAgent on a child MD, and kicks one
+/// of them (CLIENT_EJECT with otpd's admin-kick code); the other stays; the kick is audited.
+#[test]
+fn the_root_lists_and_kicks_the_clients_of_a_child_ca() {
+    let (root, _child, ca, dc) = tree();
+    let (mut a, mut b) = (astron_client(ca, &dc), astron_client(ca, &dc));
+    let v = clients(root.port, 2);
+    let rows = v["clients"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    for r in rows {
+        assert_eq!(r["listener"], format!("127.0.0.1:{ca}"));
+        assert_eq!(
+            (r["dialect"].as_str(), r["state"].as_str()),
+            (Some("astron"), Some("anonymous"))
+        );
+        assert!(r["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert!(r["connected_since_unix"].as_u64().unwrap() > 1_700_000_000);
+    }
+    let kicked = rows[0]["channel"].as_u64().unwrap();
+    let (head, body) = post(
+        root.port,
+        "/api/kick",
+        &format!("{{\"channel\": {kicked}, \"reason\": \"Testing the kick.\"}}"),
+    );
+    assert!(head.starts_with("HTTP/1.1 202 "), "{head} {body}");
+    // Which client is which: the one ejected is the kicked channel's.
+    let eject = |m: &mut Md| -> Option<(u16, String)> {
+        let f = m.recv_within(Duration::from_millis(1500))?;
+        assert_eq!(
+            u16::from_le_bytes([f[2], f[3]]),
+            otp_wire::msgtypes::CLIENT_EJECT
+        );
+        let code = u16::from_le_bytes([f[4], f[5]]);
+        let len = u16::from_le_bytes([f[6], f[7]]) as usize;
+        Some((code, String::from_utf8_lossy(&f[8..8 + len]).into_owned()))
+    };
+    let (ea, eb) = (eject(&mut a), eject(&mut b));
+    let got: Vec<_> = [ea, eb].into_iter().flatten().collect();
+    assert_eq!(got.len(), 1, "exactly one client is kicked: {got:?}");
+    assert_eq!(
+        got[0].0,
+        otp_wire::msgtypes::eject::CLIENT_DISCONNECT_ADMIN_KICK
+    );
+    assert_eq!(got[0].1, "Testing the kick.");
+    let v = clients(root.port, 1);
+    assert_eq!(v["clients"].as_array().unwrap().len(), 1, "{v}");
+    assert_ne!(v["clients"][0]["channel"].as_u64(), Some(kicked));
+    let e = wait_event(root.logs.path(), "admin-action");
+    assert_eq!(
+        (
+            e["action"].as_str(),
+            e["target"].as_str(),
+            e["result"].as_str()
+        ),
+        (
+            Some("kick"),
+            Some(format!("channel {kicked}").as_str()),
+            Some("sent")
+        )
+    );
+}
+
+/// Bad action bodies are refused with the reason, and nothing is sent.
+#[test]
+fn action_bodies_are_checked() {
+    let a = start();
+    for (path, body, want) in [
+        ("/api/kick", "not json", "JSON object"),
+        ("/api/kick", "{}", "name whom"),
+        ("/api/kick", "{\"everyone\": true, \"avatar\": 5}", "one of"),
+        ("/api/kick", "{\"avatar\": \"five\"}", "must be a number"),
+        ("/api/message", "{\"everyone\": true}", "'text'"),
+        (
+            "/api/message",
+            &format!("{{\"everyone\": true, \"text\": \"{}\"}}", "x".repeat(2000)),
+            "over 1024",
+        ),
+    ] {
+        let (head, answer) = post(a.port, path, body);
+        assert!(head.starts_with("HTTP/1.1 400 "), "{body}: {head}");
+        assert!(answer.contains(want), "{body}: {answer}");
+    }
+    let (head, _) = call(
+        a.port,
+        &format!("GET /api/kick HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"),
+    );
+    assert!(head.starts_with("HTTP/1.1 405 "), "{head}");
+}
