@@ -357,6 +357,7 @@ fn the_root_lists_and_kicks_the_clients_of_a_child_ca() {
         Some((code, String::from_utf8_lossy(&f[8..8 + len]).into_owned()))
     };
     let (ea, eb) = (eject(&mut a), eject(&mut b));
+    let a_was_kicked = ea.is_some();
     let got: Vec<_> = [ea, eb].into_iter().flatten().collect();
     assert_eq!(got.len(), 1, "exactly one client is kicked: {got:?}");
     assert_eq!(
@@ -380,6 +381,38 @@ fn the_root_lists_and_kicks_the_clients_of_a_child_ca() {
             Some("sent")
         )
     );
+
+    // The same from the command line: the list, then everyone kicked.
+    let addr = format!("127.0.0.1:{}", root.port);
+    let admin = |args: &[&str]| {
+        let out = std::process::Command::new(otpd_bin())
+            .arg("admin")
+            .arg(&addr)
+            .args(args)
+            .env("OTPD_ADMIN_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = admin(&["clients"]);
+    assert!(table.starts_with("1 clients\n"), "{table}");
+    assert!(table.contains("astron") && table.contains("anonymous"), "{table}");
+    assert_eq!(
+        admin(&["kick", "--everyone", "--reason", "Closing."]).trim(),
+        "kick: sent"
+    );
+    let rest = if a_was_kicked { &mut b } else { &mut a };
+    let (code, reason) = eject(rest).expect("the last client is kicked too");
+    assert_eq!(
+        (code, reason.as_str()),
+        (otp_wire::msgtypes::eject::CLIENT_DISCONNECT_ADMIN_KICK, "Closing.")
+    );
+    assert_eq!(clients(root.port, 0)["clients"].as_array().unwrap().len(), 0);
 }
 
 /// Bad action bodies are refused with the reason, and nothing is sent.

@@ -8,27 +8,52 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 const USAGE_TEXT: &str = "\
-usage: otpd admin HOST:PORT COMMAND [--json] [--token-file FILE]
+usage: otpd admin HOST:PORT COMMAND [ARGS] [--json] [--token-file FILE]
   (the token: --token-file FILE, else the OTPD_ADMIN_TOKEN environment variable)
 commands:
-  status        this otpd's figures: participants, child MDs, listeners and clients, roles";
+  status                 this otpd's figures: participants, child MDs, listeners, roles
+  clients                every client of the MD tree: state, account, avatar, district, zone
+  kick WHOM [--reason TEXT]
+                         eject the clients named, with their dialect's kick code
+  message WHOM --text TEXT
+                         show the clients named a system message
+WHOM: --everyone | --district ID | --avatar ID | --account NAME | --channel ID";
 
 /// Runs one admin command; exits [`FAILED`] when the API refuses or cannot be reached.
 pub(super) fn command(args: Vec<String>) -> u8 {
     let mut json = false;
     let mut token_file = None;
     let mut words = Vec::new();
+    let mut body = serde_json::Map::new();
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => json = true,
-            "--token-file" => match it.next() {
-                Some(f) => token_file = Some(f),
-                None => return usage("--token-file needs a file"),
-            },
             "-h" | "--help" => {
                 println!("{USAGE_TEXT}");
                 return OK;
+            }
+            "--everyone" => {
+                body.insert("everyone".into(), Value::Bool(true));
+            }
+            "--token-file" | "--reason" | "--text" | "--account" | "--district" | "--avatar"
+            | "--channel" => {
+                let Some(v) = it.next() else {
+                    return usage(&format!("{a} needs a value"));
+                };
+                let key = &a[2..];
+                let value = match key {
+                    "token-file" => {
+                        token_file = Some(v);
+                        continue;
+                    }
+                    "district" | "avatar" | "channel" => match v.parse::<u64>() {
+                        Ok(n) => Value::from(n),
+                        Err(_) => return usage(&format!("{a} needs a number, not '{v}'")),
+                    },
+                    _ => Value::String(v),
+                };
+                body.insert(key.into(), value);
             }
             _ => words.push(a),
         }
@@ -47,16 +72,24 @@ pub(super) fn command(args: Vec<String>) -> u8 {
             Err(_) => return usage("no token: give --token-file FILE or set OTPD_ADMIN_TOKEN"),
         },
     };
-    let path = match command.as_str() {
-        "status" => "/api/status",
+    let (method, path) = match command.as_str() {
+        "status" => ("GET", "/api/status"),
+        "clients" => ("GET", "/api/clients"),
+        "kick" => ("POST", "/api/kick"),
+        "message" => ("POST", "/api/message"),
         other => return usage(&format!("unknown command '{other}'")),
     };
-    match request(&addr, "GET", path, &token, None) {
-        Ok((200, body)) => {
+    let body = (method == "POST").then(|| Value::Object(body).to_string());
+    match request(&addr, method, path, &token, body.as_deref()) {
+        Ok((200 | 202, answer)) => {
             if json {
-                println!("{body}");
+                println!("{answer}");
             } else {
-                print!("{}", summarize(&body));
+                match command.as_str() {
+                    "status" => print!("{}", summarize(&answer)),
+                    "clients" => print!("{}", client_table(&answer)),
+                    _ => println!("{command}: sent"),
+                }
             }
             OK
         }
@@ -155,6 +188,48 @@ fn summarize(body: &str) -> String {
         for (role, figures) in roles {
             let _ = writeln!(out, "  {role}: {figures}");
         }
+    }
+    out
+}
+
+/// `clients` for people: one line per client, then the districts' populations.
+fn client_table(body: &str) -> String {
+    use std::fmt::Write as _;
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
+        return body.to_string();
+    };
+    let mut out = String::new();
+    let rows = v["clients"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(out, "{} clients", rows.len());
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "  {:>20} {:<12} {:<11} account={} avatar={} district={} zone={} from {} (listener {})",
+            r["channel"],
+            r["dialect"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["account"].as_str().unwrap_or(""),
+            r["avatar"],
+            r["district"],
+            r["zone"],
+            r["address"].as_str().unwrap_or(""),
+            r["listener"].as_str().unwrap_or("")
+        );
+    }
+    for d in v["districts"].as_array().into_iter().flatten() {
+        let zones: Vec<String> = d["zones"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|z| format!("{}:{}", z["zone"], z["players"]))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  district {}: {} players (zone:players {})",
+            d["district"],
+            d["population"],
+            zones.join(" ")
+        );
     }
     out
 }
