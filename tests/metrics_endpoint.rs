@@ -293,10 +293,7 @@ fn keep_alive_head_and_other_paths() {
 fn limits_are_checked_and_cluster_ron_shows_the_defaults() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.ron");
     let config = otpd::config::ron_file::load(std::path::Path::new(path)).unwrap();
-    assert_eq!(
-        config.metrics_limits,
-        otpd::config::MetricsLimits::default()
-    );
+    assert_eq!(config.metrics_limits, otpd::config::HttpLimits::default());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cluster.ron");
     for (limits, complaint) in [

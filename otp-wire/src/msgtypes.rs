@@ -50,6 +50,36 @@ pub const CLIENTAGENT_ADD_INTEREST: MsgType = 1200;
 pub const CLIENTAGENT_ADD_INTEREST_MULTIPLE: MsgType = 1201;
 pub const CLIENTAGENT_REMOVE_INTEREST: MsgType = 1203;
 pub const CLIENTAGENT_DONE_INTEREST_RESP: MsgType = 1204;
+
+// otpd's own (not Astron's): the admin API's messages to client sessions, sent to the
+// all-clients channel (BCHAN_CLIENTS, which every session listens on, on every ClientAgent of
+// an MD tree) or to one client's channel. A target selects sessions: u8 scope (see
+// `admin_scope`), u64 id, string account name.
+/// u32 context: each session answers CLIENTAGENT_ADMIN_LIST_RESP to the sender.
+pub const CLIENTAGENT_ADMIN_LIST: MsgType = 1910;
+/// u32 context, u64 client channel, string listener, u8 dialect (0 Astron, 1 Toontown 2003),
+/// u16 state, string account, u32 avatar, u32 district, u32 zone, string remote address,
+/// u64 Unix seconds connected since.
+pub const CLIENTAGENT_ADMIN_LIST_RESP: MsgType = 1911;
+/// target, u8 why (0 kick, 1 shutdown), string reason: the sessions selected are ejected
+/// with their dialect's code for `why`.
+pub const CLIENTAGENT_ADMIN_EJECT: MsgType = 1912;
+/// target, string text: the sessions selected show `text` as a system message.
+pub const CLIENTAGENT_ADMIN_MESSAGE: MsgType = 1913;
+
+/// The scopes of an admin target.
+pub mod admin_scope {
+    /// Every session.
+    pub const EVERYONE: u8 = 0;
+    /// Sessions whose avatar is in district `id`.
+    pub const DISTRICT: u8 = 1;
+    /// The session playing avatar `id`.
+    pub const AVATAR: u8 = 2;
+    /// Sessions logged in to the account named.
+    pub const ACCOUNT: u8 = 3;
+    /// The session on client channel `id`.
+    pub const CHANNEL: u8 = 4;
+}
 pub const STATESERVER_CREATE_OBJECT_WITH_REQUIRED: MsgType = 2000;
 pub const STATESERVER_CREATE_OBJECT_WITH_REQUIRED_OTHER: MsgType = 2001;
 pub const STATESERVER_DELETE_AI_OBJECTS: MsgType = 2009;
@@ -190,6 +220,11 @@ pub mod eject {
     pub const CLIENT_DISCONNECT_SESSION_OBJECT_DELETED: u16 = 153;
     pub const CLIENT_DISCONNECT_NETWORK_WRITE_ERROR: u16 = 347;
     pub const CLIENT_DISCONNECT_NETWORK_READ_ERROR: u16 = 348;
+    // otpd's own codes (Astron has none for these).
+    /// An operator kicked the client (the admin API).
+    pub const CLIENT_DISCONNECT_ADMIN_KICK: u16 = 350;
+    /// The server is shutting down.
+    pub const CLIENT_DISCONNECT_SHUTDOWN: u16 = 351;
 }
 
 /// The name of an internal or client-agent message type, for logs.
@@ -209,6 +244,10 @@ pub fn internal_name(t: MsgType) -> &'static str {
         CLIENTAGENT_SET_CLIENT_ID => "CLIENTAGENT_SET_CLIENT_ID",
         CLIENTAGENT_SEND_DATAGRAM => "CLIENTAGENT_SEND_DATAGRAM",
         CLIENTAGENT_EJECT => "CLIENTAGENT_EJECT",
+        CLIENTAGENT_ADMIN_LIST => "CLIENTAGENT_ADMIN_LIST",
+        CLIENTAGENT_ADMIN_LIST_RESP => "CLIENTAGENT_ADMIN_LIST_RESP",
+        CLIENTAGENT_ADMIN_EJECT => "CLIENTAGENT_ADMIN_EJECT",
+        CLIENTAGENT_ADMIN_MESSAGE => "CLIENTAGENT_ADMIN_MESSAGE",
         CLIENTAGENT_DROP => "CLIENTAGENT_DROP",
         CLIENTAGENT_GET_NETWORK_ADDRESS => "CLIENTAGENT_GET_NETWORK_ADDRESS",
         CLIENTAGENT_GET_NETWORK_ADDRESS_RESP => "CLIENTAGENT_GET_NETWORK_ADDRESS_RESP",

@@ -6,11 +6,13 @@
 //! operators read, `cli` the command line (`main.rs` only calls `cli::main`), `private_fs` the
 //! modes of the files otpd writes. ARCHITECTURE.md at the repository root has the map.
 
+pub mod admin;
 pub mod cli;
 pub mod clientagent;
 pub mod cluster;
 pub mod config;
 pub mod eventlogger;
+pub mod http;
 pub mod md;
 pub mod metrics;
 pub mod private_fs;

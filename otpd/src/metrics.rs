@@ -2,10 +2,9 @@
 //! address, read from the runtime's counters at each scrape, and `otpd status`, a one-screen
 //! summary of that endpoint.
 
-pub mod http;
-
-use crate::config::MetricsLimits;
+use crate::config::HttpLimits;
 use crate::eventlogger::Counters;
+use crate::http;
 use crate::runtime::Stats;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -194,7 +193,8 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         "Connections to this metrics endpoint closed or refused before the client was done, by reason",
         f.http_dropped.clone(),
     );
-    f.http_connections.set(http::open_connections() as i64);
+    f.http_connections
+        .set(http::open_connections(http::Endpoint::Metrics) as i64);
     f.password_hashes.inner().store(
         crate::clientagent::accounts::PASSWORD_HASHES.load(Ordering::Relaxed),
         Ordering::Relaxed,
@@ -203,7 +203,10 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         f.http_dropped
             .get_or_create(&vec![("reason".into(), reason.label().into())])
             .inner()
-            .store(http::dropped(reason), Ordering::Relaxed);
+            .store(
+                http::dropped(http::Endpoint::Metrics, reason),
+                Ordering::Relaxed,
+            );
     }
     for ca in &stats.client_agents {
         let listener = || ("listener".to_string(), ca.bind.clone());
@@ -306,6 +309,21 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         .inner()
         .store(events.dropped(), Ordering::Relaxed);
     register_child_mds(&mut registry, stats);
+    let admin_dropped = Family::<Labels, Counter<u64, AtomicU64>>::default();
+    for reason in http::Dropped::ALL {
+        admin_dropped
+            .get_or_create(&vec![("reason".into(), reason.label().into())])
+            .inner()
+            .store(
+                http::dropped(http::Endpoint::Admin, reason),
+                Ordering::Relaxed,
+            );
+    }
+    registry.register(
+        "admin_http_dropped",
+        "Connections to the admin API closed or refused before the client was done, by reason",
+        admin_dropped,
+    );
     let mut out = String::new();
     encode(&mut out, &registry).expect("writing to a String");
     out
@@ -377,24 +395,28 @@ fn label_value(name: &str) -> String {
 /// Serves `/metrics` on `addr` from a thread of its own, within `limits` (see [`http`]).
 pub fn serve(
     addr: &str,
-    limits: &MetricsLimits,
+    limits: &HttpLimits,
     stats: Arc<Stats>,
     events: Arc<Counters>,
 ) -> Result<(), String> {
-    http::serve(addr, limits, move |path| {
-        if path == "/metrics" {
-            http::Answer {
-                status: 200,
-                content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                body: render(&stats, &events),
-            }
+    let answer = move |request: &http::Request| {
+        if request.method != "GET" && request.method != "HEAD" {
+            let mut a =
+                http::Answer::new(405, "text/plain", "otpd: only GET and HEAD are served\n");
+            a.headers.push(("Allow", "GET, HEAD".into()));
+            a
+        } else if request.path == "/metrics" {
+            http::Answer::new(
+                200,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                render(&stats, &events),
+            )
         } else {
-            http::Answer {
-                status: 404,
-                content_type: "text/plain",
-                body: "otpd: metrics are at /metrics\n".to_string(),
-            }
+            http::Answer::new(404, "text/plain", "otpd: metrics are at /metrics\n")
         }
+    };
+    http::serve(addr, limits, http::Endpoint::Metrics, |_| {
+        http::Immediate(answer)
     })?;
     log::info!("metrics: serving http://{addr}/metrics");
     Ok(())

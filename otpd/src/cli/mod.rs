@@ -1,5 +1,5 @@
 //! The `otpd` command line: one file per subcommand (`run` the cluster, `dc`, `db`, `status`,
-//! `account`), dispatched from here; `main.rs` only calls [`main`].
+//! `account`, `admin`), dispatched from here; `main.rs` only calls [`main`].
 //!
 //! Exit codes, the same for every subcommand:
 //! * 0 ([`OK`]): done (the cluster stopped cleanly, the command did what was asked);
@@ -11,6 +11,7 @@
 //!   input file it was given that cannot be read as what it should be (a broken DC file).
 
 mod account;
+mod admin;
 mod db;
 mod dc;
 mod run;
@@ -37,6 +38,8 @@ USAGE:
     otpd db export [OUT] (--cluster FILE | CONFIG.yml)  every stored object and account, one JSON line each
     otpd db import [IN] (--cluster FILE | CONFIG.yml)   add objects from such lines
     otpd status HOST:PORT          one-screen summary from a running otpd's metrics address
+    otpd admin HOST:PORT COMMAND [--json] [--token-file FILE]
+                                   the admin API (`otpd admin --help` lists the commands)
     otpd account token NAME [--hours H] (--cluster FILE | --secret-file FILE | --secret S)
                                    print a signed play token for a Toontown 2003 listener
 
@@ -56,6 +59,7 @@ pub fn main() -> ExitCode {
     let code = match argv.peek().map(String::as_str) {
         Some("dc") => dc::command(argv.skip(1).collect()),
         Some("status") => status::command(argv.skip(1).collect()),
+        Some("admin") => admin::command(argv.skip(1).collect()),
         Some("account") => account::command(argv.skip(1).collect()),
         Some("db") => db::command(argv.skip(1).collect()),
         Some("-h") | Some("--help") => {

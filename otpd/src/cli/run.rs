@@ -154,6 +154,28 @@ pub(super) fn command(argv: impl Iterator<Item = String>) -> u8 {
     } = config;
     let metrics = config.metrics.clone();
     let metrics_limits = config.metrics_limits.clone();
+    let admin = config.admin.clone();
+    // The admin API links to this process's MD (on loopback when it listens everywhere).
+    let md_bind = config
+        .messagedirector
+        .bind
+        .as_deref()
+        .and_then(|a| std::net::ToSocketAddrs::to_socket_addrs(a).ok()?.next())
+        .map(|mut a| {
+            if a.ip().is_unspecified() {
+                a.set_ip(if a.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            a
+        });
+    let daemon = config.name.clone();
+    let eventlogger = config
+        .eventlogger
+        .as_deref()
+        .and_then(|a| std::net::ToSocketAddrs::to_socket_addrs(a).ok()?.next());
     for warning in config.exposure_warnings() {
         log::warn!("{warning}");
     }
@@ -175,6 +197,19 @@ pub(super) fn command(argv: impl Iterator<Item = String>) -> u8 {
                 if let Err(e) =
                     crate::metrics::serve(addr, &metrics_limits, rt.stats.clone(), events)
                 {
+                    log::error!("{e}");
+                    eprintln!("otpd: {e}");
+                    return FAILED;
+                }
+            }
+            if let Some(admin) = &admin {
+                let context = crate::admin::Context {
+                    md: md_bind,
+                    daemon,
+                    stats: rt.stats.clone(),
+                    eventlogger,
+                };
+                if let Err(e) = crate::admin::serve(admin, context) {
                     log::error!("{e}");
                     eprintln!("otpd: {e}");
                     return FAILED;

@@ -29,7 +29,9 @@ pub struct ClusterConfig {
     /// Address of the Prometheus metrics endpoint (`/metrics`), if any.
     pub metrics: Option<String>,
     /// Limits of the metrics endpoint's HTTP server.
-    pub metrics_limits: MetricsLimits,
+    pub metrics_limits: HttpLimits,
+    /// The admin API and operator page (off when None; see [`AdminConfig`]).
+    pub admin: Option<AdminConfig>,
     /// UberDOGs: well-known objects the AI processes create.
     pub uberdogs: Vec<UberDog>,
     pub messagedirector: MessageDirectorConfig,
@@ -57,7 +59,8 @@ impl Default for ClusterConfig {
             dc_settings: DcSettings::default(),
             eventlogger: None,
             metrics: None,
-            metrics_limits: MetricsLimits::default(),
+            metrics_limits: HttpLimits::default(),
+            admin: None,
             uberdogs: Vec::new(),
             messagedirector: MessageDirectorConfig::default(),
             roles: Vec::new(),
@@ -68,13 +71,13 @@ impl Default for ClusterConfig {
     }
 }
 
-/// The metrics endpoint's HTTP server: one thread, one event loop, and these bounds on what
+/// An HTTP endpoint's server (metrics, admin API): one thread, one event loop, and these bounds on what
 /// its clients may hold. Past `max_connections`, a new connection takes the place of the
 /// longest-waiting one that is idle or still sending its request, or is answered 503 and
 /// closed; every connection closed early is counted in `otpd_metrics_http_dropped_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct MetricsLimits {
+pub struct HttpLimits {
     /// Connections open at once.
     pub max_connections: usize,
     /// Largest request head (request line and headers), bytes; a larger one is answered 431
@@ -87,16 +90,100 @@ pub struct MetricsLimits {
     /// A connection with no request under way (just opened, or kept alive after an answer) is
     /// closed after this many milliseconds.
     pub idle_timeout_ms: u64,
+    /// Largest request body, bytes; a larger one is answered 413 and the connection closed.
+    pub max_body_bytes: usize,
+    /// An answer the cluster has to give (the admin API asking ClientAgents, the Database)
+    /// must be ready within this many milliseconds, or the client gets 504.
+    pub answer_timeout_ms: u64,
 }
 
-impl Default for MetricsLimits {
+/// The admin API (JSON over HTTP) and the operator page: who may use them and their server's
+/// bounds. Every request carries `Authorization: Bearer TOKEN`, the token read from
+/// `token_file` at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin API listens ("ip:port"): a loopback address (the API is plain HTTP;
+    /// reach it from elsewhere through an SSH tunnel or a TLS-terminating proxy).
+    pub bind: String,
+    /// A file holding the bearer token (at least 32 characters; surrounding white space is
+    /// ignored). Relative to the configuration file.
+    pub token_file: PathBuf,
+    /// The admin server's bounds (the same kinds as `metrics_limits`).
+    #[serde(default)]
+    pub limits: HttpLimits,
+    /// The channel the API listens on for the sessions' answers (it links to this process's
+    /// MD as a participant); unique in the MD tree.
+    #[serde(default = "default_admin_channel")]
+    pub channel: u64,
+    /// How long a client list gathers the sessions' answers, milliseconds (each ClientAgent
+    /// of the tree answers within it, or is left out).
+    #[serde(default = "default_gather_ms")]
+    pub gather_ms: u64,
+}
+
+fn default_admin_channel() -> u64 {
+    // Above 32 bits (no doid), below the 2003 puppet channels (1001 << 32).
+    999 << 32
+}
+
+fn default_gather_ms() -> u64 {
+    500
+}
+
+/// The shortest admin token accepted.
+pub const ADMIN_TOKEN_MIN: usize = 32;
+
+impl AdminConfig {
+    /// Checks the section (not the token file, read when the API starts).
+    pub fn check(&self) -> Result<(), String> {
+        if !addr::is_loopback_address(&self.bind) {
+            return Err(format!(
+                "admin.bind = {:?}: must be a loopback address (the admin API is plain HTTP: reach it \
+                 from elsewhere through an SSH tunnel or a TLS-terminating proxy)",
+                self.bind
+            ));
+        }
+        if self.gather_ms == 0 || self.gather_ms >= self.limits.answer_timeout_ms {
+            return Err(format!(
+                "admin.gather_ms = {}: must be at least 1 and below admin.limits.answer_timeout_ms ({})",
+                self.gather_ms, self.limits.answer_timeout_ms
+            ));
+        }
+        self.limits.check("admin.limits")
+    }
+}
+
+impl HttpLimits {
+    /// Checks the bounds; `key` names the section in the error.
+    pub fn check(&self, key: &str) -> Result<(), String> {
+        if self.max_connections == 0 || self.max_request_bytes < 256 {
+            return Err(format!(
+                "{key}: max_connections must be at least 1 and max_request_bytes at least 256 (have {} and {})",
+                self.max_connections, self.max_request_bytes
+            ));
+        }
+        if self.read_timeout_ms == 0
+            || self.write_timeout_ms == 0
+            || self.idle_timeout_ms == 0
+            || self.answer_timeout_ms == 0
+        {
+            return Err(format!("{key}: read_timeout_ms, write_timeout_ms, idle_timeout_ms and answer_timeout_ms must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl Default for HttpLimits {
     fn default() -> Self {
-        MetricsLimits {
+        HttpLimits {
             max_connections: 16,
             max_request_bytes: 8 * 1024,
             read_timeout_ms: 5_000,
             write_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
+            max_body_bytes: 64 * 1024,
+            answer_timeout_ms: 10_000,
         }
     }
 }
@@ -843,6 +930,11 @@ pub struct TlsConfig {
 impl ClusterConfig {
     /// Makes relative paths relative to the configuration file's folder.
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let Some(admin) = &mut self.admin {
+            if admin.token_file.is_relative() {
+                admin.token_file = base.join(&admin.token_file);
+            }
+        }
         for f in &mut self.dc_files {
             if f.is_relative() {
                 *f = base.join(&*f);
@@ -1020,15 +1112,9 @@ impl ClusterConfig {
                 ));
             }
         }
-        let m = &self.metrics_limits;
-        if m.max_connections == 0 || m.max_request_bytes < 256 {
-            return Err(format!(
-                "metrics_limits: max_connections must be at least 1 and max_request_bytes at least 256 (have {} and {})",
-                m.max_connections, m.max_request_bytes
-            ));
-        }
-        if m.read_timeout_ms == 0 || m.write_timeout_ms == 0 || m.idle_timeout_ms == 0 {
-            return Err("metrics_limits: read_timeout_ms, write_timeout_ms and idle_timeout_ms must be at least 1".into());
+        self.metrics_limits.check("metrics_limits")?;
+        if let Some(admin) = &self.admin {
+            admin.check()?;
         }
         let md = &self.messagedirector;
         if md.reconnect_min_ms == 0 || md.reconnect_min_ms > md.reconnect_max_ms {

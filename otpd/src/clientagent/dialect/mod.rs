@@ -154,6 +154,40 @@ impl Dialect {
         }
     }
 
+    /// (account name, avatar, district, zone) as the dialect knows them: the 2003 dialect logs
+    /// the account in and plays the toon itself; Astron's knows none of them (the session core
+    /// reads what it can from its channel).
+    pub(in crate::clientagent) fn who(&self) -> Option<(Option<&str>, u32, u32, u32)> {
+        match self {
+            Dialect::Astron(_) => None,
+            Dialect::Toontown2003(t) => Some(t.who()),
+        }
+    }
+
+    /// Shows an operator's message to the player; false when the dialect cannot (an Astron
+    /// client has no system-message message of its own; a 2003 client needs a toon in play).
+    pub(in crate::clientagent) fn system_message(
+        &mut self,
+        core: &mut SessionCore,
+        text: &str,
+        out: &mut SessionOut,
+    ) -> bool {
+        match self {
+            Dialect::Astron(_) => false,
+            Dialect::Toontown2003(t) => toontown::Ctx { core, t }.system_message(text, out),
+        }
+    }
+
+    /// The eject code for an operator's kick (`shutdown` false) or a server shutdown.
+    pub(in crate::clientagent) fn admin_eject_code(&self, shutdown: bool) -> u16 {
+        match (self, shutdown) {
+            (Dialect::Astron(_), false) => otp_wire::msgtypes::eject::CLIENT_DISCONNECT_ADMIN_KICK,
+            (Dialect::Astron(_), true) => otp_wire::msgtypes::eject::CLIENT_DISCONNECT_SHUTDOWN,
+            (Dialect::Toontown2003(_), false) => toontown::LOST_KICKED,
+            (Dialect::Toontown2003(_), true) => toontown::LOST_SHUTDOWN,
+        }
+    }
+
     /// The eject code for a client not logged in within `login_timeout_ms`.
     pub(in crate::clientagent) fn login_timeout_code(&self) -> u16 {
         match self {

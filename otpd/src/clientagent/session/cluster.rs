@@ -59,6 +59,9 @@ impl Session {
             }
             STATESERVER_OBJECT_CHANGING_LOCATION => self.changing_location(r, body, out),
             STATESERVER_OBJECT_CHANGING_OWNER => self.changing_owner(r, out),
+            CLIENTAGENT_ADMIN_LIST | CLIENTAGENT_ADMIN_EJECT | CLIENTAGENT_ADMIN_MESSAGE => {
+                self.admin(sender, msgtype, r, out)
+            }
             other => {
                 log::debug!(
                     "{}: ignoring server message {} ({other})",

@@ -125,6 +125,8 @@ struct RefusedUpdates {
 
 /// One client's state apart from its dialect (see the module comment).
 pub(in crate::clientagent) struct SessionCore {
+    /// When the connection was accepted.
+    pub(super) opened: Instant,
     /// What every session of this listener shares (settings, schema, counters).
     pub(in crate::clientagent) ca: Arc<ClientAgent>,
     state: u16,
@@ -194,6 +196,7 @@ impl SessionCore {
     ) -> SessionCore {
         let hello = ca.limits.hello_timeout_ms;
         SessionCore {
+            opened: now,
             hello_deadline: (hello > 0).then(|| now + Duration::from_millis(hello)),
             login_deadline: (ca.limits.login_timeout_ms > 0)
                 .then(|| now + Duration::from_millis(ca.limits.login_timeout_ms)),

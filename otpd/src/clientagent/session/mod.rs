@@ -7,6 +7,7 @@
 //! datagrams. It follows Astron's `Client.cpp` message for message, adds the limits Astron
 //! lacks, and never panics on input.
 
+mod admin;
 mod cluster;
 pub(in crate::clientagent) mod core;
 mod interests;

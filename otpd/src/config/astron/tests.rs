@@ -703,7 +703,7 @@ fn otpd_keys_metrics_reconnect_and_cores() {
         ),
         (d.reconnect_min_ms, d.reconnect_max_ms)
     );
-    assert_eq!(c.metrics_limits, crate::config::MetricsLimits::default());
+    assert_eq!(c.metrics_limits, crate::config::HttpLimits::default());
     let c = parse_ok(
         "general:\n  cores: 2\n  pin_cores: true\nmessagedirector:\n  bind: 127.0.0.1:57123\n  \
          connect: 127.0.0.1:57124\n  reconnect_min_ms: 50\n  reconnect_max_ms: 2000\n\
@@ -721,12 +721,13 @@ fn otpd_keys_metrics_reconnect_and_cores() {
     assert_eq!(c.metrics.as_deref(), Some("127.0.0.1:57125"));
     assert_eq!(
         c.metrics_limits,
-        crate::config::MetricsLimits {
+        crate::config::HttpLimits {
             max_connections: 4,
             max_request_bytes: 4096,
             read_timeout_ms: 1000,
             write_timeout_ms: 2000,
             idle_timeout_ms: 3000,
+            ..crate::config::HttpLimits::default()
         }
     );
     // The port may be left out; a metrics section without bind leaves the endpoint off.

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 pub use otp_wire::toontown2003::*;
 
+mod admin;
+pub(in crate::clientagent) use admin::{LOST_KICKED, LOST_SHUTDOWN};
 mod avatars;
 mod districts;
 pub mod dna;
@@ -141,6 +143,8 @@ pub(in crate::clientagent) struct State {
     jobs: FxHashMap<u32, ListJob>,
     avatar: u32,
     shard: u32,
+    /// The zone of the avatar's last SET_ZONE (what the admin API shows).
+    zone: u32,
     zone_pending: Option<u32>,
     held: VecDeque<Vec<u8>>,
     /// Client datagrams may be replayed (a SET_ZONE was answered).

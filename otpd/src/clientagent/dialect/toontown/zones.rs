@@ -94,6 +94,7 @@ impl Ctx<'_> {
         let mut w = self.send_to(avatar as u64, STATESERVER_OBJECT_SET_LOCATION, out);
         w.u32(shard).u32(zone);
         let _ = w.finish();
+        self.t.zone = zone;
         self.state_resp(zone, out);
         if zone == quiet {
             // The client dropped everything but its managers: so does its view.
