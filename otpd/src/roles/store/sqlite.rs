@@ -2,7 +2,7 @@
 //! mode with synchronous=FULL (a commit is on disk before it is answered), held exclusively;
 //! created mode 0600 in a folder created 0700 (`private_fs`).
 
-use super::{Backend, Schema, Store, StoreError, SCHEMA_VERSION};
+use super::{Backend, PendingName, Schema, Store, StoreError, SCHEMA_VERSION};
 use otp_wire::Doid;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -91,7 +91,14 @@ pub fn open(
              PRIMARY KEY (doid, field)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS accounts (
              name TEXT PRIMARY KEY,
-             data BLOB NOT NULL) WITHOUT ROWID;",
+             data BLOB NOT NULL) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS pending_names (
+             doid INTEGER PRIMARY KEY,
+             account TEXT NOT NULL,
+             wish_name TEXT NOT NULL,
+             since INTEGER NOT NULL);
+         CREATE INDEX IF NOT EXISTS pending_names_account ON pending_names (account);
+         CREATE INDEX IF NOT EXISTS pending_names_since ON pending_names (since, doid);",
     )
     .map_err(what)?;
     let meta = |key: &str| -> Result<Option<i64>, StoreError> {
@@ -99,6 +106,7 @@ pub fn open(
             .optional()
             .map_err(what)
     };
+    let mut migrate_from = None;
     match meta("schema_version")? {
         None => {
             conn.execute(
@@ -115,9 +123,30 @@ pub fn open(
                 path.display()
             )));
         }
-        Some(_) => {} // version 1 is the only one so far: nothing to migrate
+        Some(v) => migrate_from = Some(v),
     }
     let next = meta("next_doid")?.unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
+    let mut backend = SqliteBackend { conn };
+    if let Some(v) = migrate_from.filter(|v| *v < SCHEMA_VERSION) {
+        // 1 -> 2: the pending names' index, filled from the accounts once.
+        let n = super::index_pending_names(&mut backend)
+            .and_then(|n| {
+                backend
+                    .conn
+                    .execute(
+                        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                        params![SCHEMA_VERSION],
+                    )
+                    .map(|_| n)
+                    .map_err(e)
+            })
+            .map_err(|err| StoreError(format!("{}: migration: {err}", path.display())))?;
+        log::info!(
+            "database: {} migrated from schema version {v} to {SCHEMA_VERSION} ({n} pending names indexed)",
+            path.display()
+        );
+    }
+    let conn = backend.conn;
     conn.execute_batch("COMMIT").map_err(what)?;
     let store = Store::new(SqliteBackend { conn }, schema, next, min_doid, max_doid);
     log::info!(
@@ -282,6 +311,59 @@ impl Backend for SqliteBackend {
             .map_err(e)?
             .execute(params![name, data])
             .map(|_| ())
+            .map_err(e)
+    }
+    fn pending_replace(&mut self, name: &str, rows: &[PendingName]) -> Result<(), String> {
+        self.conn
+            .prepare_cached("DELETE FROM pending_names WHERE account = ?1")
+            .map_err(e)?
+            .execute([name])
+            .map_err(e)?;
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO pending_names (doid, account, wish_name, since) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(doid) DO UPDATE SET account = excluded.account,
+                     wish_name = excluded.wish_name, since = excluded.since",
+            )
+            .map_err(e)?;
+        for r in rows {
+            st.execute(params![
+                r.doid,
+                name,
+                r.wish_name,
+                r.since.min(i64::MAX as u64) as i64
+            ])
+            .map_err(e)?;
+        }
+        Ok(())
+    }
+    fn pending_list(&mut self, max: u16) -> Result<Vec<PendingName>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT doid, wish_name, account, since FROM pending_names
+                 ORDER BY since, doid LIMIT ?1",
+            )
+            .map_err(e)?;
+        let rows = st
+            .query_map([max], |r| {
+                Ok(PendingName {
+                    doid: r.get::<_, i64>(0)? as u32,
+                    wish_name: r.get(1)?,
+                    account: r.get(2)?,
+                    since: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .map_err(e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+    }
+    fn pending_account(&mut self, doid: u32) -> Result<Option<String>, String> {
+        self.conn
+            .prepare_cached("SELECT account FROM pending_names WHERE doid = ?1")
+            .map_err(e)?
+            .query_row(params![doid], |r| r.get(0))
+            .optional()
             .map_err(e)
     }
 }
