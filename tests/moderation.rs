@@ -86,10 +86,7 @@ impl Cluster {
     }
     /// (status, until, reason)
     fn get_ban(&mut self, ctx: u32, account: &str) -> (u8, u64, String) {
-        let got = self.ask(
-            DBSERVER_ACCOUNT_GET_BAN,
-            P::new().u32(ctx).string(account),
-        );
+        let got = self.ask(DBSERVER_ACCOUNT_GET_BAN, P::new().u32(ctx).string(account));
         assert_eq!(&got[..4], &ctx.to_le_bytes());
         let until = u64::from_le_bytes(got[5..13].try_into().unwrap());
         let (reason, end) = string_at(&got, 13);
@@ -115,7 +112,10 @@ impl Cluster {
         out
     }
     fn review(&mut self, ctx: u32, doid: u32, verdict: u8) -> u8 {
-        let got = self.ask(DBSERVER_NAME_REVIEW, P::new().u32(ctx).u32(doid).u8(verdict));
+        let got = self.ask(
+            DBSERVER_NAME_REVIEW,
+            P::new().u32(ctx).u32(doid).u8(verdict),
+        );
         assert_eq!(got.len(), 5);
         got[4]
     }
@@ -265,10 +265,7 @@ fn sqlite_bans_refuse_2003_logins_until_they_end_and_survive_a_restart() {
     // The ban survives a restart of otpd on the same store.
     let mut c = start(dir.path(), &sqlite(dir.path()));
     let (status, until, reason) = c.get_ban(50, "forever");
-    assert_eq!(
-        (status, until, reason.as_str()),
-        (0, u64::MAX, "for good")
-    );
+    assert_eq!((status, until, reason.as_str()), (0, u64::MAX, "for good"));
     let mut t = Toon::connect(c.port);
     assert_eq!(t.token_login("forever").unwrap_err().0, 151);
 }
@@ -410,10 +407,7 @@ fn bans_and_pending_names_survive_export_and_import_into_postgres() {
         &conf(&pg.backend(), "to.ron"),
     );
     let mut c = start(dir.path(), &pg.backend());
-    assert_eq!(
-        c.get_ban(2, "ann"),
-        (0, u64::MAX, "cheating".to_string())
-    );
+    assert_eq!(c.get_ban(2, "ann"), (0, u64::MAX, "cheating".to_string()));
     let queue = c.pending(3, 10);
     assert_eq!(queue.len(), 1, "{queue:?}");
     assert_eq!(
@@ -461,7 +455,11 @@ fn names_are_reviewed(dir: &Path, backend: &str) {
     let list = t.avatars();
     assert_eq!(list.len(), 2);
     assert_eq!(
-        (list[0].want.as_str(), list[0].approved.as_str(), list[0].aname),
+        (
+            list[0].want.as_str(),
+            list[0].approved.as_str(),
+            list[0].aname
+        ),
         ("Sunny Day", "", 0)
     );
     // The operator's queue: both, with their account and when they were typed.
@@ -506,7 +504,12 @@ fn names_are_reviewed(dir: &Path, backend: &str) {
     let lb = list.iter().find(|l| l.id == b).unwrap();
     assert_eq!(la.name, "Sunny Day");
     assert_eq!(
-        (la.want.as_str(), la.approved.as_str(), la.rejected.as_str(), la.aname),
+        (
+            la.want.as_str(),
+            la.approved.as_str(),
+            la.rejected.as_str(),
+            la.aname
+        ),
         ("", "", "", 0),
         "named for good"
     );
@@ -514,7 +517,12 @@ fn names_are_reviewed(dir: &Path, backend: &str) {
     // (aname 1: AvatarChoice shows "Name your toon").
     assert_eq!(lb.name, default_name);
     assert_eq!(
-        (lb.want.as_str(), lb.approved.as_str(), lb.rejected.as_str(), lb.aname),
+        (
+            lb.want.as_str(),
+            lb.approved.as_str(),
+            lb.rejected.as_str(),
+            lb.aname
+        ),
         ("", "", "", 1)
     );
     assert!(c.pending(10, 100).is_empty());

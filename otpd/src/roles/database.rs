@@ -2,8 +2,8 @@
 //! parses and validates each request (only `db` fields, values checked against the DC file),
 //! hands it to its store's worker thread as a job, and answers once the job's transaction is
 //! durable; changes are re-broadcast on `(2 << 32) | doid` when `broadcast` is on. Also otpd's
-//! own DBSERVER_ACCOUNT_* (3900-3913: the 2003 dialect's account records, and the operator's
-//! bans) and the name review queue (3914-3917).
+//! own DBSERVER_ACCOUNT_* (3900-3909: the 2003 dialect's account records; 3920-3923: the
+//! operator's bans) and the name review queue (3924-3927).
 
 use super::finish_or_drop;
 use super::store::{BatchNote, Job, Op, Outcome};

@@ -111,10 +111,17 @@ fn rec_slots(rec: Option<&Account>) -> u8 {
 }
 
 impl Ctx<'_> {
-    /// GET_AVATARS: the account record is read again first, so the list shows the operator's
-    /// verdicts on wish names (DBSERVER_NAME_REVIEW) given since the login.
+    /// GET_AVATARS: while a wish name of the account is pending, the account record is read
+    /// again first, so the list shows the operator's verdict (DBSERVER_NAME_REVIEW) given
+    /// since it was read; otherwise nothing the list shows can have changed elsewhere.
     pub(super) fn refresh_then_list(&mut self, now: Instant, msgtype: u16, out: &mut SessionOut) {
-        let Some(name) = self.t.account.clone() else {
+        let pending = self.t.record.as_ref().is_some_and(|r| {
+            r.slots
+                .iter()
+                .any(|s| s.doid != 0 && s.name_state == accounts::NAME_PENDING)
+        });
+        let name = self.t.account.clone().filter(|_| pending);
+        let Some(name) = name else {
             self.avatar_list(now, msgtype, out);
             return;
         };
