@@ -406,6 +406,9 @@ fn bans_and_pending_names_survive_export_and_import_into_postgres() {
         &["import", dump.to_str().unwrap()],
         &conf(&pg.backend(), "to.ron"),
     );
+    // PostgreSQL frees the import's advisory lock when its backend notices the client gone,
+    // a moment after `otpd db import` exits.
+    std::thread::sleep(Duration::from_millis(500));
     let mut c = start(dir.path(), &pg.backend());
     assert_eq!(c.get_ban(2, "ann"), (0, u64::MAX, "cheating".to_string()));
     let queue = c.pending(3, 10);
@@ -526,4 +529,51 @@ fn names_are_reviewed(dir: &Path, backend: &str) {
         ("", "", "", 1)
     );
     assert!(c.pending(10, 100).is_empty());
+}
+
+/// A store an older otpd made (schema version 1: no `pending_names`) is migrated at start-up:
+/// the names its accounts have pending are in the queue, with no time typed (0), and can be
+/// reviewed; its accounts read as not banned.
+#[test]
+fn a_version_1_sqlite_store_is_migrated_with_its_pending_names() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("otpd.sqlite3")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE objects (doid INTEGER PRIMARY KEY, dclass INTEGER NOT NULL,
+                 class_name TEXT NOT NULL);
+             CREATE TABLE fields (doid INTEGER NOT NULL REFERENCES objects(doid) ON DELETE CASCADE,
+                 field INTEGER NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL,
+                 PRIMARY KEY (doid, field)) WITHOUT ROWID;
+             CREATE TABLE accounts (name TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+             INSERT INTO meta VALUES ('schema_version', 1);",
+        )
+        .unwrap();
+        // A version 1 record: u8 1, u64 created, u8 slots, (u32 doid, string wish, u8 state).
+        let record = P::new()
+            .u8(1)
+            .u64(1_600_000_000)
+            .u8(2)
+            .u32(100_000_005)
+            .string("Old Name")
+            .u8(1)
+            .u32(0)
+            .string("")
+            .u8(0)
+            .0;
+        conn.execute(
+            "INSERT INTO accounts (name, data) VALUES ('old', ?1)",
+            [&record],
+        )
+        .unwrap();
+    }
+    let mut c = start(dir.path(), &sqlite(dir.path()));
+    assert_eq!(
+        c.pending(1, 100),
+        vec![(100_000_005, "Old Name".to_string(), "old".to_string(), 0)]
+    );
+    assert_eq!(c.get_ban(2, "old"), (0, 0, String::new()));
+    assert_eq!(c.review(3, 100_000_005, 1), 0);
+    assert!(c.pending(4, 100).is_empty());
 }

@@ -8,6 +8,30 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Arc;
 
+/// The schema of version `SCHEMA_VERSION`, made where missing.
+const TABLES: &str =
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS objects (
+             doid INTEGER PRIMARY KEY,
+             dclass INTEGER NOT NULL,
+             class_name TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS fields (
+             doid INTEGER NOT NULL REFERENCES objects(doid) ON DELETE CASCADE,
+             field INTEGER NOT NULL,
+             name TEXT NOT NULL,
+             value BLOB NOT NULL,
+             PRIMARY KEY (doid, field)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS accounts (
+             name TEXT PRIMARY KEY,
+             data BLOB NOT NULL) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS pending_names (
+             doid INTEGER PRIMARY KEY,
+             account TEXT NOT NULL,
+             wish_name TEXT NOT NULL,
+             since INTEGER NOT NULL);
+         CREATE INDEX IF NOT EXISTS pending_names_account ON pending_names (account);
+         CREATE INDEX IF NOT EXISTS pending_names_since ON pending_names (since, doid);";
+
 pub struct SqliteBackend {
     conn: Connection,
 }
@@ -77,30 +101,7 @@ pub fn open(
             }
             _ => what(e),
         })?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-         CREATE TABLE IF NOT EXISTS objects (
-             doid INTEGER PRIMARY KEY,
-             dclass INTEGER NOT NULL,
-             class_name TEXT NOT NULL);
-         CREATE TABLE IF NOT EXISTS fields (
-             doid INTEGER NOT NULL REFERENCES objects(doid) ON DELETE CASCADE,
-             field INTEGER NOT NULL,
-             name TEXT NOT NULL,
-             value BLOB NOT NULL,
-             PRIMARY KEY (doid, field)) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS accounts (
-             name TEXT PRIMARY KEY,
-             data BLOB NOT NULL) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS pending_names (
-             doid INTEGER PRIMARY KEY,
-             account TEXT NOT NULL,
-             wish_name TEXT NOT NULL,
-             since INTEGER NOT NULL);
-         CREATE INDEX IF NOT EXISTS pending_names_account ON pending_names (account);
-         CREATE INDEX IF NOT EXISTS pending_names_since ON pending_names (since, doid);",
-    )
-    .map_err(what)?;
+    conn.execute_batch(TABLES).map_err(what)?;
     let meta = |key: &str| -> Result<Option<i64>, StoreError> {
         conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
@@ -128,23 +129,7 @@ pub fn open(
     let next = meta("next_doid")?.unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
     let mut backend = SqliteBackend { conn };
     if let Some(v) = migrate_from.filter(|v| *v < SCHEMA_VERSION) {
-        // 1 -> 2: the pending names' index, filled from the accounts once.
-        let n = super::index_pending_names(&mut backend)
-            .and_then(|n| {
-                backend
-                    .conn
-                    .execute(
-                        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
-                        params![SCHEMA_VERSION],
-                    )
-                    .map(|_| n)
-                    .map_err(e)
-            })
-            .map_err(|err| StoreError(format!("{}: migration: {err}", path.display())))?;
-        log::info!(
-            "database: {} migrated from schema version {v} to {SCHEMA_VERSION} ({n} pending names indexed)",
-            path.display()
-        );
+        migrate(&mut backend, v, &path)?;
     }
     let conn = backend.conn;
     conn.execute_batch("COMMIT").map_err(what)?;
@@ -156,6 +141,28 @@ pub fn open(
         store.next_doid()
     );
     Ok(store)
+}
+
+/// Brings a store of schema version `from` to `SCHEMA_VERSION`, in the open's transaction.
+/// 1 -> 2: the pending names' index, filled from the accounts once.
+fn migrate(backend: &mut SqliteBackend, from: i64, path: &Path) -> Result<(), StoreError> {
+    let n = super::index_pending_names(backend)
+        .and_then(|n| {
+            backend
+                .conn
+                .execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                    params![SCHEMA_VERSION],
+                )
+                .map(|_| n)
+                .map_err(e)
+        })
+        .map_err(|err| StoreError(format!("{}: migration: {err}", path.display())))?;
+    log::info!(
+        "database: {} migrated from schema version {from} to {SCHEMA_VERSION} ({n} pending names indexed)",
+        path.display()
+    );
+    Ok(())
 }
 
 impl Backend for SqliteBackend {
