@@ -174,7 +174,11 @@ fn connect(path: &Path) -> Result<(Connection, u32), StoreError> {
         Some(v) => migrate_from = Some(v),
     }
     let next = meta("next_doid")?.unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
-    let mut backend = SqliteBackend { conn };
+    let mut backend = SqliteBackend {
+        conn,
+        path: path.to_path_buf(),
+        down: None,
+    };
     if let Some(v) = migrate_from.filter(|v| *v < SCHEMA_VERSION) {
         migrate(&mut backend, v, &path)?;
     }
