@@ -38,6 +38,10 @@ struct Cluster {
 }
 
 fn start(dir: &Path, backend: &str) -> Cluster {
+    start_with(dir, backend, "")
+}
+
+fn start_with(dir: &Path, backend: &str, top_extra: &str) -> Cluster {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dc = root.join("tests/dc/toon.dc").canonicalize().unwrap();
     let port = free_port();
@@ -48,7 +52,7 @@ fn start(dir: &Path, backend: &str) -> Cluster {
          Database(control: {DB}, generate: (min: 100000000, max: 399999999), backend: {backend}), \
          ClientAgent((bind: \"127.0.0.1:{port}\", version: \"{VERSION}\", manual_dc_hash: Some({HASH}), \
          channels: (min: 1000000, max: 1009999), dialect: Toontown2003, \
-         toontown: (tokens: Open, passwords: CreateOnLogin, auto_approve_names: false))), ],",
+         toontown: (tokens: Open, passwords: CreateOnLogin, auto_approve_names: false))), ], {top_extra}",
         dc.display(),
     );
     let _ = dir;
@@ -576,4 +580,122 @@ fn a_version_1_sqlite_store_is_migrated_with_its_pending_names() {
     assert_eq!(c.get_ban(2, "old"), (0, 0, String::new()));
     assert_eq!(c.review(3, 100_000_005, 1), 0);
     assert!(c.pending(4, 100).is_empty());
+}
+
+const ADMIN_TOKEN: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c";
+
+/// An HTTP/1.0 request to the admin API with the token: (status, JSON body).
+fn admin(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let (head, body) = r.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The operator's side through the admin API: the name queue shows a name a scripted 2003
+/// client typed, approving it from the API shows it approved in the client's next avatar
+/// list; a ban from the API kicks the account's connected client (GO_GET_LOST 151, the 2003
+/// client's "logged out by an administrator") and refuses its logins until lifted.
+#[test]
+fn the_admin_api_reviews_names_and_bans_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, ADMIN_TOKEN).unwrap();
+    let port = free_port();
+    let mut c = start_with(
+        dir.path(),
+        &sqlite(dir.path()),
+        &format!(
+            "admin: Some((bind: \"127.0.0.1:{port}\", token_file: \"{}\")),",
+            token.display()
+        ),
+    );
+    wait_for_port(port);
+    let mut t = Toon::connect(c.port);
+    assert_eq!(t.token_login("pinky"), Ok(0));
+    let a = t.create(0, 2);
+    t.send(70, P::new().u32(a).string("Captain Pinky"));
+    let p = t.expect(71);
+    assert_eq!(string_at(&p, 6).0, "Captain Pinky", "pending");
+
+    let (status, v) = admin(port, "GET", "/api/names", "");
+    assert_eq!(status, 200, "{v}");
+    let pending = v["pending"].as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{v}");
+    assert_eq!(pending[0]["avatar"], a);
+    assert_eq!(pending[0]["wish_name"], "Captain Pinky");
+    assert_eq!(pending[0]["account"], "pinky");
+    let (status, v) = admin(
+        port,
+        "POST",
+        "/api/names/review",
+        &format!("{{\"avatar\": {a}, \"approve\": true}}"),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, _) = admin(
+        port,
+        "POST",
+        "/api/names/review",
+        &format!("{{\"avatar\": {a}, \"approve\": true}}"),
+    );
+    assert_eq!(status, 404, "no longer pending");
+    // AvatarChoice: approvedName set -> "name approved" (handleGetAvatarsRespMsg's fields).
+    let listed = t.avatars().into_iter().find(|l| l.id == a).unwrap();
+    assert_eq!(
+        (listed.want.as_str(), listed.approved.as_str()),
+        ("", "Captain Pinky")
+    );
+
+    // A ban: the connected client is kicked, new logins refused, until it is lifted.
+    let (status, v) = admin(
+        port,
+        "POST",
+        "/api/ban",
+        "{\"account\": \"pinky\", \"hours\": 1, \"reason\": \"Testing.\"}",
+    );
+    assert_eq!(status, 200, "{v}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the banned account's client was not kicked"
+        );
+        let (got, p) = t.recv().expect("GO_GET_LOST");
+        if got == 4 {
+            assert_eq!(u16::from_le_bytes([p[0], p[1]]), 151);
+            break;
+        }
+    }
+    let (status, v) = admin(port, "GET", "/api/ban?account=pinky", "");
+    assert_eq!(status, 200, "{v}");
+    assert!(v["banned_until_unix"].as_u64().unwrap() > unix_now(), "{v}");
+    assert_eq!(v["reason"], "Testing.");
+    assert_eq!(
+        Toon::connect(c.port).token_login("pinky").map_err(|e| e.0),
+        Err(151)
+    );
+    let (status, _) = admin(
+        port,
+        "POST",
+        "/api/ban",
+        "{\"account\": \"pinky\", \"lift\": true}",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(Toon::connect(c.port).token_login("pinky"), Ok(0));
+    let (status, _) = admin(port, "GET", "/api/ban?account=nobody", "");
+    assert_eq!(status, 404);
+    let _ = &mut c;
 }

@@ -692,7 +692,7 @@ fn parse(input: &[u8], max: usize, max_body: usize) -> Parsed {
     let head_len = start + end;
     let mut request = match parse_head(&window[start..head_len]) {
         Ok(request) => request,
-        Err(bad) => return bad,
+        Err((status, text)) => return Parsed::Bad(status, text),
     };
     if request.content_length > max_body {
         return Parsed::BodyTooLarge;
@@ -719,9 +719,12 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
     None
 }
 
-const NOT_HTTP: Parsed = Parsed::Bad(400, "otpd: not an HTTP/1.x request\n");
+/// A request refused at parsing: status and text.
+type Bad = (u16, &'static str);
 
-fn parse_head(head: &[u8]) -> Result<Request, Parsed> {
+const NOT_HTTP: Bad = (400, "otpd: not an HTTP/1.x request\n");
+
+fn parse_head(head: &[u8]) -> Result<Request, Bad> {
     let text = std::str::from_utf8(head).map_err(|_| NOT_HTTP)?;
     let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let mut parts = lines.next().ok_or(NOT_HTTP)?.split(' ');
@@ -777,10 +780,7 @@ fn parse_head(head: &[u8]) -> Result<Request, Parsed> {
             }
             content_length = Some(usize::try_from(n).unwrap_or(usize::MAX));
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(Parsed::Bad(
-                411,
-                "otpd: send the body with a Content-Length\n",
-            ));
+            return Err((411, "otpd: send the body with a Content-Length\n"));
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_string());
         }

@@ -27,10 +27,28 @@ struct Gather {
     more: usize,
 }
 
+/// Reads one answer's payload after its context into the API's JSON answer.
+pub(super) type Decode = fn(&mut otp_wire::Reader<'_>) -> Result<Answer, otp_wire::WireError>;
+
+/// A request waiting for its one answer (from the Database).
+struct Reply {
+    ticket: Ticket,
+    msgtype: u16,
+    decode: Decode,
+    /// Forgotten after this (the HTTP server has answered 504 by then).
+    until: Instant,
+}
+
+/// Requests waiting for answers at most (a Database that never answers cannot fill memory).
+const MAX_REPLIES: usize = 256;
+/// How long an answer is waited for before the request is forgotten.
+const REPLY_WAIT: Duration = Duration::from_secs(60);
+
 #[derive(Default)]
 struct Pending {
     next_context: u32,
     gathers: BTreeMap<u32, Gather>,
+    replies: BTreeMap<u32, Reply>,
 }
 
 /// The link: written by the HTTP thread, read by its own thread.
@@ -144,6 +162,50 @@ impl Link {
         })
     }
 
+    /// Sends a request to `channel` (`write` writes its payload after the context) and
+    /// answers `ticket` when the answer `msgtype` with that context comes back. Err: the
+    /// answer to give now.
+    pub(super) fn request(
+        &self,
+        ticket: Ticket,
+        channel: u64,
+        msgtype: u16,
+        write: impl FnOnce(&mut Writer<'_>),
+        answer: u16,
+        decode: Decode,
+    ) -> Result<(), Answer> {
+        let context = {
+            let mut p = self.pending.lock();
+            if p.replies.len() >= MAX_REPLIES {
+                return Err(super::error(503, "too many requests under way; try again"));
+            }
+            p.next_context = p.next_context.wrapping_add(1);
+            let context = p.next_context;
+            p.replies.insert(
+                context,
+                Reply {
+                    ticket,
+                    msgtype: answer,
+                    decode,
+                    until: Instant::now() + REPLY_WAIT,
+                },
+            );
+            context
+        };
+        let mut dg = Vec::new();
+        let mut w = Writer::internal1(&mut dg, channel, self.channel, msgtype);
+        w.u32(context);
+        write(&mut w);
+        if let Err(e) = w.finish() {
+            self.pending.lock().replies.remove(&context);
+            return Err(super::error(400, &e.to_string()));
+        }
+        self.send(&dg).map_err(|e| {
+            self.pending.lock().replies.remove(&context);
+            super::error(502, &e)
+        })
+    }
+
     /// Sends CLIENTAGENT_ADMIN_EJECT or _MESSAGE to the sessions `target` selects.
     pub(super) fn to_sessions(
         &self,
@@ -189,6 +251,8 @@ fn read_link(mut s: TcpStream, pending: &Mutex<Pending>, completer: &Completer) 
             if let Ok(dg) = InternalDatagram::parse(&frame[otp_wire::LENGTH_TAG_BYTES..]) {
                 if dg.msgtype == CLIENTAGENT_ADMIN_LIST_RESP {
                     take_row(&dg, pending);
+                } else {
+                    take_reply(&dg, pending, completer);
                 }
             }
         }
@@ -201,6 +265,7 @@ fn read_link(mut s: TcpStream, pending: &Mutex<Pending>, completer: &Completer) 
                 .filter(|(_, g)| g.until <= now || !alive)
                 .map(|(c, _)| *c)
                 .collect();
+            p.replies.retain(|_, r| r.until > now);
             due.into_iter()
                 .filter_map(|c| p.gathers.remove(&c))
                 .collect()
@@ -216,6 +281,27 @@ fn read_link(mut s: TcpStream, pending: &Mutex<Pending>, completer: &Completer) 
             return;
         }
     }
+}
+
+/// An answer to a request: decoded and given to its waiting HTTP request.
+fn take_reply(dg: &InternalDatagram<'_>, pending: &Mutex<Pending>, completer: &Completer) {
+    let mut r = dg.payload_reader();
+    let Ok(context) = r.u32() else {
+        return;
+    };
+    let reply = {
+        let mut p = pending.lock();
+        match p.replies.get(&context) {
+            Some(w) if w.msgtype == dg.msgtype => p.replies.remove(&context),
+            _ => None,
+        }
+    };
+    let Some(reply) = reply else {
+        return;
+    };
+    let answer = (reply.decode)(&mut r)
+        .unwrap_or_else(|e| super::error(502, &format!("an answer that does not read: {e}")));
+    completer.answer(reply.ticket, answer);
 }
 
 fn take_row(dg: &InternalDatagram<'_>, pending: &Mutex<Pending>) {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::read_token;
-use otp_wire::msgtypes::{CLIENTAGENT_ADMIN_EJECT, CLIENTAGENT_ADMIN_MESSAGE};
+use otp_wire::msgtypes::*;
 
 /// Longest system message the API sends (bytes).
 pub const MAX_MESSAGE_BYTES: usize = 1024;
@@ -26,6 +26,8 @@ pub const MAX_MESSAGE_BYTES: usize = 1024;
 pub struct Context {
     /// This process's MD (its participant port), which the API links to.
     pub md: Option<SocketAddr>,
+    /// The Database role's control channel (bans, the name review queue), if known.
+    pub database: Option<u64>,
     /// This daemon's name (`name` in the configuration), reported and put in audit events.
     pub daemon: String,
     pub stats: Arc<Stats>,
@@ -185,10 +187,17 @@ impl Handler for Admin {
                 };
                 link.list_clients(ticket).err()
             }
+            ("GET", "/api/names") => self.names(ticket).err(),
+            ("POST", "/api/names/review") => self.review(request, peer, ticket).err(),
+            ("GET", "/api/ban") => self.get_ban(request, ticket).err(),
+            ("POST", "/api/ban") => self.set_ban(request, peer, ticket).err(),
             ("POST", "/api/kick") => Some(self.kick(request, peer)),
             ("POST", "/api/message") => Some(self.message(request, peer)),
-            (_, "/api/status" | "/api/clients") => Some(error(405, "GET only")),
-            (_, "/api/kick" | "/api/message") => Some(error(405, "POST only")),
+            (_, "/api/status" | "/api/clients" | "/api/names") => Some(error(405, "GET only")),
+            (_, "/api/kick" | "/api/message" | "/api/names/review") => {
+                Some(error(405, "POST only"))
+            }
+            (_, "/api/ban") => Some(error(405, "GET or POST only")),
             _ => Some(error(404, "no such API")),
         }
     }
@@ -202,6 +211,7 @@ fn no_link() -> Answer {
 }
 
 /// A request's JSON body (an object).
+#[allow(clippy::result_large_err)] // an Answer is the error a handler gives back
 fn body_json(request: &Request) -> Result<Value, Answer> {
     match serde_json::from_slice::<Value>(&request.body) {
         Ok(v) if v.is_object() => Ok(v),
@@ -209,7 +219,228 @@ fn body_json(request: &Request) -> Result<Value, Answer> {
     }
 }
 
+/// A query string's value for `key` (percent-decoded; `+` is a space).
+fn query_value(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'+', _, _) => out.push(b' '),
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(hi << 4 | lo);
+                i += 2;
+            }
+            (c, _, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status byte of a Database answer, as the API says it.
+fn db_status(status: u8, what: &str) -> Answer {
+    match status {
+        0 => json_answer(200, &json!({ "done": true })),
+        1 => error(404, &format!("no such {what}")),
+        _ => error(
+            502,
+            "the Database failed or refused the request (see its log)",
+        ),
+    }
+}
+
 impl Admin {
+    fn database(&self) -> Result<(&cluster::Link, u64), Answer> {
+        let Some(link) = &self.link else {
+            return Err(no_link());
+        };
+        let Some(db) = self.context.database else {
+            return Err(error(
+                503,
+                "no Database to ask: run one in this process or set admin.database",
+            ));
+        };
+        Ok((link, db))
+    }
+
+    /// GET /api/names: the wish names waiting for review, oldest first.
+    fn names(&self, ticket: Ticket) -> Result<(), Answer> {
+        let (link, db) = self.database()?;
+        link.request(
+            ticket,
+            db,
+            DBSERVER_NAMES_GET_PENDING,
+            |w| {
+                w.u16(MAX_PENDING_NAMES_LISTED);
+            },
+            DBSERVER_NAMES_GET_PENDING_RESP,
+            |r| {
+                let n = r.u16()?;
+                let mut names = Vec::new();
+                for _ in 0..n {
+                    let avatar = r.u32()?;
+                    let wish = String::from_utf8_lossy(r.blob()?).into_owned();
+                    let account = String::from_utf8_lossy(r.blob()?).into_owned();
+                    let since = r.u64()?;
+                    names.push(json!({
+                        "avatar": avatar, "wish_name": wish, "account": account,
+                        "typed_unix": since,
+                    }));
+                }
+                Ok(json_answer(200, &json!({ "pending": names })))
+            },
+        )
+    }
+
+    /// POST /api/names/review {"avatar": N, "approve": true|false}.
+    fn review(&self, request: &Request, peer: SocketAddr, ticket: Ticket) -> Result<(), Answer> {
+        let body = body_json(request)?;
+        let Some(avatar) = body["avatar"].as_u64().and_then(|a| u32::try_from(a).ok()) else {
+            return Err(error(400, "'avatar' (a doid) is required"));
+        };
+        let Some(approve) = body["approve"].as_bool() else {
+            return Err(error(400, "'approve' (true or false) is required"));
+        };
+        let (link, db) = self.database()?;
+        let verdict = if approve { "approve" } else { "reject" };
+        self.audit.record(
+            "admin-action",
+            peer,
+            &[
+                ("action", "name-review"),
+                ("target", &format!("avatar {avatar}")),
+                ("detail", verdict),
+                ("result", "asked"),
+            ],
+        );
+        link.request(
+            ticket,
+            db,
+            DBSERVER_NAME_REVIEW,
+            |w| {
+                w.u32(avatar).u8(u8::from(approve));
+            },
+            DBSERVER_NAME_REVIEW_RESP,
+            |r| Ok(db_status(r.u8()?, "pending name")),
+        )
+    }
+
+    /// GET /api/ban?account=NAME: the account's ban.
+    fn get_ban(&self, request: &Request, ticket: Ticket) -> Result<(), Answer> {
+        let Some(account) = query_value(&request.query, "account").filter(|a| !a.is_empty()) else {
+            return Err(error(400, "?account=NAME is required"));
+        };
+        let (link, db) = self.database()?;
+        link.request(
+            ticket,
+            db,
+            DBSERVER_ACCOUNT_GET_BAN,
+            |w| {
+                w.string(&account);
+            },
+            DBSERVER_ACCOUNT_GET_BAN_RESP,
+            |r| {
+                let status = r.u8()?;
+                if status != 0 {
+                    return Ok(db_status(status, "account"));
+                }
+                let until = r.u64()?;
+                let reason = String::from_utf8_lossy(r.blob()?).into_owned();
+                Ok(json_answer(
+                    200,
+                    &json!({ "banned_until_unix": until, "reason": reason }),
+                ))
+            },
+        )
+    }
+
+    /// POST /api/ban {"account": NAME, "until_unix": T | "hours": H | "forever": true |
+    /// "lift": true, "reason": TEXT}: bans (or unbans) the account; its logins are refused
+    /// until then, and its clients connected now are kicked.
+    fn set_ban(&self, request: &Request, peer: SocketAddr, ticket: Ticket) -> Result<(), Answer> {
+        let body = body_json(request)?;
+        let Some(account) = body["account"]
+            .as_str()
+            .filter(|a| !a.is_empty() && a.len() <= 255)
+        else {
+            return Err(error(400, "'account' (1 to 255 bytes) is required"));
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let until = if body["lift"].as_bool() == Some(true) {
+            0
+        } else if body["forever"].as_bool() == Some(true) {
+            u64::MAX
+        } else if let Some(t) = body["until_unix"].as_u64() {
+            t
+        } else if let Some(h) = body["hours"].as_f64().filter(|h| *h > 0.0 && *h < 1e6) {
+            now + (h * 3600.0) as u64
+        } else {
+            return Err(error(
+                400,
+                "say until when: until_unix, hours, forever: true, or lift: true",
+            ));
+        };
+        let reason = body["reason"].as_str().unwrap_or("");
+        if reason.len() > 512 {
+            return Err(error(400, "'reason' is over 512 bytes"));
+        }
+        let (link, db) = self.database()?;
+        let detail = if until == 0 {
+            "lifted".to_string()
+        } else {
+            format!("until {until}: {reason}")
+        };
+        self.audit.record(
+            "admin-action",
+            peer,
+            &[
+                ("action", "ban"),
+                ("target", &format!("account {account}")),
+                ("detail", &detail),
+                ("result", "asked"),
+            ],
+        );
+        link.request(
+            ticket,
+            db,
+            DBSERVER_ACCOUNT_SET_BAN,
+            |w| {
+                w.string(account).u64(until).string(reason);
+            },
+            DBSERVER_ACCOUNT_SET_BAN_RESP,
+            |r| Ok(db_status(r.u8()?, "account")),
+        )?;
+        if until > now {
+            // Its clients connected now leave too (with the kick code).
+            let target = Target {
+                scope: otp_wire::msgtypes::admin_scope::ACCOUNT,
+                id: 0,
+                account: account.to_string(),
+            };
+            let text = if reason.is_empty() { "Banned." } else { reason };
+            let mut tail = vec![0u8];
+            tail.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            tail.extend_from_slice(text.as_bytes());
+            let _ = link.to_sessions(CLIENTAGENT_ADMIN_EJECT, &target, &tail);
+        }
+        Ok(())
+    }
+
     /// POST /api/kick {target, "reason"}: the sessions named are ejected with their
     /// dialect's kick code, on every ClientAgent of the tree.
     fn kick(&self, request: &Request, peer: SocketAddr) -> Answer {
@@ -361,5 +592,25 @@ impl Admin {
             "listeners": listeners,
             "roles": roles,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(
+            super::query_value("a=1&account=Mr%20Toon+2", "account").as_deref(),
+            Some("Mr Toon 2")
+        );
+        assert_eq!(
+            super::query_value("account=%zz%4", "account").as_deref(),
+            Some("%zz%4")
+        );
+        assert_eq!(
+            super::query_value("account=%C3%A9", "account").as_deref(),
+            Some("é")
+        );
+        assert_eq!(super::query_value("x=1", "account"), None);
     }
 }

@@ -152,30 +152,7 @@ pub(super) fn command(argv: impl Iterator<Item = String>) -> u8 {
         roles,
         client_agents,
     } = config;
-    let metrics = config.metrics.clone();
-    let metrics_limits = config.metrics_limits.clone();
-    let admin = config.admin.clone();
-    // The admin API links to this process's MD (on loopback when it listens everywhere).
-    let md_bind = config
-        .messagedirector
-        .bind
-        .as_deref()
-        .and_then(|a| std::net::ToSocketAddrs::to_socket_addrs(a).ok()?.next())
-        .map(|mut a| {
-            if a.ip().is_unspecified() {
-                a.set_ip(if a.is_ipv4() {
-                    std::net::Ipv4Addr::LOCALHOST.into()
-                } else {
-                    std::net::Ipv6Addr::LOCALHOST.into()
-                });
-            }
-            a
-        });
-    let daemon = config.name.clone();
-    let eventlogger = config
-        .eventlogger
-        .as_deref()
-        .and_then(|a| std::net::ToSocketAddrs::to_socket_addrs(a).ok()?.next());
+    let endpoints = Endpoints::of(&config);
     for warning in config.exposure_warnings() {
         log::warn!("{warning}");
     }
@@ -193,27 +170,10 @@ pub(super) fn command(argv: impl Iterator<Item = String>) -> u8 {
     }
     match crate::runtime::Runtime::start_full(config, roles, client_agents) {
         Ok(rt) => {
-            if let Some(addr) = &metrics {
-                if let Err(e) =
-                    crate::metrics::serve(addr, &metrics_limits, rt.stats.clone(), events)
-                {
-                    log::error!("{e}");
-                    eprintln!("otpd: {e}");
-                    return FAILED;
-                }
-            }
-            if let Some(admin) = &admin {
-                let context = crate::admin::Context {
-                    md: md_bind,
-                    daemon,
-                    stats: rt.stats.clone(),
-                    eventlogger,
-                };
-                if let Err(e) = crate::admin::serve(admin, context) {
-                    log::error!("{e}");
-                    eprintln!("otpd: {e}");
-                    return FAILED;
-                }
+            if let Err(e) = endpoints.serve(&rt.stats, events) {
+                log::error!("{e}");
+                eprintln!("otpd: {e}");
+                return FAILED;
             }
             rt.wait();
             OK
@@ -223,5 +183,78 @@ pub(super) fn command(argv: impl Iterator<Item = String>) -> u8 {
             eprintln!("otpd: {e}");
             FAILED
         }
+    }
+}
+
+/// The HTTP endpoints of a cluster (the metrics endpoint, the admin API), taken from its
+/// configuration before the runtime takes that.
+struct Endpoints {
+    metrics: Option<String>,
+    metrics_limits: crate::config::HttpLimits,
+    admin: Option<crate::config::AdminConfig>,
+    /// What the admin API links to: this process's MD (on loopback when it listens
+    /// everywhere), the Database's control channel, the EventLogger.
+    md: Option<std::net::SocketAddr>,
+    database: Option<u64>,
+    eventlogger: Option<std::net::SocketAddr>,
+    daemon: String,
+}
+
+impl Endpoints {
+    fn of(config: &crate::config::ClusterConfig) -> Endpoints {
+        let resolve = |a: &str| std::net::ToSocketAddrs::to_socket_addrs(a).ok()?.next();
+        let md = config
+            .messagedirector
+            .bind
+            .as_deref()
+            .and_then(resolve)
+            .map(|mut a| {
+                if a.ip().is_unspecified() {
+                    a.set_ip(if a.is_ipv4() {
+                        std::net::Ipv4Addr::LOCALHOST.into()
+                    } else {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    });
+                }
+                a
+            });
+        let admin = config.admin.clone();
+        let database = admin.as_ref().and_then(|a| a.database).or_else(|| {
+            config.roles.iter().find_map(|r| match r {
+                RoleConfig::Database { control, .. } => Some(*control),
+                _ => None,
+            })
+        });
+        Endpoints {
+            metrics: config.metrics.clone(),
+            metrics_limits: config.metrics_limits.clone(),
+            admin,
+            md,
+            database,
+            eventlogger: config.eventlogger.as_deref().and_then(resolve),
+            daemon: config.name.clone(),
+        }
+    }
+
+    /// Starts the endpoints configured, each on a thread of its own.
+    fn serve(
+        self,
+        stats: &Arc<crate::runtime::Stats>,
+        events: Arc<crate::eventlogger::Counters>,
+    ) -> Result<(), String> {
+        if let Some(addr) = &self.metrics {
+            crate::metrics::serve(addr, &self.metrics_limits, stats.clone(), events)?;
+        }
+        if let Some(admin) = &self.admin {
+            let context = crate::admin::Context {
+                md: self.md,
+                database: self.database,
+                daemon: self.daemon,
+                stats: stats.clone(),
+                eventlogger: self.eventlogger,
+            };
+            crate::admin::serve(admin, context)?;
+        }
+        Ok(())
     }
 }

@@ -120,6 +120,10 @@ pub struct AdminConfig {
     /// of the tree answers within it, or is left out).
     #[serde(default = "default_gather_ms")]
     pub gather_ms: u64,
+    /// The Database role's control channel, for bans and the name review queue; None = the
+    /// Database this process runs, if any.
+    #[serde(default)]
+    pub database: Option<u64>,
 }
 
 fn default_admin_channel() -> u64 {

@@ -180,7 +180,7 @@ fn connect(path: &Path) -> Result<(Connection, u32), StoreError> {
         down: None,
     };
     if let Some(v) = migrate_from.filter(|v| *v < SCHEMA_VERSION) {
-        migrate(&mut backend, v, &path)?;
+        migrate(&mut backend, v, path)?;
     }
     let conn = backend.conn;
     conn.execute_batch("COMMIT").map_err(what)?;

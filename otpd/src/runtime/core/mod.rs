@@ -122,6 +122,7 @@ enum Flow {
 }
 
 impl Core {
+    #[allow(clippy::too_many_lines)] // TODO: split (one field per line of a large struct)
     pub(crate) fn new(
         id: usize,
         shared: Arc<Shared>,
