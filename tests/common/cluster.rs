@@ -664,13 +664,19 @@ impl Cluster {
         Ai::connect(self, true)
     }
 
-    /// A client that said HELLO (not logged in).
-    pub(crate) fn client(&self) -> Client {
+    /// A client that sent HELLO, whatever the answer.
+    pub(crate) fn client_hello_sent(&self) -> Client {
         let mut cl = Client::connect("127.0.0.13", self.ca_port);
         cl.send(
             CLIENT_HELLO,
             P::new().u32(self.schema.dc.hash()).string(VERSION),
         );
+        cl
+    }
+
+    /// A client that said HELLO (not logged in).
+    pub(crate) fn client(&self) -> Client {
+        let mut cl = self.client_hello_sent();
         let (t, _) = cl.recv(Duration::from_secs(5)).expect("HELLO answered");
         assert_eq!(t, CLIENT_HELLO_RESP, "HELLO answered");
         cl
