@@ -40,6 +40,10 @@
 //! 5. **Upstream in step.** Once the cores have caught up, the channels announced upstream are
 //!    exactly those with a subscriber, and the ranges announced upstream cover exactly the
 //!    channels some range covers; datagrams sent upstream from one core arrive in the order sent.
+//!    A subscription made on core A is announced upstream (if it needs to be) before any
+//!    datagram A sends upstream after it, and stays announced while it lasts (a session's
+//!    login goes upstream just after it subscribed its channel, and the answer comes back on
+//!    it): core 0 holds the channel announced until its home core has the subscription.
 //! 6. **Bounded and drained.** When nothing is in flight the FIFO and its byte arena are empty.
 //!
 //! Not the router's business: a participant that has gone (its slot reused) is recognised by
@@ -55,9 +59,12 @@ use std::collections::VecDeque;
 #[derive(Debug)]
 pub enum Msg {
     /// Single-channel subscription changes, sent to the channel's home core.
+    /// `held`: core 0 holds the channel announced upstream until the home core has the
+    /// subscription (`UpstreamHold`), and is to be told when it has (`UpstreamRelease`).
     Subscribe {
         pid: Pid,
         channel: u64,
+        held: bool,
     },
     Unsubscribe {
         pid: Pid,
@@ -113,6 +120,17 @@ pub enum Msg {
     },
     UpstreamUnsub {
         channel: u64,
+    },
+    /// A subscription made on the sending core is on its way to the channel's home core (to
+    /// core 0, ahead of the sending core's later datagrams upstream)...
+    UpstreamHold {
+        channel: u64,
+    },
+    /// ...and has arrived (from the home core, after any `UpstreamSub` it caused). `core`:
+    /// the core that made the subscription.
+    UpstreamRelease {
+        channel: u64,
+        core: usize,
     },
     /// A framed datagram `data[off..off+len]` for the upstream MD (to core 0).
     UpstreamSend {
@@ -342,6 +360,10 @@ pub enum Upstream<'a> {
     Subscribed(u64),
     /// ...or lost its last one.
     Unsubscribed(u64),
+    /// A subscription to this channel made on one core is on its way to the channel's home
+    /// core: announce the channel now unless it is already (the subscriber's next datagram
+    /// upstream may be answered on it at once).
+    Held(u64),
     /// Part of this range had no subscriber before.
     RangeAdded(u64, u64),
     /// This run lost its last subscriber.
@@ -389,6 +411,19 @@ pub struct Router {
     targets: Vec<Pid>,
     routed: u64,
     delivered: u64,
+    /// Core 0: channels held announced upstream while subscriptions to them travel to their
+    /// home cores (see `subscribe`).
+    holds: rustc_hash::FxHashMap<u64, Hold>,
+}
+
+/// Core 0's hold on an upstream channel, which stays announced while the hold lasts: per core
+/// that made subscriptions to it, their holds minus their releases (a release may overtake its
+/// hold: the two come from different cores), and whether the home core's last word meanwhile
+/// was "no subscriber left" (the channel is then withdrawn when the hold ends, unless a new
+/// first subscriber came since). The hold ends when every count is back to zero.
+struct Hold {
+    counts: SmallVec<[(usize, i32); 2]>,
+    dropped: bool,
 }
 
 impl Router {
@@ -410,6 +445,7 @@ impl Router {
             targets: Vec::new(),
             routed: 0,
             delivered: 0,
+            holds: Default::default(),
         }
     }
 
@@ -440,12 +476,36 @@ impl Router {
     // ---- subscriptions -----------------------------------------------------------------
 
     /// Subscribes `pid` (of any core) to `channel`, on the channel's home core.
+    ///
+    /// Upstream, the home core announces a first subscriber through core 0; but a datagram
+    /// this core sends upstream next goes to core 0 directly, and could get there (and be
+    /// answered on the channel) first. So unless this core is the home, or the home is core 0
+    /// (which reads the subscription before the datagram), core 0 holds the channel announced
+    /// (`UpstreamHold`, ahead of this core's later datagrams to core 0) until the home core
+    /// has the subscription (`UpstreamRelease`).
     pub fn subscribe<H: Host>(&mut self, pid: Pid, channel: u64, host: &mut H) {
         let home = home_core(channel, self.cores);
         if home == self.me {
-            self.home_subscribe(pid, channel, host);
+            self.home_subscribe(pid, channel, None, host);
+        } else if !self.upstream || home == 0 {
+            host.outbox().push(
+                home,
+                Msg::Subscribe {
+                    pid,
+                    channel,
+                    held: false,
+                },
+            );
         } else {
-            host.outbox().push(home, Msg::Subscribe { pid, channel });
+            self.send(0, Msg::UpstreamHold { channel }, host);
+            host.outbox().push(
+                home,
+                Msg::Subscribe {
+                    pid,
+                    channel,
+                    held: true,
+                },
+            );
         }
     }
 
@@ -458,9 +518,47 @@ impl Router {
         }
     }
 
-    fn home_subscribe<H: Host>(&mut self, pid: Pid, channel: u64, host: &mut H) {
+    /// `held`: made on core `from`, which told core 0 (`UpstreamHold`).
+    fn home_subscribe<H: Host>(
+        &mut self,
+        pid: Pid,
+        channel: u64,
+        held: Option<usize>,
+        host: &mut H,
+    ) {
         if self.singles.subscribe(pid, channel) && self.upstream {
             self.send(0, Msg::UpstreamSub { channel }, host);
+        }
+        if let Some(core) = held {
+            self.send(0, Msg::UpstreamRelease { channel, core }, host);
+        }
+    }
+
+    /// Core 0: a subscription to `channel` made on `core` is on its way home (+1), or has
+    /// arrived (-1). A new hold announces the channel; one made by a release finds it
+    /// announced already (the home core has the subscription, and said so first if it was
+    /// the first).
+    fn hold<H: Host>(&mut self, channel: u64, core: usize, delta: i32, host: &mut H) {
+        let h = self.holds.entry(channel).or_insert_with(|| {
+            if delta > 0 {
+                host.upstream(Upstream::Held(channel));
+            }
+            Hold {
+                counts: SmallVec::new(),
+                dropped: false,
+            }
+        });
+        match h.counts.iter_mut().find(|(c, _)| *c == core) {
+            Some((_, n)) => *n += delta,
+            None => h.counts.push((core, delta)),
+        }
+        h.counts.retain(|(_, n)| *n != 0);
+        if h.counts.is_empty() {
+            let dropped = h.dropped;
+            self.holds.remove(&channel);
+            if dropped {
+                host.upstream(Upstream::Unsubscribed(channel));
+            }
         }
     }
 
@@ -520,7 +618,9 @@ impl Router {
     /// `dispatch_resolved` after a run of messages to dispatch what they completed.
     pub fn handle<H: Host>(&mut self, from: usize, msg: &Msg, data: &[u8], host: &mut H) {
         match *msg {
-            Msg::Subscribe { pid, channel } => self.home_subscribe(pid, channel, host),
+            Msg::Subscribe { pid, channel, held } => {
+                self.home_subscribe(pid, channel, held.then_some(from), host);
+            }
             Msg::Unsubscribe { pid, channel } => self.home_unsubscribe(pid, channel, host),
             Msg::Lookup {
                 entry,
@@ -568,8 +668,18 @@ impl Router {
                     self.ranges.remove(pid, lo, hi);
                 }
             }
-            Msg::UpstreamSub { channel } => host.upstream(Upstream::Subscribed(channel)),
-            Msg::UpstreamUnsub { channel } => host.upstream(Upstream::Unsubscribed(channel)),
+            // While held, the channel stays announced whatever the home core says; its last
+            // word counts when the hold ends.
+            Msg::UpstreamSub { channel } => match self.holds.get_mut(&channel) {
+                Some(h) => h.dropped = false,
+                None => host.upstream(Upstream::Subscribed(channel)),
+            },
+            Msg::UpstreamUnsub { channel } => match self.holds.get_mut(&channel) {
+                Some(h) => h.dropped = true,
+                None => host.upstream(Upstream::Unsubscribed(channel)),
+            },
+            Msg::UpstreamHold { channel } => self.hold(channel, from, 1, host),
+            Msg::UpstreamRelease { channel, core } => self.hold(channel, core, -1, host),
             Msg::UpstreamSend { off, len, owed } => {
                 let frame = &data[off as usize..off as usize + len as usize];
                 host.upstream(if owed {
@@ -795,7 +905,10 @@ impl Router {
     /// True when nothing is in flight and the arena holds no bytes (for tests).
     #[cfg(test)]
     fn is_idle(&self) -> bool {
-        self.in_flight.is_empty() && self.arena.is_empty() && self.delegated == 0
+        self.in_flight.is_empty()
+            && self.arena.is_empty()
+            && self.delegated == 0
+            && self.holds.is_empty()
     }
 }
 

@@ -18,6 +18,35 @@ struct UpstreamModel {
     channels: BTreeSet<u64>,
     ranges: BTreeSet<u64>,
     datagrams: Vec<(usize, u32)>,
+    /// Every channel announcement and datagram, in the order the upstream MD hears them.
+    heard: Vec<Heard>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heard {
+    Added(u64),
+    Removed(u64),
+    Datagram(usize, u32),
+}
+
+impl UpstreamModel {
+    /// Whether the upstream MD had `channel` announced when it heard datagram `seq` of `from`,
+    /// and kept it announced from then on.
+    fn announced_from(&self, channel: u64, from: usize, seq: u32) -> bool {
+        let Some(at) = self
+            .heard
+            .iter()
+            .position(|&e| e == Heard::Datagram(from, seq))
+        else {
+            return false;
+        };
+        let last_change = self.heard[..at]
+            .iter()
+            .rev()
+            .find(|&&e| e == Heard::Added(channel) || e == Heard::Removed(channel));
+        last_change == Some(&Heard::Added(channel))
+            && !self.heard[at..].contains(&Heard::Removed(channel))
+    }
 }
 
 struct SimHost {
@@ -56,15 +85,30 @@ impl Host for SimHost {
         assert_eq!(self.me, 0, "upstream events happen on core 0");
         let u = &mut self.upstream;
         match event {
-            Upstream::Subscribed(c) => assert!(u.channels.insert(c), "{c} announced twice"),
-            Upstream::Unsubscribed(c) => assert!(u.channels.remove(&c), "{c} not announced"),
+            Upstream::Subscribed(c) => {
+                assert!(u.channels.insert(c), "{c} announced twice");
+                u.heard.push(Heard::Added(c));
+            }
+            Upstream::Held(c) => {
+                if u.channels.insert(c) {
+                    u.heard.push(Heard::Added(c));
+                }
+            }
+            Upstream::Unsubscribed(c) => {
+                assert!(u.channels.remove(&c), "{c} not announced");
+                u.heard.push(Heard::Removed(c));
+            }
             Upstream::RangeAdded(lo, hi) => u.ranges.extend(lo..=hi),
             Upstream::RangeRemoved(lo, hi) => {
                 for c in lo..=hi {
                     u.ranges.remove(&c);
                 }
             }
-            Upstream::Datagram(frame) | Upstream::Owed(frame) => u.datagrams.push(read_tag(frame)),
+            Upstream::Datagram(frame) | Upstream::Owed(frame) => {
+                let (from, seq) = read_tag(frame);
+                u.datagrams.push((from, seq));
+                u.heard.push(Heard::Datagram(from, seq));
+            }
         }
     }
 }
@@ -343,6 +387,70 @@ fn a_subscription_made_here_is_seen_by_the_next_datagram_routed_here() {
     sim.send(1, 2, 2, &[x], None);
     sim.settle();
     assert_eq!(sim.got(), vec![(receiver, 2, 1)]);
+}
+
+#[test]
+fn a_subscription_made_here_is_announced_upstream_before_the_next_datagram_sent_up() {
+    // A client's session subscribes its channel, then sends its login upstream: the answer
+    // comes back on that channel, so the upstream MD must have it first, wherever the channel
+    // is homed (the home core announces a first subscriber through core 0, but the datagram
+    // goes to core 0 straight from the subscribing core).
+    for cores in [2, 3, 4] {
+        for me in 0..cores {
+            for home in (0..cores).filter(|&h| h != me) {
+                let mut sim = Sim::new(cores, true, 8);
+                let x = channel_on(home, cores, 0);
+                let (r, h) = sim.at(me);
+                r.subscribe(Sim::pid(me, 1), x, h);
+                sim.send(me, 1, 1, &[channel_on(me, cores, 1)], None);
+                // The home core and core 0 run late, as on a loaded machine.
+                for core in (0..cores).rev() {
+                    sim.turn(core, 64);
+                }
+                sim.settle();
+                let up = &sim.cores[0].host.upstream;
+                assert!(
+                    up.announced_from(x, 1, 1),
+                    "{cores} cores, subscribed on {me}, homed on {home}: {:?}",
+                    up.heard
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_subscription_on_its_way_home_keeps_its_channel_announced_while_the_last_one_leaves() {
+    // The channel's last subscriber leaves on its home core while a participant of another
+    // core subscribes and sends upstream: the home core's "last one gone" is not the last word.
+    for cores in [2, 3] {
+        for me in 0..cores {
+            for home in (1..cores).filter(|&h| h != me) {
+                let mut sim = Sim::new(cores, true, 8);
+                let x = channel_on(home, cores, 0);
+                let (leaver, joiner) = (Sim::pid(home, 0), Sim::pid(me, 1));
+                let (r, h) = sim.at(home);
+                r.subscribe(leaver, x, h);
+                sim.settle();
+                let (r, h) = sim.at(home);
+                r.unsubscribe(leaver, x, h);
+                sim.turn(home, 64); // ships "last one gone" to core 0
+                let (r, h) = sim.at(me);
+                r.subscribe(joiner, x, h);
+                sim.send(me, 1, 1, &[channel_on(me, cores, 1)], None);
+                sim.turn(me, 64);
+                sim.turn(0, 64);
+                sim.settle();
+                let up = &sim.cores[0].host.upstream;
+                assert!(
+                    up.announced_from(x, 1, 1),
+                    "{cores} cores, joined on {me}, homed on {home}: {:?}",
+                    up.heard
+                );
+                assert!(up.channels.contains(&x));
+            }
+        }
+    }
 }
 
 #[test]

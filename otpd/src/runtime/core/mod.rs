@@ -1601,7 +1601,7 @@ impl router::Host for Core {
 
     fn upstream(&mut self, event: router::Upstream<'_>) {
         match event {
-            router::Upstream::Subscribed(channel) => {
+            router::Upstream::Subscribed(channel) | router::Upstream::Held(channel) => {
                 let newly = self
                     .upstream
                     .as_mut()
