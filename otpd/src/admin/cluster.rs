@@ -56,7 +56,7 @@ pub(super) struct Link {
     md: SocketAddr,
     channel: u64,
     gather: Duration,
-    stream: Mutex<Option<TcpStream>>,
+    stream: Arc<Mutex<Option<TcpStream>>>,
     pending: Arc<Mutex<Pending>>,
     completer: Completer,
 }
@@ -72,7 +72,7 @@ impl Link {
             md,
             channel,
             gather,
-            stream: Mutex::new(None),
+            stream: Arc::new(Mutex::new(None)),
             pending: Arc::new(Mutex::new(Pending::default())),
             completer,
         }
@@ -204,6 +204,15 @@ impl Link {
             self.pending.lock().replies.remove(&context);
             super::error(502, &e)
         })
+    }
+
+    /// A handle that sends to the sessions from another thread (the shutdown countdown), while
+    /// the link is up.
+    pub(super) fn sender(&self) -> Sender {
+        Sender {
+            stream: Arc::clone(&self.stream),
+            channel: self.channel,
+        }
     }
 
     /// Sends CLIENTAGENT_ADMIN_EJECT or _MESSAGE to the sessions `target` selects.
@@ -372,4 +381,38 @@ fn client_list(mut rows: Vec<Value>, more: usize) -> Value {
         })
         .collect();
     json!({ "clients": rows, "not_listed": more, "districts": districts })
+}
+
+/// Sends to the sessions over an established link, from another thread.
+pub(super) struct Sender {
+    stream: Arc<Mutex<Option<TcpStream>>>,
+    channel: u64,
+}
+
+impl Sender {
+    /// As `Link::to_sessions`, if the link is up.
+    pub(super) fn to_sessions(
+        &self,
+        msgtype: u16,
+        target: &super::Target,
+        tail: &[u8],
+    ) -> Result<(), String> {
+        let mut dg = Vec::new();
+        let mut w = Writer::internal1(
+            &mut dg,
+            otp_wire::channels::BCHAN_CLIENTS,
+            self.channel,
+            msgtype,
+        );
+        w.u8(target.scope)
+            .u64(target.id)
+            .string(&target.account)
+            .bytes(tail);
+        w.finish().map_err(|e| e.to_string())?;
+        let mut guard = self.stream.lock();
+        let Some(s) = guard.as_mut() else {
+            return Err("the MD link is down".into());
+        };
+        s.write_all(&dg).map_err(|e| e.to_string())
+    }
 }

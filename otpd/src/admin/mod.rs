@@ -19,6 +19,39 @@ use std::time::Duration;
 pub use auth::read_token;
 use otp_wire::msgtypes::*;
 
+/// The longest warning before a shutdown, seconds.
+pub const MAX_SHUTDOWN_DELAY_S: u64 = 3600;
+
+/// Warns the players as the time runs down, then asks for the stop.
+fn countdown(seconds: u64, text: &str, warn: Option<&cluster::Sender>) {
+    let start = std::time::Instant::now();
+    let mut marks: Vec<u64> = [seconds, 60, 30, 10]
+        .into_iter()
+        .filter(|m| *m <= seconds && *m > 0)
+        .collect();
+    marks.dedup();
+    for left in marks {
+        let at = Duration::from_secs(seconds - left);
+        std::thread::sleep(at.saturating_sub(start.elapsed()));
+        if let Some(w) = warn {
+            let message = format!("{text} (in {left} seconds)");
+            let target = Target {
+                scope: otp_wire::msgtypes::admin_scope::EVERYONE,
+                id: 0,
+                account: String::new(),
+            };
+            let mut tail = (message.len() as u16).to_le_bytes().to_vec();
+            tail.extend_from_slice(message.as_bytes());
+            if let Err(e) = w.to_sessions(CLIENTAGENT_ADMIN_MESSAGE, &target, &tail) {
+                log::warn!("admin: shutdown warning not sent: {e}");
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_secs(seconds).saturating_sub(start.elapsed()));
+    log::info!("admin: the shutdown asked through the admin API begins");
+    crate::runtime::signals::request();
+}
+
 /// Longest system message the API sends (bytes).
 pub const MAX_MESSAGE_BYTES: usize = 1024;
 
@@ -53,6 +86,7 @@ pub fn serve(config: &AdminConfig, context: Context) -> Result<(), String> {
                 context,
                 audit,
                 link,
+                shutdown_asked: false,
             }
         },
     )?;
@@ -104,6 +138,8 @@ struct Admin {
     audit: Audit,
     /// The link to the cluster (None: this process has no MD port to link to).
     link: Option<cluster::Link>,
+    /// A shutdown has been asked for through the API.
+    shutdown_asked: bool,
 }
 
 /// Which sessions an action is for (see `otp_wire::msgtypes::admin_scope`).
@@ -192,9 +228,10 @@ impl Handler for Admin {
             ("GET", "/api/ban") => self.get_ban(request, ticket).err(),
             ("POST", "/api/ban") => self.set_ban(request, peer, ticket).err(),
             ("POST", "/api/kick") => Some(self.kick(request, peer)),
+            ("POST", "/api/shutdown") => Some(self.shutdown(request, peer)),
             ("POST", "/api/message") => Some(self.message(request, peer)),
             (_, "/api/status" | "/api/clients" | "/api/names") => Some(error(405, "GET only")),
-            (_, "/api/kick" | "/api/message" | "/api/names/review") => {
+            (_, "/api/kick" | "/api/message" | "/api/names/review" | "/api/shutdown") => {
                 Some(error(405, "POST only"))
             }
             (_, "/api/ban") => Some(error(405, "GET or POST only")),
@@ -439,6 +476,49 @@ impl Admin {
             let _ = link.to_sessions(CLIENTAGENT_ADMIN_EJECT, &target, &tail);
         }
         Ok(())
+    }
+
+    /// POST /api/shutdown {"in_s": N, "message": TEXT}: warns every player of the tree
+    /// (system messages at N s, then 60, 30 and 10 s before), then stops this otpd cleanly
+    /// (as SIGTERM does).
+    fn shutdown(&mut self, request: &Request, peer: SocketAddr) -> Answer {
+        let body = match body_json(request) {
+            Ok(b) => b,
+            Err(a) => return a,
+        };
+        let seconds = body["in_s"].as_u64().unwrap_or(0);
+        if seconds > MAX_SHUTDOWN_DELAY_S {
+            return error(400, &format!("'in_s' is over {MAX_SHUTDOWN_DELAY_S}"));
+        }
+        let text = body["message"]
+            .as_str()
+            .unwrap_or("The server is restarting.")
+            .to_string();
+        if text.len() > MAX_MESSAGE_BYTES - 64 {
+            return error(400, "'message' is too long");
+        }
+        if self.shutdown_asked {
+            return error(409, "a shutdown is already under way");
+        }
+        self.shutdown_asked = true;
+        self.audit.record(
+            "admin-action",
+            peer,
+            &[
+                ("action", "shutdown"),
+                ("target", "this otpd"),
+                ("detail", &format!("in {seconds} s: {text}")),
+                ("result", "started"),
+            ],
+        );
+        let warn = self.link.as_ref().map(|l| l.sender());
+        let spawned = std::thread::Builder::new()
+            .name("otpd-admin-shutdown".into())
+            .spawn(move || countdown(seconds, &text, warn.as_ref()));
+        if let Err(e) = spawned {
+            return error(500, &format!("cannot start the countdown: {e}"));
+        }
+        json_answer(202, &json!({ "shutdown_in_s": seconds }))
     }
 
     /// POST /api/kick {target, "reason"}: the sessions named are ejected with their

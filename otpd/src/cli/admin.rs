@@ -17,6 +17,13 @@ commands:
                          eject the clients named, with their dialect's kick code
   message WHOM --text TEXT
                          show the clients named a system message
+  names                  the wish names waiting for review
+  approve AVATAR | reject AVATAR
+                         a verdict on a pending name
+  ban --account NAME (--hours H | --until UNIX | --forever) [--reason TEXT]
+  unban --account NAME
+  shutdown [--in SECONDS] [--message TEXT]
+                         warn every player, then stop this otpd cleanly
 WHOM: --everyone | --district ID | --avatar ID | --account NAME | --channel ID";
 
 /// Runs one admin command; exits [`FAILED`] when the API refuses or cannot be reached.
@@ -33,11 +40,11 @@ pub(super) fn command(args: Vec<String>) -> u8 {
                 println!("{USAGE_TEXT}");
                 return OK;
             }
-            "--everyone" => {
-                body.insert("everyone".into(), Value::Bool(true));
+            "--everyone" | "--forever" => {
+                body.insert(a[2..].into(), Value::Bool(true));
             }
             "--token-file" | "--reason" | "--text" | "--account" | "--district" | "--avatar"
-            | "--channel" => {
+            | "--channel" | "--hours" | "--until" | "--in" | "--message" => {
                 let Some(v) = it.next() else {
                     return usage(&format!("{a} needs a value"));
                 };
@@ -47,10 +54,12 @@ pub(super) fn command(args: Vec<String>) -> u8 {
                         token_file = Some(v);
                         continue;
                     }
-                    "district" | "avatar" | "channel" => match v.parse::<u64>() {
-                        Ok(n) => Value::from(n),
-                        Err(_) => return usage(&format!("{a} needs a number, not '{v}'")),
-                    },
+                    "district" | "avatar" | "channel" | "until" | "in" | "hours" => {
+                        match v.parse::<u64>() {
+                            Ok(n) => Value::from(n),
+                            Err(_) => return usage(&format!("{a} needs a number, not '{v}'")),
+                        }
+                    }
                     _ => Value::String(v),
                 };
                 body.insert(key.into(), value);
@@ -60,8 +69,25 @@ pub(super) fn command(args: Vec<String>) -> u8 {
     }
     let (addr, command) = match words.as_slice() {
         [addr, command] => (addr.clone(), command.clone()),
+        [addr, command, avatar] if command == "approve" || command == "reject" => {
+            let Ok(avatar) = avatar.parse::<u64>() else {
+                return usage(&format!("{command} needs an avatar id, not '{avatar}'"));
+            };
+            body.insert("avatar".into(), Value::from(avatar));
+            body.insert("approve".into(), Value::Bool(command == "approve"));
+            (addr.clone(), command.clone())
+        }
         _ => return usage("an address and one command are needed"),
     };
+    // The API's names for what the command line calls them.
+    for (from, to) in [("until", "until_unix"), ("in", "in_s")] {
+        if let Some(v) = body.remove(from) {
+            body.insert(to.into(), v);
+        }
+    }
+    if command == "unban" {
+        body.insert("lift".into(), Value::Bool(true));
+    }
     let token = match token_file {
         Some(f) => match std::fs::read_to_string(&f) {
             Ok(t) => t.trim().to_string(),
@@ -77,6 +103,10 @@ pub(super) fn command(args: Vec<String>) -> u8 {
         "clients" => ("GET", "/api/clients"),
         "kick" => ("POST", "/api/kick"),
         "message" => ("POST", "/api/message"),
+        "names" => ("GET", "/api/names"),
+        "approve" | "reject" => ("POST", "/api/names/review"),
+        "ban" | "unban" => ("POST", "/api/ban"),
+        "shutdown" => ("POST", "/api/shutdown"),
         other => return usage(&format!("unknown command '{other}'")),
     };
     let body = (method == "POST").then(|| Value::Object(body).to_string());
@@ -88,6 +118,7 @@ pub(super) fn command(args: Vec<String>) -> u8 {
                 match command.as_str() {
                     "status" => print!("{}", summarize(&answer)),
                     "clients" => print!("{}", client_table(&answer)),
+                    "names" => print!("{}", name_table(&answer)),
                     _ => println!("{command}: sent"),
                 }
             }
@@ -229,6 +260,27 @@ fn client_table(body: &str) -> String {
             d["district"],
             d["population"],
             zones.join(" ")
+        );
+    }
+    out
+}
+
+/// `names` for people.
+fn name_table(body: &str) -> String {
+    use std::fmt::Write as _;
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
+        return body.to_string();
+    };
+    let rows = v["pending"].as_array().cloned().unwrap_or_default();
+    let mut out = format!("{} names waiting\n", rows.len());
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "  avatar {} ({}): {:?} typed at {}",
+            r["avatar"],
+            r["account"].as_str().unwrap_or(""),
+            r["wish_name"].as_str().unwrap_or(""),
+            r["typed_unix"]
         );
     }
     out

@@ -7,6 +7,7 @@ use crate::cluster;
 use crate::config::{self, ConfigError, RoleConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 struct Args {
     cluster: Option<PathBuf>,
@@ -153,6 +154,8 @@ pub(super) fn command(argv: impl Iterator<Item = String>) -> u8 {
         client_agents,
     } = config;
     let endpoints = Endpoints::of(&config);
+    let shutdown_timeout_ms = config.shutdown_timeout_ms;
+    crate::runtime::signals::install();
     for warning in config.exposure_warnings() {
         log::warn!("{warning}");
     }
@@ -175,8 +178,7 @@ pub(super) fn command(argv: impl Iterator<Item = String>) -> u8 {
                 eprintln!("otpd: {e}");
                 return FAILED;
             }
-            rt.wait();
-            OK
+            serve_until_stopped(&rt, Duration::from_millis(shutdown_timeout_ms))
         }
         Err(e) => {
             log::error!("{e}");
@@ -256,5 +258,64 @@ impl Endpoints {
             crate::admin::serve(admin, context)?;
         }
         Ok(())
+    }
+}
+
+/// Serves until a stop is asked for (SIGTERM, SIGINT, the admin API), then stops cleanly: the
+/// cores eject their clients with the shutdown code and finish their work (post-removes, the
+/// database's queue); once every core has been idle and nothing routed for a few checks in a
+/// row, exits 0. A second request, or `timeout`, exits at once (code 1) with a log line.
+fn serve_until_stopped(rt: &crate::runtime::Runtime, timeout: Duration) -> u8 {
+    use crate::runtime::signals;
+    const CHECK: Duration = Duration::from_millis(50);
+    /// Consecutive quiet checks that make a stop clean.
+    const QUIET_CHECKS: u32 = 4;
+    let mut started: Option<(Instant, usize)> = None;
+    let mut quiet = 0;
+    let mut routed = 0;
+    loop {
+        std::thread::sleep(CHECK);
+        if rt.finished() {
+            log::error!("every core thread has ended; exiting");
+            return FAILED;
+        }
+        let requests = signals::requests();
+        let Some((since, first)) = started else {
+            if requests > 0 {
+                log::info!(
+                    "shutdown: stopping cleanly (clients ejected, work finished) within {} ms; \
+                     a second SIGTERM stops at once",
+                    timeout.as_millis()
+                );
+                rt.begin_stop();
+                started = Some((Instant::now(), requests));
+            }
+            continue;
+        };
+        if requests > first {
+            log::warn!("shutdown: asked again; stopping at once");
+            return FAILED;
+        }
+        let now_routed = rt.stats.datagrams_routed();
+        if rt.all_idle() && now_routed == routed {
+            quiet += 1;
+            if quiet >= QUIET_CHECKS {
+                log::info!(
+                    "shutdown: stopped cleanly in {} ms",
+                    since.elapsed().as_millis()
+                );
+                return OK;
+            }
+        } else {
+            quiet = 0;
+        }
+        routed = now_routed;
+        if since.elapsed() >= timeout {
+            log::error!(
+                "shutdown: not done within shutdown_timeout_ms = {} ms; exiting anyway",
+                timeout.as_millis()
+            );
+            return FAILED;
+        }
     }
 }

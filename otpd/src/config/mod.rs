@@ -32,6 +32,10 @@ pub struct ClusterConfig {
     pub metrics_limits: HttpLimits,
     /// The admin API and operator page (off when None; see [`AdminConfig`]).
     pub admin: Option<AdminConfig>,
+    /// A clean stop (SIGTERM, SIGINT, `otpd admin ADDR shutdown`) must be done within this
+    /// many milliseconds: clients ejected, their post-removes fired, the database's queue
+    /// committed. Past it, otpd exits anyway (code 1) with a log line.
+    pub shutdown_timeout_ms: u64,
     /// UberDOGs: well-known objects the AI processes create.
     pub uberdogs: Vec<UberDog>,
     pub messagedirector: MessageDirectorConfig,
@@ -61,6 +65,7 @@ impl Default for ClusterConfig {
             metrics: None,
             metrics_limits: HttpLimits::default(),
             admin: None,
+            shutdown_timeout_ms: 10_000,
             uberdogs: Vec::new(),
             messagedirector: MessageDirectorConfig::default(),
             roles: Vec::new(),

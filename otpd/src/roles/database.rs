@@ -929,6 +929,10 @@ impl Role for Database {
         }
     }
 
+    fn busy(&self) -> bool {
+        self.in_flight > 0
+    }
+
     fn metrics(&self, out: &mut Vec<(&'static str, u64)>) {
         out.push(("requests", self.requests));
         out.push(("failures", self.failures));

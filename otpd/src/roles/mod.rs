@@ -157,6 +157,10 @@ pub trait Role: Send {
     fn tick(&mut self, _now: Instant, _out: &mut Output) {}
     /// The role's figures for the metrics endpoint (`name`, value), read after each tick.
     fn metrics(&self, _out: &mut Vec<(&'static str, u64)>) {}
+    /// True while the role has accepted work it has not finished (a clean stop waits for it).
+    fn busy(&self) -> bool {
+        false
+    }
     /// The worker that runs this role's blocking work, taken once when the core starts.
     fn take_worker(&mut self) -> Option<Box<dyn Worker>> {
         None

@@ -13,6 +13,7 @@ mod conn;
 mod core;
 mod fds;
 mod md_tls;
+pub mod signals;
 mod upstream;
 mod workers;
 
@@ -68,6 +69,9 @@ pub struct CoreStats {
     pub channels: AtomicU64,
     /// The roles' own figures, `(role, metric, value)`, refreshed with their ticks.
     pub roles: parking_lot::Mutex<Vec<(&'static str, &'static str, u64)>>,
+    /// While the process stops: this core has nothing left to do (no client, no role work,
+    /// nothing queued for another core or a socket).
+    pub idle: AtomicBool,
 }
 
 /// Counters anyone may read.
@@ -102,6 +106,8 @@ pub struct Stats {
 
 /// What every core thread shares.
 pub(crate) struct Shared {
+    /// Set when the process stops cleanly: the cores stop accepting clients and eject theirs.
+    pub stopping: AtomicBool,
     pub cores: usize,
     pub inboxes: Vec<Sender<Batch>>,
     pub wakers: Vec<Arc<mio::Waker>>,
@@ -172,6 +178,7 @@ pub struct Runtime {
     threads: Vec<std::thread::JoinHandle<()>>,
     pub stats: Arc<Stats>,
     pub bound: Option<SocketAddr>,
+    shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
@@ -308,6 +315,7 @@ impl Runtime {
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(config.password_queue.max(1));
         fds::ignore_file_size_signal();
         let shared = Arc::new(Shared {
+            stopping: AtomicBool::new(false),
             jobs: jobs_tx,
             cores,
             inboxes,
@@ -389,6 +397,7 @@ impl Runtime {
             log::info!("messagedirector: listening on {a} with {cores} core threads{tls}");
         }
         Ok(Runtime {
+            shared,
             threads,
             stats,
             bound,
@@ -396,6 +405,35 @@ impl Runtime {
     }
 
     /// Blocks until every core thread has ended (they run until the process exits).
+    /// Starts a clean stop: every core stops accepting clients and ejects its own with its
+    /// dialect's shutdown code (their post-removes fire); roles finish their work.
+    pub fn begin_stop(&self) {
+        if self.shared.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for c in &self.stats.per_core {
+            c.idle.store(false, Ordering::SeqCst);
+        }
+        for w in &self.shared.wakers {
+            let _ = w.wake();
+        }
+    }
+
+    /// True once a stop is under way and every core is idle (see `CoreStats::idle`).
+    pub fn all_idle(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
+            && self
+                .stats
+                .per_core
+                .iter()
+                .all(|c| c.idle.load(Ordering::SeqCst))
+    }
+
+    /// True when every core thread has ended (a core that failed to start, or a panic).
+    pub fn finished(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
     pub fn wait(self) {
         for t in self.threads {
             let _ = t.join();

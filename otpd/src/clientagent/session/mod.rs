@@ -197,6 +197,11 @@ impl Session {
         self.core.state()
     }
 
+    /// The eject code of this session's dialect for a server shutting down.
+    pub fn shutdown_code(&self) -> u16 {
+        self.dialect.admin_eject_code(true)
+    }
+
     pub fn is_closed(&self) -> bool {
         self.core.is_closed()
     }

@@ -487,7 +487,7 @@ impl Core {
     }
 
     /// Runs `f` on the client's session and applies what it answers.
-    fn with_session<F>(&mut self, slot: usize, f: F)
+    pub(super) fn with_session<F>(&mut self, slot: usize, f: F)
     where
         F: FnOnce(&mut Session, &mut SessionOut),
     {

@@ -99,6 +99,8 @@ pub(crate) struct Core {
     daemon_field: Vec<u8>,
     /// Core 0: the client listeners, with their ClientAgent's index.
     client_listeners: Vec<(TcpListener, usize)>,
+    /// This core has begun the clean stop (see `Runtime::begin_stop`).
+    stopped: bool,
     /// Client connections with internal datagrams waiting in their inbox.
     client_waiting: Vec<usize>,
     /// Client connections this core owns, and when their timers are next looked at.
@@ -207,6 +209,7 @@ impl Core {
                 f
             },
             client_listeners,
+            stopped: false,
             client_waiting: Vec::new(),
             clients: 0,
             next_client_scan: Instant::now(),
@@ -252,9 +255,15 @@ impl Core {
             self.apply_role_output(i, &mut out);
         }
         loop {
+            if !self.stopped && self.shared.stopping.load(Ordering::Relaxed) {
+                self.begin_stop();
+            }
             self.drain_inbox();
             self.process_ready();
             self.finish_turn();
+            if self.stopped {
+                self.report_idle();
+            }
 
             let busy = self.roles_waiting
                 || !self.client_waiting.is_empty()
@@ -862,6 +871,58 @@ impl Core {
         for frame in otp_wire::frames(&clears) {
             self.send_upstream(frame, false);
         }
+    }
+
+    // ---- the clean stop --------------------------------------------------------------------
+
+    /// The process stops: no more clients are accepted, and this core's are ejected with their
+    /// dialect's shutdown code (their post-removes fire as they go).
+    fn begin_stop(&mut self) {
+        self.stopped = true;
+        for (mut l, _) in self.client_listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let slots: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.kind == ConnKind::Client && c.closing.is_none())
+            .map(|(slot, _)| slot)
+            .collect();
+        if !slots.is_empty() {
+            log::info!(
+                "shutdown: ejecting {} clients on core {}",
+                slots.len(),
+                self.id
+            );
+        }
+        for slot in slots {
+            self.with_session(slot, |s, out| {
+                s.eject_now(
+                    s.shutdown_code(),
+                    "The server is shutting down. Please come back in a few minutes.",
+                    false,
+                    out,
+                )
+            });
+        }
+        self.close_marked();
+    }
+
+    /// While stopping: tells the process whether this core has anything left to do.
+    fn report_idle(&self) {
+        let idle = self.clients == 0
+            && self
+                .roles
+                .iter()
+                .all(|r| !r.role.busy() && r.jobs_waiting.is_empty())
+            && !self.roles_waiting
+            && self.inbox.is_empty()
+            && !self.outbox.is_stalled()
+            && self.router().in_flight() == 0
+            && self.conns.iter().all(|(_, c)| c.queued() == 0);
+        self.shared.stats.per_core[self.id]
+            .idle
+            .store(idle, Ordering::SeqCst);
     }
 
     // ---- the router ----------------------------------------------------------------------
@@ -1518,7 +1579,14 @@ impl Core {
             CoreMsg::NewConn { stream, addr } => {
                 self.adopt(stream, addr, ConnKind::Participant);
             }
-            CoreMsg::NewClient { stream, addr, ca } => self.adopt_client(stream, addr, ca),
+            CoreMsg::NewClient { stream, addr, ca } => {
+                self.adopt_client(stream, addr, ca);
+                if self.stopped {
+                    // Accepted just before the stop: it goes with the others.
+                    self.stopped = false;
+                    self.begin_stop();
+                }
+            }
             CoreMsg::ClientJobDone {
                 slot,
                 pid,
