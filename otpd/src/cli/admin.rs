@@ -26,8 +26,17 @@ commands:
                          warn every player, then stop this otpd cleanly
 WHOM: --everyone | --district ID | --avatar ID | --account NAME | --channel ID";
 
-/// Runs one admin command; exits [`FAILED`] when the API refuses or cannot be reached.
-pub(super) fn command(args: Vec<String>) -> u8 {
+/// A command line read: the address, the command, `--json`, the token file, the request body.
+struct Asked {
+    addr: String,
+    command: String,
+    json: bool,
+    token_file: Option<String>,
+    body: serde_json::Map<String, Value>,
+}
+
+/// Reads the arguments; Err: the exit code to return now (help printed, or a usage error).
+fn read_args(args: Vec<String>) -> Result<Asked, u8> {
     let mut json = false;
     let mut token_file = None;
     let mut words = Vec::new();
@@ -38,7 +47,7 @@ pub(super) fn command(args: Vec<String>) -> u8 {
             "--json" => json = true,
             "-h" | "--help" => {
                 println!("{USAGE_TEXT}");
-                return OK;
+                return Err(OK);
             }
             "--everyone" | "--forever" => {
                 body.insert(a[2..].into(), Value::Bool(true));
@@ -46,7 +55,7 @@ pub(super) fn command(args: Vec<String>) -> u8 {
             "--token-file" | "--reason" | "--text" | "--account" | "--district" | "--avatar"
             | "--channel" | "--hours" | "--until" | "--in" | "--message" => {
                 let Some(v) = it.next() else {
-                    return usage(&format!("{a} needs a value"));
+                    return Err(usage(&format!("{a} needs a value")));
                 };
                 let key = &a[2..];
                 let value = match key {
@@ -57,7 +66,7 @@ pub(super) fn command(args: Vec<String>) -> u8 {
                     "district" | "avatar" | "channel" | "until" | "in" | "hours" => {
                         match v.parse::<u64>() {
                             Ok(n) => Value::from(n),
-                            Err(_) => return usage(&format!("{a} needs a number, not '{v}'")),
+                            Err(_) => return Err(usage(&format!("{a} needs a number, not '{v}'"))),
                         }
                     }
                     _ => Value::String(v),
@@ -71,13 +80,15 @@ pub(super) fn command(args: Vec<String>) -> u8 {
         [addr, command] => (addr.clone(), command.clone()),
         [addr, command, avatar] if command == "approve" || command == "reject" => {
             let Ok(avatar) = avatar.parse::<u64>() else {
-                return usage(&format!("{command} needs an avatar id, not '{avatar}'"));
+                return Err(usage(&format!(
+                    "{command} needs an avatar id, not '{avatar}'"
+                )));
             };
             body.insert("avatar".into(), Value::from(avatar));
             body.insert("approve".into(), Value::Bool(command == "approve"));
             (addr.clone(), command.clone())
         }
-        _ => return usage("an address and one command are needed"),
+        _ => return Err(usage("an address and one command are needed")),
     };
     // The API's names for what the command line calls them.
     for (from, to) in [("until", "until_unix"), ("in", "in_s")] {
@@ -88,6 +99,27 @@ pub(super) fn command(args: Vec<String>) -> u8 {
     if command == "unban" {
         body.insert("lift".into(), Value::Bool(true));
     }
+    Ok(Asked {
+        addr,
+        command,
+        json,
+        token_file,
+        body,
+    })
+}
+
+/// Runs one admin command; exits [`FAILED`] when the API refuses or cannot be reached.
+pub(super) fn command(args: Vec<String>) -> u8 {
+    let Asked {
+        addr,
+        command,
+        json,
+        token_file,
+        body,
+    } = match read_args(args) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     let token = match token_file {
         Some(f) => match std::fs::read_to_string(&f) {
             Ok(t) => t.trim().to_string(),
