@@ -450,3 +450,85 @@ fn action_bodies_are_checked() {
     );
     assert!(head.starts_with("HTTP/1.1 405 "), "{head}");
 }
+
+/// GET /api/object/DOID: the StateServer's object, its fields decoded through the DC file.
+#[test]
+fn an_object_is_shown_with_its_fields_decoded() {
+    let logs = tempfile::tempdir().unwrap();
+    let dc = TestDc::load();
+    let port = free_port();
+    let token_file = logs.path().join("admin.token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let o = Otpd::start_full(
+        free_port(),
+        "",
+        &format!(
+            "dc_files: [\"{}\"], admin: Some((bind: \"127.0.0.1:{port}\", token_file: \"{}\")),
+             roles: [StateServer(control: 100100)],",
+            dc.path.display(),
+            token_file.display()
+        ),
+    );
+    wait_for_port(port);
+    let mut ai = o.connect();
+    let thing = dc.class("Thing");
+    let name = dc.field("Thing", "setName");
+    // doid 700001 under 5000/12: required setRequired 41, setRequiredDefault 9, setAiSecret 3;
+    // OTHER: setName "Flippy".
+    let p = P::new()
+        .u32(700_001)
+        .u32(5000)
+        .u32(12)
+        .u16(thing)
+        .u32(41)
+        .u16(9)
+        .u8(3)
+        .u16(1)
+        .u16(name)
+        .string("Flippy");
+    ai.send(&dg(
+        &[100_100],
+        5,
+        otp_wire::msgtypes::STATESERVER_CREATE_OBJECT_WITH_REQUIRED_OTHER,
+        &p.0,
+    ));
+    let mut probe = o.connect();
+    let mut watcher = listener(o.port, &mut probe, &[77]);
+    // The object exists (the StateServer answers for it) before the API is asked.
+    probe.send(&dg(
+        &[700_001],
+        77,
+        otp_wire::msgtypes::STATESERVER_OBJECT_GET_ALL,
+        &P::new().u32(1).u32(700_001).0,
+    ));
+    assert!(watcher.recv_within(Duration::from_secs(5)).is_some());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let v = loop {
+        let (head, body) = call(
+            port,
+            &format!("GET /api/object/700001 HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"),
+        );
+        if head.starts_with("HTTP/1.1 200 ") {
+            break serde_json::from_str::<serde_json::Value>(&body).unwrap();
+        }
+        assert!(Instant::now() < deadline, "{head} {body} {}", o.log_text());
+    };
+    assert_eq!(
+        (v["doid"].as_u64(), v["parent"].as_u64(), v["zone"].as_u64()),
+        (Some(700_001), Some(5000), Some(12))
+    );
+    assert_eq!(v["dclass"], "Thing");
+    // Each field's parameters, as `otpd db dump` writes them.
+    assert_eq!(v["fields"]["setRequired"], serde_json::json!([41]), "{v}");
+    assert_eq!(
+        v["fields"]["setRequiredDefault"],
+        serde_json::json!([9]),
+        "{v}"
+    );
+    assert_eq!(v["fields"]["setName"], serde_json::json!(["Flippy"]), "{v}");
+    let (head, _) = call(
+        port,
+        &format!("GET /api/object/12 HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"),
+    );
+    assert!(head.starts_with("HTTP/1.1 400 "), "a reserved doid: {head}");
+}

@@ -28,7 +28,8 @@ struct Gather {
 }
 
 /// Reads one answer's payload after its context into the API's JSON answer.
-pub(super) type Decode = fn(&mut otp_wire::Reader<'_>) -> Result<Answer, otp_wire::WireError>;
+pub(super) type Decode =
+    Box<dyn FnOnce(&mut otp_wire::Reader<'_>) -> Result<Answer, otp_wire::WireError> + Send>;
 
 /// A request waiting for its one answer (from the Database).
 struct Reply {

@@ -61,6 +61,8 @@ pub struct Context {
     pub md: Option<SocketAddr>,
     /// The Database role's control channel (bans, the name review queue), if known.
     pub database: Option<u64>,
+    /// The cluster's DC schema, to show objects' fields (None: no DC files).
+    pub schema: Option<Arc<crate::roles::Schema>>,
     /// This daemon's name (`name` in the configuration), reported and put in audit events.
     pub daemon: String,
     pub stats: Arc<Stats>,
@@ -224,6 +226,9 @@ impl Handler for Admin {
                 link.list_clients(ticket).err()
             }
             ("GET", "/api/names") => self.names(ticket).err(),
+            ("GET", path) if path.starts_with("/api/object/") => {
+                self.object(&path["/api/object/".len()..], ticket).err()
+            }
             ("POST", "/api/names/review") => self.review(request, peer, ticket).err(),
             ("GET", "/api/ban") => self.get_ban(request, ticket).err(),
             ("POST", "/api/ban") => self.set_ban(request, peer, ticket).err(),
@@ -299,7 +304,78 @@ fn db_status(status: u8, what: &str) -> Answer {
     }
 }
 
+/// An object's snapshot (STATESERVER_OBJECT_GET_ALL_RESP after its context) as JSON, its
+/// fields decoded through the DC file.
+fn object_json(
+    schema: &crate::roles::Schema,
+    r: &mut otp_wire::Reader<'_>,
+) -> Result<Value, otp_wire::WireError> {
+    use otp_wire::WireError;
+    let (doid, parent, zone, class) = (r.u32()?, r.u32()?, r.u32()?, r.u16()?);
+    let Some(info) = schema.class(class) else {
+        return Ok(json!({ "doid": doid, "parent": parent, "zone": zone, "dclass": class }));
+    };
+    let mut fields = serde_json::Map::new();
+    let mut one = |f: u16, r: &mut otp_wire::Reader<'_>| -> Result<(), WireError> {
+        let len = schema
+            .value_len(class, f, r.rest_peek())
+            .map_err(|_| WireError::Truncated {
+                at: 0,
+                wanted: 1,
+                remaining: r.remaining(),
+            })?;
+        let bytes = r.take(len)?;
+        let value = schema
+            .dc_field(class, f)
+            .and_then(|field| schema.dc().to_json(field, bytes).ok())
+            .unwrap_or(Value::Null);
+        fields.insert(schema.field_name(class, f).to_string(), value);
+        Ok(())
+    };
+    for &f in &info.required {
+        one(f, r)?;
+    }
+    if !r.is_empty() {
+        for _ in 0..r.u16()? {
+            let f = r.u16()?;
+            one(f, r)?;
+        }
+    }
+    Ok(json!({
+        "doid": doid, "parent": parent, "zone": zone,
+        "dclass": schema.class_name(class), "fields": fields,
+    }))
+}
+
 impl Admin {
+    /// GET /api/object/DOID: the object as its StateServer (or DBSS) holds it: class,
+    /// location, fields decoded to JSON. An object nobody holds is answered 504 after
+    /// `answer_timeout_ms` (no one answers for it).
+    fn object(&self, doid: &str, ticket: Ticket) -> Result<(), Answer> {
+        let Ok(doid) = doid.parse::<u32>() else {
+            return Err(error(400, "/api/object/DOID: a doid is a number"));
+        };
+        if doid == 0 || otp_wire::channels::is_reserved_doid(doid) {
+            return Err(error(400, "not an object's doid"));
+        }
+        let Some(link) = &self.link else {
+            return Err(no_link());
+        };
+        let Some(schema) = self.context.schema.clone() else {
+            return Err(error(503, "no DC files to read objects with"));
+        };
+        link.request(
+            ticket,
+            u64::from(doid),
+            STATESERVER_OBJECT_GET_ALL,
+            |w| {
+                w.u32(doid);
+            },
+            STATESERVER_OBJECT_GET_ALL_RESP,
+            Box::new(move |r| Ok(json_answer(200, &object_json(&schema, r)?))),
+        )
+    }
+
     fn database(&self) -> Result<(&cluster::Link, u64), Answer> {
         let Some(link) = &self.link else {
             return Err(no_link());
@@ -324,7 +400,7 @@ impl Admin {
                 w.u16(MAX_PENDING_NAMES_LISTED);
             },
             DBSERVER_NAMES_GET_PENDING_RESP,
-            |r| {
+            Box::new(|r| {
                 let n = r.u16()?;
                 let mut names = Vec::new();
                 for _ in 0..n {
@@ -338,7 +414,7 @@ impl Admin {
                     }));
                 }
                 Ok(json_answer(200, &json!({ "pending": names })))
-            },
+            }),
         )
     }
 
@@ -371,7 +447,7 @@ impl Admin {
                 w.u32(avatar).u8(u8::from(approve));
             },
             DBSERVER_NAME_REVIEW_RESP,
-            |r| Ok(db_status(r.u8()?, "pending name")),
+            Box::new(|r| Ok(db_status(r.u8()?, "pending name"))),
         )
     }
 
@@ -389,7 +465,7 @@ impl Admin {
                 w.string(&account);
             },
             DBSERVER_ACCOUNT_GET_BAN_RESP,
-            |r| {
+            Box::new(|r| {
                 let status = r.u8()?;
                 if status != 0 {
                     return Ok(db_status(status, "account"));
@@ -400,7 +476,7 @@ impl Admin {
                     200,
                     &json!({ "banned_until_unix": until, "reason": reason }),
                 ))
-            },
+            }),
         )
     }
 
@@ -460,7 +536,7 @@ impl Admin {
                 w.string(account).u64(until).string(reason);
             },
             DBSERVER_ACCOUNT_SET_BAN_RESP,
-            |r| Ok(db_status(r.u8()?, "account")),
+            Box::new(|r| Ok(db_status(r.u8()?, "account"))),
         )?;
         if until > now {
             // Its clients connected now leave too (with the kick code).

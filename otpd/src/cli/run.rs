@@ -200,6 +200,7 @@ struct Endpoints {
     database: Option<u64>,
     eventlogger: Option<std::net::SocketAddr>,
     daemon: String,
+    schema: Option<Arc<crate::roles::Schema>>,
 }
 
 impl Endpoints {
@@ -235,6 +236,16 @@ impl Endpoints {
             database,
             eventlogger: config.eventlogger.as_deref().and_then(resolve),
             daemon: config.name.clone(),
+            // The admin API shows objects' fields with it (read again: the roles own theirs).
+            schema: config
+                .admin
+                .as_ref()
+                .filter(|_| !config.dc_files.is_empty())
+                .and_then(|_| {
+                    otp_dc::DcFile::parse_files_with(&config.dc_files, config.dc_settings.options())
+                        .ok()
+                })
+                .map(|dc| Arc::new(crate::roles::Schema::new(dc))),
         }
     }
 
@@ -251,6 +262,7 @@ impl Endpoints {
             let context = crate::admin::Context {
                 md: self.md,
                 database: self.database,
+                schema: self.schema,
                 daemon: self.daemon,
                 stats: stats.clone(),
                 eventlogger: self.eventlogger,
