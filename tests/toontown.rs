@@ -700,7 +700,7 @@ fn the_2003_walk_with_toontowns_own_dc_file() {
 
 fn walk_toon_2003(legacy: bool) {
     let path = std::env::var("OTPD_TOON_2003_DC").expect("OTPD_TOON_2003_DC names toon-2003.dc");
-    let c = start_full(
+    let mut c = start_full(
         std::path::Path::new(&path),
         "DistributedMickey",
         |p| p.string("a").string("b").i16(0),
@@ -762,6 +762,43 @@ fn walk_toon_2003(legacy: bool) {
         u.send(24, P::new().bytes(&p.0));
         assert_eq!(t.expect(24), p.0, "legacy {legacy}");
     }
+
+    // An operator's system message (the admin API's CLIENTAGENT_ADMIN_MESSAGE on the
+    // all-clients channel): each player sees it as DistributedAvatar.setSystemMessage(aboutId,
+    // chatString) on its own toon (the client's displayWhisper, WTSystem), under the client's
+    // own number for that field; a message for one avatar reaches that player only.
+    let system = c.client_field("DistributedToon", "setSystemMessage");
+    let admin_message = |scope: u8, id: u64, text: &str| {
+        dg(
+            &[10],
+            AI,
+            CLIENTAGENT_ADMIN_MESSAGE,
+            &P::new().u8(scope).u64(id).string("").string(text).0,
+        )
+    };
+    c.ai.send(&admin_message(0, 0, "Restart in 5 minutes."));
+    for (player, doid) in [(&mut t, a), (&mut u, b)] {
+        assert_eq!(
+            player.expect(24),
+            P::new()
+                .u32(doid)
+                .u16(system)
+                .u32(0)
+                .string("Restart in 5 minutes.")
+                .0
+        );
+    }
+    c.ai.send(&admin_message(2, b as u64, "Only for Bonnie."));
+    assert_eq!(
+        u.expect(24),
+        P::new()
+            .u32(b)
+            .u16(system)
+            .u32(0)
+            .string("Only for Bonnie.")
+            .0
+    );
+    assert!(t.m.recv_within(Duration::from_millis(300)).is_none());
     t.send(37, P::new());
     u.send(37, P::new());
     assert!(t.m.closed_within(WAIT) && u.m.closed_within(WAIT));
