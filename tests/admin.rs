@@ -532,3 +532,81 @@ fn an_object_is_shown_with_its_fields_decoded() {
     );
     assert!(head.starts_with("HTTP/1.1 400 "), "a reserved doid: {head}");
 }
+
+/// Off loopback the admin API needs TLS; with `admin.tls` it speaks HTTPS, and a plain
+/// request gets nothing.
+#[test]
+fn with_tls_the_admin_api_speaks_https_only() {
+    use std::io::{Read, Write};
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let token_file = dir.path().join("admin.token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let port = free_port();
+    let _o = Otpd::start_full(
+        free_port(),
+        "",
+        &format!(
+            "name: \"tls-test\", admin: Some((bind: \"127.0.0.1:{port}\", token_file: \"{}\",
+             tls: Some((certificate: \"{}\", key: \"{}\")))),",
+            token_file.display(),
+            cert_path.display(),
+            key_path.display()
+        ),
+    );
+    wait_for_port(port);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    write!(
+        tls,
+        "GET /api/status HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains("\"daemon\":\"tls-test\""), "{answer}");
+    // Plain HTTP on the TLS port: no answer, closed.
+    let (head, _) = call(
+        port,
+        &format!("GET /api/status HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"),
+    );
+    assert!(!head.contains("200"), "{head}");
+
+    // 0.0.0.0 with TLS is accepted; without, refused at start naming admin.tls.
+    let path = dir.path().join("cluster.ron");
+    std::fs::write(
+        &path,
+        format!(
+            "(cores: 1, pin_cores: false, admin: Some((bind: \"0.0.0.0:{}\", token_file: \"{}\")), messagedirector: (bind: Some(\"127.0.0.1:{}\")))",
+            free_port(),
+            token_file.display(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(otpd_bin())
+        .arg("--cluster")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin.tls"));
+}

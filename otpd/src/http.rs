@@ -184,6 +184,7 @@ pub fn serve<H: Handler>(
     addr: &str,
     limits: &HttpLimits,
     endpoint: Endpoint,
+    tls: Option<Arc<rustls::ServerConfig>>,
     make: impl FnOnce(Completer) -> H,
 ) -> Result<(), String> {
     let what = endpoint.label();
@@ -202,6 +203,7 @@ pub fn serve<H: Handler>(
     let (tx, answers) = crossbeam_channel::unbounded();
     let handler = make(Completer { tx, waker });
     let mut server = Server {
+        tls,
         endpoint,
         listener,
         poll,
@@ -259,6 +261,8 @@ enum Phase {
 
 struct Conn {
     stream: TcpStream,
+    /// TLS over `stream`: plaintext in and out through it.
+    tls: Option<Box<rustls::ServerConnection>>,
     peer: SocketAddr,
     /// Bytes received and not yet consumed: at most `max_request_bytes + max_body_bytes + 1`.
     input: Vec<u8>,
@@ -279,6 +283,8 @@ struct Conn {
 }
 
 struct Server<H> {
+    /// TLS on every connection (the admin API off loopback).
+    tls: Option<Arc<rustls::ServerConfig>>,
     endpoint: Endpoint,
     listener: TcpListener,
     poll: Poll,
@@ -403,7 +409,18 @@ impl<H: Handler> Server<H> {
                 log::debug!("{}: register {peer}: {e}", self.endpoint.label());
                 continue;
             }
+            let tls = match &self.tls {
+                Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
+                    Ok(c) => Some(Box::new(c)),
+                    Err(e) => {
+                        log::warn!("{}: TLS for {peer}: {e}", self.endpoint.label());
+                        continue;
+                    }
+                },
+                None => None,
+            };
             entry.insert(Conn {
+                tls,
                 stream,
                 peer,
                 input: Vec::new(),
@@ -530,15 +547,26 @@ impl Conn {
             if let Phase::Waiting(_) = self.phase {
                 return Ok(Turn::Blocked);
             }
+            // TLS records waiting to go (handshake, or an answer's tail).
+            match self.flush_tls() {
+                Ok(true) => {}
+                Ok(false) => return Ok(Turn::Blocked),
+                Err(_) => return Err(None),
+            }
             if self.phase == Phase::Writing {
                 while self.written < self.output.len() {
-                    match self.stream.write(&self.output[self.written..]) {
+                    match self.write_bytes(self.written) {
                         Ok(0) => return Err(None),
                         Ok(n) => self.written += n,
                         Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Turn::Blocked),
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
                         Err(_) => return Err(None),
                     }
+                }
+                match self.flush_tls() {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(Turn::Blocked),
+                    Err(_) => return Err(None),
                 }
                 if self.close_after {
                     return Err(None);
@@ -594,7 +622,7 @@ impl Conn {
             let cap = limits.max_request_bytes + limits.max_body_bytes + 1;
             let room = cap.saturating_sub(self.input.len()).clamp(1, CHUNK);
             let mut chunk = [0u8; CHUNK];
-            match self.stream.read(&mut chunk[..room]) {
+            match self.read_bytes(&mut chunk[..room]) {
                 Ok(0) => return Err(None),
                 Ok(n) => {
                     if self.phase == Phase::Idle {
@@ -608,6 +636,61 @@ impl Conn {
                 Err(_) => return Err(None),
             }
         }
+    }
+
+    /// Plaintext from the client: read from the socket, or through TLS.
+    fn read_bytes(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let (Some(tls), stream) = (self.tls.as_mut(), &mut self.stream) else {
+            return self.stream.read(buf);
+        };
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            // No plaintext yet: records from the socket (Ok(0): it has closed).
+            if tls.read_tls(stream)? == 0 {
+                return Ok(0);
+            }
+            tls.process_new_packets()
+                .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
+            while tls.wants_write() {
+                match tls.write_tls(stream) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    /// Writes `output[from..]`: to the socket, or (all of it) into the TLS session, which
+    /// `flush_tls` sends.
+    fn write_bytes(&mut self, from: usize) -> std::io::Result<usize> {
+        match self.tls.as_mut() {
+            None => self.stream.write(&self.output[from..]),
+            Some(tls) => {
+                tls.writer().write_all(&self.output[from..])?;
+                Ok(self.output.len() - from)
+            }
+        }
+    }
+
+    /// Sends the TLS records waiting; true when none is left (always, without TLS).
+    fn flush_tls(&mut self) -> std::io::Result<bool> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(true);
+        };
+        while tls.wants_write() {
+            match tls.write_tls(&mut self.stream) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 
     /// Hands a whole request to the handler: its answer is written now, or awaited.

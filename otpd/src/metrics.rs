@@ -415,7 +415,7 @@ pub fn serve(
             http::Answer::new(404, "text/plain", "otpd: metrics are at /metrics\n")
         }
     };
-    http::serve(addr, limits, http::Endpoint::Metrics, |_| {
+    http::serve(addr, limits, http::Endpoint::Metrics, None, |_| {
         http::Immediate(answer)
     })?;
     log::info!("metrics: serving http://{addr}/metrics");

@@ -75,10 +75,16 @@ pub fn serve(config: &AdminConfig, context: Context) -> Result<(), String> {
     let token = read_token(&config.token_file)?;
     let audit = Audit::new(context.eventlogger, context.daemon.clone());
     let (channel, gather) = (config.channel, Duration::from_millis(config.gather_ms));
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| crate::clientagent::tls::server_config(t).map_err(|e| format!("admin.{e}")))
+        .transpose()?;
     http::serve(
         &config.bind,
         &config.limits,
         http::Endpoint::Admin,
+        tls,
         |completer| {
             let link = context
                 .md

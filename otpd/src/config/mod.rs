@@ -108,9 +108,12 @@ pub struct HttpLimits {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Where the admin API listens ("ip:port"): a loopback address (the API is plain HTTP;
-    /// reach it from elsewhere through an SSH tunnel or a TLS-terminating proxy).
+    /// Where the admin API listens ("ip:port"): a loopback address, or any address with `tls`.
     pub bind: String,
+    /// TLS (HTTPS) on the admin listener: its certificate chain and key (PEM). Required off
+    /// loopback.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// A file holding the bearer token (at least 32 characters; surrounding white space is
     /// ignored). Relative to the configuration file.
     pub token_file: PathBuf,
@@ -146,10 +149,10 @@ pub const ADMIN_TOKEN_MIN: usize = 32;
 impl AdminConfig {
     /// Checks the section (not the token file, read when the API starts).
     pub fn check(&self) -> Result<(), String> {
-        if !addr::is_loopback_address(&self.bind) {
+        if self.tls.is_none() && !addr::is_loopback_address(&self.bind) {
             return Err(format!(
-                "admin.bind = {:?}: must be a loopback address (the admin API is plain HTTP: reach it \
-                 from elsewhere through an SSH tunnel or a TLS-terminating proxy)",
+                "admin.bind = {:?}: off loopback the admin API needs admin.tls (its token must not \
+                 cross a network in clear)",
                 self.bind
             ));
         }
@@ -942,6 +945,13 @@ impl ClusterConfig {
         if let Some(admin) = &mut self.admin {
             if admin.token_file.is_relative() {
                 admin.token_file = base.join(&admin.token_file);
+            }
+            if let Some(tls) = &mut admin.tls {
+                for p in [&mut tls.certificate, &mut tls.key] {
+                    if p.is_relative() {
+                        *p = base.join(&*p);
+                    }
+                }
             }
         }
         for f in &mut self.dc_files {
