@@ -1492,3 +1492,85 @@ fn idle_clients_cannot_take_the_descriptors_md_participants_need() {
     assert!(log.contains("reserved_fds"), "the refusals are logged");
     drop((clients, child));
 }
+
+/// An operator's system message (the admin API's CLIENTAGENT_ADMIN_MESSAGE on the all-clients
+/// channel) reaches an Astron client as `system_message_field` set on its own avatar: the
+/// object its channel names (account << 32 | avatar) and it owns. A client without such an
+/// avatar is sent nothing; a field that cannot carry text is refused at start-up.
+#[test]
+fn a_system_message_reaches_an_astron_client_as_the_configured_field_on_its_avatar() {
+    let mut c = start(&["system_message_field: Some(\"Avatar.setOwnerNote\")"]);
+    let note = c.field("Avatar", "setOwnerNote");
+    c.avatar(20_002, 2, "mine");
+    let mut cl = c.client(0);
+    let mut other = c.client(0);
+    let channel = (77u64 << 32) | 20_002;
+    c.control(&mut cl, CLIENTAGENT_SET_CLIENT_ID, P::new().u64(channel));
+    cl.channel = channel;
+    c.ai.send(&dg(
+        &[20_002],
+        AI,
+        STATESERVER_OBJECT_SET_OWNER,
+        &P::new().u64(channel).0,
+    ));
+    let (t, _) = cl.recv().unwrap();
+    assert!(
+        t == CLIENT_ENTER_OBJECT_REQUIRED_OWNER || t == CLIENT_ENTER_OBJECT_REQUIRED_OTHER_OWNER,
+        "{t}"
+    );
+    c.ai.send(&dg(
+        &[10],
+        AI,
+        CLIENTAGENT_ADMIN_MESSAGE,
+        &P::new()
+            .u8(0)
+            .u64(0)
+            .string("")
+            .string("Maintenance at noon.")
+            .0,
+    ));
+    cl.expect(
+        CLIENT_OBJECT_SET_FIELD,
+        P::new()
+            .u32(20_002)
+            .u16(note)
+            .string("Maintenance at noon."),
+    );
+    assert!(
+        other.m.recv_within(Duration::from_millis(300)).is_none(),
+        "no avatar, nothing"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let dc = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/dc/client.dc");
+    for (field, complaint) in [
+        ("Avatar.setLevel", "(string)"),
+        ("Avatar.nothing", "no such field"),
+        ("setName", "Class.field"),
+    ] {
+        let path = dir.path().join("cluster.ron");
+        std::fs::write(
+            &path,
+            format!(
+                "(cores: 1, pin_cores: false, dc_files: [\"{}\"], messagedirector: (bind: Some(\"127.0.0.1:{}\")), \
+                 roles: [ClientAgent((bind: \"127.0.0.1:{}\", version: \"v\", channels: (min: 5000, max: 5999), \
+                 system_message_field: Some(\"{field}\")))])",
+                dc.display(),
+                free_port(),
+                free_port()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(otpd_bin())
+            .arg("--cluster")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{field}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("system_message_field") && err.contains(complaint),
+            "{field}: {err}"
+        );
+    }
+}

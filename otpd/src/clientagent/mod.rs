@@ -165,6 +165,9 @@ pub struct ClientAgent {
     /// Where fields carry the sender's own avatar id (Toontown 2003 listeners:
     /// `toontown.avatar_id_fields`, resolved against the DC files).
     pub avatar_id_args: toontown::AvatarIdArgs,
+    /// Astron listeners: the field operators' system messages are sent as, and whether it
+    /// takes an `aboutId` before the text (`system_message_field`).
+    pub system_message: Option<(u16, bool)>,
     channels: Mutex<ChannelTracker>,
     per_address: Mutex<FxHashMap<IpAddr, usize>>,
     /// Password-login throttling (`toontown.password_limits`).
@@ -245,8 +248,14 @@ impl ClientAgent {
         } else {
             Default::default()
         };
+        let system_message = config
+            .system_message_field
+            .as_deref()
+            .map(|name| system_message_field(&schema, name))
+            .transpose()?;
         let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
         Ok(ClientAgent {
+            system_message,
             index,
             bind: config.bind.clone(),
             version: config.version.clone(),
@@ -286,6 +295,19 @@ impl ClientAgent {
             stats: ClientAgentStats::default(),
             clock,
         })
+    }
+
+    /// An operator's message as the value of `system_message_field`, packed.
+    pub fn system_message_value(&self, text: &str) -> Option<(u16, Vec<u8>)> {
+        let (field, about) = self.system_message?;
+        let dc = self.schema.dc();
+        let f = dc.field(field)?;
+        let args = if about {
+            serde_json::json!([0, text])
+        } else {
+            serde_json::json!([text])
+        };
+        Some((field, dc.from_json(f, &args).ok()?))
     }
 
     /// A channel for a new client, or None when the range is used up.
@@ -390,4 +412,27 @@ fn uberdog_classes(
         );
     }
     Ok(uds)
+}
+
+/// Resolves `system_message_field` ("Class.field"): its number, and whether it takes an
+/// `aboutId` before the text; an error names the key.
+fn system_message_field(schema: &Schema, name: &str) -> Result<(u16, bool), String> {
+    let bad = |why: &str| format!("system_message_field = {name:?}: {why}");
+    let (class, field) = name
+        .split_once('.')
+        .ok_or_else(|| bad("write it Class.field"))?;
+    let dc = schema.dc();
+    let class = dc
+        .class_by_name(class)
+        .ok_or_else(|| bad("no such class"))?;
+    let f = dc
+        .field_by_name(class, field)
+        .ok_or_else(|| bad("the class has no such field"))?;
+    if dc.from_json(f, &serde_json::json!(["x"])).is_ok() {
+        return Ok((f.id(), false));
+    }
+    if dc.from_json(f, &serde_json::json!([0, "x"])).is_ok() {
+        return Ok((f.id(), true));
+    }
+    Err(bad("it must take (string) or (uint32, string)"))
 }

@@ -597,6 +597,12 @@ pub struct ClientAgentConfig {
     /// answers that cannot come.
     #[serde(default = "yes")]
     pub refuse_clients_without_upstream: bool,
+    /// The field an operator's system message is sent as to an Astron client's own avatar
+    /// ("Class.field", taking `(string)` or `(uint32 aboutId, string)`, e.g.
+    /// "DistributedAvatar.setSystemMessage"); None = Astron clients are not sent them. The
+    /// 2003 dialect always uses the toon's `setSystemMessage`.
+    #[serde(default)]
+    pub system_message_field: Option<String>,
     /// A client silent (no CLIENT_HEARTBEAT) this long is ejected (345). 0 = never (astrond's
     /// default); otpd's is `DEFAULT_HEARTBEAT_TIMEOUT_MS`.
     #[serde(default = "heartbeat_timeout")]

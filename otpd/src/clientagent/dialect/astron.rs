@@ -440,3 +440,20 @@ impl ClientView for State {
         let _ = w.finish();
     }
 }
+
+/// An operator's system message for an Astron client: `system_message_field` set on the
+/// client's own avatar (one it owns, of a class with that field); false when there is none.
+pub(super) fn system_message(core: &SessionCore, text: &str, out: &mut SessionOut) -> bool {
+    let Some((doid, class)) = core.own_avatar() else {
+        return false;
+    };
+    let Some((field, value)) = core.ca.system_message_value(text) else {
+        return false;
+    };
+    if !core.ca.schema.class_has_field(class, field) {
+        return false;
+    }
+    let mut w = Writer::client(&mut out.to_client, CLIENT_OBJECT_SET_FIELD);
+    w.u32(doid).u16(field).bytes(&value);
+    w.finish().is_ok()
+}

@@ -173,7 +173,7 @@ impl Dialect {
         out: &mut SessionOut,
     ) -> bool {
         match self {
-            Dialect::Astron(_) => false,
+            Dialect::Astron(_) => astron::system_message(core, text, out),
             Dialect::Toontown2003(t) => toontown::Ctx { core, t }.system_message(text, out),
         }
     }

@@ -344,6 +344,16 @@ impl SessionCore {
     /// Ends the session with an eject: counted, logged, an EventLogger event, and the eject
     /// message queued for the client (CLIENT_EJECT; the 2003 client's GO_GET_LOST has the same
     /// number and layout).
+    /// The client's own avatar, by the OTP convention (its channel, once the cluster set it,
+    /// is account << 32 | avatar), if the client owns that object: (doid, class).
+    pub(in crate::clientagent) fn own_avatar(&self) -> Option<(u32, u16)> {
+        if self.channel == self.allocated {
+            return None;
+        }
+        let doid = self.channel as u32;
+        self.owned.get(&doid).map(|o| (doid, o.class))
+    }
+
     pub(in crate::clientagent) fn eject(
         &mut self,
         mut r: Refusal,

@@ -667,6 +667,7 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         write_timeout_ms: 5_000,
         flush_delay_ms: 0,
         refuse_clients_without_upstream: true,
+        system_message_field: None,
         // astrond's default is 0 (never); otpd's is a minute.
         heartbeat_timeout_ms: crate::config::DEFAULT_HEARTBEAT_TIMEOUT_MS,
         interest_timeout_ms: 500,
@@ -703,6 +704,7 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
                 // otpd's own (astrond refuses them): see ClientAgentConfig.
                 "flush_delay_ms",
                 "refuse_clients_without_upstream",
+                "system_message_field",
             ],
         )?;
         if let Some(v) = client.strict_bool(cx, "relocate")? {
@@ -741,6 +743,9 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         }
         if let Some(v) = client.loose_bool(cx, "refuse_clients_without_upstream")? {
             ca.refuse_clients_without_upstream = v;
+        }
+        if let Some(n) = client.get("system_message_field") {
+            ca.system_message_field = Some(string(cx, n, &client.key("system_message_field"))?);
         }
     }
 
