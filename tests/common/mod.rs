@@ -2,6 +2,8 @@
 //! internal protocol, as an AI or a downstream MD would.
 #![allow(dead_code)]
 
+pub(crate) mod cluster;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -598,3 +600,8 @@ fn pg_bindir() -> Option<PathBuf> {
 /// The 2003 client's field numbers from the DC text (the fuzz harness's own reader).
 #[allow(unused_imports)]
 pub(crate) use otp_testkit::dc2003::client_numbers_2003;
+
+/// Whether PostgreSQL's tools are installed (tests that can use either store prefer it).
+pub(crate) fn pg_available() -> bool {
+    pg_bindir().is_some()
+}
