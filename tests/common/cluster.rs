@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 /// upstream queue, what a child does when its upstream is lost). otpd rejects unknown keys, so
 /// they are written into the children's configs only when this is true (or the environment
 /// sets OTPD_FAULTS_LINK_SETTINGS=1). The scenarios hold otpd to the figures below either way.
-pub(crate) const LINK_SETTINGS_KNOWN: bool = false;
+pub(crate) const LINK_SETTINGS_KNOWN: bool = true;
 
 pub(crate) fn link_settings_on() -> bool {
     LINK_SETTINGS_KNOWN || std::env::var_os("OTPD_FAULTS_LINK_SETTINGS").is_some_and(|v| v == "1")
