@@ -178,6 +178,33 @@ pub const DBSERVER_ACCOUNT_CREATE_AVATAR_RESP: MsgType = 3907;
 /// hold that doid: then nothing changed) / 2 failed.
 pub const DBSERVER_ACCOUNT_DELETE_AVATAR: MsgType = 3908;
 pub const DBSERVER_ACCOUNT_DELETE_AVATAR_RESP: MsgType = 3909;
+// (3910 and 3911 are the 2003 ClientAgents' own: `toontown2003::CLIENTAGENT_TOON_*`.)
+/// otpd's own, for the operator: bans an account until a time (uint32 context, string account
+/// name, uint64 banned until in Unix seconds: 0 lifts the ban, 18446744073709551615 bans for
+/// good; string reason, at most 512 bytes); the answer is uint32 context, uint8 0 done / 1 no
+/// such account / 2 failed (or refused: a reason too long). A banned account's logins are
+/// refused until then; the sessions it has are not touched.
+pub const DBSERVER_ACCOUNT_SET_BAN: MsgType = 3920;
+pub const DBSERVER_ACCOUNT_SET_BAN_RESP: MsgType = 3921;
+/// otpd's own: an account's ban (uint32 context, string account name); the answer is uint32
+/// context, uint8 0 found / 1 no such account / 2 failed, uint64 banned until (0 = not
+/// banned; a past time is an ended ban), string reason.
+pub const DBSERVER_ACCOUNT_GET_BAN: MsgType = 3922;
+pub const DBSERVER_ACCOUNT_GET_BAN_RESP: MsgType = 3923;
+/// otpd's own, for the operator: the wish names waiting for review (uint32 context, uint16
+/// max: at most 100 are answered whatever is asked); the answer is uint32 context, uint16 n,
+/// n x (uint32 avatar doid, string wish name, string account name, uint64 Unix time typed, 0
+/// if not known), oldest first. A failure answers n = 0 (and logs it).
+pub const DBSERVER_NAMES_GET_PENDING: MsgType = 3924;
+pub const DBSERVER_NAMES_GET_PENDING_RESP: MsgType = 3925;
+/// otpd's own, for the operator: a verdict on a pending wish name (uint32 context, uint32
+/// avatar doid, uint8 1 approve / 0 reject); the answer is uint32 context, uint8 0 done / 1 no
+/// such pending name / 2 failed (or refused: another verdict byte). The client learns it from
+/// its next avatar list, as the 2003 server told it.
+pub const DBSERVER_NAME_REVIEW: MsgType = 3926;
+pub const DBSERVER_NAME_REVIEW_RESP: MsgType = 3927;
+/// The most pending names one DBSERVER_NAMES_GET_PENDING answers.
+pub const MAX_PENDING_NAMES_LISTED: u16 = 100;
 pub const DBSS_OBJECT_DELETE_FIELD_DISK: MsgType = 2230;
 pub const DBSS_OBJECT_DELETE_FIELDS_DISK: MsgType = 2231;
 

@@ -59,6 +59,10 @@ pub const LOST_NOT_LOGGED_IN: u16 = 113;
 pub const LOST_BAD_VERSION: u16 = 124;
 pub const LOST_BAD_DCHASH: u16 = 125;
 pub const LOST_BAD_TOKEN_TYPE: u16 = 284;
+/// A banned account's login (otpd's choice: the 2003 client has no code for a closed account;
+/// for 151 it shows `TCRBootedReasons[151]`, "You have been logged out by an administrator
+/// working on the Toontown servers.", when the connection drops).
+pub const LOST_ACCOUNT_BANNED: u16 = 151;
 
 // CLIENT_LOGIN_RESP codes the 2003 client answers with a dialog and a retry (any other
 // nonzero code makes it quit).

@@ -3,10 +3,12 @@
 //! JSON form: `{"doid": N, "dclass": "Name", "fields": {"setX": [...], ...}}`, then one line per
 //! account of the Toontown 2003 dialect: `{"account": "name", "created": UNIX, "slots": [{"doid":
 //! N, "wish_name": "...", "name_state": N}, ...], "password": "$argon2id$..."}` (`"password"` only
-//! for an account that has one; `"data_hex"` for a record otpd cannot read back byte for byte).
+//! for an account that has one; `"banned_until": UNIX, "ban_reason": "..."` for a banned one
+//! (18446744073709551615 = for good); `"wish_unix"` in a slot when the time its wish name was
+//! typed is known; `"data_hex"` for a record otpd cannot read back byte for byte).
 
 use super::{FAILED, OK, USAGE};
-use crate::clientagent::accounts::{Account, Slot};
+use crate::clientagent::accounts::{Account, Slot, MAX_BAN_REASON};
 use crate::config::{ClusterConfig, DatabaseBackend, RoleConfig};
 use crate::roles::store::{self, Backend};
 use crate::roles::Schema;
@@ -215,14 +217,24 @@ fn account_json(name: &str, data: &[u8]) -> serde_json::Value {
             let mut j = serde_json::json!({
                 "account": name,
                 "created": a.created_unix,
-                "slots": a.slots.iter().map(|s| serde_json::json!({
-                    "doid": s.doid,
-                    "wish_name": s.wish_name,
-                    "name_state": s.name_state,
-                })).collect::<Vec<_>>(),
+                "slots": a.slots.iter().map(|s| {
+                    let mut j = serde_json::json!({
+                        "doid": s.doid,
+                        "wish_name": s.wish_name,
+                        "name_state": s.name_state,
+                    });
+                    if s.wish_unix != 0 {
+                        j["wish_unix"] = s.wish_unix.into();
+                    }
+                    j
+                }).collect::<Vec<_>>(),
             });
             if let Some(p) = &a.password {
                 j["password"] = serde_json::Value::String(p.clone());
+            }
+            if a.banned_until != 0 || !a.ban_reason.is_empty() {
+                j["banned_until"] = a.banned_until.into();
+                j["ban_reason"] = serde_json::Value::String(a.ban_reason.clone());
             }
             j
         }
@@ -262,11 +274,30 @@ fn account_record(j: &serde_json::Value) -> Result<Vec<u8>, String> {
             .filter(|n| *n <= u8::MAX as u64)
             .ok_or(format!("slot {i}: no valid \"name_state\""))? as u8;
         let wish_name = s["wish_name"].as_str().unwrap_or("").to_string();
+        let wish_unix = match &s["wish_unix"] {
+            serde_json::Value::Null => 0,
+            v => v
+                .as_u64()
+                .ok_or(format!("slot {i}: \"wish_unix\" is not a Unix time"))?,
+        };
         a.slots.push(Slot {
             doid,
             wish_name,
             name_state,
+            wish_unix,
         });
+    }
+    match &j["banned_until"] {
+        serde_json::Value::Null => {}
+        v => a.banned_until = v.as_u64().ok_or("\"banned_until\" is not a Unix time")?,
+    }
+    match &j["ban_reason"] {
+        serde_json::Value::Null => {}
+        serde_json::Value::String(r) if r.len() <= MAX_BAN_REASON => a.ban_reason = r.clone(),
+        serde_json::Value::String(_) => {
+            return Err(format!("\"ban_reason\" is over {MAX_BAN_REASON} bytes"))
+        }
+        _ => return Err("\"ban_reason\" is not a string".into()),
     }
     match &j["password"] {
         serde_json::Value::Null => {}
@@ -302,7 +333,7 @@ fn import(
                     return Err(at(format!("account {name:?} exists already")));
                 }
                 let record = account_record(&j).map_err(at)?;
-                b.account_put(name, &record)?;
+                store::put_account(b, name, &record)?;
                 accounts += 1;
                 continue;
             }

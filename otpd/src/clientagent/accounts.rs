@@ -85,7 +85,8 @@ pub fn account_channel(name: &str) -> u64 {
 }
 
 pub use crate::roles::account::{
-    Account, Slot, NAME_APPROVED, NAME_NAMED, NAME_NONE, NAME_PENDING, NAME_REJECTED,
+    Account, Slot, BAN_FOREVER, MAX_BAN_REASON, NAME_APPROVED, NAME_NAMED, NAME_NONE, NAME_PENDING,
+    NAME_REJECTED,
 };
 
 /// Argon2id costs of a new password hash (OWASP's minimum: 19 MiB, 2 passes, 1 lane; about

@@ -71,8 +71,9 @@ pub struct ClientAgentStats {
     pub refused: AtomicU64,
     /// Ejects by code (rare: a lock is fine).
     pub ejects: Mutex<BTreeMap<u16, u64>>,
-    /// Refused password logins by cause: wrong name or password, throttled, busy.
-    pub logins_refused: [AtomicU64; 3],
+    /// Refused logins by cause: wrong name or password, throttled, busy (password logins),
+    /// banned (both logins).
+    pub logins_refused: [AtomicU64; 4],
 }
 
 /// Why a password login was refused (the index of `ClientAgentStats::logins_refused`, and
@@ -85,19 +86,23 @@ pub enum LoginRefusal {
     Throttled = 1,
     /// The hashing queue was full: nothing counted against the player.
     Busy = 2,
+    /// The account is banned (DBSERVER_ACCOUNT_SET_BAN): a token or a password login.
+    Banned = 3,
 }
 
 impl LoginRefusal {
-    pub const ALL: [LoginRefusal; 3] = [
+    pub const ALL: [LoginRefusal; 4] = [
         LoginRefusal::Credentials,
         LoginRefusal::Throttled,
         LoginRefusal::Busy,
+        LoginRefusal::Banned,
     ];
     pub fn label(self) -> &'static str {
         match self {
             LoginRefusal::Credentials => "credentials",
             LoginRefusal::Throttled => "throttled",
             LoginRefusal::Busy => "busy",
+            LoginRefusal::Banned => "banned",
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The Database role: the DBSERVER_* messages (3000-3032) of Astron's protocol. The role
 //! parses and validates each request (only `db` fields, values checked against the DC file),
 //! hands it to its store's worker thread as a job, and answers once the job's transaction is
-//! durable; changes are re-broadcast on `(2 << 32) | doid` when `broadcast` is on.
+//! durable; changes are re-broadcast on `(2 << 32) | doid` when `broadcast` is on. Also otpd's
+//! own DBSERVER_ACCOUNT_* (3900-3909: the 2003 dialect's account records; 3920-3923: the
+//! operator's bans) and the name review queue (3924-3927).
 
 use super::finish_or_drop;
 use super::store::{BatchNote, Job, Op, Outcome};
@@ -193,6 +195,12 @@ impl Database {
             | DBSERVER_OBJECT_SET_FIELD_IF_EQUALS
             | DBSERVER_OBJECT_SET_FIELDS_IF_EQUALS
             | DBSERVER_OBJECT_SET_FIELD_IF_EMPTY => msgtype + 1,
+            DBSERVER_ACCOUNT_SET_BAN | DBSERVER_NAME_REVIEW => {
+                let mut w = out.datagram(&[sender], self.control, msgtype + 1);
+                w.u32(context).u8(2);
+                w.finish_bounded();
+                return;
+            }
             _ => return,
         };
         let mut w = out.datagram(&[sender], self.control, resp);
@@ -311,6 +319,51 @@ impl Database {
                 let name = String::from_utf8_lossy(r.blob()?).into_owned();
                 let data = r.blob()?.to_vec();
                 self.job(Op::AccountCreate { name, data }, sender, context, t, out);
+            }
+            DBSERVER_ACCOUNT_SET_BAN => {
+                let context = r.u32()?;
+                let name = String::from_utf8_lossy(r.blob()?).into_owned();
+                let until = r.u64()?;
+                let reason = r.blob()?;
+                if reason.len() > crate::roles::account::MAX_BAN_REASON {
+                    let why = format!(
+                        "a ban reason of {} bytes (at most {})",
+                        reason.len(),
+                        crate::roles::account::MAX_BAN_REASON
+                    );
+                    self.refuse(t, sender, context, &why, out);
+                    return Ok(());
+                }
+                let reason = String::from_utf8_lossy(reason).into_owned();
+                let op = Op::BanSet {
+                    name,
+                    until,
+                    reason,
+                };
+                self.job(op, sender, context, t, out);
+            }
+            DBSERVER_ACCOUNT_GET_BAN => {
+                let context = r.u32()?;
+                let name = String::from_utf8_lossy(r.blob()?).into_owned();
+                self.job(Op::BanGet { name }, sender, context, t, out);
+            }
+            DBSERVER_NAMES_GET_PENDING => {
+                let context = r.u32()?;
+                let max = r.u16()?.min(MAX_PENDING_NAMES_LISTED);
+                self.job(Op::PendingNames { max }, sender, context, t, out);
+            }
+            DBSERVER_NAME_REVIEW => {
+                let context = r.u32()?;
+                let doid = r.u32()?;
+                let approve = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    v => {
+                        self.refuse(t, sender, context, &format!("verdict {v}"), out);
+                        return Ok(());
+                    }
+                };
+                self.job(Op::NameReview { doid, approve }, sender, context, t, out);
             }
             DBSERVER_OBJECT_GET_FIELD | DBSERVER_OBJECT_GET_FIELDS | DBSERVER_OBJECT_GET_ALL => {
                 let context = r.u32()?;
@@ -612,6 +665,62 @@ impl Database {
                 w.u32(context).u8(0);
                 w.finish_bounded();
             }
+            (Op::BanSet { name, until, .. }, o @ (Outcome::Done | Outcome::Failed)) => {
+                let done = o == Outcome::Done;
+                let mut w = out.datagram(&[sender], self.control, DBSERVER_ACCOUNT_SET_BAN_RESP);
+                w.u32(context).u8(if done { 0 } else { 1 });
+                w.finish_bounded();
+                if done {
+                    use super::event::{encode, Ev};
+                    out.events.push(encode(
+                        "account-ban-set",
+                        &[
+                            ("role", Ev::Str("database")),
+                            ("sender", Ev::U64(sender)),
+                            ("account", Ev::Str(name)),
+                            ("until", Ev::U64(*until)),
+                        ],
+                    ));
+                }
+            }
+            (Op::BanGet { .. }, Outcome::Ban(ban)) => {
+                let mut w = out.datagram(&[sender], self.control, DBSERVER_ACCOUNT_GET_BAN_RESP);
+                match &ban {
+                    Some((until, reason)) => w.u32(context).u8(0).u64(*until).string(reason),
+                    None => w.u32(context).u8(1).u64(0).string(""),
+                };
+                finish_or_drop(w, "database: DBSERVER_ACCOUNT_GET_BAN_RESP");
+            }
+            (Op::PendingNames { .. }, Outcome::PendingNames(names)) => {
+                let mut w = out.datagram(&[sender], self.control, DBSERVER_NAMES_GET_PENDING_RESP);
+                w.u32(context).u16(names.len() as u16);
+                for n in &names {
+                    w.u32(n.doid)
+                        .string(&n.wish_name)
+                        .string(&n.account)
+                        .u64(n.since);
+                }
+                finish_or_drop(w, "database: DBSERVER_NAMES_GET_PENDING_RESP");
+            }
+            (Op::NameReview { doid, approve }, o @ (Outcome::Done | Outcome::Failed)) => {
+                let done = o == Outcome::Done;
+                let mut w = out.datagram(&[sender], self.control, DBSERVER_NAME_REVIEW_RESP);
+                w.u32(context).u8(if done { 0 } else { 1 });
+                w.finish_bounded();
+                if done {
+                    use super::event::{encode, Ev};
+                    let verdict = if *approve { "approved" } else { "rejected" };
+                    out.events.push(encode(
+                        "name-reviewed",
+                        &[
+                            ("role", Ev::Str("database")),
+                            ("sender", Ev::U64(sender)),
+                            ("doid", Ev::U64(*doid as u64)),
+                            ("verdict", Ev::Str(verdict)),
+                        ],
+                    ));
+                }
+            }
             (Op::AvatarDelete { doid, .. }, o @ (Outcome::Deleted | Outcome::Failed)) => {
                 let done = o == Outcome::Deleted;
                 let mut w =
@@ -651,7 +760,10 @@ impl Database {
                 if let Op::AccountGet { .. }
                 | Op::AccountSet { .. }
                 | Op::AccountCreate { .. }
-                | Op::AvatarDelete { .. } = op
+                | Op::AvatarDelete { .. }
+                | Op::BanSet { .. }
+                | Op::BanGet { .. }
+                | Op::NameReview { .. } = op
                 {
                     let resp = msgtype + 1;
                     let mut w = out.datagram(&[sender], self.control, resp);
@@ -659,7 +771,14 @@ impl Database {
                     if resp == DBSERVER_ACCOUNT_GET_RESP {
                         w.blob(&[]);
                     }
+                    if resp == DBSERVER_ACCOUNT_GET_BAN_RESP {
+                        w.u64(0).string("");
+                    }
                     finish_or_drop(w, "database: DBSERVER_ACCOUNT_GET_RESP");
+                } else if let Op::PendingNames { .. } = op {
+                    let mut w = out.datagram(&[sender], self.control, msgtype + 1);
+                    w.u32(context).u16(0);
+                    w.finish_bounded();
                 } else if matches!(op, Op::Get { .. } | Op::Update { .. }) {
                     let mut w = out.datagram(&[sender], self.control, msgtype + 1);
                     w.u32(context).u8(0);
@@ -760,7 +879,11 @@ fn op_doid(op: &Op) -> u32 {
         | Op::AvatarCreate { .. }
         | Op::AccountGet { .. }
         | Op::AccountSet { .. }
-        | Op::AccountCreate { .. } => 0,
+        | Op::AccountCreate { .. }
+        | Op::BanSet { .. }
+        | Op::BanGet { .. }
+        | Op::PendingNames { .. } => 0,
+        Op::NameReview { doid, .. } => *doid,
         Op::ClassOf { doid, .. }
         | Op::Get { doid, .. }
         | Op::Set { doid, .. }

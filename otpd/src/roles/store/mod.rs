@@ -3,18 +3,70 @@
 //! here once (`Store`); the engines (`sqlite`, `postgres`) only store rows. One schema for
 //! both, plain enough to read by hand: `objects(doid, dclass, class_name)` and
 //! `fields(doid, field, name, value)`, values in their packed wire form, plus `meta`
-//! (`schema_version`, `next_doid`).
+//! (`schema_version`, `next_doid`), `accounts(name, data)` (the 2003 dialect's account
+//! records, `roles::account`) and `pending_names(doid, account, wish_name, since)`: an index of
+//! the wish names waiting for review, kept by every write of an account record (`put_account`),
+//! so the operator's queue is read without decoding every account.
 
 pub mod postgres;
 pub mod sqlite;
 
-use super::account::{Account, Slot, NAME_NONE};
+use super::account::{Account, Slot, NAME_APPROVED, NAME_NONE, NAME_PENDING, NAME_REJECTED};
 use super::{AnyJob, Schema, Worker};
 use otp_wire::Doid;
 use std::sync::Arc;
 
 /// The schema version this build writes; older ones are migrated, newer ones refused.
-pub const SCHEMA_VERSION: i64 = 1;
+/// 2 added `pending_names` (filled from the accounts when a version 1 store is opened).
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// A wish name waiting for review, as `pending_names` holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingName {
+    pub doid: u32,
+    pub wish_name: String,
+    pub account: String,
+    /// When it was typed (Unix seconds), 0 if not known.
+    pub since: u64,
+}
+
+/// The `pending_names` rows of one account record (none for a record otpd cannot read).
+pub fn pending_rows(account: &str, data: &[u8]) -> Vec<PendingName> {
+    Account::decode(data, 0)
+        .map(|a| {
+            a.slots
+                .iter()
+                .filter(|s| s.doid != 0 && s.name_state == NAME_PENDING)
+                .map(|s| PendingName {
+                    doid: s.doid,
+                    wish_name: s.wish_name.clone(),
+                    account: account.to_string(),
+                    since: s.wish_unix,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Stores an account record and its rows of `pending_names`, in the caller's transaction:
+/// every write of a record goes through here (and `otpd db import`).
+pub fn put_account(b: &mut (impl Backend + ?Sized), name: &str, data: &[u8]) -> Result<(), String> {
+    b.account_put(name, data)?;
+    b.pending_replace(name, &pending_rows(name, data))
+}
+
+/// Fills `pending_names` from every account record (a store opened at schema version 1).
+pub fn index_pending_names(b: &mut (impl Backend + ?Sized)) -> Result<usize, String> {
+    let mut n = 0;
+    for name in b.account_names()? {
+        if let Some(data) = b.account_get(&name)? {
+            let rows = pending_rows(&name, &data);
+            n += rows.len();
+            b.pending_replace(&name, &rows)?;
+        }
+    }
+    Ok(n)
+}
 
 /// What a request asks of the store. Values are validated by the role beforehand.
 #[derive(Debug)]
@@ -84,6 +136,25 @@ pub enum Op {
         slots: u8,
         doid: u32,
     },
+    /// An account's ban set (`until` 0 lifts it); `Done`, or `Failed` for no such account.
+    BanSet {
+        name: String,
+        until: u64,
+        reason: String,
+    },
+    /// An account's ban: `Ban(Some((until, reason)))`, or `Ban(None)` for no such account.
+    BanGet {
+        name: String,
+    },
+    /// At most `max` pending wish names, oldest first.
+    PendingNames {
+        max: u16,
+    },
+    /// The verdict on avatar `doid`'s pending wish name: `Done`, or `Failed` when it has none.
+    NameReview {
+        doid: u32,
+        approve: bool,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -107,6 +178,8 @@ pub enum Outcome {
     /// AccountCreate: whether the account was made (false: the name was taken).
     AccountCreated(bool),
     Class(Option<u16>),
+    Ban(Option<(u64, String)>),
+    PendingNames(Vec<PendingName>),
 }
 
 /// One request on its way through the worker: what to do, who to answer, and the outcome.
@@ -198,6 +271,12 @@ pub trait Backend: Send + 'static {
     fn account_insert(&mut self, name: &str, data: &[u8]) -> Result<bool, String>;
     /// Every account name, ascending (for export).
     fn account_names(&mut self) -> Result<Vec<String>, String>;
+    /// Replaces account `name`'s rows of `pending_names` with `rows` (use `put_account`).
+    fn pending_replace(&mut self, name: &str, rows: &[PendingName]) -> Result<(), String>;
+    /// At most `max` rows of `pending_names`, oldest (`since`, then doid) first.
+    fn pending_list(&mut self, max: u16) -> Result<Vec<PendingName>, String>;
+    /// The account whose avatar `doid` has a pending wish name.
+    fn pending_account(&mut self, doid: u32) -> Result<Option<String>, String>;
     /// Before each batch: `Ok(None)` the engine is as it was; `Ok(Some(next))` its connection
     /// was reopened and `next` is the stored doid counter (a commit whose answer was lost may
     /// have moved it); `Err` it is unavailable, and the batch fails untried.
@@ -499,11 +578,68 @@ impl<B: Backend> Store<B> {
             }
             Op::AccountGet { name } => Outcome::Account(b.account_get(name)?),
             Op::AccountSet { name, data } => {
-                b.account_put(name, data)?;
+                let data = match b.account_get(name)? {
+                    Some(stored) => keep_operator_state(&stored, data),
+                    None => data.clone(),
+                };
+                put_account(b, name, &data)?;
                 Outcome::Done
             }
             Op::AccountCreate { name, data } => {
-                Outcome::AccountCreated(b.account_insert(name, data)?)
+                let made = b.account_insert(name, data)?;
+                if made {
+                    b.pending_replace(name, &pending_rows(name, data))?;
+                }
+                Outcome::AccountCreated(made)
+            }
+            Op::BanSet {
+                name,
+                until,
+                reason,
+            } => {
+                let Some(data) = b.account_get(name)? else {
+                    return Ok(Outcome::Failed);
+                };
+                let Some(mut a) = Account::decode(&data, 0) else {
+                    log::error!("database: the record of account {name:?} is unreadable");
+                    return Ok(Outcome::Failed);
+                };
+                a.banned_until = *until;
+                a.ban_reason = if *until == 0 {
+                    String::new()
+                } else {
+                    reason.clone()
+                };
+                put_account(b, name, &a.encode())?;
+                Outcome::Done
+            }
+            Op::BanGet { name } => Outcome::Ban(
+                b.account_get(name)?
+                    .and_then(|d| Account::decode(&d, 0))
+                    .map(|a| (a.banned_until, a.ban_reason)),
+            ),
+            Op::PendingNames { max } => Outcome::PendingNames(b.pending_list(*max)?),
+            Op::NameReview { doid, approve } => {
+                let Some(name) = b.pending_account(*doid)? else {
+                    return Ok(Outcome::Failed);
+                };
+                let Some(mut a) = b.account_get(&name)?.and_then(|d| Account::decode(&d, 0)) else {
+                    return Ok(Outcome::Failed);
+                };
+                let Some(slot) = a
+                    .slots
+                    .iter_mut()
+                    .find(|s| s.doid == *doid && s.name_state == NAME_PENDING)
+                else {
+                    return Ok(Outcome::Failed);
+                };
+                slot.name_state = if *approve {
+                    NAME_APPROVED
+                } else {
+                    NAME_REJECTED
+                };
+                put_account(b, &name, &a.encode())?;
+                Outcome::Done
             }
         })
     }
@@ -570,8 +706,9 @@ impl<B: Backend> Store<B> {
             doid,
             wish_name: String::new(),
             name_state: NAME_NONE,
+            wish_unix: 0,
         };
-        self.backend.account_put(name, &account.encode())?;
+        put_account(&mut self.backend, name, &account.encode())?;
         Ok(Outcome::Created(doid))
     }
 
@@ -601,9 +738,47 @@ impl<B: Backend> Store<B> {
         // An object already gone (deleted by hand) still frees its slot.
         self.backend.delete_object(doid)?;
         account.slots[slot as usize] = Slot::default();
-        self.backend.account_put(name, &account.encode())?;
+        put_account(&mut self.backend, name, &account.encode())?;
         Ok(Outcome::Deleted)
     }
+}
+
+/// A record the ClientAgent writes whole (DBSERVER_ACCOUNT_SET) over the `stored` one: what
+/// the operator owns survives a session's older copy. The ban is always the stored one (the
+/// ClientAgent never sets it), and a verdict on a wish name (approved, rejected) is kept where
+/// the written record still has that same name pending. A record either cannot read is
+/// written as given.
+fn keep_operator_state(stored: &[u8], written: &[u8]) -> Vec<u8> {
+    let (Some(old), Some(mut new)) = (Account::decode(stored, 0), Account::decode(written, 0))
+    else {
+        return written.to_vec();
+    };
+    if old.banned_until == new.banned_until
+        && old.ban_reason == new.ban_reason
+        && !old
+            .slots
+            .iter()
+            .zip(&new.slots)
+            .any(|(o, n)| verdict_lost(o, n))
+    {
+        return written.to_vec();
+    }
+    new.banned_until = old.banned_until;
+    new.ban_reason = old.ban_reason;
+    for (o, n) in old.slots.iter().zip(new.slots.iter_mut()) {
+        if verdict_lost(o, n) {
+            n.name_state = o.name_state;
+        }
+    }
+    new.encode()
+}
+
+/// Whether writing slot `n` over slot `o` would undo the operator's verdict on its name.
+fn verdict_lost(o: &Slot, n: &Slot) -> bool {
+    matches!(o.name_state, NAME_APPROVED | NAME_REJECTED)
+        && n.name_state == NAME_PENDING
+        && o.doid == n.doid
+        && o.wish_name == n.wish_name
 }
 
 impl<B: Backend> Worker for Store<B> {

@@ -4,7 +4,7 @@
 //! (a restart, a failover) is reopened before a later batch, with backoff; batches fail
 //! meanwhile.
 
-use super::{Backend, Schema, Store, StoreError, SCHEMA_VERSION};
+use super::{Backend, PendingName, Schema, Store, StoreError, SCHEMA_VERSION};
 use otp_wire::Doid;
 use postgres::{Client, NoTls};
 use std::sync::Arc;
@@ -126,7 +126,14 @@ fn connect(config: &postgres::Config, name: &str) -> Result<(Client, Statements,
                  PRIMARY KEY (doid, field));
              CREATE TABLE IF NOT EXISTS accounts (
                  name TEXT PRIMARY KEY,
-                 data BYTEA NOT NULL);",
+                 data BYTEA NOT NULL);
+             CREATE TABLE IF NOT EXISTS pending_names (
+                 doid BIGINT PRIMARY KEY,
+                 account TEXT NOT NULL,
+                 wish_name TEXT NOT NULL,
+                 since BIGINT NOT NULL);
+             CREATE INDEX IF NOT EXISTS pending_names_account ON pending_names (account);
+             CREATE INDEX IF NOT EXISTS pending_names_since ON pending_names (since, doid);",
         )
         .map_err(what)?;
     let meta = |client: &mut Client, key: &str| -> Result<Option<i64>, StoreError> {
@@ -149,6 +156,14 @@ fn connect(config: &postgres::Config, name: &str) -> Result<(Client, Statements,
                 "postgres {name}: schema version {v} is newer than this otpd's \
                  ({SCHEMA_VERSION}); run a newer otpd, or export with it and import here"
             )));
+        }
+        Some(v) if v < SCHEMA_VERSION => {
+            // 1 -> 2: the pending names' index, filled from the accounts once.
+            let n = index_pending_names(&mut client).map_err(what)?;
+            log::info!(
+                "database: postgres {name} migrated from schema version {v} to \
+                 {SCHEMA_VERSION} ({n} pending names indexed)"
+            );
         }
         Some(_) => {}
     }
@@ -179,6 +194,30 @@ fn connect(config: &postgres::Config, name: &str) -> Result<(Client, Statements,
         )?,
     };
     Ok((client, st, next))
+}
+
+/// Fills `pending_names` from every account record and records schema version 2, in one
+/// transaction.
+fn index_pending_names(client: &mut Client) -> Result<usize, postgres::Error> {
+    let mut tx = client.transaction()?;
+    let mut n = 0;
+    for row in tx.query("SELECT name, data FROM accounts", &[])? {
+        let (account, data): (String, Vec<u8>) = (row.get(0), row.get(1));
+        for r in super::pending_rows(&account, &data) {
+            tx.execute(
+                "INSERT INTO pending_names (doid, account, wish_name, since) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (doid) DO NOTHING",
+                &[&(r.doid as i64), &account, &r.wish_name, &(r.since.min(i64::MAX as u64) as i64)],
+            )?;
+            n += 1;
+        }
+    }
+    tx.execute(
+        "UPDATE meta SET value = $1 WHERE key = 'schema_version'",
+        &[&SCHEMA_VERSION],
+    )?;
+    tx.commit()?;
+    Ok(n)
 }
 
 impl Backend for PgBackend {
@@ -373,6 +412,56 @@ impl Backend for PgBackend {
                 &[&name, &data],
             )
             .map(|_| ())
+            .map_err(e)
+    }
+    fn pending_replace(&mut self, name: &str, rows: &[PendingName]) -> Result<(), String> {
+        self.client
+            .execute("DELETE FROM pending_names WHERE account = $1", &[&name])
+            .map_err(e)?;
+        for r in rows {
+            self.client
+                .execute(
+                    "INSERT INTO pending_names (doid, account, wish_name, since)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (doid) DO UPDATE SET account = excluded.account,
+                         wish_name = excluded.wish_name, since = excluded.since",
+                    &[
+                        &(r.doid as i64),
+                        &name,
+                        &r.wish_name,
+                        &(r.since.min(i64::MAX as u64) as i64),
+                    ],
+                )
+                .map_err(e)?;
+        }
+        Ok(())
+    }
+    fn pending_list(&mut self, max: u16) -> Result<Vec<PendingName>, String> {
+        let rows = self
+            .client
+            .query(
+                "SELECT doid, wish_name, account, since FROM pending_names
+                 ORDER BY since, doid LIMIT $1",
+                &[&(max as i64)],
+            )
+            .map_err(e)?;
+        Ok(rows
+            .iter()
+            .map(|r| PendingName {
+                doid: r.get::<_, i64>(0) as u32,
+                wish_name: r.get(1),
+                account: r.get(2),
+                since: r.get::<_, i64>(3).max(0) as u64,
+            })
+            .collect())
+    }
+    fn pending_account(&mut self, doid: u32) -> Result<Option<String>, String> {
+        self.client
+            .query_opt(
+                "SELECT account FROM pending_names WHERE doid = $1",
+                &[&(doid as i64)],
+            )
+            .map(|r| r.map(|r| r.get(0)))
             .map_err(e)
     }
 }

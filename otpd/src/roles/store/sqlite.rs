@@ -3,7 +3,7 @@
 //! created mode 0600 in a folder created 0700 (`private_fs`). A full or read-only disk fails
 //! the writes and keeps the reads; a connection that no longer reads is reopened with backoff.
 
-use super::{Backend, Schema, Store, StoreError, SCHEMA_VERSION};
+use super::{Backend, PendingName, Schema, Store, StoreError, SCHEMA_VERSION};
 use otp_wire::Doid;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,30 @@ use std::time::{Duration, Instant};
 /// attempt, up to `RETRY_MAX` (the first attempt is made on the first batch after the loss).
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The schema of version `SCHEMA_VERSION`, made where missing.
+const TABLES: &str =
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS objects (
+             doid INTEGER PRIMARY KEY,
+             dclass INTEGER NOT NULL,
+             class_name TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS fields (
+             doid INTEGER NOT NULL REFERENCES objects(doid) ON DELETE CASCADE,
+             field INTEGER NOT NULL,
+             name TEXT NOT NULL,
+             value BLOB NOT NULL,
+             PRIMARY KEY (doid, field)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS accounts (
+             name TEXT PRIMARY KEY,
+             data BLOB NOT NULL) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS pending_names (
+             doid INTEGER PRIMARY KEY,
+             account TEXT NOT NULL,
+             wish_name TEXT NOT NULL,
+             since INTEGER NOT NULL);
+         CREATE INDEX IF NOT EXISTS pending_names_account ON pending_names (account);
+         CREATE INDEX IF NOT EXISTS pending_names_since ON pending_names (since, doid);";
 
 pub struct SqliteBackend {
     conn: Connection,
@@ -124,28 +148,13 @@ fn connect(path: &Path) -> Result<(Connection, u32), StoreError> {
             }
             _ => what(e),
         })?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-         CREATE TABLE IF NOT EXISTS objects (
-             doid INTEGER PRIMARY KEY,
-             dclass INTEGER NOT NULL,
-             class_name TEXT NOT NULL);
-         CREATE TABLE IF NOT EXISTS fields (
-             doid INTEGER NOT NULL REFERENCES objects(doid) ON DELETE CASCADE,
-             field INTEGER NOT NULL,
-             name TEXT NOT NULL,
-             value BLOB NOT NULL,
-             PRIMARY KEY (doid, field)) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS accounts (
-             name TEXT PRIMARY KEY,
-             data BLOB NOT NULL) WITHOUT ROWID;",
-    )
-    .map_err(what)?;
+    conn.execute_batch(TABLES).map_err(what)?;
     let meta = |key: &str| -> Result<Option<i64>, StoreError> {
         conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
             .map_err(what)
     };
+    let mut migrate_from = None;
     match meta("schema_version")? {
         None => {
             conn.execute(
@@ -162,11 +171,42 @@ fn connect(path: &Path) -> Result<(Connection, u32), StoreError> {
                 path.display()
             )));
         }
-        Some(_) => {} // version 1 is the only one so far: nothing to migrate
+        Some(v) => migrate_from = Some(v),
     }
     let next = meta("next_doid")?.unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
+    let mut backend = SqliteBackend {
+        conn,
+        path: path.to_path_buf(),
+        down: None,
+    };
+    if let Some(v) = migrate_from.filter(|v| *v < SCHEMA_VERSION) {
+        migrate(&mut backend, v, &path)?;
+    }
+    let conn = backend.conn;
     conn.execute_batch("COMMIT").map_err(what)?;
     Ok((conn, next))
+}
+
+/// Brings a store of schema version `from` to `SCHEMA_VERSION`, in the open's transaction.
+/// 1 -> 2: the pending names' index, filled from the accounts once.
+fn migrate(backend: &mut SqliteBackend, from: i64, path: &Path) -> Result<(), StoreError> {
+    let n = super::index_pending_names(backend)
+        .and_then(|n| {
+            backend
+                .conn
+                .execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                    params![SCHEMA_VERSION],
+                )
+                .map(|_| n)
+                .map_err(e)
+        })
+        .map_err(|err| StoreError(format!("{}: migration: {err}", path.display())))?;
+    log::info!(
+        "database: {} migrated from schema version {from} to {SCHEMA_VERSION} ({n} pending names indexed)",
+        path.display()
+    );
+    Ok(())
 }
 
 impl Backend for SqliteBackend {
@@ -402,6 +442,59 @@ impl Backend for SqliteBackend {
             .map_err(e)?
             .execute(params![name, data])
             .map(|_| ())
+            .map_err(e)
+    }
+    fn pending_replace(&mut self, name: &str, rows: &[PendingName]) -> Result<(), String> {
+        self.conn
+            .prepare_cached("DELETE FROM pending_names WHERE account = ?1")
+            .map_err(e)?
+            .execute([name])
+            .map_err(e)?;
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO pending_names (doid, account, wish_name, since) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(doid) DO UPDATE SET account = excluded.account,
+                     wish_name = excluded.wish_name, since = excluded.since",
+            )
+            .map_err(e)?;
+        for r in rows {
+            st.execute(params![
+                r.doid,
+                name,
+                r.wish_name,
+                r.since.min(i64::MAX as u64) as i64
+            ])
+            .map_err(e)?;
+        }
+        Ok(())
+    }
+    fn pending_list(&mut self, max: u16) -> Result<Vec<PendingName>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT doid, wish_name, account, since FROM pending_names
+                 ORDER BY since, doid LIMIT ?1",
+            )
+            .map_err(e)?;
+        let rows = st
+            .query_map([max], |r| {
+                Ok(PendingName {
+                    doid: r.get::<_, i64>(0)? as u32,
+                    wish_name: r.get(1)?,
+                    account: r.get(2)?,
+                    since: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .map_err(e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+    }
+    fn pending_account(&mut self, doid: u32) -> Result<Option<String>, String> {
+        self.conn
+            .prepare_cached("SELECT account FROM pending_names WHERE doid = ?1")
+            .map_err(e)?
+            .query_row(params![doid], |r| r.get(0))
+            .optional()
             .map_err(e)
     }
 }

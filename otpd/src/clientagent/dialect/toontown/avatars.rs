@@ -111,6 +111,48 @@ fn rec_slots(rec: Option<&Account>) -> u8 {
 }
 
 impl Ctx<'_> {
+    /// GET_AVATARS: while a wish name of the account is pending, the account record is read
+    /// again first, so the list shows the operator's verdict (DBSERVER_NAME_REVIEW) given
+    /// since it was read; otherwise nothing the list shows can have changed elsewhere.
+    pub(super) fn refresh_then_list(&mut self, now: Instant, msgtype: u16, out: &mut SessionOut) {
+        let pending = self.t.record.as_ref().is_some_and(|r| {
+            r.slots
+                .iter()
+                .any(|s| s.doid != 0 && s.name_state == accounts::NAME_PENDING)
+        });
+        let name = self.t.account.clone().filter(|_| pending);
+        let Some(name) = name else {
+            self.avatar_list(now, msgtype, out);
+            return;
+        };
+        let ctx = self.request(Pending::Refresh { msgtype }, now);
+        let mut w = self.send_to(self.db(), DBSERVER_ACCOUNT_GET, out);
+        w.u32(ctx).string(&name);
+        let _ = w.finish();
+    }
+
+    /// The account as read again (`status` 0 found): its slots replace the session's copy (the
+    /// slot count stays the listener's), then the list is gathered. On a failure the session's
+    /// copy is listed.
+    pub(super) fn refreshed(
+        &mut self,
+        now: Instant,
+        msgtype: u16,
+        status: u8,
+        data: &[u8],
+        out: &mut SessionOut,
+    ) {
+        let slots = self.ca.toontown.max_avatars;
+        match (status, Account::decode(data, slots)) {
+            (0, Some(a)) => self.t.record = Some(a),
+            _ => log::warn!(
+                "{}: the account could not be read again; listing the session's copy",
+                self.label()
+            ),
+        }
+        self.avatar_list(now, msgtype, out);
+    }
+
     /// Gathers the avatar list from the database, answering with `msgtype` (5).
     pub(super) fn avatar_list(&mut self, now: Instant, msgtype: u16, out: &mut SessionOut) {
         let slots: Vec<(usize, u32)> = self
@@ -403,8 +445,10 @@ impl Ctx<'_> {
         if auto {
             self.set_name(doid, &name, out);
         }
+        let typed = self.ca.clock.unix_at(now).as_secs();
         let s = &mut self.t.record.as_mut().expect("logged in").slots[slot];
         s.wish_name = name.clone();
+        s.wish_unix = if auto { 0 } else { typed };
         s.name_state = if auto {
             accounts::NAME_NAMED
         } else {
@@ -543,8 +587,7 @@ impl Ctx<'_> {
         if let Some(s) = rec.slots.get_mut(slot) {
             *s = accounts::Slot {
                 doid,
-                wish_name: String::new(),
-                name_state: accounts::NAME_NONE,
+                ..accounts::Slot::default()
             };
         }
         let mut w = Writer::client(&mut out.to_client, CLIENT_CREATE_AVATAR_RESP);
@@ -567,6 +610,7 @@ impl Ctx<'_> {
         self.no_slot_change_pending()?;
         let rec = self.t.record.as_mut().expect("logged in");
         let s = &mut rec.slots[slot];
+        let approved = action == 1 && s.name_state == accounts::NAME_APPROVED;
         s.name_state = match (action, s.name_state) {
             (1, accounts::NAME_APPROVED) => accounts::NAME_NAMED,
             (_, accounts::NAME_NAMED) => accounts::NAME_NAMED,
@@ -574,6 +618,13 @@ impl Ctx<'_> {
         };
         if s.name_state == accounts::NAME_NONE {
             s.wish_name.clear();
+            s.wish_unix = 0;
+        }
+        // The approved name becomes the toon's (the client shows it as such from now on:
+        // ToontownClientRepository.__handleCongrats sends this, then chooses the toon).
+        let name = approved.then(|| s.wish_name.clone());
+        if let Some(name) = name {
+            self.set_name(doid, &name, out);
         }
         self.save_account(now, AfterSave::Nothing, out);
         Ok(())

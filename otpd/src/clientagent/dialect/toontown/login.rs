@@ -283,7 +283,58 @@ impl Ctx<'_> {
         }
     }
 
+    /// A login whose account checked out: refused if the account is banned (see
+    /// `banned_login`), else the session is the account's.
     pub(super) fn logged_in(&mut self, now: Instant, out: &mut SessionOut) {
+        let unix = self.ca.clock.unix_at(now).as_secs();
+        if let Some(rec) = self.t.record.as_ref().filter(|r| r.banned_at(unix)) {
+            let (until, reason) = (rec.banned_until, rec.ban_reason.clone());
+            self.banned_login(until, &reason, out);
+            return;
+        }
+        self.logged_in_unbanned(now, out);
+    }
+
+    /// A banned account's login, token or password: no LOGIN_RESP (a nonzero one makes the
+    /// client quit silently, LoginScreen.handleLoginResponseMsg(2) -> 'reject' -> sys.exit), but
+    /// GO_GET_LOST 151 and the connection closed: the client records the code
+    /// (ClientRepository.handleGoGetLost) and, when the connection drops, shows
+    /// `TCRBootedReasons[151]` (ToontownClientRepository.enterNoConnection). Checked only after
+    /// the password, so a guesser learns nothing of the ban. The live sessions of the account
+    /// are not told (the account's channel is not written).
+    fn banned_login(&mut self, until: u64, reason: &str, out: &mut SessionOut) {
+        let name = self.t.account.clone().unwrap_or_default();
+        self.ca.count_login_refusal(LoginRefusal::Banned);
+        let code = LOST_ACCOUNT_BANNED;
+        let until_text = if until == accounts::BAN_FOREVER {
+            "for good".to_string()
+        } else {
+            format!("until {until}")
+        };
+        let why = format!("The account is banned {until_text}: {reason}");
+        out.events.push(crate::roles::event::encode(
+            "client-login-refused",
+            &[
+                ("role", crate::roles::event::Ev::Str("clientagent")),
+                ("sender", crate::roles::event::Ev::Str(&self.sender_name())),
+                ("account", crate::roles::event::Ev::Str(&name)),
+                ("code", crate::roles::event::Ev::U64(code as u64)),
+                (
+                    "cause",
+                    crate::roles::event::Ev::Str(LoginRefusal::Banned.label()),
+                ),
+                ("banned_until", crate::roles::event::Ev::U64(until)),
+                ("reason", crate::roles::event::Ev::Str(&why)),
+            ],
+        ));
+        let t = &mut *self.t;
+        t.account = None;
+        t.record = None;
+        t.method = None;
+        self.eject(refuse(code, why), false, out);
+    }
+
+    fn logged_in_unbanned(&mut self, now: Instant, out: &mut SessionOut) {
         let name = self.t.account.clone().unwrap_or_default();
         // One session per account: whoever holds it now is told to leave. The channel is a
         // hash of the name; the name itself travels along, and only its holder leaves.

@@ -63,6 +63,11 @@ pub fn puppet_channel(avatar: u32) -> u64 {
 enum Pending {
     /// A play token's account (CLIENT_LOGIN_2).
     Account,
+    /// The account read again before an avatar list answered with `msgtype` (the operator
+    /// may have reviewed a name since it was read).
+    Refresh {
+        msgtype: u16,
+    },
     /// A password login's account (CLIENT_LOGIN); `create`: the client's createFlag.
     PasswordAccount {
         password: Secret,
@@ -358,7 +363,7 @@ impl Ctx<'_> {
     ) -> Result<(), Refusal> {
         match msgtype {
             CLIENT_GET_SHARD_LIST => self.shard_list(out),
-            CLIENT_GET_AVATARS => self.avatar_list(now, CLIENT_GET_AVATARS_RESP, out),
+            CLIENT_GET_AVATARS => self.refresh_then_list(now, CLIENT_GET_AVATARS_RESP, out),
             CLIENT_CREATE_AVATAR => return self.create_avatar(now, r, out),
             CLIENT_SET_NAME_PATTERN => return self.name_pattern(now, r, out),
             CLIENT_SET_WISHNAME => return self.wish_name(now, r, out),
@@ -495,6 +500,11 @@ impl Ctx<'_> {
                 let status = r.u8()?;
                 let data = r.blob()?;
                 self.token_account(now, status, data, out);
+            }
+            (Pending::Refresh { msgtype }, DBSERVER_ACCOUNT_GET_RESP) => {
+                let status = r.u8()?;
+                let data = r.blob()?;
+                self.refreshed(now, msgtype, status, data, out);
             }
             (Pending::PasswordAccount { password, create }, DBSERVER_ACCOUNT_GET_RESP) => {
                 let status = r.u8()?;
