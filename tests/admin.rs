@@ -401,7 +401,10 @@ fn the_root_lists_and_kicks_the_clients_of_a_child_ca() {
     };
     let table = admin(&["clients"]);
     assert!(table.starts_with("1 clients\n"), "{table}");
-    assert!(table.contains("astron") && table.contains("anonymous"), "{table}");
+    assert!(
+        table.contains("astron") && table.contains("anonymous"),
+        "{table}"
+    );
     assert_eq!(
         admin(&["kick", "--everyone", "--reason", "Closing."]).trim(),
         "kick: sent"
@@ -410,9 +413,15 @@ fn the_root_lists_and_kicks_the_clients_of_a_child_ca() {
     let (code, reason) = eject(rest).expect("the last client is kicked too");
     assert_eq!(
         (code, reason.as_str()),
-        (otp_wire::msgtypes::eject::CLIENT_DISCONNECT_ADMIN_KICK, "Closing.")
+        (
+            otp_wire::msgtypes::eject::CLIENT_DISCONNECT_ADMIN_KICK,
+            "Closing."
+        )
     );
-    assert_eq!(clients(root.port, 0)["clients"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        clients(root.port, 0)["clients"].as_array().unwrap().len(),
+        0
+    );
 }
 
 /// Bad action bodies are refused with the reason, and nothing is sent.

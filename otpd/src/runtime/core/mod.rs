@@ -147,6 +147,9 @@ impl Core {
                     max_backoff: Duration::from_millis(md.reconnect_max_ms),
                     connect_timeout: Duration::from_millis(md.connect_timeout_ms.max(1)),
                     max_owed: md.max_queued_bytes_upstream,
+                    settle: Duration::from_millis(
+                        md.upstream_settle_ms.unwrap_or(md.reconnect_max_ms),
+                    ),
                 };
                 let name = crate::md::link_name::child_md_name(
                     &shared.config.name,
@@ -347,6 +350,8 @@ impl Core {
                     self.upstream_connect();
                 } else if u.connect_overdue(now) {
                     self.upstream_connect_timed_out();
+                } else if u.settle_due(now) {
+                    self.upstream_settled(false);
                 }
             }
             if self.accept_retry_at.is_some_and(|at| at <= Instant::now()) {
@@ -972,7 +977,8 @@ impl Core {
     }
 
     /// Core 0: a datagram for the upstream MD. On a live link it is queued for the socket
-    /// (past `max_queued_bytes_upstream` the link is cut: the upstream stopped reading).
+    /// (past `max_queued_bytes_upstream` the link is cut: the upstream stopped reading), except
+    /// what is owed while the link settles: kept, with what was owed before, in order.
     /// While the link is down or connecting, subscriptions and post-remove registrations are
     /// only noted (the replay restores them), what is owed is kept, and ordinary datagrams are
     /// dropped and counted: the cluster above does not hear them (best effort, as on astrond).
@@ -982,7 +988,7 @@ impl Core {
         };
         u.track(frame);
         match u.conn {
-            Some(slot) if u.is_connected() => {
+            Some(slot) if u.is_connected() && (u.is_settled() || !owed) => {
                 let c = &mut self.conns[slot];
                 c.out.extend_from_slice(frame);
                 if !c.in_dirty {
@@ -1111,7 +1117,12 @@ impl Core {
                     return; // md_tls_io calls again once the upstream MD has accepted us
                 }
                 let u = self.upstream.as_mut().expect("upstream core");
-                let first = u.set_connected();
+                let first = u.set_connected(Instant::now());
+                let settling = !u.is_settled();
+                self.shared
+                    .stats
+                    .upstream_settling
+                    .store(settling, Ordering::Relaxed);
                 self.shared
                     .stats
                     .upstream_connected
@@ -1125,9 +1136,8 @@ impl Core {
                     .expect("the router is not re-entered")
                     .ranges()
                     .covered_runs();
-                let owed = u.owed_bytes();
+                let settle_ms = u.settle_period().as_millis() as u64;
                 u.replay(&ranges, &mut replay);
-                let at_risk = u.take_at_risk();
                 let c = &mut self.conns[slot];
                 c.out.extend_from_slice(&replay);
                 if !c.in_dirty {
@@ -1136,34 +1146,70 @@ impl Core {
                 }
                 c.in_ready = true;
                 self.ready.push(slot);
-                let ejected = self.eject_at_risk(&at_risk);
                 if first {
                     log::info!("messagedirector: connected to upstream MD {addr}");
-                } else {
+                } else if settling {
                     log::warn!(
-                        "messagedirector: upstream MD {addr} regained; re-sent subscriptions and post-removes, then {owed} bytes of post-removes fired meanwhile; ejected {ejected} client session(s) whose post-removes it may have fired"
+                        "messagedirector: upstream MD {addr} regained; re-sent subscriptions and post-removes; settling {settle_ms} ms (upstream_settle_ms) before sending the post-removes fired meanwhile and ejecting the sessions at risk; new clients are refused until then"
                     );
                 }
-                let event = crate::roles::event::encode(
-                    if first {
-                        "upstream-connected"
-                    } else {
-                        "upstream-regained"
-                    },
-                    &[
-                        ("role", crate::roles::event::Ev::Str("messagedirector")),
-                        ("address", crate::roles::event::Ev::Str(&addr)),
-                        ("owed_bytes_sent", crate::roles::event::Ev::U64(owed as u64)),
-                        ("sessions_ejected", crate::roles::event::Ev::U64(ejected)),
-                    ],
-                );
-                self.send_event(&event);
+                if !settling {
+                    self.upstream_settled(first);
+                }
             }
             (Some(e), _) => self.mark_close(slot, format!("connect failed: {e}")),
             (None, Err(e)) if e.kind() == ErrorKind::NotConnected => {}
             (None, Err(e)) => self.mark_close(slot, format!("connect failed: {e}")),
         }
         self.close_marked();
+    }
+
+    /// The upstream link is connected and settled (at once on the first connection or with
+    /// `upstream_settle_ms: 0`): what was owed to it goes out, in order, then the client
+    /// sessions whose post-removes it may have fired are ejected (their own post-removes fire
+    /// after what was owed), and new clients are taken again.
+    fn upstream_settled(&mut self, first: bool) {
+        let Some(u) = self.upstream.as_mut() else {
+            return;
+        };
+        let Some(slot) = u.conn.filter(|_| u.is_connected()) else {
+            return;
+        };
+        self.shared
+            .stats
+            .upstream_settling
+            .store(false, Ordering::Relaxed);
+        u.settled();
+        let addr = u.addr.to_string();
+        let owed = u.owed_bytes();
+        let at_risk = u.take_at_risk();
+        let c = &mut self.conns[slot];
+        let was = c.out.len();
+        u.take_owed(&mut c.out);
+        if c.out.len() > was && !c.in_dirty {
+            c.in_dirty = true;
+            self.dirty.push(slot);
+        }
+        let ejected = self.eject_at_risk(&at_risk);
+        if !first || owed > 0 || ejected > 0 {
+            log::warn!(
+                "messagedirector: upstream MD {addr} regained and settled; sent {owed} bytes of post-removes fired meanwhile; ejected {ejected} client session(s) whose post-removes it may have fired"
+            );
+        }
+        let event = crate::roles::event::encode(
+            if first {
+                "upstream-connected"
+            } else {
+                "upstream-regained"
+            },
+            &[
+                ("role", crate::roles::event::Ev::Str("messagedirector")),
+                ("address", crate::roles::event::Ev::Str(&addr)),
+                ("owed_bytes_sent", crate::roles::event::Ev::U64(owed as u64)),
+                ("sessions_ejected", crate::roles::event::Ev::U64(ejected)),
+            ],
+        );
+        self.send_event(&event);
     }
 
     /// The link is back after a loss: the upstream MD may have fired the post-removes of these
@@ -1199,6 +1245,10 @@ impl Core {
         self.shared
             .stats
             .upstream_connected
+            .store(false, Ordering::Relaxed);
+        self.shared
+            .stats
+            .upstream_settling
             .store(false, Ordering::Relaxed);
         let Some(u) = self.upstream.as_mut() else {
             return;
