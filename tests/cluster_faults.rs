@@ -726,23 +726,40 @@ fn full_queue_the_root_cuts_off_a_child_that_stops_reading() {
     for _ in 0..16 {
         burst.extend(dg(&[FLOOD], AI_CHANNEL, 4242, &chunk));
     }
-    let needed = MAX_QUEUED_BYTES_PER_PARTICIPANT * 3;
-    let mut sent = 0u64;
-    while sent < needed {
-        ai.send(&burst);
-        sent += burst.len() as u64;
-    }
-    let cut = c.root.wait_until(ms(5000), |h| {
+    // Paced (about 30 MB/s) so that the flood reaches the root: sent at once, it backs up on
+    // the StateServer host's own link first, which then cuts itself off (its bound,
+    // max_queued_bytes_upstream) and drops the flood before the root's queue is full.
+    let root_cut = |h: &Host| {
         h.metric("otpd_participants_cut_off_total", &[])
             .unwrap_or(0.0)
             >= 1.0
-    });
+    };
+    let mut cut = None;
+    let mut bursts = 0u32;
+    while t0.elapsed() < ms(10_000) {
+        ai.send(&burst);
+        bursts += 1;
+        std::thread::sleep(ms(30));
+        if bursts % 4 == 0 && root_cut(&c.root) {
+            cut = Some(t0.elapsed());
+            break;
+        }
+    }
     checks.check(
         cut.is_some(),
         format!(
             "the root cuts off the child past max_queued_bytes_per_participant ({:?} after the hold)",
             cut.map(|_| t0.elapsed())
         ),
+    );
+    // The child learns of the cut when the relay passes the close on (its held direction
+    // does not read: once the child writes, or by the child's link timeout).
+    let lost = c.ca.wait_until(ms(LINK_TIMEOUT_MS + 2 * SLACK_MS), |h| {
+        h.metric("otpd_upstream_losses_total", &[]).unwrap_or(0.0) >= 1.0
+    });
+    checks.check(
+        lost.is_some(),
+        format!("the ClientAgent host sees its link go ({lost:?})"),
     );
     c.ca_link.heal();
     let took = c.ca.wait_until(ms(RECONNECT_MAX_MS + 2 * SLACK_MS), |h| {

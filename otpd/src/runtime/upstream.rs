@@ -4,16 +4,17 @@
 //! the senders whose post-removes it may have fired when a live link was lost.
 //!
 //! Settling (`messagedirector.upstream_settle_ms`): after a link is regained (not on the first
-//! connection), what was owed is held and the sessions at risk are kept until the link has
-//! stayed up for the settle period. Two reasons, both seen in the fault tests: a restarted root
-//! has no subscriber for a sibling's objects until that sibling has reconnected too (a delete
-//! sent at once is routed to nobody and lost), and a connection that is accepted and dropped at
-//! once (a load balancer or relay in front of a root that is still down) would swallow what was
-//! written into it. Held back this way, the owed post-removes reach the upstream after
-//! datagrams sent since the regain, which is safe: they only delete objects of sessions that
-//! are gone, new clients are refused until the settle ends (so no re-login can create an
-//! object that a late delete would hit), and the sessions at risk are ejected right after the
-//! owed post-removes are sent (their own post-removes fire after those, in order).
+//! connection), the sessions at risk are ejected at once, but what is owed (the post-removes
+//! fired while the link was away, then those of the ejected sessions and of any session that
+//! ends meanwhile) is held until the link has stayed up for the settle period. Two reasons,
+//! both seen in the fault tests: a restarted root has no subscriber for a sibling's objects
+//! until that sibling has reconnected too (a delete sent at once is routed to nobody and lost),
+//! and a connection that is accepted and dropped at once (a load balancer or relay in front of
+//! a root that is still down) would swallow what was written into it. Held back this way, the
+//! owed post-removes reach the upstream after datagrams sent since the regain, which is safe:
+//! they only delete objects of sessions that are gone (left, or ejected at the regain), and new
+//! clients are refused until the settle ends, so no re-login can create an object (its avatar,
+//! same doid) that a late delete would hit; among themselves they keep the order they fired in.
 
 use otp_wire::msgtypes::*;
 use otp_wire::{InternalDatagram, Writer};

@@ -1146,13 +1146,35 @@ impl Core {
                 }
                 c.in_ready = true;
                 self.ready.push(slot);
+                // Ejected now (the shorter the split brain, the better); the post-removes
+                // their ends fire are owed, held with the others until the link has settled.
+                let at_risk = u.take_at_risk();
+                let ejected = self.eject_at_risk(&at_risk);
                 if first {
                     log::info!("messagedirector: connected to upstream MD {addr}");
-                } else if settling {
+                } else {
                     log::warn!(
-                        "messagedirector: upstream MD {addr} regained; re-sent subscriptions and post-removes; settling {settle_ms} ms (upstream_settle_ms) before sending the post-removes fired meanwhile and ejecting the sessions at risk; new clients are refused until then"
+                        "messagedirector: upstream MD {addr} regained; re-sent subscriptions and post-removes; ejected {ejected} client session(s) whose post-removes it may have fired; settling {} ms (upstream_settle_ms) before sending the post-removes fired meanwhile; new clients are refused until then",
+                        if settling { settle_ms } else { 0 }
                     );
                 }
+                let event = crate::roles::event::encode(
+                    if first {
+                        "upstream-connected"
+                    } else {
+                        "upstream-regained"
+                    },
+                    &[
+                        ("role", crate::roles::event::Ev::Str("messagedirector")),
+                        ("address", crate::roles::event::Ev::Str(&addr)),
+                        ("sessions_ejected", crate::roles::event::Ev::U64(ejected)),
+                        (
+                            "settle_ms",
+                            crate::roles::event::Ev::U64(if settling { settle_ms } else { 0 }),
+                        ),
+                    ],
+                );
+                self.send_event(&event);
                 if !settling {
                     self.upstream_settled(first);
                 }
@@ -1165,9 +1187,8 @@ impl Core {
     }
 
     /// The upstream link is connected and settled (at once on the first connection or with
-    /// `upstream_settle_ms: 0`): what was owed to it goes out, in order, then the client
-    /// sessions whose post-removes it may have fired are ejected (their own post-removes fire
-    /// after what was owed), and new clients are taken again.
+    /// `upstream_settle_ms: 0`): what was owed to it goes out, in order (with the post-removes
+    /// of the sessions ejected at the regain last), and new clients are taken again.
     fn upstream_settled(&mut self, first: bool) {
         let Some(u) = self.upstream.as_mut() else {
             return;
@@ -1182,7 +1203,6 @@ impl Core {
         u.settled();
         let addr = u.addr.to_string();
         let owed = u.owed_bytes();
-        let at_risk = u.take_at_risk();
         let c = &mut self.conns[slot];
         let was = c.out.len();
         u.take_owed(&mut c.out);
@@ -1190,23 +1210,18 @@ impl Core {
             c.in_dirty = true;
             self.dirty.push(slot);
         }
-        let ejected = self.eject_at_risk(&at_risk);
-        if !first || owed > 0 || ejected > 0 {
-            log::warn!(
-                "messagedirector: upstream MD {addr} regained and settled; sent {owed} bytes of post-removes fired meanwhile; ejected {ejected} client session(s) whose post-removes it may have fired"
-            );
+        if first && owed == 0 {
+            return;
         }
+        log::warn!(
+            "messagedirector: upstream MD {addr} settled; sent {owed} bytes of post-removes fired while it was away or settling"
+        );
         let event = crate::roles::event::encode(
-            if first {
-                "upstream-connected"
-            } else {
-                "upstream-regained"
-            },
+            "upstream-settled",
             &[
                 ("role", crate::roles::event::Ev::Str("messagedirector")),
                 ("address", crate::roles::event::Ev::Str(&addr)),
                 ("owed_bytes_sent", crate::roles::event::Ev::U64(owed as u64)),
-                ("sessions_ejected", crate::roles::event::Ev::U64(ejected)),
             ],
         );
         self.send_event(&event);
