@@ -740,7 +740,7 @@ fn full_queue_the_root_cuts_off_a_child_that_stops_reading() {
         ai.send(&burst);
         bursts += 1;
         std::thread::sleep(ms(30));
-        if bursts % 4 == 0 && root_cut(&c.root) {
+        if bursts.is_multiple_of(4) && root_cut(&c.root) {
             cut = Some(t0.elapsed());
             break;
         }

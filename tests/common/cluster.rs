@@ -745,6 +745,7 @@ impl Default for Options<'_> {
 }
 
 impl Cluster {
+    #[allow(clippy::too_many_lines)] // the three hosts' configurations, read top to bottom
     pub(crate) fn start(opts: Options<'_>) -> Cluster {
         let schema = Schema::load();
         let ca_net = if opts.ca_in_netns {

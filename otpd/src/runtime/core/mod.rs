@@ -139,28 +139,7 @@ impl Core {
                 .register(l, Token(FIRST_CLIENT_LISTENER + i), Interest::READABLE)?;
         }
         let cores = shared.cores;
-        let upstream = if id == 0 {
-            shared.upstream.map(|addr| {
-                let md = &shared.config.messagedirector;
-                let timing = super::upstream::Timing {
-                    min_backoff: Duration::from_millis(md.reconnect_min_ms),
-                    max_backoff: Duration::from_millis(md.reconnect_max_ms),
-                    connect_timeout: Duration::from_millis(md.connect_timeout_ms.max(1)),
-                    max_owed: md.max_queued_bytes_upstream,
-                    settle: Duration::from_millis(
-                        md.upstream_settle_ms.unwrap_or(md.reconnect_max_ms),
-                    ),
-                };
-                let name = crate::md::link_name::child_md_name(
-                    &shared.config.name,
-                    super::upstream::incarnation(),
-                );
-                shared.stats.upstream_heard();
-                Upstream::new(addr, timing, name)
-            })
-        } else {
-            None
-        };
+        let upstream = if id == 0 { upstream_of(&shared) } else { None };
         let el_socket = match shared.eventlogger {
             Some(addr) => {
                 let bind: SocketAddr = if addr.is_ipv4() {
@@ -1646,6 +1625,26 @@ impl Core {
         mine.channels
             .store(router.channels() as u64, Ordering::Relaxed);
     }
+}
+
+/// Core 0's link to the upstream MD, if one is configured (`messagedirector.connect`).
+fn upstream_of(shared: &Shared) -> Option<Upstream> {
+    shared.upstream.map(|addr| {
+        let md = &shared.config.messagedirector;
+        let timing = super::upstream::Timing {
+            min_backoff: Duration::from_millis(md.reconnect_min_ms),
+            max_backoff: Duration::from_millis(md.reconnect_max_ms),
+            connect_timeout: Duration::from_millis(md.connect_timeout_ms.max(1)),
+            max_owed: md.max_queued_bytes_upstream,
+            settle: Duration::from_millis(md.upstream_settle_ms.unwrap_or(md.reconnect_max_ms)),
+        };
+        let name = crate::md::link_name::child_md_name(
+            &shared.config.name,
+            super::upstream::incarnation(),
+        );
+        shared.stats.upstream_heard();
+        Upstream::new(addr, timing, name)
+    })
 }
 
 /// The router's view of its core: the outbox, deliveries to this core's participants and
