@@ -858,6 +858,19 @@ fn on_upstream_lost_exit_ends_the_child_as_astrond_does() {
     let mut ai = c.ai();
     let mut cl = c.login(&mut ai, avatar(1), 1);
     let mut checks = Checks::default();
+    // The client sees its avatar once its ClientAgent has the post-remove; the root has it a
+    // moment later (what the child registers is in flight on the link). An exiting child
+    // cannot send anything more, so the scenario cuts once the root holds it.
+    checks.check(
+        c.root
+            .wait_until(ms(SLACK_MS), |h| {
+                h.metric("otpd_child_md_post_removes", &["ca-host"])
+                    .unwrap_or(0.0)
+                    >= 1.0
+            })
+            .is_some(),
+        "the root holds the client's post-remove",
+    );
     c.ca_link.refuse();
     c.ca_link.cut();
     let t0 = Instant::now();
