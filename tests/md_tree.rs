@@ -279,6 +279,10 @@ fn on_upstream_lost_exit_makes_otpd_exit_non_zero() {
 const CA_MIN: u64 = 1_000_000;
 
 fn child_with_ca(up_port: u16) -> (Otpd, u16) {
+    child_with_ca_and(up_port, "")
+}
+
+fn child_with_ca_and(up_port: u16, md_extra: &str) -> (Otpd, u16) {
     let dc = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/dc/client.dc")
         .canonicalize()
@@ -287,7 +291,7 @@ fn child_with_ca(up_port: u16) -> (Otpd, u16) {
     let o = Otpd::start_full(
         free_port(),
         &format!(
-            "connect: Some(\"127.0.0.1:{up_port}\"), reconnect_min_ms: 50, reconnect_max_ms: 200,"
+            "connect: Some(\"127.0.0.1:{up_port}\"), reconnect_min_ms: 50, reconnect_max_ms: 200, {md_extra}"
         ),
         &format!(
             "dc_files: [\"{}\"], roles: [ClientAgent((bind: \"127.0.0.1:{ca}\", version: \"v\", channels: (min: {CA_MIN}, max: {})))],",
@@ -364,4 +368,68 @@ fn a_session_with_post_removes_is_ejected_with_130_when_the_upstream_is_regained
     // A session without post-removes stays.
     assert_eq!(client_eject(&mut without, Duration::from_millis(300)), None);
     assert!(child.log_text().contains("ejected 1 client session(s)"));
+}
+
+/// After a regain, what was owed is held until the link has stayed up for upstream_settle_ms
+/// (a restarted root's other children need that long to re-subscribe; a delete sent before
+/// reaches nobody), and new clients are refused meanwhile (a re-login must not meet a late
+/// delete of its own avatar); then the owed post-removes go out and clients are taken again.
+#[test]
+fn owed_post_removes_wait_for_the_regained_link_to_settle_and_clients_are_refused_meanwhile() {
+    const SETTLE_MS: u64 = 1200;
+    let up = FakeUpstream::new();
+    let port = up.port;
+    let (child, ca) = child_with_ca_and(port, &format!("upstream_settle_ms: Some({SETTLE_MS}),"));
+    let (mut l1, _) = up.accept_child();
+    let mut leaves = child.connect();
+    let pr = dg(&[555], 0, 2009, b"owed");
+    let add = add_post_remove(191919, &pr);
+    leaves.send(&add);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while l1.recv() != add {
+        assert!(
+            Instant::now() < deadline,
+            "the post-remove never went upstream"
+        );
+    }
+    drop(up);
+    drop(l1);
+    wait_log(&child, "lost (", Duration::from_secs(5));
+    drop(leaves);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let up = FakeUpstream { listener, port };
+    let (mut l2, _) = up.accept_child();
+    let regained = Instant::now();
+    let early = drain(&mut l2, Duration::from_millis(300));
+    assert!(
+        !early.contains(&pr),
+        "the owed post-remove waits for the settle"
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", ca)).unwrap();
+    let (code, reason) =
+        client_eject(&mut c, Duration::from_millis(500)).expect("refused while settling");
+    assert_eq!(code, 131, "{reason}");
+    assert!(
+        regained.elapsed() < Duration::from_millis(SETTLE_MS),
+        "checked within the settle period ({:?})",
+        regained.elapsed()
+    );
+    let deadline = regained + Duration::from_millis(SETTLE_MS + 3000);
+    loop {
+        let f = l2.recv();
+        if f == pr {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the owed post-remove never came");
+    }
+    let took = regained.elapsed();
+    assert!(
+        took >= Duration::from_millis(SETTLE_MS - 100),
+        "sent once settled, not before ({took:?})"
+    );
+    wait_log(&child, "settled; sent", Duration::from_secs(2));
+    let mut c = TcpStream::connect(("127.0.0.1", ca)).unwrap();
+    assert_eq!(client_eject(&mut c, Duration::from_millis(500)), None);
 }

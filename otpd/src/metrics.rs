@@ -25,6 +25,7 @@ struct Families {
     cut_off: Counter<u64, AtomicU64>,
     refused: Family<Labels, Counter<u64, AtomicU64>>,
     upstream_connected: Gauge,
+    upstream_settling: Gauge,
     upstream_losses: Counter<u64, AtomicU64>,
     upstream_cut_off: Counter<u64, AtomicU64>,
     upstream_dropped: Counter<u64, AtomicU64>,
@@ -59,6 +60,7 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         cut_off: Counter::default(),
         refused: Family::default(),
         upstream_connected: Gauge::default(),
+        upstream_settling: Gauge::default(),
         upstream_losses: Counter::default(),
         upstream_cut_off: Counter::default(),
         upstream_dropped: Counter::default(),
@@ -114,6 +116,11 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         "upstream_connected",
         "1 while the upstream MD link is up",
         f.upstream_connected.clone(),
+    );
+    registry.register(
+        "upstream_settling",
+        "1 while a regained upstream link settles (upstream_settle_ms): post-removes fired meanwhile are held and new clients refused",
+        f.upstream_settling.clone(),
     );
     registry.register(
         "upstream_losses",
@@ -286,6 +293,8 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
     }
     f.upstream_connected
         .set(stats.upstream_connected.load(Ordering::Relaxed) as i64);
+    f.upstream_settling
+        .set(stats.upstream_settling.load(Ordering::Relaxed) as i64);
     for (counter, n) in [
         (&f.upstream_losses, &stats.upstream_losses),
         (&f.upstream_cut_off, &stats.upstream_cut_off),

@@ -1,7 +1,9 @@
 //! A cluster over several "hosts" for fault tests: real otpd processes on distinct loopback
 //! addresses (127.0.0.11 the root, .12 the StateServer host, .13 the ClientAgent host), a TCP
 //! relay on each child's link to the root that can black-hole or cut it, an AI and Astron
-//! clients, and readers of each host's /metrics.
+//! clients, and readers of each host's /metrics. Run as root, a scenario may instead put the
+//! ClientAgent host in its own network namespace (`Options::ca_in_netns`), linked to the root
+//! by a veth pair that `ip link set down` partitions for real.
 
 use super::*;
 use otp_wire::msgtypes::*;
@@ -16,7 +18,7 @@ use std::thread::JoinHandle;
 /// upstream queue, what a child does when its upstream is lost). otpd rejects unknown keys, so
 /// they are written into the children's configs only when this is true (or the environment
 /// sets OTPD_FAULTS_LINK_SETTINGS=1). The scenarios hold otpd to the figures below either way.
-pub(crate) const LINK_SETTINGS_KNOWN: bool = false;
+pub(crate) const LINK_SETTINGS_KNOWN: bool = true;
 
 pub(crate) fn link_settings_on() -> bool {
     LINK_SETTINGS_KNOWN || std::env::var_os("OTPD_FAULTS_LINK_SETTINGS").is_some_and(|v| v == "1")
@@ -29,6 +31,9 @@ pub(crate) mod timing {
     pub(crate) const KEEPALIVE_MS: u64 = 250;
     pub(crate) const LINK_TIMEOUT_MS: u64 = 1500;
     pub(crate) const CONNECT_TIMEOUT_MS: u64 = 1000;
+    /// upstream_settle_ms: a regained link holds what is owed (and the ejects) this long. The
+    /// siblings retry at least every RECONNECT_MAX_MS; the rest is scheduling slack.
+    pub(crate) const UPSTREAM_SETTLE_MS: u64 = 1500;
     pub(crate) const MAX_QUEUED_BYTES_UPSTREAM: u64 = 8 << 20;
     /// max_queued_bytes_per_participant on every host (a child that stops reading is cut off
     /// by its upstream past this).
@@ -47,6 +52,7 @@ fn link_keys(on_upstream_lost: &str) -> String {
     if link_settings_on() {
         s.push_str(&format!(
             " keepalive_ms: {KEEPALIVE_MS}, link_timeout_ms: {LINK_TIMEOUT_MS}, \
+             upstream_settle_ms: Some({UPSTREAM_SETTLE_MS}), \
              connect_timeout_ms: {CONNECT_TIMEOUT_MS}, \
              max_queued_bytes_upstream: {MAX_QUEUED_BYTES_UPSTREAM}, \
              on_upstream_lost: {on_upstream_lost},"
@@ -116,6 +122,8 @@ impl Schema {
 pub(crate) struct Host {
     pub name: &'static str,
     pub ip: &'static str,
+    /// The network namespace it runs in (`ip netns exec`), None = the test's own.
+    netns: Option<String>,
     pub md_port: u16,
     pub metrics_port: u16,
     pub dir: tempfile::TempDir,
@@ -133,6 +141,17 @@ impl Host {
         metrics_port: u16,
         ron: &str,
     ) -> Host {
+        Host::new_in(name, ip, None, md_port, metrics_port, ron)
+    }
+
+    fn new_in(
+        name: &'static str,
+        ip: &'static str,
+        netns: Option<String>,
+        md_port: u16,
+        metrics_port: u16,
+        ron: &str,
+    ) -> Host {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("cluster.ron");
         std::fs::write(&config, ron).unwrap();
@@ -140,6 +159,7 @@ impl Host {
         let mut h = Host {
             name,
             ip,
+            netns,
             md_port,
             metrics_port,
             dir,
@@ -153,7 +173,15 @@ impl Host {
 
     pub(crate) fn start(&mut self) {
         assert!(self.child.is_none(), "{} is running", self.name);
-        let child = Command::new(otpd_bin())
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.as_str(), otpd_bin()]);
+                c
+            }
+            None => Command::new(otpd_bin()),
+        };
+        let child = cmd
             .arg("--cluster")
             .arg(&self.config)
             .arg("--log")
@@ -248,6 +276,14 @@ impl Host {
             .map(|v| v >= 1.0)
     }
 
+    /// Connected and past the settle period (`otpd_upstream_settling` 0): what was owed is
+    /// sent, the sessions at risk are ejected, new clients are taken.
+    pub(crate) fn upstream_settled(&self) -> bool {
+        let text = self.metrics();
+        metric_in(&text, "otpd_upstream_connected", &[]) == Some(1.0)
+            && metric_in(&text, "otpd_upstream_settling", &[]).unwrap_or(0.0) == 0.0
+    }
+
     /// Waits until `pred` holds of this host's metrics; returns how long it took, or None.
     pub(crate) fn wait_until(
         &self,
@@ -270,6 +306,15 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         self.kill9();
+        // OTPD_FAULTS_KEEP_LOGS=DIR keeps each host's log (DIR/<test>.<host>.log) for reading.
+        if let Some(dir) = std::env::var_os("OTPD_FAULTS_KEEP_LOGS") {
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("test")
+                .replace("::", ".");
+            let to = PathBuf::from(dir).join(format!("{test}.{}.log", self.name));
+            let _ = std::fs::copy(&self.log, to);
+        }
     }
 }
 
@@ -516,6 +561,145 @@ fn pump(mut from: TcpStream, mut to: TcpStream, flow: &Flow, upward: bool, stop:
     flow.socks.lock().unwrap().clear();
 }
 
+// ---- network namespaces ---------------------------------------------------------------------
+
+/// Runs `ip ARGS`; true if it succeeded.
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let l = s.lines().find(|l| l.starts_with("Uid:"))?.to_string();
+            Some(l.split_whitespace().nth(2)? == "0") // the effective uid
+        })
+        .unwrap_or(false)
+}
+
+/// A network namespace standing for one machine, joined to the test's namespace by two veth
+/// pairs: `link` (its network to the root: `cut` sets the test side down, a real partition:
+/// packets are dropped, nothing is closed or acknowledged) and `public` (clients and /metrics;
+/// stays up). Deleted on drop (a panicking test too); names carry the test process's id, and
+/// namespaces left by a test process that is gone are deleted when the next one is made.
+pub(crate) struct Netns {
+    pub name: String,
+    link_out: String,
+    /// Addresses on the link veth: the test's side (the root is reached there) and the host's.
+    pub link_ip_out: &'static str,
+    pub link_ip_in: &'static str,
+    /// Addresses on the public veth: the test's side and the host's (its ports are bound here).
+    pub public_ip_out: &'static str,
+    pub public_ip_in: &'static str,
+}
+
+impl Netns {
+    /// A namespace with its two links up, or None (not root, `ip netns` refused, or
+    /// OTPD_FAULTS_NO_NETNS=1: to run the scenarios' variants without one).
+    pub(crate) fn create() -> Option<Netns> {
+        use std::sync::atomic::AtomicU32;
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        if !running_as_root() || std::env::var_os("OTPD_FAULTS_NO_NETNS").is_some_and(|v| v == "1")
+        {
+            return None;
+        }
+        Netns::sweep();
+        let pid = std::process::id();
+        let k = NEXT.fetch_add(1, Ordering::Relaxed) % 10;
+        let name = format!("otpf{pid}n{k}");
+        let (link_out, link_in) = (format!("ofl{pid}{k}o"), format!("ofl{pid}{k}i"));
+        let (pub_out, pub_in) = (format!("ofp{pid}{k}o"), format!("ofp{pid}{k}i"));
+        let net = format!("10.{}.{}", 64 + (pid >> 8) % 64, pid % 256);
+        let at =
+            |n: u32| -> &'static str { Box::leak(format!("{net}.{}", k * 8 + n).into_boxed_str()) };
+        let ns = Netns {
+            name: name.clone(),
+            link_out: link_out.clone(),
+            link_ip_out: at(1),
+            link_ip_in: at(2),
+            public_ip_out: at(5),
+            public_ip_in: at(6),
+        };
+        let _ = ip(&["netns", "del", &name]);
+        if !ip(&["netns", "add", &name]) {
+            return None;
+        }
+        // From here on, `ns` deletes what was made if a step fails.
+        let inside = |args: &[&str]| {
+            let mut a = vec!["netns", "exec", name.as_str(), "ip"];
+            a.extend_from_slice(args);
+            ip(&a)
+        };
+        let ok = inside(&["link", "set", "lo", "up"])
+            && [
+                (&link_out, &link_in, ns.link_ip_out, ns.link_ip_in),
+                (&pub_out, &pub_in, ns.public_ip_out, ns.public_ip_in),
+            ]
+            .iter()
+            .all(|(out, inn, a_out, a_in)| {
+                ip(&["link", "add", out, "type", "veth", "peer", "name", inn])
+                    && ip(&["link", "set", inn, "netns", &name])
+                    && ip(&["addr", "add", &format!("{a_out}/30"), "dev", out])
+                    && ip(&["link", "set", out, "up"])
+                    && inside(&["addr", "add", &format!("{a_in}/30"), "dev", inn])
+                    && inside(&["link", "set", inn, "up"])
+            });
+        if !ok {
+            return None;
+        }
+        Some(ns)
+    }
+
+    /// Deletes the namespaces of test processes that are gone (killed before their drop).
+    fn sweep() {
+        let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(name) = line.split_whitespace().next() else {
+                continue;
+            };
+            let Some(pid) = name
+                .strip_prefix("otpf")
+                .and_then(|r| r.split('n').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = ip(&["netns", "del", name]);
+            }
+        }
+    }
+
+    /// The host's link to the root goes dead: the test side of its veth is set down.
+    pub(crate) fn cut(&self) {
+        assert!(
+            ip(&["link", "set", &self.link_out, "down"]),
+            "ip link set down"
+        );
+    }
+
+    /// The link is back (addresses and routes come back with it).
+    pub(crate) fn heal(&self) {
+        assert!(ip(&["link", "set", &self.link_out, "up"]), "ip link set up");
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace destroys the veth ends inside, and with them their peers.
+        let _ = ip(&["netns", "del", &self.name]);
+        let _ = ip(&["link", "del", &self.link_out]);
+    }
+}
+
 // ---- the cluster --------------------------------------------------------------------------
 
 /// What the root's Database stores in.
@@ -536,12 +720,18 @@ pub(crate) struct Cluster {
     pub ca_link: Relay,
     pub ca_port: u16,
     pub events: UdpSocket,
+    /// The ClientAgent host's namespace (`Options::ca_in_netns`, when it could be made); its
+    /// link to the root is then the namespace's veth, not `ca_link`. Dropped last.
+    pub ca_net: Option<Netns>,
 }
 
 pub(crate) struct Options<'a> {
     pub backend: Backend<'a>,
     /// `on_upstream_lost` of the children (when the link settings are on).
     pub on_upstream_lost: &'static str,
+    /// Run the ClientAgent host in its own network namespace when the test runs as root
+    /// (`Cluster::ca_net` says whether it does).
+    pub ca_in_netns: bool,
 }
 
 impl Default for Options<'_> {
@@ -549,32 +739,57 @@ impl Default for Options<'_> {
         Options {
             backend: Backend::Sqlite,
             on_upstream_lost: "Reconnect",
+            ca_in_netns: false,
         }
     }
 }
 
 impl Cluster {
+    #[allow(clippy::too_many_lines)] // the three hosts' configurations, read top to bottom
     pub(crate) fn start(opts: Options<'_>) -> Cluster {
         let schema = Schema::load();
-        let events = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ca_net = if opts.ca_in_netns {
+            Netns::create()
+        } else {
+            None
+        };
+        let events = UdpSocket::bind(if ca_net.is_some() {
+            "0.0.0.0:0"
+        } else {
+            "127.0.0.1:0"
+        })
+        .unwrap();
         events
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let el = events.local_addr().unwrap();
+        let el_port = events.local_addr().unwrap().port();
         let dcs = schema.ron_list();
         let top = |name: &str, ip: &str, metrics: u16| {
+            // A host in a namespace reaches the test's events over its public veth.
+            let el = match &ca_net {
+                Some(ns) if ip == ns.public_ip_in => format!("{}:{el_port}", ns.public_ip_out),
+                _ => format!("127.0.0.1:{el_port}"),
+            };
             format!(
                 "name: \"{name}\", cores: 2, pin_cores: false, dc_files: [{dcs}], \
                  eventlogger: Some(\"{el}\"), metrics: Some(\"{ip}:{metrics}\"), \
                  uberdogs: [(id: {UD}, class: \"LoginManager\", anonymous: true)],"
             )
         };
+        // The root watches its links to the children as they watch theirs to it (an operator
+        // sets the link keys alike on every MD).
         let md_common = {
             use timing::*;
-            format!(
+            let mut s = format!(
                 "reconnect_min_ms: {RECONNECT_MIN_MS}, reconnect_max_ms: {RECONNECT_MAX_MS}, \
                  max_queued_bytes_per_participant: {MAX_QUEUED_BYTES_PER_PARTICIPANT},"
-            )
+            );
+            if link_settings_on() {
+                s.push_str(&format!(
+                    " keepalive_ms: {KEEPALIVE_MS}, link_timeout_ms: {LINK_TIMEOUT_MS},"
+                ));
+            }
+            s
         };
 
         // The root.
@@ -583,13 +798,22 @@ impl Cluster {
             Backend::Postgres(pg) => pg.backend(),
         };
         let (rp, rm) = (free_port(), free_port());
+        // With the ClientAgent host in a namespace, the root also listens on the test side of
+        // its link veth (and allows that network).
+        let (root_bind, allow) = match &ca_net {
+            Some(ns) => (
+                format!("0.0.0.0:{rp}"),
+                format!("allow: [\"127.0.0.0/8\", \"{}/30\"],", ns.link_ip_out),
+            ),
+            None => (format!("127.0.0.11:{rp}"), String::new()),
+        };
         let root = Host::new(
             "root",
             "127.0.0.11",
             rp,
             rm,
             &format!(
-                "({} messagedirector: (bind: Some(\"127.0.0.11:{rp}\"), {md_common}), roles: [\
+                "({} messagedirector: (bind: Some(\"{root_bind}\"), {allow} {md_common}), roles: [\
                  Database(control: {DB_CONTROL}, generate: (min: 100000000, max: 199999999), \
                           backend: {backend}), \
                  Dbss(database: {DB_CONTROL}, ranges: [(min: 100000000, max: 199999999)])])",
@@ -619,18 +843,26 @@ impl Cluster {
 
         // The ClientAgent host.
         let (cp, cm, cport) = (free_port(), free_port(), free_port());
-        let ca = Host::new(
+        let (ca_ip, ca_upstream, ca_ns) = match &ca_net {
+            Some(ns) => (
+                ns.public_ip_in,
+                format!("{}:{rp}", ns.link_ip_out),
+                Some(ns.name.clone()),
+            ),
+            None => ("127.0.0.13", ca_link.addr.to_string(), None),
+        };
+        let ca = Host::new_in(
             "ca-host",
-            "127.0.0.13",
+            ca_ip,
+            ca_ns,
             cp,
             cm,
             &format!(
-                "({} messagedirector: (bind: Some(\"127.0.0.13:{cp}\"), \
-                  connect: Some(\"{}\"), {link}), \
-                  roles: [ClientAgent((bind: \"127.0.0.13:{cport}\", version: \"{VERSION}\", \
+                "({} messagedirector: (bind: Some(\"{ca_ip}:{cp}\"), \
+                  connect: Some(\"{ca_upstream}\"), {link}), \
+                  roles: [ClientAgent((bind: \"{ca_ip}:{cport}\", version: \"{VERSION}\", \
                     channels: (min: {}, max: {}), add_interest: \"enabled\", {}))])",
-                top("ca-host", "127.0.0.13", cm),
-                ca_link.addr,
+                top("ca-host", ca_ip, cm),
                 CA_CHANNELS.0,
                 CA_CHANNELS.1,
                 ca_keys()
@@ -645,6 +877,7 @@ impl Cluster {
             ca_link,
             ca_port: cport,
             events,
+            ca_net,
         };
         for h in [&c.ss, &c.ca] {
             assert!(
@@ -666,7 +899,7 @@ impl Cluster {
 
     /// A client that sent HELLO, whatever the answer.
     pub(crate) fn client_hello_sent(&self) -> Client {
-        let mut cl = Client::connect("127.0.0.13", self.ca_port);
+        let mut cl = Client::connect(self.ca.ip, self.ca_port);
         cl.send(
             CLIENT_HELLO,
             P::new().u32(self.schema.dc.hash()).string(VERSION),

@@ -288,6 +288,14 @@ pub struct MessageDirectorConfig {
     /// the client sessions whose post-removes the upstream may have fired once it is regained)
     /// or `Exit` (astrond's behaviour: log, an `upstream-lost` event, exit with code 1).
     pub on_upstream_lost: OnUpstreamLost,
+    /// After a lost upstream link is regained, how long it must stay up before the
+    /// post-removes fired meanwhile are sent and the client sessions at risk are ejected; new
+    /// clients are refused until then (131), milliseconds. It is the time the upstream's other
+    /// children (siblings) need to reconnect to a restarted root: a delete sent before the
+    /// sibling that holds its object has re-subscribed is routed to nobody and lost. None =
+    /// `reconnect_max_ms` (siblings with the same settings retry at least that often); 0 = no
+    /// settling (the first connection never settles).
+    pub upstream_settle_ms: Option<u64>,
     /// TCP keepalive on MD links (the upstream link and accepted participants): idle time
     /// before the first probe and between probes, milliseconds. 0 = no keepalive.
     pub keepalive_ms: u64,
@@ -398,6 +406,7 @@ impl Default for MessageDirectorConfig {
             reconnect_min_ms: 100,
             reconnect_max_ms: 5_000,
             on_upstream_lost: OnUpstreamLost::Reconnect,
+            upstream_settle_ms: None,
             keepalive_ms: 5_000,
             link_timeout_ms: 15_000,
             connect_timeout_ms: 3_000,

@@ -88,6 +88,9 @@ pub struct Stats {
     /// client certificate, a failed or late handshake, plain TCP where TLS is required.
     pub participants_refused_tls: AtomicU64,
     pub upstream_connected: AtomicBool,
+    /// The upstream link was regained and has not yet stayed up for `upstream_settle_ms`:
+    /// what is owed to it is held and new clients are refused meanwhile.
+    pub upstream_settling: AtomicBool,
     /// Times a live upstream link was lost (failed connection attempts are not counted).
     pub upstream_losses: AtomicU64,
     /// ...of which cut by us: the upstream stopped reading (`max_queued_bytes_upstream`).

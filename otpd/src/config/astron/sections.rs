@@ -172,6 +172,7 @@ fn md_section(cx: &Cx, md: &Section, m: &mut MessageDirectorConfig) -> Res<()> {
             "reconnect_min_ms",
             "reconnect_max_ms",
             "on_upstream_lost",
+            "upstream_settle_ms",
             "keepalive_ms",
             "link_timeout_ms",
             "connect_timeout_ms",
@@ -216,6 +217,9 @@ fn upstream_link(cx: &Cx, md: &Section, out: &mut MessageDirectorConfig) -> Res<
         };
     }
     let ms = u32::MAX as u64;
+    if let Some(v) = md.uint(cx, "upstream_settle_ms", ms)? {
+        out.upstream_settle_ms = Some(v);
+    }
     if let Some(v) = md.uint(cx, "keepalive_ms", ms)? {
         out.keepalive_ms = v;
     }

@@ -771,10 +771,11 @@ fn otpd_keys_metrics_reconnect_and_cores() {
 #[test]
 fn the_upstream_links_otpd_keys_are_read() {
     let c = parse_ok(
-        "messagedirector:\n  bind: 127.0.0.1:7199\n  connect: 10.0.0.1:7199\n  on_upstream_lost: Exit\n  keepalive_ms: 2000\n  link_timeout_ms: 9000\n  connect_timeout_ms: 1500\n  max_queued_bytes_upstream: 1048576\nroles:\n  - type: clientagent\n    channels: {min: 3100, max: 3999}\n    client:\n      refuse_clients_without_upstream: false\n",
+        "messagedirector:\n  bind: 127.0.0.1:7199\n  connect: 10.0.0.1:7199\n  on_upstream_lost: Exit\n  upstream_settle_ms: 2500\n  keepalive_ms: 2000\n  link_timeout_ms: 9000\n  connect_timeout_ms: 1500\n  max_queued_bytes_upstream: 1048576\nroles:\n  - type: clientagent\n    channels: {min: 3100, max: 3999}\n    client:\n      refuse_clients_without_upstream: false\n",
     );
     let md = &c.messagedirector;
     assert_eq!(md.on_upstream_lost, crate::config::OnUpstreamLost::Exit);
+    assert_eq!(md.upstream_settle_ms, Some(2500));
     assert_eq!(
         (
             md.keepalive_ms,
@@ -796,6 +797,7 @@ fn the_upstream_links_otpd_keys_are_read() {
         crate::config::OnUpstreamLost::Reconnect
     );
     assert_eq!((md.keepalive_ms, md.link_timeout_ms), (5000, 15000));
+    assert_eq!(md.upstream_settle_ms, None, "reconnect_max_ms");
     assert!(
         parse_err("messagedirector:\n  on_upstream_lost: sometimes\n")
             .message

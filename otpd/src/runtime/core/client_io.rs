@@ -266,8 +266,11 @@ impl Core {
         cl.session = Some(session);
         let pid = self.conns[slot].pid;
         self.shared.client_channels.lock().insert(channel, pid);
+        // Refused while the upstream is down, and while a regained link settles: a delete owed
+        // from before the loss may still be on its way (`upstream_settle_ms`).
         if self.shared.upstream.is_some()
-            && !self.shared.stats.upstream_connected.load(Ordering::Relaxed)
+            && (!self.shared.stats.upstream_connected.load(Ordering::Relaxed)
+                || self.shared.stats.upstream_settling.load(Ordering::Relaxed))
         {
             let cl = self.conns[slot].client.as_mut().expect("a client");
             if cl.ca.refuse_clients_without_upstream {

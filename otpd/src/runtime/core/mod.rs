@@ -142,25 +142,7 @@ impl Core {
                 .register(l, Token(FIRST_CLIENT_LISTENER + i), Interest::READABLE)?;
         }
         let cores = shared.cores;
-        let upstream = if id == 0 {
-            shared.upstream.map(|addr| {
-                let md = &shared.config.messagedirector;
-                let timing = super::upstream::Timing {
-                    min_backoff: Duration::from_millis(md.reconnect_min_ms),
-                    max_backoff: Duration::from_millis(md.reconnect_max_ms),
-                    connect_timeout: Duration::from_millis(md.connect_timeout_ms.max(1)),
-                    max_owed: md.max_queued_bytes_upstream,
-                };
-                let name = crate::md::link_name::child_md_name(
-                    &shared.config.name,
-                    super::upstream::incarnation(),
-                );
-                shared.stats.upstream_heard();
-                Upstream::new(addr, timing, name)
-            })
-        } else {
-            None
-        };
+        let upstream = if id == 0 { upstream_of(&shared) } else { None };
         let el_socket = match shared.eventlogger {
             Some(addr) => {
                 let bind: SocketAddr = if addr.is_ipv4() {
@@ -357,6 +339,8 @@ impl Core {
                     self.upstream_connect();
                 } else if u.connect_overdue(now) {
                     self.upstream_connect_timed_out();
+                } else if u.settle_due(now) {
+                    self.upstream_settled(false);
                 }
             }
             if self.accept_retry_at.is_some_and(|at| at <= Instant::now()) {
@@ -1034,7 +1018,8 @@ impl Core {
     }
 
     /// Core 0: a datagram for the upstream MD. On a live link it is queued for the socket
-    /// (past `max_queued_bytes_upstream` the link is cut: the upstream stopped reading).
+    /// (past `max_queued_bytes_upstream` the link is cut: the upstream stopped reading), except
+    /// what is owed while the link settles: kept, with what was owed before, in order.
     /// While the link is down or connecting, subscriptions and post-remove registrations are
     /// only noted (the replay restores them), what is owed is kept, and ordinary datagrams are
     /// dropped and counted: the cluster above does not hear them (best effort, as on astrond).
@@ -1044,7 +1029,7 @@ impl Core {
         };
         u.track(frame);
         match u.conn {
-            Some(slot) if u.is_connected() => {
+            Some(slot) if u.is_connected() && (u.is_settled() || !owed) => {
                 let c = &mut self.conns[slot];
                 c.out.extend_from_slice(frame);
                 if !c.in_dirty {
@@ -1173,7 +1158,12 @@ impl Core {
                     return; // md_tls_io calls again once the upstream MD has accepted us
                 }
                 let u = self.upstream.as_mut().expect("upstream core");
-                let first = u.set_connected();
+                let first = u.set_connected(Instant::now());
+                let settling = !u.is_settled();
+                self.shared
+                    .stats
+                    .upstream_settling
+                    .store(settling, Ordering::Relaxed);
                 self.shared
                     .stats
                     .upstream_connected
@@ -1187,9 +1177,8 @@ impl Core {
                     .expect("the router is not re-entered")
                     .ranges()
                     .covered_runs();
-                let owed = u.owed_bytes();
+                let settle_ms = u.settle_period().as_millis() as u64;
                 u.replay(&ranges, &mut replay);
-                let at_risk = u.take_at_risk();
                 let c = &mut self.conns[slot];
                 c.out.extend_from_slice(&replay);
                 if !c.in_dirty {
@@ -1198,12 +1187,16 @@ impl Core {
                 }
                 c.in_ready = true;
                 self.ready.push(slot);
+                // Ejected now (the shorter the split brain, the better); the post-removes
+                // their ends fire are owed, held with the others until the link has settled.
+                let at_risk = u.take_at_risk();
                 let ejected = self.eject_at_risk(&at_risk);
                 if first {
                     log::info!("messagedirector: connected to upstream MD {addr}");
                 } else {
                     log::warn!(
-                        "messagedirector: upstream MD {addr} regained; re-sent subscriptions and post-removes, then {owed} bytes of post-removes fired meanwhile; ejected {ejected} client session(s) whose post-removes it may have fired"
+                        "messagedirector: upstream MD {addr} regained; re-sent subscriptions and post-removes; ejected {ejected} client session(s) whose post-removes it may have fired; settling {} ms (upstream_settle_ms) before sending the post-removes fired meanwhile; new clients are refused until then",
+                        if settling { settle_ms } else { 0 }
                     );
                 }
                 let event = crate::roles::event::encode(
@@ -1215,17 +1208,64 @@ impl Core {
                     &[
                         ("role", crate::roles::event::Ev::Str("messagedirector")),
                         ("address", crate::roles::event::Ev::Str(&addr)),
-                        ("owed_bytes_sent", crate::roles::event::Ev::U64(owed as u64)),
                         ("sessions_ejected", crate::roles::event::Ev::U64(ejected)),
+                        (
+                            "settle_ms",
+                            crate::roles::event::Ev::U64(if settling { settle_ms } else { 0 }),
+                        ),
                     ],
                 );
                 self.send_event(&event);
+                if !settling {
+                    self.upstream_settled(first);
+                }
             }
             (Some(e), _) => self.mark_close(slot, format!("connect failed: {e}")),
             (None, Err(e)) if e.kind() == ErrorKind::NotConnected => {}
             (None, Err(e)) => self.mark_close(slot, format!("connect failed: {e}")),
         }
         self.close_marked();
+    }
+
+    /// The upstream link is connected and settled (at once on the first connection or with
+    /// `upstream_settle_ms: 0`): what was owed to it goes out, in order (with the post-removes
+    /// of the sessions ejected at the regain last), and new clients are taken again.
+    fn upstream_settled(&mut self, first: bool) {
+        let Some(u) = self.upstream.as_mut() else {
+            return;
+        };
+        let Some(slot) = u.conn.filter(|_| u.is_connected()) else {
+            return;
+        };
+        self.shared
+            .stats
+            .upstream_settling
+            .store(false, Ordering::Relaxed);
+        u.settled();
+        let addr = u.addr.to_string();
+        let owed = u.owed_bytes();
+        let c = &mut self.conns[slot];
+        let was = c.out.len();
+        u.take_owed(&mut c.out);
+        if c.out.len() > was && !c.in_dirty {
+            c.in_dirty = true;
+            self.dirty.push(slot);
+        }
+        if first && owed == 0 {
+            return;
+        }
+        log::warn!(
+            "messagedirector: upstream MD {addr} settled; sent {owed} bytes of post-removes fired while it was away or settling"
+        );
+        let event = crate::roles::event::encode(
+            "upstream-settled",
+            &[
+                ("role", crate::roles::event::Ev::Str("messagedirector")),
+                ("address", crate::roles::event::Ev::Str(&addr)),
+                ("owed_bytes_sent", crate::roles::event::Ev::U64(owed as u64)),
+            ],
+        );
+        self.send_event(&event);
     }
 
     /// The link is back after a loss: the upstream MD may have fired the post-removes of these
@@ -1261,6 +1301,10 @@ impl Core {
         self.shared
             .stats
             .upstream_connected
+            .store(false, Ordering::Relaxed);
+        self.shared
+            .stats
+            .upstream_settling
             .store(false, Ordering::Relaxed);
         let Some(u) = self.upstream.as_mut() else {
             return;
@@ -1650,6 +1694,26 @@ impl Core {
         mine.channels
             .store(router.channels() as u64, Ordering::Relaxed);
     }
+}
+
+/// Core 0's link to the upstream MD, if one is configured (`messagedirector.connect`).
+fn upstream_of(shared: &Shared) -> Option<Upstream> {
+    shared.upstream.map(|addr| {
+        let md = &shared.config.messagedirector;
+        let timing = super::upstream::Timing {
+            min_backoff: Duration::from_millis(md.reconnect_min_ms),
+            max_backoff: Duration::from_millis(md.reconnect_max_ms),
+            connect_timeout: Duration::from_millis(md.connect_timeout_ms.max(1)),
+            max_owed: md.max_queued_bytes_upstream,
+            settle: Duration::from_millis(md.upstream_settle_ms.unwrap_or(md.reconnect_max_ms)),
+        };
+        let name = crate::md::link_name::child_md_name(
+            &shared.config.name,
+            super::upstream::incarnation(),
+        );
+        shared.stats.upstream_heard();
+        Upstream::new(addr, timing, name)
+    })
 }
 
 /// The router's view of its core: the outbox, deliveries to this core's participants and
