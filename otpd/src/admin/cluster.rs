@@ -223,20 +223,26 @@ impl Link {
         target: &super::Target,
         tail: &[u8],
     ) -> Result<(), String> {
-        let mut dg = Vec::new();
-        let mut w = Writer::internal1(
-            &mut dg,
-            otp_wire::channels::BCHAN_CLIENTS,
-            self.channel,
-            msgtype,
-        );
-        w.u8(target.scope)
-            .u64(target.id)
-            .string(&target.account)
-            .bytes(tail);
-        w.finish().map_err(|e| e.to_string())?;
-        self.send(&dg)
+        self.send(&to_sessions(self.channel, msgtype, target, tail)?)
     }
+}
+
+/// CLIENTAGENT_ADMIN_EJECT or _MESSAGE from `channel` to the sessions `target` selects (on the
+/// all-clients channel), framed.
+fn to_sessions(
+    channel: u64,
+    msgtype: u16,
+    target: &super::Target,
+    tail: &[u8],
+) -> Result<Vec<u8>, String> {
+    let mut dg = Vec::new();
+    let mut w = Writer::internal1(&mut dg, otp_wire::channels::BCHAN_CLIENTS, channel, msgtype);
+    w.u8(target.scope)
+        .u64(target.id)
+        .string(&target.account)
+        .bytes(tail);
+    w.finish().map_err(|e| e.to_string())?;
+    Ok(dg)
 }
 
 /// Reads the link until it closes: list answers into their gathers, and each gather answered
@@ -398,18 +404,7 @@ impl Sender {
         target: &super::Target,
         tail: &[u8],
     ) -> Result<(), String> {
-        let mut dg = Vec::new();
-        let mut w = Writer::internal1(
-            &mut dg,
-            otp_wire::channels::BCHAN_CLIENTS,
-            self.channel,
-            msgtype,
-        );
-        w.u8(target.scope)
-            .u64(target.id)
-            .string(&target.account)
-            .bytes(tail);
-        w.finish().map_err(|e| e.to_string())?;
+        let dg = to_sessions(self.channel, msgtype, target, tail)?;
         let mut guard = self.stream.lock();
         let Some(s) = guard.as_mut() else {
             return Err("the MD link is down".into());
