@@ -474,17 +474,26 @@ fn the_page_is_served_without_the_token_with_its_security_headers() {
         assert!(csp.starts_with("default-src 'self'; "), "{csp}");
         assert!(csp.contains("script-src 'sha256-"), "{csp}");
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
-        assert!(!csp.contains("unsafe"), "inline code admitted by hash only: {csp}");
+        assert!(
+            !csp.contains("unsafe"),
+            "inline code admitted by hash only: {csp}"
+        );
         assert_eq!(header("X-Frame-Options"), "DENY");
         assert_eq!(header("Cache-Control"), "no-store");
         assert_eq!(header("X-Content-Type-Options"), "nosniff");
         assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
-        assert!(body.contains("Authorization: \"Bearer \""), "it calls the API with the token");
+        assert!(
+            body.contains("Authorization: \"Bearer \""),
+            "it calls the API with the token"
+        );
         // No external URL: no scheme, no protocol-relative link.
         for scheme in ["http://", "https://", "src=\"//", "href=\"//", "url("] {
             assert!(!body.contains(scheme), "the page names {scheme}");
         }
-        assert!(!body.contains("innerHTML"), "data is put in the page as text only");
+        assert!(
+            !body.contains("innerHTML"),
+            "data is put in the page as text only"
+        );
     }
     // HEAD: the headers alone; other methods are refused; the API still wants the token.
     let (head, body) = call(a.port, "HEAD / HTTP/1.0\r\n\r\n");

@@ -207,7 +207,10 @@ impl Handler for Admin {
             });
         }
         if !request.path.starts_with("/api/") {
-            return Some(error(404, "the admin API is under /api/ (the page is at /)"));
+            return Some(error(
+                404,
+                "the admin API is under /api/ (the page is at /)",
+            ));
         }
         if !self.token.admits(request.authorization.as_deref()) {
             self.audit.record(

@@ -53,7 +53,11 @@ fn hash_of(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
     let mut out = String::with_capacity(44);
     for chunk in digest.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -77,7 +81,10 @@ mod tests {
         );
         assert_eq!(super::inline("a<style>x</style>b", "style"), "x");
         let csp = super::csp();
-        assert!(csp.starts_with("default-src 'self'; script-src 'sha256-"), "{csp}");
+        assert!(
+            csp.starts_with("default-src 'self'; script-src 'sha256-"),
+            "{csp}"
+        );
         assert!(!super::inline(super::PAGE, "script").is_empty());
         assert!(!super::inline(super::PAGE, "style").is_empty());
         // One script and one style: a second would not be admitted by the hashes.
