@@ -2,8 +2,9 @@
 (Debian's chromium and chromedriver) driven with selenium. A scripted 2003 client logs in and
 types a wish name (names reviewed by hand); the operator signs in on the page with the token
 (a wrong one shows the 401), sees the client and the pending name, approves the name (the
-client's next avatar list shows it approved) and kicks the client with its Kick button (the
-client gets GO_GET_LOST 151, then the connection closes), rejects another name and bans its
+client's next avatar list shows it approved), sends the client's toon a system message with
+the message form, and kicks the client with its Kick button (the client gets GO_GET_LOST 151,
+then the connection closes), rejects another name and bans its
 account with the ban form (its client is kicked, "Look up" shows the ban). A player-typed
 account name made of markup is shown as text, and the Content-Security-Policy refuses inline
 handlers even if markup got in. The page's screenshot is saved to $OTPD_PAGE_SCREENSHOT when set
@@ -21,7 +22,7 @@ import pytest
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OTPD = os.environ.get("OTPD_BIN", os.path.join(HERE, "..", "..", "target", "release", "otpd"))
@@ -152,6 +153,25 @@ class Toon:
         (k,) = struct.unpack_from("<H", p, 6)
         return p[8:8 + k].decode()
 
+    def play(self, av):
+        """As ToontownClientRepository.__handleCongrats after an approved name:
+        SET_WISHNAME_CLEAR (72) uint32 avId, uint8 1; then SET_AVATAR (32,
+        TCR.sendSetAvatarIdMsg) uint32 avId, answered by GET_AVATAR_DETAILS_RESP (15,
+        waitForSetAvatarResponse): uint32 avId, uint8 returnCode, the toon's fields."""
+        self.send(72, struct.pack("<IB", av, 1))
+        self.send(32, struct.pack("<I", av))
+        p = self.expect(15)
+        assert struct.unpack_from("<IB", p) == (av, 0), p[:5]
+
+    def system_message(self):
+        """The next OBJECT_UPDATE_FIELD (24: uint32 doId, uint16 fieldNumber, args; read in
+        the client's playGame state), here setSystemMessage(uint32 aboutId, string) on its own
+        toon (DistributedAvatar.setSystemMessage -> displayWhisper as WTSystem): (doId, text)."""
+        p = self.expect(24)
+        (doid, _field, _about, k) = struct.unpack_from("<IHIH", p)
+        assert len(p) == 12 + k, p
+        return doid, p[12:].decode(errors="replace")
+
     def ejected(self):
         """The GO_GET_LOST (4) that ends the session: (code, text), the connection closed
         after it (ClientRepository.handleGoGetLost keeps the code; the drop that follows
@@ -176,6 +196,15 @@ def cluster():
     token_file = os.path.join(d, "admin.token")
     with open(token_file, "w") as f:
         f.write(TOKEN + "\n")
+    # tests/dc/toon.dc with the field the 2003 client shows system messages through
+    # (DistributedAvatar's setSystemMessage in Toontown's DC file), last in DistributedToon.
+    dc = os.path.join(d, "toon.dc")
+    with open(DC) as f:
+        text = f.read()
+    anchor = "  setWhisperFrom(uint32 fromId, string(0-100) chat) p2p clsend;\n"
+    assert anchor in text
+    with open(dc, "w") as f:
+        f.write(text.replace(anchor, anchor + "  setSystemMessage(uint32 aboutId, string) p2p;\n"))
     conf = os.path.join(d, "cluster.ron")
     # As tests/moderation.rs `start`: StateServer, DBSS, Database on SQLite, one 2003
     # listener (open tokens, passwords made at login, names reviewed by hand), plus the admin
@@ -194,7 +223,7 @@ def cluster():
                 channels: (min: 1000000, max: 1009999), dialect: Toontown2003,
                 toontown: (tokens: Open, passwords: CreateOnLogin, auto_approve_names: false))),
  ])"""
-            % {"dc": DC, "md": md, "admin": admin, "token": token_file, "dir": d, "ca": ca,
+            % {"dc": dc, "md": md, "admin": admin, "token": token_file, "dir": d, "ca": ca,
                "version": VERSION, "hash": DC_HASH}
         )
     log = open(os.path.join(d, "otpd.log"), "w")
@@ -312,6 +341,17 @@ def test_the_page_approves_a_typed_name_and_kicks_its_client(cluster, browser):
     listed = next(a for a in hostile.avatars() if a["id"] == other)
     assert (listed["want"], listed["approved"], listed["rejected"]) == ("", "", "Sunny Day")
     wait(driver, lambda d: rows(d, "names") == [["no names waiting"]], "the queue is empty")
+
+    # The toon is played; the message form reaches it (a system message on its own toon).
+    pinky.play(av)
+    wait(driver, lambda d: str(av) in next(r for r in rows(d, "clients") if r[0] == "pinky")[1],
+         "the client's avatar is listed")
+    Select(driver.find_element(By.ID, "message-scope")).select_by_value("account")
+    driver.find_element(By.ID, "message-whom").send_keys("pinky")
+    driver.find_element(By.ID, "message-text").send_keys("Restart at noon.")
+    driver.find_element(By.ID, "message-send").click()
+    wait(driver, lambda d: "Message sent to account pinky." in notice.text, "message sent")
+    assert pinky.system_message() == (av, "Restart at noon.")
 
     # Kick from the page: GO_GET_LOST 151 ("logged out by an administrator"), then closed;
     # the other client stays, and the list drops the kicked one.
