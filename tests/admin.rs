@@ -610,3 +610,59 @@ fn with_tls_the_admin_api_speaks_https_only() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin.tls"));
 }
+
+/// The operator's page (GET / and /index.html) is served without the token (it holds no
+/// data), as HTML with headers that keep it from being framed, cached or made to run code it
+/// does not carry; it names no other site (nothing is fetched from elsewhere).
+#[test]
+fn the_page_is_served_without_the_token_with_its_security_headers() {
+    let a = start();
+    for path in ["/", "/index.html"] {
+        let (head, body) = call(a.port, &format!("GET {path} HTTP/1.0\r\n\r\n"));
+        assert!(head.starts_with("HTTP/1.1 200 "), "{path}: {head}");
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                })
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_else(|| panic!("no {name} header: {head}"))
+        };
+        assert_eq!(header("Content-Type"), "text/html; charset=utf-8");
+        let csp = header("Content-Security-Policy");
+        assert!(csp.starts_with("default-src 'self'; "), "{csp}");
+        assert!(csp.contains("script-src 'sha256-"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(
+            !csp.contains("unsafe"),
+            "inline code admitted by hash only: {csp}"
+        );
+        assert_eq!(header("X-Frame-Options"), "DENY");
+        assert_eq!(header("Cache-Control"), "no-store");
+        assert_eq!(header("X-Content-Type-Options"), "nosniff");
+        assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
+        assert!(
+            body.contains("Authorization: \"Bearer \""),
+            "it calls the API with the token"
+        );
+        // No external URL: no scheme, no protocol-relative link.
+        for scheme in ["http://", "https://", "src=\"//", "href=\"//", "url("] {
+            assert!(!body.contains(scheme), "the page names {scheme}");
+        }
+        assert!(
+            !body.contains("innerHTML"),
+            "data is put in the page as text only"
+        );
+    }
+    // HEAD: the headers alone; other methods are refused; the API still wants the token.
+    let (head, body) = call(a.port, "HEAD / HTTP/1.0\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(body.is_empty(), "{body}");
+    let (head, _) = call(a.port, "POST / HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 405 "), "{head}");
+    let (head, _) = call(a.port, "GET /api/status HTTP/1.0\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
+    let (head, _) = call(a.port, "GET /elsewhere HTTP/1.0\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
+}

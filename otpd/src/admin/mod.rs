@@ -1,10 +1,11 @@
-//! The admin API: JSON over HTTP on its own bounded server (`crate::http`), for operators and
-//! the `otpd admin` command. Every request but the page itself carries the bearer token;
-//! refusals and every action are written to the EventLogger (who, what, when: the audit
-//! trail). Read-only figures come from the runtime's published `Stats`.
+//! The admin API: JSON over HTTP on its own bounded server (`crate::http`), for operators, the
+//! `otpd admin` command and the web page (`page`). Every request but the page itself carries
+//! the bearer token; refusals and every action are written to the EventLogger (who, what,
+//! when: the audit trail). Read-only figures come from the runtime's published `Stats`.
 
 mod auth;
 mod cluster;
+mod page;
 
 use crate::config::AdminConfig;
 use crate::http::{self, Answer, Handler, Request, Ticket};
@@ -206,8 +207,18 @@ fn error(status: u16, message: &str) -> Answer {
 
 impl Handler for Admin {
     fn handle(&mut self, request: &Request, peer: SocketAddr, ticket: Ticket) -> Option<Answer> {
+        if matches!(request.path.as_str(), "/" | "/index.html") {
+            // The page holds no data: it asks for the token and calls the API with it.
+            return Some(match request.method.as_str() {
+                "GET" | "HEAD" => page::answer(),
+                _ => error(405, "GET only"),
+            });
+        }
         if !request.path.starts_with("/api/") {
-            return Some(error(404, "the admin API is under /api/"));
+            return Some(error(
+                404,
+                "the admin API is under /api/ (the page is at /)",
+            ));
         }
         if !self.token.admits(request.authorization.as_deref()) {
             self.audit.record(
