@@ -435,6 +435,14 @@ fn action_bodies_are_checked() {
         ("/api/kick", "{\"avatar\": \"five\"}", "must be a number"),
         ("/api/message", "{\"everyone\": true}", "'text'"),
         (
+            "/api/kick",
+            &format!(
+                "{{\"everyone\": true, \"reason\": \"{}\"}}",
+                "x".repeat(2000)
+            ),
+            "'reason' is over 1024",
+        ),
+        (
             "/api/message",
             &format!("{{\"everyone\": true, \"text\": \"{}\"}}", "x".repeat(2000)),
             "over 1024",

@@ -41,9 +41,9 @@ fn countdown(seconds: u64, text: &str, warn: Option<&cluster::Sender>) {
                 id: 0,
                 account: String::new(),
             };
-            let mut tail = (message.len() as u16).to_le_bytes().to_vec();
-            tail.extend_from_slice(message.as_bytes());
-            if let Err(e) = w.to_sessions(CLIENTAGENT_ADMIN_MESSAGE, &target, &tail) {
+            if let Err(e) =
+                w.to_sessions(CLIENTAGENT_ADMIN_MESSAGE, &target, &message_tail(&message))
+            {
                 log::warn!("admin: shutdown warning not sent: {e}");
             }
         }
@@ -309,6 +309,30 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A kick or ban's body, and whom it names (see `Target::from_json`).
+#[allow(clippy::result_large_err)] // an Answer is the error a handler gives back
+fn action_target(request: &Request) -> Result<(Value, Target, String), Answer> {
+    let body = body_json(request)?;
+    let (target, whom) = Target::from_json(&body).map_err(|e| error(400, &e))?;
+    Ok((body, target, whom))
+}
+
+/// What follows the target in CLIENTAGENT_ADMIN_MESSAGE: the text (checked by the caller
+/// against `MAX_MESSAGE_BYTES`).
+fn message_tail(text: &str) -> Vec<u8> {
+    debug_assert!(text.len() <= MAX_MESSAGE_BYTES);
+    let mut tail = (text.len() as u16).to_le_bytes().to_vec();
+    tail.extend_from_slice(text.as_bytes());
+    tail
+}
+
+/// What follows the target in CLIENTAGENT_ADMIN_EJECT: a kick (not a shutdown), the reason.
+fn eject_tail(reason: &str) -> Vec<u8> {
+    let mut tail = vec![0u8];
+    tail.extend(message_tail(reason));
+    tail
+}
+
 /// The status byte of a Database answer, as the API says it.
 fn db_status(status: u8, what: &str) -> Answer {
     match status {
@@ -563,10 +587,7 @@ impl Admin {
                 account: account.to_string(),
             };
             let text = if reason.is_empty() { "Banned." } else { reason };
-            let mut tail = vec![0u8];
-            tail.extend_from_slice(&(text.len() as u16).to_le_bytes());
-            tail.extend_from_slice(text.as_bytes());
-            let _ = link.to_sessions(CLIENTAGENT_ADMIN_EJECT, &target, &tail);
+            let _ = link.to_sessions(CLIENTAGENT_ADMIN_EJECT, &target, &eject_tail(text));
         }
         Ok(())
     }
@@ -617,19 +638,15 @@ impl Admin {
     /// POST /api/kick {target, "reason"}: the sessions named are ejected with their
     /// dialect's kick code, on every ClientAgent of the tree.
     fn kick(&self, request: &Request, peer: SocketAddr) -> Answer {
-        let body = match body_json(request) {
-            Ok(b) => b,
+        let (body, target, whom) = match action_target(request) {
+            Ok(t) => t,
             Err(a) => return a,
         };
-        let (target, whom) = match Target::from_json(&body) {
-            Ok(t) => t,
-            Err(e) => return error(400, &e),
-        };
         let reason = body["reason"].as_str().unwrap_or("Kicked by an operator.");
-        let mut tail = Vec::new();
-        tail.push(0u8);
-        tail.extend_from_slice(&(reason.len().min(1024) as u16).to_le_bytes());
-        tail.extend_from_slice(&reason.as_bytes()[..reason.len().min(1024)]);
+        if reason.len() > MAX_MESSAGE_BYTES {
+            return error(400, &format!("'reason' is over {MAX_MESSAGE_BYTES} bytes"));
+        }
+        let tail = eject_tail(reason);
         self.act(
             peer,
             "kick",
@@ -644,13 +661,9 @@ impl Admin {
     /// POST /api/message {target, "text"}: the sessions named show `text` as a system
     /// message.
     fn message(&self, request: &Request, peer: SocketAddr) -> Answer {
-        let body = match body_json(request) {
-            Ok(b) => b,
-            Err(a) => return a,
-        };
-        let (target, whom) = match Target::from_json(&body) {
+        let (body, target, whom) = match action_target(request) {
             Ok(t) => t,
-            Err(e) => return error(400, &e),
+            Err(a) => return a,
         };
         let Some(text) = body["text"].as_str().filter(|t| !t.is_empty()) else {
             return error(400, "'text' (a non-empty string) is required");
@@ -658,8 +671,7 @@ impl Admin {
         if text.len() > MAX_MESSAGE_BYTES {
             return error(400, &format!("'text' is over {MAX_MESSAGE_BYTES} bytes"));
         }
-        let mut tail = (text.len() as u16).to_le_bytes().to_vec();
-        tail.extend_from_slice(text.as_bytes());
+        let tail = message_tail(text);
         self.act(
             peer,
             "message",
