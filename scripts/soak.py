@@ -219,7 +219,7 @@ SERIES = {
     # name: (floor: growth always tolerated on top of 25 %)
     "rss_kb": 16 * 1024,
     "fds": 32,
-    "pending_lookups": 2000,
+    "stalled_batches": 2000,
     "subscribed_channels": 256,
     "objects": 256,
     "participants": 4,
@@ -245,7 +245,7 @@ def scrape(addr):
             continue
         if name == "otpd_role" and 'metric="objects"' in key:
             sums["objects"] = sums.get("objects", 0) + v
-        elif name in ("otpd_pending_lookups", "otpd_subscribed_channels", "otpd_participants",
+        elif name in ("otpd_stalled_batches", "otpd_subscribed_channels", "otpd_participants",
                       "otpd_clients", "otpd_upstream_connected"):
             short = name[len("otpd_"):]
             sums[short] = sums.get(short, 0) + v
@@ -256,7 +256,7 @@ def sample(args):
     hosts = [h.split("=") for h in args.hosts.split(",")]
     t0 = time.monotonic()
     with open(args.csv, "w") as f:
-        f.write("t_s,host,rss_kb,fds,pending_lookups,subscribed_channels,objects,participants,clients,upstream_connected\n")
+        f.write("t_s,host,rss_kb,fds,stalled_batches,subscribed_channels,objects,participants,clients,upstream_connected\n")
         while not os.path.exists(args.stop):
             t = time.monotonic() - t0
             for name, pid, addr in hosts:
@@ -268,7 +268,7 @@ def sample(args):
                     print(f"soak: {name} (pid {pid}) is gone", file=sys.stderr)
                     return 1
                 m = scrape(addr) or {}
-                f.write(f"{t:.1f},{name},{rss},{fds},{m.get('pending_lookups', '')},"
+                f.write(f"{t:.1f},{name},{rss},{fds},{m.get('stalled_batches', '')},"
                         f"{m.get('subscribed_channels', '')},{m.get('objects', '')},"
                         f"{m.get('participants', '')},{m.get('clients', '')},"
                         f"{m.get('upstream_connected', '')}\n")

@@ -372,10 +372,6 @@ impl Sim {
                 assert!(steps < MAX_SETTLE_STEPS, "the cluster does not settle");
                 self.deliver(pid, &frame);
             }
-            self.router.dispatch_resolved(&mut self.host);
-            if !self.host.queue.is_empty() {
-                continue;
-            }
             if !self.run_work() {
                 break;
             }

@@ -19,7 +19,7 @@ type Labels = Vec<(String, String)>;
 struct Families {
     routed: Family<Labels, Counter<u64, AtomicU64>>,
     deliveries: Family<Labels, Counter<u64, AtomicU64>>,
-    pending: Family<Labels, Gauge>,
+    stalled_batches: Family<Labels, Gauge>,
     channels: Family<Labels, Gauge>,
     participants: Gauge,
     cut_off: Counter<u64, AtomicU64>,
@@ -54,7 +54,7 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
     let f = Families {
         routed: Family::default(),
         deliveries: Family::default(),
-        pending: Family::default(),
+        stalled_batches: Family::default(),
         channels: Family::default(),
         participants: Gauge::default(),
         cut_off: Counter::default(),
@@ -88,13 +88,13 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         f.deliveries.clone(),
     );
     registry.register(
-        "pending_lookups",
-        "Datagrams waiting for lookups on other cores (queue depth)",
-        f.pending.clone(),
+        "stalled_batches",
+        "Batches waiting for another core's full queue (the core's backlog)",
+        f.stalled_batches.clone(),
     );
     registry.register(
         "subscribed_channels",
-        "Channels with subscribers, per home core",
+        "Channels subscribed by the participants of each core",
         f.channels.clone(),
     );
     registry.register(
@@ -259,9 +259,9 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
             .get_or_create(&core_label(core))
             .inner()
             .store(c.deliveries.load(Ordering::Relaxed), Ordering::Relaxed);
-        f.pending
+        f.stalled_batches
             .get_or_create(&core_label(core))
-            .set(c.pending.load(Ordering::Relaxed) as i64);
+            .set(c.stalled_batches.load(Ordering::Relaxed) as i64);
         f.channels
             .get_or_create(&core_label(core))
             .set(c.channels.load(Ordering::Relaxed) as i64);

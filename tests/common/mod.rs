@@ -62,13 +62,21 @@ impl Otpd {
     }
 
     pub(crate) fn start_full(port: u16, md_extra: &str, top_extra: &str) -> Otpd {
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
+        // Debugging aid: OTPD_TEST_LOG=FILE keeps the otpd folder (config, debug log) after
+        // the test and writes the log's path into FILE.
+        if std::env::var("OTPD_TEST_LOG").is_ok() {
+            dir.disable_cleanup(true);
+        }
         let ron = format!(
             "(cores: 2, pin_cores: false, {top_extra}\n messagedirector: (bind: Some(\"127.0.0.1:{port}\"), {md_extra}))"
         );
         let path = dir.path().join("cluster.ron");
         std::fs::write(&path, ron).unwrap();
         let log = dir.path().join("otpd.log");
+        if let Ok(keep) = std::env::var("OTPD_TEST_LOG") {
+            let _ = std::fs::write(&keep, format!("{}\n", log.display()));
+        }
         let child = Command::new(otpd_bin())
             .arg("--cluster")
             .arg(&path)

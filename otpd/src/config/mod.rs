@@ -275,8 +275,9 @@ pub struct MessageDirectorConfig {
     pub max_post_removes_per_participant: usize,
     /// Capacity, in batches, of each core-to-core queue.
     pub core_queue_batches: usize,
-    /// Datagrams a core may hold while their subscriber lookups run on other cores; past it,
-    /// the core stops reading its sockets until answers arrive.
+    /// No longer used: a core routes every datagram at once (each core keeps a replica of
+    /// which cores subscribe each channel), so nothing waits for lookups. Accepted so that
+    /// older configuration files still load; a value other than the default is logged.
     pub max_pending_lookups: usize,
     /// After doing work, a core keeps polling (without sleeping) this many microseconds
     /// before it sleeps: lower latency for bursts, at the cost of CPU. 0 = sleep at once.
@@ -1182,8 +1183,14 @@ impl ClusterConfig {
                 return Err("messagedirector.upstream_tls: give both certificate and key (this MD's client certificate), or neither".into());
             }
         }
-        if md.core_queue_batches == 0 || md.max_participants == 0 || md.max_pending_lookups == 0 {
-            return Err("messagedirector: core_queue_batches, max_participants and max_pending_lookups must be at least 1".into());
+        if md.core_queue_batches == 0 || md.max_participants == 0 {
+            return Err(
+                "messagedirector: core_queue_batches and max_participants must be at least 1"
+                    .into(),
+            );
+        }
+        if md.max_pending_lookups != MessageDirectorConfig::default().max_pending_lookups {
+            log::warn!("messagedirector.max_pending_lookups is no longer used (routing waits for no lookups) and is ignored");
         }
         for role in &self.roles {
             match role {

@@ -1,39 +1,44 @@
-//! The ordered routing protocol between cores, free of I/O: each core's `Router` (its shard of
-//! subscriptions, its range-map replica, the datagrams awaiting lookups) and `Outbox` (what it
-//! sends the other cores in a loop turn, shipped in the order the protocol needs).
+//! The ordered routing protocol between cores, free of I/O: each core's `Router` (the
+//! subscriptions of its own participants, its replica of which other cores have subscribers
+//! of each channel, its range-map replica) and `Outbox` (what it sends the other cores in a
+//! loop turn, shipped in order).
 //!
 //! The core feeds the router datagrams from its participants and messages from other cores;
 //! the router answers through a `Host`: the outbox, deliveries to the core's own participants,
-//! and (core 0, the range authority) what the upstream MD must hear.
+//! and (core 0) what the upstream MD must hear.
 //!
 //! # The protocol
 //!
-//! A channel's subscriber list lives on its home core (`home_core`). Routing a datagram read
-//! on core A: ranges are resolved from A's replica; channels homed on A at once; for the others
-//! A sends one `Lookup` per home core and keeps the datagram in a FIFO until every answer is
-//! in and every datagram read before it is dispatched. A datagram whose recipients are all
-//! homed on one other core H, while nothing but datagrams delegated to H is in flight, is
-//! handed to H whole (`Route`): the batch carrying it goes to H only once everything A queued
-//! before it for other cores is in their queues, and its place in A's FIFO is held until H's
-//! `Routed` acknowledgement, which H ships only once everything it delivered for it is queued.
-//! Range changes go to core 0, which applies them and replays them to every replica.
+//! A core keeps the single-channel subscriptions of its own participants (`local`). When one
+//! of its channels gains its first local subscriber or loses its last, it tells every other
+//! core (`Present` / `Absent`), and each keeps a replica: for every channel, the set of other
+//! cores with subscribers (`remote`). Subscriptions change rarely and datagrams flow often, so
+//! the replica turns every delivery into at most one crossing: routing a datagram read on
+//! core A, A delivers at once to its own subscribers (single channels and ranges) and sends
+//! the bytes once to each other core with subscribers (`Fanout`), which delivers to its own.
+//! A subscription made on A for a participant of another core B (a presubscription) goes to
+//! B; until B acknowledges it (`Applied`), A counts B as a subscriber of that channel, so A's
+//! next datagrams reach it. Range changes go to core 0, which applies them and replays them
+//! to every replica.
 //!
 //! # Guarantees (each has a test in `router/tests.rs`)
 //!
 //! 1. **Order per sender.** Datagrams routed by one core for one sender reach every
-//!    participant in the order they were routed, whatever channels they name and wherever those
-//!    are homed, with lookups pending and datagrams delegated. (The core routes a connection's
+//!    participant in the order they were routed, whatever channels they name and whichever
+//!    cores subscribe them: a core delivers to its own participants at once, and every other
+//!    core gets them on the one FIFO queue between the two. (The core routes a connection's
 //!    datagrams in the order read, so this is the per-connection order rule of Astron; and a
 //!    departed participant's post-removes, routed by its core after everything it sent, reach
 //!    everyone after what it sent.)
 //! 2. **Exactly once, never back.** A datagram reaches a participant at most once, however
 //!    many of its recipients (channels and ranges) it subscribes, and never the `exclude`d
-//!    sender.
+//!    sender: each core gets it at most once and delivers only to its own participants, each
+//!    once.
 //! 3. **Subscriptions take effect in order on the core that makes them.** A subscribe or
-//!    unsubscribe made on core A (for any participant, on any home) is seen by every datagram
-//!    routed on A after it, and by none routed before it: the change travels to the home core
-//!    on the same FIFO as the later datagram's lookup or delegation. Changes made on other
-//!    cores are seen once they arrive (after any loop turn in which every core has caught up).
+//!    unsubscribe made on core A (for any participant, of any core) is seen by every datagram
+//!    routed on A after it, and by none routed before it: for a participant of another core
+//!    the change travels on the same FIFO as A's later datagrams. Changes made on other cores
+//!    are seen once they arrive (after any loop turn in which every core has caught up).
 //! 4. **One range order.** Every replica applies the range changes in the authority's order,
 //!    so once the cores have caught up each replica equals the authority's map. A range change
 //!    is not immediate even on the core that made it.
@@ -43,14 +48,17 @@
 //!    A subscription made on core A is announced upstream (if it needs to be) before any
 //!    datagram A sends upstream after it, and stays announced while it lasts (a session's
 //!    login goes upstream just after it subscribed its channel, and the answer comes back on
-//!    it): core 0 holds the channel announced until its home core has the subscription.
-//! 6. **Bounded and drained.** When nothing is in flight the FIFO and its byte arena are empty.
+//!    it): A's `Present` reaches core 0 before A's later datagrams do, and a subscription A
+//!    makes for another core's participant is held announced by core 0 until that core has it.
+//! 6. **Bounded and drained.** Once the cores have caught up, every replica equals the cores'
+//!    own subscriptions, and nothing is pending or held.
 //!
 //! Not the router's business: a participant that has gone (its slot reused) is recognised by
 //! the host through the generation in its `Pid`, so a late delivery to it is dropped there.
 
-use super::{home_core, Pid, RangeMap, SingleShard};
+use super::{Pid, RangeMap, SingleShard};
 use otp_wire::{Recipients, RoutableHeader};
+use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::collections::VecDeque;
 
@@ -58,44 +66,39 @@ use std::collections::VecDeque;
 /// `Batch::data`, named by offset and length.
 #[derive(Debug)]
 pub enum Msg {
-    /// Single-channel subscription changes, sent to the channel's home core.
-    /// `held`: core 0 holds the channel announced upstream until the home core has the
-    /// subscription (`UpstreamHold`), and is to be told when it has (`UpstreamRelease`).
+    /// Subscribe a participant of the receiving core (the sender made the subscription for
+    /// it), then acknowledge with `Applied`. `held`: core 0 holds the channel announced
+    /// upstream until the receiving core has the subscription (`UpstreamHold`), and is to be
+    /// told when it has (`UpstreamRelease`).
     Subscribe {
         pid: Pid,
         channel: u64,
         held: bool,
     },
+    /// Unsubscribe a participant of the receiving core.
     Unsubscribe {
         pid: Pid,
         channel: u64,
     },
-    /// Who subscribes these channels (homed on the receiving core)? Answer with `Resolved`.
-    Lookup {
-        entry: u64,
-        channels: SmallVec<[u64; 4]>,
+    /// The sending core has a subscription made for it by the receiving core (`Subscribe`):
+    /// what it says of the channel from now on (`Present`/`Absent`) is current.
+    Applied {
+        channel: u64,
     },
-    Resolved {
-        entry: u64,
-        pids: SmallVec<[Pid; 8]>,
+    /// The sending core's participants gained their first subscription to `channel`...
+    Present {
+        channel: u64,
     },
-    /// Route `data[off..off+len]` (a framed datagram whose recipients are all homed on the
-    /// receiving core) on behalf of the sending core, then acknowledge it with `Routed`.
-    Route {
-        entry: u64,
+    /// ...or lost their last.
+    Absent {
+        channel: u64,
+    },
+    /// Deliver `data[off..off+len]` (a framed datagram) to the receiving core's subscribers
+    /// of its recipients (single channels and ranges), except `exclude`.
+    Fanout {
         off: u32,
         len: u32,
         exclude: Option<Pid>,
-    },
-    /// Sent only after every delivery of the delegated datagram was queued ahead of it.
-    Routed {
-        entry: u64,
-    },
-    /// Write `data[off..off+len]` (a framed datagram) to participant `pid`.
-    Deliver {
-        pid: Pid,
-        off: u32,
-        len: u32,
     },
     /// Range subscription changes, sent to the range authority (core 0)...
     RangeOp {
@@ -114,20 +117,13 @@ pub enum Msg {
         hi: u64,
         add: bool,
     },
-    /// A channel gained its first / lost its last subscriber (to core 0, for upstream).
-    UpstreamSub {
-        channel: u64,
-    },
-    UpstreamUnsub {
-        channel: u64,
-    },
-    /// A subscription made on the sending core is on its way to the channel's home core (to
+    /// A subscription made on the sending core is on its way to its participant's core (to
     /// core 0, ahead of the sending core's later datagrams upstream)...
     UpstreamHold {
         channel: u64,
     },
-    /// ...and has arrived (from the home core, after any `UpstreamSub` it caused). `core`:
-    /// the core that made the subscription.
+    /// ...and has arrived (from the participant's core, after its `Present`). `core`: the
+    /// core that made the subscription.
     UpstreamRelease {
         channel: u64,
         core: usize,
@@ -174,36 +170,21 @@ impl<X> Batch<X> {
     }
 }
 
-/// One core's outgoing traffic: this turn's batch for each other core, batches that wait to
-/// be handed over (a full queue refused them, or they must let others go first), and the
-/// `Routed` acknowledgements owed.
+/// One core's outgoing traffic: this turn's batch for each other core, and the batches that
+/// wait, in order, because that core's queue was full.
 pub struct Outbox<X> {
     me: usize,
     batches: Vec<Batch<X>>,
-    /// This turn's batch for the core carries a delegated datagram (`Msg::Route`).
-    delegating: Vec<bool>,
-    waiting: Vec<VecDeque<Waiting<X>>>,
-    acks: Vec<Vec<u64>>,
-    /// Loop turns shipped so far.
-    turn: u64,
-}
-
-/// A batch not yet handed over: the turn that made it, and whether it delegates.
-struct Waiting<X> {
-    batch: Batch<X>,
-    turn: u64,
-    delegates: bool,
+    waiting: Vec<VecDeque<Batch<X>>>,
 }
 
 impl<X> Outbox<X> {
     pub fn new(me: usize, cores: usize) -> Outbox<X> {
+        assert!(cores <= 64, "a core set is a 64-bit mask");
         Outbox {
             me,
             batches: (0..cores).map(|_| Batch::new(me)).collect(),
-            delegating: vec![false; cores],
             waiting: (0..cores).map(|_| VecDeque::new()).collect(),
-            acks: (0..cores).map(|_| Vec::new()).collect(),
-            turn: 0,
         }
     }
 
@@ -224,120 +205,52 @@ impl<X> Outbox<X> {
         self.batch(core).extra.push(msg);
     }
 
-    /// Hands the framed datagram `entry` to `core` to route whole (see `ship` for when).
-    fn delegate(&mut self, core: usize, entry: u64, frame: &[u8], exclude: Option<Pid>) {
-        let batch = self.batch(core);
-        let off = batch.push_bytes(frame);
-        batch.msgs.push(Msg::Route {
-            entry,
-            off,
-            len: frame.len() as u32,
-            exclude,
-        });
-        self.delegating[core] = true;
-    }
-
     /// True while some batch waits to be handed over (the core then stops reading its
     /// sockets until they drain).
     pub fn is_stalled(&self) -> bool {
         self.waiting.iter().any(|q| !q.is_empty())
     }
 
+    /// Batches waiting for a full queue (the core's backlog).
+    pub fn stalled_batches(&self) -> usize {
+        self.waiting.iter().map(VecDeque::len).sum()
+    }
+
     /// True when nothing waits to be shipped (for tests).
     #[cfg(test)]
     fn is_idle(&self) -> bool {
-        self.batches.iter().all(|b| b.is_empty())
-            && !self.is_stalled()
-            && self.acks.iter().all(|a| a.is_empty())
-    }
-
-    /// Owes `core` the acknowledgement of its delegated datagram `entry`.
-    fn ack(&mut self, core: usize, entry: u64) {
-        self.acks[core].push(entry);
+        self.batches.iter().all(Batch::is_empty) && !self.is_stalled()
     }
 
     /// End of a loop turn: hands each other core its batch through `send`, which gives a
     /// batch back when that core's queue is full; it then waits, in order, and goes first next
-    /// time. Two kinds of message wait for others, so that no core can deliver ahead of what
-    /// this one queued earlier:
-    /// * a batch that delegates a datagram goes only once every batch made no later than it
-    ///   for the other cores is in its queue (the delegate may deliver to any core as soon as
-    ///   it reads the datagram, and what this core dispatched before must be ahead of that);
-    /// * the acknowledgements go last, and only once every batch is in its queue (a core that
-    ///   reads an acknowledgement may then send to any core, and what this core delivered for
-    ///   the delegated datagram must be ahead of that).
+    /// time. Each pair of cores is one FIFO: nothing else needs to wait (no core acts for
+    /// another, so no order spans two queues).
     pub fn ship(&mut self, mut send: impl FnMut(usize, Batch<X>) -> Result<(), Batch<X>>) {
         let me = self.me;
-        self.turn += 1;
         for core in 0..self.batches.len() {
-            if core == me || self.batches[core].is_empty() {
+            if core == me {
                 continue;
             }
-            // The next batch will likely be as large: size it so it does not regrow.
-            let (m, d) = (self.batches[core].msgs.len(), self.batches[core].data.len());
-            let next = Batch {
-                from: me,
-                msgs: Vec::with_capacity(m),
-                data: Vec::with_capacity(d),
-                extra: Vec::new(),
-            };
-            let batch = std::mem::replace(&mut self.batches[core], next);
-            self.waiting[core].push_back(Waiting {
-                batch,
-                turn: self.turn,
-                delegates: std::mem::take(&mut self.delegating[core]),
-            });
-        }
-        // Core by core, in order; once more whenever that let a delegating batch go.
-        loop {
-            let mut progress = false;
-            for core in 0..self.waiting.len() {
-                while let Some(front) = self.waiting[core].front() {
-                    if front.delegates && !self.shipped_elsewhere(core, front.turn) {
-                        break;
-                    }
-                    let w = self.waiting[core].pop_front().expect("front exists");
-                    match send(core, w.batch) {
-                        Ok(()) => progress = true,
-                        Err(batch) => {
-                            self.waiting[core].push_front(Waiting { batch, ..w });
-                            break;
-                        }
-                    }
+            if !self.batches[core].is_empty() {
+                // The next batch will likely be as large: size it so it does not regrow.
+                let (m, d) = (self.batches[core].msgs.len(), self.batches[core].data.len());
+                let next = Batch {
+                    from: me,
+                    msgs: Vec::with_capacity(m),
+                    data: Vec::with_capacity(d),
+                    extra: Vec::new(),
+                };
+                let batch = std::mem::replace(&mut self.batches[core], next);
+                self.waiting[core].push_back(batch);
+            }
+            while let Some(batch) = self.waiting[core].pop_front() {
+                if let Err(batch) = send(core, batch) {
+                    self.waiting[core].push_front(batch);
+                    break;
                 }
             }
-            if !progress {
-                break;
-            }
         }
-        if self.is_stalled() {
-            return;
-        }
-        for core in 0..self.acks.len() {
-            if self.acks[core].is_empty() {
-                continue;
-            }
-            let mut batch = Batch::new(me);
-            batch
-                .msgs
-                .extend(self.acks[core].drain(..).map(|entry| Msg::Routed { entry }));
-            if let Err(batch) = send(core, batch) {
-                self.waiting[core].push_back(Waiting {
-                    batch,
-                    turn: self.turn,
-                    delegates: false,
-                });
-            }
-        }
-    }
-
-    /// True when every batch made in or before `turn` for a core other than `core` is handed
-    /// over.
-    fn shipped_elsewhere(&self, core: usize, turn: u64) -> bool {
-        self.waiting
-            .iter()
-            .enumerate()
-            .all(|(c, q)| c == core || q.front().is_none_or(|w| w.turn > turn))
     }
 }
 
@@ -360,10 +273,6 @@ pub enum Upstream<'a> {
     Subscribed(u64),
     /// ...or lost its last one.
     Unsubscribed(u64),
-    /// A subscription to this channel made on one core is on its way to the channel's home
-    /// core: announce the channel now unless it is already (the subscriber's next datagram
-    /// upstream may be answered on it at once).
-    Held(u64),
     /// Part of this range had no subscriber before.
     RangeAdded(u64, u64),
     /// This run lost its last subscriber.
@@ -375,196 +284,177 @@ pub enum Upstream<'a> {
     Owed(&'a [u8]),
 }
 
-/// A datagram read here, waiting for subscriber lookups on other cores, or (when `delegated`)
-/// a datagram handed to its home core, waiting for that core's acknowledgement.
-struct InFlight {
-    delegated: bool,
-    /// Where the framed datagram (length tag included) sits in the arena, as an absolute
-    /// position (see `Router::arena_base`), and its length.
-    at: u64,
-    len: u32,
-    exclude: Option<Pid>,
-    waiting: u32,
-    targets: SmallVec<[Pid; 8]>,
+/// Per core, a count that may run below zero for a while (a release can overtake its hold:
+/// the two come from different cores). The entry goes when every count is back to zero.
+type Counts = SmallVec<[(u8, i32); 2]>;
+
+/// Adds `delta` to `core`'s count; returns true when every count is zero (drop the entry).
+fn count(counts: &mut Counts, core: usize, delta: i32) -> bool {
+    match counts.iter_mut().find(|(c, _)| *c as usize == core) {
+        Some((_, n)) => *n += delta,
+        None => counts.push((core as u8, delta)),
+    }
+    counts.retain(|(_, n)| *n != 0);
+    counts.is_empty()
 }
 
 /// One core's part of the routing protocol (see the module documentation).
 pub struct Router {
     me: usize,
     cores: usize,
-    /// Whether an upstream MD is configured (then first and last subscribers are reported).
+    /// Whether an upstream MD is configured (then core 0 reports first and last subscribers).
     upstream: bool,
-    singles: SingleShard,
+    /// Single-channel subscriptions of this core's participants.
+    local: SingleShard,
+    /// For each channel, the other cores whose participants subscribe it (bit = core).
+    remote: FxHashMap<u64, u64>,
+    /// Subscriptions this core made for participants of other cores, not yet acknowledged
+    /// (`Applied`): until then those cores count as subscribers of the channel here.
+    pending: FxHashMap<u64, Counts>,
     ranges: RangeMap,
-    in_flight: VecDeque<InFlight>,
-    /// Id of `in_flight[0]`.
-    base: u64,
-    /// How many entries of `in_flight` are delegations, and to which core (all go to one).
-    delegated: usize,
-    delegate_core: usize,
-    /// Bytes of waiting datagrams, in FIFO order; `arena_base` is the absolute position of
-    /// `arena[0]`. Consumed from the front, compacted once the consumed part is half of it.
-    arena: Vec<u8>,
-    arena_base: u64,
-    /// Scratch: channels to look up, per home core; the targets of the datagram at hand.
-    lookups: Vec<SmallVec<[u64; 4]>>,
+    /// Scratch: the local targets of the datagram at hand.
     targets: Vec<Pid>,
     routed: u64,
     delivered: u64,
-    /// Core 0: channels held announced upstream while subscriptions to them travel to their
-    /// home cores (see `subscribe`).
-    holds: rustc_hash::FxHashMap<u64, Hold>,
-}
-
-/// Core 0's hold on an upstream channel, which stays announced while the hold lasts: per core
-/// that made subscriptions to it, their holds minus their releases (a release may overtake its
-/// hold: the two come from different cores), and whether the home core's last word meanwhile
-/// was "no subscriber left" (the channel is then withdrawn when the hold ends, unless a new
-/// first subscriber came since). The hold ends when every count is back to zero.
-struct Hold {
-    counts: SmallVec<[(usize, i32); 2]>,
-    dropped: bool,
+    /// Core 0: channels held announced upstream while subscriptions to them made on one core
+    /// travel to their participant's core (holds minus releases, per core that made them).
+    holds: FxHashMap<u64, Counts>,
 }
 
 impl Router {
     /// The router of core `me` of `cores`.
     pub fn new(me: usize, cores: usize, upstream: bool) -> Router {
+        assert!(me < cores && cores <= 64, "a core set is a 64-bit mask");
         Router {
             me,
             cores,
             upstream,
-            singles: SingleShard::default(),
+            local: SingleShard::default(),
+            remote: FxHashMap::default(),
+            pending: FxHashMap::default(),
             ranges: RangeMap::default(),
-            in_flight: VecDeque::new(),
-            base: 0,
-            delegated: 0,
-            delegate_core: 0,
-            arena: Vec::new(),
-            arena_base: 0,
-            lookups: (0..cores).map(|_| SmallVec::new()).collect(),
             targets: Vec::new(),
             routed: 0,
             delivered: 0,
-            holds: Default::default(),
+            holds: FxHashMap::default(),
         }
     }
 
-    /// Datagrams routed here, deliveries made for them (counted where they were routed).
+    /// Datagrams routed here; deliveries made here (to this core's participants).
     pub fn routed(&self) -> u64 {
         self.routed
     }
     pub fn delivered(&self) -> u64 {
         self.delivered
     }
-    /// Datagrams waiting for lookups or acknowledgements (the core's queue depth).
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
-    }
-    /// Channels homed here that have subscribers.
+    /// Channels this core's participants subscribe.
     pub fn channels(&self) -> usize {
-        self.singles.len()
+        self.local.len()
     }
     /// This core's replica of the range map (core 0: the authority).
     pub fn ranges(&self) -> &RangeMap {
         &self.ranges
     }
-    /// The subscribers of `channel` if it is homed here.
+    /// This core's participants that subscribe `channel`.
     pub fn subscribers(&self, channel: u64) -> &[Pid] {
-        self.singles.lookup(channel)
+        self.local.lookup(channel)
+    }
+    /// The other cores this core believes subscribe `channel` (bit = core).
+    pub fn remote_cores(&self, channel: u64) -> u64 {
+        let mut mask = self.remote.get(&channel).copied().unwrap_or(0);
+        if let Some(p) = self.pending.get(&channel) {
+            for &(c, _) in p {
+                mask |= 1 << c;
+            }
+        }
+        mask
     }
 
     // ---- subscriptions -----------------------------------------------------------------
 
-    /// Subscribes `pid` (of any core) to `channel`, on the channel's home core.
+    /// Subscribes `pid` (of any core) to `channel`.
     ///
-    /// Upstream, the home core announces a first subscriber through core 0; but a datagram
+    /// For a participant of another core B the subscription goes to B; this core counts B
+    /// as a subscriber until B acknowledges it, so its next datagrams reach the participant.
+    /// Upstream, B announces a first subscriber through core 0 (`Present`); but a datagram
     /// this core sends upstream next goes to core 0 directly, and could get there (and be
-    /// answered on the channel) first. So unless this core is the home, or the home is core 0
-    /// (which reads the subscription before the datagram), core 0 holds the channel announced
-    /// (`UpstreamHold`, ahead of this core's later datagrams to core 0) until the home core
-    /// has the subscription (`UpstreamRelease`).
+    /// answered on the channel) first. So unless B is core 0 (which reads the subscription
+    /// before the datagram), core 0 holds the channel announced (`UpstreamHold`, ahead of this
+    /// core's later datagrams to core 0) until B has the subscription (`UpstreamRelease`).
     pub fn subscribe<H: Host>(&mut self, pid: Pid, channel: u64, host: &mut H) {
-        let home = home_core(channel, self.cores);
-        if home == self.me {
-            self.home_subscribe(pid, channel, None, host);
-        } else if !self.upstream || home == 0 {
-            host.outbox().push(
-                home,
-                Msg::Subscribe {
-                    pid,
-                    channel,
-                    held: false,
-                },
-            );
-        } else {
+        let owner = pid.core();
+        if owner == self.me {
+            self.local_subscribe(pid, channel, host);
+            return;
+        }
+        let held = self.upstream && owner != 0;
+        if held {
             self.send(0, Msg::UpstreamHold { channel }, host);
-            host.outbox().push(
-                home,
-                Msg::Subscribe {
-                    pid,
-                    channel,
-                    held: true,
-                },
-            );
         }
+        count(self.pending.entry(channel).or_default(), owner, 1);
+        host.outbox()
+            .push(owner, Msg::Subscribe { pid, channel, held });
     }
 
+    /// Unsubscribes `pid` (of any core) from `channel`. For another core's participant the
+    /// change reaches its core ahead of this core's later datagrams, which that core filters.
     pub fn unsubscribe<H: Host>(&mut self, pid: Pid, channel: u64, host: &mut H) {
-        let home = home_core(channel, self.cores);
-        if home == self.me {
-            self.home_unsubscribe(pid, channel, host);
+        let owner = pid.core();
+        if owner == self.me {
+            self.local_unsubscribe(pid, channel, host);
         } else {
-            host.outbox().push(home, Msg::Unsubscribe { pid, channel });
+            host.outbox().push(owner, Msg::Unsubscribe { pid, channel });
         }
     }
 
-    /// `held`: made on core `from`, which told core 0 (`UpstreamHold`).
-    fn home_subscribe<H: Host>(
-        &mut self,
-        pid: Pid,
-        channel: u64,
-        held: Option<usize>,
-        host: &mut H,
-    ) {
-        if self.singles.subscribe(pid, channel) && self.upstream {
-            self.send(0, Msg::UpstreamSub { channel }, host);
-        }
-        if let Some(core) = held {
-            self.send(0, Msg::UpstreamRelease { channel, core }, host);
+    fn local_subscribe<H: Host>(&mut self, pid: Pid, channel: u64, host: &mut H) {
+        let was = self.announced(channel);
+        if self.local.subscribe(pid, channel) {
+            self.broadcast(channel, true, host);
+            self.announce(channel, was, host);
         }
     }
 
-    /// Core 0: a subscription to `channel` made on `core` is on its way home (+1), or has
-    /// arrived (-1). A new hold announces the channel; one made by a release finds it
-    /// announced already (the home core has the subscription, and said so first if it was
-    /// the first).
-    fn hold<H: Host>(&mut self, channel: u64, core: usize, delta: i32, host: &mut H) {
-        let h = self.holds.entry(channel).or_insert_with(|| {
-            if delta > 0 {
-                host.upstream(Upstream::Held(channel));
-            }
-            Hold {
-                counts: SmallVec::new(),
-                dropped: false,
-            }
-        });
-        match h.counts.iter_mut().find(|(c, _)| *c == core) {
-            Some((_, n)) => *n += delta,
-            None => h.counts.push((core, delta)),
-        }
-        h.counts.retain(|(_, n)| *n != 0);
-        if h.counts.is_empty() {
-            let dropped = h.dropped;
-            self.holds.remove(&channel);
-            if dropped {
-                host.upstream(Upstream::Unsubscribed(channel));
-            }
+    fn local_unsubscribe<H: Host>(&mut self, pid: Pid, channel: u64, host: &mut H) {
+        let was = self.announced(channel);
+        if self.local.unsubscribe(pid, channel) {
+            self.broadcast(channel, false, host);
+            self.announce(channel, was, host);
         }
     }
 
-    fn home_unsubscribe<H: Host>(&mut self, pid: Pid, channel: u64, host: &mut H) {
-        if self.singles.unsubscribe(pid, channel) && self.upstream {
-            self.send(0, Msg::UpstreamUnsub { channel }, host);
+    /// Tells every other core that this core's participants now subscribe `channel`
+    /// (`present`), or no longer do.
+    fn broadcast<H: Host>(&mut self, channel: u64, present: bool, host: &mut H) {
+        for core in (0..self.cores).filter(|&c| c != self.me) {
+            let msg = if present {
+                Msg::Present { channel }
+            } else {
+                Msg::Absent { channel }
+            };
+            host.outbox().push(core, msg);
+        }
+    }
+
+    /// Core 0 with an upstream: whether the upstream MD must have `channel` announced (some
+    /// core subscribes it, or a subscription to it is on its way).
+    fn announced(&self, channel: u64) -> bool {
+        self.me == 0
+            && self.upstream
+            && (!self.local.lookup(channel).is_empty()
+                || self.remote.contains_key(&channel)
+                || self.holds.contains_key(&channel))
+    }
+
+    /// Core 0 with an upstream: tells it of a change of `announced(channel)` from `was`.
+    fn announce<H: Host>(&mut self, channel: u64, was: bool, host: &mut H) {
+        if self.me != 0 || !self.upstream {
+            return;
+        }
+        match (was, self.announced(channel)) {
+            (false, true) => host.upstream(Upstream::Subscribed(channel)),
+            (true, false) => host.upstream(Upstream::Unsubscribed(channel)),
+            _ => {}
         }
     }
 
@@ -614,50 +504,53 @@ impl Router {
 
     // ---- messages from other cores -----------------------------------------------------
 
-    /// Handles a message from core `from`; `data` is its batch's bytes. Call
-    /// `dispatch_resolved` after a run of messages to dispatch what they completed.
+    /// Handles a message from core `from`; `data` is its batch's bytes.
     pub fn handle<H: Host>(&mut self, from: usize, msg: &Msg, data: &[u8], host: &mut H) {
         match *msg {
+            Msg::Fanout { off, len, exclude } => {
+                let (off, len) = (off as usize, len as usize);
+                self.fan_out(&data[off..off + len], exclude, host);
+            }
             Msg::Subscribe { pid, channel, held } => {
-                self.home_subscribe(pid, channel, held.then_some(from), host);
-            }
-            Msg::Unsubscribe { pid, channel } => self.home_unsubscribe(pid, channel, host),
-            Msg::Lookup {
-                entry,
-                ref channels,
-            } => {
-                let mut pids: SmallVec<[Pid; 8]> = SmallVec::new();
-                for &c in channels {
-                    pids.extend_from_slice(self.singles.lookup(c));
-                }
-                host.outbox().push(from, Msg::Resolved { entry, pids });
-            }
-            Msg::Resolved { entry, ref pids } => {
-                let Some(p) = self.entry(entry) else {
-                    return;
-                };
-                p.targets.extend_from_slice(pids);
-                p.waiting -= 1;
-            }
-            Msg::Route {
-                entry,
-                off,
-                len,
-                exclude,
-            } => {
-                let (off, len) = (off as usize, len as usize);
-                self.route_delegated(&data[off..off + len], exclude, host);
-                host.outbox().ack(from, entry);
-            }
-            Msg::Routed { entry } => {
-                if let Some(p) = self.entry(entry) {
-                    debug_assert!(p.delegated);
-                    p.waiting = 0;
+                debug_assert_eq!(pid.core(), self.me);
+                self.local_subscribe(pid, channel, host);
+                host.outbox().push(from, Msg::Applied { channel });
+                if held {
+                    self.send(
+                        0,
+                        Msg::UpstreamRelease {
+                            channel,
+                            core: from,
+                        },
+                        host,
+                    );
                 }
             }
-            Msg::Deliver { pid, off, len } => {
-                let (off, len) = (off as usize, len as usize);
-                host.deliver(pid, &data[off..off + len]);
+            Msg::Unsubscribe { pid, channel } => {
+                debug_assert_eq!(pid.core(), self.me);
+                self.local_unsubscribe(pid, channel, host);
+            }
+            Msg::Applied { channel } => {
+                if let Some(p) = self.pending.get_mut(&channel) {
+                    if count(p, from, -1) {
+                        self.pending.remove(&channel);
+                    }
+                }
+            }
+            Msg::Present { channel } => {
+                let was = self.announced(channel);
+                *self.remote.entry(channel).or_default() |= 1 << from;
+                self.announce(channel, was, host);
+            }
+            Msg::Absent { channel } => {
+                let was = self.announced(channel);
+                if let Some(mask) = self.remote.get_mut(&channel) {
+                    *mask &= !(1 << from);
+                    if *mask == 0 {
+                        self.remote.remove(&channel);
+                    }
+                }
+                self.announce(channel, was, host);
             }
             Msg::RangeOp { pid, lo, hi, add } => self.authority_range(pid, lo, hi, add, host),
             Msg::RangeDrop { pid } => self.authority_drop(pid, host),
@@ -668,16 +561,6 @@ impl Router {
                     self.ranges.remove(pid, lo, hi);
                 }
             }
-            // While held, the channel stays announced whatever the home core says; its last
-            // word counts when the hold ends.
-            Msg::UpstreamSub { channel } => match self.holds.get_mut(&channel) {
-                Some(h) => h.dropped = false,
-                None => host.upstream(Upstream::Subscribed(channel)),
-            },
-            Msg::UpstreamUnsub { channel } => match self.holds.get_mut(&channel) {
-                Some(h) => h.dropped = true,
-                None => host.upstream(Upstream::Unsubscribed(channel)),
-            },
             Msg::UpstreamHold { channel } => self.hold(channel, from, 1, host),
             Msg::UpstreamRelease { channel, core } => self.hold(channel, core, -1, host),
             Msg::UpstreamSend { off, len, owed } => {
@@ -691,9 +574,14 @@ impl Router {
         }
     }
 
-    fn entry(&mut self, entry: u64) -> Option<&mut InFlight> {
-        let idx = entry.checked_sub(self.base)?;
-        self.in_flight.get_mut(idx as usize)
+    /// Core 0: a subscription to `channel` made on `core` is on its way to its participant's
+    /// core (+1), or has arrived (-1).
+    fn hold<H: Host>(&mut self, channel: u64, core: usize, delta: i32, host: &mut H) {
+        let was = self.announced(channel);
+        if count(self.holds.entry(channel).or_default(), core, delta) {
+            self.holds.remove(&channel);
+        }
+        self.announce(channel, was, host);
     }
 
     // ---- routing -------------------------------------------------------------------------
@@ -722,7 +610,8 @@ impl Router {
     }
 
     /// Routes a framed datagram (with `recipients`, from its `RoutableHeader`) to every
-    /// subscriber of its recipients, except `exclude`.
+    /// subscriber of its recipients, except `exclude`: this core's at once, and once to each
+    /// other core with subscribers, which delivers to its own.
     pub fn route<H: Host>(
         &mut self,
         frame: &[u8],
@@ -731,144 +620,64 @@ impl Router {
         host: &mut H,
     ) {
         self.routed += 1;
-        if let Some(home) = self.delegation_target(recipients) {
-            let entry = self.base + self.in_flight.len() as u64;
-            host.outbox().delegate(home, entry, frame, exclude);
-            let at = self.arena_base + self.arena.len() as u64;
-            self.in_flight.push_back(InFlight {
-                delegated: true,
-                at,
-                len: 0,
-                exclude: None,
-                waiting: 1,
-                targets: SmallVec::new(),
-            });
-            self.delegated += 1;
-            self.delegate_core = home;
-            return;
-        }
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
-        let mut remote = 0u32;
+        let mut cores = 0u64;
         for channel in recipients.iter() {
-            targets.extend_from_slice(self.ranges.lookup(channel));
-            let home = home_core(channel, self.cores);
-            if home == self.me {
-                targets.extend_from_slice(self.singles.lookup(channel));
-            } else {
-                if self.lookups[home].is_empty() {
-                    remote += 1;
+            targets.extend_from_slice(self.local.lookup(channel));
+            if let Some(&mask) = self.remote.get(&channel) {
+                cores |= mask;
+            }
+            if !self.pending.is_empty() {
+                if let Some(p) = self.pending.get(&channel) {
+                    for &(c, _) in p {
+                        cores |= 1 << c;
+                    }
                 }
-                if !self.lookups[home].contains(&channel) {
-                    self.lookups[home].push(channel);
+            }
+            for &pid in self.ranges.lookup(channel) {
+                if pid.core() == self.me {
+                    targets.push(pid);
+                } else {
+                    cores |= 1 << pid.core();
                 }
             }
         }
-        if remote == 0 && self.in_flight.is_empty() {
-            self.dispatch(frame, &mut targets, exclude, host);
-        } else {
-            let entry = self.base + self.in_flight.len() as u64;
-            for core in 0..self.cores {
-                if !self.lookups[core].is_empty() {
-                    let channels = std::mem::take(&mut self.lookups[core]);
-                    host.outbox().push(core, Msg::Lookup { entry, channels });
-                }
-            }
-            let at = self.arena_base + self.arena.len() as u64;
-            self.arena.extend_from_slice(frame);
-            self.in_flight.push_back(InFlight {
-                delegated: false,
-                at,
-                len: frame.len() as u32,
-                exclude,
-                waiting: remote,
-                targets: SmallVec::from_slice(&targets),
-            });
-            if remote == 0 {
-                self.dispatch_resolved(host);
-            }
-        }
+        self.deliver_all(frame, &mut targets, exclude, host);
         self.targets = targets;
+        cores &= !(1 << self.me);
+        let len = frame.len() as u32;
+        while cores != 0 {
+            let core = cores.trailing_zeros() as usize;
+            cores &= cores - 1;
+            let batch = host.outbox().batch(core);
+            let off = batch.push_bytes(frame);
+            batch.msgs.push(Msg::Fanout { off, len, exclude });
+        }
     }
 
-    /// The core to hand this datagram to whole, if that keeps the order: every recipient is
-    /// homed on that one other core, and nothing read earlier is still in flight except
-    /// datagrams handed to that same core.
-    fn delegation_target(&self, recipients: Recipients<'_>) -> Option<usize> {
-        if self.in_flight.len() != self.delegated {
-            return None;
-        }
-        let mut home = None;
-        for channel in recipients.iter() {
-            let h = home_core(channel, self.cores);
-            match home {
-                None if h != self.me => home = Some(h),
-                Some(x) if x == h => {}
-                _ => return None,
-            }
-        }
-        let home = home?;
-        (self.delegated == 0 || self.delegate_core == home).then_some(home)
-    }
-
-    /// Routes a datagram another core delegated to this one (its home), for that core.
-    fn route_delegated<H: Host>(&mut self, frame: &[u8], exclude: Option<Pid>, host: &mut H) {
+    /// Delivers a datagram another core routed to this core's subscribers of its recipients.
+    fn fan_out<H: Host>(&mut self, frame: &[u8], exclude: Option<Pid>, host: &mut H) {
         let Ok(header) = RoutableHeader::parse(&frame[otp_wire::LENGTH_TAG_BYTES..]) else {
-            debug_assert!(false, "a delegated datagram was checked where it was read");
+            debug_assert!(false, "a routed datagram was checked where it was read");
             return;
         };
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         for channel in header.recipients.iter() {
-            targets.extend_from_slice(self.ranges.lookup(channel));
-            targets.extend_from_slice(self.singles.lookup(channel));
+            targets.extend_from_slice(self.local.lookup(channel));
+            for &pid in self.ranges.lookup(channel) {
+                if pid.core() == self.me {
+                    targets.push(pid);
+                }
+            }
         }
-        self.dispatch(frame, &mut targets, exclude, host);
+        self.deliver_all(frame, &mut targets, exclude, host);
         self.targets = targets;
     }
 
-    /// Dispatches, in order, the datagrams at the front of the FIFO whose lookups are all
-    /// answered (or whose delegation was acknowledged).
-    pub fn dispatch_resolved<H: Host>(&mut self, host: &mut H) {
-        while self.in_flight.front().is_some_and(|p| p.waiting == 0) {
-            let p = self.in_flight.pop_front().expect("front exists");
-            self.base += 1;
-            if p.delegated {
-                self.delegated -= 1;
-                continue;
-            }
-            let mut targets = std::mem::take(&mut self.targets);
-            targets.clear();
-            targets.extend_from_slice(&p.targets);
-            let arena = std::mem::take(&mut self.arena);
-            let start = (p.at - self.arena_base) as usize;
-            self.dispatch(
-                &arena[start..start + p.len as usize],
-                &mut targets,
-                p.exclude,
-                host,
-            );
-            self.arena = arena;
-            self.targets = targets;
-        }
-        // Release consumed bytes: all of them when nothing is pending, else once they are
-        // half the arena (so each byte is moved at most once on average).
-        let consumed = match self.in_flight.front() {
-            None => self.arena.len(),
-            Some(p) => (p.at - self.arena_base) as usize,
-        };
-        if consumed == self.arena.len() {
-            self.arena.clear();
-            self.arena_base += consumed as u64;
-        } else if consumed > self.arena.len() / 2 {
-            self.arena.drain(..consumed);
-            self.arena_base += consumed as u64;
-        }
-    }
-
-    /// Delivers to each target once: local ones through the host, others into one batch per
-    /// core (the bytes once per core, whatever the number of targets there).
-    fn dispatch<H: Host>(
+    /// Delivers to each of this core's `targets` once, except `exclude`.
+    fn deliver_all<H: Host>(
         &mut self,
         frame: &[u8],
         targets: &mut Vec<Pid>,
@@ -879,36 +688,33 @@ impl Router {
             targets.sort_unstable();
             targets.dedup();
         }
-        let mut last_core = usize::MAX;
-        let (mut off, len) = (0u32, frame.len() as u32);
-        let mut delivered = 0u64;
         for &pid in targets.iter() {
-            if Some(pid) == exclude {
-                continue;
-            }
-            delivered += 1;
-            let core = pid.core();
-            if core == self.me {
+            if Some(pid) != exclude {
+                self.delivered += 1;
                 host.deliver(pid, frame);
-            } else {
-                let batch = host.outbox().batch(core);
-                if core != last_core {
-                    off = batch.push_bytes(frame);
-                    last_core = core;
-                }
-                batch.msgs.push(Msg::Deliver { pid, off, len });
             }
         }
-        self.delivered += delivered;
     }
 
-    /// True when nothing is in flight and the arena holds no bytes (for tests).
+    /// Checks the replica against the cores' own subscriptions (for tests, once every core
+    /// has caught up): `owners(channel)` is the set of cores whose participants subscribe it.
+    #[cfg(test)]
+    fn check_replica(&self, channels: impl Iterator<Item = u64>, owners: impl Fn(u64) -> u64) {
+        for c in channels {
+            let expected = owners(c) & !(1 << self.me);
+            assert_eq!(
+                self.remote_cores(c),
+                expected,
+                "core {}: channel {c}",
+                self.me
+            );
+        }
+    }
+
+    /// True when nothing is pending or held (for tests).
     #[cfg(test)]
     fn is_idle(&self) -> bool {
-        self.in_flight.is_empty()
-            && self.arena.is_empty()
-            && self.delegated == 0
-            && self.holds.is_empty()
+        self.pending.is_empty() && self.holds.is_empty()
     }
 }
 

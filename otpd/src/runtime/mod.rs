@@ -1,9 +1,9 @@
-//! The runtime: pinned core threads, each with its own mio `Poll`, connections and shard of the
-//! routing table, exchanging batches through bounded crossbeam queues. Only this module touches
+//! The runtime: pinned core threads, each with its own mio `Poll`, connections and their
+//! subscriptions, exchanging batches through bounded crossbeam queues. Only this module touches
 //! sockets, threads and clocks; the routing state it drives lives in `crate::md`.
 //!
-//! The routing protocol between the cores (lookups on home cores, datagrams kept in read order
-//! until resolved, delegation, the range authority) is `crate::md::router`, free of I/O; a
+//! The routing protocol between the cores (each core's replica of which cores subscribe each
+//! channel, one crossing per delivery, the range authority) is `crate::md::router`, free of I/O; a
 //! core hands it what it reads and ships the `Batch`es it fills, and its guarantees (the
 //! per-connection order rule across channels and cores first) are stated and tested there.
 
@@ -63,9 +63,9 @@ pub(crate) type Batch = crate::md::router::Batch<CoreMsg>;
 pub struct CoreStats {
     pub datagrams_routed: AtomicU64,
     pub deliveries: AtomicU64,
-    /// Datagrams waiting for subscriber lookups on other cores (the core's queue depth).
-    pub pending: AtomicU64,
-    /// Channels homed on this core that have subscribers.
+    /// Batches waiting for another core's full queue (the core's backlog).
+    pub stalled_batches: AtomicU64,
+    /// Channels this core's participants subscribe.
     pub channels: AtomicU64,
     /// The roles' own figures, `(role, metric, value)`, refreshed with their ticks.
     pub roles: parking_lot::Mutex<Vec<(&'static str, &'static str, u64)>>,
@@ -136,6 +136,55 @@ pub(crate) struct Shared {
     pub jobs: Sender<workers::JobRequest>,
     /// Client connections open, capped below the open-file limit (`reserved_fds`).
     pub client_budget: fds::ClientBudget,
+    /// The roles each core hosts, by name, in the order of their slots.
+    pub role_names: Vec<Vec<&'static str>>,
+}
+
+impl Shared {
+    /// The slot on core `to` of the role at slot `slot` on core `from` (see `peer_role`).
+    pub(crate) fn peer_role(&self, from: usize, slot: usize, to: usize) -> Option<usize> {
+        peer_role(&self.role_names, from, slot, to)
+    }
+}
+
+/// The slot on core `to` of the role that is at slot `slot` on core `from`: the same role (by
+/// name, the same occurrence of that name) hosted by another core, if it is hosted there.
+/// Cores need not host the same roles, nor in the same order (core 0 hosts the singletons).
+fn peer_role(names: &[Vec<&'static str>], from: usize, slot: usize, to: usize) -> Option<usize> {
+    let here = names.get(from)?;
+    let name = *here.get(slot)?;
+    let nth = here[..slot].iter().filter(|&&n| n == name).count();
+    names
+        .get(to)?
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n == name)
+        .nth(nth)
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod peer_role_tests {
+    use super::peer_role;
+
+    #[test]
+    fn the_same_role_is_found_at_its_own_slot_on_another_core() {
+        let names = vec![
+            vec!["shards", "stateserver", "dbss", "database", "stateserver"],
+            vec!["stateserver", "dbss", "stateserver"],
+        ];
+        assert_eq!(peer_role(&names, 0, 1, 1), Some(0));
+        assert_eq!(peer_role(&names, 0, 2, 1), Some(1));
+        assert_eq!(
+            peer_role(&names, 0, 4, 1),
+            Some(2),
+            "the second stateserver"
+        );
+        assert_eq!(peer_role(&names, 1, 2, 0), Some(4));
+        assert_eq!(peer_role(&names, 0, 0, 1), None, "not hosted there");
+        assert_eq!(peer_role(&names, 0, 9, 1), None);
+        assert_eq!(peer_role(&names, 0, 1, 0), Some(1));
+    }
 }
 
 impl Stats {
@@ -317,6 +366,13 @@ impl Runtime {
         });
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(config.password_queue.max(1));
         fds::ignore_file_size_signal();
+        let mut all_roles: Vec<Vec<Box<dyn crate::roles::Role>>> = (0..cores)
+            .map(|i| roles(crate::roles::Placement { core: i, cores }, Instant::now()))
+            .collect();
+        let role_names = all_roles
+            .iter()
+            .map(|rs| rs.iter().map(|r| r.name()).collect())
+            .collect();
         let shared = Arc::new(Shared {
             stopping: AtomicBool::new(false),
             jobs: jobs_tx,
@@ -334,6 +390,7 @@ impl Runtime {
             client_agents,
             client_channels: Default::default(),
             client_budget: fds::ClientBudget::from_rlimit(config.reserved_fds),
+            role_names,
         });
         let job_workers = match config.password_workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -364,7 +421,7 @@ impl Runtime {
                 Vec::new()
             };
             let pin = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
-            let core_roles = roles(crate::roles::Placement { core: i, cores }, Instant::now());
+            let core_roles = std::mem::take(&mut all_roles[i]);
             let t = std::thread::Builder::new()
                 .name(format!("otpd-core-{i}"))
                 .spawn(move || {

@@ -89,11 +89,6 @@ impl Host for SimHost {
                 assert!(u.channels.insert(c), "{c} announced twice");
                 u.heard.push(Heard::Added(c));
             }
-            Upstream::Held(c) => {
-                if u.channels.insert(c) {
-                    u.heard.push(Heard::Added(c));
-                }
-            }
             Upstream::Unsubscribed(c) => {
                 assert!(u.channels.remove(&c), "{c} not announced");
                 u.heard.push(Heard::Removed(c));
@@ -188,7 +183,6 @@ impl Sim {
             }
         }
         let c = &mut self.cores[core];
-        c.router.dispatch_resolved(&mut c.host);
         let (inboxes, capacity) = (&mut self.inboxes, self.capacity);
         c.host.outbox.ship(|to, batch| {
             if inboxes[to].len() >= capacity {
@@ -226,155 +220,115 @@ impl Sim {
     }
 }
 
-/// A channel homed on `core` (the `nth` of them).
-fn channel_on(core: usize, cores: usize, nth: usize) -> u64 {
-    (100..)
-        .filter(|&c| home_core(c, cores) == core)
-        .nth(nth)
-        .unwrap()
-}
-
 // ---- directed cases ---------------------------------------------------------------------
 
 #[test]
-fn a_datagram_waiting_for_a_lookup_holds_back_later_local_ones() {
-    let mut sim = Sim::new(2, false, 8);
-    let (x, y) = (channel_on(1, 2, 0), channel_on(0, 2, 0));
-    let (sender, receiver) = (Sim::pid(0, 0), Sim::pid(0, 1));
-    let (r, h) = sim.at(0);
-    r.subscribe(receiver, x, h);
-    r.subscribe(receiver, y, h);
-    // The first names a channel homed on core 1 and one homed here: it waits for a lookup.
-    sim.send(0, 0, 1, &[x, y], Some(sender));
-    // The second is resolved here at once, but must wait behind the first.
-    sim.send(0, 0, 2, &[y], Some(sender));
-    assert!(sim.got().is_empty());
-    assert_eq!(sim.cores[0].router.in_flight(), 2);
-    sim.turn(0, 64); // ships the subscription and the lookup
-    assert!(sim.got().is_empty());
-    sim.turn(1, 64); // answers
-    sim.turn(0, 64);
-    assert_eq!(sim.got(), vec![(receiver, 0, 1), (receiver, 0, 2)]);
-    sim.settle();
-}
-
-#[test]
-fn a_delegated_datagram_holds_its_place_until_acknowledged() {
-    let mut sim = Sim::new(2, false, 8);
-    let (x, y) = (channel_on(1, 2, 0), channel_on(0, 2, 0));
-    let (sender, receiver) = (Sim::pid(0, 0), Sim::pid(0, 1));
-    let (r, h) = sim.at(0);
-    r.subscribe(receiver, x, h);
-    r.subscribe(receiver, y, h);
-    sim.turn(0, 64);
-    sim.turn(1, 64);
-    // Every recipient homed on core 1: handed to it whole.
-    sim.send(0, 0, 1, &[x], Some(sender));
-    assert!(matches!(
-        sim.cores[0].host.outbox.batches[1].msgs.last(),
-        Some(Msg::Route { .. })
-    ));
-    // A local one behind it waits for the acknowledgement.
-    sim.send(0, 0, 2, &[y], Some(sender));
-    sim.turn(0, 64);
-    assert!(sim.got().is_empty());
-    sim.turn(1, 64); // routes x: a delivery back to core 0, then the acknowledgement
-    assert_eq!(
-        sim.inboxes[0].len(),
-        2,
-        "the deliveries, then the acknowledgement"
-    );
-    sim.turn(0, 1);
-    assert_eq!(sim.got(), vec![(receiver, 0, 1)]);
-    sim.turn(0, 1);
-    assert_eq!(sim.got(), vec![(receiver, 0, 1), (receiver, 0, 2)]);
-    sim.settle();
-}
-
-#[test]
-fn delegation_never_spans_two_cores_at_once() {
-    let mut sim = Sim::new(3, false, 8);
-    let (a, b) = (channel_on(1, 3, 0), channel_on(2, 3, 0));
-    let receiver = Sim::pid(0, 1);
-    let (r, h) = sim.at(0);
-    r.subscribe(receiver, a, h);
-    r.subscribe(receiver, b, h);
-    sim.settle();
-    sim.send(0, 0, 1, &[a], None);
-    // Homed on another core than the delegation in flight: looked up, not delegated.
-    sim.send(0, 0, 2, &[b], None);
-    let msgs = &sim.cores[0].host.outbox.batches;
-    assert!(matches!(msgs[1].msgs.last(), Some(Msg::Route { .. })));
-    assert!(matches!(msgs[2].msgs.last(), Some(Msg::Lookup { .. })));
-    // The one homed on core 2 answers first; still the order holds.
-    sim.turn(0, 64);
-    sim.turn(2, 64);
-    sim.turn(0, 64);
-    assert!(sim.got().is_empty());
-    sim.settle();
-    assert_eq!(sim.got(), vec![(receiver, 0, 1), (receiver, 0, 2)]);
-}
-
-#[test]
-fn a_delegation_waits_for_earlier_deliveries_to_other_cores() {
-    // Core 0 delivers one datagram to core 2 itself and hands the next to core 1 whole. While
-    // core 2's queue is full, the batch that delegates waits too: else core 1 could deliver
-    // the second to core 2 ahead of the first (found by `the_routing_guarantees_hold`).
-    let mut sim = Sim::new(3, false, 1);
-    let (x, y) = (channel_on(0, 3, 0), channel_on(1, 3, 0));
-    let receiver = Sim::pid(2, 1);
+fn a_datagram_crosses_once_to_each_core_with_subscribers_and_to_no_other() {
+    let mut sim = Sim::new(4, false, 8);
+    let x = 100;
+    let (sender, here) = (Sim::pid(0, 0), Sim::pid(0, 1));
+    let (a, b, c) = (Sim::pid(1, 2), Sim::pid(1, 3), Sim::pid(2, 4));
+    for p in [here, a, b, c] {
+        let (r, h) = sim.at(p.core());
+        r.subscribe(p, x, h);
+    }
+    // Core 2 also covers x with a range: still one crossing, one delivery.
     let (r, h) = sim.at(2);
-    r.subscribe(receiver, x, h);
-    r.subscribe(receiver, y, h);
+    r.range(c, 90, 110, true, h);
     sim.settle();
-    sim.inboxes[2].push_back(Batch::new(0)); // core 2's queue is full
-    sim.send(0, 0, 1, &[x], None);
-    sim.send(0, 0, 2, &[y], None);
-    sim.turn(0, 0);
-    assert!(sim.inboxes[1].is_empty(), "the delegation waits");
-    sim.turn(1, 64);
-    sim.turn(2, 1);
-    sim.turn(1, 64);
+    sim.send(0, 0, 1, &[x, 101], Some(sender));
+    // Delivered here at once; one fan-out for core 1 (two subscribers), one for core 2,
+    // nothing for core 3.
+    assert_eq!(sim.got(), vec![(here, 0, 1)]);
+    let batches = &sim.cores[0].host.outbox.batches;
+    for (core, fanouts) in [(1, 1), (2, 1), (3, 0)] {
+        let n = batches[core]
+            .msgs
+            .iter()
+            .filter(|m| matches!(m, Msg::Fanout { .. }))
+            .count();
+        assert_eq!(n, fanouts, "fan-outs to core {core}");
+        assert_eq!(
+            batches[core].msgs.len(),
+            fanouts,
+            "nothing else to core {core}"
+        );
+    }
     sim.settle();
-    assert_eq!(sim.got(), vec![(receiver, 0, 1), (receiver, 0, 2)]);
+    let mut got = sim.got();
+    got.sort();
+    assert_eq!(got, vec![(here, 0, 1), (a, 0, 1), (b, 0, 1), (c, 0, 1)]);
 }
 
 #[test]
-fn acknowledgements_wait_for_every_stalled_batch() {
-    let mut out: Outbox<()> = Outbox::new(0, 3);
-    out.push(
-        1,
-        Msg::RangeDrop {
-            pid: Sim::pid(0, 1),
-        },
-    );
-    out.ack(2, 7);
-    let mut sent = Vec::new();
-    // Core 1's queue is full: its batch stalls, and the acknowledgement to core 2 waits too.
-    out.ship(|core, b| {
-        if core == 1 {
-            Err(b)
-        } else {
-            sent.push((core, b.msgs.len()));
-            Ok(())
-        }
-    });
-    assert!(sent.is_empty() && out.is_stalled());
-    out.ship(|core, b| {
-        sent.push((core, b.msgs.len()));
-        Ok(())
-    });
-    assert_eq!(sent, vec![(1, 1), (2, 1)]);
-    assert!(out.is_idle());
+fn every_replica_follows_the_subscriptions_of_the_other_cores() {
+    let mut sim = Sim::new(3, false, 8);
+    let (p, q) = (Sim::pid(1, 1), Sim::pid(2, 2));
+    let (r, h) = sim.at(1);
+    r.subscribe(p, 100, h);
+    let (r, h) = sim.at(2);
+    r.subscribe(q, 100, h);
+    sim.settle();
+    assert_eq!(sim.cores[0].router.remote_cores(100), 0b110);
+    assert_eq!(sim.cores[1].router.remote_cores(100), 0b100);
+    let (r, h) = sim.at(1);
+    r.unsubscribe(p, 100, h);
+    sim.settle();
+    assert_eq!(sim.cores[0].router.remote_cores(100), 0b100);
+    assert_eq!(sim.cores[2].router.remote_cores(100), 0);
+    let (r, h) = sim.at(2);
+    r.unsubscribe(q, 100, h);
+    sim.settle();
+    assert!(sim.cores.iter().all(|c| c.router.remote.is_empty()));
+}
+
+#[test]
+fn a_late_absent_does_not_hide_a_subscription_made_here() {
+    // Core 0's last subscriber of x leaves; before core 1 hears of it, core 1 subscribes
+    // another participant of core 0 to x (a presubscription) and routes a datagram to x.
+    let mut sim = Sim::new(2, false, 8);
+    let x = 100;
+    let (leaver, joiner) = (Sim::pid(0, 1), Sim::pid(0, 2));
+    let (r, h) = sim.at(0);
+    r.subscribe(leaver, x, h);
+    sim.settle();
+    let (r, h) = sim.at(0);
+    r.unsubscribe(leaver, x, h);
+    sim.turn(0, 64); // ships "absent" to core 1
+    let (r, h) = sim.at(1);
+    r.subscribe(joiner, x, h);
+    sim.turn(1, 64); // reads "absent": the pending subscription still counts
+    sim.send(1, 3, 1, &[x], None);
+    sim.settle();
+    assert_eq!(sim.got(), vec![(joiner, 3, 1)]);
+    assert_eq!(sim.cores[1].router.remote_cores(x), 1);
+}
+
+#[test]
+fn a_full_queue_keeps_a_cores_batches_in_order() {
+    let mut sim = Sim::new(2, false, 1);
+    let x = 100;
+    let receiver = Sim::pid(1, 1);
+    let (r, h) = sim.at(1);
+    r.subscribe(receiver, x, h);
+    sim.settle();
+    sim.inboxes[1].push_back(Batch::new(0)); // core 1's queue is full
+    sim.send(0, 0, 1, &[x], None);
+    sim.turn(0, 0);
+    assert!(sim.cores[0].host.outbox.is_stalled());
+    sim.send(0, 0, 2, &[x], None);
+    sim.turn(0, 0);
+    assert_eq!(sim.cores[0].host.outbox.stalled_batches(), 2);
+    sim.settle();
+    assert_eq!(sim.got(), vec![(receiver, 0, 1), (receiver, 0, 2)]);
 }
 
 #[test]
 fn a_subscription_made_here_is_seen_by_the_next_datagram_routed_here() {
-    // Core 1 subscribes a participant of core 0 to a channel homed on core 2 (as a
-    // presubscription does), then routes a datagram to it: the subscription is ahead of the
-    // lookup or delegation on the FIFO to core 2.
+    // Core 1 subscribes a participant of core 0 (as a presubscription does), then routes a
+    // datagram to it: the subscription is ahead of the datagram on the FIFO to core 0.
     let mut sim = Sim::new(3, false, 8);
-    let x = channel_on(2, 3, 0);
+    let x = 100;
     let receiver = Sim::pid(0, 1);
     let (r, h) = sim.at(1);
     r.subscribe(receiver, x, h);
@@ -392,18 +346,18 @@ fn a_subscription_made_here_is_seen_by_the_next_datagram_routed_here() {
 #[test]
 fn a_subscription_made_here_is_announced_upstream_before_the_next_datagram_sent_up() {
     // A client's session subscribes its channel, then sends its login upstream: the answer
-    // comes back on that channel, so the upstream MD must have it first, wherever the channel
-    // is homed (the home core announces a first subscriber through core 0, but the datagram
-    // goes to core 0 straight from the subscribing core).
-    for cores in [2, 3, 4] {
+    // comes back on that channel, so the upstream MD must have it first, whichever core the
+    // subscriber is on (its core announces a first subscriber through core 0, but the
+    // datagram goes to core 0 straight from the core that made the subscription).
+    for cores in [1, 2, 3, 4] {
         for me in 0..cores {
-            for home in (0..cores).filter(|&h| h != me) {
+            for owner in 0..cores {
                 let mut sim = Sim::new(cores, true, 8);
-                let x = channel_on(home, cores, 0);
+                let x = 100;
                 let (r, h) = sim.at(me);
-                r.subscribe(Sim::pid(me, 1), x, h);
-                sim.send(me, 1, 1, &[channel_on(me, cores, 1)], None);
-                // The home core and core 0 run late, as on a loaded machine.
+                r.subscribe(Sim::pid(owner, 1), x, h);
+                sim.send(me, 1, 1, &[101], None);
+                // The subscriber's core and core 0 run late, as on a loaded machine.
                 for core in (0..cores).rev() {
                     sim.turn(core, 64);
                 }
@@ -411,7 +365,7 @@ fn a_subscription_made_here_is_announced_upstream_before_the_next_datagram_sent_
                 let up = &sim.cores[0].host.upstream;
                 assert!(
                     up.announced_from(x, 1, 1),
-                    "{cores} cores, subscribed on {me}, homed on {home}: {:?}",
+                    "{cores} cores, subscribed on {me} for core {owner}: {:?}",
                     up.heard
                 );
             }
@@ -420,34 +374,37 @@ fn a_subscription_made_here_is_announced_upstream_before_the_next_datagram_sent_
 }
 
 #[test]
-fn a_subscription_on_its_way_home_keeps_its_channel_announced_while_the_last_one_leaves() {
-    // The channel's last subscriber leaves on its home core while a participant of another
-    // core subscribes and sends upstream: the home core's "last one gone" is not the last word.
+fn a_subscription_on_its_way_keeps_its_channel_announced_while_the_last_one_leaves() {
+    // The channel's last subscriber leaves while a participant subscribes (on its own core or,
+    // as a presubscription, through another) and sends upstream: the leaver's core's "last
+    // one gone" is not the last word.
     for cores in [2, 3] {
         for me in 0..cores {
-            for home in (1..cores).filter(|&h| h != me) {
-                let mut sim = Sim::new(cores, true, 8);
-                let x = channel_on(home, cores, 0);
-                let (leaver, joiner) = (Sim::pid(home, 0), Sim::pid(me, 1));
-                let (r, h) = sim.at(home);
-                r.subscribe(leaver, x, h);
-                sim.settle();
-                let (r, h) = sim.at(home);
-                r.unsubscribe(leaver, x, h);
-                sim.turn(home, 64); // ships "last one gone" to core 0
-                let (r, h) = sim.at(me);
-                r.subscribe(joiner, x, h);
-                sim.send(me, 1, 1, &[channel_on(me, cores, 1)], None);
-                sim.turn(me, 64);
-                sim.turn(0, 64);
-                sim.settle();
-                let up = &sim.cores[0].host.upstream;
-                assert!(
-                    up.announced_from(x, 1, 1),
-                    "{cores} cores, joined on {me}, homed on {home}: {:?}",
-                    up.heard
-                );
-                assert!(up.channels.contains(&x));
+            for owner in 0..cores {
+                for gone in (1..cores).filter(|&g| g != owner) {
+                    let mut sim = Sim::new(cores, true, 8);
+                    let x = 100;
+                    let (leaver, joiner) = (Sim::pid(gone, 0), Sim::pid(owner, 1));
+                    let (r, h) = sim.at(gone);
+                    r.subscribe(leaver, x, h);
+                    sim.settle();
+                    let (r, h) = sim.at(gone);
+                    r.unsubscribe(leaver, x, h);
+                    sim.turn(gone, 64); // ships "last one gone" to core 0
+                    let (r, h) = sim.at(me);
+                    r.subscribe(joiner, x, h);
+                    sim.send(me, 1, 1, &[101], None);
+                    sim.turn(me, 64);
+                    sim.turn(0, 64);
+                    sim.settle();
+                    let up = &sim.cores[0].host.upstream;
+                    assert!(
+                        up.announced_from(x, 1, 1),
+                        "{cores} cores, joined on {me} for {owner}, left on {gone}: {:?}",
+                        up.heard
+                    );
+                    assert!(up.channels.contains(&x));
+                }
             }
         }
     }
@@ -874,8 +831,19 @@ fn check_settled(
     upstream: bool,
     homes: &[usize],
 ) -> Result<Snapshot, TestCaseError> {
-    let cores = sim.cores.len();
     let authority = sim.cores[0].router.ranges();
+    // Which cores' participants subscribe a channel; every replica must say the same.
+    let owners = |c: u64| -> u64 {
+        sim.cores
+            .iter()
+            .enumerate()
+            .filter(|(_, core)| !core.router.subscribers(c).is_empty())
+            .fold(0, |m, (i, _)| m | 1 << i)
+    };
+    for core in &sim.cores {
+        core.router
+            .check_replica(FIRST_CHANNEL..FIRST_CHANNEL + CHANNELS, owners);
+    }
     let mut snap = Snapshot::default();
     for p in 0..PARTICIPANTS {
         let pid = Sim::pid(homes[p], p);
@@ -891,8 +859,7 @@ fn check_settled(
             if covered.contains(&c) {
                 snap.ranges.insert((p, c));
             }
-            let home = &sim.cores[home_core(c, cores)].router;
-            let on = home.subscribers(c).contains(&pid);
+            let on = sim.cores[pid.core()].router.subscribers(c).contains(&pid);
             if on {
                 snap.singles.insert((p, c));
             }
@@ -913,12 +880,7 @@ fn check_settled(
     if upstream {
         let up = &sim.cores[0].host.upstream;
         let subscribed: BTreeSet<u64> = (FIRST_CHANNEL..FIRST_CHANNEL + CHANNELS)
-            .filter(|&c| {
-                !sim.cores[home_core(c, cores)]
-                    .router
-                    .subscribers(c)
-                    .is_empty()
-            })
+            .filter(|&c| owners(c) != 0)
             .collect();
         prop_assert_eq!(&up.channels, &subscribed);
         let covered: BTreeSet<u64> = authority

@@ -487,12 +487,10 @@ impl Core {
         Some(slot)
     }
 
-    /// True while other cores are behind (a full queue, or too many unanswered lookups):
-    /// this core then stops reading its sockets until they catch up.
+    /// True while other cores are behind (a full queue): this core then stops reading its
+    /// sockets until they catch up.
     fn held_back(&self) -> bool {
-        self.router().in_flight() >= self.shared.config.messagedirector.max_pending_lookups
-            || self.outbox.is_stalled()
-            || self.roles.iter().any(|r| !r.jobs_waiting.is_empty())
+        self.outbox.is_stalled() || self.roles.iter().any(|r| !r.jobs_waiting.is_empty())
     }
 
     fn process_ready(&mut self) {
@@ -632,8 +630,12 @@ impl Core {
         };
         for i in 0..self.roles.len() {
             if let Some(c) = self.roles[i].role.will_subscribe(&dg) {
+                // The object will live on its doid's home core, with that core's instance of
+                // the role (whose slot there may differ from this one's).
                 let home = home_core(c, self.shared.cores);
-                self.subscribe(Pid::new(home, 0, ROLE_SLOT_BASE + i), c);
+                if let Some(slot) = self.shared.peer_role(self.id, i, home) {
+                    self.subscribe(Pid::new(home, 0, ROLE_SLOT_BASE + slot), c);
+                }
             }
         }
     }
@@ -902,7 +904,6 @@ impl Core {
             && !self.roles_waiting
             && self.inbox.is_empty()
             && !self.outbox.is_stalled()
-            && self.router().in_flight() == 0
             && self.conns.iter().all(|(_, c)| c.queued() == 0);
         self.shared.stats.per_core[self.id]
             .idle
@@ -942,10 +943,6 @@ impl Core {
     #[inline]
     fn route(&mut self, frame: &[u8], recipients: Recipients<'_>, exclude: Option<Pid>) {
         self.with_router(|r, core| r.route(frame, recipients, exclude, core));
-    }
-
-    fn drain_pending(&mut self) {
-        self.with_router(|r, core| r.dispatch_resolved(core));
     }
 
     fn deliver_local(&mut self, pid: Pid, frame: &[u8]) {
@@ -1614,7 +1611,6 @@ impl Core {
                 self.handle_msg(msg);
             }
         }
-        self.drain_pending();
     }
 
     /// Handles one of the runtime's own messages from another core or a worker thread.
@@ -1654,7 +1650,6 @@ impl Core {
 
     /// End of a loop turn: dispatch what resolved, ship batches to other cores, write sockets.
     fn finish_turn(&mut self) {
-        self.drain_pending();
         self.run_roles();
         self.run_clients();
         let shared = &self.shared;
@@ -1689,8 +1684,8 @@ impl Core {
         mine.datagrams_routed
             .store(router.routed(), Ordering::Relaxed);
         mine.deliveries.store(router.delivered(), Ordering::Relaxed);
-        mine.pending
-            .store(router.in_flight() as u64, Ordering::Relaxed);
+        mine.stalled_batches
+            .store(self.outbox.stalled_batches() as u64, Ordering::Relaxed);
         mine.channels
             .store(router.channels() as u64, Ordering::Relaxed);
     }
@@ -1733,7 +1728,7 @@ impl router::Host for Core {
 
     fn upstream(&mut self, event: router::Upstream<'_>) {
         match event {
-            router::Upstream::Subscribed(channel) | router::Upstream::Held(channel) => {
+            router::Upstream::Subscribed(channel) => {
                 let newly = self
                     .upstream
                     .as_mut()
