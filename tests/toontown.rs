@@ -799,6 +799,33 @@ fn walk_toon_2003(legacy: bool) {
             .0
     );
     assert!(t.m.recv_within(Duration::from_millis(300)).is_none());
+
+    // What the operator's console lists (CLIENTAGENT_ADMIN_LIST, the rows behind its clients
+    // and districts tables): each player's account, toon, district and zone.
+    c.ai.send(&dg(&[10], AI, CLIENTAGENT_ADMIN_LIST, &P::new().u32(77).0));
+    let mut listed = Vec::new();
+    while listed.len() < 2 {
+        let f = c.ai.recv_within(WAIT).expect("each session answers");
+        let at = 3 + 8 * f[2] as usize;
+        if u16::from_le_bytes([f[at + 8], f[at + 9]]) != CLIENTAGENT_ADMIN_LIST_RESP {
+            continue;
+        }
+        let p = &f[at + 10..];
+        assert_eq!(&p[..4], &77u32.to_le_bytes()[..]);
+        let (_bind, i) = string_at(p, 12);
+        assert_eq!(p[i], 1, "the 2003 dialect");
+        let (account, i) = string_at(p, i + 3);
+        let word = |k: usize| u32::from_le_bytes(p[i + 4 * k..i + 4 * k + 4].try_into().unwrap());
+        listed.push((account, word(0), word(1), word(2)));
+    }
+    listed.sort();
+    let mut want = vec![
+        ("mickeyfan".to_string(), a, DISTRICT, 2000),
+        ("minniefan".to_string(), b, DISTRICT, 2000),
+    ];
+    want.sort();
+    assert_eq!(listed, want, "legacy {legacy}");
+
     t.send(37, P::new());
     u.send(37, P::new());
     assert!(t.m.closed_within(WAIT) && u.m.closed_within(WAIT));
