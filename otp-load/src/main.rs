@@ -5,6 +5,7 @@
 
 mod clients;
 mod db;
+mod interests;
 mod objects;
 mod report;
 mod toon2003;
@@ -391,25 +392,28 @@ fn main() {
         Some("objects") => objects::run(&args[1..]),
         Some("db") => db::run(&args[1..]),
         Some("clients") => clients::run(&args[1..]),
+        Some("interests") => interests::run(&args[1..]),
         Some("toon2003-ai") => toon2003::run_ai(&args[1..]),
         Some("toon2003-client") => toon2003::run_client(&args[1..]),
         Some("toon2003-clients") => toon2003_clients::run(&args[1..]),
         Some("-h") | Some("--help") => {
             print!(
-                "{USAGE}{}{}{}{}{}",
+                "{USAGE}{}{}{}{}{}{}",
                 objects::USAGE,
                 db::USAGE,
                 clients::USAGE,
+                interests::USAGE,
                 toon2003::USAGE,
                 toon2003_clients::USAGE
             );
             return;
         }
         _ => Err(format!(
-            "expected a subcommand\n\n{USAGE}{}{}{}{}{}",
+            "expected a subcommand\n\n{USAGE}{}{}{}{}{}{}",
             objects::USAGE,
             db::USAGE,
             clients::USAGE,
+            interests::USAGE,
             toon2003::USAGE,
             toon2003_clients::USAGE
         )),

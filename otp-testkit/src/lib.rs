@@ -6,4 +6,5 @@
 pub mod client_fuzz;
 pub mod cluster_sim;
 pub mod dc2003;
+pub mod interest_bench;
 pub mod toontown_fuzz;
