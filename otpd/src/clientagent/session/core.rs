@@ -586,15 +586,17 @@ impl SessionCore {
     }
 
     /// The class of an object this client may address, or None.
+    /// Visible objects first: the update of another avatar in view is the common case (one
+    /// probe); `seen` holds the same doids as `visible` (see `check_invariants`).
     pub(in crate::clientagent) fn lookup_object(&self, doid: u32) -> Option<u16> {
+        if let Some(o) = self.visible.get(&doid) {
+            return Some(o.class);
+        }
         if let Some(u) = self.ca.uberdogs.get(&doid) {
             return Some(u.class);
         }
         if let Some(o) = self.owned.get(&doid) {
             return Some(o.class);
-        }
-        if self.seen.contains(&doid) {
-            return self.visible.get(&doid).map(|o| o.class);
         }
         self.declared.get(&doid).copied()
     }
