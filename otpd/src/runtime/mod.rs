@@ -63,6 +63,11 @@ pub(crate) type Batch = crate::md::router::Batch<CoreMsg>;
 pub struct CoreStats {
     pub datagrams_routed: AtomicU64,
     pub deliveries: AtomicU64,
+    /// Datagrams queued to this core's client connections (what their sessions wrote), and
+    /// the socket writes that carried them (writes that took bytes): deliveries in one
+    /// event-loop turn share one write (or wait longer with `flush_delay_ms`).
+    pub client_deliveries: AtomicU64,
+    pub client_socket_writes: AtomicU64,
     /// Datagrams waiting for subscriber lookups on other cores (the core's queue depth).
     pub pending: AtomicU64,
     /// Channels homed on this core that have subscribers.
@@ -158,6 +163,15 @@ impl Stats {
             .iter()
             .map(|c| c.deliveries.load(Ordering::Relaxed))
             .sum()
+    }
+    /// (datagrams queued to clients, socket writes to clients), every core's.
+    pub fn client_writes(&self) -> (u64, u64) {
+        self.per_core.iter().fold((0, 0), |(d, w), c| {
+            (
+                d + c.client_deliveries.load(Ordering::Relaxed),
+                w + c.client_socket_writes.load(Ordering::Relaxed),
+            )
+        })
     }
 }
 
