@@ -307,3 +307,104 @@ fn limits_are_checked_and_cluster_ron_shows_the_defaults() {
         assert!(err.contains(complaint), "{limits}: {err}");
     }
 }
+
+/// Issue 18, "writes per delivery": a client's deliveries in one event-loop turn share one
+/// socket write, and the metrics count both (`otpd_client_deliveries_total`,
+/// `otpd_client_socket_writes_total`, per core). A participant sends an Astron client 200
+/// datagrams (CLIENTAGENT_SEND_DATAGRAM) in one TCP write: the client gets them all, in far
+/// fewer writes.
+#[test]
+fn a_burst_to_a_client_is_counted_as_deliveries_in_fewer_writes() {
+    use otp_wire::msgtypes::*;
+    const BURST: usize = 200;
+    let dc = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/dc/client.dc")
+        .canonicalize()
+        .unwrap();
+    let metrics = free_port();
+    let ca = free_port();
+    let o = Otpd::start_full(
+        free_port(),
+        "",
+        &format!(
+            "metrics: Some(\"127.0.0.1:{metrics}\"), dc_files: [\"{}\"], \
+             roles: [ClientAgent((bind: \"127.0.0.1:{ca}\", version: \"v1\", manual_dc_hash: Some(77), \
+             channels: (min: 5000000, max: 5000099)))],",
+            dc.display()
+        ),
+    );
+    wait_for_port(metrics);
+    // (Not the client listener: a probe connection would use up its first channel.)
+    let figures = || {
+        let text = scrape(metrics);
+        assert!(
+            text.contains("otpd_client_socket_writes_total{core=\"0\"}")
+                && text.contains("otpd_client_deliveries_total{core=\"1\"}"),
+            "{text}"
+        );
+        (
+            value(&text, "otpd_client_deliveries_total{"),
+            value(&text, "otpd_client_socket_writes_total{"),
+        )
+    };
+    let mut client = Md::connect(ca);
+    let mut hello = CLIENT_HELLO.to_le_bytes().to_vec();
+    hello.extend_from_slice(&77u32.to_le_bytes());
+    hello.extend_from_slice(&2u16.to_le_bytes());
+    hello.extend_from_slice(b"v1");
+    client.send(&frame(&hello));
+    let f = client
+        .recv_within(Duration::from_secs(5))
+        .expect("HELLO_RESP");
+    assert_eq!(u16::from_le_bytes([f[2], f[3]]), CLIENT_HELLO_RESP);
+    // The figures are published at the end of each loop turn: wait until the HELLO_RESP's are.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (d0, w0) = loop {
+        let (d, w) = figures();
+        if d >= 1.0 && w >= 1.0 {
+            break (d, w);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HELLO_RESP never counted: {d} {w}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut burst = Vec::new();
+    for i in 0..BURST {
+        let body = format!("\u{1}\u{2}datagram {i:04}");
+        burst.extend(dg(
+            &[5_000_000],
+            0xBEEF,
+            CLIENTAGENT_SEND_DATAGRAM,
+            &P::new().string(&body).0,
+        ));
+    }
+    let mut md = o.connect();
+    md.send(&burst);
+    for i in 0..BURST {
+        let f = client
+            .recv_within(Duration::from_secs(5))
+            .expect("the burst");
+        assert_eq!(&f[2..], format!("\u{1}\u{2}datagram {i:04}").as_bytes());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (d1, w1) = loop {
+        let (d, w) = figures();
+        if d - d0 >= BURST as f64 {
+            break (d, w);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the burst never counted: {d} {w}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (deliveries, writes) = (d1 - d0, w1 - w0);
+    eprintln!("burst: {deliveries} deliveries, {writes} socket writes");
+    assert_eq!(deliveries, BURST as f64);
+    assert!(
+        (1.0..=(BURST / 10) as f64).contains(&writes),
+        "{BURST} deliveries took {writes} writes"
+    );
+}

@@ -29,13 +29,20 @@ fn sqlite(dir: &Path) -> String {
 }
 
 /// A cluster: StateServer, DBSS, Database on `backend`, one 2003 listener (open tokens,
-/// passwords made on login, names reviewed by hand), and an operator participant.
+/// passwords made on login, names reviewed by hand), one Astron listener that checks bans
+/// (`ban_database`), and an operator participant (also the Astron game's UberDOG).
 struct Cluster {
     _o: Otpd,
     port: u16,
     probe: Md,
     operator: Md,
+    astron_port: u16,
+    /// The channel the Astron listener gives its next client (its range, in order).
+    next_astron: u64,
 }
+
+const ASTRON_CHANNELS: u64 = 2_000_000;
+const ASTRON_HASH: u32 = 0x0BAD_CAFE;
 
 fn start(dir: &Path, backend: &str) -> Cluster {
     start_with(dir, backend, "")
@@ -45,6 +52,7 @@ fn start_with(dir: &Path, backend: &str, top_extra: &str) -> Cluster {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dc = root.join("tests/dc/toon.dc").canonicalize().unwrap();
     let port = free_port();
+    let astron_port = free_port();
     let top = format!(
         "dc_files: [\"{}\"], roles: [\
          StateServer(control: 100100), \
@@ -52,11 +60,14 @@ fn start_with(dir: &Path, backend: &str, top_extra: &str) -> Cluster {
          Database(control: {DB}, generate: (min: 100000000, max: 399999999), backend: {backend}), \
          ClientAgent((bind: \"127.0.0.1:{port}\", version: \"{VERSION}\", manual_dc_hash: Some({HASH}), \
          channels: (min: 1000000, max: 1009999), dialect: Toontown2003, \
-         toontown: (tokens: Open, passwords: CreateOnLogin, auto_approve_names: false))), ], {top_extra}",
+         toontown: (tokens: Open, passwords: CreateOnLogin, auto_approve_names: false))),          ClientAgent((bind: \"127.0.0.1:{astron_port}\", version: \"v1\", manual_dc_hash: Some({ASTRON_HASH}),          channels: (min: {ASTRON_CHANNELS}, max: {}), ban_database: Some({DB}))), ], {top_extra}",
         dc.display(),
+        ASTRON_CHANNELS + 9999,
     );
     let _ = dir;
     let o = Otpd::start_full(free_port(), "", &top);
+    // (Not the Astron listener's: a connection would use up its first channel. Both
+    // listeners are open once one is.)
     wait_for_port(port);
     let mut probe = o.connect();
     let operator = listener(o.port, &mut probe, &[OPERATOR]);
@@ -65,10 +76,59 @@ fn start_with(dir: &Path, backend: &str, top_extra: &str) -> Cluster {
         port,
         probe,
         operator,
+        astron_port,
+        next_astron: ASTRON_CHANNELS,
     }
 }
 
 impl Cluster {
+    /// An Astron client connects and says hello; the game's UberDOG (the operator participant)
+    /// logs it in as OTP does, setting its channel to `account << 32 | avatar`
+    /// (CLIENTAGENT_SET_CLIENT_ID) and its state to ESTABLISHED, then sends it a datagram
+    /// (CLIENTAGENT_SEND_DATAGRAM). The client answers that with CLIENT_DISCONNECT: Ok when
+    /// the connection then closes without a word (the client's datagram was served), the
+    /// CLIENT_EJECT's (code, reason) when it is ejected instead (the datagram held while the
+    /// ban was asked for, then dropped).
+    fn astron_login(&mut self, account: u32, avatar: u32) -> Result<(), (u16, String)> {
+        let (mut m, f) = self.astron_connect(account, avatar);
+        // The Database's answer may come before the UberDOG's datagram: the eject then
+        // comes first.
+        let f = if u16::from_le_bytes([f[2], f[3]]) == CLIENT_EJECT {
+            Some(f)
+        } else {
+            assert_eq!(&f[2..], b"\x01\x02hi");
+            m.send(&msg(CLIENT_DISCONNECT, P::new()));
+            m.recv_within(WAIT)
+        };
+        match f {
+            None => Ok(()),
+            Some(f) => Err(astron_eject(&mut m, &f)),
+        }
+    }
+
+    /// The start of `astron_login`: the client's connection and the first datagram it gets
+    /// after the UberDOG's messages.
+    fn astron_connect(&mut self, account: u32, avatar: u32) -> (Md, Vec<u8>) {
+        let channel = self.next_astron;
+        self.next_astron += 1;
+        let mut m = Md::connect(self.astron_port);
+        m.send(&msg(CLIENT_HELLO, P::new().u32(ASTRON_HASH).string("v1")));
+        let f = m.recv_within(WAIT).expect("HELLO_RESP");
+        assert_eq!(u16::from_le_bytes([f[2], f[3]]), CLIENT_HELLO_RESP);
+        let id = (u64::from(account) << 32) | u64::from(avatar);
+        for (t, p) in [
+            (CLIENTAGENT_SET_CLIENT_ID, P::new().u64(id)),
+            (CLIENTAGENT_SET_STATE, P::new().u16(2)),
+            (CLIENTAGENT_SEND_DATAGRAM, P::new().string("\u{1}\u{2}hi")),
+        ] {
+            self.probe.send(&dg(&[channel], OPERATOR, t, &p.0));
+        }
+        let f = m
+            .recv_within(WAIT)
+            .expect("the UberDOG's datagram or an eject");
+        (m, f)
+    }
+
     /// Sends a request to the Database and returns the answer's payload, checking its type.
     fn ask(&mut self, msgtype: u16, p: P) -> Vec<u8> {
         self.probe.send(&dg(&[DB], OPERATOR, msgtype, &p.0));
@@ -123,6 +183,13 @@ impl Cluster {
         assert_eq!(got.len(), 5);
         got[4]
     }
+}
+
+/// A CLIENT_EJECT frame's (code, reason), after which the connection closes.
+fn astron_eject(m: &mut Md, f: &[u8]) -> (u16, String) {
+    assert_eq!(u16::from_le_bytes([f[2], f[3]]), CLIENT_EJECT, "{f:?}");
+    assert!(m.closed_within(WAIT), "closed after CLIENT_EJECT");
+    (u16::from_le_bytes([f[4], f[5]]), string_at(f, 6).0)
 }
 
 fn string_at(p: &[u8], at: usize) -> (String, usize) {
@@ -263,26 +330,68 @@ impl Toon {
 }
 
 #[test]
-fn sqlite_bans_refuse_2003_logins_until_they_end_and_survive_a_restart() {
+fn sqlite_bans_refuse_logins_of_both_dialects_until_they_end_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    bans_refuse_2003_logins(dir.path(), &sqlite(dir.path()));
-    // The ban survives a restart of otpd on the same store.
+    bans_refuse_logins(dir.path(), &sqlite(dir.path()));
+    // The bans survive a restart of otpd on the same store.
     let mut c = start(dir.path(), &sqlite(dir.path()));
     let (status, until, reason) = c.get_ban(50, "forever");
     assert_eq!((status, until, reason.as_str()), (0, u64::MAX, "for good"));
     let mut t = Toon::connect(c.port);
     assert_eq!(t.token_login("forever").unwrap_err().0, 151);
+    assert_eq!(c.astron_login(99, 1).map_err(|e| e.0), Err(352));
+    assert_eq!(c.astron_login(98, 1), Ok(()));
 }
 
 #[test]
-fn postgres_bans_refuse_2003_logins_until_they_end() {
+fn postgres_bans_refuse_logins_of_both_dialects_until_they_end() {
     let dir = tempfile::tempdir().unwrap();
     let pg = PgServer::start();
-    bans_refuse_2003_logins(dir.path(), &pg.backend());
+    bans_refuse_logins(dir.path(), &pg.backend());
+}
+
+/// The Astron half: an account is `#ID` (its client channel's high 32 bits, set by the
+/// game's UberDOG); a ban of one without a record makes a record holding the ban; a banned
+/// client is ejected with 352 once its channel is set, until the ban ends or is lifted.
+fn astron_bans(c: &mut Cluster) {
+    assert_eq!(c.astron_login(77, 1), Ok(()));
+    assert_eq!(c.get_ban(20, "#77"), (1, 0, String::new()), "no record yet");
+    // Not Astron account names (and no such accounts): refused as any unknown name.
+    for (ctx, name) in [(21, "#0"), (22, "#077"), (23, "#77x"), (24, "#4294967296")] {
+        assert_eq!(c.set_ban(ctx, name, u64::MAX, "x"), 1, "{name}");
+    }
+    // Lifting the ban of an account that has none changes nothing.
+    assert_eq!(c.set_ban(25, "#77", 0, ""), 0);
+    assert_eq!(c.get_ban(26, "#77"), (1, 0, String::new()));
+    let until = unix_now() + 2;
+    assert_eq!(c.set_ban(27, "#77", until, "botting"), 0);
+    assert_eq!(c.get_ban(28, "#77"), (0, until, "botting".to_string()));
+    let (code, text) = c.astron_login(77, 5).unwrap_err();
+    assert_eq!(code, 352);
+    assert!(text.contains("botting"), "{text}");
+    // Another account of the same listener, and the same account's avatar without an
+    // account in its channel (0 << 32 | avatar), are not concerned.
+    assert_eq!(c.astron_login(78, 5), Ok(()));
+    assert_eq!(c.astron_login(0, 5), Ok(()));
+    // `#ID` is not a name a 2003 client may take (it would share the Astron account's ban).
+    assert_ne!(Toon::connect(c.port).token_login("#77"), Ok(0));
+    // The ban's end passes: let in.
+    while unix_now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.astron_login(77, 5), Ok(()));
+    // Banned for good, then lifted: let in.
+    assert_eq!(c.set_ban(29, "#77", u64::MAX, "again"), 0);
+    assert_eq!(c.astron_login(77, 6).map_err(|e| e.0), Err(352));
+    assert_eq!(c.set_ban(30, "#77", 0, ""), 0);
+    assert_eq!(c.get_ban(31, "#77"), (0, 0, String::new()));
+    assert_eq!(c.astron_login(77, 6), Ok(()));
+    // For the restart.
+    assert_eq!(c.set_ban(32, "#99", u64::MAX, "for good"), 0);
 }
 
 #[allow(clippy::too_many_lines)] // one scenario, read top to bottom
-fn bans_refuse_2003_logins(dir: &Path, backend: &str) {
+fn bans_refuse_logins(dir: &Path, backend: &str) {
     let mut c = start(dir, backend);
     // Accounts: one by play token, one by password.
     let mut t = Toon::connect(c.port);
@@ -344,10 +453,12 @@ fn bans_refuse_2003_logins(dir: &Path, backend: &str) {
     let mut t = Toon::connect(c.port);
     assert_eq!(t.token_login("forever").unwrap_err().0, 151);
     drop(t);
+    astron_bans(&mut c);
 }
 
 /// A ban and a pending name go across `otpd db export` and `import` into PostgreSQL: the ban
-/// still refuses the login there, and the queue is rebuilt from the imported accounts.
+/// still refuses the login there (a 2003 account's, and an Astron account's), and the queue
+/// is rebuilt from the imported accounts.
 #[test]
 fn bans_and_pending_names_survive_export_and_import_into_postgres() {
     let dir = tempfile::tempdir().unwrap();
@@ -364,6 +475,9 @@ fn bans_and_pending_names_survive_export_and_import_into_postgres() {
         t.expect(71);
         drop(t);
         assert_eq!(c.set_ban(1, "ann", u64::MAX, "cheating"), 0);
+        // An Astron account's ban (a record holding only the ban).
+        assert_eq!(c.set_ban(2, "#4242", u64::MAX, "duping"), 0);
+        assert_eq!(c.astron_login(4242, 1).map_err(|e| e.0), Err(352));
     }
     let conf = |backend: &str, file: &str| {
         let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -403,7 +517,8 @@ fn bans_and_pending_names_survive_export_and_import_into_postgres() {
     assert!(
         lines.contains("\"banned_until\":18446744073709551615")
             && lines.contains("\"ban_reason\":\"cheating\"")
-            && lines.contains("\"wish_name\":\"Sunny Day\""),
+            && lines.contains("\"wish_name\":\"Sunny Day\"")
+            && lines.contains("\"account\":\"#4242\""),
         "{lines}"
     );
     tool(
@@ -423,6 +538,11 @@ fn bans_and_pending_names_survive_export_and_import_into_postgres() {
     );
     let mut t = Toon::connect(c.port);
     assert_eq!(t.token_login("ann").unwrap_err().0, 151);
+    assert_eq!(c.get_ban(4, "#4242"), (0, u64::MAX, "duping".to_string()));
+    let (code, text) = c.astron_login(4242, 1).unwrap_err();
+    assert_eq!(code, 352);
+    assert!(text.contains("duping"), "{text}");
+    assert_eq!(c.astron_login(4243, 1), Ok(()));
 }
 
 #[test]
@@ -608,8 +728,10 @@ fn admin(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_json::V
 /// The operator's side through the admin API: the name queue shows a name a scripted 2003
 /// client typed, approving it from the API shows it approved in the client's next avatar
 /// list; a ban from the API kicks the account's connected client (GO_GET_LOST 151, the 2003
-/// client's "logged out by an administrator") and refuses its logins until lifted.
+/// client's "logged out by an administrator") and refuses its logins until lifted; the same
+/// for an Astron account (`#ID`).
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn the_admin_api_reviews_names_and_bans_accounts() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("admin.token");
@@ -697,5 +819,41 @@ fn the_admin_api_reviews_names_and_bans_accounts() {
     assert_eq!(Toon::connect(c.port).token_login("pinky"), Ok(0));
     let (status, _) = admin(port, "GET", "/api/ban?account=nobody", "");
     assert_eq!(status, 404);
-    let _ = &mut c;
+
+    // An Astron client is listed with its account as `#ID` (its channel's high 32 bits);
+    // a ban of `#ID` from the API kicks it (350) and ejects its next login (352) until lifted.
+    let (mut m, f) = c.astron_connect(55, 7);
+    assert_eq!(&f[2..], b"\x01\x02hi");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, v) = admin(port, "GET", "/api/clients", "");
+        assert_eq!(status, 200, "{v}");
+        let rows = v["clients"].as_array().unwrap();
+        if let Some(row) = rows.iter().find(|r| r["account"] == "#55") {
+            assert_eq!(row["avatar"], 7, "{row}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no client of account #55: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, v) = admin(
+        port,
+        "POST",
+        "/api/ban",
+        "{\"account\": \"#55\", \"hours\": 1, \"reason\": \"Botting.\"}",
+    );
+    assert_eq!(status, 200, "{v}");
+    let f = m.recv_within(WAIT).expect("CLIENT_EJECT");
+    assert_eq!(astron_eject(&mut m, &f).0, 350);
+    let (code, text) = c.astron_login(55, 7).unwrap_err();
+    assert_eq!(code, 352);
+    assert!(text.contains("Botting."), "{text}");
+    let (status, _) = admin(
+        port,
+        "POST",
+        "/api/ban",
+        "{\"account\": \"#55\", \"lift\": true}",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(c.astron_login(55, 7), Ok(()));
 }

@@ -1,7 +1,8 @@
 //! otp-load: load generator and benchmark client for any Astron-protocol MessageDirector
 //! (otpd's or astrond). `flood` measures routed messages per second from one sender to many
 //! subscribers; `pingpong` measures unloaded round-trip latency; `objects` the StateServer,
-//! `db` the Database role, `clients` the ClientAgent (many clients in zones, delivery latency).
+//! `db` the Database role, `clients` the ClientAgent (many clients in zones, delivery latency);
+//! `write-cost` the CPU floor of a write to a client over loopback.
 
 mod clients;
 mod db;
@@ -10,6 +11,7 @@ mod objects;
 mod report;
 mod toon2003;
 mod toon2003_clients;
+mod writecost;
 
 use otp_wire::msgtypes::CONTROL_ADD_CHANNEL;
 use otp_wire::Writer;
@@ -396,26 +398,29 @@ fn main() {
         Some("toon2003-ai") => toon2003::run_ai(&args[1..]),
         Some("toon2003-client") => toon2003::run_client(&args[1..]),
         Some("toon2003-clients") => toon2003_clients::run(&args[1..]),
+        Some("write-cost") => writecost::run(&args[1..]),
         Some("-h") | Some("--help") => {
             print!(
-                "{USAGE}{}{}{}{}{}{}",
+                "{USAGE}{}{}{}{}{}{}{}",
                 objects::USAGE,
                 db::USAGE,
                 clients::USAGE,
                 interests::USAGE,
                 toon2003::USAGE,
-                toon2003_clients::USAGE
+                toon2003_clients::USAGE,
+                writecost::USAGE
             );
             return;
         }
         _ => Err(format!(
-            "expected a subcommand\n\n{USAGE}{}{}{}{}{}{}",
+            "expected a subcommand\n\n{USAGE}{}{}{}{}{}{}{}",
             objects::USAGE,
             db::USAGE,
             clients::USAGE,
             interests::USAGE,
             toon2003::USAGE,
-            toon2003_clients::USAGE
+            toon2003_clients::USAGE,
+            writecost::USAGE
         )),
     };
     if let Err(e) = result {

@@ -183,7 +183,9 @@ pub const DBSERVER_ACCOUNT_DELETE_AVATAR_RESP: MsgType = 3909;
 /// name, uint64 banned until in Unix seconds: 0 lifts the ban, 18446744073709551615 bans for
 /// good; string reason, at most 512 bytes); the answer is uint32 context, uint8 0 done / 1 no
 /// such account / 2 failed (or refused: a reason too long). A banned account's logins are
-/// refused until then; the sessions it has are not touched.
+/// refused until then; the sessions it has are not touched. An Astron-dialect account is
+/// named `#ID` (decimal, the high 32 bits of its client channel); one without a record gets
+/// a record holding only the ban.
 pub const DBSERVER_ACCOUNT_SET_BAN: MsgType = 3920;
 pub const DBSERVER_ACCOUNT_SET_BAN_RESP: MsgType = 3921;
 /// otpd's own: an account's ban (uint32 context, string account name); the answer is uint32
@@ -252,6 +254,9 @@ pub mod eject {
     pub const CLIENT_DISCONNECT_ADMIN_KICK: u16 = 350;
     /// The server is shutting down.
     pub const CLIENT_DISCONNECT_SHUTDOWN: u16 = 351;
+    /// The client's account (its channel's high 32 bits, set by CLIENTAGENT_SET_CLIENT_ID) is
+    /// banned (DBSERVER_ACCOUNT_SET_BAN on `#ACCOUNT`).
+    pub const CLIENT_DISCONNECT_ACCOUNT_BANNED: u16 = 352;
 }
 
 /// The name of an internal or client-agent message type, for logs.

@@ -19,6 +19,8 @@ type Labels = Vec<(String, String)>;
 struct Families {
     routed: Family<Labels, Counter<u64, AtomicU64>>,
     deliveries: Family<Labels, Counter<u64, AtomicU64>>,
+    client_deliveries: Family<Labels, Counter<u64, AtomicU64>>,
+    client_socket_writes: Family<Labels, Counter<u64, AtomicU64>>,
     stalled_batches: Family<Labels, Gauge>,
     channels: Family<Labels, Gauge>,
     participants: Gauge,
@@ -54,6 +56,8 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
     let f = Families {
         routed: Family::default(),
         deliveries: Family::default(),
+        client_deliveries: Family::default(),
+        client_socket_writes: Family::default(),
         stalled_batches: Family::default(),
         channels: Family::default(),
         participants: Gauge::default(),
@@ -86,6 +90,16 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         "deliveries",
         "Datagram deliveries to participants, per core",
         f.deliveries.clone(),
+    );
+    registry.register(
+        "client_deliveries",
+        "Datagrams queued to client connections (what the sessions wrote), per core",
+        f.client_deliveries.clone(),
+    );
+    registry.register(
+        "client_socket_writes",
+        "Socket writes to client connections that took bytes (TLS: records), per core; a client's deliveries in one event-loop turn share one write",
+        f.client_socket_writes.clone(),
     );
     registry.register(
         "stalled_batches",
@@ -259,6 +273,15 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
             .get_or_create(&core_label(core))
             .inner()
             .store(c.deliveries.load(Ordering::Relaxed), Ordering::Relaxed);
+        for (family, n) in [
+            (&f.client_deliveries, &c.client_deliveries),
+            (&f.client_socket_writes, &c.client_socket_writes),
+        ] {
+            family
+                .get_or_create(&core_label(core))
+                .inner()
+                .store(n.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
         f.stalled_batches
             .get_or_create(&core_label(core))
             .set(c.stalled_batches.load(Ordering::Relaxed) as i64);

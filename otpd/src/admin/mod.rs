@@ -771,6 +771,8 @@ impl Admin {
                 "participants": stats.participants.load(Ordering::Relaxed),
                 "datagrams_routed": stats.datagrams_routed(),
                 "deliveries": stats.deliveries(),
+                "client_deliveries": stats.client_writes().0,
+                "client_socket_writes": stats.client_writes().1,
                 "upstream_connected": stats.upstream_connected.load(Ordering::Relaxed),
                 "child_mds": children,
             },

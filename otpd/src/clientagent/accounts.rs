@@ -10,9 +10,12 @@ use sha2::Sha256;
 /// Longest account name.
 pub const MAX_NAME: usize = 64;
 
-/// A name is 1-64 printable ASCII characters without `:`.
+/// A name is 1-64 printable ASCII characters without `:`, and not one of the names of
+/// Astron-dialect accounts (`#` and digits: `roles::account::astron_account_id`), which share
+/// the Database's accounts table for their bans.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
+    crate::roles::account::astron_account_id(name).is_none()
+        && !name.is_empty()
         && name.len() <= MAX_NAME
         && name.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b':')
 }

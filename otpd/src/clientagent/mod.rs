@@ -168,6 +168,10 @@ pub struct ClientAgent {
     /// Astron listeners: the field operators' system messages are sent as, and whether it
     /// takes an `aboutId` before the text (`system_message_field`).
     pub system_message: Option<(u16, bool)>,
+    /// Astron listeners: the Database asked for a client's ban once its channel names an
+    /// account, and how long its datagrams wait for the answer (`ban_database`,
+    /// `ban_check_timeout_ms`); None = no check.
+    pub ban_check: Option<(u64, Duration)>,
     channels: Mutex<ChannelTracker>,
     per_address: Mutex<FxHashMap<IpAddr, usize>>,
     /// Password-login throttling (`toontown.password_limits`).
@@ -254,8 +258,15 @@ impl ClientAgent {
             .map(|name| system_message_field(&schema, name))
             .transpose()?;
         let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+        let ban_check = match config.dialect {
+            crate::config::Dialect::Astron => config
+                .ban_database
+                .map(|db| (db, Duration::from_millis(config.ban_check_timeout_ms))),
+            _ => None,
+        };
         Ok(ClientAgent {
             system_message,
+            ban_check,
             index,
             bind: config.bind.clone(),
             version: config.version.clone(),

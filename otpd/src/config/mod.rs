@@ -613,6 +613,16 @@ pub struct ClientAgentConfig {
     /// 2003 dialect always uses the toon's `setSystemMessage`.
     #[serde(default)]
     pub system_message_field: Option<String>,
+    /// Astron listeners: the Database role's control channel asked whether a client's account
+    /// is banned once the cluster sets its channel (CLIENTAGENT_SET_CLIENT_ID to `account << 32
+    /// | avatar`, account not 0: the ban of `#account`); a banned client is ejected (352).
+    /// None = no check. The 2003 dialect checks bans at login, in `toontown.database`.
+    #[serde(default)]
+    pub ban_database: Option<u64>,
+    /// With `ban_database`: how long the client's datagrams are held waiting for the answer,
+    /// milliseconds; unanswered by then, the client is let through (and it is logged).
+    #[serde(default = "ban_check_timeout")]
+    pub ban_check_timeout_ms: u64,
     /// A client silent (no CLIENT_HEARTBEAT) this long is ejected (345). 0 = never (astrond's
     /// default); otpd's is `DEFAULT_HEARTBEAT_TIMEOUT_MS`.
     #[serde(default = "heartbeat_timeout")]
@@ -940,6 +950,9 @@ fn heartbeat_timeout() -> u64 {
 fn interest_timeout() -> u64 {
     500
 }
+pub(crate) fn ban_check_timeout() -> u64 {
+    5_000
+}
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -1254,6 +1267,15 @@ impl ClusterConfig {
                                  Signed(secret_file: \"token.key\"))",
                                 ca.bind,
                                 secret.len()
+                            ));
+                        }
+                    }
+                    if let Some(db) = ca.ban_database {
+                        channel_ok("clientagent ban_database", db)?;
+                        if ca.ban_check_timeout_ms == 0 {
+                            return Err(format!(
+                                "clientagent {}: ban_check_timeout_ms must be at least 1",
+                                ca.bind
                             ));
                         }
                     }

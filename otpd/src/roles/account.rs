@@ -18,6 +18,22 @@ pub const BAN_FOREVER: u64 = u64::MAX;
 /// Longest ban reason, in bytes (DBSERVER_ACCOUNT_SET_BAN refuses a longer one).
 pub const MAX_BAN_REASON: usize = 512;
 
+/// The account name of an Astron-dialect account: `#` and its id in decimal (the id is the
+/// high 32 bits of the client channel the game's UberDOG sets, OTP's `account << 32 | avatar`).
+pub fn astron_account_name(id: u32) -> String {
+    format!("#{id}")
+}
+
+/// The account id a name written as `astron_account_name` gives names (`#1` .. `#4294967295`,
+/// no leading zero); None for any other name.
+pub fn astron_account_id(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix('#')?;
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u32>().ok()
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Slot {
     /// 0 = empty.
@@ -182,6 +198,26 @@ mod tests {
         assert_eq!(&bytes[1..a.encode().len()], &a.encode()[1..]);
         assert_eq!(Account::decode(&bytes, 6).unwrap(), p);
         assert!(Account::decode(&bytes[..bytes.len() - 1], 6).is_none());
+    }
+
+    #[test]
+    fn astron_account_names() {
+        assert_eq!(astron_account_name(1234), "#1234");
+        assert_eq!(astron_account_id("#1234"), Some(1234));
+        assert_eq!(astron_account_id("#4294967295"), Some(u32::MAX));
+        for bad in [
+            "#",
+            "#0",
+            "#01",
+            "#4294967296",
+            "1234",
+            "#12a",
+            "# 1",
+            "#-1",
+            "##1",
+        ] {
+            assert_eq!(astron_account_id(bad), None, "{bad}");
+        }
     }
 
     /// A ban or a wish time makes a version 3 record; without them the record stays as an

@@ -28,6 +28,8 @@ pub(super) struct Conn {
     pub deframer: Option<Deframer>,
     pub out: Vec<u8>,
     pub sent: usize,
+    /// Socket writes that took bytes (for TLS: records written), since the connection opened.
+    pub writes: u64,
     pub md: Participant,
     /// Set when the connection must be closed at the end of this loop turn.
     pub closing: Option<String>,
@@ -72,6 +74,7 @@ impl Conn {
             deframer: Some(Deframer::new(read_buf, max_dg)),
             out: Vec::new(),
             sent: 0,
+            writes: 0,
             md: Participant::default(),
             closing: None,
             in_ready: false,
@@ -115,7 +118,10 @@ impl Conn {
         while self.sent < self.out.len() {
             match self.stream.write(&self.out[self.sent..]) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed")),
-                Ok(n) => self.sent += n,
+                Ok(n) => {
+                    self.sent += n;
+                    self.writes += 1;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -148,7 +154,7 @@ impl Conn {
             while tls.wants_write() {
                 match tls.write_tls(&mut self.stream) {
                     Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed")),
-                    Ok(_) => {}
+                    Ok(_) => self.writes += 1,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),

@@ -63,6 +63,11 @@ pub(crate) type Batch = crate::md::router::Batch<CoreMsg>;
 pub struct CoreStats {
     pub datagrams_routed: AtomicU64,
     pub deliveries: AtomicU64,
+    /// Datagrams queued to this core's client connections (what their sessions wrote), and
+    /// the socket writes that carried them (writes that took bytes): deliveries in one
+    /// event-loop turn share one write (or wait longer with `flush_delay_ms`).
+    pub client_deliveries: AtomicU64,
+    pub client_socket_writes: AtomicU64,
     /// Batches waiting for another core's full queue (the core's backlog).
     pub stalled_batches: AtomicU64,
     /// Channels this core's participants subscribe.
@@ -207,6 +212,15 @@ impl Stats {
             .iter()
             .map(|c| c.deliveries.load(Ordering::Relaxed))
             .sum()
+    }
+    /// (datagrams queued to clients, socket writes to clients), every core's.
+    pub fn client_writes(&self) -> (u64, u64) {
+        self.per_core.iter().fold((0, 0), |(d, w), c| {
+            (
+                d + c.client_deliveries.load(Ordering::Relaxed),
+                w + c.client_socket_writes.load(Ordering::Relaxed),
+            )
+        })
     }
 }
 

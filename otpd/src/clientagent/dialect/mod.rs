@@ -82,7 +82,7 @@ impl Dialect {
     pub(in crate::clientagent) fn new(d: crate::config::Dialect) -> Dialect {
         match d {
             crate::config::Dialect::Toontown2003 => Dialect::Toontown2003(Box::default()),
-            _ => Dialect::Astron(astron::State),
+            _ => Dialect::Astron(astron::State::default()),
         }
     }
 
@@ -104,7 +104,7 @@ impl Dialect {
         out: &mut SessionOut,
     ) -> Result<(), Refusal> {
         match self {
-            Dialect::Astron(s) => s.on_client(core, now, r, out),
+            Dialect::Astron(s) => s.on_client(core, now, body, r, out),
             Dialect::Toontown2003(t) => toontown::Ctx { core, t }.on_client(now, body, r, out),
         }
     }
@@ -120,7 +120,7 @@ impl Dialect {
         out: &mut SessionOut,
     ) -> Result<bool, WireError> {
         match self {
-            Dialect::Astron(_) => Ok(false),
+            Dialect::Astron(s) => s.on_internal(core, now, msgtype, r, out),
             Dialect::Toontown2003(t) => toontown::Ctx { core, t }.on_internal(now, msgtype, r, out),
         }
     }
@@ -128,7 +128,7 @@ impl Dialect {
     /// The earliest time the dialect's own timers are due.
     pub(in crate::clientagent) fn next_deadline(&self) -> Option<Instant> {
         match self {
-            Dialect::Astron(_) => None,
+            Dialect::Astron(s) => s.next_deadline(),
             Dialect::Toontown2003(t) => t.next_deadline(),
         }
     }
@@ -140,8 +140,9 @@ impl Dialect {
         now: Instant,
         out: &mut SessionOut,
     ) {
-        if let Dialect::Toontown2003(t) = self {
-            toontown::Ctx { core, t }.on_time(now, out);
+        match self {
+            Dialect::Astron(s) => s.on_time(core, now),
+            Dialect::Toontown2003(t) => toontown::Ctx { core, t }.on_time(now, out),
         }
     }
 
@@ -156,11 +157,19 @@ impl Dialect {
 
     /// (account name, avatar, district, zone) as the dialect knows them: the 2003 dialect logs
     /// the account in and plays the toon itself; Astron's knows none of them (the session core
-    /// reads what it can from its channel).
+    /// reads what it can from its channel, and the account from `astron_account`).
     pub(in crate::clientagent) fn who(&self) -> Option<(Option<&str>, u32, u32, u32)> {
         match self {
             Dialect::Astron(_) => None,
             Dialect::Toontown2003(t) => Some(t.who()),
+        }
+    }
+
+    /// An Astron session's account as its channel names it (`#ID`), if any.
+    pub(in crate::clientagent) fn astron_account(&self) -> Option<&str> {
+        match self {
+            Dialect::Astron(s) => s.account(),
+            Dialect::Toontown2003(_) => None,
         }
     }
 
@@ -224,10 +233,10 @@ impl Dialect {
     }
 
     /// A client datagram held back earlier that may be handled now (the 2003 dialect holds
-    /// the client's datagrams while it answers a SET_ZONE).
+    /// the client's datagrams while it answers a SET_ZONE, Astron's while it checks a ban).
     pub(in crate::clientagent) fn next_held(&mut self) -> Option<Vec<u8>> {
         match self {
-            Dialect::Astron(_) => None,
+            Dialect::Astron(s) => s.next_held(),
             Dialect::Toontown2003(t) => t.next_held(),
         }
     }

@@ -61,13 +61,14 @@ impl Session {
     }
 
     /// (account name, avatar, district, zone): the dialect's, or for an Astron session the
-    /// avatar its channel names once the cluster has set it (the OTP convention: account << 32
-    /// | avatar).
+    /// account (`#ID`) and avatar its channel names once the cluster has set it (the OTP
+    /// convention: account << 32 | avatar).
     fn who(&self) -> (Option<&str>, u32, u32, u32) {
         self.dialect.who().unwrap_or_else(|| {
             let core = &self.core;
             let set = core.channel != core.allocated;
-            (None, if set { core.channel as u32 } else { 0 }, 0, 0)
+            let avatar = if set { core.channel as u32 } else { 0 };
+            (self.dialect.astron_account(), avatar, 0, 0)
         })
     }
 

@@ -131,7 +131,7 @@ pub(in crate::clientagent) struct SessionCore {
     pub(in crate::clientagent) ca: Arc<ClientAgent>,
     state: u16,
     pub(super) channel: u64,
-    pub(super) allocated: u64,
+    pub(in crate::clientagent) allocated: u64,
     remote: SocketAddr,
     pub(super) local: SocketAddr,
     pub(super) tlvs: Vec<u8>,

@@ -528,7 +528,7 @@ mod tests {
     fn work_of_a_change(others: u16) -> u64 {
         let now = Instant::now();
         let mut c = core(now);
-        let mut view = astron::State;
+        let mut view = astron::State::default();
         let mut out = SessionOut::default();
         populate(&mut c, 0..1000);
         c.add_interest(now, 0, interest(0..5), 1, 0, &mut view, &mut out);
@@ -567,7 +567,7 @@ mod tests {
     fn the_books_hold_the_zones_open_and_no_more() {
         let now = Instant::now();
         let mut c = core(now);
-        let mut view = astron::State;
+        let mut view = astron::State::default();
         let mut out = SessionOut::default();
         // 256 interests over the same 4 zones: 4 counts, not 1024 entries.
         for id in 0..256u16 {
@@ -600,7 +600,7 @@ mod tests {
     fn the_zone_budget_refuses_the_clients_interests_not_the_clusters() {
         let now = Instant::now();
         let mut c = core(now);
-        let mut view = astron::State;
+        let mut view = astron::State::default();
         let mut out = SessionOut::default();
         assert_eq!(c.ca.limits.max_zones_total, 1024);
         // The cluster may open more than the budget for the client...

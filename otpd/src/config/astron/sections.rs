@@ -672,6 +672,8 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         flush_delay_ms: 0,
         refuse_clients_without_upstream: true,
         system_message_field: None,
+        ban_database: None,
+        ban_check_timeout_ms: crate::config::ban_check_timeout(),
         // astrond's default is 0 (never); otpd's is a minute.
         heartbeat_timeout_ms: crate::config::DEFAULT_HEARTBEAT_TIMEOUT_MS,
         interest_timeout_ms: 500,
@@ -709,6 +711,8 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
                 "flush_delay_ms",
                 "refuse_clients_without_upstream",
                 "system_message_field",
+                "ban_database",
+                "ban_check_timeout_ms",
             ],
         )?;
         if let Some(v) = client.strict_bool(cx, "relocate")? {
@@ -750,6 +754,12 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         }
         if let Some(n) = client.get("system_message_field") {
             ca.system_message_field = Some(string(cx, n, &client.key("system_message_field"))?);
+        }
+        if let Some(v) = client.uint(cx, "ban_database", u64::MAX)? {
+            ca.ban_database = Some(v);
+        }
+        if let Some(v) = client.uint(cx, "ban_check_timeout_ms", 600_000)? {
+            ca.ban_check_timeout_ms = v;
         }
     }
 

@@ -842,3 +842,24 @@ fn messagedirector_tls_sections() {
         assert!(e.message.contains(want), "{bad}: {e}");
     }
 }
+
+/// otpd's ban check of Astron clients (`client.ban_database`, `client.ban_check_timeout_ms`):
+/// read from the YAML, off by default.
+#[test]
+fn the_ban_check_keys_are_read() {
+    let c = parse_ok(
+        "roles:\n  - type: clientagent\n    channels: {min: 3100, max: 3999}\n    client:\n      ban_database: 4003\n      ban_check_timeout_ms: 1500\n",
+    );
+    let RoleConfig::ClientAgent(ca) = &c.roles[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (ca.ban_database, ca.ban_check_timeout_ms),
+        (Some(4003), 1500)
+    );
+    let c = parse_ok("roles:\n  - type: clientagent\n    channels: {min: 3100, max: 3999}\n");
+    let RoleConfig::ClientAgent(ca) = &c.roles[0] else {
+        panic!()
+    };
+    assert_eq!((ca.ban_database, ca.ban_check_timeout_ms), (None, 5000));
+}

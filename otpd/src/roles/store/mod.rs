@@ -11,7 +11,9 @@
 pub mod postgres;
 pub mod sqlite;
 
-use super::account::{Account, Slot, NAME_APPROVED, NAME_NONE, NAME_PENDING, NAME_REJECTED};
+use super::account::{
+    astron_account_id, Account, Slot, NAME_APPROVED, NAME_NONE, NAME_PENDING, NAME_REJECTED,
+};
 use super::{AnyJob, Schema, Worker};
 use otp_wire::Doid;
 use std::sync::Arc;
@@ -137,6 +139,7 @@ pub enum Op {
         doid: u32,
     },
     /// An account's ban set (`until` 0 lifts it); `Done`, or `Failed` for no such account.
+    /// An Astron account's name (`#ID`) without a record gets a bare one holding the ban.
     BanSet {
         name: String,
         until: u64,
@@ -597,8 +600,17 @@ impl<B: Backend> Store<B> {
                 until,
                 reason,
             } => {
-                let Some(data) = b.account_get(name)? else {
-                    return Ok(Outcome::Failed);
+                let data = match b.account_get(name)? {
+                    Some(data) => data,
+                    // An Astron account (`#ID`) has no record until it is banned: a bare
+                    // one holds the ban (nothing to lift when there is none).
+                    None if astron_account_id(name).is_some() => {
+                        if *until == 0 {
+                            return Ok(Outcome::Done);
+                        }
+                        Account::new(0, 0).encode()
+                    }
+                    None => return Ok(Outcome::Failed),
                 };
                 let Some(mut a) = Account::decode(&data, 0) else {
                     log::error!("database: the record of account {name:?} is unreadable");

@@ -630,6 +630,7 @@ impl Core {
         }
         let limit = cl.ca.write_buffer_size;
         c.out.extend_from_slice(bytes);
+        self.client_deliveries += otp_wire::frames(bytes).count() as u64;
         let queued = c.queued();
         self.mark_dirty(slot);
         if limit != 0 && queued > limit {
@@ -769,7 +770,10 @@ impl Core {
         let now = Instant::now();
         let c = &mut self.conns[slot];
         let before = c.queued();
-        if let Err(e) = c.flush() {
+        let writes = c.writes;
+        let flushed = c.flush();
+        self.client_socket_writes += c.writes - writes;
+        if let Err(e) = flushed {
             self.mark_close(slot, format!("write error: {e}"));
             return;
         }

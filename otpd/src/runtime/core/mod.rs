@@ -74,6 +74,10 @@ pub(crate) struct Core {
     outbox: Outbox<CoreMsg>,
     ready: Vec<usize>,
     dirty: Vec<usize>,
+    /// Datagrams queued to this core's clients, and the socket writes that carried them
+    /// (published as `CoreStats::client_deliveries`, `client_socket_writes`).
+    client_deliveries: u64,
+    client_socket_writes: u64,
     /// Clients whose output waits to be coalesced, by when it is due (`flush_delay_ms`).
     deferred: BinaryHeap<Reverse<(Instant, usize)>>,
     next_accept_core: usize,
@@ -168,6 +172,8 @@ impl Core {
             outbox: Outbox::new(id, cores),
             ready: Vec::new(),
             dirty: Vec::new(),
+            client_deliveries: 0,
+            client_socket_writes: 0,
             deferred: BinaryHeap::new(),
             next_accept_core: 0,
             upstream,
@@ -1684,6 +1690,10 @@ impl Core {
         mine.datagrams_routed
             .store(router.routed(), Ordering::Relaxed);
         mine.deliveries.store(router.delivered(), Ordering::Relaxed);
+        mine.client_deliveries
+            .store(self.client_deliveries, Ordering::Relaxed);
+        mine.client_socket_writes
+            .store(self.client_socket_writes, Ordering::Relaxed);
         mine.stalled_batches
             .store(self.outbox.stalled_batches() as u64, Ordering::Relaxed);
         mine.channels
