@@ -7,6 +7,7 @@
 pub mod account;
 pub mod database;
 pub mod dbss;
+pub mod doid_index;
 pub mod event;
 pub mod objects;
 pub mod schema;

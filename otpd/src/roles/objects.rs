@@ -3,6 +3,7 @@
 //! One `Objects` table lives on each core and holds the objects whose doid that core owns;
 //! the StateServer and the DBSS both keep theirs in one.
 
+use super::doid_index::DoidIndex;
 use super::event::{self, Ev};
 use super::finish_or_drop;
 use super::{Output, Schema};
@@ -156,11 +157,11 @@ impl Object {
 const _: () = assert!(std::mem::size_of::<Object>() == 64);
 
 /// One core's live objects, dense in one array and found by doid through an index of 8-byte
-/// entries: a lookup reads a small index and one object's cache line, and memory follows the
-/// objects alive (a delete moves the last object into the freed slot).
+/// entries: a lookup reads one line of the index and one object's cache line, and memory
+/// follows the objects alive (a delete moves the last object into the freed slot).
 #[derive(Default)]
 pub struct ObjectTable {
-    index: FxHashMap<Doid, u32>,
+    index: DoidIndex,
     /// `doids[i]` is the doid of `slots[i]`.
     doids: Vec<Doid>,
     slots: Vec<Object>,
@@ -176,31 +177,34 @@ impl ObjectTable {
     }
 
     pub fn contains_key(&self, doid: &Doid) -> bool {
-        self.index.contains_key(doid)
+        self.index.get(*doid).is_some()
     }
 
     pub fn get(&self, doid: &Doid) -> Option<&Object> {
-        self.index.get(doid).map(|&i| &self.slots[i as usize])
+        self.index.get(*doid).map(|i| &self.slots[i as usize])
     }
 
     pub fn get_mut(&mut self, doid: &Doid) -> Option<&mut Object> {
-        self.index.get(doid).map(|&i| &mut self.slots[i as usize])
+        self.index.get(*doid).map(|i| &mut self.slots[i as usize])
     }
 
     /// Adds an object; an object already there with this doid is replaced.
     pub fn insert(&mut self, doid: Doid, obj: Object) {
-        if let Some(&i) = self.index.get(&doid) {
+        if let Some(i) = self.index.get(doid) {
             self.slots[i as usize] = obj;
             return;
         }
-        let i = u32::try_from(self.slots.len()).expect("fewer than 2^32 objects per core");
+        let i = u32::try_from(self.slots.len())
+            .ok()
+            .filter(|&i| i < u32::MAX)
+            .expect("fewer than 2^32 - 1 objects per core");
         self.index.insert(doid, i);
         self.doids.push(doid);
         self.slots.push(obj);
     }
 
     pub fn remove(&mut self, doid: &Doid) -> Option<Object> {
-        let i = self.index.remove(doid)? as usize;
+        let i = self.index.remove(*doid)? as usize;
         self.doids.swap_remove(i);
         let obj = self.slots.swap_remove(i);
         if let Some(&moved) = self.doids.get(i) {
