@@ -206,6 +206,78 @@ fn create_announces_location_asks_ai_and_wakes_children() {
     );
 }
 
+/// The runtime subscribes a new object's channel as it routes the create, and the object
+/// unsubscribes it when deleted; with a delete and a create of the same doid in one write,
+/// the create's early subscription finds the channel still subscribed, and only the new
+/// object's own subscription keeps it: updates must still reach it afterwards.
+#[test]
+fn an_object_deleted_and_created_again_in_one_write_keeps_its_channel() {
+    let mut s = Ss::start();
+    let doid = 200_101;
+    let mut zone = s.listen(&[loc(5000, 100)]);
+    let mut client = s.listen(&[CLIENT]);
+    s.create_thing(doid, 5000, 100, 1);
+    s.wait_exists(&mut client, doid);
+    assert_eq!(
+        decode(&zone.recv()).msgtype,
+        STATESERVER_OBJECT_ENTER_LOCATION_WITH_REQUIRED
+    );
+    let thing = s.thing();
+    let create = P::new()
+        .u32(doid)
+        .u32(5000)
+        .u32(100)
+        .u16(thing)
+        .u32(2)
+        .u16(7)
+        .u8(3);
+    let mut burst = dg(
+        &[doid as u64],
+        AI,
+        STATESERVER_OBJECT_DELETE_RAM,
+        &P::new().u32(doid).0,
+    );
+    burst.extend(dg(
+        &[CONTROL],
+        AI,
+        STATESERVER_CREATE_OBJECT_WITH_REQUIRED,
+        &create.0,
+    ));
+    s.probe.send(&burst);
+    let got: Vec<u16> = (0..2).map(|_| decode(&zone.recv()).msgtype).collect();
+    assert_eq!(
+        got,
+        [
+            STATESERVER_OBJECT_DELETE_RAM,
+            STATESERVER_OBJECT_ENTER_LOCATION_WITH_REQUIRED
+        ]
+    );
+    // The new object hears its channel: an update is applied and broadcast.
+    let set = s.f("setRequired");
+    s.send(
+        doid as u64,
+        AI,
+        STATESERVER_OBJECT_SET_FIELD,
+        P::new().u32(doid).u16(set).u32(3),
+    );
+    assert_eq!(
+        decode(&zone.recv()),
+        d(
+            &[loc(5000, 100)],
+            AI,
+            STATESERVER_OBJECT_SET_FIELD,
+            P::new().u32(doid).u16(set).u32(3)
+        )
+    );
+    let all = s.ask(
+        &mut client,
+        doid,
+        STATESERVER_OBJECT_GET_FIELD,
+        P::new().u32(9).u32(doid).u16(set),
+    );
+    assert_eq!(all.payload, P::new().u32(9).u8(1).u16(set).u32(3).0);
+}
+
 #[test]
 #[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn fields_go_where_their_keywords_say_with_the_sender_kept() {

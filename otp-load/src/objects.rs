@@ -2,7 +2,8 @@
 //! small class in one zone, then sends M updates of a broadcast field round-robin over them;
 //! a watcher subscribed to the zone counts what the StateServer announces. Reports creates/s
 //! (until the last ENTER_LOCATION), updates/s (until the last broadcast) and, with --pid, the
-//! server's resident memory per object.
+//! server's resident memory per object and its CPU time per create and per update (beside the
+//! load tool's own, as both share the machine).
 
 use otp_wire::msgtypes::{
     CONTROL_ADD_CHANNEL, STATESERVER_CREATE_OBJECT_WITH_REQUIRED, STATESERVER_OBJECT_SET_FIELD,
@@ -69,6 +70,38 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         return Err("--dc is required; --objects and --batch must be at least 1".into());
     }
     Ok(o)
+}
+
+/// CPU seconds used by the server (with --pid) and by this process since a phase started.
+struct CpuClock {
+    pid: Option<u32>,
+    server: Option<f64>,
+    own: Option<f64>,
+}
+
+impl CpuClock {
+    fn start(pid: Option<u32>) -> CpuClock {
+        CpuClock {
+            pid,
+            server: pid.and_then(crate::cpu_seconds),
+            own: crate::cpu_seconds(std::process::id()),
+        }
+    }
+
+    /// Prints the CPU per operation over `ops` operations, when it could be read.
+    fn report(&self, ops: u32, what: &str) {
+        let per = |before: Option<f64>, pid: Option<u32>| {
+            let spent = pid.and_then(crate::cpu_seconds)? - before?;
+            Some((spent, spent * 1e6 / f64::from(ops.max(1))))
+        };
+        let server = per(self.server, self.pid);
+        let own = per(self.own, Some(std::process::id()));
+        if let (Some((s, s_per)), Some((l, l_per))) = (server, own) {
+            println!(
+                "cpu: server {s:.2} s = {s_per:.2} µs per {what}; load tool {l:.2} s = {l_per:.2} µs per {what}"
+            );
+        }
+    }
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -159,6 +192,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let n = o.objects;
     let mut w_thread = watcher.try_clone().map_err(|e| e.to_string())?;
     let watch = std::thread::spawn(move || count_until(&mut w_thread, n as u64));
+    let cpu = CpuClock::start(o.pid);
     let start = Instant::now();
     for i in 0..n {
         let mut w = Writer::internal1(
@@ -180,6 +214,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         "objects: {n} created in {secs:.3} s = {:.0} creates/s (until the last ENTER_LOCATION)",
         n as f64 / secs
     );
+    cpu.report(n, "create");
     if let (Some(pid), Some(r0)) = (o.pid, rss0) {
         std::thread::sleep(Duration::from_millis(300));
         if let Some(r1) = rss_kib(pid) {
@@ -196,6 +231,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         let mut w_thread = watcher.try_clone().map_err(|e| e.to_string())?;
         let watch = std::thread::spawn(move || count_until(&mut w_thread, m as u64));
         let mut updates = Vec::with_capacity(o.batch * 40);
+        let cpu = CpuClock::start(o.pid);
         let start = Instant::now();
         for i in 0..m {
             let doid = o.first + i % n;
@@ -218,6 +254,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             "updates: {m} in {secs:.3} s = {:.0} field updates/s broadcast to the zone",
             m as f64 / secs
         );
+        cpu.report(m, "update");
     }
     Ok(())
 }

@@ -24,7 +24,6 @@ use otpd::md::participant::{self, Effect, Participant, Verdict};
 use otpd::md::router::{Host, Outbox, Router, Upstream};
 use otpd::md::Pid;
 use otpd::roles::{AnyJob, Output, Role, Subscription, Worker};
-use rustc_hash::FxHashSet;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,7 +51,6 @@ struct HostedRole {
     role: Box<dyn Role>,
     worker: Option<Box<dyn Worker>>,
     jobs: Vec<AnyJob>,
-    singles: FxHashSet<u64>,
 }
 
 struct Peer {
@@ -145,7 +143,6 @@ impl Sim {
             role,
             worker,
             jobs: Vec::new(),
-            singles: FxHashSet::default(),
         })));
         let mut out = std::mem::take(&mut self.out);
         if let Endpoint::Role(r) = &mut self.endpoints[i] {
@@ -494,30 +491,13 @@ impl Sim {
         r.jobs.append(&mut out.jobs);
         for sub in out.subscriptions.drain(..) {
             match sub {
-                Subscription::Add(c) => {
-                    if r.singles.insert(c) {
-                        self.router.subscribe(pid, c, &mut self.host);
-                    }
-                }
-                Subscription::Remove(c) => {
-                    r.singles.remove(&c);
-                    self.router.unsubscribe(pid, c, &mut self.host);
-                }
+                Subscription::Add(c) => self.router.subscribe(pid, c, &mut self.host),
+                Subscription::Remove(c) => self.router.unsubscribe(pid, c, &mut self.host),
                 Subscription::AddRange(lo, hi) if lo <= hi => {
                     self.router.range(pid, lo, hi, true, &mut self.host)
                 }
                 Subscription::RemoveRange(lo, hi) if lo <= hi => {
-                    let inside: Vec<u64> = r
-                        .singles
-                        .iter()
-                        .copied()
-                        .filter(|c| (lo..=hi).contains(c))
-                        .collect();
-                    for c in inside {
-                        r.singles.remove(&c);
-                        self.router.unsubscribe(pid, c, &mut self.host);
-                    }
-                    self.router.range(pid, lo, hi, false, &mut self.host);
+                    self.router.range(pid, lo, hi, false, &mut self.host)
                 }
                 Subscription::AddRange(..) | Subscription::RemoveRange(..) => {}
             }

@@ -7,6 +7,7 @@
 pub mod account;
 pub mod database;
 pub mod dbss;
+pub mod doid_index;
 pub mod event;
 pub mod objects;
 pub mod schema;
@@ -74,6 +75,10 @@ pub fn finish_or_drop(w: Writer<'_>, what: &str) -> bool {
     }
 }
 
+/// A subscription change a role asks for. The host keeps no copy of a role's subscriptions:
+/// adding a channel twice is harmless (subscribing is idempotent) but costs a lookup, so roles
+/// keep their own free of duplicates, and a `RemoveRange` removes the range only, not single
+/// channels inside it (those are removed one by one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subscription {
     Add(Channel),

@@ -3,6 +3,7 @@
 //! One `Objects` table lives on each core and holds the objects whose doid that core owns;
 //! the StateServer and the DBSS both keep theirs in one.
 
+use super::doid_index::DoidIndex;
 use super::event::{self, Ev};
 use super::finish_or_drop;
 use super::{Output, Schema};
@@ -16,12 +17,18 @@ use std::sync::Arc;
 pub use otp_wire::{Doid, Zone};
 
 /// An object's stored field values, packed into one buffer as `[u16 id][u16 len][value]`
-/// entries in ascending field id: one allocation per object, updates in place when the
-/// length does not change.
+/// entries in ascending field id, updated in place when the length does not change. Up to
+/// `FieldStore::INLINE` bytes live inside the object itself (a small object's fields need no
+/// allocation of their own, and reading them costs no extra cache miss); more take one
+/// allocation.
 #[derive(Default, Debug, Clone)]
-pub struct FieldStore(Vec<u8>);
+pub struct FieldStore(SmallVec<[u8; FieldStore::INLINE]>);
 
 impl FieldStore {
+    /// Bytes of entries kept inside the object (the size of the pointer and length a heap
+    /// buffer needs anyway): two 4-byte values, or one of up to 12 bytes.
+    pub const INLINE: usize = 16;
+
     pub fn iter(&self) -> impl Iterator<Item = (u16, &[u8])> {
         let mut rest = &self.0[..];
         std::iter::from_fn(move || {
@@ -74,14 +81,12 @@ impl FieldStore {
                 self.0[at + 4..at + old].copy_from_slice(value);
                 return;
             }
-            self.0.splice(
-                at..at + old,
-                head.iter().flatten().chain(value.iter()).copied(),
-            );
-        } else {
-            self.0
-                .splice(at..at, head.iter().flatten().chain(value.iter()).copied());
+            self.0.drain(at..at + old);
         }
+        self.0.reserve(4 + value.len());
+        self.0
+            .insert_from_slice(at, &[head[0][0], head[0][1], head[1][0], head[1][1]]);
+        self.0.insert_from_slice(at + 4, value);
     }
 
     pub fn remove(&mut self, id: u16) -> bool {
@@ -94,8 +99,9 @@ impl FieldStore {
     }
 }
 
-/// One live object.
+/// One live object: one cache line (`ObjectTable` keeps them in one array).
 #[derive(Debug)]
+#[repr(align(64))]
 pub struct Object {
     pub parent: Doid,
     pub zone: Zone,
@@ -148,6 +154,77 @@ impl Object {
     }
 }
 
+const _: () = assert!(std::mem::size_of::<Object>() == 64);
+
+/// One core's live objects, dense in one array and found by doid through an index of 8-byte
+/// entries: a lookup reads one line of the index and one object's cache line, and memory
+/// follows the objects alive (a delete moves the last object into the freed slot).
+#[derive(Default)]
+pub struct ObjectTable {
+    index: DoidIndex,
+    /// `doids[i]` is the doid of `slots[i]`.
+    doids: Vec<Doid>,
+    slots: Vec<Object>,
+}
+
+impl ObjectTable {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn contains_key(&self, doid: &Doid) -> bool {
+        self.index.get(*doid).is_some()
+    }
+
+    pub fn get(&self, doid: &Doid) -> Option<&Object> {
+        self.index.get(*doid).map(|i| &self.slots[i as usize])
+    }
+
+    pub fn get_mut(&mut self, doid: &Doid) -> Option<&mut Object> {
+        self.index.get(*doid).map(|i| &mut self.slots[i as usize])
+    }
+
+    /// Adds an object; an object already there with this doid is replaced.
+    pub fn insert(&mut self, doid: Doid, obj: Object) {
+        if let Some(i) = self.index.get(doid) {
+            self.slots[i as usize] = obj;
+            return;
+        }
+        let i = u32::try_from(self.slots.len())
+            .ok()
+            .filter(|&i| i < u32::MAX)
+            .expect("fewer than 2^32 - 1 objects per core");
+        self.index.insert(doid, i);
+        self.doids.push(doid);
+        self.slots.push(obj);
+    }
+
+    pub fn remove(&mut self, doid: &Doid) -> Option<Object> {
+        let i = self.index.remove(*doid)? as usize;
+        self.doids.swap_remove(i);
+        let obj = self.slots.swap_remove(i);
+        if let Some(&moved) = self.doids.get(i) {
+            self.index.insert(moved, i as u32);
+        }
+        Some(obj)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Doid, &Object)> {
+        self.doids.iter().zip(self.slots.iter())
+    }
+}
+
+impl std::ops::Index<&Doid> for ObjectTable {
+    type Output = Object;
+    fn index(&self, doid: &Doid) -> &Object {
+        self.get(doid).expect("a live object")
+    }
+}
+
 /// Who an object snapshot is for: which fields it carries.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Audience {
@@ -169,7 +246,7 @@ pub struct Objects {
     pub schema: Arc<Schema>,
     /// Log label: "stateserver" or "dbss".
     pub label: &'static str,
-    pub objects: FxHashMap<Doid, Object>,
+    pub objects: ObjectTable,
     /// For each parent, the objects here that are its children: this table subscribes the
     /// parent's children channel `(1 << 32) | parent` while the set is not empty.
     children_here: FxHashMap<Doid, FxHashSet<Doid>>,
@@ -192,7 +269,7 @@ impl Objects {
         Objects {
             schema,
             label,
-            objects: FxHashMap::default(),
+            objects: ObjectTable::default(),
             children_here: FxHashMap::default(),
             targets: Vec::new(),
             scratch: Vec::new(),
@@ -1403,4 +1480,80 @@ fn read_zones(r: &mut Reader<'_>, many: bool) -> Result<SmallVec<[Zone; 8]>, Wir
         zones.push(r.u32()?);
     }
     Ok(zones)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(class: u16) -> Object {
+        Object {
+            parent: 0,
+            zone: 0,
+            class,
+            ai_explicit: false,
+            parent_synced: false,
+            next_context: 0,
+            ai: 0,
+            owner: 0,
+            fields: FieldStore::default(),
+            zones: None,
+        }
+    }
+
+    #[test]
+    fn the_table_finds_every_live_object_after_deletes_move_others() {
+        let mut t = ObjectTable::default();
+        for doid in 1..=1000u32 {
+            t.insert(doid, object(doid as u16));
+        }
+        // Delete every third object, the last one and the first one: each delete moves the
+        // last object into the freed slot.
+        for doid in (3..=1000u32).step_by(3).chain([1000, 1]) {
+            assert!(t.remove(&doid).is_some(), "{doid}");
+            assert!(t.remove(&doid).is_none());
+        }
+        let live: Vec<u32> = (2..1000u32).filter(|d| d % 3 != 0).collect();
+        assert_eq!(t.len(), live.len());
+        for &doid in &live {
+            assert_eq!(t[&doid].class, doid as u16);
+        }
+        assert!(!t.contains_key(&3) && !t.contains_key(&1) && t.get(&1000).is_none());
+        let mut seen: Vec<u32> = t
+            .iter()
+            .map(|(d, o)| {
+                assert_eq!(o.class, *d as u16);
+                *d
+            })
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, live);
+        // A doid inserted again replaces the object it had.
+        t.insert(2, object(7));
+        assert_eq!((t.len(), t[&2].class), (live.len(), 7));
+        t.get_mut(&2).unwrap().zone = 9;
+        assert_eq!(t[&2].zone, 9);
+    }
+
+    #[test]
+    fn the_field_store_keeps_small_values_inline_and_grows_past_them() {
+        let mut f = FieldStore::default();
+        f.set(5, &[1, 2, 3, 4]);
+        f.set(2, &[9, 9, 9, 9]);
+        assert!(!f.0.spilled(), "two uint32 fields fit in the object");
+        assert_eq!(f.iter().map(|(id, _)| id).collect::<Vec<_>>(), [2, 5]);
+        f.set(5, &[7; 4]); // same length: in place
+        assert_eq!(f.get(5), Some(&[7u8; 4][..]));
+        f.set(3, &[1; 40]); // a longer value: on the heap now
+        assert!(f.0.spilled());
+        f.set(2, &[6]); // shorter
+        assert_eq!(
+            f.iter().collect::<Vec<_>>(),
+            [(2, &[6u8][..]), (3, &[1u8; 40][..]), (5, &[7u8; 4][..])]
+        );
+        assert!(f.remove(3) && !f.remove(3) && !f.contains(3));
+        assert_eq!(f.get(2), Some(&[6u8][..]));
+        assert_eq!(f.get(5), Some(&[7u8; 4][..]));
+        assert_eq!(f.get(4), None);
+    }
 }

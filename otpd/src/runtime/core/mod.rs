@@ -53,7 +53,6 @@ struct HostedRole {
     role: Box<dyn Role>,
     pid: Pid,
     inbox: Vec<u8>,
-    singles: rustc_hash::FxHashSet<u64>,
     /// The role's worker thread, if it has one: its bounded queue, and what did not fit yet.
     job_tx: Option<crossbeam_channel::Sender<crate::roles::AnyJob>>,
     jobs_waiting: VecDeque<crate::roles::AnyJob>,
@@ -220,7 +219,6 @@ impl Core {
                 role,
                 pid,
                 inbox: Vec::new(),
-                singles: Default::default(),
                 job_tx,
                 jobs_waiting: VecDeque::new(),
             });
@@ -1533,32 +1531,15 @@ impl Core {
             self.roles[i].jobs_waiting.extend(out.jobs.drain(..));
             self.push_work(i);
         }
+        // Roles keep their own subscriptions free of duplicates (and a duplicate is harmless:
+        // subscribing is idempotent), so no set of them is kept here: a StateServer's would
+        // hold every object's channel.
         for sub in out.subscriptions.drain(..) {
             match sub {
-                Subscription::Add(c) => {
-                    if self.roles[i].singles.insert(c) {
-                        self.subscribe(pid, c);
-                    }
-                }
-                Subscription::Remove(c) => {
-                    // Unconditional: the channel may have been subscribed ahead (presubscribe).
-                    self.roles[i].singles.remove(&c);
-                    self.unsubscribe(pid, c);
-                }
+                Subscription::Add(c) => self.subscribe(pid, c),
+                Subscription::Remove(c) => self.unsubscribe(pid, c),
                 Subscription::AddRange(lo, hi) if lo <= hi => self.range_op(pid, lo, hi, true),
-                Subscription::RemoveRange(lo, hi) if lo <= hi => {
-                    let inside: Vec<u64> = self.roles[i]
-                        .singles
-                        .iter()
-                        .copied()
-                        .filter(|c| (lo..=hi).contains(c))
-                        .collect();
-                    for c in inside {
-                        self.roles[i].singles.remove(&c);
-                        self.unsubscribe(pid, c);
-                    }
-                    self.range_op(pid, lo, hi, false);
-                }
+                Subscription::RemoveRange(lo, hi) if lo <= hi => self.range_op(pid, lo, hi, false),
                 Subscription::AddRange(..) | Subscription::RemoveRange(..) => {}
             }
         }
