@@ -9,17 +9,23 @@
 //!
 //! # The protocol
 //!
-//! A core keeps the single-channel subscriptions of its own participants (`local`). When one
-//! of its channels gains its first local subscriber or loses its last, it tells every other
-//! core (`Present` / `Absent`), and each keeps a replica: for every channel, the set of other
-//! cores with subscribers (`remote`). Subscriptions change rarely and datagrams flow often, so
-//! the replica turns every delivery into at most one crossing: routing a datagram read on
-//! core A, A delivers at once to its own subscribers (single channels and ranges) and sends
-//! the bytes once to each other core with subscribers (`Fanout`), which delivers to its own.
-//! A subscription made on A for a participant of another core B (a presubscription) goes to
-//! B; until B acknowledges it (`Applied`), A counts B as a subscriber of that channel, so A's
-//! next datagrams reach it. Range changes go to core 0, which applies them and replays them
-//! to every replica.
+//! A core keeps the single-channel subscriptions of its own participants. Every channel has a
+//! home core (`home_core`), which gets the channel's datagrams from every other core in any
+//! case; so only subscriptions away from the home are replicated: when a channel gains its
+//! first local subscriber on a core other than its home, or loses its last, that core tells
+//! every other core (`Present` / `Absent`), and each keeps, per channel, the set of those
+//! cores (in the same hash entry as its own subscribers). Subscriptions change rarely and
+//! datagrams flow often, so every delivery takes at most one crossing: routing a datagram read
+//! on core A, A delivers at once to its own subscribers (single channels and ranges) and sends
+//! the bytes once to each other core that may have subscribers (the home core, the replicated
+//! ones, the cores of range subscribers: `Fanout`), which delivers to its own. An object's
+//! channels are subscribed on their home core (the role instance that owns the object lives
+//! there), so they cost no replica and no broadcast. A subscription made on A for a
+//! participant of another core B (a presubscription) goes to B; unless B is the channel's
+//! home, A counts B as a subscriber of that channel until B acknowledges it (`Applied`), so
+//! A's next datagrams reach it. Range changes go to core 0, which applies them and replays
+//! them to every replica. With an upstream MD, a home core tells core 0 alone of its first and
+//! last subscribers (`Present`/`Absent`), so core 0 knows of every subscription.
 //!
 //! # Guarantees (each has a test in `router/tests.rs`)
 //!
@@ -50,13 +56,15 @@
 //!    login goes upstream just after it subscribed its channel, and the answer comes back on
 //!    it): A's `Present` reaches core 0 before A's later datagrams do, and a subscription A
 //!    makes for another core's participant is held announced by core 0 until that core has it.
+//!    (Guarantees 3 and 5 are also why a home core's subscriptions need no replica: every
+//!    core's datagrams reach the home core on its FIFO, after any change made there.)
 //! 6. **Bounded and drained.** Once the cores have caught up, every replica equals the cores'
-//!    own subscriptions, and nothing is pending or held.
+//!    own subscriptions away from each channel's home, and nothing is pending or held.
 //!
 //! Not the router's business: a participant that has gone (its slot reused) is recognised by
 //! the host through the generation in its `Pid`, so a late delivery to it is dropped there.
 
-use super::{Pid, RangeMap, SingleShard};
+use super::{home_core, Pid, RangeMap, SingleShard};
 use otp_wire::{Recipients, RoutableHeader};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -74,6 +82,8 @@ pub enum Msg {
         pid: Pid,
         channel: u64,
         held: bool,
+        /// The sender counts the receiving core as a subscriber until `Applied`.
+        ack: bool,
     },
     /// Unsubscribe a participant of the receiving core.
     Unsubscribe {
@@ -304,10 +314,9 @@ pub struct Router {
     cores: usize,
     /// Whether an upstream MD is configured (then core 0 reports first and last subscribers).
     upstream: bool,
-    /// Single-channel subscriptions of this core's participants.
+    /// For each channel, this core's participants that subscribe it and the other cores whose
+    /// participants do (one entry, one probe).
     local: SingleShard,
-    /// For each channel, the other cores whose participants subscribe it (bit = core).
-    remote: FxHashMap<u64, u64>,
     /// Subscriptions this core made for participants of other cores, not yet acknowledged
     /// (`Applied`): until then those cores count as subscribers of the channel here.
     pending: FxHashMap<u64, Counts>,
@@ -330,7 +339,6 @@ impl Router {
             cores,
             upstream,
             local: SingleShard::default(),
-            remote: FxHashMap::default(),
             pending: FxHashMap::default(),
             ranges: RangeMap::default(),
             targets: Vec::new(),
@@ -361,7 +369,7 @@ impl Router {
     }
     /// The other cores this core believes subscribe `channel` (bit = core).
     pub fn remote_cores(&self, channel: u64) -> u64 {
-        let mut mask = self.remote.get(&channel).copied().unwrap_or(0);
+        let mut mask = self.local.remote(channel);
         if let Some(p) = self.pending.get(&channel) {
             for &(c, _) in p {
                 mask |= 1 << c;
@@ -391,9 +399,20 @@ impl Router {
         if held {
             self.send(0, Msg::UpstreamHold { channel }, host);
         }
-        count(self.pending.entry(channel).or_default(), owner, 1);
-        host.outbox()
-            .push(owner, Msg::Subscribe { pid, channel, held });
+        // Datagrams to a channel always go to its home core: only another core needs counting.
+        let ack = owner != home_core(channel, self.cores);
+        if ack {
+            count(self.pending.entry(channel).or_default(), owner, 1);
+        }
+        host.outbox().push(
+            owner,
+            Msg::Subscribe {
+                pid,
+                channel,
+                held,
+                ack,
+            },
+        );
     }
 
     /// Unsubscribes `pid` (of any core) from `channel`. For another core's participant the
@@ -424,9 +443,14 @@ impl Router {
     }
 
     /// Tells every other core that this core's participants now subscribe `channel`
-    /// (`present`), or no longer do.
+    /// (`present`), or no longer do. The channel's home core tells only core 0 (for the
+    /// upstream MD): the others send the home core the channel's datagrams in any case.
     fn broadcast<H: Host>(&mut self, channel: u64, present: bool, host: &mut H) {
-        for core in (0..self.cores).filter(|&c| c != self.me) {
+        let home = home_core(channel, self.cores) == self.me;
+        if home && (self.me == 0 || !self.upstream) {
+            return;
+        }
+        for core in (0..self.cores).filter(|&c| c != self.me && (!home || c == 0)) {
             let msg = if present {
                 Msg::Present { channel }
             } else {
@@ -441,9 +465,7 @@ impl Router {
     fn announced(&self, channel: u64) -> bool {
         self.me == 0
             && self.upstream
-            && (!self.local.lookup(channel).is_empty()
-                || self.remote.contains_key(&channel)
-                || self.holds.contains_key(&channel))
+            && (self.local.anywhere(channel) || self.holds.contains_key(&channel))
     }
 
     /// Core 0 with an upstream: tells it of a change of `announced(channel)` from `was`.
@@ -511,10 +533,17 @@ impl Router {
                 let (off, len) = (off as usize, len as usize);
                 self.fan_out(&data[off..off + len], exclude, host);
             }
-            Msg::Subscribe { pid, channel, held } => {
+            Msg::Subscribe {
+                pid,
+                channel,
+                held,
+                ack,
+            } => {
                 debug_assert_eq!(pid.core(), self.me);
                 self.local_subscribe(pid, channel, host);
-                host.outbox().push(from, Msg::Applied { channel });
+                if ack {
+                    host.outbox().push(from, Msg::Applied { channel });
+                }
                 if held {
                     self.send(
                         0,
@@ -539,17 +568,12 @@ impl Router {
             }
             Msg::Present { channel } => {
                 let was = self.announced(channel);
-                *self.remote.entry(channel).or_default() |= 1 << from;
+                self.local.set_remote(channel, from, true);
                 self.announce(channel, was, host);
             }
             Msg::Absent { channel } => {
                 let was = self.announced(channel);
-                if let Some(mask) = self.remote.get_mut(&channel) {
-                    *mask &= !(1 << from);
-                    if *mask == 0 {
-                        self.remote.remove(&channel);
-                    }
-                }
+                self.local.set_remote(channel, from, false);
                 self.announce(channel, was, host);
             }
             Msg::RangeOp { pid, lo, hi, add } => self.authority_range(pid, lo, hi, add, host),
@@ -624,9 +648,9 @@ impl Router {
         targets.clear();
         let mut cores = 0u64;
         for channel in recipients.iter() {
-            targets.extend_from_slice(self.local.lookup(channel));
-            if let Some(&mask) = self.remote.get(&channel) {
-                cores |= mask;
+            if let Some(subs) = self.local.get(channel) {
+                targets.extend_from_slice(&subs.local);
+                cores |= subs.remote;
             }
             if !self.pending.is_empty() {
                 if let Some(p) = self.pending.get(&channel) {
@@ -642,6 +666,8 @@ impl Router {
                     cores |= 1 << pid.core();
                 }
             }
+            // The home core's own subscriptions are not replicated: it always gets the bytes.
+            cores |= 1 << home_core(channel, self.cores);
         }
         self.deliver_all(frame, &mut targets, exclude, host);
         self.targets = targets;
@@ -698,10 +724,14 @@ impl Router {
 
     /// Checks the replica against the cores' own subscriptions (for tests, once every core
     /// has caught up): `owners(channel)` is the set of cores whose participants subscribe it.
+    /// A core knows the others but the channel's home (core 0 with an upstream: all of them).
     #[cfg(test)]
-    fn check_replica(&self, channels: impl Iterator<Item = u64>, owners: impl Fn(u64) -> u64) {
+    fn check_replica(&self, channels: impl Iterator<Item = u64>, owners: &impl Fn(u64) -> u64) {
         for c in channels {
-            let expected = owners(c) & !(1 << self.me);
+            let mut expected = owners(c) & !(1 << self.me);
+            if self.me != 0 || !self.upstream {
+                expected &= !(1 << home_core(c, self.cores));
+            }
             assert_eq!(
                 self.remote_cores(c),
                 expected,

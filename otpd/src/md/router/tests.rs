@@ -220,12 +220,20 @@ impl Sim {
     }
 }
 
+/// A channel homed on `core` (the `nth` of them).
+fn channel_on(core: usize, cores: usize, nth: usize) -> u64 {
+    (100..)
+        .filter(|&c| home_core(c, cores) == core)
+        .nth(nth)
+        .unwrap()
+}
+
 // ---- directed cases ---------------------------------------------------------------------
 
 #[test]
 fn a_datagram_crosses_once_to_each_core_with_subscribers_and_to_no_other() {
     let mut sim = Sim::new(4, false, 8);
-    let x = 100;
+    let x = channel_on(1, 4, 0);
     let (sender, here) = (Sim::pid(0, 0), Sim::pid(0, 1));
     let (a, b, c) = (Sim::pid(1, 2), Sim::pid(1, 3), Sim::pid(2, 4));
     for p in [here, a, b, c] {
@@ -234,9 +242,10 @@ fn a_datagram_crosses_once_to_each_core_with_subscribers_and_to_no_other() {
     }
     // Core 2 also covers x with a range: still one crossing, one delivery.
     let (r, h) = sim.at(2);
-    r.range(c, 90, 110, true, h);
+    r.range(c, x - 5, x + 5, true, h);
     sim.settle();
-    sim.send(0, 0, 1, &[x, 101], Some(sender));
+    // The other recipient is homed here, with no subscriber.
+    sim.send(0, 0, 1, &[x, channel_on(0, 4, 0)], Some(sender));
     // Delivered here at once; one fan-out for core 1 (two subscribers), one for core 2,
     // nothing for core 3.
     assert_eq!(sim.got(), vec![(here, 0, 1)]);
@@ -262,32 +271,49 @@ fn a_datagram_crosses_once_to_each_core_with_subscribers_and_to_no_other() {
 
 #[test]
 fn every_replica_follows_the_subscriptions_of_the_other_cores() {
+    // Channel x is homed on core 0; cores 1 and 2 subscribe it (away from its home).
     let mut sim = Sim::new(3, false, 8);
+    let x = channel_on(0, 3, 0);
     let (p, q) = (Sim::pid(1, 1), Sim::pid(2, 2));
     let (r, h) = sim.at(1);
-    r.subscribe(p, 100, h);
+    r.subscribe(p, x, h);
     let (r, h) = sim.at(2);
-    r.subscribe(q, 100, h);
+    r.subscribe(q, x, h);
     sim.settle();
-    assert_eq!(sim.cores[0].router.remote_cores(100), 0b110);
-    assert_eq!(sim.cores[1].router.remote_cores(100), 0b100);
+    assert_eq!(sim.cores[0].router.remote_cores(x), 0b110);
+    assert_eq!(sim.cores[1].router.remote_cores(x), 0b100);
     let (r, h) = sim.at(1);
-    r.unsubscribe(p, 100, h);
+    r.unsubscribe(p, x, h);
     sim.settle();
-    assert_eq!(sim.cores[0].router.remote_cores(100), 0b100);
-    assert_eq!(sim.cores[2].router.remote_cores(100), 0);
+    assert_eq!(sim.cores[0].router.remote_cores(x), 0b100);
+    assert_eq!(sim.cores[2].router.remote_cores(x), 0);
     let (r, h) = sim.at(2);
-    r.unsubscribe(q, 100, h);
+    r.unsubscribe(q, x, h);
     sim.settle();
-    assert!(sim.cores.iter().all(|c| c.router.remote.is_empty()));
+    assert!(sim
+        .cores
+        .iter()
+        .all(|c| c.router.local.remote_channels() == 0));
+    // A subscriber on the home core is not replicated: the others send it x in any case.
+    let (r, h) = sim.at(0);
+    r.subscribe(Sim::pid(0, 3), x, h);
+    sim.settle();
+    assert!(sim
+        .cores
+        .iter()
+        .all(|c| c.router.local.remote_channels() == 0));
+    sim.send(1, 5, 1, &[x], None);
+    sim.settle();
+    assert_eq!(sim.got(), vec![(Sim::pid(0, 3), 5, 1)]);
 }
 
 #[test]
 fn a_late_absent_does_not_hide_a_subscription_made_here() {
-    // Core 0's last subscriber of x leaves; before core 1 hears of it, core 1 subscribes
-    // another participant of core 0 to x (a presubscription) and routes a datagram to x.
+    // Core 0's last subscriber of x (homed on core 1) leaves; before core 1 hears of it,
+    // core 1 subscribes another participant of core 0 to x (a presubscription) and routes a
+    // datagram to x.
     let mut sim = Sim::new(2, false, 8);
-    let x = 100;
+    let x = channel_on(1, 2, 0);
     let (leaver, joiner) = (Sim::pid(0, 1), Sim::pid(0, 2));
     let (r, h) = sim.at(0);
     r.subscribe(leaver, x, h);
@@ -842,7 +868,7 @@ fn check_settled(
     };
     for core in &sim.cores {
         core.router
-            .check_replica(FIRST_CHANNEL..FIRST_CHANNEL + CHANNELS, owners);
+            .check_replica(FIRST_CHANNEL..FIRST_CHANNEL + CHANNELS, &owners);
     }
     let mut snap = Snapshot::default();
     for p in 0..PARTICIPANTS {
