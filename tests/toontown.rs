@@ -802,10 +802,25 @@ fn walk_toon_2003(legacy: bool) {
 
     // What the operator's console lists (CLIENTAGENT_ADMIN_LIST, the rows behind its clients
     // and districts tables): each player's account, toon, district and zone.
-    c.ai.send(&dg(&[10], AI, CLIENTAGENT_ADMIN_LIST, &P::new().u32(77).0));
+    let mut want = vec![
+        ("mickeyfan".to_string(), a, DISTRICT, 2000),
+        ("minniefan".to_string(), b, DISTRICT, 2000),
+    ];
+    want.sort();
+    assert_eq!(console_rows(&mut c.ai, 2), want, "legacy {legacy}");
+
+    t.send(37, P::new());
+    u.send(37, P::new());
+    assert!(t.m.closed_within(WAIT) && u.m.closed_within(WAIT));
+}
+
+/// Asks every session for its CLIENTAGENT_ADMIN_LIST_RESP and reads `n` answers: (account,
+/// avatar, district, zone), sorted.
+fn console_rows(ai: &mut Md, n: usize) -> Vec<(String, u32, u32, u32)> {
+    ai.send(&dg(&[10], AI, CLIENTAGENT_ADMIN_LIST, &P::new().u32(77).0));
     let mut listed = Vec::new();
-    while listed.len() < 2 {
-        let f = c.ai.recv_within(WAIT).expect("each session answers");
+    while listed.len() < n {
+        let f = ai.recv_within(WAIT).expect("each session answers");
         let at = 3 + 8 * f[2] as usize;
         if u16::from_le_bytes([f[at + 8], f[at + 9]]) != CLIENTAGENT_ADMIN_LIST_RESP {
             continue;
@@ -819,16 +834,7 @@ fn walk_toon_2003(legacy: bool) {
         listed.push((account, word(0), word(1), word(2)));
     }
     listed.sort();
-    let mut want = vec![
-        ("mickeyfan".to_string(), a, DISTRICT, 2000),
-        ("minniefan".to_string(), b, DISTRICT, 2000),
-    ];
-    want.sort();
-    assert_eq!(listed, want, "legacy {legacy}");
-
-    t.send(37, P::new());
-    u.send(37, P::new());
-    assert!(t.m.closed_within(WAIT) && u.m.closed_within(WAIT));
+    listed
 }
 
 #[test]
