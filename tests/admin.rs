@@ -278,20 +278,34 @@ fn tree() -> (Admin, Otpd, u16, otp_dc::DcFile) {
     (root, child, ca, dc)
 }
 
-/// An Astron client past its hello (anonymous): its connection.
+/// An Astron client past its hello (anonymous): its connection. A child MD refuses clients
+/// (eject 131) until its link to the root has settled: try again meanwhile.
 fn astron_client(port: u16, dc: &otp_dc::DcFile) -> Md {
-    let mut m = Md::connect(port);
-    let mut body = otp_wire::msgtypes::CLIENT_HELLO.to_le_bytes().to_vec();
-    body.extend_from_slice(&dc.hash().to_le_bytes());
-    body.extend_from_slice(&2u16.to_le_bytes());
-    body.extend_from_slice(b"v1");
-    m.send(&frame(&body));
-    let f = m.recv_within(Duration::from_secs(5)).expect("HELLO_RESP");
-    assert_eq!(
-        u16::from_le_bytes([f[2], f[3]]),
-        otp_wire::msgtypes::CLIENT_HELLO_RESP
-    );
-    m
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut m = Md::connect(port);
+        let mut body = otp_wire::msgtypes::CLIENT_HELLO.to_le_bytes().to_vec();
+        body.extend_from_slice(&dc.hash().to_le_bytes());
+        body.extend_from_slice(&2u16.to_le_bytes());
+        body.extend_from_slice(b"v1");
+        m.send(&frame(&body));
+        let f = m.recv_within(Duration::from_secs(5)).expect("HELLO_RESP");
+        let t = u16::from_le_bytes([f[2], f[3]]);
+        if t == otp_wire::msgtypes::CLIENT_EJECT
+            && u16::from_le_bytes([f[4], f[5]]) == 131
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        assert_eq!(
+            t,
+            otp_wire::msgtypes::CLIENT_HELLO_RESP,
+            "{:?}",
+            String::from_utf8_lossy(&f)
+        );
+        return m;
+    }
 }
 
 fn post(port: u16, path: &str, body: &str) -> (String, String) {
@@ -318,6 +332,104 @@ fn clients(port: u16, want: usize) -> serde_json::Value {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A system message posted to the root's admin API reaches an Astron client of a ClientAgent
+/// on a child MD, as the child's `system_message_field` set on the client's own avatar (the
+/// object its channel names and it owns); a client without an avatar gets nothing.
+#[test]
+fn a_system_message_from_the_root_reaches_an_astron_client_of_a_child_ca() {
+    use otp_wire::msgtypes::*;
+    let root = start();
+    let dc_path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/dc/client.dc")
+        .canonicalize()
+        .unwrap();
+    let dc = otp_dc::DcFile::parse_files(&[&dc_path]).unwrap();
+    let ca = free_port();
+    let child = Otpd::start_full(
+        free_port(),
+        &format!(
+            "connect: Some(\"127.0.0.1:{}\"), reconnect_min_ms: 50, reconnect_max_ms: 200,",
+            root._o.port
+        ),
+        &format!(
+            "name: \"ca-host\", dc_files: [\"{}\"], roles: [StateServer(control: 100100), \
+             ClientAgent((bind: \"127.0.0.1:{ca}\", version: \"v1\", channels: (min: 3000000, max: 3000999), \
+             system_message_field: Some(\"Avatar.setOwnerNote\")))],",
+            dc_path.display()
+        ),
+    );
+    wait_for_port(ca);
+    let avatar_class = dc.class_by_name("Avatar").unwrap();
+    let note = dc.field_by_name(avatar_class, "setOwnerNote").unwrap().id();
+    let mut cl = astron_client(ca, &dc);
+    let mut other = astron_client(ca, &dc);
+    let listed = clients(root.port, 2);
+    // The game's AI, on the child MD: an avatar, the client's channel set to name it, owned.
+    const AI: u64 = 5_000;
+    const AVATAR: u32 = 20_002;
+    let mut ai = child.connect();
+    ai.send(&add_channel(AI));
+    ai.send(&dg(
+        &[100_100],
+        AI,
+        STATESERVER_CREATE_OBJECT_WITH_REQUIRED,
+        &P::new()
+            .u32(AVATAR)
+            .u32(0)
+            .u32(0)
+            .u16(avatar_class.id())
+            .string("mine")
+            .0,
+    ));
+    let channel = (77u64 << 32) | AVATAR as u64;
+    // Which of the two is `cl`: the first listed, told apart by the owner view it gets.
+    let first = listed["clients"][0]["channel"].as_u64().unwrap();
+    ai.send(&dg(
+        &[first],
+        AI,
+        CLIENTAGENT_SET_CLIENT_ID,
+        &P::new().u64(channel).0,
+    ));
+    ai.send(&dg(
+        &[AVATAR as u64],
+        AI,
+        STATESERVER_OBJECT_SET_OWNER,
+        &P::new().u64(channel).0,
+    ));
+    let owner_view = |m: &mut Md| -> bool {
+        m.recv_within(Duration::from_millis(1500)).is_some_and(|f| {
+            let t = u16::from_le_bytes([f[2], f[3]]);
+            t == CLIENT_ENTER_OBJECT_REQUIRED_OWNER || t == CLIENT_ENTER_OBJECT_REQUIRED_OTHER_OWNER
+        })
+    };
+    if !owner_view(&mut cl) {
+        std::mem::swap(&mut cl, &mut other);
+        assert!(owner_view(&mut cl), "the owner enters its avatar");
+    }
+    let (head, body) = post(
+        root.port,
+        "/api/message",
+        "{\"everyone\": true, \"text\": \"Maintenance at noon.\"}",
+    );
+    assert!(head.starts_with("HTTP/1.1 202 "), "{head} {body}");
+    let f = cl
+        .recv_within(Duration::from_secs(5))
+        .expect("the system message");
+    let want = P::new()
+        .u32(AVATAR)
+        .u16(note)
+        .string("Maintenance at noon.")
+        .0;
+    assert_eq!(u16::from_le_bytes([f[2], f[3]]), CLIENT_OBJECT_SET_FIELD);
+    assert_eq!(&f[4..], &want[..]);
+    assert!(
+        other.recv_within(Duration::from_millis(300)).is_none(),
+        "no avatar, nothing"
+    );
+    let audit = wait_event(root.logs.path(), "admin-action");
+    assert_eq!(audit["action"].as_str(), Some("message"), "{audit}");
 }
 
 /// The admin API on the root sees the clients of a ClientAgent on a child MD, and kicks one
