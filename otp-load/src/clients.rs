@@ -436,6 +436,7 @@ impl Client {
 pub(crate) fn read_datagrams(
     sock: &mut mio::net::TcpStream,
     df: &mut Deframer,
+    peer_closed: bool,
     mut on: impl FnMut(Option<&[u8]>) -> Result<(), bool>,
 ) -> Option<bool> {
     loop {
@@ -448,7 +449,10 @@ pub(crate) fn read_datagrams(
                         return Some(ejected);
                     }
                 }
-                if drained {
+                // A short read emptied the socket, so the next readiness event says when there
+                // is more; but if the event already said the peer closed, no further event will
+                // come, so read on to the end of the stream.
+                if drained && !peer_closed {
                     return None;
                 }
             }
@@ -572,10 +576,15 @@ impl Worker {
         let mut dead = None;
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             let (st, index) = (&mut c.st, c.index);
-            dead = read_datagrams(sock, &mut c.df, |d| match d {
-                Some(body) => Client::on_datagram(st, index, body, cx).map_err(|()| true),
-                None => Err(false),
-            });
+            dead = read_datagrams(
+                sock,
+                &mut c.df,
+                ev.is_read_closed() || ev.is_error(),
+                |d| match d {
+                    Some(body) => Client::on_datagram(st, index, body, cx).map_err(|()| true),
+                    None => Err(false),
+                },
+            );
         }
         if dead.is_none() && !c.st.out.is_empty() && flush(sock, &mut c.st.out).is_err() {
             dead = Some(false);

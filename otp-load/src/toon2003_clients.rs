@@ -498,13 +498,18 @@ impl Worker {
         let mut dead = None;
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             let st = &mut c.st;
-            dead = read_datagrams(sock, &mut c.df, |d| match d {
-                Some(body) => st.on_datagram(body, cx),
-                None => {
-                    cx.r.errors.protocol(&cx.shared.live, "bad framing");
-                    Err(true)
-                }
-            });
+            dead = read_datagrams(
+                sock,
+                &mut c.df,
+                ev.is_read_closed() || ev.is_error(),
+                |d| match d {
+                    Some(body) => st.on_datagram(body, cx),
+                    None => {
+                        cx.r.errors.protocol(&cx.shared.live, "bad framing");
+                        Err(true)
+                    }
+                },
+            );
         }
         if dead.is_none() && !c.st.out.is_empty() && flush(sock, &mut c.st.out).is_err() {
             dead = Some(false);
