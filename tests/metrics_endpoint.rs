@@ -407,4 +407,15 @@ fn a_burst_to_a_client_is_counted_as_deliveries_in_fewer_writes() {
         (1.0..=(BURST / 10) as f64).contains(&writes),
         "{BURST} deliveries took {writes} writes"
     );
+    // Write pacing: a core with spare time writes at each turn's end (spacing 0), and says so.
+    let text = scrape(metrics);
+    assert!(
+        text.contains("otpd_client_write_spacing_microseconds{core=\"1\"}"),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "otpd_client_write_spacing_microseconds{"),
+        0.0,
+        "{text}"
+    );
 }

@@ -22,6 +22,7 @@ struct Families {
     client_deliveries: Family<Labels, Counter<u64, AtomicU64>>,
     client_socket_writes: Family<Labels, Counter<u64, AtomicU64>>,
     stalled_batches: Family<Labels, Gauge>,
+    client_write_spacing_us: Family<Labels, Gauge>,
     channels: Family<Labels, Gauge>,
     participants: Gauge,
     cut_off: Counter<u64, AtomicU64>,
@@ -59,6 +60,7 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         client_deliveries: Family::default(),
         client_socket_writes: Family::default(),
         stalled_batches: Family::default(),
+        client_write_spacing_us: Family::default(),
         channels: Family::default(),
         participants: Gauge::default(),
         cut_off: Counter::default(),
@@ -100,6 +102,11 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         "client_socket_writes",
         "Socket writes to client connections that took bytes (TLS: records), per core; a client's deliveries in one event-loop turn share one write",
         f.client_socket_writes.clone(),
+    );
+    registry.register(
+        "client_write_spacing_microseconds",
+        "How far apart this core writes to one client while it is busy (0 = at the end of each event-loop turn; docs/performance.md, write pacing under load), per core",
+        f.client_write_spacing_us.clone(),
     );
     registry.register(
         "stalled_batches",
@@ -285,6 +292,9 @@ pub fn render(stats: &Stats, events: &Counters) -> String {
         f.stalled_batches
             .get_or_create(&core_label(core))
             .set(c.stalled_batches.load(Ordering::Relaxed) as i64);
+        f.client_write_spacing_us
+            .get_or_create(&core_label(core))
+            .set(c.client_write_spacing_us.load(Ordering::Relaxed) as i64);
         f.channels
             .get_or_create(&core_label(core))
             .set(c.channels.load(Ordering::Relaxed) as i64);

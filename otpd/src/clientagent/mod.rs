@@ -145,6 +145,8 @@ pub struct ClientAgent {
     pub write_timeout: Option<Duration>,
     /// How long outgoing datagrams may wait to be coalesced into one write; None = no wait.
     pub flush_delay: Option<Duration>,
+    /// The longest spacing of writes to one client a busy core may use (zero = none).
+    pub busy_flush_delay_max: Duration,
     /// New clients are ejected (131) while this process's MD has lost its upstream MD.
     pub refuse_clients_without_upstream: bool,
     pub haproxy: bool,
@@ -282,6 +284,7 @@ impl ClientAgent {
             write_buffer_size: config.write_buffer_size.min(usize::MAX as u64) as usize,
             write_timeout: ms(config.write_timeout_ms),
             flush_delay: ms(config.flush_delay_ms),
+            busy_flush_delay_max: Duration::from_millis(config.busy_flush_delay_max_ms),
             refuse_clients_without_upstream: config.refuse_clients_without_upstream,
             haproxy: config.haproxy,
             proxy_from: proxy::TrustedProxies::parse("proxy_from", &config.proxy_from)?,

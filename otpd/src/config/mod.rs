@@ -602,6 +602,11 @@ pub struct ClientAgentConfig {
     /// of the event-loop turn that produced them).
     #[serde(default)]
     pub flush_delay_ms: u64,
+    /// Without `flush_delay_ms`: while a core has no spare time, it writes to each client at
+    /// most once per a spacing it adapts to its load, up to this (0 = never; see
+    /// docs/performance.md, "Write pacing under load").
+    #[serde(default = "busy_flush_delay_max")]
+    pub busy_flush_delay_max_ms: u64,
     /// While this process's MD has an upstream MD configured but not connected, new clients
     /// are ejected at once (code 131, "cluster unavailable") rather than left waiting for
     /// answers that cannot come.
@@ -939,6 +944,9 @@ fn write_buffer() -> u64 {
 }
 fn write_timeout() -> u64 {
     5_000
+}
+pub(crate) fn busy_flush_delay_max() -> u64 {
+    100
 }
 /// The default `heartbeat_timeout_ms`: 60 s, six heartbeats of Panda3D's and the 2003
 /// client's (`heartbeat-interval`, 10 s).

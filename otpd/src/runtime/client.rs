@@ -30,6 +30,8 @@ pub(super) struct ClientConn {
     pub write_since: Option<Instant>,
     /// When the bytes waiting to be coalesced (`flush_delay_ms`) are due to be written.
     pub flush_at: Option<Instant>,
+    /// When bytes were last written to the socket (write pacing under load).
+    pub last_write: Option<Instant>,
     /// Set once the session ended: the socket is flushed, shut for writing and closed by then.
     pub linger_until: Option<Instant>,
     pub shut: bool,
@@ -66,6 +68,7 @@ impl ClientConn {
             in_waiting: false,
             write_since: None,
             flush_at: None,
+            last_write: None,
             linger_until: None,
             shut: false,
             ended: false,

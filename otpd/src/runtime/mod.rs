@@ -13,6 +13,7 @@ mod conn;
 mod core;
 mod fds;
 mod md_tls;
+mod pacing;
 pub mod signals;
 mod upstream;
 mod workers;
@@ -70,6 +71,8 @@ pub struct CoreStats {
     pub client_socket_writes: AtomicU64,
     /// Batches waiting for another core's full queue (the core's backlog).
     pub stalled_batches: AtomicU64,
+    /// The core's write pacing: how far apart it writes to one client, in µs (0 = idle).
+    pub client_write_spacing_us: AtomicU64,
     /// Channels this core's participants subscribe.
     pub channels: AtomicU64,
     /// The roles' own figures, `(role, metric, value)`, refreshed with their ticks.

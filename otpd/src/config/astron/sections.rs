@@ -670,6 +670,7 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         write_buffer_size: 262_144,
         write_timeout_ms: 5_000,
         flush_delay_ms: 0,
+        busy_flush_delay_max_ms: super::super::busy_flush_delay_max(),
         refuse_clients_without_upstream: true,
         system_message_field: None,
         ban_database: None,
@@ -709,6 +710,7 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
                 "heartbeat_timeout",
                 // otpd's own (astrond refuses them): see ClientAgentConfig.
                 "flush_delay_ms",
+                "busy_flush_delay_max_ms",
                 "refuse_clients_without_upstream",
                 "system_message_field",
                 "ban_database",
@@ -748,6 +750,9 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         }
         if let Some(v) = client.uint(cx, "flush_delay_ms", 60_000)? {
             ca.flush_delay_ms = v;
+        }
+        if let Some(v) = client.uint(cx, "busy_flush_delay_max_ms", 500)? {
+            ca.busy_flush_delay_max_ms = v;
         }
         if let Some(v) = client.loose_bool(cx, "refuse_clients_without_upstream")? {
             ca.refuse_clients_without_upstream = v;

@@ -242,7 +242,7 @@ fn clientagent_defaults_and_keys() {
     assert_eq!(ca.add_interest, "visible");
 
     let c = parse_ok(&format!(
-        "{MD}roles:\n  - type: clientagent\n    bind: 127.0.0.1\n    version: 1.0\n    manual_dc_hash: 0xDEADBEEF\n    haproxy: true\n    channels: {{min: 3100, max: 3999}}\n    client:\n      type: libastron\n      relocate: true\n      add_interest: enabled\n      send_hash: false\n      send_version: no\n      write_buffer_size: 0\n      write_timeout_ms: 20\n      heartbeat_timeout: 10000\n      flush_delay_ms: 15\n    tuning:\n      interest_timeout: 250\n"
+        "{MD}roles:\n  - type: clientagent\n    bind: 127.0.0.1\n    version: 1.0\n    manual_dc_hash: 0xDEADBEEF\n    haproxy: true\n    channels: {{min: 3100, max: 3999}}\n    client:\n      type: libastron\n      relocate: true\n      add_interest: enabled\n      send_hash: false\n      send_version: no\n      write_buffer_size: 0\n      write_timeout_ms: 20\n      heartbeat_timeout: 10000\n      flush_delay_ms: 15\n      busy_flush_delay_max_ms: 40\n    tuning:\n      interest_timeout: 250\n"
     ));
     let RoleConfig::ClientAgent(ca) = &c.roles[0] else {
         panic!()
@@ -258,9 +258,10 @@ fn clientagent_defaults_and_keys() {
             ca.write_timeout_ms,
             ca.heartbeat_timeout_ms,
             ca.interest_timeout_ms,
-            ca.flush_delay_ms
+            ca.flush_delay_ms,
+            ca.busy_flush_delay_max_ms
         ),
-        (0, 20, 10_000, 250, 15)
+        (0, 20, 10_000, 250, 15, 40)
     );
 
     let ca_with = |extra: &str| {

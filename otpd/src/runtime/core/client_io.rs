@@ -718,27 +718,37 @@ impl Core {
         log::debug!("clientagent: {} closed: {reason}", c.label());
     }
 
-    /// With `flush_delay_ms`, keeps a client's new output back to share a write with what
-    /// follows; true = it waits (until `flush_due_clients` writes it). Output that must not
-    /// wait: an ejected client's last words, a socket that took only part of the last write,
-    /// and a backlog of `FLUSH_AT_ONCE` bytes or more.
+    /// Keeps a client's new output back to share a write with what follows; true = it waits
+    /// (until `flush_due_clients` writes it). With `flush_delay_ms`, each output waits that
+    /// long; else, while this core is busy (`Pacing`), a client is written at most once per
+    /// the core's spacing (capped by `busy_flush_delay_max_ms`), so a client written long
+    /// enough ago is written at once. Output that must not wait: an ejected client's last
+    /// words, a socket that took only part of the last write, and a backlog of
+    /// `FLUSH_AT_ONCE` bytes or more.
     pub(super) fn defer_client_flush(&mut self, slot: usize, now: Instant) -> bool {
+        let spacing = self.pacing.spacing();
         let c = &mut self.conns[slot];
         let queued = c.queued();
         let Some(cl) = c.client.as_mut() else {
             return false;
         };
-        let Some(delay) = cl.ca.flush_delay else {
-            return false;
+        let due = match cl.ca.flush_delay {
+            Some(delay) => now + delay,
+            None => {
+                let spacing = spacing.min(cl.ca.busy_flush_delay_max);
+                match cl.last_write {
+                    Some(last) if !spacing.is_zero() && last + spacing > now => last + spacing,
+                    _ => return false,
+                }
+            }
         };
         if cl.linger_until.is_some() || cl.write_since.is_some() || queued >= FLUSH_AT_ONCE {
             cl.flush_at = None;
             return false;
         }
         if cl.flush_at.is_none() {
-            let at = now + delay;
-            cl.flush_at = Some(at);
-            self.deferred.push(std::cmp::Reverse((at, slot)));
+            cl.flush_at = Some(due);
+            self.deferred.push(std::cmp::Reverse((due, slot)));
         }
         true
     }
@@ -781,6 +791,9 @@ impl Core {
         let Some(cl) = c.client.as_mut() else {
             return;
         };
+        if after < before {
+            cl.last_write = Some(now);
+        }
         if after == 0 {
             cl.write_since = None;
             cl.flush_at = None;

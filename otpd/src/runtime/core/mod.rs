@@ -119,6 +119,8 @@ pub(crate) struct Core {
     /// TLS refusals since the last warning, and when the next may be logged.
     tls_refused: u64,
     tls_refused_log_at: Instant,
+    /// How busy this core is, and the write spacing it asks of its clients under load.
+    pub(super) pacing: super::pacing::Pacing,
 }
 
 enum Flow {
@@ -206,6 +208,7 @@ impl Core {
             tls_deadlines: VecDeque::new(),
             tls_refused: 0,
             tls_refused_log_at: Instant::now(),
+            pacing: super::pacing::Pacing::new(Instant::now()),
             shared,
         };
         for (i, mut role) in roles.into_iter().enumerate() {
@@ -295,6 +298,7 @@ impl Core {
                     t
                 }
             };
+            let before = Instant::now();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != ErrorKind::Interrupted {
                     log::error!("core {}: poll failed: {e}", self.id);
@@ -302,6 +306,9 @@ impl Core {
                 }
             }
             self.shared.sleeping[self.id].store(false, Ordering::SeqCst);
+            if timeout != Some(Duration::ZERO) {
+                self.pacing.blocked(before, Instant::now());
+            }
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
@@ -1642,6 +1649,7 @@ impl Core {
         let shared = &self.shared;
         self.outbox.ship(|core, batch| shared.send(core, batch));
         let now = Instant::now();
+        self.pacing.update(now);
         let dirty = std::mem::take(&mut self.dirty);
         for slot in dirty {
             let Some(c) = self.conns.get_mut(slot) else {
@@ -1677,6 +1685,8 @@ impl Core {
             .store(self.client_socket_writes, Ordering::Relaxed);
         mine.stalled_batches
             .store(self.outbox.stalled_batches() as u64, Ordering::Relaxed);
+        mine.client_write_spacing_us
+            .store(self.pacing.spacing().as_micros() as u64, Ordering::Relaxed);
         mine.channels
             .store(router.channels() as u64, Ordering::Relaxed);
     }
