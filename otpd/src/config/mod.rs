@@ -948,6 +948,8 @@ fn write_timeout() -> u64 {
 pub(crate) fn busy_flush_delay_max() -> u64 {
     100
 }
+/// The largest `busy_flush_delay_max_ms` accepted (the write pacing's own bound).
+pub(crate) const BUSY_FLUSH_DELAY_MAX_MS: u64 = 500;
 /// The default `heartbeat_timeout_ms`: 60 s, six heartbeats of Panda3D's and the 2003
 /// client's (`heartbeat-interval`, 10 s).
 pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 60_000;
@@ -1277,6 +1279,13 @@ impl ClusterConfig {
                                 secret.len()
                             ));
                         }
+                    }
+                    if ca.busy_flush_delay_max_ms > BUSY_FLUSH_DELAY_MAX_MS {
+                        return Err(format!(
+                            "clientagent {}: busy_flush_delay_max_ms is {}; at most {BUSY_FLUSH_DELAY_MAX_MS} \
+                             (0 = no write pacing)",
+                            ca.bind, ca.busy_flush_delay_max_ms
+                        ));
                     }
                     if let Some(db) = ca.ban_database {
                         channel_ok("clientagent ban_database", db)?;

@@ -80,6 +80,34 @@ mod tests {
     }
 
     #[test]
+    fn write_pacing_is_on_by_default_and_bounded() {
+        let ca = |extra: &str| {
+            format!(
+                "(roles: [ClientAgent((bind: \"127.0.0.1:1\", version: \"v\", \
+                 channels: (min: 1000000, max: 1000009){extra}))])"
+            )
+        };
+        let c = parse("t.ron", &ca("")).unwrap();
+        c.validate().unwrap();
+        let crate::config::RoleConfig::ClientAgent(a) = &c.roles[0] else {
+            panic!("not a ClientAgent");
+        };
+        assert_eq!((a.flush_delay_ms, a.busy_flush_delay_max_ms), (0, 100));
+        for ok in [0, 500] {
+            let c = parse("t.ron", &ca(&format!(", busy_flush_delay_max_ms: {ok}"))).unwrap();
+            c.validate().unwrap();
+        }
+        let e = parse("t.ron", &ca(", busy_flush_delay_max_ms: 501"))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.contains("busy_flush_delay_max_ms is 501; at most 500"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_key_names_key_and_line() {
         let e = parse(
             "t.ron",

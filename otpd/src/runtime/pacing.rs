@@ -15,7 +15,8 @@ const SPARE: f64 = 0.70;
 /// The first step up, and the floor below which the spacing is dropped.
 const MIN_SPACING: Duration = Duration::from_micros(500);
 /// The spacing never grows past this, whatever a ClientAgent allows.
-pub(crate) const MAX_SPACING: Duration = Duration::from_millis(500);
+pub(crate) const MAX_SPACING: Duration =
+    Duration::from_millis(crate::config::BUSY_FLUSH_DELAY_MAX_MS);
 
 #[derive(Debug)]
 pub(crate) struct Pacing {

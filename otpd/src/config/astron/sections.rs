@@ -751,7 +751,11 @@ fn clientagent(cx: &Cx, sec: &Section) -> Res<RoleConfig> {
         if let Some(v) = client.uint(cx, "flush_delay_ms", 60_000)? {
             ca.flush_delay_ms = v;
         }
-        if let Some(v) = client.uint(cx, "busy_flush_delay_max_ms", 500)? {
+        if let Some(v) = client.uint(
+            cx,
+            "busy_flush_delay_max_ms",
+            crate::config::BUSY_FLUSH_DELAY_MAX_MS,
+        )? {
             ca.busy_flush_delay_max_ms = v;
         }
         if let Some(v) = client.loose_bool(cx, "refuse_clients_without_upstream")? {
