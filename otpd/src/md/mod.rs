@@ -2,8 +2,9 @@
 //! core owns, the range map with the upstream messages its changes imply, the ordered routing
 //! protocol between cores (`router`) that drives them, and what the MD keeps for each
 //! participant with the handling of its control messages (`participant`), and the name a child
-//! MD gives itself upstream (`link_name`).
+//! MD gives itself upstream (`link_name`); `block_hash` is the hash of the channel table.
 
+pub mod block_hash;
 pub mod link_name;
 pub mod participant;
 pub mod ranges;

@@ -3,7 +3,7 @@
 //! hash probe answers both, so routing a datagram costs one probe per recipient channel.
 
 use super::Pid;
-use rustc_hash::FxHashMap;
+use super::block_hash::BlockMap;
 use smallvec::SmallVec;
 
 /// Who subscribes one channel: this core's participants, and the other cores (bit = core).
@@ -15,7 +15,7 @@ pub struct Subs {
 
 #[derive(Default)]
 pub struct SingleShard {
-    channels: FxHashMap<u64, Subs>,
+    channels: BlockMap<u64, Subs>,
     /// Channels with at least one local subscriber.
     local_channels: usize,
 }

@@ -10,7 +10,8 @@ use super::{Output, Schema};
 use otp_wire::channels::{location_channel, parent_channel};
 use otp_wire::msgtypes::*;
 use otp_wire::{InternalDatagram, Reader, WireError};
-use rustc_hash::{FxHashMap, FxHashSet};
+use crate::md::block_hash::{BlockMap, BlockSet};
+use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::sync::Arc;
 
@@ -114,7 +115,7 @@ pub struct Object {
     pub owner: u64,
     pub fields: FieldStore,
     /// Children this object knows of, by zone (it is their parent).
-    zones: Option<Box<FxHashMap<Zone, FxHashSet<Doid>>>>,
+    zones: Option<Box<FxHashMap<Zone, BlockSet<Doid>>>>,
 }
 
 impl Object {
@@ -249,7 +250,7 @@ pub struct Objects {
     pub objects: ObjectTable,
     /// For each parent, the objects here that are its children: this table subscribes the
     /// parent's children channel `(1 << 32) | parent` while the set is not empty.
-    children_here: FxHashMap<Doid, FxHashSet<Doid>>,
+    children_here: BlockMap<Doid, BlockSet<Doid>>,
     targets: Vec<Doid>,
     scratch: Vec<u8>,
     /// Updates refused for a bad value or field (also sent to the EventLogger).
@@ -270,7 +271,7 @@ impl Objects {
             schema,
             label,
             objects: ObjectTable::default(),
-            children_here: FxHashMap::default(),
+            children_here: BlockMap::default(),
             targets: Vec::new(),
             scratch: Vec::new(),
             invalid_updates: 0,
