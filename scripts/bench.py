@@ -35,6 +35,9 @@ LOAD = TARGET / "release/otp-load"
 OTPD = TARGET / "release/otpd"
 LOAD_DC = ROOT / "otp-load/load.dc"
 OBJECTS_DC = ROOT / "tests/dc/objects.dc"
+# Each day's medians of the key figures, for the before-and-after plot (docs/img/bench-history.png):
+# a run given --history-label adds its own.
+HISTORY = ROOT / "docs/bench-history.json"
 BEGIN = "<!-- bench:begin (written by scripts/bench; edits here are overwritten) -->"
 END = "<!-- bench:end -->"
 
@@ -599,6 +602,98 @@ def plot(results, outdir):
     return made
 
 
+# The figures the history keeps: (workload, figure) and, for the client sweep, p99 and held.
+HISTORY_KEYS = (("md-flood", "routed_per_s"), ("md-fanout", "deliveries_per_s"), ("md-rtt", "p99_us"),
+                ("ss", "creates_per_s"), ("ss", "updates_per_s"), ("ss", "bytes_per_object"))
+
+
+def history_entry(results, meta, label):
+    """This run's medians of the history's figures, per server."""
+    medians = {}
+    for s in server_names(results):
+        m = {}
+        for workload, key in HISTORY_KEYS:
+            v = med(figures(results, workload, s, key))[0]
+            if v is not None:
+                m[f"{workload}.{key}"] = v
+        for n in sorted({r["params"]["clients"] for r in results if r["workload"] == "clients"}):
+            for key in ("held", "p99_ms"):
+                v = med(figures(results, "clients", s, key, {"clients": n}))[0]
+                if v is not None:
+                    m[f"clients.{n}.{key}"] = v
+        medians[s] = m
+    return {"date": meta.get("date"), "rev": meta.get("rev"), "label": label, "medians": medians}
+
+
+def add_history(entry):
+    """Adds (or replaces, for the same revision and label) an entry of docs/bench-history.json."""
+    history = json.loads(HISTORY.read_text()) if HISTORY.exists() else []
+    history = [h for h in history if (h.get("rev"), h.get("label")) != (entry["rev"], entry["label"])]
+    history.append(entry)
+    HISTORY.write_text(json.dumps(history, indent=1) + "\n")
+    return history
+
+
+def plot_history(history, outdir):
+    """docs/img/bench-history.png: client p99 against clients for every entry (where otpd held
+    every client), astrond's of the newest entry, and otpd's rate over astrond's per entry."""
+    if not history:
+        return None
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours = ["tab:grey", "tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:cyan"]
+
+    def sweep(m):
+        sizes = sorted({int(k.split(".")[1]) for k in m if k.startswith("clients.")})
+        return [(n, m[f"clients.{n}.p99_ms"]) for n in sizes
+                if f"clients.{n}.p99_ms" in m and m.get(f"clients.{n}.held", 0) >= n]
+
+    for i, h in enumerate(history):
+        pts = sweep(h["medians"].get("otpd", {}))
+        if pts:
+            a1.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=colours[i % len(colours)],
+                    label=f"otpd {h['date']}: {h['label']}")
+    pts = sweep(history[-1]["medians"].get("astrond", {}))
+    if pts:
+        a1.plot([p[0] for p in pts], [p[1] for p in pts], "--s", color="tab:orange",
+                label=f"astrond {history[-1]['date']} (where it held every client)")
+    first = history[0]["medians"].get("otpd", {})
+    halves = [(n, first[f"clients.{n}.p99_ms"] / 2) for n in (5000, 10000) if f"clients.{n}.p99_ms" in first]
+    if halves:
+        a1.plot([p[0] for p in halves], [p[1] for p in halves], "rv", ms=9,
+                label=f"half of {history[0]['date']} (issue 18's targets)")
+    a1.set(xscale="log", yscale="log", xlabel="clients (zones of 50, 1 Hz each)",
+           ylabel="delivery p99, ms", title="Client delivery p99, medians of each day's runs")
+    a1.set_xticks([1250, 2500, 5000, 10000], ["1,250", "2,500", "5,000", "10,000"])
+    a1.tick_params(axis="x", which="minor", labelbottom=False)
+    ratios = (("md-flood.routed_per_s", "MD flood"), ("md-fanout.deliveries_per_s", "MD fan-out"),
+              ("ss.creates_per_s", "SS creates"), ("ss.updates_per_s", "SS updates"))
+    width = 0.8 / len(history)
+    for i, h in enumerate(history):
+        o, a = h["medians"].get("otpd", {}), h["medians"].get("astrond", {})
+        ys = [o[k] / a[k] if o.get(k) and a.get(k) else 0 for k, _ in ratios]
+        a2.bar([j + i * width for j in range(len(ratios))], ys, width, color=colours[i % len(colours)],
+               label=f"{h['date']} ({h['rev']})")
+    a2.axhline(10, color="red", lw=0.8, ls=":", label="10× (issue 18's SS target)")
+    a2.set_xticks([j + width * (len(history) - 1) / 2 for j in range(len(ratios))], [r[1] for r in ratios])
+    a2.set(ylabel="otpd ÷ astrond, same run", title="otpd's rate over astrond's, each day")
+    a1.grid(True, alpha=0.3)
+    a1.legend(fontsize=7, loc="lower right")
+    a2.grid(True, alpha=0.3)
+    a2.legend(fontsize=7)
+    outdir.mkdir(parents=True, exist_ok=True)
+    path = outdir / "bench-history.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def write_doc(text):
     doc = ROOT / "docs/performance.md"
     current = doc.read_text() if doc.exists() else "# Performance\n"
@@ -624,6 +719,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smaller workloads (a smoke test, not figures)")
     ap.add_argument("--no-doc", action="store_true", help="do not touch docs/performance.md or docs/img")
     ap.add_argument("--from-results", help="only redo the report and plots from a results.json")
+    ap.add_argument("--history-label",
+                    help="add this run's medians to docs/bench-history.json under this label "
+                         "(the before-and-after plot docs/img/bench-history.png draws every entry)")
     ap.add_argument("--results", default=str(TARGET / "bench/results.json"),
                     help="where every run's figures go (default bench/results.json in the "
                          "cargo target folder)")
@@ -646,6 +744,10 @@ def main():
     text = report(results, args, plots, argv, meta)
     print(text)
     if not args.no_doc:
+        if args.history_label and not args.quick:
+            add_history(history_entry(results, meta, args.history_label))
+        if HISTORY.exists() and plot_history(json.loads(HISTORY.read_text()), ROOT / "docs/img"):
+            log("before-and-after plot: docs/img/bench-history.png")
         write_doc(text)
         log("tables written to docs/performance.md" + (", plots to docs/img/" if plots else ""))
     if failed:
