@@ -429,7 +429,7 @@ impl Session {
         let zone = r.u32()?;
         r.rest();
         let interested = core.interests_seeing(parent, zone) > 0;
-        let visible = core.visible.contains_key(&doid);
+        let visible = core.visible.contains_key(doid);
         let owned = core.owned.contains_key(&doid);
         if !visible && !owned {
             return Ok(());

@@ -6,6 +6,7 @@
 use super::{Close, SessionOut, STATE_ESTABLISHED, STATE_NEW};
 use crate::clientagent::ClientAgent;
 use crate::roles::event::{encode, Ev};
+use crate::roles::doid_index::DoidMap;
 use otp_wire::msgtypes::eject::*;
 use otp_wire::{WireError, Writer};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -32,7 +33,7 @@ pub const CLIENT_DISCONNECT_CLUSTER_UNAVAILABLE: u16 = 131;
 pub const MAX_REASON_BYTES: usize = 256;
 
 /// Where an object the client sees or owns is, and its class.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(in crate::clientagent) struct Obj {
     pub(in crate::clientagent) class: u16,
     pub(in crate::clientagent) parent: u32,
@@ -145,7 +146,7 @@ pub(in crate::clientagent) struct SessionCore {
     pub(super) historical: FxHashSet<u32>,
     /// Objects the client sees, with where they are (change them through `show`, `unshow`
     /// and `move_visible`, which keep `visible_by_zone` in step).
-    pub(super) visible: FxHashMap<u32, Obj>,
+    pub(super) visible: DoidMap<Obj>,
     /// `visible` by location: (parent, zone, doid), so that closing a zone visits only the
     /// objects in it.
     pub(super) visible_by_zone: BTreeSet<(u32, u32, u32)>,
@@ -213,7 +214,7 @@ impl SessionCore {
             seen: FxHashSet::default(),
             session_objects: BTreeSet::new(),
             historical: FxHashSet::default(),
-            visible: FxHashMap::default(),
+            visible: DoidMap::default(),
             visible_by_zone: BTreeSet::new(),
             declared: FxHashMap::default(),
             owned: FxHashMap::default(),
@@ -582,14 +583,14 @@ impl SessionCore {
 
     /// Whether the client sees `doid` now.
     pub(in crate::clientagent) fn sees(&self, doid: u32) -> bool {
-        self.visible.contains_key(&doid)
+        self.visible.contains_key(doid)
     }
 
     /// The class of an object this client may address, or None.
     /// Visible objects first: the update of another avatar in view is the common case (one
     /// probe); `seen` holds the same doids as `visible` (see `check_invariants`).
     pub(in crate::clientagent) fn lookup_object(&self, doid: u32) -> Option<u16> {
-        if let Some(o) = self.visible.get(&doid) {
+        if let Some(o) = self.visible.get(doid) {
             return Some(o.class);
         }
         if let Some(u) = self.ca.uberdogs.get(&doid) {
@@ -629,7 +630,7 @@ impl SessionCore {
     /// An error names the broken rule.
     pub(super) fn check_invariants(&self) -> Result<(), String> {
         if self.seen.len() != self.visible.len()
-            || !self.seen.iter().all(|d| self.visible.contains_key(d))
+            || !self.seen.iter().all(|&d| self.visible.contains_key(d))
         {
             return Err(format!(
                 "seen ({}) and visible ({}) disagree",
@@ -641,7 +642,7 @@ impl SessionCore {
             || !self
                 .visible
                 .iter()
-                .all(|(&d, o)| self.visible_by_zone.contains(&(o.parent, o.zone, d)))
+                .all(|(d, o)| self.visible_by_zone.contains(&(o.parent, o.zone, d)))
         {
             return Err(format!(
                 "visible ({}) and its index by zone ({}) disagree",

@@ -152,22 +152,22 @@ impl SessionCore {
 
     /// The client now sees `doid` at `o` (nothing changes if it did already).
     pub(super) fn show(&mut self, doid: u32, o: Obj) {
-        if let std::collections::hash_map::Entry::Vacant(e) = self.visible.entry(doid) {
-            e.insert(o);
+        if !self.visible.contains_key(doid) {
+            self.visible.insert(doid, o);
             self.visible_by_zone.insert((o.parent, o.zone, doid));
         }
     }
 
     /// The client no longer sees `doid`.
     pub(super) fn unshow(&mut self, doid: u32) {
-        if let Some(o) = self.visible.remove(&doid) {
+        if let Some(o) = self.visible.remove(doid) {
             self.visible_by_zone.remove(&(o.parent, o.zone, doid));
         }
     }
 
     /// `doid`, which the client may see, moved to `parent`'s `zone`.
     pub(super) fn move_visible(&mut self, doid: u32, parent: u32, zone: u32) {
-        if let Some(o) = self.visible.get_mut(&doid) {
+        if let Some(o) = self.visible.get_mut(doid) {
             self.visible_by_zone.remove(&(o.parent, o.zone, doid));
             o.parent = parent;
             o.zone = zone;
