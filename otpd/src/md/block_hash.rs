@@ -112,7 +112,11 @@ mod tests {
             assert_eq!(h & LOW, k & LOW);
             tags.insert(h >> 57);
         }
-        assert!(tags.len() >= 10, "tags of one block mostly differ: {}", tags.len());
+        assert!(
+            tags.len() >= 10,
+            "tags of one block mostly differ: {}",
+            tags.len()
+        );
     }
 
     #[test]
@@ -124,7 +128,11 @@ mod tests {
         for parent in 0..4096u64 {
             buckets.insert(block_hash(parent << 32 | 2000, seed) & 0xF_FFFF);
         }
-        assert!(buckets.len() > 3900, "{} distinct buckets of 4096", buckets.len());
+        assert!(
+            buckets.len() > 3900,
+            "{} distinct buckets of 4096",
+            buckets.len()
+        );
     }
 
     #[test]

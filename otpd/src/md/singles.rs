@@ -2,8 +2,8 @@
 //! subscribe it, and the other cores that do (the replica their `Present`/`Absent` keep). One
 //! hash probe answers both, so routing a datagram costs one probe per recipient channel.
 
-use super::Pid;
 use super::block_hash::BlockMap;
+use super::Pid;
 use smallvec::SmallVec;
 
 /// Who subscribes one channel: this core's participants, and the other cores (bit = core).

@@ -241,7 +241,11 @@ mod tests {
             if (r >> 40) % 3 == 0 {
                 assert_eq!(idx.remove(doid), model.remove(&doid), "step {step}");
             } else {
-                assert_eq!(idx.insert(doid, step), model.insert(doid, step), "step {step}");
+                assert_eq!(
+                    idx.insert(doid, step),
+                    model.insert(doid, step),
+                    "step {step}"
+                );
             }
             assert_eq!(idx.len(), model.len());
         }

@@ -5,8 +5,8 @@
 
 use super::{Close, SessionOut, STATE_ESTABLISHED, STATE_NEW};
 use crate::clientagent::ClientAgent;
-use crate::roles::event::{encode, Ev};
 use crate::roles::doid_index::DoidMap;
+use crate::roles::event::{encode, Ev};
 use otp_wire::msgtypes::eject::*;
 use otp_wire::{WireError, Writer};
 use rustc_hash::{FxHashMap, FxHashSet};
