@@ -668,7 +668,7 @@ def plot_history(history, outdir):
         a1.plot([p[0] for p in halves], [p[1] for p in halves], "rv", ms=9,
                 label=f"half of {history[0]['date']} (issue 18's targets)")
     a1.set(xscale="log", yscale="log", xlabel="clients (zones of 50, 1 Hz each)",
-           ylabel="delivery p99, ms", title="Client delivery p99, medians of each day's runs")
+           ylabel="delivery p99, ms", title="Client delivery p99, medians of each suite run")
     a1.set_xticks([1250, 2500, 5000, 10000], ["1,250", "2,500", "5,000", "10,000"])
     a1.tick_params(axis="x", which="minor", labelbottom=False)
     ratios = (("md-flood.routed_per_s", "MD flood"), ("md-fanout.deliveries_per_s", "MD fan-out"),
@@ -681,7 +681,7 @@ def plot_history(history, outdir):
                label=f"{h['date']} ({h['rev']})")
     a2.axhline(10, color="red", lw=0.8, ls=":", label="10× (issue 18's SS target)")
     a2.set_xticks([j + width * (len(history) - 1) / 2 for j in range(len(ratios))], [r[1] for r in ratios])
-    a2.set(ylabel="otpd ÷ astrond, same run", title="otpd's rate over astrond's, each day")
+    a2.set(ylabel="otpd ÷ astrond, same run", title="otpd's rate over astrond's, each suite run")
     a1.grid(True, alpha=0.3)
     a1.legend(fontsize=7, loc="lower right")
     a2.grid(True, alpha=0.3)
