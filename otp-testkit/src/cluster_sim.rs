@@ -115,6 +115,11 @@ pub struct Sim {
 impl Sim {
     /// An empty cluster whose clock reads `start`.
     pub fn new(start: Instant) -> Sim {
+        // Hash order (a zone's children) must repeat too.
+        assert!(
+            otpd::md::block_hash::fix_seed(0),
+            "a block-hashed table was made before the first Sim, under a random seed"
+        );
         Sim {
             now: start,
             next_tick: start + TICK,
@@ -657,6 +662,8 @@ fn still_subscribed(md: &Participant, frame: &[u8]) -> bool {
 /// # Panics
 /// On a configuration otpd would refuse (the message names the key).
 pub fn from_ron(text: &str, start: Instant, unix: Duration) -> (Sim, Vec<Arc<ClientAgent>>) {
+    // Before the roles are made (`Sim::new` checks it).
+    otpd::md::block_hash::fix_seed(0);
     let config = otpd::config::ron_file::parse("sim.ron", text).unwrap_or_else(|e| panic!("{e}"));
     let clock = otpd::clientagent::WallClock { at: start, unix };
     let cluster = otpd::cluster::check_config(config, clock).unwrap_or_else(|e| panic!("{e}"));

@@ -23,9 +23,17 @@ pub type BlockMap<K, V> = std::collections::HashMap<K, V, BlockState>;
 /// `HashSet<K>` with the block hash.
 pub type BlockSet<K> = std::collections::HashSet<K, BlockState>;
 
+static SEED: OnceLock<u64> = OnceLock::new();
+
 fn process_seed() -> u64 {
-    static SEED: OnceLock<u64> = OnceLock::new();
     *SEED.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0x6f74_7064u64))
+}
+
+/// Fixes the seed of every block hash of this process, for runs that must repeat exactly (the
+/// one-thread cluster simulation: the order of a zone's children is hash order). True when the
+/// seed is `seed`; false when a table was made first, under a random seed.
+pub fn fix_seed(seed: u64) -> bool {
+    *SEED.get_or_init(|| seed) == seed
 }
 
 #[inline]
