@@ -504,14 +504,22 @@ def git_rev():
         return "?"
 
 
-def plot(results, outdir):
-    """PNG plots; returns [(title, path)]. Needs matplotlib (scripts/bench makes a venv)."""
+def pyplot():
+    """matplotlib's pyplot drawing to files, or None (with a note) when it is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        return plt
     except ImportError:
         log("matplotlib is missing: no plots (scripts/bench installs it in the target folder's bench-venv)")
+        return None
+
+
+def plot(results, outdir):
+    """PNG plots; returns [(title, path)]. Needs matplotlib (scripts/bench makes a venv)."""
+    plt = pyplot()
+    if plt is None:
         return []
     outdir.mkdir(parents=True, exist_ok=True)
     made = []
@@ -637,13 +645,8 @@ def add_history(entry):
 def plot_history(history, outdir):
     """docs/img/bench-history.png: client p99 against clients for every entry (where otpd held
     every client), astrond's of the newest entry, and otpd's rate over astrond's per entry."""
-    if not history:
-        return None
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot() if history else None
+    if plt is None:
         return None
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
     colours = ["tab:grey", "tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:cyan"]
